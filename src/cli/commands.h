@@ -1,0 +1,17 @@
+// Subcommands of the lockstep CLI. Each lives in its own cmd_*.cpp and registers itself on the
+// app; its action runs after parsing and returns the process exit code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace lockstep::cli {
+
+using Action = std::function<int()>;
+
+int run_main(int argc, char** argv);
+
+void add_inspect(CLI::App& app, Action& action);
+void add_make_model(CLI::App& app, Action& action);
+
+}  // namespace lockstep::cli
