@@ -6,7 +6,8 @@
 namespace lockstep::cli {
 
 int run_main(int argc, char** argv) {
-  CLI::App app{"lockstep: GGUF language models on CPU and GPU, every GPU path proven against the CPU"};
+  CLI::App app{
+      "lockstep: GGUF language models on CPU and GPU, every GPU path proven against the CPU"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "lockstep 0.1.0");
   Action action;

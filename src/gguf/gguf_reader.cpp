@@ -65,17 +65,22 @@ uint64_t min_value_bytes(ValueType t) {
   switch (t) {
     case ValueType::UINT8:
     case ValueType::INT8:
-    case ValueType::BOOL: return 1;
+    case ValueType::BOOL:
+      return 1;
     case ValueType::UINT16:
-    case ValueType::INT16: return 2;
+    case ValueType::INT16:
+      return 2;
     case ValueType::UINT32:
     case ValueType::INT32:
-    case ValueType::FLOAT32: return 4;
+    case ValueType::FLOAT32:
+      return 4;
     case ValueType::UINT64:
     case ValueType::INT64:
     case ValueType::FLOAT64:
-    case ValueType::STRING: return 8;   // the length prefix
-    case ValueType::ARRAY: return 12;   // element type + count
+    case ValueType::STRING:
+      return 8;  // the length prefix
+    case ValueType::ARRAY:
+      return 12;  // element type + count
   }
   return 1;
 }
@@ -84,28 +89,51 @@ Value read_value(Cursor& c, ValueType type, const std::string& key, int depth) {
   Value v;
   v.type = type;
   switch (type) {
-    case ValueType::UINT8: v.u = c.read<uint8_t>("u8 value"); break;
-    case ValueType::INT8: v.i = c.read<int8_t>("i8 value"); break;
-    case ValueType::UINT16: v.u = c.read<uint16_t>("u16 value"); break;
-    case ValueType::INT16: v.i = c.read<int16_t>("i16 value"); break;
-    case ValueType::UINT32: v.u = c.read<uint32_t>("u32 value"); break;
-    case ValueType::INT32: v.i = c.read<int32_t>("i32 value"); break;
-    case ValueType::UINT64: v.u = c.read<uint64_t>("u64 value"); break;
-    case ValueType::INT64: v.i = c.read<int64_t>("i64 value"); break;
-    case ValueType::FLOAT32: v.f = c.read<float>("f32 value"); break;
-    case ValueType::FLOAT64: v.f = c.read<double>("f64 value"); break;
+    case ValueType::UINT8:
+      v.u = c.read<uint8_t>("u8 value");
+      break;
+    case ValueType::INT8:
+      v.i = c.read<int8_t>("i8 value");
+      break;
+    case ValueType::UINT16:
+      v.u = c.read<uint16_t>("u16 value");
+      break;
+    case ValueType::INT16:
+      v.i = c.read<int16_t>("i16 value");
+      break;
+    case ValueType::UINT32:
+      v.u = c.read<uint32_t>("u32 value");
+      break;
+    case ValueType::INT32:
+      v.i = c.read<int32_t>("i32 value");
+      break;
+    case ValueType::UINT64:
+      v.u = c.read<uint64_t>("u64 value");
+      break;
+    case ValueType::INT64:
+      v.i = c.read<int64_t>("i64 value");
+      break;
+    case ValueType::FLOAT32:
+      v.f = c.read<float>("f32 value");
+      break;
+    case ValueType::FLOAT64:
+      v.f = c.read<double>("f64 value");
+      break;
     case ValueType::BOOL: {
       uint64_t at = c.pos();
       uint8_t b = c.read<uint8_t>("bool value");
-      if (b > 1) c.fail(at, "key '" + key + "': bool value " + std::to_string(b) + " is not 0 or 1");
+      if (b > 1)
+        c.fail(at, "key '" + key + "': bool value " + std::to_string(b) + " is not 0 or 1");
       v.u = b;
       break;
     }
-    case ValueType::STRING: v.s = c.read_string("string value"); break;
+    case ValueType::STRING:
+      v.s = c.read_string("string value");
+      break;
     case ValueType::ARRAY: {
       if (depth >= kMaxArrayDepth)
-        c.fail(c.pos(), "key '" + key + "': arrays nested deeper than " +
-                            std::to_string(kMaxArrayDepth));
+        c.fail(c.pos(),
+               "key '" + key + "': arrays nested deeper than " + std::to_string(kMaxArrayDepth));
       uint64_t at = c.pos();
       uint32_t raw = c.read<uint32_t>("array element type");
       if (!is_valid_value_type(raw))
@@ -127,8 +155,12 @@ Value read_value(Cursor& c, ValueType type, const std::string& key, int depth) {
   return v;
 }
 
-bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
-bool add_overflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_add_overflow(a, b, out); }
+bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) {
+  return __builtin_mul_overflow(a, b, out);
+}
+bool add_overflows(uint64_t a, uint64_t b, uint64_t* out) {
+  return __builtin_add_overflow(a, b, out);
+}
 
 }  // namespace
 
@@ -210,8 +242,8 @@ void GgufFile::parse() {
       throw FormatError(path_, 0, "general.alignment must be a u32");
     uint64_t al = a->u;
     if (al == 0 || (al & (al - 1)) != 0 || al > (1u << 20))
-      throw FormatError(path_, 0,
-                        "general.alignment " + std::to_string(al) + " is not a power of two <= 1 MiB");
+      throw FormatError(
+          path_, 0, "general.alignment " + std::to_string(al) + " is not a power of two <= 1 MiB");
     alignment_ = al;
   }
 
@@ -243,8 +275,7 @@ void GgufFile::parse() {
     uint64_t type_at = c.pos();
     ti.raw_type = c.read<uint32_t>("tensor type");
     auto info = tensor_type_info(ti.raw_type);
-    if (!info)
-      c.fail(type_at, where + ": unknown tensor type id " + std::to_string(ti.raw_type));
+    if (!info) c.fail(type_at, where + ": unknown tensor type id " + std::to_string(ti.raw_type));
     ti.type = info->type;
     if (ti.ne[0] % info->block_elems != 0)
       c.fail(dims_at, where + ": row length " + std::to_string(ti.ne[0]) +
@@ -277,8 +308,9 @@ void GgufFile::parse() {
     uint64_t end;
     if (add_overflows(ti.offset, ti.n_bytes, &end) || end > data_size)
       throw FormatError(path_, ti.info_offset,
-                        "tensor '" + ti.name + "': data [" + std::to_string(data_offset_ + ti.offset) +
-                            ", +" + std::to_string(ti.n_bytes) + ") extends past the end of the file (" +
+                        "tensor '" + ti.name + "': data [" +
+                            std::to_string(data_offset_ + ti.offset) + ", +" +
+                            std::to_string(ti.n_bytes) + ") extends past the end of the file (" +
                             std::to_string(size_) + " bytes)");
     ti.data = base_ + data_offset_ + ti.offset;
   }
@@ -290,8 +322,9 @@ void GgufFile::parse() {
             [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
   for (size_t k = 1; k < order.size(); ++k)
     if (order[k - 1]->offset + order[k - 1]->n_bytes > order[k]->offset)
-      throw FormatError(path_, order[k]->info_offset,
-                        "tensor '" + order[k]->name + "' overlaps tensor '" + order[k - 1]->name + "'");
+      throw FormatError(
+          path_, order[k]->info_offset,
+          "tensor '" + order[k]->name + "' overlaps tensor '" + order[k - 1]->name + "'");
 }
 
 const Value* GgufFile::find(const std::string& key) const {

@@ -23,16 +23,16 @@ inline constexpr int kMaxDims = 4;
 
 struct TensorInfo {
   std::string name;
-  uint32_t raw_type = 0;       // ggml type id as stored
-  TensorType type{};           // valid: the reader rejects ids it does not know
-  std::vector<int64_t> ne;     // ne[0] is the row length (contiguous), ne[1] the rows, ...
-  uint64_t offset = 0;         // relative to the start of the data section
+  uint32_t raw_type = 0;    // ggml type id as stored
+  TensorType type{};        // valid: the reader rejects ids it does not know
+  std::vector<int64_t> ne;  // ne[0] is the row length (contiguous), ne[1] the rows, ...
+  uint64_t offset = 0;      // relative to the start of the data section
   uint64_t n_elements = 0;
   uint64_t n_bytes = 0;
   const uint8_t* data = nullptr;  // into the mapping
-  uint64_t info_offset = 0;    // byte offset of this tensor's info record (for messages)
+  uint64_t info_offset = 0;       // byte offset of this tensor's info record (for messages)
 
-  int64_t rows() const;        // product of ne[1..]
+  int64_t rows() const;  // product of ne[1..]
 };
 
 struct MetadataEntry {

@@ -6,24 +6,39 @@ namespace lockstep::gguf {
 
 const char* value_type_name(ValueType type) {
   switch (type) {
-    case ValueType::UINT8: return "u8";
-    case ValueType::INT8: return "i8";
-    case ValueType::UINT16: return "u16";
-    case ValueType::INT16: return "i16";
-    case ValueType::UINT32: return "u32";
-    case ValueType::INT32: return "i32";
-    case ValueType::FLOAT32: return "f32";
-    case ValueType::BOOL: return "bool";
-    case ValueType::STRING: return "string";
-    case ValueType::ARRAY: return "array";
-    case ValueType::UINT64: return "u64";
-    case ValueType::INT64: return "i64";
-    case ValueType::FLOAT64: return "f64";
+    case ValueType::UINT8:
+      return "u8";
+    case ValueType::INT8:
+      return "i8";
+    case ValueType::UINT16:
+      return "u16";
+    case ValueType::INT16:
+      return "i16";
+    case ValueType::UINT32:
+      return "u32";
+    case ValueType::INT32:
+      return "i32";
+    case ValueType::FLOAT32:
+      return "f32";
+    case ValueType::BOOL:
+      return "bool";
+    case ValueType::STRING:
+      return "string";
+    case ValueType::ARRAY:
+      return "array";
+    case ValueType::UINT64:
+      return "u64";
+    case ValueType::INT64:
+      return "i64";
+    case ValueType::FLOAT64:
+      return "f64";
   }
   return "unknown";
 }
 
-bool is_valid_value_type(uint32_t raw) { return raw <= uint32_t(ValueType::FLOAT64); }
+bool is_valid_value_type(uint32_t raw) {
+  return raw <= uint32_t(ValueType::FLOAT64);
+}
 
 Value Value::of_u32(uint32_t v) {
   Value x;
@@ -96,8 +111,10 @@ bool Value::is_integer() const {
     case ValueType::UINT32:
     case ValueType::INT32:
     case ValueType::UINT64:
-    case ValueType::INT64: return true;
-    default: return false;
+    case ValueType::INT64:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -173,9 +190,13 @@ std::string Value::to_display(size_t max_items) const {
       os << '"' << t << '"';
       break;
     }
-    case ValueType::BOOL: os << (u ? "true" : "false"); break;
+    case ValueType::BOOL:
+      os << (u ? "true" : "false");
+      break;
     case ValueType::FLOAT32:
-    case ValueType::FLOAT64: os << f; break;
+    case ValueType::FLOAT64:
+      os << f;
+      break;
     case ValueType::ARRAY: {
       os << value_type_name(elem_type) << "[" << array.size() << "] [";
       for (size_t k = 0; k < array.size() && k < max_items; ++k)
@@ -185,8 +206,10 @@ std::string Value::to_display(size_t max_items) const {
       break;
     }
     default:
-      if (is_unsigned(type)) os << u;
-      else os << i;
+      if (is_unsigned(type))
+        os << u;
+      else
+        os << i;
   }
   return os.str();
 }

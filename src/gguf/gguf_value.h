@@ -30,12 +30,12 @@ bool is_valid_value_type(uint32_t raw);
 struct Value {
   ValueType type = ValueType::UINT8;
   // Exactly one of these is meaningful, chosen by `type`:
-  uint64_t u = 0;                  // UINT8/16/32/64, BOOL (0/1)
-  int64_t i = 0;                   // INT8/16/32/64
-  double f = 0;                    // FLOAT32/64
-  std::string s;                   // STRING
+  uint64_t u = 0;                          // UINT8/16/32/64, BOOL (0/1)
+  int64_t i = 0;                           // INT8/16/32/64
+  double f = 0;                            // FLOAT32/64
+  std::string s;                           // STRING
   ValueType elem_type = ValueType::UINT8;  // ARRAY: type of the elements
-  std::vector<Value> array;        // ARRAY
+  std::vector<Value> array;                // ARRAY
 
   // Constructors for writers and tests.
   static Value of_u32(uint32_t v);

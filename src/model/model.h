@@ -16,8 +16,8 @@ namespace lockstep {
 struct WeightView {
   std::string name;
   TensorType type = TensorType::F32;
-  int64_t cols = 0;      // ne[0]: elements per row
-  int64_t rows = 1;      // ne[1]
+  int64_t cols = 0;  // ne[0]: elements per row
+  int64_t rows = 1;  // ne[1]
   uint64_t row_bytes = 0;
   const uint8_t* data = nullptr;
 
@@ -26,20 +26,20 @@ struct WeightView {
 };
 
 struct LayerWeights {
-  WeightView attn_norm;                 // [n_embd]
-  WeightView wq, wk, wv, wo;            // wq: rows n_head*head_dim, cols n_embd; wo: rows n_embd
-  WeightView bq, bk, bv;                // qwen2 only
-  WeightView ffn_norm;                  // [n_embd]
-  WeightView ffn_gate, ffn_up;          // rows n_ff, cols n_embd
-  WeightView ffn_down;                  // rows n_embd, cols n_ff
+  WeightView attn_norm;         // [n_embd]
+  WeightView wq, wk, wv, wo;    // wq: rows n_head*head_dim, cols n_embd; wo: rows n_embd
+  WeightView bq, bk, bv;        // qwen2 only
+  WeightView ffn_norm;          // [n_embd]
+  WeightView ffn_gate, ffn_up;  // rows n_ff, cols n_embd
+  WeightView ffn_down;          // rows n_embd, cols n_ff
 };
 
 struct Model {
   std::unique_ptr<gguf::GgufFile> file;  // owns the mapping the views point into
   HParams hp;
-  WeightView tok_embd;                   // rows n_vocab, cols n_embd
+  WeightView tok_embd;  // rows n_vocab, cols n_embd
   WeightView output_norm;
-  WeightView output;                     // == tok_embd when tied
+  WeightView output;  // == tok_embd when tied
   std::vector<LayerWeights> layers;
 
   // Loads and validates a model: architecture, hyperparameters, every required tensor with the

@@ -35,11 +35,11 @@ enum class TensorType : uint32_t {
 
 struct TensorTypeInfo {
   TensorType type;
-  const char* name;      // as ggml spells it: "Q4_K", "F16", ...
-  int64_t block_elems;   // elements per block (1 for plain types)
-  int64_t block_bytes;   // bytes per block
-  bool can_dequantize;   // lockstep can turn it into floats
-  bool can_quantize;     // lockstep can write it
+  const char* name;     // as ggml spells it: "Q4_K", "F16", ...
+  int64_t block_elems;  // elements per block (1 for plain types)
+  int64_t block_bytes;  // bytes per block
+  bool can_dequantize;  // lockstep can turn it into floats
+  bool can_quantize;    // lockstep can write it
 };
 
 // Info for a raw type id read from a file; nullopt when the id is not a ggml type we know.

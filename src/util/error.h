@@ -11,10 +11,10 @@ namespace lockstep {
 // Exit codes of the CLI. Keep in sync with README.md.
 enum ExitCode : int {
   kExitOk = 0,
-  kExitRuntime = 1,      // unexpected internal failure
-  kExitBadInput = 2,     // usage error, bad flag, malformed/unsupported file
-  kExitParity = 3,       // parity gate rejected a backend the user required
-  kExitDevice = 4,       // GPU unavailable / out of memory for a forced GPU backend
+  kExitRuntime = 1,   // unexpected internal failure
+  kExitBadInput = 2,  // usage error, bad flag, malformed/unsupported file
+  kExitParity = 3,    // parity gate rejected a backend the user required
+  kExitDevice = 4,    // GPU unavailable / out of memory for a forced GPU backend
 };
 
 class Error : public std::runtime_error {

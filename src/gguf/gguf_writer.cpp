@@ -1,0 +1,229 @@
+#include "gguf/gguf_writer.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <thread>
+
+#include "gguf/gguf_reader.h"
+#include "util/error.h"
+
+namespace lockstep::gguf {
+
+namespace {
+
+uint64_t pad_to(uint64_t n, uint64_t alignment) {
+  return (n + alignment - 1) / alignment * alignment;
+}
+
+// Appends little-endian encodings to a byte vector (the header is small; the data is not here).
+struct Encoder {
+  std::vector<uint8_t> out;
+  template <typename T>
+  void put(T v) {
+    const size_t at = out.size();
+    out.resize(at + sizeof(T));
+    std::memcpy(out.data() + at, &v, sizeof(T));
+  }
+  void put_string(const std::string& s) {
+    put<uint64_t>(s.size());
+    const size_t at = out.size();
+    out.resize(at + s.size());
+    if (!s.empty()) std::memcpy(out.data() + at, s.data(), s.size());
+  }
+  void put_value(const Value& v) {
+    switch (v.type) {
+      case ValueType::UINT8:
+        put<uint8_t>(uint8_t(v.u));
+        break;
+      case ValueType::INT8:
+        put<int8_t>(int8_t(v.i));
+        break;
+      case ValueType::UINT16:
+        put<uint16_t>(uint16_t(v.u));
+        break;
+      case ValueType::INT16:
+        put<int16_t>(int16_t(v.i));
+        break;
+      case ValueType::UINT32:
+        put<uint32_t>(uint32_t(v.u));
+        break;
+      case ValueType::INT32:
+        put<int32_t>(int32_t(v.i));
+        break;
+      case ValueType::UINT64:
+        put<uint64_t>(v.u);
+        break;
+      case ValueType::INT64:
+        put<int64_t>(v.i);
+        break;
+      case ValueType::FLOAT32:
+        put<float>(float(v.f));
+        break;
+      case ValueType::FLOAT64:
+        put<double>(v.f);
+        break;
+      case ValueType::BOOL:
+        put<uint8_t>(v.u ? 1 : 0);
+        break;
+      case ValueType::STRING:
+        put_string(v.s);
+        break;
+      case ValueType::ARRAY:
+        put<uint32_t>(uint32_t(v.elem_type));
+        put<uint64_t>(v.array.size());
+        for (const auto& e : v.array) {
+          if (e.type != v.elem_type) throw Error("gguf writer: array element of the wrong type");
+          put_value(e);
+        }
+        break;
+    }
+  }
+};
+
+}  // namespace
+
+void GgufWriter::set(const std::string& key, Value value) {
+  for (auto& kv : kv_)
+    if (kv.first == key) {
+      kv.second = std::move(value);
+      return;
+    }
+  kv_.emplace_back(key, std::move(value));
+}
+
+void GgufWriter::set_alignment(uint32_t alignment) {
+  if (alignment == 0 || (alignment & (alignment - 1)) != 0)
+    throw Error("gguf writer: alignment must be a power of two");
+  alignment_ = alignment;
+  if (alignment != kDefaultAlignment) set("general.alignment", Value::of_u32(alignment));
+}
+
+size_t GgufWriter::add_tensor(const std::string& name, TensorType type, std::vector<int64_t> ne) {
+  uint64_t n = 1;
+  for (int64_t d : ne) n *= uint64_t(d);
+  auto rb = row_bytes(type, ne.at(0));
+  if (!rb) throw Error("gguf writer: tensor '" + name + "' row length does not fit its type");
+  for (const auto& t : tensors_)
+    if (t.name == name) throw Error("gguf writer: duplicate tensor '" + name + "'");
+  const uint64_t rows = n / uint64_t(ne[0]);
+  tensors_.push_back({name, type, std::move(ne), *rb * rows, {}});
+  return tensors_.size() - 1;
+}
+
+size_t GgufWriter::add_tensor(const std::string& name, TensorType type, std::vector<int64_t> ne,
+                              std::vector<uint8_t> bytes) {
+  size_t idx = add_tensor(name, type, std::move(ne));
+  if (bytes.size() != tensors_[idx].n_bytes)
+    throw Error("gguf writer: tensor '" + name + "' has " + std::to_string(bytes.size()) +
+                " bytes, its shape needs " + std::to_string(tensors_[idx].n_bytes));
+  tensors_[idx].bytes = std::move(bytes);
+  return idx;
+}
+
+// Builds the header and returns it padded to the alignment, plus each tensor's data offset.
+static std::vector<uint8_t> build_header(const std::vector<std::pair<std::string, Value>>& kv,
+                                         const auto& tensors, uint32_t alignment,
+                                         std::vector<uint64_t>& offsets, uint64_t& data_size) {
+  Encoder e;
+  e.put<uint32_t>(kMagic);
+  e.put<uint32_t>(3);
+  e.put<uint64_t>(tensors.size());
+  e.put<uint64_t>(kv.size());
+  for (const auto& [key, value] : kv) {
+    e.put_string(key);
+    e.put<uint32_t>(uint32_t(value.type));
+    e.put_value(value);
+  }
+  uint64_t off = 0;
+  offsets.clear();
+  for (const auto& t : tensors) {
+    e.put_string(t.name);
+    e.put<uint32_t>(uint32_t(t.ne.size()));
+    for (int64_t d : t.ne) e.put<uint64_t>(uint64_t(d));
+    e.put<uint32_t>(uint32_t(t.type));
+    e.put<uint64_t>(off);
+    offsets.push_back(off);
+    off += pad_to(t.n_bytes, alignment);
+  }
+  data_size = off;
+  e.out.resize(pad_to(e.out.size(), alignment), 0);
+  return std::move(e.out);
+}
+
+std::vector<uint8_t> GgufWriter::to_bytes(const FillFn& fill) const {
+  std::vector<uint64_t> offsets;
+  uint64_t data_size = 0;
+  std::vector<uint8_t> out = build_header(kv_, tensors_, alignment_, offsets, data_size);
+  const size_t header = out.size();
+  out.resize(header + data_size, 0);
+  for (size_t k = 0; k < tensors_.size(); ++k) {
+    uint8_t* dst = out.data() + header + offsets[k];
+    if (!tensors_[k].bytes.empty())
+      std::memcpy(dst, tensors_[k].bytes.data(), tensors_[k].n_bytes);
+    else if (fill)
+      fill(k, dst, tensors_[k].n_bytes);
+    else
+      throw Error("gguf writer: tensor '" + tensors_[k].name + "' has no data");
+  }
+  return out;
+}
+
+void GgufWriter::write(const std::string& path, const FillFn& fill, int threads) const {
+  std::vector<uint64_t> offsets;
+  uint64_t data_size = 0;
+  std::vector<uint8_t> header = build_header(kv_, tensors_, alignment_, offsets, data_size);
+  const uint64_t total = header.size() + data_size;
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw InputError(tmp + ": cannot create: " + std::strerror(errno));
+  if (ftruncate(fd, off_t(total)) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw Error(tmp + ": cannot size to " + std::to_string(total) + " bytes: " + std::strerror(e));
+  }
+  void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) throw Error(tmp + ": cannot map for writing: " + std::strerror(errno));
+  uint8_t* base = static_cast<uint8_t*>(p);
+  std::memcpy(base, header.data(), header.size());
+  uint8_t* data = base + header.size();
+
+  std::atomic<size_t> next{0};
+  std::exception_ptr failure;
+  std::atomic<bool> failed{false};
+  auto worker = [&] {
+    for (size_t k; (k = next.fetch_add(1)) < tensors_.size() && !failed;) {
+      try {
+        uint8_t* dst = data + offsets[k];
+        if (!tensors_[k].bytes.empty())
+          std::memcpy(dst, tensors_[k].bytes.data(), tensors_[k].n_bytes);
+        else if (fill)
+          fill(k, dst, tensors_[k].n_bytes);
+        else
+          throw Error("gguf writer: tensor '" + tensors_[k].name + "' has no data");
+      } catch (...) {
+        if (!failed.exchange(true)) failure = std::current_exception();
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  munmap(p, total);
+  if (failure) {
+    std::remove(tmp.c_str());
+    std::rethrow_exception(failure);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw Error(path + ": cannot rename from " + tmp + ": " + std::strerror(errno));
+}
+
+}  // namespace lockstep::gguf

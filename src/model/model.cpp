@@ -1,0 +1,105 @@
+#include "model/model.h"
+
+#include "util/error.h"
+
+namespace lockstep {
+
+std::vector<ExpectedTensor> expected_tensors(const HParams& hp) {
+  const int64_t q_dim = hp.n_head * hp.head_dim;
+  const int64_t kv_dim = hp.n_head_kv * hp.head_dim;
+  std::vector<ExpectedTensor> t;
+  t.push_back({"token_embd.weight", {hp.n_embd, hp.n_vocab}});
+  t.push_back({"output_norm.weight", {hp.n_embd}});
+  t.push_back({"output.weight", {hp.n_embd, hp.n_vocab}, /*optional=*/true});
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    t.push_back({b + "attn_norm.weight", {hp.n_embd}});
+    t.push_back({b + "attn_q.weight", {hp.n_embd, q_dim}});
+    t.push_back({b + "attn_k.weight", {hp.n_embd, kv_dim}});
+    t.push_back({b + "attn_v.weight", {hp.n_embd, kv_dim}});
+    t.push_back({b + "attn_output.weight", {q_dim, hp.n_embd}});
+    if (hp.has_qkv_bias) {
+      t.push_back({b + "attn_q.bias", {q_dim}});
+      t.push_back({b + "attn_k.bias", {kv_dim}});
+      t.push_back({b + "attn_v.bias", {kv_dim}});
+    }
+    t.push_back({b + "ffn_norm.weight", {hp.n_embd}});
+    t.push_back({b + "ffn_gate.weight", {hp.n_embd, hp.n_ff}});
+    t.push_back({b + "ffn_up.weight", {hp.n_embd, hp.n_ff}});
+    t.push_back({b + "ffn_down.weight", {hp.n_ff, hp.n_embd}});
+  }
+  return t;
+}
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& ne) {
+  std::string s = "[";
+  for (size_t k = 0; k < ne.size(); ++k) s += (k ? ", " : "") + std::to_string(ne[k]);
+  return s + "]";
+}
+
+WeightView bind(const gguf::GgufFile& f, const ExpectedTensor& e) {
+  const gguf::TensorInfo* ti = f.find_tensor(e.name);
+  if (!ti) {
+    if (e.optional) return {};
+    throw InputError(f.path() + ": missing tensor '" + e.name + "'");
+  }
+  // A 1-D expectation also accepts [n, 1]; compare the significant dimensions.
+  std::vector<int64_t> ne = ti->ne;
+  while (ne.size() > e.ne.size() && ne.back() == 1) ne.pop_back();
+  if (ne != e.ne)
+    throw InputError(f.path() + ": tensor '" + e.name + "' has shape " + shape_str(ti->ne) +
+                     ", expected " + shape_str(e.ne));
+  const auto& info = tensor_type_info(ti->type);
+  if (!info.can_dequantize)
+    throw InputError(f.path() + ": tensor '" + e.name + "' has type " + info.name +
+                     ", which lockstep cannot compute with");
+  WeightView w;
+  w.name = e.name;
+  w.type = ti->type;
+  w.cols = ti->ne[0];
+  w.rows = ti->rows();
+  w.row_bytes = *row_bytes(ti->type, ti->ne[0]);
+  w.data = ti->data;
+  return w;
+}
+
+}  // namespace
+
+Model Model::load(const std::string& path) {
+  return from_file(gguf::GgufFile::open(path));
+}
+
+Model Model::from_file(gguf::GgufFile file) {
+  Model m;
+  m.file = std::make_unique<gguf::GgufFile>(std::move(file));
+  const gguf::GgufFile& f = *m.file;
+  m.hp = read_hparams(f);
+  auto expected = expected_tensors(m.hp);
+  size_t k = 0;
+  m.tok_embd = bind(f, expected[k++]);
+  m.output_norm = bind(f, expected[k++]);
+  m.output = bind(f, expected[k++]);
+  if (!m.output.present()) m.output = m.tok_embd;
+  m.layers.resize(size_t(m.hp.n_layer));
+  for (auto& L : m.layers) {
+    L.attn_norm = bind(f, expected[k++]);
+    L.wq = bind(f, expected[k++]);
+    L.wk = bind(f, expected[k++]);
+    L.wv = bind(f, expected[k++]);
+    L.wo = bind(f, expected[k++]);
+    if (m.hp.has_qkv_bias) {
+      L.bq = bind(f, expected[k++]);
+      L.bk = bind(f, expected[k++]);
+      L.bv = bind(f, expected[k++]);
+    }
+    L.ffn_norm = bind(f, expected[k++]);
+    L.ffn_gate = bind(f, expected[k++]);
+    L.ffn_up = bind(f, expected[k++]);
+    L.ffn_down = bind(f, expected[k++]);
+  }
+  return m;
+}
+
+}  // namespace lockstep
