@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 
+#include "backend/fault.h"
 #include "model/model.h"
 
 namespace lockstep {
@@ -38,6 +39,9 @@ class Backend {
   virtual void truncate(int n_past) = 0;
 
   virtual void set_observer(LayerObserver* observer) { (void)observer; }
+
+  // TEST KNOB (backend/fault.h): inject a deliberate fault from now on. Default: unsupported.
+  virtual void set_fault(const FaultSpec& fault) { (void)fault; }
 };
 
 }  // namespace lockstep

@@ -1,0 +1,29 @@
+// TEST KNOB. Deliberate faults a backend can be told to inject, so that the parity gate's
+// falsification tests can show it catches what it exists to catch. Never set in normal runs;
+// reachable from the command line only through the documented LOCKSTEP_FAULT variable.
+#pragma once
+
+namespace lockstep {
+
+struct FaultSpec {
+  enum Kind {
+    None,
+    // After forward call k (k = 0, 1, 2, ... counted from when the fault was set), every value of
+    // the K and V cache entries that call wrote, in every layer, is moved by a deterministic
+    // pseudo-random amount of size magnitude * k. Call 0 (the prefill) is untouched and so are the
+    // logits of call 1; the drift shows from the call after. This is the failure a one-step gate
+    // misses.
+    KvDrift,
+    // Adds magnitude * (pseudo-random +-1) to the output hidden state of layer `layer` at absolute
+    // position `position`.
+    LayerCorrupt,
+    // Writes NaN into the logits of the first row computed at absolute position >= `position`.
+    NaN,
+  };
+  Kind kind = None;
+  float magnitude = 0;
+  int layer = 0;
+  int position = 0;
+};
+
+}  // namespace lockstep
