@@ -24,7 +24,7 @@ constexpr TensorTypeInfo kTypes[] = {
     {TensorType::Q4_K, "Q4_K", 256, 144, true, true},
     {TensorType::Q5_K, "Q5_K", 256, 176, true, true},
     {TensorType::Q6_K, "Q6_K", 256, 210, true, true},
-    {TensorType::Q8_K, "Q8_K", 256, 292, false, false},
+    {TensorType::Q8_K, "Q8_K", 256, 292, true, true},
     {TensorType(16), "IQ2_XXS", 256, 66, false, false},
     {TensorType(17), "IQ2_XS", 256, 74, false, false},
     {TensorType(18), "IQ3_XXS", 256, 98, false, false},
