@@ -1,0 +1,62 @@
+#include "parity/fault_env.h"
+
+#include <cstdlib>
+#include <sstream>
+#include <vector>
+
+#include "util/error.h"
+
+namespace lockstep {
+
+namespace {
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> parts;
+  std::stringstream ss(s);
+  for (std::string p; std::getline(ss, p, sep);) parts.push_back(p);
+  return parts;
+}
+
+double number(const std::string& s, const std::string& whole) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (s.empty() || used != s.size())
+    throw InputError("LOCKSTEP_FAULT = '" + whole + "': '" + s + "' is not a number");
+  return v;
+}
+
+}  // namespace
+
+FaultSpec parse_fault(const std::string& text) {
+  auto p = split(text, ':');
+  FaultSpec f;
+  if (!p.empty() && p[0] == "kv_drift" && p.size() == 2) {
+    f.kind = FaultSpec::KvDrift;
+    f.magnitude = float(number(p[1], text));
+  } else if (!p.empty() && p[0] == "layer_corrupt" && p.size() == 4) {
+    f.kind = FaultSpec::LayerCorrupt;
+    f.layer = int(number(p[1], text));
+    f.position = int(number(p[2], text));
+    f.magnitude = float(number(p[3], text));
+  } else if (!p.empty() && p[0] == "nan" && p.size() == 2) {
+    f.kind = FaultSpec::NaN;
+    f.position = int(number(p[1], text));
+  } else {
+    throw InputError("LOCKSTEP_FAULT = '" + text +
+                     "' is not kv_drift:MAG, layer_corrupt:LAYER:POS:MAG or nan:POS");
+  }
+  return f;
+}
+
+std::optional<FaultSpec> fault_from_env() {
+  const char* env = std::getenv("LOCKSTEP_FAULT");
+  if (!env || !*env) return std::nullopt;
+  return parse_fault(env);
+}
+
+}  // namespace lockstep

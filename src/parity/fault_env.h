@@ -1,0 +1,18 @@
+// TEST KNOB: LOCKSTEP_FAULT selects a fault for the parity gate's candidate backend.
+//   kv_drift:MAGNITUDE              e.g. kv_drift:0.5
+//   layer_corrupt:LAYER:POS:MAGNITUDE   e.g. layer_corrupt:1:10:4
+//   nan:POS                         e.g. nan:0
+// Documented in docs/parity.md. A malformed value is a usage error.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "backend/fault.h"
+
+namespace lockstep {
+
+FaultSpec parse_fault(const std::string& text);  // throws InputError
+std::optional<FaultSpec> fault_from_env();       // nullopt when LOCKSTEP_FAULT is unset/empty
+
+}  // namespace lockstep

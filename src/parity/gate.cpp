@@ -1,0 +1,295 @@
+#include "parity/gate.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/gate_key.h"
+#include "parity/fault_env.h"
+#ifdef LOCKSTEP_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
+namespace lockstep {
+
+std::string ParityRow::where() const {
+  return std::string(is_step ? "step " : "position ") + std::to_string(index) + "/" +
+         std::to_string(total);
+}
+
+const char* ParityVerdict::status_name() const {
+  switch (status) {
+    case Status::Passed:
+      return "passed";
+    case Status::Rejected:
+      return "rejected";
+    case Status::Off:
+      return "off";
+    case Status::NotRequired:
+      return "not-required";
+  }
+  return "unknown";
+}
+
+static std::string fmt(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+std::string ParityVerdict::failure_text() const {
+  if (failed_metric.empty()) return "";
+  if (failed_metric == "finite") return "NaN/Inf in logits at " + failed_at;
+  return failed_metric + " vs CPU = " + fmt(failed_value) + " (" + failed_bound + ") at " +
+         failed_at;
+}
+
+std::string ParityVerdict::summary() const {
+  std::ostringstream os;
+  os << "parity " << status_name();
+  if (status == Status::Passed || status == Status::Rejected)
+    os << " (" << positions << " positions + " << steps << " steps, worst cosine "
+       << fmt(worst_cosine) << ", worst KL " << fmt(worst_kl) << ", " << fmt(ms) << " ms)";
+  return os.str();
+}
+
+namespace {
+
+// Applies the rejection rules to one row; fills the verdict's failure fields and returns false
+// when the row rejects. Order: non-finite, cosine, KL, clear top-1 disagreement.
+bool row_passes(const ParityRow& row, const ParityConfig& cfg, ParityVerdict& v) {
+  const auto& m = row.m;
+  auto reject = [&](const char* metric, double value, const std::string& bound) {
+    v.failed_metric = metric;
+    v.failed_value = value;
+    v.failed_bound = bound;
+    v.failed_at = row.where();
+    return false;
+  };
+  if (!m.finite) return reject("finite", NAN, "must be finite");
+  if (!(m.cosine >= cfg.cosine_min)) return reject("cosine", m.cosine, "< " + fmt(cfg.cosine_min));
+  if (!(m.kl <= cfg.kl_max)) return reject("KL", m.kl, "> " + fmt(cfg.kl_max));
+  if (!m.top1_agree() && m.ref_margin > cfg.top1_margin)
+    return reject("top-1 margin", m.ref_margin,
+                  "candidate picked " + std::to_string(m.cand_top1) + " over " +
+                      std::to_string(m.ref_top1) + ", margin > " + fmt(cfg.top1_margin));
+  return true;
+}
+
+void track_worst(const ParityRow& row, ParityVerdict& v) {
+  if (!row.m.finite) return;
+  if (row.m.cosine < v.worst_cosine) {
+    v.worst_cosine = row.m.cosine;
+    v.worst_cosine_at = row.where();
+  }
+  v.worst_kl = std::max(v.worst_kl, row.m.kl);
+  v.worst_max_abs = std::max(v.worst_max_abs, row.m.max_abs);
+}
+
+}  // namespace
+
+ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
+                                  std::span<const int32_t> probe, const ParityConfig& cfg,
+                                  bool stop_at_first_failure) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ParityVerdict v;
+  v.candidate = candidate.name();
+  v.config = cfg;
+  v.steps = cfg.steps;
+  v.positions = int(probe.size());
+  v.status = ParityVerdict::Status::Passed;
+  if (probe.empty()) throw Error("parity gate: empty probe");
+  if (cfg.steps < ParityConfig::kMinSteps || cfg.steps > ParityConfig::kMaxSteps)
+    throw InputError("parity steps must be in 1..16");
+  const int64_t n_vocab = reference.model().hp.n_vocab;
+  const int P = int(probe.size());
+  if (P + cfg.steps > reference.n_ctx() || P + cfg.steps > candidate.n_ctx())
+    throw InputError("parity probe of " + std::to_string(P) + " positions + " +
+                     std::to_string(cfg.steps) + " steps does not fit the context");
+
+  reference.truncate(0);
+  candidate.truncate(0);
+  std::vector<float> ref_logits(size_t(P) * size_t(n_vocab));
+  std::vector<float> cand_logits(size_t(P) * size_t(n_vocab));
+  reference.forward(probe, ref_logits.data(), true);
+  candidate.forward(probe, cand_logits.data(), true);
+
+  auto finish = [&] {
+    v.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    return v;
+  };
+  bool ok = true;
+  for (int p = 0; p < P; ++p) {
+    ParityRow row;
+    row.index = p;
+    row.total = P;
+    row.token = probe[size_t(p)];
+    const size_t off = size_t(p) * size_t(n_vocab);
+    row.m = compare_logits({ref_logits.data() + off, size_t(n_vocab)},
+                           {cand_logits.data() + off, size_t(n_vocab)});
+    track_worst(row, v);
+    v.rows.push_back(row);
+    if (ok && !row_passes(row, cfg, v)) {
+      ok = false;
+      v.status = ParityVerdict::Status::Rejected;
+      if (stop_at_first_failure) return finish();
+    }
+  }
+
+  // Autoregressive steps: the reference's argmax steers both backends.
+  std::vector<float> last_ref(ref_logits.end() - n_vocab, ref_logits.end());
+  std::vector<float> step_ref(static_cast<size_t>(n_vocab));
+  std::vector<float> step_cand(static_cast<size_t>(n_vocab));
+  for (int k = 0; k < cfg.steps; ++k) {
+    const int32_t token = argmax(last_ref);
+    reference.forward({&token, 1}, step_ref.data(), false);
+    candidate.forward({&token, 1}, step_cand.data(), false);
+    ParityRow row;
+    row.is_step = true;
+    row.index = k;
+    row.total = cfg.steps;
+    row.token = token;
+    row.m = compare_logits(step_ref, step_cand);
+    track_worst(row, v);
+    v.rows.push_back(row);
+    if (ok && !row_passes(row, cfg, v)) {
+      ok = false;
+      v.status = ParityVerdict::Status::Rejected;
+      if (stop_at_first_failure) return finish();
+    }
+    last_ref.swap(step_ref);
+  }
+  return finish();
+}
+
+std::unique_ptr<Backend> ParityGate::create_candidate(const Model& model, const std::string& name,
+                                                      const OpenRequest& request) {
+  if (name == "cpu") return make_cpu_backend(model, CpuKind::Fast, request.threads, request.n_ctx);
+  if (name == "cuda") {
+#ifdef LOCKSTEP_HAVE_CUDA
+    CudaBackendOptions opts;
+    opts.n_ctx = request.n_ctx;
+    return create_cuda_backend(model, opts, GateKey{});
+#else
+    throw Error("this lockstep was built without CUDA (LOCKSTEP_CUDA=OFF or no nvcc)", kExitDevice);
+#endif
+  }
+  throw InputError("--backend = '" + name + "' is not one of auto, cpu, cpu-ref, cuda");
+}
+
+static bool cuda_usable(std::string* why) {
+#ifdef LOCKSTEP_HAVE_CUDA
+  return cuda_device_available(why);
+#else
+  *why = "built without CUDA";
+  return false;
+#endif
+}
+
+OpenResult ParityGate::open(const Model& model, const OpenRequest& request, const ParityConfig& cfg,
+                            std::span<const int32_t> probe, bool probe_is_prompt) {
+  OpenResult result;
+  const std::string& asked = request.backend;
+  if (asked != "auto" && asked != "cpu" && asked != "cpu-ref" && asked != "cuda")
+    throw InputError("--backend = '" + asked + "' is not one of auto, cpu, cpu-ref, cuda");
+
+  // The reference itself needs no verification.
+  if (asked == "cpu-ref") {
+    result.backend = make_cpu_backend(model, CpuKind::Reference, request.threads, request.n_ctx);
+    result.backend_used = "cpu-ref";
+    result.verdict.status = ParityVerdict::Status::NotRequired;
+    result.verdict.candidate = "cpu-ref";
+    return result;
+  }
+
+  const bool forced = asked != "auto";
+  std::string name = asked;
+  if (name == "auto") {
+    std::string why;
+    name = cuda_usable(&why) ? "cuda" : "cpu";
+  }
+  std::unique_ptr<Backend> candidate;
+  try {
+    candidate = create_candidate(model, name, request);
+  } catch (const Error& e) {
+    if (forced || name != "cuda") throw;
+    // auto: a GPU that cannot take the model (e.g. out of memory) is not an error.
+    std::fprintf(stderr, "[lockstep] cuda unavailable (%s); running on the cpu\n", e.what());
+    name = "cpu";
+    candidate = create_candidate(model, name, request);
+  }
+  if (auto fault = fault_from_env()) candidate->set_fault(*fault);
+
+  if (cfg.policy == ParityPolicy::Off) {
+    std::fprintf(stderr,
+                 "%s WARNING: parity gate off (--parity off): the %s path was NOT verified "
+                 "against the CPU reference\n",
+                 kParityTag, name.c_str());
+    result.backend = std::move(candidate);
+    result.backend_used = name;
+    result.verdict.status = ParityVerdict::Status::Off;
+    result.verdict.candidate = name;
+    result.verdict.config = cfg;
+    return result;
+  }
+
+  auto reference = make_cpu_backend(model, CpuKind::Reference, request.threads, request.n_ctx);
+  ParityVerdict verdict = compare(*reference, *candidate, probe, cfg, true);
+  const int cached = probe_is_prompt ? int(probe.size()) : 0;
+
+  auto keep = [&](std::unique_ptr<Backend> serving, const std::string& used) {
+    // Drop the probe's steps (and the probe itself unless it was the user's prompt) from the
+    // serving backend's cache; keep the logits after the last prompt token.
+    serving->truncate(cached);
+    result.backend = std::move(serving);
+    result.backend_used = used;
+    result.prompt_tokens_cached = cached;
+    result.verdict = std::move(verdict);
+    return std::move(result);
+  };
+
+  if (verdict.status == ParityVerdict::Status::Passed) {
+    if (cached > 0) {
+      // Re-derive the logits after the prompt prefix from the candidate's cache: the comparison
+      // already produced them, but keeping all rows around would cost P * n_vocab floats.
+      result.last_logits.resize(size_t(model.hp.n_vocab));
+      candidate->truncate(cached - 1);
+      const int32_t last = probe.back();
+      candidate->forward({&last, 1}, result.last_logits.data(), false);
+    }
+    return keep(std::move(candidate), name);
+  }
+
+  const std::string detail = verdict.failure_text();
+  if (cfg.policy == ParityPolicy::Strict)
+    throw ParityError(std::string(kParityTag) + " " + name +
+                      " path rejected (--parity strict): " + detail);
+  if (forced)
+    throw ParityError(std::string(kParityTag) + " " + name + " path rejected (--backend " + name +
+                      " was forced, not falling back): " + detail);
+  std::fprintf(stderr, "%s %s path rejected, falling back to cpu: %s\n", kParityTag, name.c_str(),
+               detail.c_str());
+  candidate.reset();
+  if (cached > 0) {
+    result.last_logits.resize(size_t(model.hp.n_vocab));
+    reference->truncate(cached - 1);
+    const int32_t last = probe.back();
+    reference->forward({&last, 1}, result.last_logits.data(), false);
+  }
+  return keep(std::move(reference), "cpu-ref");
+}
+
+const std::string& builtin_probe_text() {
+  static const std::string text =
+      "The museum opened its doors at 9 o'clock on a cold Tuesday morning in 1987. Visitors "
+      "walked slowly past paintings of ships, mountains and quiet rivers, while a guide explained "
+      "how each artist had mixed colours by hand. \"Look closely,\" she said, \"and you will see "
+      "three layers of blue.\" A child counted them aloud: one, two, three. Outside, the rain "
+      "stopped and the streets filled with people going to work, buying bread and talking about "
+      "the news of the day.";
+  return text;
+}
+
+}  // namespace lockstep

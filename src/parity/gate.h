@@ -1,0 +1,111 @@
+// The multi-step parity gate: the only door through which the engine obtains a backend other than
+// the CPU reference, and the only holder of the GateKey that GPU backend factories demand.
+//
+// Protocol (docs/parity.md): the reference (CPU, float activations) and the candidate process the
+// same probe in lockstep: first a prefill of P real positions, then N autoregressive steps whose
+// input token is the reference's argmax. Full-vocabulary logits are compared at every position
+// and every step; any NaN/Inf, cosine < threshold, KL above its bound, or a top-1 disagreement
+// where the reference's top-2 margin is clear rejects the candidate.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "parity/metrics.h"
+#include "parity/parity_config.h"
+#include "util/error.h"
+
+namespace lockstep {
+
+// The tagged prefix of every line the gate writes on stderr. Stable: people grep for it.
+inline constexpr const char* kParityTag = "[lockstep-parity-v1]";
+
+struct ParityRow {
+  bool is_step = false;  // false: a prefill position; true: an autoregressive step
+  int index = 0;         // 0-based position or step
+  int total = 0;         // P or N
+  int32_t token = -1;    // input token at this row
+  LogitComparison m;
+  std::string where() const;  // "position 5/64" or "step 1/3"
+};
+
+struct ParityVerdict {
+  enum class Status { Passed, Rejected, Off, NotRequired };
+  Status status = Status::NotRequired;
+  std::string candidate;  // backend name that was checked
+  int steps = 0;          // N
+  int positions = 0;      // P
+  ParityConfig config;
+  std::vector<ParityRow> rows;  // every compared row, in order
+  // The rule that rejected (empty when passed): metric name, value, bound text, place.
+  std::string failed_metric;
+  double failed_value = 0;
+  std::string failed_bound;  // e.g. "< 0.99"
+  std::string failed_at;     // e.g. "step 1/3"
+  // Worst values observed over all rows.
+  double worst_cosine = 1, worst_kl = 0, worst_max_abs = 0;
+  std::string worst_cosine_at;
+  double ms = 0;  // wall time of the comparison
+
+  const char* status_name() const;
+  std::string failure_text() const;  // "cosine vs CPU = 0.722249 (< 0.99) at step 1/3"
+  std::string summary() const;       // one short phrase for the stderr header
+};
+
+// Thrown when a rejected candidate may not fall back (strict policy, or a forced backend). Its
+// message is the complete tagged line; the CLI prints it as is and exits with kExitParity.
+class ParityError : public Error {
+ public:
+  explicit ParityError(const std::string& line) : Error(line, kExitParity) {}
+};
+
+struct OpenRequest {
+  std::string backend = "auto";  // auto | cpu | cpu-ref | cuda
+  int threads = 0;               // 0 = default
+  int n_ctx = 0;                 // 0 = model default
+};
+
+struct OpenResult {
+  std::unique_ptr<Backend> backend;
+  std::string backend_used;  // name of the backend that will serve
+  ParityVerdict verdict;
+  // When the probe was the first tokens of the user's prompt, they are already in the serving
+  // backend's cache (so the prompt is never processed twice); last_logits are the logits after
+  // the last of them.
+  int prompt_tokens_cached = 0;
+  std::vector<float> last_logits;
+};
+
+class ParityGate {
+ public:
+  // Compares candidate with reference on `probe` (both caches are cleared first). With
+  // stop_at_first_failure the comparison ends at the first rejected row (the gate); without it
+  // every row is computed (the `parity` tool).
+  static ParityVerdict compare(Backend& reference, Backend& candidate,
+                               std::span<const int32_t> probe, const ParityConfig& config,
+                               bool stop_at_first_failure = true);
+
+  // Opens the backend a run will use. cpu-ref is the reference and needs no gate; every other
+  // backend is created here (GPU ones with the GateKey), verified, and handed out only if it
+  // passed, or if the user explicitly asked for --parity off (announced on stderr). On rejection:
+  // auto policy with an unforced backend falls back to the reference with one tagged stderr line;
+  // strict policy or a forced backend throws ParityError.
+  // `probe_is_prompt` says that `probe` is the first tokens of the user's prompt.
+  static OpenResult open(const Model& model, const OpenRequest& request, const ParityConfig& config,
+                         std::span<const int32_t> probe, bool probe_is_prompt);
+
+  // Creates the named candidate without verifying it. Private to the gate: it is what the key
+  // protects.
+ private:
+  static std::unique_ptr<Backend> create_candidate(const Model& model, const std::string& name,
+                                                   const OpenRequest& request);
+};
+
+// The built-in probe text (English prose with digits and punctuation, so that the probe exercises
+// ordinary tokens) and the choice between it and the user's prompt.
+const std::string& builtin_probe_text();
+
+}  // namespace lockstep
