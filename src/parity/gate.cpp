@@ -164,9 +164,10 @@ ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
   return finish();
 }
 
-std::unique_ptr<Backend> ParityGate::create_candidate(const Model& model, const std::string& name,
-                                                      const OpenRequest& request) {
-  if (name == "cpu") return make_cpu_backend(model, CpuKind::Fast, request.threads, request.n_ctx);
+std::unique_ptr<GatedBackend> ParityGate::create_candidate(const Model& model,
+                                                           const std::string& name,
+                                                           const OpenRequest& request) {
+  if (name == "cpu") return make_fast_cpu_backend(model, request.threads, request.n_ctx);
   if (name == "cuda") {
 #ifdef LOCKSTEP_HAVE_CUDA
     CudaBackendOptions opts;
@@ -197,7 +198,7 @@ OpenResult ParityGate::open(const Model& model, const OpenRequest& request, cons
 
   // The reference itself needs no verification.
   if (asked == "cpu-ref") {
-    result.backend = make_cpu_backend(model, CpuKind::Reference, request.threads, request.n_ctx);
+    result.backend = make_reference_backend(model, request.threads, request.n_ctx);
     result.backend_used = "cpu-ref";
     result.verdict.status = ParityVerdict::Status::NotRequired;
     result.verdict.candidate = "cpu-ref";
@@ -210,7 +211,7 @@ OpenResult ParityGate::open(const Model& model, const OpenRequest& request, cons
     std::string why;
     name = cuda_usable(&why) ? "cuda" : "cpu";
   }
-  std::unique_ptr<Backend> candidate;
+  std::unique_ptr<GatedBackend> candidate;
   try {
     candidate = create_candidate(model, name, request);
   } catch (const Error& e) {
@@ -227,6 +228,7 @@ OpenResult ParityGate::open(const Model& model, const OpenRequest& request, cons
                  "%s WARNING: parity gate off (--parity off): the %s path was NOT verified "
                  "against the CPU reference\n",
                  kParityTag, name.c_str());
+    candidate->mark_unchecked(GateKey{});
     result.backend = std::move(candidate);
     result.backend_used = name;
     result.verdict.status = ParityVerdict::Status::Off;
@@ -235,7 +237,8 @@ OpenResult ParityGate::open(const Model& model, const OpenRequest& request, cons
     return result;
   }
 
-  auto reference = make_cpu_backend(model, CpuKind::Reference, request.threads, request.n_ctx);
+  auto reference = make_reference_backend(model, request.threads, request.n_ctx);
+  candidate->begin_probe(GateKey{});
   ParityVerdict verdict = compare(*reference, *candidate, probe, cfg, true);
   const int cached = probe_is_prompt ? int(probe.size()) : 0;
 
@@ -251,6 +254,7 @@ OpenResult ParityGate::open(const Model& model, const OpenRequest& request, cons
   };
 
   if (verdict.status == ParityVerdict::Status::Passed) {
+    candidate->mark_passed(GateKey{});
     if (cached > 0) {
       // Re-derive the logits after the prompt prefix from the candidate's cache: the comparison
       // already produced them, but keeping all rows around would cost P * n_vocab floats.

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/gated_backend.h"
 #include "parity/metrics.h"
 #include "parity/parity_config.h"
 #include "util/error.h"
@@ -100,8 +101,8 @@ class ParityGate {
   // Creates the named candidate without verifying it. Private to the gate: it is what the key
   // protects.
  private:
-  static std::unique_ptr<Backend> create_candidate(const Model& model, const std::string& name,
-                                                   const OpenRequest& request);
+  static std::unique_ptr<GatedBackend> create_candidate(const Model& model, const std::string& name,
+                                                        const OpenRequest& request);
 };
 
 // The built-in probe text (English prose with digits and punctuation, so that the probe exercises
