@@ -57,9 +57,12 @@ std::string ParityVerdict::summary() const {
 
 namespace {
 
-// Applies the rejection rules to one row; fills the verdict's failure fields and returns false
-// when the row rejects. Order: non-finite, cosine, KL, clear top-1 disagreement.
-bool row_passes(const ParityRow& row, const ParityConfig& cfg, ParityVerdict& v) {
+void track_worst(const ParityRow& row, ParityVerdict& v);
+
+}  // namespace
+
+// Order of the rules: non-finite, cosine, KL, clear top-1 disagreement.
+bool ParityGate::row_passes(const ParityRow& row, const ParityConfig& cfg, ParityVerdict& v) {
   const auto& m = row.m;
   auto reject = [&](const char* metric, double value, const std::string& bound) {
     v.failed_metric = metric;
@@ -77,6 +80,8 @@ bool row_passes(const ParityRow& row, const ParityConfig& cfg, ParityVerdict& v)
                       std::to_string(m.ref_top1) + ", margin > " + fmt(cfg.top1_margin));
   return true;
 }
+
+namespace {
 
 void track_worst(const ParityRow& row, ParityVerdict& v) {
   if (!row.m.finite) return;
@@ -180,13 +185,12 @@ std::unique_ptr<GatedBackend> ParityGate::create_candidate(const Model& model,
   throw InputError("--backend = '" + name + "' is not one of auto, cpu, cpu-ref, cuda");
 }
 
-static bool cuda_usable(std::string* why) {
+std::string ParityGate::resolve_auto() {
 #ifdef LOCKSTEP_HAVE_CUDA
-  return cuda_device_available(why);
-#else
-  *why = "built without CUDA";
-  return false;
+  std::string why;
+  if (cuda_device_available(&why)) return "cuda";
 #endif
+  return "cpu";
 }
 
 OpenResult ParityGate::open(const Model& model, const OpenRequest& request, const ParityConfig& cfg,
@@ -206,11 +210,7 @@ OpenResult ParityGate::open(const Model& model, const OpenRequest& request, cons
   }
 
   const bool forced = asked != "auto";
-  std::string name = asked;
-  if (name == "auto") {
-    std::string why;
-    name = cuda_usable(&why) ? "cuda" : "cpu";
-  }
+  std::string name = asked == "auto" ? resolve_auto() : asked;
   std::unique_ptr<GatedBackend> candidate;
   try {
     candidate = create_candidate(model, name, request);

@@ -80,6 +80,35 @@ struct OpenResult {
   std::vector<float> last_logits;
 };
 
+// `parity --layers`: hidden states after attention and after the FFN of every layer, compared
+// over the probe's positions; `first` is the first place (in forward order) where the candidate
+// departs from the reference beyond the tolerance.
+struct LayerRow {
+  int layer = 0;
+  std::string stage;       // "attn_out" or "ffn_out"
+  double max_rel_err = 0;  // max over positions of ||c - r|| / ||r||
+  int worst_position = 0;
+  double min_cosine = 1;
+};
+struct LayerReport {
+  std::string candidate;
+  double tolerance = 0;
+  std::vector<LayerRow> rows;
+  int first_departure = -1;  // index into rows, -1 when none
+};
+
+// `parity --audit N`: the candidate generates N tokens greedily on its own; the reference then
+// re-scores prompt + generated tokens in one teacher-forced pass; rows compare the candidate's
+// logits at each generated step with the reference's at the same position.
+struct AuditReport {
+  std::string candidate;
+  int prompt_tokens = 0;
+  std::vector<int32_t> generated;
+  std::vector<ParityRow> rows;
+  int first_divergence = -1;  // first step whose row fails the gate's rules, -1 when none
+  std::string first_divergence_reason;
+};
+
 class ParityGate {
  public:
   // Compares candidate with reference on `probe` (both caches are cleared first). With
@@ -98,11 +127,29 @@ class ParityGate {
   static OpenResult open(const Model& model, const OpenRequest& request, const ParityConfig& config,
                          std::span<const int32_t> probe, bool probe_is_prompt);
 
-  // Creates the named candidate without verifying it. Private to the gate: it is what the key
-  // protects.
+  // Applies the rejection rules to one row; on rejection fills v's failed_* fields and returns
+  // false.
+  static bool row_passes(const ParityRow& row, const ParityConfig& config, ParityVerdict& v);
+
+  // Diagnostic tools for people chasing a drift (`lockstep parity`). They create the candidate
+  // named by the request (with LOCKSTEP_FAULT applied) and never hand it out.
+  static ParityVerdict table(const Model& model, const OpenRequest& request,
+                             const ParityConfig& config, std::span<const int32_t> probe,
+                             std::string* candidate_name);
+  static LayerReport compare_layers(const Model& model, const OpenRequest& request,
+                                    std::span<const int32_t> probe, double tolerance);
+  static AuditReport audit(const Model& model, const OpenRequest& request,
+                           const ParityConfig& config, std::span<const int32_t> prompt, int n);
+
  private:
+  // Creates the named candidate without verifying it: what the key protects.
   static std::unique_ptr<GatedBackend> create_candidate(const Model& model, const std::string& name,
                                                         const OpenRequest& request);
+  // "cuda" when a CUDA device is usable, else "cpu".
+  static std::string resolve_auto();
+  // Resolves "auto", creates the candidate, applies LOCKSTEP_FAULT, and opens it for probing.
+  static std::unique_ptr<GatedBackend> probing_candidate(const Model& model,
+                                                         const OpenRequest& request);
 };
 
 // The built-in probe text (English prose with digits and punctuation, so that the probe exercises
