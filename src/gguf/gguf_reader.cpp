@@ -23,8 +23,11 @@ class Cursor {
   uint64_t pos() const { return pos_; }
   uint64_t remaining() const { return size_ - pos_; }
 
+  // Messages raised while a key or tensor is being read start with its name.
+  void set_context(std::string context) { context_ = std::move(context); }
+
   [[noreturn]] void fail(uint64_t at, const std::string& what) const {
-    throw FormatError(file_, at, what);
+    throw FormatError(file_, at, context_.empty() ? what : context_ + ": " + what);
   }
 
   void need(uint64_t n, const char* what) const {
@@ -58,6 +61,7 @@ class Cursor {
   const uint8_t* base_;
   uint64_t size_;
   uint64_t pos_ = 0;
+  std::string context_;
 };
 
 // Smallest number of bytes one value of this type occupies in the file.
@@ -85,7 +89,7 @@ uint64_t min_value_bytes(ValueType t) {
   return 1;
 }
 
-Value read_value(Cursor& c, ValueType type, const std::string& key, int depth) {
+Value read_value(Cursor& c, ValueType type, int depth) {
   Value v;
   v.type = type;
   switch (type) {
@@ -122,8 +126,7 @@ Value read_value(Cursor& c, ValueType type, const std::string& key, int depth) {
     case ValueType::BOOL: {
       uint64_t at = c.pos();
       uint8_t b = c.read<uint8_t>("bool value");
-      if (b > 1)
-        c.fail(at, "key '" + key + "': bool value " + std::to_string(b) + " is not 0 or 1");
+      if (b > 1) c.fail(at, "bool value " + std::to_string(b) + " is not 0 or 1");
       v.u = b;
       break;
     }
@@ -132,23 +135,20 @@ Value read_value(Cursor& c, ValueType type, const std::string& key, int depth) {
       break;
     case ValueType::ARRAY: {
       if (depth >= kMaxArrayDepth)
-        c.fail(c.pos(),
-               "key '" + key + "': arrays nested deeper than " + std::to_string(kMaxArrayDepth));
+        c.fail(c.pos(), "arrays nested deeper than " + std::to_string(kMaxArrayDepth) + " levels");
       uint64_t at = c.pos();
       uint32_t raw = c.read<uint32_t>("array element type");
       if (!is_valid_value_type(raw))
-        c.fail(at, "key '" + key + "': unknown array element type " + std::to_string(raw));
+        c.fail(at, "unknown array element type " + std::to_string(raw));
       v.elem_type = ValueType(raw);
       uint64_t count_at = c.pos();
       uint64_t count = c.read<uint64_t>("array length");
       // Check the claim against the bytes left before allocating anything for it.
       if (count > c.remaining() / min_value_bytes(v.elem_type))
-        c.fail(count_at, "key '" + key + "': array length " + std::to_string(count) +
-                             " cannot fit in the " + std::to_string(c.remaining()) +
-                             " bytes left in the file");
+        c.fail(count_at, "array length " + std::to_string(count) + " cannot fit in the " +
+                             std::to_string(c.remaining()) + " bytes left in the file");
       v.array.reserve(count);
-      for (uint64_t k = 0; k < count; ++k)
-        v.array.push_back(read_value(c, v.elem_type, key, depth + 1));
+      for (uint64_t k = 0; k < count; ++k) v.array.push_back(read_value(c, v.elem_type, depth + 1));
       break;
     }
   }
@@ -225,25 +225,30 @@ void GgufFile::parse() {
   metadata_.reserve(n_kv);
   for (uint64_t k = 0; k < n_kv; ++k) {
     uint64_t at = c.pos();
+    c.set_context("metadata entry " + std::to_string(k));
     std::string key = c.read_string("metadata key");
     if (key.empty()) c.fail(at, "empty metadata key");
+    c.set_context("key '" + key + "'");
     uint64_t type_at = c.pos();
     uint32_t raw = c.read<uint32_t>("metadata value type");
-    if (!is_valid_value_type(raw))
-      c.fail(type_at, "key '" + key + "': unknown value type " + std::to_string(raw));
-    Value v = read_value(c, ValueType(raw), key, 0);
+    if (!is_valid_value_type(raw)) c.fail(type_at, "unknown value type " + std::to_string(raw));
+    const uint64_t value_at = c.pos();
+    Value v = read_value(c, ValueType(raw), 0);
+    c.set_context("");
     if (metadata_index_.count(key)) c.fail(at, "duplicate metadata key '" + key + "'");
     metadata_index_.emplace(key, metadata_.size());
-    metadata_.push_back({std::move(key), std::move(v)});
+    metadata_.push_back({std::move(key), std::move(v), at, value_at});
   }
 
-  if (const Value* a = find("general.alignment")) {
-    if (a->type != ValueType::UINT32)
-      throw FormatError(path_, 0, "general.alignment must be a u32");
-    uint64_t al = a->u;
+  if (auto it = metadata_index_.find("general.alignment"); it != metadata_index_.end()) {
+    const MetadataEntry& e = metadata_[it->second];
+    if (e.value.type != ValueType::UINT32)
+      c.fail(e.value_offset, std::string("general.alignment is a ") +
+                                 value_type_name(e.value.type) + ", must be a u32");
+    uint64_t al = e.value.u;
     if (al == 0 || (al & (al - 1)) != 0 || al > (1u << 20))
-      throw FormatError(
-          path_, 0, "general.alignment " + std::to_string(al) + " is not a power of two <= 1 MiB");
+      c.fail(e.value_offset,
+             "general.alignment " + std::to_string(al) + " is not a power of two <= 1 MiB");
     alignment_ = al;
   }
 
@@ -252,43 +257,44 @@ void GgufFile::parse() {
   for (uint64_t t = 0; t < n_tensors; ++t) {
     TensorInfo ti;
     ti.info_offset = c.pos();
+    c.set_context("tensor info " + std::to_string(t));
     ti.name = c.read_string("tensor name");
-    const std::string where = "tensor '" + ti.name + "'";
     if (ti.name.empty()) c.fail(ti.info_offset, "empty tensor name");
+    c.set_context("tensor '" + ti.name + "'");
     uint64_t dims_at = c.pos();
     uint32_t n_dims = c.read<uint32_t>("tensor dimension count");
     if (n_dims == 0 || n_dims > uint32_t(kMaxDims))
-      c.fail(dims_at, where + ": dimension count " + std::to_string(n_dims) + " is not in 1.." +
+      c.fail(dims_at, "dimension count " + std::to_string(n_dims) + " is not in 1.." +
                           std::to_string(kMaxDims));
     uint64_t n_elements = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       uint64_t dim_at = c.pos();
       uint64_t dim = c.read<uint64_t>("tensor dimension");
       if (dim == 0 || dim > uint64_t(INT64_MAX))
-        c.fail(dim_at, where + ": dimension " + std::to_string(d) + " is " +
+        c.fail(dim_at, "dimension " + std::to_string(d) + " is " +
                            (dim == 0 ? "zero" : "negative (" + std::to_string(int64_t(dim)) + ")"));
       if (mul_overflows(n_elements, dim, &n_elements) || n_elements > uint64_t(INT64_MAX))
-        c.fail(dim_at, where + ": element count overflows 64 bits");
+        c.fail(dim_at, "element count overflows 64 bits");
       ti.ne.push_back(int64_t(dim));
     }
     ti.n_elements = n_elements;
     uint64_t type_at = c.pos();
     ti.raw_type = c.read<uint32_t>("tensor type");
     auto info = tensor_type_info(ti.raw_type);
-    if (!info) c.fail(type_at, where + ": unknown tensor type id " + std::to_string(ti.raw_type));
+    if (!info) c.fail(type_at, "unknown tensor type id " + std::to_string(ti.raw_type));
     ti.type = info->type;
     if (ti.ne[0] % info->block_elems != 0)
-      c.fail(dims_at, where + ": row length " + std::to_string(ti.ne[0]) +
-                          " is not a multiple of the " + info->name + " block size " +
-                          std::to_string(info->block_elems));
+      c.fail(dims_at, "row length " + std::to_string(ti.ne[0]) + " is not a multiple of the " +
+                          info->name + " block size " + std::to_string(info->block_elems));
     if (mul_overflows(n_elements / info->block_elems, uint64_t(info->block_bytes), &ti.n_bytes))
-      c.fail(dims_at, where + ": byte size overflows 64 bits");
+      c.fail(dims_at, "byte size overflows 64 bits");
     uint64_t off_at = c.pos();
     ti.offset = c.read<uint64_t>("tensor offset");
     if (ti.offset % alignment_ != 0)
-      c.fail(off_at, where + ": data offset " + std::to_string(ti.offset) +
+      c.fail(off_at, "data offset " + std::to_string(ti.offset) +
                          " is not a multiple of the alignment " + std::to_string(alignment_));
-    if (tensor_index_.count(ti.name)) c.fail(ti.info_offset, "duplicate " + where);
+    if (tensor_index_.count(ti.name)) c.fail(ti.info_offset, "duplicate tensor name");
+    c.set_context("");
     tensor_index_.emplace(ti.name, tensors_.size());
     tensors_.push_back(std::move(ti));
   }

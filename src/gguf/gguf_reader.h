@@ -38,6 +38,8 @@ struct TensorInfo {
 struct MetadataEntry {
   std::string key;
   Value value;
+  uint64_t offset = 0;        // byte offset of the entry (its key) in the file
+  uint64_t value_offset = 0;  // byte offset of the value (after the key and the type id)
 };
 
 class GgufFile {

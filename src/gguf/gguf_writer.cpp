@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -102,29 +103,48 @@ void GgufWriter::set_alignment(uint32_t alignment) {
   if (alignment == 0 || (alignment & (alignment - 1)) != 0)
     throw Error("gguf writer: alignment must be a power of two");
   alignment_ = alignment;
-  if (alignment != kDefaultAlignment) set("general.alignment", Value::of_u32(alignment));
+  // Keep an earlier general.alignment in step even when going back to the default.
+  bool present = false;
+  for (const auto& kv : kv_) present |= kv.first == "general.alignment";
+  if (alignment != kDefaultAlignment || present) set("general.alignment", Value::of_u32(alignment));
+}
+
+// Checks a declaration and sizes it; nothing is added when it throws.
+static auto checked_tensor(const std::string& name, TensorType type, std::vector<int64_t> ne,
+                           const auto& existing) {
+  const std::string what = "gguf writer: tensor '" + name + "'";
+  if (ne.empty() || ne.size() > size_t(kMaxDims))
+    throw Error(what + " has " + std::to_string(ne.size()) + " dimensions (1..4 allowed)");
+  uint64_t n = 1;
+  for (int64_t d : ne)
+    if (d <= 0 || __builtin_mul_overflow(n, uint64_t(d), &n) || n > uint64_t(INT64_MAX))
+      throw Error(what + " has a dimension <= 0 or too many elements");
+  auto rb = row_bytes(type, ne[0]);
+  if (!rb) throw Error(what + " row length does not fit its type");
+  for (const auto& t : existing)
+    if (t.name == name) throw Error("gguf writer: duplicate tensor '" + name + "'");
+  const int64_t rows = int64_t(n / uint64_t(ne[0]));
+  uint64_t n_bytes;
+  if (__builtin_mul_overflow(*rb, uint64_t(rows), &n_bytes))
+    throw Error(what + " byte size overflows 64 bits");
+  using Pending = typename std::decay_t<decltype(existing)>::value_type;
+  return Pending{name, type, std::move(ne), n_bytes, rows, *rb, {}};
 }
 
 size_t GgufWriter::add_tensor(const std::string& name, TensorType type, std::vector<int64_t> ne) {
-  uint64_t n = 1;
-  for (int64_t d : ne) n *= uint64_t(d);
-  auto rb = row_bytes(type, ne.at(0));
-  if (!rb) throw Error("gguf writer: tensor '" + name + "' row length does not fit its type");
-  for (const auto& t : tensors_)
-    if (t.name == name) throw Error("gguf writer: duplicate tensor '" + name + "'");
-  const uint64_t rows = n / uint64_t(ne[0]);
-  tensors_.push_back({name, type, std::move(ne), *rb * rows, {}});
+  tensors_.push_back(checked_tensor(name, type, std::move(ne), tensors_));
   return tensors_.size() - 1;
 }
 
 size_t GgufWriter::add_tensor(const std::string& name, TensorType type, std::vector<int64_t> ne,
                               std::vector<uint8_t> bytes) {
-  size_t idx = add_tensor(name, type, std::move(ne));
-  if (bytes.size() != tensors_[idx].n_bytes)
+  auto t = checked_tensor(name, type, std::move(ne), tensors_);
+  if (bytes.size() != t.n_bytes)
     throw Error("gguf writer: tensor '" + name + "' has " + std::to_string(bytes.size()) +
-                " bytes, its shape needs " + std::to_string(tensors_[idx].n_bytes));
-  tensors_[idx].bytes = std::move(bytes);
-  return idx;
+                " bytes, its shape needs " + std::to_string(t.n_bytes));
+  t.bytes = std::move(bytes);
+  tensors_.push_back(std::move(t));
+  return tensors_.size() - 1;
 }
 
 // Builds the header and returns it padded to the alignment, plus each tensor's data offset.
@@ -175,7 +195,41 @@ std::vector<uint8_t> GgufWriter::to_bytes(const FillFn& fill) const {
   return out;
 }
 
+uint64_t GgufWriter::file_size() const {
+  std::vector<uint64_t> offsets;
+  uint64_t data_size = 0;
+  return build_header(kv_, tensors_, alignment_, offsets, data_size).size() + data_size;
+}
+
 void GgufWriter::write(const std::string& path, const FillFn& fill, int threads) const {
+  // One work item per tensor: the whole tensor goes to fill().
+  std::vector<WorkItem> items;
+  for (size_t k = 0; k < tensors_.size(); ++k) items.push_back({k, 0, tensors_[k].rows});
+  FillRowsFn whole;
+  if (fill)
+    whole = [&](size_t k, int64_t, int64_t, uint8_t* dst) { fill(k, dst, tensors_[k].n_bytes); };
+  write_items(path, items, whole, threads);
+}
+
+void GgufWriter::write_rows(const std::string& path, const FillRowsFn& fill_rows, int threads,
+                            uint64_t chunk_bytes) const {
+  std::vector<WorkItem> items;
+  for (size_t k = 0; k < tensors_.size(); ++k) {
+    const Pending& t = tensors_[k];
+    const int64_t step =
+        std::max<int64_t>(1, int64_t(chunk_bytes / std::max<uint64_t>(1, t.row_bytes)));
+    for (int64_t r = 0; r < t.rows; r += step) items.push_back({k, r, std::min(t.rows, r + step)});
+  }
+  // Largest items first so that the last ones to finish are small.
+  std::stable_sort(items.begin(), items.end(), [&](const WorkItem& a, const WorkItem& b) {
+    return uint64_t(a.row_end - a.row_begin) * tensors_[a.tensor].row_bytes >
+           uint64_t(b.row_end - b.row_begin) * tensors_[b.tensor].row_bytes;
+  });
+  write_items(path, items, fill_rows, threads);
+}
+
+void GgufWriter::write_items(const std::string& path, const std::vector<WorkItem>& items,
+                             const FillRowsFn& fill_rows, int threads) const {
   std::vector<uint64_t> offsets;
   uint64_t data_size = 0;
   std::vector<uint8_t> header = build_header(kv_, tensors_, alignment_, offsets, data_size);
@@ -183,14 +237,19 @@ void GgufWriter::write(const std::string& path, const FillFn& fill, int threads)
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw InputError(tmp + ": cannot create: " + std::strerror(errno));
-  if (ftruncate(fd, off_t(total)) != 0) {
-    int e = errno;
+  // Reserve the blocks now: a full disk is then reported here, not as SIGBUS while filling.
+  if (int e = posix_fallocate(fd, 0, off_t(total)); e != 0) {
     ::close(fd);
-    throw Error(tmp + ": cannot size to " + std::to_string(total) + " bytes: " + std::strerror(e));
+    std::remove(tmp.c_str());
+    throw Error(tmp + ": cannot allocate " + std::to_string(total) + " bytes: " + std::strerror(e));
   }
   void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED) throw Error(tmp + ": cannot map for writing: " + std::strerror(errno));
+  if (p == MAP_FAILED) {
+    int e = errno;
+    ::close(fd);
+    std::remove(tmp.c_str());
+    throw Error(tmp + ": cannot map for writing: " + std::strerror(e));
+  }
   uint8_t* base = static_cast<uint8_t*>(p);
   std::memcpy(base, header.data(), header.size());
   uint8_t* data = base + header.size();
@@ -199,15 +258,18 @@ void GgufWriter::write(const std::string& path, const FillFn& fill, int threads)
   std::exception_ptr failure;
   std::atomic<bool> failed{false};
   auto worker = [&] {
-    for (size_t k; (k = next.fetch_add(1)) < tensors_.size() && !failed;) {
+    for (size_t i; (i = next.fetch_add(1)) < items.size() && !failed;) {
+      const WorkItem& w = items[i];
+      const Pending& t = tensors_[w.tensor];
+      uint8_t* dst = data + offsets[w.tensor] + uint64_t(w.row_begin) * t.row_bytes;
       try {
-        uint8_t* dst = data + offsets[k];
-        if (!tensors_[k].bytes.empty())
-          std::memcpy(dst, tensors_[k].bytes.data(), tensors_[k].n_bytes);
-        else if (fill)
-          fill(k, dst, tensors_[k].n_bytes);
+        if (!t.bytes.empty())
+          std::memcpy(dst, t.bytes.data() + uint64_t(w.row_begin) * t.row_bytes,
+                      uint64_t(w.row_end - w.row_begin) * t.row_bytes);
+        else if (fill_rows)
+          fill_rows(w.tensor, w.row_begin, w.row_end, dst);
         else
-          throw Error("gguf writer: tensor '" + tensors_[k].name + "' has no data");
+          throw Error("gguf writer: tensor '" + t.name + "' has no data");
       } catch (...) {
         if (!failed.exchange(true)) failure = std::current_exception();
       }
@@ -218,9 +280,12 @@ void GgufWriter::write(const std::string& path, const FillFn& fill, int threads)
   worker();
   for (auto& t : pool) t.join();
   munmap(p, total);
-  if (failure) {
+  const bool closed = ::close(fd) == 0;
+  const int close_errno = errno;
+  if (failure || !closed) {
     std::remove(tmp.c_str());
-    std::rethrow_exception(failure);
+    if (failure) std::rethrow_exception(failure);
+    throw Error(tmp + ": cannot write: " + std::strerror(close_errno));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     throw Error(path + ": cannot rename from " + tmp + ": " + std::strerror(errno));
