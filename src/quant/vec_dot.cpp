@@ -1,0 +1,401 @@
+// vec_dot.h: activation quantization, run-time ISA dispatch and the portable scalar kernels.
+#include "quant/vec_dot.h"
+
+#include <atomic>
+#include <cstring>
+#include <string>
+
+#include "quant/blocks.h"
+#include "quant/fp16.h"
+#include "quant/quantize.h"
+#include "quant/vec_dot_internal.h"
+#include "util/error.h"
+
+namespace lockstep {
+
+namespace quant {
+namespace {
+
+float f16(uint16_t h) {
+  return fp16_to_fp32(h);
+}
+float load_f(const float* p) {
+  float v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// ---- 32-block weights x Q8_0 activations ----
+
+float dot_q4_0(const void* wv, const void* av, int64_t n) {
+  const auto* w = static_cast<const BlockQ4_0*>(wv);
+  const auto* a = static_cast<const BlockQ8_0*>(av);
+  float acc = 0;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    int sum = 0;
+    for (int j = 0; j < 16; ++j)
+      sum += ((w[i].qs[j] & 0xF) - 8) * a[i].qs[j] + ((w[i].qs[j] >> 4) - 8) * a[i].qs[j + 16];
+    acc += sum * (f16(w[i].d) * f16(a[i].d));
+  }
+  return acc;
+}
+
+float dot_q4_1(const void* wv, const void* av, int64_t n) {
+  const auto* w = static_cast<const BlockQ4_1*>(wv);
+  const auto* a = static_cast<const BlockQ8_0*>(av);
+  float acc = 0;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    int sum = 0, suma = 0;
+    for (int j = 0; j < 16; ++j) {
+      sum += (w[i].qs[j] & 0xF) * a[i].qs[j] + (w[i].qs[j] >> 4) * a[i].qs[j + 16];
+      suma += a[i].qs[j] + a[i].qs[j + 16];
+    }
+    const float da = f16(a[i].d);
+    acc += sum * (f16(w[i].d) * da) + suma * (f16(w[i].m) * da);
+  }
+  return acc;
+}
+
+template <bool kHasMin, class Block>
+float dot_q5(const void* wv, const void* av, int64_t n) {
+  const auto* w = static_cast<const Block*>(wv);
+  const auto* a = static_cast<const BlockQ8_0*>(av);
+  float acc = 0;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    uint32_t qh;
+    std::memcpy(&qh, w[i].qh, 4);
+    int sum = 0, suma = 0;
+    for (int j = 0; j < 16; ++j) {
+      const int off = kHasMin ? 0 : 16;
+      const int q0 = ((w[i].qs[j] & 0xF) | (((qh >> j) & 1) << 4)) - off;
+      const int q1 = ((w[i].qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - off;
+      sum += q0 * a[i].qs[j] + q1 * a[i].qs[j + 16];
+      suma += a[i].qs[j] + a[i].qs[j + 16];
+    }
+    const float da = f16(a[i].d);
+    acc += sum * (f16(w[i].d) * da);
+    if constexpr (kHasMin) acc += suma * (f16(w[i].m) * da);
+  }
+  return acc;
+}
+
+float dot_q8_0(const void* wv, const void* av, int64_t n) {
+  const auto* w = static_cast<const BlockQ8_0*>(wv);
+  const auto* a = static_cast<const BlockQ8_0*>(av);
+  float acc = 0;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    int sum = 0;
+    for (int j = 0; j < kQK; ++j) sum += w[i].qs[j] * a[i].qs[j];
+    acc += sum * (f16(w[i].d) * f16(a[i].d));
+  }
+  return acc;
+}
+
+// ---- K weights x Q8_K activations: decode the block's levels, then integer dots ----
+
+// sum over 16-element groups g of scale[g] * sum(level * a)
+int grouped_dot16(const int8_t* levels, const int8_t* a, const int* scale) {
+  int total = 0;
+  for (int g = 0; g < 16; ++g) {
+    int s = 0;
+    for (int l = 0; l < 16; ++l) s += levels[16 * g + l] * a[16 * g + l];
+    total += scale[g] * s;
+  }
+  return total;
+}
+
+float dot_q2_k(const void* wv, const void* av, int64_t n) {
+  const auto* w = static_cast<const BlockQ2_K*>(wv);
+  const auto* a = static_cast<const BlockQ8_K*>(av);
+  float acc = 0;
+  int8_t L[kQKK];
+  int sc[16];
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    for (int e = 0; e < kQKK; ++e) {
+      const int half = e / 128, s = (e % 128) / 32, l = e % 32;
+      L[e] = int8_t((w[i].qs[32 * half + l] >> (2 * s)) & 3);
+    }
+    int summ = 0;
+    for (int g = 0; g < 16; ++g) {
+      sc[g] = w[i].scales[g] & 0xF;
+      summ += (w[i].scales[g] >> 4) * a[i].bsums[g];
+    }
+    const float da = load_f(&a[i].d);
+    acc += (f16(w[i].d) * da) * grouped_dot16(L, a[i].qs, sc) - (f16(w[i].dmin) * da) * summ;
+  }
+  return acc;
+}
+
+float dot_q3_k(const void* wv, const void* av, int64_t n) {
+  const auto* w = static_cast<const BlockQ3_K*>(wv);
+  const auto* a = static_cast<const BlockQ8_K*>(av);
+  float acc = 0;
+  int8_t L[kQKK], s8[16];
+  int sc[16];
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    for (int e = 0; e < kQKK; ++e) {
+      const int half = e / 128, s = (e % 128) / 32, l = e % 32;
+      const int low = (w[i].qs[32 * half + l] >> (2 * s)) & 3;
+      const bool high = w[i].hmask[l] & (1 << (4 * half + s));
+      L[e] = int8_t(low - (high ? 0 : 4));
+    }
+    q3k_scales(w[i].scales, s8);
+    for (int g = 0; g < 16; ++g) sc[g] = s8[g];
+    acc += (f16(w[i].d) * load_f(&a[i].d)) * grouped_dot16(L, a[i].qs, sc);
+  }
+  return acc;
+}
+
+template <bool kFive, class Block>
+float dot_q45_k(const void* wv, const void* av, int64_t n) {
+  const auto* w = static_cast<const Block*>(wv);
+  const auto* a = static_cast<const BlockQ8_K*>(av);
+  float acc = 0;
+  int8_t L[kQKK];
+  int sc[16];
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const uint8_t* q = w[i].qs;
+    for (int e = 0; e < kQKK; ++e) {
+      const int chunk = e / 64, hi = (e % 64) / 32, l = e % 32;
+      int v = (q[32 * chunk + l] >> (4 * hi)) & 0xF;
+      if constexpr (kFive) v |= ((w[i].qh[l] >> (2 * chunk + hi)) & 1) << 4;
+      L[e] = int8_t(v);
+    }
+    int summ = 0;
+    for (int j = 0; j < 8; ++j) {
+      uint8_t s, m;
+      k4_scale_min(j, w[i].scales, &s, &m);
+      sc[2 * j] = sc[2 * j + 1] = s;
+      summ += m * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
+    }
+    const float da = load_f(&a[i].d);
+    acc += (f16(w[i].d) * da) * grouped_dot16(L, a[i].qs, sc) - (f16(w[i].dmin) * da) * summ;
+  }
+  return acc;
+}
+
+float dot_q6_k(const void* wv, const void* av, int64_t n) {
+  const auto* w = static_cast<const BlockQ6_K*>(wv);
+  const auto* a = static_cast<const BlockQ8_K*>(av);
+  float acc = 0;
+  int8_t L[kQKK];
+  int sc[16];
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    for (int e = 0; e < kQKK; ++e) {
+      const int half = e / 128, k = (e % 128) / 32, l = e % 32;
+      const uint8_t ql = w[i].ql[64 * half + l + 32 * (k & 1)];
+      const int low = (k < 2 ? ql : ql >> 4) & 0xF;
+      const int high = (w[i].qh[32 * half + l] >> (2 * k)) & 3;
+      L[e] = int8_t((low | (high << 4)) - 32);
+    }
+    for (int g = 0; g < 16; ++g) sc[g] = w[i].scales[g];
+    acc += (f16(w[i].d) * load_f(&a[i].d)) * grouped_dot16(L, a[i].qs, sc);
+  }
+  return acc;
+}
+
+// ---- float weights x float activations ----
+
+float dot_f32(const void* wv, const void* av, int64_t n) {
+  const auto* w = static_cast<const float*>(wv);
+  const auto* a = static_cast<const float*>(av);
+  float acc[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int k = 0; k < 4; ++k) acc[k] += w[i + k] * a[i + k];
+  for (; i < n; ++i) acc[0] += w[i] * a[i];
+  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+template <float (*kConv)(uint16_t)>
+float dot_half(const void* wv, const void* av, int64_t n) {
+  const auto* w = static_cast<const uint8_t*>(wv);
+  const auto* a = static_cast<const float*>(av);
+  float acc[4] = {0, 0, 0, 0};
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, w + 2 * i, 2);
+    acc[i & 3] += kConv(h) * a[i];
+  }
+  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+float bf16_conv(uint16_t h) {
+  return bf16_to_fp32(h);
+}
+float f16_conv(uint16_t h) {
+  return fp16_to_fp32(h);
+}
+
+}  // namespace
+
+void fill_scalar_kernels(DotKernels& k) {
+  k.dot[int(TensorType::F32)] = dot_f32;
+  k.dot[int(TensorType::F16)] = dot_half<f16_conv>;
+  k.dot[int(TensorType::BF16)] = dot_half<bf16_conv>;
+  k.dot[int(TensorType::Q4_0)] = dot_q4_0;
+  k.dot[int(TensorType::Q4_1)] = dot_q4_1;
+  k.dot[int(TensorType::Q5_0)] = dot_q5<false, BlockQ5_0>;
+  k.dot[int(TensorType::Q5_1)] = dot_q5<true, BlockQ5_1>;
+  k.dot[int(TensorType::Q8_0)] = dot_q8_0;
+  k.dot[int(TensorType::Q2_K)] = dot_q2_k;
+  k.dot[int(TensorType::Q3_K)] = dot_q3_k;
+  k.dot[int(TensorType::Q4_K)] = dot_q45_k<false, BlockQ4_K>;
+  k.dot[int(TensorType::Q5_K)] = dot_q45_k<true, BlockQ5_K>;
+  k.dot[int(TensorType::Q6_K)] = dot_q6_k;
+}
+
+}  // namespace quant
+
+// ---- dispatch ----------------------------------------------------------------------------------
+
+namespace {
+
+using quant::DotKernels;
+
+struct Tables {
+  DotKernels scalar, avx2, avx512;
+  Tables() {
+    quant::fill_scalar_kernels(scalar);
+    avx2 = scalar;
+    quant::fill_avx2_kernels(avx2);
+    avx512 = avx2;
+    quant::fill_avx512_kernels(avx512);
+  }
+};
+const Tables& tables() {
+  static const Tables t;
+  return t;
+}
+
+const DotKernels* table_for(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512:
+      return &tables().avx512;
+    case Isa::Avx2:
+      return &tables().avx2;
+    default:
+      return &tables().scalar;
+  }
+}
+
+std::atomic<int> g_forced{-1};
+
+const DotKernels& active_kernels() {
+  static const DotKernels* best = table_for(best_isa());
+  const int forced = g_forced.load(std::memory_order_relaxed);
+  return forced < 0 ? *best : *table_for(Isa(forced));
+}
+
+quant::DotFn kernel_for(TensorType t) {
+  const uint32_t id = uint32_t(t);
+  quant::DotFn fn = id < uint32_t(quant::kMaxTypeId) ? active_kernels().dot[id] : nullptr;
+  if (!fn) throw InputError("vec_dot: unsupported weight type " + tensor_type_name(id));
+  return fn;
+}
+
+void check_length(TensorType t, int64_t n) {
+  const auto& info = tensor_type_info(t);
+  if (n < 0 || info.block_elems <= 0 || n % info.block_elems != 0)
+    throw InputError("vec_dot: row of " + std::to_string(n) + " elements is not a multiple of " +
+                     std::to_string(info.block_elems) + " (type " + info.name + ")");
+}
+
+}  // namespace
+
+TensorType activation_type_for(TensorType weight_type) {
+  switch (weight_type) {
+    case TensorType::F32:
+    case TensorType::F16:
+    case TensorType::BF16:
+      return TensorType::F32;
+    case TensorType::Q4_0:
+    case TensorType::Q4_1:
+    case TensorType::Q5_0:
+    case TensorType::Q5_1:
+    case TensorType::Q8_0:
+      return TensorType::Q8_0;
+    case TensorType::Q2_K:
+    case TensorType::Q3_K:
+    case TensorType::Q4_K:
+    case TensorType::Q5_K:
+    case TensorType::Q6_K:
+      return TensorType::Q8_K;
+    default:
+      throw InputError("vec_dot: unsupported weight type " +
+                       tensor_type_name(uint32_t(weight_type)));
+  }
+}
+
+size_t activation_row_bytes(TensorType weight_type, int64_t n) {
+  check_length(weight_type, n);
+  return size_t(row_bytes(activation_type_for(weight_type), n).value());
+}
+
+void quantize_activation(TensorType weight_type, const float* x, void* dst, int64_t n) {
+  check_length(weight_type, n);
+  quantize_row(activation_type_for(weight_type), x, dst, n);
+}
+
+float vec_dot(TensorType weight_type, const void* weight_row, const void* activation, int64_t n) {
+  check_length(weight_type, n);
+  return kernel_for(weight_type)(weight_row, activation, n);
+}
+
+void matvec(TensorType weight_type, const void* weights, size_t row_stride, int64_t rows,
+            const void* activation, int64_t n, float* y) {
+  check_length(weight_type, n);
+  const quant::DotFn fn = kernel_for(weight_type);
+  const auto* w = static_cast<const uint8_t*>(weights);
+  for (int64_t r = 0; r < rows; ++r) y[r] = fn(w + size_t(r) * row_stride, activation, n);
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar:
+      return "scalar";
+    case Isa::Avx2:
+      return "avx2";
+    case Isa::Avx512:
+      return "avx512";
+  }
+  return "?";
+}
+
+bool isa_supported(Isa isa) {
+#if defined(__x86_64__) || defined(__i386__)
+  switch (isa) {
+    case Isa::Scalar:
+      return true;
+    case Isa::Avx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
+    case Isa::Avx512:
+      return isa_supported(Isa::Avx2) && __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512dq");
+  }
+  return false;
+#else
+  return isa == Isa::Scalar;
+#endif
+}
+
+Isa best_isa() {
+  static const Isa best = isa_supported(Isa::Avx512) ? Isa::Avx512
+                          : isa_supported(Isa::Avx2) ? Isa::Avx2
+                                                     : Isa::Scalar;
+  return best;
+}
+
+Isa active_isa() {
+  const int forced = g_forced.load(std::memory_order_relaxed);
+  return forced < 0 ? best_isa() : Isa(forced);
+}
+
+void force_isa(Isa isa) {
+  if (!isa_supported(isa))
+    throw InputError(std::string("this CPU does not support the ") + isa_name(isa) + " kernels");
+  g_forced.store(int(isa), std::memory_order_relaxed);
+}
+
+}  // namespace lockstep

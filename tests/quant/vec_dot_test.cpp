@@ -1,0 +1,276 @@
+// vec_dot / matvec against float64 references, for every weight type and every ISA this CPU has,
+// on fresh random data.
+//
+// Tolerances. Let u = 2^-24 (float unit roundoff), a_i the dequantized activation, w_i the
+// dequantized weight, and U_i >= |w_i| the magnitude of the parts the kernel adds in float:
+// for Q4_1/Q5_1 |d| q + |m|, for Q2_K/Q4_K/Q5_K |d| sc q + |dmin| m (the scale and min terms are
+// summed in float separately), else |w_i| (the kernels sum levels exactly in int32). Then
+//   |vec_dot - sum w_i a_i| <= (k + 16) u sum_i |a_i| U_i
+// where k is the longest float accumulation chain (blocks of the row for block types, n/4 for
+// float types in the scalar path), and 16 covers the per-term roundings: the scale products,
+// int->float conversion, the float dequantization of the reference (2 u) and the final reduction.
+// Against the float64 dot with the *original* activation x, add the activation quantization
+// error sum_i |w_i| e_i with e_i = d/2 + 127 u16(d) for Q8_0 (d = block amax/127 rounded to fp16
+// with error u16(d)) and e_i = d (1/2 + 1e-5) for Q8_K (d = amax/127 kept in float).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "quant/fp16.h"
+#include "quant/quantize.h"
+#include "quant/vec_dot.h"
+#include "test_data.h"
+#include "util/error.h"
+
+namespace {
+
+using lockstep::Isa;
+using lockstep::TensorType;
+using namespace lockstep::quant_test;
+
+const TensorType kWeightTypes[] = {
+    TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q4_0, TensorType::Q4_1,
+    TensorType::Q5_0, TensorType::Q5_1, TensorType::Q8_0, TensorType::Q2_K, TensorType::Q3_K,
+    TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
+
+std::vector<Isa> machine_isas() {
+  std::vector<Isa> v;
+  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
+    if (lockstep::isa_supported(i)) v.push_back(i);
+  return v;
+}
+
+struct IsaGuard {
+  Isa saved = lockstep::active_isa();
+  ~IsaGuard() { lockstep::force_isa(saved); }
+};
+
+const char* name(TensorType t) {
+  return lockstep::tensor_type_info(t).name;
+}
+int64_t block_elems(TensorType t) {
+  return lockstep::tensor_type_info(t).block_elems;
+}
+size_t block_bytes(TensorType t) {
+  return size_t(lockstep::tensor_type_info(t).block_bytes);
+}
+
+void set_half(uint8_t* p, float v) {
+  const uint16_t h = lockstep::fp32_to_fp16(v);
+  std::memcpy(p, &h, 2);
+}
+
+// Offsets of the fp16 scale fields (d, and the min/dmin if any) inside a block; -1 if none.
+void scale_offsets(TensorType t, int* d_off, int* m_off) {
+  *d_off = 0, *m_off = -1;
+  switch (t) {
+    case TensorType::Q4_1:
+    case TensorType::Q5_1:
+    case TensorType::Q4_K:
+    case TensorType::Q5_K:
+      *m_off = 2;
+      break;
+    case TensorType::Q2_K:
+      *d_off = 80, *m_off = 82;
+      break;
+    case TensorType::Q3_K:
+      *d_off = 108;
+      break;
+    case TensorType::Q6_K:
+      *d_off = 208;
+      break;
+    default:
+      break;
+  }
+}
+
+// Weights of type t: either quantized from random floats (types lockstep can write), or random
+// bytes with sane fp16 scales (all types with blocks; covers every bit pattern of the levels and
+// sub-block scales, including Q8_0's -128).
+std::vector<uint8_t> make_weights(TensorType t, int64_t n, bool random_bytes, Dist dist,
+                                  std::mt19937_64& rng) {
+  std::vector<uint8_t> w(lockstep::row_bytes(t, n).value());
+  if (!random_bytes) {
+    const std::vector<float> x = make_data(dist, n, rng);
+    lockstep::quantize_row(t, x.data(), w.data(), n);
+    return w;
+  }
+  for (auto& b : w) b = uint8_t(rng());
+  int d_off, m_off;
+  scale_offsets(t, &d_off, &m_off);
+  std::uniform_real_distribution<float> u(0.5f, 2.f);
+  for (size_t b = 0; b < w.size(); b += block_bytes(t)) {
+    const float scale = t == TensorType::Q4_1 || t == TensorType::Q5_1 || t == TensorType::Q4_0 ||
+                                t == TensorType::Q5_0 || t == TensorType::Q8_0
+                            ? 0.01f
+                            : 0.001f;
+    set_half(&w[b + size_t(d_off)], (rng() & 1 ? -1 : 1) * scale * u(rng));
+    if (m_off >= 0) set_half(&w[b + size_t(m_off)], (rng() & 1 ? -1 : 1) * scale * u(rng));
+  }
+  return w;
+}
+
+// U_i of the header comment.
+std::vector<float> magnitudes(TensorType t, std::vector<uint8_t> w, int64_t n) {
+  int d_off, m_off;
+  scale_offsets(t, &d_off, &m_off);
+  const bool k_min = t == TensorType::Q2_K || t == TensorType::Q4_K || t == TensorType::Q5_K;
+  const bool plain_min = t == TensorType::Q4_1 || t == TensorType::Q5_1;
+  if (k_min || plain_min) {
+    for (size_t b = 0; b < w.size(); b += block_bytes(t)) {
+      w[b + size_t(d_off) + 1] &= 0x7f;                 // |d|
+      if (plain_min) w[b + size_t(m_off) + 1] &= 0x7f;  // + |m|
+      if (k_min) w[b + size_t(m_off) + 1] |= 0x80;      // - (-|dmin|) m
+    }
+  }
+  std::vector<float> u(static_cast<size_t>(n));
+  lockstep::dequantize_row(t, w.data(), u.data(), n);
+  for (auto& v : u) v = std::fabs(v);
+  return u;
+}
+
+// Per-element bound of |x_i - dequantized activation_i|.
+std::vector<double> activation_error_bound(TensorType act, const std::vector<float>& x) {
+  std::vector<double> e(x.size(), 0.0);
+  if (act == TensorType::F32) return e;
+  const size_t blk = act == TensorType::Q8_0 ? 32 : 256;
+  for (size_t b = 0; b < x.size(); b += blk) {
+    double amax = 0;
+    for (size_t i = b; i < b + blk; ++i) amax = std::max(amax, std::fabs(double(x[i])));
+    const double d = amax / 127;
+    const double bound = act == TensorType::Q8_0
+                             ? d / 2 + 127 * std::max(d * 0x1p-11, 0x1p-25) + d * 1e-5
+                             : d * (0.5 + 1e-5);
+    for (size_t i = b; i < b + blk; ++i) e[i] = bound;
+  }
+  return e;
+}
+
+struct Check {
+  double got, ref_deq, tol_deq, ref_orig, tol_orig;
+};
+
+Check run_one(TensorType t, const std::vector<uint8_t>& w, const std::vector<float>& x, int64_t n) {
+  const TensorType act_t = lockstep::activation_type_for(t);
+  std::vector<uint8_t> act(lockstep::activation_row_bytes(t, n));
+  lockstep::quantize_activation(t, x.data(), act.data(), n);
+  std::vector<float> xa(static_cast<size_t>(n)), wf(static_cast<size_t>(n));
+  lockstep::dequantize_row(act_t, act.data(), xa.data(), n);
+  lockstep::dequantize_row(t, w.data(), wf.data(), n);
+  const std::vector<float> U = magnitudes(t, w, n);
+  const std::vector<double> ea = activation_error_bound(act_t, x);
+  double ref = 0, ref_orig = 0, M = 0, E = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    ref += double(wf[i]) * double(xa[i]);
+    ref_orig += double(wf[i]) * double(x[i]);
+    M += std::fabs(double(xa[i])) * U[i];
+    E += std::fabs(double(wf[i])) * ea[i];
+  }
+  const double chain = block_elems(t) == 1 ? double(n) / 4 : double(n / block_elems(t));
+  const double tol = (chain + 16) * 0x1p-24 * M;
+  const double got = lockstep::vec_dot(t, w.data(), act.data(), n);
+  return {got, ref, tol, ref_orig, tol + E};
+}
+
+class VecDot : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(VecDot, MatchesFloat64ReferenceOnEveryIsa) {
+  const TensorType t = GetParam();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  IsaGuard guard;
+  std::vector<int64_t> lengths = {256, 512, 4864, 8960};
+  if (block_elems(t) <= 32) lengths.insert(lengths.end(), {32, 96});
+  if (block_elems(t) == 1) lengths.insert(lengths.end(), {1, 37});
+  const bool quantizable = lockstep::tensor_type_info(t).can_quantize;
+  int n_checks = 0;
+  for (int64_t n : lengths) {
+    for (int variant = 0; variant < 4; ++variant) {
+      const bool random_bytes = !quantizable || (variant == 3 && block_elems(t) > 1);
+      const Dist wdist = kAllDists[rng() % std::size(kAllDists)];
+      const Dist xdist = variant == 0 ? Dist::Outliers : kAllDists[rng() % std::size(kAllDists)];
+      const std::vector<uint8_t> w = make_weights(t, n, random_bytes, wdist, rng);
+      const std::vector<float> x = make_data(xdist, n, rng);
+      for (Isa isa : machine_isas()) {
+        lockstep::force_isa(isa);
+        SCOPED_TRACE(std::string(lockstep::isa_name(isa)) + " n=" + std::to_string(n) +
+                     " weights " + (random_bytes ? "random bytes" : dist_name(wdist)) +
+                     " activation " + dist_name(xdist));
+        const Check c = run_one(t, w, x, n);
+        ASSERT_TRUE(std::isfinite(c.got));
+        EXPECT_LE(std::fabs(c.got - c.ref_deq), c.tol_deq)
+            << "got " << c.got << " ref " << c.ref_deq;
+        EXPECT_LE(std::fabs(c.got - c.ref_orig), c.tol_orig)
+            << "got " << c.got << " ref (float activation) " << c.ref_orig;
+        ++n_checks;
+      }
+    }
+  }
+  EXPECT_GT(n_checks, 0);
+}
+
+// matvec is vec_dot row by row (same kernel, so bit-identical), with a row stride.
+TEST_P(VecDot, MatvecEqualsRowByRowDots) {
+  const TensorType t = GetParam();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  IsaGuard guard;
+  const int64_t n = 512, rows = 7;
+  const size_t rb = lockstep::row_bytes(t, n).value(), stride = rb + 64;
+  std::vector<uint8_t> w(stride * rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    auto row = make_weights(t, n, !lockstep::tensor_type_info(t).can_quantize, Dist::Normal, rng);
+    std::memcpy(&w[size_t(r) * stride], row.data(), rb);
+  }
+  const std::vector<float> x = make_data(Dist::Normal, n, rng);
+  std::vector<uint8_t> act(lockstep::activation_row_bytes(t, n));
+  lockstep::quantize_activation(t, x.data(), act.data(), n);
+  for (Isa isa : machine_isas()) {
+    lockstep::force_isa(isa);
+    std::vector<float> y(rows, NAN);
+    lockstep::matvec(t, w.data(), stride, rows, act.data(), n, y.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      const float d = lockstep::vec_dot(t, &w[size_t(r) * stride], act.data(), n);
+      ASSERT_TRUE(std::isfinite(y[r]));
+      EXPECT_EQ(std::memcmp(&y[r], &d, 4), 0) << lockstep::isa_name(isa) << " row " << r;
+    }
+  }
+}
+
+std::string type_param_name(const ::testing::TestParamInfo<TensorType>& i) {
+  return name(i.param);
+}
+INSTANTIATE_TEST_SUITE_P(Quant, VecDot, ::testing::ValuesIn(kWeightTypes), type_param_name);
+
+TEST(VecDotApi, ActivationTypes) {
+  EXPECT_EQ(lockstep::activation_type_for(TensorType::Q4_K), TensorType::Q8_K);
+  EXPECT_EQ(lockstep::activation_type_for(TensorType::Q6_K), TensorType::Q8_K);
+  EXPECT_EQ(lockstep::activation_type_for(TensorType::Q5_0), TensorType::Q8_0);
+  EXPECT_EQ(lockstep::activation_type_for(TensorType::BF16), TensorType::F32);
+  EXPECT_EQ(lockstep::activation_row_bytes(TensorType::Q4_K, 512), 2u * 292);
+  EXPECT_EQ(lockstep::activation_row_bytes(TensorType::Q8_0, 64), 2u * 34);
+  EXPECT_EQ(lockstep::activation_row_bytes(TensorType::F16, 10), 40u);
+  EXPECT_TRUE(lockstep::isa_supported(Isa::Scalar));
+  EXPECT_TRUE(lockstep::isa_supported(lockstep::best_isa()));
+}
+
+TEST(VecDotApi, UnsupportedTypeAndBadLengthThrow) {
+  std::vector<uint8_t> buf(4096);
+  try {
+    lockstep::vec_dot(TensorType(23), buf.data(), buf.data(), 256);
+    ADD_FAILURE() << "no exception";
+  } catch (const lockstep::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("IQ4_XS"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(lockstep::activation_type_for(TensorType::Q8_K), lockstep::InputError);
+  EXPECT_THROW(lockstep::activation_row_bytes(TensorType::Q4_K, 100), lockstep::InputError);
+  EXPECT_THROW(lockstep::vec_dot(TensorType::Q8_0, buf.data(), buf.data(), 33),
+               lockstep::InputError);
+}
+
+}  // namespace
