@@ -1,0 +1,109 @@
+#include "backend/cpu/ops_ref.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "backend/cpu/lane_sum.h"
+#include "backend/cpu/vector_clones.h"
+
+LOCKSTEP_NO_FP_CONTRACT
+
+namespace lockstep::cpu_ref {
+
+LOCKSTEP_VECTOR_CLONES
+float dot(const float* a, const float* b, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) acc[k] += a[i + k] * b[i + k];
+  for (int k = 0; i + k < n; ++k) acc[k] += a[i + k] * b[i + k];
+  return reduce_lanes(acc);
+}
+
+void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps) {
+  double sum_sq = 0;
+  for (int64_t i = 0; i < n; ++i) sum_sq += double(x[i]) * double(x[i]);
+  const float scale = float(1.0 / std::sqrt(sum_sq / double(n) + double(eps)));
+  for (int64_t i = 0; i < n; ++i) out[i] = (x[i] * scale) * weight[i];
+}
+
+RopeParams rope_params(const HParams& hp) {
+  RopeParams p;
+  p.type = hp.rope_type;
+  p.head_dim = hp.head_dim;
+  p.rope_dim = hp.rope_dim;
+  p.freq_base = hp.rope_freq_base;
+  p.freq_scale = hp.rope_freq_scale;
+  return p;
+}
+
+void rope(float* x, int64_t n_heads, int64_t pos, const RopeParams& p) {
+  const int64_t half = p.rope_dim / 2;
+  const double position = double(pos) * p.freq_scale;
+  for (int64_t i = 0; i < half; ++i) {
+    const double theta = position * std::pow(p.freq_base, -2.0 * double(i) / double(p.rope_dim));
+    const float c = float(std::cos(theta));
+    const float s = float(std::sin(theta));
+    const int64_t i0 = p.type == RopeType::Normal ? 2 * i : i;
+    const int64_t i1 = p.type == RopeType::Normal ? 2 * i + 1 : i + half;
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* head = x + h * p.head_dim;
+      const float a = head[i0];
+      const float b = head[i1];
+      head[i0] = a * c - b * s;
+      head[i1] = a * s + b * c;
+    }
+  }
+}
+
+void attention_head(float* out, const float* q, const float* k, const float* v, int64_t n_kv,
+                    int64_t head_dim, int64_t kv_stride, float* scores) {
+  const float scale = 1.0f / std::sqrt(float(head_dim));
+  float max_score = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n_kv; ++j) {
+    scores[j] = dot(q, k + j * kv_stride, head_dim) * scale;
+    max_score = std::max(max_score, scores[j]);
+  }
+  // The sum of exponentials runs over up to n_ctx terms; double keeps it exact enough for free.
+  double sum = 0;
+  for (int64_t j = 0; j < n_kv; ++j) {
+    scores[j] = std::exp(scores[j] - max_score);
+    sum += scores[j];
+  }
+  const float inv_sum = float(1.0 / sum);
+  std::fill(out, out + head_dim, 0.0f);
+  for (int64_t j = 0; j < n_kv; ++j) {
+    const float weight = scores[j] * inv_sum;
+    const float* vj = v + j * kv_stride;
+    for (int64_t d = 0; d < head_dim; ++d) out[d] += weight * vj[d];
+  }
+}
+
+void attention(float* out, const float* q, const float* k_cache, const float* v_cache, int64_t n_kv,
+               const AttentionShape& shape, float* scores) {
+  const int64_t group = shape.n_head / shape.n_head_kv;
+  for (int64_t h = 0; h < shape.n_head; ++h) {
+    const int64_t kv_offset = (h / group) * shape.head_dim;
+    attention_head(out + h * shape.head_dim, q + h * shape.head_dim, k_cache + kv_offset,
+                   v_cache + kv_offset, n_kv, shape.head_dim, shape.kv_stride, scores);
+  }
+}
+
+float silu(float x) {
+  return x / (1.0f + std::exp(-x));
+}
+
+void swiglu(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) gate[i] = silu(gate[i]) * up[i];
+}
+
+void residual_add(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+void add_bias(float* x, const float* bias, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += bias[i];
+}
+
+}  // namespace lockstep::cpu_ref

@@ -1,0 +1,132 @@
+// The reference matmul against a float64 recomputation on fresh random weights stored in each
+// type (written by quantize_row, read back by dequantize_row: the test checks the product, the
+// quant tests check the formats), and its promise of identical bits for any thread count and
+// batch size.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "backend/cpu/matmul_ref.h"
+#include "backend/cpu/ops_ref.h"
+#include "backend/error_stats.h"
+#include "backend/random_data.h"
+#include "quant/quantize.h"
+#include "util/error.h"
+
+namespace lockstep::backend_test {
+namespace {
+
+// A weight matrix of `type` with random values, plus its dequantized floats.
+struct TestWeight {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;  // rows x cols, as dequantize_row gives them
+  WeightView view;
+};
+
+TestWeight make_weight(TensorType type, int64_t cols, int64_t rows, std::mt19937_64& rng) {
+  TestWeight w;
+  const uint64_t rb = *row_bytes(type, cols);
+  w.bytes.resize(size_t(rb * uint64_t(rows)));
+  w.values.resize(size_t(cols * rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    auto src = normal(rng, size_t(cols), 0.5f);
+    quantize_row(type, src.data(), w.bytes.data() + uint64_t(r) * rb, cols);
+    dequantize_row(type, w.bytes.data() + uint64_t(r) * rb, w.values.data() + r * cols, cols);
+  }
+  w.view.name = "test." + std::string(tensor_type_info(type).name);
+  w.view.type = type;
+  w.view.cols = cols;
+  w.view.rows = rows;
+  w.view.row_bytes = rb;
+  w.view.data = w.bytes.data();
+  return w;
+}
+
+struct Case {
+  TensorType type;
+  int64_t cols;
+};
+
+const Case kCases[] = {
+    {TensorType::F32, 172},  {TensorType::F32, 64},   {TensorType::F16, 172},
+    {TensorType::F16, 288},  {TensorType::Q8_0, 64},  {TensorType::Q8_0, 416},
+    {TensorType::Q4_0, 96},  {TensorType::Q5_0, 128}, {TensorType::Q4_K, 256},
+    {TensorType::Q4_K, 512}, {TensorType::Q6_K, 256},
+};
+
+TEST(MatmulRef, MatchesFloat64ForEveryWeightType) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  ThreadPool pool(3);
+  for (const Case& c : kCases) {
+    for (int64_t rows : {1, 37, 64}) {
+      for (int64_t n_tokens : {1, 5}) {
+        SCOPED_TRACE(std::string(tensor_type_info(c.type).name) + " cols " +
+                     std::to_string(c.cols) + " rows " + std::to_string(rows) + " tokens " +
+                     std::to_string(n_tokens));
+        TestWeight w = make_weight(c.type, c.cols, rows, rng);
+        auto x = normal(rng, size_t(c.cols * n_tokens), 1.0f);
+        cpu_ref::MatmulScratch scratch(pool.size(), c.cols);
+        std::vector<float> y(size_t(rows * n_tokens), std::nanf(""));
+        cpu_ref::matmul(y.data(), w.view, x.data(), n_tokens, pool, scratch);
+        WorstError err;
+        for (int64_t t = 0; t < n_tokens; ++t) {
+          for (int64_t r = 0; r < rows; ++r) {
+            double want = 0, abs_sum = 0;
+            for (int64_t i = 0; i < c.cols; ++i) {
+              const double p = double(w.values[size_t(r * c.cols + i)]) * x[size_t(t * c.cols + i)];
+              want += p;
+              abs_sum += std::fabs(p);
+            }
+            err.add(y[size_t(t * rows + r)], want,
+                    (double((c.cols + 15) / 16) + 6) * kU32 * abs_sum);
+          }
+        }
+        EXPECT_LE(err.excess(), 1.0) << "abs error " << err.abs();
+      }
+    }
+  }
+}
+
+TEST(MatmulRef, BitIdenticalAcrossThreadsBatchesAndDot) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t cols = 256, rows = 103, n_tokens = 9;
+  TestWeight w = make_weight(TensorType::Q4_K, cols, rows, rng);
+  auto x = normal(rng, size_t(cols * n_tokens), 1.0f);
+
+  ThreadPool one(1), four(4);
+  cpu_ref::MatmulScratch scratch(4, cols);
+  std::vector<float> y1(size_t(rows * n_tokens)), y4(y1.size());
+  cpu_ref::matmul(y1.data(), w.view, x.data(), n_tokens, one, scratch);
+  cpu_ref::matmul(y4.data(), w.view, x.data(), n_tokens, four, scratch);
+  EXPECT_EQ(y1, y4);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    std::vector<float> single(static_cast<size_t>(rows));
+    cpu_ref::matmul(single.data(), w.view, x.data() + t * cols, 1, four, scratch);
+    for (int64_t r = 0; r < rows; ++r) {
+      ASSERT_EQ(single[size_t(r)], y1[size_t(t * rows + r)]) << "token " << t << " row " << r;
+      ASSERT_EQ(single[size_t(r)],
+                cpu_ref::dot(w.values.data() + r * cols, x.data() + t * cols, cols))
+          << "row " << r << ": the multi-row kernel must equal dot()";
+    }
+  }
+}
+
+TEST(MatmulRef, RejectsScratchTooSmall) {
+  std::mt19937_64 rng(fresh_seed());
+  TestWeight w = make_weight(TensorType::F32, 128, 4, rng);
+  auto x = normal(rng, 128, 1.0f);
+  std::vector<float> y(4);
+  ThreadPool pool(2);
+  cpu_ref::MatmulScratch narrow(2, 64), few_threads(1, 128);
+  EXPECT_THROW(cpu_ref::matmul(y.data(), w.view, x.data(), 1, pool, narrow), Error);
+  EXPECT_THROW(cpu_ref::matmul(y.data(), w.view, x.data(), 1, pool, few_threads), Error);
+}
+
+}  // namespace
+}  // namespace lockstep::backend_test
