@@ -328,12 +328,27 @@ TensorType activation_type_for(TensorType weight_type) {
 
 size_t activation_row_bytes(TensorType weight_type, int64_t n) {
   check_length(weight_type, n);
-  return size_t(row_bytes(activation_type_for(weight_type), n).value());
+  const TensorType act = activation_type_for(weight_type);
+  if (act == TensorType::Q8_0) return size_t(quant::q8_0_activation_bytes(n / 32));
+  return size_t(row_bytes(act, n).value());
 }
 
 void quantize_activation(TensorType weight_type, const float* x, void* dst, int64_t n) {
   check_length(weight_type, n);
-  quantize_row(activation_type_for(weight_type), x, dst, n);
+  const TensorType act = activation_type_for(weight_type);
+  quantize_row(act, x, dst, n);
+  if (act != TensorType::Q8_0) return;
+  const int64_t nb = n / 32;
+  const auto* blocks = static_cast<const quant::BlockQ8_0*>(dst);
+  auto* extras = static_cast<uint8_t*>(dst) + quant::q8_0_extras_offset(nb);
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = fp16_to_fp32(blocks[i].d);
+    int sum = 0;
+    for (int j = 0; j < 32; ++j) sum += blocks[i].qs[j];
+    const float s = d * float(sum);
+    std::memcpy(extras + 4 * i, &d, 4);
+    std::memcpy(extras + 4 * (nb + i), &s, 4);
+  }
 }
 
 float vec_dot(TensorType weight_type, const void* weight_row, const void* activation, int64_t n) {

@@ -3,7 +3,10 @@
 //
 // Activations are quantized once per matvec to the format the weight type pairs with:
 //   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights   -> Q8_0 activations (32-blocks; ggml's block_q8_0,
-//                                             quantized exactly like quantize_row(Q8_0))
+//                                             quantized exactly like quantize_row(Q8_0)),
+//                                             followed by per-block float d and d * sum(qs)
+//                                             that the SIMD kernels use (so the buffer is
+//                                             larger than row_bytes(Q8_0, n); 4-byte aligned)
 //   Q2_K, Q3_K, Q4_K, Q5_K, Q6_K weights   -> Q8_K activations (256-blocks; ggml's block_q8_K:
 //                                             float d, int8 qs[256], int16 bsums[16])
 //   F32, F16, BF16 weights                 -> F32 activations (the floats themselves)
@@ -12,7 +15,8 @@
 //
 // Kernels exist for a portable scalar path, AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL, DQ); the
 // best one the CPU supports is chosen at run time. Under Avx512, the types without a dedicated
-// AVX-512 kernel (Q2_K, Q3_K, Q5_K, Q4_0, Q4_1, Q5_0, Q5_1, BF16) use their AVX2 kernel.
+// AVX-512 kernel (Q2_K, Q3_K, Q5_K, Q4_0, Q4_1, Q8_0, BF16) use their AVX2 kernel (512-bit
+// versions of the 32-block kernels measured slower on Zen 4).
 // Results differ between ISAs only by float rounding (different summation order).
 #pragma once
 

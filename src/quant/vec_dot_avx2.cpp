@@ -68,105 +68,43 @@ LS_AVX2 inline __m256i pick16(int lo, int hi) {
 
 // ---- 32-block weights ----
 
-LS_AVX2 float dot_q4_0(const void* wv, const void* av, int64_t n) {
-  const auto* w = static_cast<const BlockQ4_0*>(wv);
-  const auto* a = static_cast<const BlockQ8_0*>(av);
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  const int64_t nb = n / kQK;
-  int64_t i = 0;
-  for (; i + 2 <= nb; i += 2) {
-    const __m256i q0 = _mm256_sub_epi8(nibbles32(w[i].qs), _mm256_set1_epi8(8));
-    const __m256i q1 = _mm256_sub_epi8(nibbles32(w[i + 1].qs), _mm256_set1_epi8(8));
-    const __m256i p0 = dot_ss8(q0, loadu(a[i].qs)), p1 = dot_ss8(q1, loadu(a[i + 1].qs));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * h2f(a[i].d)), _mm256_cvtepi32_ps(p0), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i + 1].d) * h2f(a[i + 1].d)),
-                           _mm256_cvtepi32_ps(p1), acc1);
-  }
-  for (; i < nb; ++i) {
-    const __m256i q = _mm256_sub_epi8(nibbles32(w[i].qs), _mm256_set1_epi8(8));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * h2f(a[i].d)),
-                           _mm256_cvtepi32_ps(dot_ss8(q, loadu(a[i].qs))), acc0);
-  }
-  return hsum(_mm256_add_ps(acc0, acc1));
+LS_AVX2 inline __m256i load256(const void* p) {
+  return loadu(p);
 }
 
-LS_AVX2 float dot_q4_1(const void* wv, const void* av, int64_t n) {
-  const auto* w = static_cast<const BlockQ4_1*>(wv);
-  const auto* a = static_cast<const BlockQ8_0*>(av);
-  __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    const __m256i av8 = loadu(a[i].qs);
-    const float da = h2f(a[i].d);
-    const __m256i p = dot_us8(nibbles32(w[i].qs), av8);
-    const __m256i s = dot_us8(_mm256_set1_epi8(1), av8);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * da), _mm256_cvtepi32_ps(p), acc);
-    accm = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].m) * da), _mm256_cvtepi32_ps(s), accm);
+struct Q8Levels {
+  LS_AVX2 __m256i operator()(const BlockQ8_0& b) const { return loadu(b.qs); }
+};
+template <class Block>
+struct NibbleLevels {  // Q4_0 / Q4_1: 0..15
+  LS_AVX2 __m256i operator()(const Block& b) const { return nibbles32(b.qs); }
+};
+template <class Block>
+struct FiveBitLevels {  // Q5_0 / Q5_1: 0..31
+  LS_AVX2 __m256i operator()(const Block& b) const {
+    return _mm256_or_si256(nibbles32(b.qs),
+                           _mm256_and_si256(bits_to_bytes(b.qh), _mm256_set1_epi8(0x10)));
   }
-  return hsum(_mm256_add_ps(acc, accm));
-}
+};
 
-LS_AVX2 float dot_q5_0(const void* wv, const void* av, int64_t n) {
-  const auto* w = static_cast<const BlockQ5_0*>(wv);
-  const auto* a = static_cast<const BlockQ8_0*>(av);
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  const int64_t nb = n / kQK;
-  int64_t i = 0;
-  // q - 16 = nibble if the high bit is set, else nibble - 16 (= nibble | 0xF0 as int8)
-  for (; i + 2 <= nb; i += 2) {
-    const __m256i q0 = _mm256_or_si256(
-        nibbles32(w[i].qs), _mm256_andnot_si256(bits_to_bytes(w[i].qh), _mm256_set1_epi8(-16)));
-    const __m256i q1 =
-        _mm256_or_si256(nibbles32(w[i + 1].qs),
-                        _mm256_andnot_si256(bits_to_bytes(w[i + 1].qh), _mm256_set1_epi8(-16)));
-    const __m256i p0 = dot_ss8(q0, loadu(a[i].qs)), p1 = dot_ss8(q1, loadu(a[i + 1].qs));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * h2f(a[i].d)), _mm256_cvtepi32_ps(p0), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i + 1].d) * h2f(a[i + 1].d)),
-                           _mm256_cvtepi32_ps(p1), acc1);
-  }
-  for (; i < nb; ++i) {
-    const __m256i q = _mm256_or_si256(
-        nibbles32(w[i].qs), _mm256_andnot_si256(bits_to_bytes(w[i].qh), _mm256_set1_epi8(-16)));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * h2f(a[i].d)),
-                           _mm256_cvtepi32_ps(dot_ss8(q, loadu(a[i].qs))), acc0);
-  }
-  return hsum(_mm256_add_ps(acc0, acc1));
-}
+#define LS_TARGET LS_AVX2
+#include "quant/dot32_impl.inc"
+#undef LS_TARGET
 
-LS_AVX2 float dot_q5_1(const void* wv, const void* av, int64_t n) {
-  const auto* w = static_cast<const BlockQ5_1*>(wv);
-  const auto* a = static_cast<const BlockQ8_0*>(av);
-  __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    const __m256i av8 = loadu(a[i].qs);
-    const float da = h2f(a[i].d);
-    const __m256i q = _mm256_or_si256(
-        nibbles32(w[i].qs), _mm256_and_si256(bits_to_bytes(w[i].qh), _mm256_set1_epi8(0x10)));
-    const __m256i p = dot_us8(q, av8);
-    const __m256i s = dot_us8(_mm256_set1_epi8(1), av8);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * da), _mm256_cvtepi32_ps(p), acc);
-    accm = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].m) * da), _mm256_cvtepi32_ps(s), accm);
-  }
-  return hsum(_mm256_add_ps(acc, accm));
+LS_AVX2 float dot_q8_0(const void* w, const void* a, int64_t n) {
+  return dot32<BlockQ8_0, Q8Levels, true, 0, false>(w, a, n);
 }
-
-LS_AVX2 float dot_q8_0(const void* wv, const void* av, int64_t n) {
-  const auto* w = static_cast<const BlockQ8_0*>(wv);
-  const auto* a = static_cast<const BlockQ8_0*>(av);
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  const int64_t nb = n / kQK;
-  int64_t i = 0;
-  for (; i + 2 <= nb; i += 2) {
-    const __m256i p0 = dot_ss8(loadu(w[i].qs), loadu(a[i].qs));
-    const __m256i p1 = dot_ss8(loadu(w[i + 1].qs), loadu(a[i + 1].qs));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * h2f(a[i].d)), _mm256_cvtepi32_ps(p0), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i + 1].d) * h2f(a[i + 1].d)),
-                           _mm256_cvtepi32_ps(p1), acc1);
-  }
-  for (; i < nb; ++i) {
-    const __m256i p = dot_ss8(loadu(w[i].qs), loadu(a[i].qs));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * h2f(a[i].d)), _mm256_cvtepi32_ps(p), acc0);
-  }
-  return hsum(_mm256_add_ps(acc0, acc1));
+LS_AVX2 float dot_q4_0(const void* w, const void* a, int64_t n) {
+  return dot32<BlockQ4_0, NibbleLevels<BlockQ4_0>, false, 8, false>(w, a, n);
+}
+LS_AVX2 float dot_q4_1(const void* w, const void* a, int64_t n) {
+  return dot32<BlockQ4_1, NibbleLevels<BlockQ4_1>, false, 0, true>(w, a, n);
+}
+LS_AVX2 float dot_q5_0(const void* w, const void* a, int64_t n) {
+  return dot32<BlockQ5_0, FiveBitLevels<BlockQ5_0>, false, 16, false>(w, a, n);
+}
+LS_AVX2 float dot_q5_1(const void* w, const void* a, int64_t n) {
+  return dot32<BlockQ5_1, FiveBitLevels<BlockQ5_1>, false, 0, true>(w, a, n);
 }
 
 // ---- K weights x Q8_K ----

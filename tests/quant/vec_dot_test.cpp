@@ -4,7 +4,9 @@
 // Tolerances. Let u = 2^-24 (float unit roundoff), a_i the dequantized activation, w_i the
 // dequantized weight, and U_i >= |w_i| the magnitude of the parts the kernel adds in float:
 // for Q4_1/Q5_1 |d| q + |m|, for Q2_K/Q4_K/Q5_K |d| sc q + |dmin| m (the scale and min terms are
-// summed in float separately), else |w_i| (the kernels sum levels exactly in int32). Then
+// summed in float separately), for Q4_0/Q5_0 |w_i| + 2 off |d| >= |d| (q + off) (the SIMD
+// kernels sum the stored levels q and subtract off * d * sum(a) in float; off = 8 / 16), else
+// |w_i| (the kernels sum levels exactly in int32). Then
 //   |vec_dot - sum w_i a_i| <= (k + 16) u sum_i |a_i| U_i
 // where k is the longest float accumulation chain (blocks of the row for block types, n/4 for
 // float types in the scalar path), and 16 covers the per-term roundings: the scale products,
@@ -129,6 +131,14 @@ std::vector<float> magnitudes(TensorType t, std::vector<uint8_t> w, int64_t n) {
   std::vector<float> u(static_cast<size_t>(n));
   lockstep::dequantize_row(t, w.data(), u.data(), n);
   for (auto& v : u) v = std::fabs(v);
+  if (t == TensorType::Q4_0 || t == TensorType::Q5_0) {
+    const float off = t == TensorType::Q4_0 ? 8.f : 16.f;
+    for (int64_t i = 0; i < n; ++i) {
+      uint16_t h;
+      std::memcpy(&h, &w[size_t(i / 32) * block_bytes(t)], 2);
+      u[size_t(i)] += 2 * off * std::fabs(lockstep::fp16_to_fp32(h));
+    }
+  }
   return u;
 }
 
@@ -253,7 +263,8 @@ TEST(VecDotApi, ActivationTypes) {
   EXPECT_EQ(lockstep::activation_type_for(TensorType::Q5_0), TensorType::Q8_0);
   EXPECT_EQ(lockstep::activation_type_for(TensorType::BF16), TensorType::F32);
   EXPECT_EQ(lockstep::activation_row_bytes(TensorType::Q4_K, 512), 2u * 292);
-  EXPECT_EQ(lockstep::activation_row_bytes(TensorType::Q8_0, 64), 2u * 34);
+  // Q8_0 blocks padded to 32 bytes, then float d[nb] and float s[nb]
+  EXPECT_EQ(lockstep::activation_row_bytes(TensorType::Q8_0, 64), 96u + 2 * 8);
   EXPECT_EQ(lockstep::activation_row_bytes(TensorType::F16, 10), 40u);
   EXPECT_TRUE(lockstep::isa_supported(Isa::Scalar));
   EXPECT_TRUE(lockstep::isa_supported(lockstep::best_isa()));
@@ -271,6 +282,37 @@ TEST(VecDotApi, UnsupportedTypeAndBadLengthThrow) {
   EXPECT_THROW(lockstep::activation_row_bytes(TensorType::Q4_K, 100), lockstep::InputError);
   EXPECT_THROW(lockstep::vec_dot(TensorType::Q8_0, buf.data(), buf.data(), 33),
                lockstep::InputError);
+}
+
+}  // namespace
+
+namespace {
+
+// The extras after the Q8_0 blocks hold each block's scale as a float and d * sum(qs).
+TEST(VecDotApi, Q8_0ActivationExtras) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t n = 96, nb = 3;
+  const std::vector<float> x = make_data(Dist::BlockScales, n, rng);
+  std::vector<uint8_t> act(lockstep::activation_row_bytes(TensorType::Q5_0, n));
+  lockstep::quantize_activation(TensorType::Q5_0, x.data(), act.data(), n);
+  std::vector<uint8_t> ref(lockstep::row_bytes(TensorType::Q8_0, n).value());
+  lockstep::quantize_row(TensorType::Q8_0, x.data(), ref.data(), n);
+  ASSERT_EQ(std::memcmp(act.data(), ref.data(), ref.size()), 0);
+  const size_t off = (size_t(nb) * 34 + 31) / 32 * 32;
+  for (int64_t i = 0; i < nb; ++i) {
+    uint16_t h;
+    std::memcpy(&h, &ref[size_t(i) * 34], 2);
+    const double d = lockstep::fp16_to_fp32(h);
+    double sum = 0;
+    for (int j = 0; j < 32; ++j) sum += int8_t(ref[size_t(i) * 34 + 2 + size_t(j)]);
+    float got_d, got_s;
+    std::memcpy(&got_d, &act[off + 4 * size_t(i)], 4);
+    std::memcpy(&got_s, &act[off + 4 * size_t(nb + i)], 4);
+    EXPECT_EQ(double(got_d), d);
+    EXPECT_NEAR(got_s, d * sum, std::fabs(d * sum) * 0x1p-23);
+  }
 }
 
 }  // namespace
