@@ -13,6 +13,7 @@ int run_main(int argc, char** argv) {
   Action action;
   add_inspect(app, action);
   add_make_model(app, action);
+  add_tokenize(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

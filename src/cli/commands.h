@@ -13,5 +13,6 @@ int run_main(int argc, char** argv);
 
 void add_inspect(CLI::App& app, Action& action);
 void add_make_model(CLI::App& app, Action& action);
+void add_tokenize(CLI::App& app, Action& action);
 
 }  // namespace lockstep::cli

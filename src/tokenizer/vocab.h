@@ -5,6 +5,10 @@
 //   "gpt2":  byte-level BPE: a pre-tokenizer regex (tokenizer.ggml.pre) splits the text into
 //            words, bytes map to printable code points, merges apply in rank order.
 // Both follow llama.cpp (llama-vocab.cpp) so that token ids match it exactly.
+// tokenizer.ggml.pre (gpt2 only) picks the pre-tokenizer: default, gpt-2/gpt2/phi-2,
+// llama3/llama-v3/llama-bpe, qwen2/deepseek-r1-qwen, smollm (and the names that share its regex:
+// starcoder, refact, command-r, codeshell, exaone, minerva-7b). As in llama.cpp, a missing pre
+// gives a warning and "default"; an unknown one is an InputError.
 #pragma once
 
 #include <cstdint>
