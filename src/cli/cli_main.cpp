@@ -14,6 +14,10 @@ int run_main(int argc, char** argv) {
   add_inspect(app, action);
   add_make_model(app, action);
   add_tokenize(app, action);
+  add_run(app, action);
+  add_chat(app, action);
+  add_bench(app, action);
+  add_parity(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -14,5 +14,9 @@ int run_main(int argc, char** argv);
 void add_inspect(CLI::App& app, Action& action);
 void add_make_model(CLI::App& app, Action& action);
 void add_tokenize(CLI::App& app, Action& action);
+void add_run(CLI::App& app, Action& action);
+void add_chat(CLI::App& app, Action& action);
+void add_bench(CLI::App& app, Action& action);
+void add_parity(CLI::App& app, Action& action);
 
 }  // namespace lockstep::cli
