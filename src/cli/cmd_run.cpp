@@ -1,0 +1,157 @@
+// `lockstep run`: one prompt in, generated text out. stdout carries only the generated text as it
+// streams (or, with --json, exactly one JSON object); the header and the timings go to stderr.
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "cli/generation_flags.h"
+#include "engine/generator.h"
+#include "tokenizer/chat_template.h"
+#include "util/error.h"
+
+namespace lockstep::cli {
+
+namespace {
+
+struct RunFlags {
+  ModelFlags model;
+  SamplingFlags sampling;
+  std::string prompt;
+  std::string prompt_file;
+  int n_predict = -1;
+  bool chat = false;
+  std::string system;
+  std::vector<std::string> stop;
+  bool json = false;
+};
+
+std::string read_prompt(const RunFlags& f, bool prompt_given) {
+  if (prompt_given) return f.prompt;
+  if (!f.prompt_file.empty()) {
+    std::ifstream in(f.prompt_file, std::ios::binary);
+    if (!in)
+      throw InputError("cannot read prompt file '" + f.prompt_file +
+                       "' (-f): " + std::strerror(errno));
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+  // A terminal on stdin means nobody is piping a prompt: waiting would look like a hang.
+  if (isatty(STDIN_FILENO))
+    throw InputError("no prompt: give -p TEXT, -f FILE, or pipe it on stdin");
+  std::ostringstream ss;
+  ss << std::cin.rdbuf();
+  return ss.str();
+}
+
+void write_stdout(std::string_view s) {
+  std::fwrite(s.data(), 1, s.size(), stdout);
+  std::fflush(stdout);
+}
+
+std::string result_json(const GenerationResult& r, const ModelSummary& s, const Backend& backend,
+                        uint64_t seed) {
+  const auto& t = r.timings;
+  nlohmann::ordered_json j;
+  j["text"] = r.text;
+  j["tokens"] = r.tokens;
+  j["finish_reason"] = r.finish_reason;
+  j["backend_used"] = backend.name();
+  j["seed"] = seed;
+  j["timings"] = {{"load_ms", t.load_ms},
+                  {"prompt_tokens", t.prompt_tokens},
+                  {"prompt_ms", t.prompt_ms},
+                  {"prompt_tok_per_s", t.prompt_tok_per_s()},
+                  {"gen_tokens", t.gen_tokens},
+                  {"gen_ms", t.gen_ms},
+                  {"gen_tok_per_s", t.gen_tok_per_s()}};
+  j["model"] = {{"path", s.path},
+                {"name", s.name},
+                {"architecture", s.architecture},
+                {"file_type", s.file_type},
+                {"n_params", s.n_params},
+                {"n_vocab", s.n_vocab},
+                {"n_ctx_train", s.n_ctx_train},
+                {"n_ctx", backend.n_ctx()}};
+  // The text is valid UTF-8 by construction (the detokenizer repairs bytes); replace, never throw.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+int run_command(const RunFlags& f, bool prompt_given) {
+  const std::string prompt_text = read_prompt(f, prompt_given);
+  const SamplingParams sampling = resolve_sampling(f.sampling);
+  const std::string seed_note =
+      sampling.temperature > 0 ? " | seed " + std::to_string(sampling.seed) : " | greedy";
+  LoadedModel m = load_for_generation(f.model, "run", seed_note);
+
+  std::vector<int32_t> prompt;
+  if (f.chat) {
+    const auto tmpl = tokenizer::ChatTemplate::for_vocab(*m.vocab);
+    std::vector<tokenizer::ChatMessage> messages;
+    if (!f.system.empty()) messages.push_back({"system", f.system});
+    messages.push_back({"user", prompt_text});
+    prompt = tokenizer::tokenize_chat(*m.vocab, tmpl, messages, /*add_generation_prompt=*/true);
+  } else {
+    prompt = m.vocab->tokenize(prompt_text, /*add_special=*/true, /*parse_special=*/true);
+  }
+
+  Session session(std::move(m.backend), *m.vocab, sampling);
+  session.set_load_ms(m.load_ms);
+  GenerationRequest req;
+  req.max_tokens = f.n_predict;
+  req.stop = f.stop;
+  PieceCallback stream;
+  if (!f.json) stream = [](std::string_view piece) { write_stdout(piece); };
+  const GenerationResult r = session.generate(prompt, req, stream);
+
+  const auto& t = r.timings;
+  if (r.context_full)
+    std::fprintf(stderr, "\nlockstep run: the context (%d tokens, -c) is full\n",
+                 session.backend().n_ctx());
+  std::fprintf(stderr,
+               "%slockstep run: load %.0f ms | prompt %d tok, %.1f ms, %.2f tok/s | generation %d "
+               "tok, %.1f ms, %.2f tok/s | finish %s\n",
+               f.json ? "" : "\n", t.load_ms, t.prompt_tokens, t.prompt_ms, t.prompt_tok_per_s(),
+               t.gen_tokens, t.gen_ms, t.gen_tok_per_s(), r.finish_reason.c_str());
+  if (f.json) write_stdout(result_json(r, m.summary, session.backend(), sampling.seed) + "\n");
+  return 0;
+}
+
+}  // namespace
+
+void add_run(CLI::App& app, Action& action) {
+  auto* cmd = app.add_subcommand("run", "Generate text from a prompt");
+  auto f = std::make_shared<RunFlags>();
+  add_model_flags(cmd, f->model);
+  auto* p_opt = cmd->add_option("-p,--prompt", f->prompt, "prompt text");
+  auto* f_opt = cmd->add_option("-f,--file", f->prompt_file, "read the prompt from a file");
+  p_opt->excludes(f_opt);
+  cmd->add_option("-n,--n-predict", f->n_predict,
+                  "tokens to generate (-1: until end of generation or a full context)")
+      ->capture_default_str();
+  cmd->add_flag("--chat", f->chat, "format the prompt as one user turn with the chat template");
+  cmd->add_option("--system", f->system, "system message for --chat");
+  add_sampling_flags(cmd, f->sampling);
+  cmd->add_option("--stop", f->stop, "stop before this text (repeatable)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_flag("--json", f->json, "print one JSON object with the text, tokens and timings");
+  cmd->callback([&action, f, p_opt] {
+    check_model_flags(f->model);
+    check_sampling_flags(f->sampling);
+    if (f->n_predict < -1) throw CLI::ValidationError("--n-predict", "must be >= -1");
+    if (!f->system.empty() && !f->chat)
+      throw CLI::ValidationError("--system", "only applies with --chat");
+    const bool prompt_given = p_opt->count() > 0;
+    action = [f, prompt_given] { return run_command(*f, prompt_given); };
+  });
+}
+
+}  // namespace lockstep::cli

@@ -1,0 +1,57 @@
+// Flags shared by `run`, `chat` and `bench`: model and backend selection, sampling. Each command
+// registers the groups it needs; validation happens in the command's CLI11 callback so a bad
+// value is a usage error (exit 2) naming the flag.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+
+#include "engine/backend_factory.h"
+#include "engine/model_source.h"
+#include "engine/sampler.h"
+#include "tokenizer/vocab.h"
+
+namespace lockstep::cli {
+
+struct ModelFlags {
+  std::string model;  // empty: the default model
+  int threads = 0;    // 0: one per physical core
+  int n_ctx = 0;      // 0: min(training context, 4096)
+  std::string backend = "auto";
+
+  BackendChoice choice() const { return {backend, threads, n_ctx}; }
+};
+
+struct SamplingFlags {
+  SamplingParams params;
+  int64_t seed = -1;  // -1: a random seed, reported on stderr
+};
+
+void add_model_flags(CLI::App* cmd, ModelFlags& flags);
+void add_sampling_flags(CLI::App* cmd, SamplingFlags& flags);
+
+// Throw CLI::ValidationError naming the flag for a bad value.
+void check_model_flags(const ModelFlags& flags);
+void check_sampling_flags(const SamplingFlags& flags);
+
+// The sampling parameters with the seed resolved (a random one when --seed is -1).
+SamplingParams resolve_sampling(const SamplingFlags& flags);
+
+// A model opened for generation. Declaration order is destruction order in reverse: the backend
+// (which refers to the model) goes first.
+struct LoadedModel {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<tokenizer::Vocab> vocab;
+  std::unique_ptr<Backend> backend;
+  ModelSummary summary;
+  double load_ms = 0;
+  int threads = 0;
+};
+
+// Resolves the model path, loads model and vocabulary, creates the backend, and writes the
+// header line (model file, architecture, file type, backend) to stderr, prefixed "lockstep <cmd>:".
+LoadedModel load_for_generation(const ModelFlags& flags, const char* cmd,
+                                const std::string& extra_header = "");
+
+}  // namespace lockstep::cli

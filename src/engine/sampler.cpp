@@ -1,0 +1,192 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_set>
+
+#include "util/error.h"
+
+namespace lockstep {
+
+namespace {
+
+// Descending logit, lower id first among equal logits: the order every stage keeps.
+bool before(const TokenCandidate& a, const TokenCandidate& b) {
+  return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+
+// Sorts so that at least the first `k` candidates are the k best, in order.
+void sort_prefix(std::vector<TokenCandidate>& cands, size_t k) {
+  k = std::min(k, cands.size());
+  std::partial_sort(cands.begin(), cands.begin() + ptrdiff_t(k), cands.end(), before);
+}
+
+std::string fmt(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+}  // namespace
+
+std::string validate(const SamplingParams& p) {
+  if (!std::isfinite(p.temperature) || p.temperature < 0)
+    return "--temp must be a finite number >= 0, got " + fmt(p.temperature);
+  if (p.top_k < 0) return "--top-k must be >= 0 (0: off), got " + std::to_string(p.top_k);
+  if (!(p.top_p > 0 && p.top_p <= 1))
+    return "--top-p must be in (0, 1] (1: off), got " + fmt(p.top_p);
+  if (!(p.min_p >= 0 && p.min_p <= 1))
+    return "--min-p must be in [0, 1] (0: off), got " + fmt(p.min_p);
+  if (!std::isfinite(p.repeat_penalty) || p.repeat_penalty <= 0)
+    return "--repeat-penalty must be a finite number > 0 (1: off), got " + fmt(p.repeat_penalty);
+  if (p.repeat_last_n < -1)
+    return "--repeat-last-n must be >= -1 (-1: whole context, 0: off), got " +
+           std::to_string(p.repeat_last_n);
+  return {};
+}
+
+double uniform_01(std::mt19937_64& rng) {
+  return double(rng() >> 11) * 0x1.0p-53;
+}
+
+Sampler::Sampler(SamplingParams params) : params_(params), rng_(params.seed) {
+  const std::string err = validate(params_);
+  if (!err.empty()) throw InputError(err);
+}
+
+void Sampler::accept(int32_t token) {
+  if (params_.repeat_last_n == 0) return;
+  history_.push_back(token);
+  if (params_.repeat_last_n > 0 && history_.size() > size_t(params_.repeat_last_n))
+    history_.pop_front();
+}
+
+void Sampler::apply_repeat_penalty(std::span<float> logits, std::span<const int32_t> last_tokens,
+                                   float penalty) {
+  if (penalty == 1.0f) return;
+  // Each distinct token is penalised once, however often it occurred (llama.cpp semantics).
+  std::unordered_set<int32_t> seen;
+  for (int32_t t : last_tokens) {
+    if (t < 0 || size_t(t) >= logits.size() || !seen.insert(t).second) continue;
+    float& l = logits[size_t(t)];
+    l = l <= 0 ? l * penalty : l / penalty;
+  }
+}
+
+int32_t Sampler::argmax(std::span<const float> logits) {
+  size_t best = 0;
+  for (size_t i = 1; i < logits.size(); ++i)
+    if (logits[i] > logits[best]) best = i;  // strict: the first (lowest) id keeps a tie
+  return int32_t(best);
+}
+
+void Sampler::top_k(std::vector<TokenCandidate>& cands, int k) {
+  if (k <= 0) return;
+  if (size_t(k) >= cands.size()) {
+    sort_prefix(cands, cands.size());
+    return;
+  }
+  // nth_element then sorting the head is O(n + k log k), unlike a full sort.
+  std::nth_element(cands.begin(), cands.begin() + (k - 1), cands.end(), before);
+  cands.resize(size_t(k));
+  std::sort(cands.begin(), cands.end(), before);
+}
+
+void Sampler::softmax(std::vector<TokenCandidate>& cands) {
+  if (cands.empty()) return;
+  float max_logit = cands[0].logit;
+  for (const auto& c : cands) max_logit = std::max(max_logit, c.logit);
+  double sum = 0;
+  for (auto& c : cands) {
+    c.p = std::exp(c.logit - max_logit);
+    sum += c.p;
+  }
+  for (auto& c : cands) c.p = float(c.p / sum);
+}
+
+void Sampler::top_p(std::vector<TokenCandidate>& cands, float p) {
+  if (p >= 1.0f || cands.size() <= 1) return;
+  // Probabilities over all candidates, but sort only as far as the kept mass needs: grow the
+  // sorted prefix until it holds p of the mass (usually a few hundred of 150k tokens).
+  float max_logit = cands[0].logit;
+  for (const auto& c : cands) max_logit = std::max(max_logit, c.logit);
+  double sum = 0;
+  for (auto& c : cands) {
+    c.p = std::exp(c.logit - max_logit);
+    sum += c.p;
+  }
+  for (auto& c : cands) c.p = float(c.p / sum);
+  size_t sorted = 0;
+  size_t want = std::min<size_t>(256, cands.size());
+  double cum = 0;
+  for (;;) {
+    if (want > sorted) {
+      std::partial_sort(cands.begin() + ptrdiff_t(sorted), cands.begin() + ptrdiff_t(want),
+                        cands.end(), before);
+    }
+    for (; sorted < want; ++sorted) {
+      cum += cands[sorted].p;
+      if (cum >= p) {  // the smallest prefix whose mass reaches p
+        cands.resize(sorted + 1);
+        return;
+      }
+    }
+    if (want == cands.size()) return;  // rounding kept the total just under p: keep all
+    want = std::min(cands.size(), want * 4);
+  }
+}
+
+void Sampler::min_p(std::vector<TokenCandidate>& cands, float p) {
+  if (p <= 0.0f || cands.empty()) return;
+  // p_i >= p * p_max  <=>  logit_i >= logit_max + log(p); no softmax needed.
+  float max_logit = cands[0].logit;
+  for (const auto& c : cands) max_logit = std::max(max_logit, c.logit);
+  const float threshold = max_logit + std::log(p);
+  std::erase_if(cands, [&](const TokenCandidate& c) { return c.logit < threshold; });
+}
+
+int32_t Sampler::draw(const std::vector<TokenCandidate>& cands, double u) {
+  double total = 0;
+  for (const auto& c : cands) total += c.p;
+  const double target = u * total;
+  double cum = 0;
+  for (const auto& c : cands) {
+    cum += c.p;
+    if (target < cum) return c.id;
+  }
+  return cands.back().id;  // u * total rounded up to the total
+}
+
+int32_t Sampler::sample(std::span<const float> logits) {
+  if (logits.empty()) throw Error("sampler: empty logits");
+  // -inf is a legitimate mask; NaN or +inf is a fault that must not become a plausible token.
+  bool any_finite = false;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (std::isnan(logits[i]) || logits[i] == INFINITY)
+      throw Error("sampler: the backend produced a " +
+                  std::string(std::isnan(logits[i]) ? "NaN" : "+inf") + " logit (token " +
+                  std::to_string(i) + ")");
+    any_finite = any_finite || std::isfinite(logits[i]);
+  }
+  if (!any_finite) throw Error("sampler: every logit is -inf");
+
+  std::span<const float> row = logits;
+  if (params_.repeat_penalty != 1.0f && !history_.empty()) {
+    scratch_logits_.assign(logits.begin(), logits.end());
+    const std::vector<int32_t> last(history_.begin(), history_.end());
+    apply_repeat_penalty(scratch_logits_, last, params_.repeat_penalty);
+    row = scratch_logits_;
+  }
+  if (params_.temperature <= 0.0f) return argmax(row);
+
+  cands_.resize(row.size());
+  for (size_t i = 0; i < row.size(); ++i) cands_[i] = {int32_t(i), row[i], 0.0f};
+  if (params_.top_k > 0) top_k(cands_, params_.top_k);
+  top_p(cands_, params_.top_p);
+  min_p(cands_, params_.min_p);
+  for (auto& c : cands_) c.logit /= params_.temperature;
+  softmax(cands_);
+  return draw(cands_, uniform_01(rng_));
+}
+
+}  // namespace lockstep
