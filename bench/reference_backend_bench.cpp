@@ -20,6 +20,7 @@
 #include "gguf/gguf_reader.h"
 #include "gguf/gguf_writer.h"
 #include "quant/fp16.h"
+#include "quant/quantize.h"
 #include "util/thread_pool.h"
 
 namespace {
@@ -173,6 +174,24 @@ void bm_matmul_q4k(benchmark::State& state) {
                          benchmark::Counter::kIs1000);
 }
 
+// dequantize_row alone, one thread: the floor of a decode step, which dequantizes every weight.
+void bm_dequantize_row(benchmark::State& state, TensorType type) {
+  const int64_t cols = 4096, rows = 64;
+  const uint64_t rb = *row_bytes(type, cols);
+  std::vector<uint8_t> data(rb * uint64_t(rows));
+  fill_random_blocks(type, data.data(), data.size(), 2);
+  std::vector<float> out(static_cast<size_t>(cols));
+  for (auto _ : state) {
+    for (int64_t r = 0; r < rows; ++r) {
+      dequantize_row(type, data.data() + uint64_t(r) * rb, out.data(), cols);
+      benchmark::DoNotOptimize(out.data());
+    }
+  }
+  state.counters["ns_per_element"] =
+      benchmark::Counter(double(cols * rows) * 1e-9, benchmark::Counter::kIsIterationInvariantRate |
+                                                         benchmark::Counter::kInvert);
+}
+
 void bm_parallel_for_overhead(benchmark::State& state) {
   ThreadPool pool(int(state.range(0)));
   std::vector<int64_t> sink(size_t(pool.size()) * 16);
@@ -195,6 +214,8 @@ const int kRegistered = [] {
       ->ArgsProduct({{1, 64}, {threads}})
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
+  benchmark::RegisterBenchmark("DequantizeRow/Q4_K", bm_dequantize_row, TensorType::Q4_K);
+  benchmark::RegisterBenchmark("DequantizeRow/Q6_K", bm_dequantize_row, TensorType::Q6_K);
   benchmark::RegisterBenchmark("ParallelForOverhead", bm_parallel_for_overhead)
       ->Arg(threads)
       ->UseRealTime();

@@ -5,11 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/matmul_ref.h"
 #include "backend/cpu/ops_ref.h"
+#include "backend/cpu/simd_level.h"
 #include "backend/error_stats.h"
 #include "backend/random_data.h"
 #include "quant/quantize.h"
@@ -44,16 +47,49 @@ TestWeight make_weight(TensorType type, int64_t cols, int64_t rows, std::mt19937
   return w;
 }
 
+using cpu_ref::SimdLevel;
+
+// Runs body once per SIMD level this CPU supports, then restores the best one.
+template <typename Body>
+void for_each_simd_level(Body body) {
+  for (SimdLevel level : {SimdLevel::Baseline, SimdLevel::Avx2, SimdLevel::Avx512}) {
+    if (!cpu_ref::simd_level_supported(level)) {
+      std::printf("[ note ] %s not supported here, not tested\n", cpu_ref::simd_level_name(level));
+      continue;
+    }
+    cpu_ref::force_simd_level(level);
+    SCOPED_TRACE(std::string("simd ") + cpu_ref::simd_level_name(level));
+    body();
+  }
+  for (SimdLevel level : {SimdLevel::Avx512, SimdLevel::Avx2, SimdLevel::Baseline}) {
+    if (cpu_ref::simd_level_supported(level)) {
+      cpu_ref::force_simd_level(level);
+      break;
+    }
+  }
+}
+
 struct Case {
   TensorType type;
   int64_t cols;
 };
 
 const Case kCases[] = {
-    {TensorType::F32, 172},  {TensorType::F32, 64},   {TensorType::F16, 172},
-    {TensorType::F16, 288},  {TensorType::Q8_0, 64},  {TensorType::Q8_0, 416},
-    {TensorType::Q4_0, 96},  {TensorType::Q5_0, 128}, {TensorType::Q4_K, 256},
-    {TensorType::Q4_K, 512}, {TensorType::Q6_K, 256},
+    {TensorType::F32, 172},
+    {TensorType::F32, 64},
+    {TensorType::F16, 172},
+    {TensorType::F16, 288},
+    {TensorType::Q8_0, 64},
+    {TensorType::Q8_0, 416},
+    {TensorType::Q4_0, 96},
+    {TensorType::Q5_0, 128},
+    {TensorType::Q4_K, 256},
+    {TensorType::Q4_K, 512},
+    {TensorType::Q6_K, 256},
+    // Several 1024-column chunks, the last one partial (and with a 12-element lane tail for F16).
+    {TensorType::F16, 1100},
+    {TensorType::Q4_K, 2560},
+    {TensorType::Q8_0, 2080},
 };
 
 TEST(MatmulRef, MatchesFloat64ForEveryWeightType) {
@@ -61,60 +97,71 @@ TEST(MatmulRef, MatchesFloat64ForEveryWeightType) {
   SCOPED_TRACE(seed_trace(seed));
   std::mt19937_64 rng(seed);
   ThreadPool pool(3);
-  for (const Case& c : kCases) {
-    for (int64_t rows : {1, 37, 64}) {
-      for (int64_t n_tokens : {1, 5}) {
-        SCOPED_TRACE(std::string(tensor_type_info(c.type).name) + " cols " +
-                     std::to_string(c.cols) + " rows " + std::to_string(rows) + " tokens " +
-                     std::to_string(n_tokens));
-        TestWeight w = make_weight(c.type, c.cols, rows, rng);
-        auto x = normal(rng, size_t(c.cols * n_tokens), 1.0f);
-        cpu_ref::MatmulScratch scratch(pool.size(), c.cols);
-        std::vector<float> y(size_t(rows * n_tokens), std::nanf(""));
-        cpu_ref::matmul(y.data(), w.view, x.data(), n_tokens, pool, scratch);
-        WorstError err;
-        for (int64_t t = 0; t < n_tokens; ++t) {
-          for (int64_t r = 0; r < rows; ++r) {
-            double want = 0, abs_sum = 0;
-            for (int64_t i = 0; i < c.cols; ++i) {
-              const double p = double(w.values[size_t(r * c.cols + i)]) * x[size_t(t * c.cols + i)];
-              want += p;
-              abs_sum += std::fabs(p);
+  for_each_simd_level([&] {
+    for (const Case& c : kCases) {
+      for (int64_t rows : {1, 37, 64}) {
+        for (int64_t n_tokens : {1, 5}) {
+          SCOPED_TRACE(std::string(tensor_type_info(c.type).name) + " cols " +
+                       std::to_string(c.cols) + " rows " + std::to_string(rows) + " tokens " +
+                       std::to_string(n_tokens));
+          TestWeight w = make_weight(c.type, c.cols, rows, rng);
+          auto x = normal(rng, size_t(c.cols * n_tokens), 1.0f);
+          cpu_ref::MatmulScratch scratch(pool.size(), c.cols);
+          std::vector<float> y(size_t(rows * n_tokens), std::nanf(""));
+          cpu_ref::matmul(y.data(), w.view, x.data(), n_tokens, pool, scratch);
+          WorstError err;
+          for (int64_t t = 0; t < n_tokens; ++t) {
+            for (int64_t r = 0; r < rows; ++r) {
+              double want = 0, abs_sum = 0;
+              for (int64_t i = 0; i < c.cols; ++i) {
+                const double p =
+                    double(w.values[size_t(r * c.cols + i)]) * x[size_t(t * c.cols + i)];
+                want += p;
+                abs_sum += std::fabs(p);
+              }
+              err.add(y[size_t(t * rows + r)], want,
+                      (double((c.cols + 15) / 16) + 6) * kU32 * abs_sum);
             }
-            err.add(y[size_t(t * rows + r)], want,
-                    (double((c.cols + 15) / 16) + 6) * kU32 * abs_sum);
           }
+          EXPECT_LE(err.excess(), 1.0) << "abs error " << err.abs();
         }
-        EXPECT_LE(err.excess(), 1.0) << "abs error " << err.abs();
       }
     }
-  }
+  });
 }
 
 TEST(MatmulRef, BitIdenticalAcrossThreadsBatchesAndDot) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE(seed_trace(seed));
   std::mt19937_64 rng(seed);
-  const int64_t cols = 256, rows = 103, n_tokens = 9;
-  TestWeight w = make_weight(TensorType::Q4_K, cols, rows, rng);
-  auto x = normal(rng, size_t(cols * n_tokens), 1.0f);
+  for_each_simd_level([&] {
+    for (const Case& c : {Case{TensorType::Q8_0, 256 + 7 * 32}, Case{TensorType::F32, 1100},
+                          Case{TensorType::F16, 2077}}) {
+      SCOPED_TRACE(std::string(tensor_type_info(c.type).name) + " cols " + std::to_string(c.cols));
+      // cols: 16-lane chunks, 1024-column chunks and tails; n_tokens: full 4- and 2-token tiles,
+      // a remainder, and more tokens than one group of partial sums holds (64).
+      const int64_t cols = c.cols, rows = 103, n_tokens = 70;
+      TestWeight w = make_weight(c.type, cols, rows, rng);
+      auto x = normal(rng, size_t(cols * n_tokens), 1.0f);
 
-  ThreadPool one(1), four(4);
-  cpu_ref::MatmulScratch scratch(4, cols);
-  std::vector<float> y1(size_t(rows * n_tokens)), y4(y1.size());
-  cpu_ref::matmul(y1.data(), w.view, x.data(), n_tokens, one, scratch);
-  cpu_ref::matmul(y4.data(), w.view, x.data(), n_tokens, four, scratch);
-  EXPECT_EQ(y1, y4);
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    std::vector<float> single(static_cast<size_t>(rows));
-    cpu_ref::matmul(single.data(), w.view, x.data() + t * cols, 1, four, scratch);
-    for (int64_t r = 0; r < rows; ++r) {
-      ASSERT_EQ(single[size_t(r)], y1[size_t(t * rows + r)]) << "token " << t << " row " << r;
-      ASSERT_EQ(single[size_t(r)],
-                cpu_ref::dot(w.values.data() + r * cols, x.data() + t * cols, cols))
-          << "row " << r << ": the multi-row kernel must equal dot()";
+      ThreadPool one(1), four(4);
+      cpu_ref::MatmulScratch scratch(4, cols);
+      std::vector<float> y1(size_t(rows * n_tokens)), y4(y1.size());
+      cpu_ref::matmul(y1.data(), w.view, x.data(), n_tokens, one, scratch);
+      cpu_ref::matmul(y4.data(), w.view, x.data(), n_tokens, four, scratch);
+      EXPECT_EQ(y1, y4);
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        std::vector<float> single(static_cast<size_t>(rows));
+        cpu_ref::matmul(single.data(), w.view, x.data() + t * cols, 1, four, scratch);
+        for (int64_t r = 0; r < rows; ++r) {
+          ASSERT_EQ(single[size_t(r)], y1[size_t(t * rows + r)]) << "token " << t << " row " << r;
+          ASSERT_EQ(single[size_t(r)],
+                    cpu_ref::dot(w.values.data() + r * cols, x.data() + t * cols, cols))
+              << "row " << r << ": the multi-row kernel must equal dot()";
+        }
+      }
     }
-  }
+  });
 }
 
 TEST(MatmulRef, RejectsScratchTooSmall) {

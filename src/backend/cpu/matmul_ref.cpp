@@ -3,56 +3,100 @@
 #include <algorithm>
 #include <string>
 
-#include "backend/cpu/lane_sum.h"
+#include "backend/cpu/lane_tiles.h"
 #include "backend/cpu/ops_ref.h"
-#include "backend/cpu/vector_clones.h"
+#include "backend/cpu/simd_level.h"
 #include "quant/quantize.h"
 #include "util/error.h"
-
-LOCKSTEP_NO_FP_CONTRACT
 
 namespace lockstep::cpu_ref {
 
 namespace {
 
-static_assert(kMatmulRowBlock == 4, "dot_rows4 computes four rows");
+static_assert(kMatmulRowBlock == 4);
+static_assert(kMatmulColumnChunk % 256 == 0 && kMatmulColumnChunk % kLanes == 0);
 
-// Four dot products of consecutive rows w[r * cols ..] with one x, sharing the loads of x. Lane
-// for lane the same arithmetic as dot(), so each result equals dot(w_r, x, cols) bit for bit.
-LOCKSTEP_VECTOR_CLONES
-void dot_rows4(const float* w, int64_t cols, const float* x, float* out) {
-  const float* w0 = w;
-  const float* w1 = w + cols;
-  const float* w2 = w + 2 * cols;
-  const float* w3 = w + 3 * cols;
-  float a0[kLanes] = {}, a1[kLanes] = {}, a2[kLanes] = {}, a3[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= cols; i += kLanes) {
-    for (int k = 0; k < kLanes; ++k) {
-      const float xv = x[i + k];
-      a0[k] += w0[i + k] * xv;
-      a1[k] += w1[i + k] * xv;
-      a2[k] += w2[i + k] * xv;
-      a3[k] += w3[i + k] * xv;
-    }
+// Loads the partial sums of R rows x T tokens (token t, row r at acc + (t * 4 + r) * kLanes),
+// adds one column chunk to them and stores them back.
+template <int R, int T>
+LOCKSTEP_INLINE void accumulate_stored_tile(const float* w, int64_t w_stride, const float* x,
+                                            int64_t x_stride, int64_t n_cols, float* acc) {
+  Lanes a[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) a[r][t] = load_lanes(acc + (t * kMatmulRowBlock + r) * kLanes);
+  accumulate_tile<R, T>(a, w, w_stride, x, x_stride, n_cols);
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) store_lanes(acc + (t * kMatmulRowBlock + r) * kLanes, a[r][t]);
+}
+
+// Adds one column chunk (n_cols columns; the dequantized rows at w with row stride w_stride, the
+// tokens' matching columns at x with row stride x_stride) to the partial sums of n_rows rows x
+// n_tokens tokens. Tiles of 4 rows x TOKENS tokens, the remainder one token at a time. TOKENS is
+// what the level's registers hold without spilling much: 4 x 4 accumulators of 16 lanes need
+// AVX-512's 32 registers; AVX2 does 4 x 2 (measured fastest of 4x1, 2x2, 4x2).
+template <int TOKENS>
+LOCKSTEP_INLINE void accumulate_chunk(const float* w, int64_t w_stride, int64_t n_rows,
+                                      const float* x, int64_t x_stride, int64_t n_tokens,
+                                      int64_t n_cols, float* acc) {
+  const int64_t token_step = kMatmulRowBlock * kLanes;  // floats of partial sums per token
+  if (n_rows == kMatmulRowBlock) {
+    int64_t t = 0;
+    for (; t + TOKENS <= n_tokens; t += TOKENS)
+      accumulate_stored_tile<4, TOKENS>(w, w_stride, x + t * x_stride, x_stride, n_cols,
+                                        acc + t * token_step);
+    for (; t < n_tokens; ++t)
+      accumulate_stored_tile<4, 1>(w, w_stride, x + t * x_stride, x_stride, n_cols,
+                                   acc + t * token_step);
+    return;
   }
-  for (int k = 0; i + k < cols; ++k) {
-    const float xv = x[i + k];
-    a0[k] += w0[i + k] * xv;
-    a1[k] += w1[i + k] * xv;
-    a2[k] += w2[i + k] * xv;
-    a3[k] += w3[i + k] * xv;
+  for (int64_t r = 0; r < n_rows; ++r)
+    for (int64_t t = 0; t < n_tokens; ++t)
+      accumulate_stored_tile<1, 1>(w + r * w_stride, w_stride, x + t * x_stride, x_stride, n_cols,
+                                   acc + t * token_step + r * kLanes);
+}
+
+#define LOCKSTEP_CHUNK_ARGS                                                           \
+  const float *w, int64_t w_stride, int64_t n_rows, const float *x, int64_t x_stride, \
+      int64_t n_tokens, int64_t n_cols, float *acc
+#define LOCKSTEP_CHUNK_PASS w, w_stride, n_rows, x, x_stride, n_tokens, n_cols, acc
+
+void chunk_baseline(LOCKSTEP_CHUNK_ARGS) {
+  accumulate_chunk<1>(LOCKSTEP_CHUNK_PASS);
+}
+
+#if LOCKSTEP_X86_KERNELS
+LOCKSTEP_TARGET_AVX2 void chunk_avx2(LOCKSTEP_CHUNK_ARGS) {
+  accumulate_chunk<2>(LOCKSTEP_CHUNK_PASS);
+}
+
+LOCKSTEP_TARGET_AVX512 void chunk_avx512(LOCKSTEP_CHUNK_ARGS) {
+  accumulate_chunk<4>(LOCKSTEP_CHUNK_PASS);
+}
+#endif
+
+using ChunkKernel = void (*)(LOCKSTEP_CHUNK_ARGS);
+
+ChunkKernel chunk_kernel() {
+#if LOCKSTEP_X86_KERNELS
+  switch (active_simd_level()) {
+    case SimdLevel::Avx512:
+      return chunk_avx512;
+    case SimdLevel::Avx2:
+      return chunk_avx2;
+    case SimdLevel::Baseline:
+      break;
   }
-  out[0] = reduce_lanes(a0);
-  out[1] = reduce_lanes(a1);
-  out[2] = reduce_lanes(a2);
-  out[3] = reduce_lanes(a3);
+#endif
+  return chunk_baseline;
 }
 
 }  // namespace
 
-MatmulScratch::MatmulScratch(int n_threads, int64_t max_cols)
-    : stride_(kMatmulRowBlock * max_cols), max_cols_(max_cols), n_threads_(n_threads) {
+MatmulScratch::MatmulScratch(int n_threads, int64_t max_cols, int64_t max_tokens)
+    : stride_(weights_floats() + std::max<int64_t>(max_tokens, 1) * kMatmulRowBlock * kLanes),
+      max_cols_(max_cols),
+      max_tokens_(std::max<int64_t>(max_tokens, 1)),
+      n_threads_(n_threads) {
   buf_ = std::make_unique_for_overwrite<float[]>(size_t(n_threads) * size_t(stride_));
 }
 
@@ -65,28 +109,39 @@ void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, Thr
   const int64_t rows = w.rows;
   const int64_t cols = w.cols;
   const int64_t n_blocks = (rows + kMatmulRowBlock - 1) / kMatmulRowBlock;
+  const int64_t block_elems = tensor_type_info(w.type).block_elems;
+  const int64_t block_bytes = tensor_type_info(w.type).block_bytes;
   // F32 rows are used in place: the file's rows are already contiguous floats.
   const bool in_place = w.type == TensorType::F32;
+  const ChunkKernel kernel = chunk_kernel();
   pool.parallel_for(n_blocks, [&](int64_t block_begin, int64_t block_end, int thread) {
-    float* buf = scratch.rows(thread);
+    float* wbuf = scratch.weights(thread);
+    float* acc = scratch.partial_sums(thread);
     for (int64_t block = block_begin; block < block_end; ++block) {
       const int64_t r0 = block * kMatmulRowBlock;
       const int64_t n_rows = std::min(kMatmulRowBlock, rows - r0);
-      const float* wr = buf;
-      if (in_place) {
-        wr = reinterpret_cast<const float*>(w.row(r0));
-      } else {
-        for (int64_t j = 0; j < n_rows; ++j)
-          dequantize_row(w.type, w.row(r0 + j), buf + j * cols, cols);
-      }
-      for (int64_t t = 0; t < n_tokens; ++t) {
-        const float* xt = x + t * cols;
-        float* yt = y + t * rows + r0;
-        if (n_rows == kMatmulRowBlock) {
-          dot_rows4(wr, cols, xt, yt);
-        } else {
-          for (int64_t j = 0; j < n_rows; ++j) yt[j] = dot(wr + j * cols, xt, cols);
+      for (int64_t t0 = 0; t0 < n_tokens; t0 += scratch.max_tokens()) {
+        const int64_t nt = std::min(scratch.max_tokens(), n_tokens - t0);
+        std::fill(acc, acc + nt * kMatmulRowBlock * kLanes, 0.0f);
+        for (int64_t c0 = 0; c0 < cols; c0 += kMatmulColumnChunk) {
+          const int64_t nc = std::min(kMatmulColumnChunk, cols - c0);
+          const float* wc = wbuf;
+          int64_t w_stride = kMatmulColumnChunk;
+          if (in_place) {
+            wc = reinterpret_cast<const float*>(w.row(r0)) + c0;
+            w_stride = cols;
+          } else {
+            // c0 is a multiple of the block size, so the piece starts on a block boundary.
+            for (int64_t j = 0; j < n_rows; ++j)
+              dequantize_row(w.type, w.row(r0 + j) + c0 / block_elems * block_bytes,
+                             wbuf + j * kMatmulColumnChunk, nc);
+          }
+          kernel(wc, w_stride, n_rows, x + t0 * cols + c0, cols, nt, nc, acc);
         }
+        for (int64_t t = 0; t < nt; ++t)
+          for (int64_t j = 0; j < n_rows; ++j)
+            y[(t0 + t) * rows + r0 + j] =
+                reduce_lanes(load_lanes(acc + (t * kMatmulRowBlock + j) * kLanes));
       }
     }
   });

@@ -4,21 +4,47 @@
 #include <cmath>
 #include <limits>
 
-#include "backend/cpu/lane_sum.h"
-#include "backend/cpu/vector_clones.h"
-
-LOCKSTEP_NO_FP_CONTRACT
+#include "backend/cpu/lane_tiles.h"
+#include "backend/cpu/simd_level.h"
 
 namespace lockstep::cpu_ref {
 
-LOCKSTEP_VECTOR_CLONES
+namespace {
+
+float dot_baseline(const float* a, const float* b, int64_t n) {
+  float out;
+  dot_tile<1, 1>(a, 0, b, 0, n, &out, 0);
+  return out;
+}
+
+#if LOCKSTEP_X86_KERNELS
+LOCKSTEP_TARGET_AVX2 float dot_avx2(const float* a, const float* b, int64_t n) {
+  float out;
+  dot_tile<1, 1>(a, 0, b, 0, n, &out, 0);
+  return out;
+}
+
+LOCKSTEP_TARGET_AVX512 float dot_avx512(const float* a, const float* b, int64_t n) {
+  float out;
+  dot_tile<1, 1>(a, 0, b, 0, n, &out, 0);
+  return out;
+}
+#endif
+
+}  // namespace
+
 float dot(const float* a, const float* b, int64_t n) {
-  float acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) acc[k] += a[i + k] * b[i + k];
-  for (int k = 0; i + k < n; ++k) acc[k] += a[i + k] * b[i + k];
-  return reduce_lanes(acc);
+#if LOCKSTEP_X86_KERNELS
+  switch (active_simd_level()) {
+    case SimdLevel::Avx512:
+      return dot_avx512(a, b, n);
+    case SimdLevel::Avx2:
+      return dot_avx2(a, b, n);
+    case SimdLevel::Baseline:
+      break;
+  }
+#endif
+  return dot_baseline(a, b, n);
 }
 
 void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps) {

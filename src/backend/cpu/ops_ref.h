@@ -5,11 +5,12 @@
 // Numerics, chosen once for all stages:
 //  * Activations are float32 and never quantized.
 //  * Long dot products (matmul, attention scores) accumulate in float into 16 interleaved partial
-//    sums (element i goes to sum i % 16), reduced by a fixed pairwise tree. The compiler turns the
-//    16 sums into SIMD registers without reassociating anything, so the result is the same on
-//    every x86-64 machine, for any thread count and any batch size; the error bound is about
-//    (n/16 + 4) * 2^-24 * sum|a_i b_i|, a 16x tighter bound than one running sum. float64 would
-//    halve SIMD throughput for accuracy the parity tolerances do not need.
+//    sums (element i goes to sum i % 16), reduced by a fixed pairwise tree (lane_tiles.h). The 16
+//    sums are one SIMD vector, so nothing is reassociated: the result does not depend on the
+//    thread count, the batch size or which kernel computed it (on one machine; see
+//    simd_level.h for FMA). The error bound is about (n/16 + 6) * 2^-24 * sum|a_i b_i|, 16x
+//    tighter than one running sum; float64 would halve SIMD throughput for accuracy the parity
+//    tolerances do not need.
 //  * RMSNorm sums squares in double (cheap: n_embd values per token).
 //  * RoPE angles are computed in double, so large positions keep their phase.
 //  * Softmax is float with the maximum subtracted before exp.
