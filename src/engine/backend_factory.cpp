@@ -27,12 +27,18 @@ std::unique_ptr<Backend> make_backend(const Model& model, const BackendChoice& c
   if (std::string err = validate_backend_name(choice.name); !err.empty()) throw InputError(err);
   const int threads = resolve_threads(choice.threads);
   const int n_ctx = resolve_n_ctx(model, choice.n_ctx);
-  // Until the fast CPU backend lands, "cpu" is the reference too. GPU backends are deliberately
-  // not constructible from here (see the header): the parity gate is their only door.
-  if ((choice.name == "cuda" || choice.name == "auto") && note)
-    *note = "backend '" + choice.name +
-            "' is served by the CPU reference: GPU backends are only opened through the parity "
-            "gate, which this build's run path does not use yet";
+  // Until the run path opens backends through ParityGate::open, every name is served by the
+  // reference. GPU backends are deliberately not constructible from here (see the header): the
+  // parity gate is their only door. "auto" choosing the reference needs no note; a backend the
+  // user named explicitly and does not get does.
+  if (note && choice.name == "cuda")
+    *note =
+        "--backend cuda: serving from cpu-ref instead; GPU backends are only opened through "
+        "the parity gate, which the run path does not use yet";
+  if (note && choice.name == "cpu")
+    *note =
+        "--backend cpu: the fast CPU path is not wired into the run path yet; serving from "
+        "cpu-ref";
   return std::make_unique<ReferenceBackend>(model, threads, n_ctx);
 }
 

@@ -1,8 +1,8 @@
 // Creates the backend a run asked for by name. Only CPU backends are made here: a GPU backend can
 // be obtained solely through the parity gate (src/parity/gate.h), which holds the GateKey that
 // every GPU factory demands and hands a GPU backend out only after it matched the CPU reference.
-// So "cuda" and "auto" resolve to the CPU here, with a note on stderr, until the CLI opens its
-// backends through ParityGate::open.
+// So every name resolves to the CPU reference here (with a note on stderr for an explicit "cuda"
+// or "cpu") until the CLI opens its backends through ParityGate::open.
 #pragma once
 
 #include <memory>
