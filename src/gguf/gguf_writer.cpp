@@ -201,6 +201,12 @@ uint64_t GgufWriter::file_size() const {
   return build_header(kv_, tensors_, alignment_, offsets, data_size).size() + data_size;
 }
 
+std::vector<uint8_t> GgufWriter::header() const {
+  std::vector<uint64_t> offsets;
+  uint64_t data_size = 0;
+  return build_header(kv_, tensors_, alignment_, offsets, data_size);
+}
+
 void GgufWriter::write(const std::string& path, const FillFn& fill, int threads) const {
   // One work item per tensor: the whole tensor goes to fill().
   std::vector<WorkItem> items;

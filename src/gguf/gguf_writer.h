@@ -46,6 +46,9 @@ class GgufWriter {
 
   size_t tensor_count() const { return tensors_.size(); }
   uint64_t file_size() const;  // bytes write() will produce
+  // Everything before the data section (header, metadata, tensor infos, padding): with the file
+  // extended to file_size() (e.g. a sparse file) it describes a model without writing its data.
+  std::vector<uint8_t> header() const;
 
   // The whole file in memory (tests, small files).
   std::vector<uint8_t> to_bytes(const FillFn& fill = nullptr) const;

@@ -1,0 +1,48 @@
+#include "model/presets.h"
+
+namespace lockstep {
+
+const std::vector<ModelPreset>& model_presets() {
+  // Sources: each model's config.json (hidden_size, num_hidden_layers, num_attention_heads,
+  // num_key_value_heads, intermediate_size, vocab_size, max_position_embeddings, rope_theta,
+  // rms_norm_eps, tie_word_embeddings). Context lengths are those of the instruct releases.
+  static const std::vector<ModelPreset> presets = {
+      // Unit-test size. n_embd and n_ff are multiples of 256 so that q4_k_m really produces
+      // Q4_K and Q6_K blocks (a 64-wide model would fall back to Q5_0/Q8_0 everywhere); untied,
+      // so output.weight exists; 2 layers, so use_more_bits picks layer 1 only.
+      {"tiny", "lockstep tiny synthetic", std::nullopt, 256, 2, 4, 2, 512, 512, 2048, 10000.0f,
+       1e-5f, false},
+      // Qwen/Qwen2.5-0.5B(-Instruct)
+      {"qwen2.5-0.5b", "Qwen2.5 0.5B (synthetic weights)", Arch::Qwen2, 896, 24, 14, 2, 4864,
+       151936, 32768, 1000000.0f, 1e-6f, true},
+      // Qwen/Qwen2.5-1.5B-Instruct
+      {"qwen2.5-1.5b", "Qwen2.5 1.5B (synthetic weights)", Arch::Qwen2, 1536, 28, 12, 2, 8960,
+       151936, 32768, 1000000.0f, 1e-6f, true},
+      // Qwen/Qwen2.5-7B-Instruct: the only untied Qwen2.5 preset, vocab padded to 152064.
+      {"qwen2.5-7b", "Qwen2.5 7B (synthetic weights)", Arch::Qwen2, 3584, 28, 28, 4, 18944, 152064,
+       32768, 1000000.0f, 1e-6f, false},
+      // meta-llama/Llama-3.2-1B(-Instruct). Its llama3 rope scaling (factor 32) is not
+      // reproduced: llama.cpp stores it as a rope_freqs.weight tensor, which lockstep does not
+      // support yet, so this preset runs with plain RoPE.
+      {"llama-3.2-1b", "Llama 3.2 1B (synthetic weights)", Arch::Llama, 2048, 16, 32, 8, 8192,
+       128256, 131072, 500000.0f, 1e-5f, true},
+      // HuggingFaceTB/SmolLM2-135M(-Instruct)
+      {"smollm2-135m", "SmolLM2 135M (synthetic weights)", Arch::Llama, 576, 30, 9, 3, 1536, 49152,
+       8192, 100000.0f, 1e-5f, true},
+  };
+  return presets;
+}
+
+const ModelPreset* find_model_preset(const std::string& name) {
+  for (const auto& p : model_presets())
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
+std::string model_preset_names() {
+  std::string s;
+  for (const auto& p : model_presets()) s += (s.empty() ? "" : ", ") + p.name;
+  return s;
+}
+
+}  // namespace lockstep
