@@ -237,14 +237,23 @@ class Inspector {
   }
 
   void validate(const json& r) {
+    // A vocab-only file is a tokenizer: its architecture matters only to a model.
+    const bool vocab_only = f_.tensors().empty();
+    auto arch_issue = [&](const std::string& what) {
+      if (vocab_only)
+        warnings_.push_back(what);
+      else
+        problem(what);
+    };
     const json& arch = r["architecture"];
     if (arch.is_null()) {
-      if (!f_.find("general.architecture")) problem("missing metadata key 'general.architecture'");
+      if (!f_.find("general.architecture"))
+        arch_issue("missing metadata key 'general.architecture'");
     } else if (arch != "llama" && arch != "qwen2") {
-      problem("unknown architecture '" + printable(arch.get<std::string>()) +
-              "' (supported: llama, qwen2)");
+      arch_issue("unknown architecture '" + printable(arch.get<std::string>()) +
+                 "' (supported: llama, qwen2)");
     }
-    if (f_.tensors().empty()) {
+    if (vocab_only) {
       if (r["tokenizer"].is_null()) problem("no tensors and no tokenizer");
       return;  // vocab-only: the tokenizer checks above are all there is
     }
@@ -350,13 +359,15 @@ void print_human(const json& r, const gguf::GgufFile& f) {
                 tensor_type_name(t.raw_type).c_str(), shape_str(t.ne).c_str(),
                 static_cast<unsigned long long>(t.n_bytes),
                 static_cast<unsigned long long>(f.data_offset() + t.offset));
-  for (const auto& w : r["warnings"]) std::printf("warning: %s\n", w.get<std::string>().c_str());
+  for (const auto& w : r["warnings"])
+    std::printf("warning: %s\n", printable(w.get<std::string>(), 400).c_str());
   if (r["problems"].empty()) {
     std::printf("verdict: ok\n");
   } else {
     std::printf("verdict: %zu problem%s\n", r["problems"].size(),
                 r["problems"].size() == 1 ? "" : "s");
-    for (const auto& p : r["problems"]) std::printf("  - %s\n", p.get<std::string>().c_str());
+    for (const auto& p : r["problems"])
+      std::printf("  - %s\n", printable(p.get<std::string>(), 400).c_str());
   }
 }
 

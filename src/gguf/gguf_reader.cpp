@@ -12,6 +12,29 @@ namespace {
 
 // Arrays may hold arrays; bound the nesting so a hostile file cannot exhaust the stack.
 constexpr int kMaxArrayDepth = 8;
+// Every array element becomes a Value of about 100 bytes, so a file of N bytes of u8 array would
+// cost ~100 N bytes of memory. Real files hold well under a million elements in all (vocab,
+// merges, scores of a 256k vocabulary); cap the total so a hostile file stays below ~2 GB.
+constexpr uint64_t kMaxArrayElements = uint64_t(1) << 24;
+
+// A key or tensor name as it appears in a message: control bytes (a newline would break the
+// one-line message) become \xNN, and very long names are cut.
+std::string printable_name(const std::string& name) {
+  std::string out;
+  for (size_t k = 0; k < name.size() && k < 96; ++k) {
+    const unsigned char c = static_cast<unsigned char>(name[k]);
+    if (c < 0x20 || c == 0x7f) {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += char(c);
+    }
+  }
+  if (name.size() > 96) out += "...";
+  return out;
+}
 
 // A bounds-checked little-endian cursor over the file image. Every read checks the remaining
 // length first; every failure names the byte offset where it happened.
@@ -62,6 +85,9 @@ class Cursor {
   uint64_t size_;
   uint64_t pos_ = 0;
   std::string context_;
+
+ public:
+  uint64_t array_elements = 0;  // elements of all arrays read so far (see kMaxArrayElements)
 };
 
 // Smallest number of bytes one value of this type occupies in the file.
@@ -147,6 +173,10 @@ Value read_value(Cursor& c, ValueType type, int depth) {
       if (count > c.remaining() / min_value_bytes(v.elem_type))
         c.fail(count_at, "array length " + std::to_string(count) + " cannot fit in the " +
                              std::to_string(c.remaining()) + " bytes left in the file");
+      c.array_elements += count;
+      if (c.array_elements > kMaxArrayElements)
+        c.fail(count_at, "metadata arrays hold more than " + std::to_string(kMaxArrayElements) +
+                             " elements in all");
       v.array.reserve(count);
       for (uint64_t k = 0; k < count; ++k) v.array.push_back(read_value(c, v.elem_type, depth + 1));
       break;
@@ -228,14 +258,15 @@ void GgufFile::parse() {
     c.set_context("metadata entry " + std::to_string(k));
     std::string key = c.read_string("metadata key");
     if (key.empty()) c.fail(at, "empty metadata key");
-    c.set_context("key '" + key + "'");
+    c.set_context("key '" + printable_name(key) + "'");
     uint64_t type_at = c.pos();
     uint32_t raw = c.read<uint32_t>("metadata value type");
     if (!is_valid_value_type(raw)) c.fail(type_at, "unknown value type " + std::to_string(raw));
     const uint64_t value_at = c.pos();
     Value v = read_value(c, ValueType(raw), 0);
     c.set_context("");
-    if (metadata_index_.count(key)) c.fail(at, "duplicate metadata key '" + key + "'");
+    if (metadata_index_.count(key))
+      c.fail(at, "duplicate metadata key '" + printable_name(key) + "'");
     metadata_index_.emplace(key, metadata_.size());
     metadata_.push_back({std::move(key), std::move(v), at, value_at});
   }
@@ -260,7 +291,7 @@ void GgufFile::parse() {
     c.set_context("tensor info " + std::to_string(t));
     ti.name = c.read_string("tensor name");
     if (ti.name.empty()) c.fail(ti.info_offset, "empty tensor name");
-    c.set_context("tensor '" + ti.name + "'");
+    c.set_context("tensor '" + printable_name(ti.name) + "'");
     uint64_t dims_at = c.pos();
     uint32_t n_dims = c.read<uint32_t>("tensor dimension count");
     if (n_dims == 0 || n_dims > uint32_t(kMaxDims))
@@ -314,7 +345,7 @@ void GgufFile::parse() {
     uint64_t end;
     if (add_overflows(ti.offset, ti.n_bytes, &end) || end > data_size)
       throw FormatError(path_, ti.info_offset,
-                        "tensor '" + ti.name + "': data [" +
+                        "tensor '" + printable_name(ti.name) + "': data [" +
                             std::to_string(data_offset_ + ti.offset) + ", +" +
                             std::to_string(ti.n_bytes) + ") extends past the end of the file (" +
                             std::to_string(size_) + " bytes)");
@@ -328,9 +359,9 @@ void GgufFile::parse() {
             [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
   for (size_t k = 1; k < order.size(); ++k)
     if (order[k - 1]->offset + order[k - 1]->n_bytes > order[k]->offset)
-      throw FormatError(
-          path_, order[k]->info_offset,
-          "tensor '" + order[k]->name + "' overlaps tensor '" + order[k - 1]->name + "'");
+      throw FormatError(path_, order[k]->info_offset,
+                        "tensor '" + printable_name(order[k]->name) + "' overlaps tensor '" +
+                            printable_name(order[k - 1]->name) + "'");
 }
 
 const Value* GgufFile::find(const std::string& key) const {
@@ -342,32 +373,32 @@ std::optional<std::string> GgufFile::get_string(const std::string& key) const {
   const Value* v = find(key);
   if (!v) return std::nullopt;
   if (auto s = v->as_string()) return s;
-  throw InputError(path_ + ": metadata key '" + key + "' is a " + value_type_name(v->type) +
-                   ", expected a string");
+  throw InputError(path_ + ": metadata key '" + printable_name(key) + "' is a " +
+                   value_type_name(v->type) + ", expected a string");
 }
 
 std::optional<int64_t> GgufFile::get_int(const std::string& key) const {
   const Value* v = find(key);
   if (!v) return std::nullopt;
   if (auto i = v->as_int()) return i;
-  throw InputError(path_ + ": metadata key '" + key + "' is a " + value_type_name(v->type) +
-                   ", expected an integer");
+  throw InputError(path_ + ": metadata key '" + printable_name(key) + "' is a " +
+                   value_type_name(v->type) + ", expected an integer");
 }
 
 std::optional<double> GgufFile::get_float(const std::string& key) const {
   const Value* v = find(key);
   if (!v) return std::nullopt;
   if (auto d = v->as_double()) return d;
-  throw InputError(path_ + ": metadata key '" + key + "' is a " + value_type_name(v->type) +
-                   ", expected a number");
+  throw InputError(path_ + ": metadata key '" + printable_name(key) + "' is a " +
+                   value_type_name(v->type) + ", expected a number");
 }
 
 std::optional<bool> GgufFile::get_bool(const std::string& key) const {
   const Value* v = find(key);
   if (!v) return std::nullopt;
   if (auto b = v->as_bool()) return b;
-  throw InputError(path_ + ": metadata key '" + key + "' is a " + value_type_name(v->type) +
-                   ", expected a bool");
+  throw InputError(path_ + ": metadata key '" + printable_name(key) + "' is a " +
+                   value_type_name(v->type) + ", expected a bool");
 }
 
 const TensorInfo* GgufFile::find_tensor(const std::string& name) const {

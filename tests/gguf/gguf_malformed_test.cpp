@@ -135,6 +135,18 @@ TEST(GgufMalformed, ArrayOfStringsLongerThanTheFile) {
   expect_format_error(im.build(), "array length 1000 cannot fit");
 }
 
+TEST(GgufMalformed, TooManyArrayElementsInAll) {
+  // Each array fits in the file, but together they pass the 2^24-element cap that bounds the
+  // reader's memory (an element costs ~100 bytes once parsed).
+  RawImage im = small_valid_image();
+  for (int k = 0; k < 2; ++k) {
+    RawKv e{"big" + std::to_string(k), 9, {}};
+    e.value.u32(0).u64((uint64_t(1) << 23) + 1).zeros((uint64_t(1) << 23) + 1);
+    im.kv.push_back(std::move(e));
+  }
+  expect_format_error(im.build(), "key 'big1': metadata arrays hold more than 16777216 elements");
+}
+
 TEST(GgufMalformed, ArraysNestedTooDeep) {
   RawImage im = small_valid_image();
   RawKv e{"deep", 9, {}};
@@ -326,6 +338,23 @@ TEST(GgufMalformed, TruncatedValueNamesTheKey) {
   std::vector<uint8_t> b = im.build();
   b.resize(im.kv_offset(1) + 8 + 17 + 4 + 2);  // half of llama.block_count's u32 value
   expect_format_error(b, "key 'llama.block_count': truncated file: u32 value needs 4 bytes");
+}
+
+TEST(GgufMalformed, NamesWithControlBytesStayOnOneLine) {
+  RawImage im = small_valid_image();
+  im.kv.push_back(kv_u32("evil\nkey\x1b[31m", 1));
+  im.kv.push_back(kv_u32("evil\nkey\x1b[31m", 2));
+  const std::string msg = expect_format_error(im.build(), "duplicate metadata key");
+  EXPECT_NE(msg.find("'evil\\x0akey\\x1b[31m'"), std::string::npos) << msg;
+  RawImage t = small_valid_image();
+  t.tensors[0].name = std::string("a\r\n", 3);
+  t.tensors[0].type = 999;
+  expect_format_error(t.build(), "tensor 'a\\x0d\\x0a': unknown tensor type");
+  RawImage longname = small_valid_image();
+  longname.tensors[0].name = std::string(5000, 'n');
+  longname.tensors[0].type = 999;
+  const std::string m2 = expect_format_error(longname.build(), "...': unknown tensor type");
+  EXPECT_LT(m2.size(), 300u);
 }
 
 TEST(GgufMalformed, VocabOnlyFileMayEndAfterTheMetadata) {
