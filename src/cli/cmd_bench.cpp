@@ -9,6 +9,7 @@
 #include "cli/generation_flags.h"
 #include "engine/bench.h"
 #include "engine/model_source.h"
+#include "tokenizer/vocab.h"
 
 namespace lockstep::cli {
 
@@ -24,18 +25,22 @@ int run_bench_command(const BenchFlags& f) {
   const std::string path = resolve_model_path(f.model.model);
   const auto t0 = std::chrono::steady_clock::now();
   Model model = Model::load(path);
+  const auto vocab = tokenizer::Vocab::from_gguf(*model.file);
+  const ParityConfig parity = resolve_parity(f.model.parity);
   BackendChoice choice = f.model.choice();
-  // The tests need max(pp, tg) positions; a larger default context would only cost memory.
-  if (choice.n_ctx == 0) choice.n_ctx = std::max({f.params.n_prompt, f.params.n_gen, 1});
-  std::string note;
-  auto backend = make_backend(model, choice, &note);
+  // The tests need max(pp, tg) positions and the gate its probe; a larger default context would
+  // only cost memory.
+  if (choice.n_ctx == 0)
+    choice.n_ctx =
+        std::max({f.params.n_prompt, f.params.n_gen, parity.positions + parity.steps + 1});
+  OpenResult opened = open_backend(model, vocab, choice, parity, {});
+  auto& backend = opened.backend;
   const double load_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   const ModelSummary summary = summarize(model, path);
   std::fprintf(stderr, "lockstep bench: %s | %s | %s | backend %s | threads %d | load %.0f ms\n",
                path.c_str(), summary.architecture.c_str(), summary.file_type.c_str(),
-               backend->name().c_str(), resolve_threads(choice.threads), load_ms);
-  if (!note.empty()) std::fprintf(stderr, "lockstep bench: note: %s\n", note.c_str());
+               describe_backend(opened).c_str(), resolve_threads(choice.threads), load_ms);
 
   const BenchReport report = run_bench(
       *backend, f.params, summary, resolve_threads(choice.threads),

@@ -23,8 +23,7 @@ namespace lockstep::cli {
 namespace {
 
 struct ParityCmdFlags {
-  ModelFlags model;
-  ParityFlags parity;
+  ModelFlags model;  // includes the parity flags
   std::string prompt;
   bool json = false;
   bool layers = false;
@@ -59,7 +58,7 @@ void print_rows(const std::vector<ParityRow>& rows) {
 
 int run_parity(const ParityCmdFlags& f) {
   check_model_flags(f.model);
-  ParityConfig cfg = resolve_parity(f.parity);
+  ParityConfig cfg = resolve_parity(f.model.parity);
   if (f.audit < 0) throw InputError("--audit = " + std::to_string(f.audit) + " must be >= 1");
   if (!(f.layer_tolerance > 0)) throw InputError("--layer-tolerance must be > 0");
   const std::string path = resolve_model_path(f.model.model);
@@ -176,10 +175,11 @@ void add_parity(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("parity", "Compare a backend with the CPU reference, row by row");
   auto f = std::make_shared<ParityCmdFlags>();
   add_model_flags(cmd, f->model);
-  add_parity_flags(cmd, f->parity);
   cmd->add_option("-p,--prompt", f->prompt, "Probe with this text (else the built-in probe)");
-  cmd->add_option("--steps", f->parity.steps, "Autoregressive steps (1-16), as --parity-steps");
-  cmd->add_option("--positions", f->parity.positions, "Probe positions, as --parity-positions");
+  cmd->add_option("--steps", f->model.parity.steps,
+                  "Autoregressive steps (1-16), as --parity-steps");
+  cmd->add_option("--positions", f->model.parity.positions,
+                  "Probe positions, as --parity-positions");
   cmd->add_flag("--json", f->json, "Print one JSON object");
   cmd->add_flag("--layers", f->layers, "Compare hidden states after every layer");
   cmd->add_option("--layer-tolerance", f->layer_tolerance,

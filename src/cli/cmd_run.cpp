@@ -56,14 +56,16 @@ void write_stdout(std::string_view s) {
   std::fflush(stdout);
 }
 
-std::string result_json(const GenerationResult& r, const ModelSummary& s, const Backend& backend,
+std::string result_json(const GenerationResult& r, const LoadedModel& m, const Backend& backend,
                         uint64_t seed) {
+  const ModelSummary& s = m.summary;
   const auto& t = r.timings;
   nlohmann::ordered_json j;
   j["text"] = r.text;
   j["tokens"] = r.tokens;
   j["finish_reason"] = r.finish_reason;
-  j["backend_used"] = backend.name();
+  j["backend_used"] = m.backend_used;
+  j["parity"] = parity_json(m);
   j["seed"] = seed;
   j["timings"] = {{"load_ms", t.load_ms},
                   {"prompt_tokens", t.prompt_tokens},
@@ -89,21 +91,20 @@ int run_command(const RunFlags& f, bool prompt_given) {
   const SamplingParams sampling = resolve_sampling(f.sampling);
   const std::string seed_note =
       sampling.temperature > 0 ? " | seed " + std::to_string(sampling.seed) : " | greedy";
-  LoadedModel m = load_for_generation(f.model, "run", seed_note);
-
-  std::vector<int32_t> prompt;
-  if (f.chat) {
-    const auto tmpl = tokenizer::ChatTemplate::for_vocab(*m.vocab);
+  auto build_prompt = [&](const tokenizer::Vocab& vocab) {
+    if (!f.chat) return vocab.tokenize(prompt_text, /*add_special=*/true, /*parse_special=*/true);
+    const auto tmpl = tokenizer::ChatTemplate::for_vocab(vocab);
     std::vector<tokenizer::ChatMessage> messages;
     if (!f.system.empty()) messages.push_back({"system", f.system});
     messages.push_back({"user", prompt_text});
-    prompt = tokenizer::tokenize_chat(*m.vocab, tmpl, messages, /*add_generation_prompt=*/true);
-  } else {
-    prompt = m.vocab->tokenize(prompt_text, /*add_special=*/true, /*parse_special=*/true);
-  }
+    return tokenizer::tokenize_chat(vocab, tmpl, messages, /*add_generation_prompt=*/true);
+  };
+  LoadedModel m = load_for_generation(f.model, "run", seed_note, build_prompt);
 
   Session session(std::move(m.backend), *m.vocab, sampling);
   session.set_load_ms(m.load_ms);
+  // The prompt tokens the parity gate probed with are already in the cache: never redo them.
+  const std::vector<int32_t> prompt = adopt_cached_prompt(m, session);
   GenerationRequest req;
   req.max_tokens = f.n_predict;
   req.stop = f.stop;
@@ -120,7 +121,7 @@ int run_command(const RunFlags& f, bool prompt_given) {
                "tok, %.1f ms, %.2f tok/s | finish %s\n",
                f.json ? "" : "\n", t.load_ms, t.prompt_tokens, t.prompt_ms, t.prompt_tok_per_s(),
                t.gen_tokens, t.gen_ms, t.gen_tok_per_s(), r.finish_reason.c_str());
-  if (f.json) write_stdout(result_json(r, m.summary, session.backend(), sampling.seed) + "\n");
+  if (f.json) write_stdout(result_json(r, m, session.backend(), sampling.seed) + "\n");
   return 0;
 }
 

@@ -1,5 +1,7 @@
 #include "cli/generation_flags.h"
 
+#include "engine/generator.h"
+
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -15,6 +17,7 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f) {
   cmd->add_option("-t,--threads", f.threads, "CPU threads (0: one per physical core)");
   cmd->add_option("-c,--ctx-size", f.n_ctx, "context size in tokens (0: min(training, 4096))");
   cmd->add_option("--backend", f.backend, "cpu | cpu-ref | cuda | auto");
+  add_parity_flags(cmd, f.parity);
 }
 
 void add_sampling_flags(CLI::App* cmd, SamplingFlags& f) {
@@ -51,23 +54,53 @@ SamplingParams resolve_sampling(const SamplingFlags& f) {
 }
 
 LoadedModel load_for_generation(const ModelFlags& flags, const char* cmd,
-                                const std::string& extra_header) {
+                                const std::string& extra_header, const PromptBuilder& make_prompt) {
+  const ParityConfig parity = resolve_parity(flags.parity);
   const std::string path = resolve_model_path(flags.model);
   const auto t0 = std::chrono::steady_clock::now();
   LoadedModel m;
   m.model = std::make_unique<Model>(Model::load(path));
   m.vocab = std::make_unique<tokenizer::Vocab>(tokenizer::Vocab::from_gguf(*m.model->file));
-  std::string note;
-  m.backend = make_backend(*m.model, flags.choice(), &note);
+  if (make_prompt) m.prompt = make_prompt(*m.vocab);
+  OpenResult opened = open_backend(*m.model, *m.vocab, flags.choice(), parity, m.prompt);
+  m.backend = std::move(opened.backend);
+  m.backend_used = opened.backend_used;
+  m.parity = opened.verdict;
+  m.prompt_tokens_cached = opened.prompt_tokens_cached;
+  m.last_logits = std::move(opened.last_logits);
   m.load_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   m.summary = summarize(*m.model, path);
   m.threads = resolve_threads(flags.threads);
   std::fprintf(stderr, "lockstep %s: %s | %s | %s | backend %s | threads %d | ctx %d%s\n", cmd,
                path.c_str(), m.summary.architecture.c_str(), m.summary.file_type.c_str(),
-               m.backend->name().c_str(), m.threads, m.backend->n_ctx(), extra_header.c_str());
-  if (!note.empty()) std::fprintf(stderr, "lockstep %s: note: %s\n", cmd, note.c_str());
+               (m.backend_used + " (" + m.parity.summary() + ")").c_str(), m.threads,
+               m.backend->n_ctx(), extra_header.c_str());
   return m;
+}
+
+std::vector<int32_t> adopt_cached_prompt(LoadedModel& m, Session& session) {
+  const auto cached = size_t(m.prompt_tokens_cached);
+  if (cached > 0) session.adopt_prefix({m.prompt.data(), cached}, m.last_logits);
+  return {m.prompt.begin() + ptrdiff_t(cached), m.prompt.end()};
+}
+
+nlohmann::ordered_json parity_json(const LoadedModel& m) {
+  const ParityVerdict& v = m.parity;
+  nlohmann::ordered_json j;
+  j["status"] = v.status_name();
+  j["candidate"] = v.candidate;
+  j["steps"] = v.steps;
+  j["positions"] = v.positions;
+  j["threshold"] = v.config.cosine_min;
+  j["worst"] = {{"metric", "cosine"},
+                {"value", v.worst_cosine},
+                {"at", v.worst_cosine_at},
+                {"kl", v.worst_kl},
+                {"max_abs", v.worst_max_abs}};
+  j["failure"] = v.failure_text();
+  j["ms"] = v.ms;
+  return j;
 }
 
 }  // namespace lockstep::cli

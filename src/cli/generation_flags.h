@@ -5,9 +5,13 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 
+#include "cli/parity_flags.h"
 #include "engine/backend_factory.h"
+#include "engine/generator.h"
 #include "engine/model_source.h"
 #include "engine/sampler.h"
 #include "tokenizer/vocab.h"
@@ -19,6 +23,7 @@ struct ModelFlags {
   int threads = 0;    // 0: one per physical core
   int n_ctx = 0;      // 0: min(training context, 4096)
   std::string backend = "auto";
+  ParityFlags parity;
 
   BackendChoice choice() const { return {backend, threads, n_ctx}; }
 };
@@ -44,14 +49,31 @@ struct LoadedModel {
   std::unique_ptr<Model> model;
   std::unique_ptr<tokenizer::Vocab> vocab;
   std::unique_ptr<Backend> backend;
+  std::string backend_used;
+  ParityVerdict parity;
+  std::vector<int32_t> prompt;     // as built by make_prompt
+  int prompt_tokens_cached = 0;    // of `prompt`, already in the backend's cache (gate probe)
+  std::vector<float> last_logits;  // after those cached tokens
   ModelSummary summary;
-  double load_ms = 0;
+  double load_ms = 0;  // model load + backend creation + parity gate
   int threads = 0;
 };
 
-// Resolves the model path, loads model and vocabulary, creates the backend, and writes the
-// header line (model file, architecture, file type, backend) to stderr, prefixed "lockstep <cmd>:".
+using PromptBuilder = std::function<std::vector<int32_t>(const tokenizer::Vocab&)>;
+
+// Resolves the model path, loads model and vocabulary, builds the prompt, opens the backend
+// through the parity gate (probing with the prompt when it is long enough), and writes the header
+// line (model file, architecture, file type, backend and parity verdict) to stderr, prefixed
+// "lockstep <cmd>:".
 LoadedModel load_for_generation(const ModelFlags& flags, const char* cmd,
-                                const std::string& extra_header = "");
+                                const std::string& extra_header = "",
+                                const PromptBuilder& make_prompt = nullptr);
+
+// Starts a session on the loaded backend, taking over the prompt tokens the gate left cached.
+// Returns the part of the prompt still to be processed.
+std::vector<int32_t> adopt_cached_prompt(LoadedModel& m, Session& session);
+
+// The `parity` object of --json outputs.
+nlohmann::ordered_json parity_json(const LoadedModel& m);
 
 }  // namespace lockstep::cli

@@ -1,8 +1,9 @@
 #include "engine/backend_factory.h"
 
 #include <algorithm>
+#include <cstdio>
 
-#include "backend/cpu/reference_backend.h"
+#include "parity/probe.h"
 #include "util/error.h"
 #include "util/thread_pool.h"
 
@@ -22,24 +23,22 @@ int resolve_threads(int requested) {
   return requested > 0 ? requested : default_thread_count();
 }
 
-std::unique_ptr<Backend> make_backend(const Model& model, const BackendChoice& choice,
-                                      std::string* note) {
+OpenResult open_backend(const Model& model, const tokenizer::Vocab& vocab,
+                        const BackendChoice& choice, const ParityConfig& parity,
+                        std::span<const int32_t> prompt) {
   if (std::string err = validate_backend_name(choice.name); !err.empty()) throw InputError(err);
-  const int threads = resolve_threads(choice.threads);
-  const int n_ctx = resolve_n_ctx(model, choice.n_ctx);
-  // Until the run path opens backends through ParityGate::open, every name is served by the
-  // reference. GPU backends are deliberately not constructible from here (see the header): the
-  // parity gate is their only door. "auto" choosing the reference needs no note; a backend the
-  // user named explicitly and does not get does.
-  if (note && choice.name == "cuda")
-    *note =
-        "--backend cuda: serving from cpu-ref instead; GPU backends are only opened through "
-        "the parity gate, which the run path does not use yet";
-  if (note && choice.name == "cpu")
-    *note =
-        "--backend cpu: the fast CPU path is not wired into the run path yet; serving from "
-        "cpu-ref";
-  return std::make_unique<ReferenceBackend>(model, threads, n_ctx);
+  OpenRequest req;
+  req.backend = choice.name;
+  req.threads = resolve_threads(choice.threads);
+  req.n_ctx = resolve_n_ctx(model, choice.n_ctx);
+  if (choice.name == "cpu-ref" || parity.policy == ParityPolicy::Off)
+    return ParityGate::open(model, req, parity, {}, false);
+  const Probe probe = make_probe(vocab, prompt, parity.positions, parity.steps, req.n_ctx);
+  return ParityGate::open(model, req, parity, probe.tokens, probe.is_prompt);
+}
+
+std::string describe_backend(const OpenResult& opened) {
+  return opened.backend_used + " (" + opened.verdict.summary() + ")";
 }
 
 }  // namespace lockstep

@@ -1,14 +1,15 @@
-// Creates the backend a run asked for by name. Only CPU backends are made here: a GPU backend can
-// be obtained solely through the parity gate (src/parity/gate.h), which holds the GateKey that
-// every GPU factory demands and hands a GPU backend out only after it matched the CPU reference.
-// So every name resolves to the CPU reference here (with a note on stderr for an explicit "cuda"
-// or "cpu") until the CLI opens its backends through ParityGate::open.
+// Opens the backend a run will serve from. Every backend comes through the parity gate
+// (src/parity/gate.h): cpu-ref is the reference itself; every other backend (the fast cpu path,
+// cuda) is compared with the reference, step by step, before it may serve.
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 
 #include "backend/backend.h"
+#include "parity/gate.h"
+#include "tokenizer/vocab.h"
 
 namespace lockstep {
 
@@ -25,9 +26,13 @@ std::string validate_backend_name(const std::string& name);
 int resolve_n_ctx(const Model& model, int requested);
 int resolve_threads(int requested);
 
-// Throws InputError for an unknown name. `note` (may be null) receives a line for stderr when
-// the backend differs from the one asked for.
-std::unique_ptr<Backend> make_backend(const Model& model, const BackendChoice& choice,
-                                      std::string* note = nullptr);
+// Probes with the first tokens of `prompt` when it is long enough (they then stay cached in the
+// serving backend: OpenResult::prompt_tokens_cached), else with the built-in probe text.
+OpenResult open_backend(const Model& model, const tokenizer::Vocab& vocab,
+                        const BackendChoice& choice, const ParityConfig& parity,
+                        std::span<const int32_t> prompt);
+
+// One phrase for the stderr header: which backend serves and what the gate said.
+std::string describe_backend(const OpenResult& opened);
 
 }  // namespace lockstep

@@ -24,11 +24,22 @@ Session::Session(std::unique_ptr<Backend> backend, const tokenizer::Vocab& vocab
   const int64_t n_vocab = backend_->model().hp.n_vocab;
   logits_.resize(size_t(n_vocab));
   cached_.reserve(size_t(backend_->n_ctx()));
-  backend_->truncate(0);
+  // The cache may hold a prefix the parity gate left there for adopt_prefix(); generate() drops
+  // whatever cached_ does not account for.
+}
+
+void Session::adopt_prefix(std::span<const int32_t> tokens, std::span<const float> last_logits) {
+  if (int(tokens.size()) != backend_->n_past() || last_logits.size() != logits_.size())
+    throw Error("adopt_prefix: the backend's cache does not hold these tokens");
+  cached_.assign(tokens.begin(), tokens.end());
+  std::copy(last_logits.begin(), last_logits.end(), logits_.begin());
+  have_logits_ = true;
+  for (int32_t t : cached_) sampler_.accept(t);
 }
 
 void Session::truncate(int n) {
   n = std::clamp(n, 0, int(cached_.size()));
+  have_logits_ = false;
   backend_->truncate(n);
   cached_.resize(size_t(n));
   sampler_.reset_history();
@@ -38,12 +49,14 @@ void Session::truncate(int n) {
 void Session::forward(std::span<const int32_t> tokens) {
   backend_->forward(tokens, logits_.data(), false);
   cached_.insert(cached_.end(), tokens.begin(), tokens.end());
+  have_logits_ = true;
 }
 
 GenerationResult Session::generate(std::span<const int32_t> prompt,
                                    const GenerationRequest& request,
                                    const PieceCallback& on_piece) {
-  if (prompt.empty()) throw InputError("the prompt is empty (no tokens to process)");
+  if (prompt.empty() && !have_logits_)
+    throw InputError("the prompt is empty (no tokens to process)");
   for (int32_t t : prompt)
     if (!vocab_.valid(t) || t >= int64_t(logits_.size()))
       throw InputError("prompt token id " + std::to_string(t) + " is outside the vocabulary");
@@ -57,7 +70,8 @@ GenerationResult Session::generate(std::span<const int32_t> prompt,
   result.timings.load_ms = load_ms_;
   result.timings.prompt_tokens = int(prompt.size());
   const auto t_prompt = Clock::now();
-  forward(prompt);
+  if (backend_->n_past() != int(cached_.size())) backend_->truncate(int(cached_.size()));
+  if (!prompt.empty()) forward(prompt);
   result.timings.prompt_ms = ms_since(t_prompt);
   for (int32_t t : prompt) sampler_.accept(t);
 

@@ -64,6 +64,11 @@ class Session {
 
   // The ids in the backend's KV cache, in order: every prompt and every generated token that was
   // fed back. The last sampled token of a generation is not among them (it was never fed).
+  // Takes over tokens the backend already holds in its cache (the parity gate's probe when it
+  // was the start of the prompt) and the logits after the last of them, so they are not
+  // processed again. generate() may then be called with only the rest of the prompt (or none).
+  void adopt_prefix(std::span<const int32_t> tokens, std::span<const float> last_logits);
+
   const std::vector<int32_t>& cached_tokens() const { return cached_; }
   // Drops cached positions >= n (0 clears the cache); the sampler's history is reset.
   void truncate(int n);
@@ -80,6 +85,7 @@ class Session {
   Sampler sampler_;
   std::vector<float> logits_;
   std::vector<int32_t> cached_;
+  bool have_logits_ = false;  // logits_ hold the prediction after cached_.back()
   double load_ms_ = 0;
 };
 

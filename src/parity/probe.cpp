@@ -10,7 +10,10 @@ namespace lockstep {
 Probe make_probe(const tokenizer::Vocab& vocab, std::span<const int32_t> prompt, int positions,
                  int steps, int n_ctx) {
   const int P = std::min(positions, n_ctx - steps - 1);
-  if (P < 1) throw InputError("the context is too small for the parity probe");
+  if (P < 1)
+    throw InputError("a context of " + std::to_string(n_ctx) +
+                     " tokens is too small for the parity gate's " + std::to_string(steps) +
+                     " steps; raise -c or use --backend cpu-ref");
   Probe probe;
   if (int(prompt.size()) >= P) {
     probe.tokens.assign(prompt.begin(), prompt.begin() + P);

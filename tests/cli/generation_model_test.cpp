@@ -8,7 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "cli/cli_process_util.h"
+#include "common/cli_process_util.h"
 
 namespace lockstep::test {
 namespace {

@@ -7,7 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "cli/cli_process_util.h"
+#include "common/cli_process_util.h"
 #include "engine/chain_model_util.h"
 
 namespace lockstep::test {
@@ -49,7 +49,8 @@ TEST(RunCli, StdoutIsExactlyTheGeneratedText) {
   // The header names model, architecture, type and backend; timings come at the end.
   ASSERT_GE(r.err_lines().size(), 2u) << r.err;
   const std::string header = r.err_lines().front();
-  for (const char* s : {"chain.gguf", "llama", "F32", "cpu-ref"})
+  // --backend auto on a machine without a GPU: the fast cpu path, verified by the parity gate.
+  for (const char* s : {"chain.gguf", "llama", "F32", "backend cpu", "parity passed"})
     EXPECT_NE(header.find(s), std::string::npos) << header;
   const std::string timings = r.err_lines().back();
   for (const char* s : {"load", "prompt", "tok/s", "generation", "finish eos"})
@@ -74,8 +75,9 @@ TEST(RunCli, TokenLimitStopStringAndContextSize) {
   r = run_lockstep(run_args({"-p", "", "--stop", "xyz", "--stop", "time"}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, " Once upon a ");
-  // Context 3: BOS + 2 fed-back tokens fill it; the third sampled token is the last.
-  r = run_lockstep(run_args({"-p", "", "-c", "3"}));
+  // Context 3: BOS + 2 fed-back tokens fill it; the third sampled token is the last. (The
+  // reference needs no gate, whose probe would not fit such a context.)
+  r = run_lockstep(run_args({"-p", "", "-c", "3", "--backend", "cpu-ref"}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, " Once upon a");
   EXPECT_NE(r.err.find("context"), std::string::npos) << r.err;
@@ -90,7 +92,8 @@ TEST(RunCli, JsonIsExactlyOneObject) {
   EXPECT_EQ(j["text"], kChainText);
   EXPECT_EQ(j["tokens"], (std::vector<int>{kOnce, kUpon, kA, kTime, kThe, kEnd, kDot, kEos}));
   EXPECT_EQ(j["finish_reason"], "eos");
-  EXPECT_EQ(j["backend_used"], "cpu-ref");
+  EXPECT_EQ(j["backend_used"], "cpu");
+  EXPECT_EQ(j["parity"]["status"], "passed");
   for (const char* k : {"load_ms", "prompt_tokens", "prompt_ms", "prompt_tok_per_s", "gen_tokens",
                         "gen_ms", "gen_tok_per_s"})
     EXPECT_TRUE(j["timings"].contains(k)) << k;

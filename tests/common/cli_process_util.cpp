@@ -1,4 +1,4 @@
-#include "cli/cli_process_util.h"
+#include "common/cli_process_util.h"
 
 #include <fcntl.h>
 #include <signal.h>
