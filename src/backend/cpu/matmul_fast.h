@@ -1,0 +1,68 @@
+// The fast CPU matrix product: weights in their file format times activations quantized the way
+// vec_dot.h pairs them with the weight type (Q8_0 for 32-element blocks, Q8_K for K-quants,
+// float for F32/F16/BF16), with the SIMD integer dot products of vec_dot.h.
+//
+//  * An input is quantized once (per activation format) and then serves every weight that reads
+//    it: wq, wk and wv share one quantized copy, so do ffn_gate and ffn_up.
+//  * One token (decode): a matrix-vector product split over the output rows of the pool's
+//    threads; each thread streams its rows once.
+//  * A batch (prefill): a matrix-matrix product. Each work item is a block of kRowBlock weight
+//    rows, multiplied with every token of the batch while those rows sit in L1, so the weights
+//    are read from memory once per batch instead of once per token.
+// Each output is one vec_dot of a weight row and one token's activation, so results do not
+// depend on the thread count or on how tokens are batched.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "model/model.h"
+#include "quant/tensor_type.h"
+#include "util/thread_pool.h"
+
+namespace lockstep::cpu_fast {
+
+// Weight rows per work item of a batched product (16 rows of 896 Q5_0 values are 9.6 KB).
+inline constexpr int64_t kRowBlock = 16;
+
+class QuantizedMatmul {
+ public:
+  QuantizedMatmul() = default;
+
+  // Sizes the activation buffers for up to max_tokens rows of up to max_cols values.
+  void reserve(int64_t max_tokens, int64_t max_cols);
+
+  // x: n rows of cols floats; must stay unchanged until the next set_input().
+  void set_input(const float* x, int64_t n, int64_t cols);
+
+  // y[t * w.rows + r] = vec_dot(row r of w, quantized input row t). Throws Error when w.cols is
+  // not the input's cols or the input exceeds what reserve() sized, InputError for a weight type
+  // vec_dot cannot multiply.
+  void multiply(float* y, const WeightView& w, ThreadPool& pool);
+
+  // True when vec_dot can multiply weights of this type with rows of `cols` values.
+  static bool supports(TensorType type, int64_t cols);
+
+ private:
+  // One quantized copy of the input in one activation format.
+  struct Copy {
+    struct Free {
+      void operator()(uint8_t* p) const;
+    };
+    std::unique_ptr<uint8_t, Free> data;
+    size_t capacity = 0;  // bytes
+    size_t stride = 0;    // bytes from one token's row to the next (64-byte aligned)
+    bool ready = false;
+  };
+  // The input in the format w_type pairs with (quantized now if not yet); *stride receives the
+  // row stride in bytes.
+  const uint8_t* activation(TensorType w_type, ThreadPool& pool, size_t* stride);
+
+  Copy q8_0_, q8_k_;
+  int64_t max_tokens_ = 0, max_cols_ = 0;
+  const float* x_ = nullptr;
+  int64_t n_ = 0, cols_ = 0;
+};
+
+}  // namespace lockstep::cpu_fast

@@ -1,0 +1,68 @@
+// Helpers for the fast-path tests: the fast forward pass without the gate (the same
+// CpuTransformer + fast kernels that FastCpuBackend wraps), and logit-row comparisons.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "backend/cpu/cpu_transformer.h"
+#include "backend/cpu/fast_backend.h"
+#include "model/model.h"
+
+namespace lockstep::backend_test {
+
+inline std::unique_ptr<cpu::CpuTransformer> make_fast(const Model& model, int threads, int n_ctx,
+                                                      cpu::KvType kv = cpu::KvType::F16,
+                                                      int max_batch = 64) {
+  cpu::TransformerOptions o;
+  o.name = "cpu";
+  o.n_threads = threads;
+  o.n_ctx = n_ctx;
+  o.max_batch = max_batch;
+  o.kv_type = kv;
+  return std::make_unique<cpu::CpuTransformer>(model, cpu::make_fast_kernels(), o);
+}
+
+// Cosine similarity in double; NaN when either row has a non-finite value (so it fails every
+// >= comparison).
+inline double cosine(const float* a, const float* b, int64_t n) {
+  double ab = 0, aa = 0, bb = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return std::nan("");
+    ab += double(a[i]) * double(b[i]);
+    aa += double(a[i]) * double(a[i]);
+    bb += double(b[i]) * double(b[i]);
+  }
+  return ab / (std::sqrt(aa) * std::sqrt(bb));
+}
+
+inline double max_abs_diff(const float* a, const float* b, int64_t n) {
+  double m = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double e = std::fabs(double(a[i]) - double(b[i]));
+    if (std::isnan(e)) return std::numeric_limits<double>::infinity();
+    m = std::max(m, e);
+  }
+  return m;
+}
+
+// Greedy choice: the largest logit, ties to the lowest id.
+inline int32_t argmax(const float* logits, int64_t n) {
+  int32_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (logits[i] > logits[best]) best = int32_t(i);
+  return best;
+}
+
+inline double top2_margin(const float* logits, int64_t n) {
+  std::vector<float> v(logits, logits + n);
+  std::partial_sort(v.begin(), v.begin() + 2, v.end(), std::greater<float>());
+  return double(v[0]) - double(v[1]);
+}
+
+}  // namespace lockstep::backend_test
