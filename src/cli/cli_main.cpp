@@ -18,6 +18,7 @@ int run_main(int argc, char** argv) {
   add_chat(app, action);
   add_bench(app, action);
   add_parity(app, action);
+  add_qa(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -18,5 +18,6 @@ void add_run(CLI::App& app, Action& action);
 void add_chat(CLI::App& app, Action& action);
 void add_bench(CLI::App& app, Action& action);
 void add_parity(CLI::App& app, Action& action);
+void add_qa(CLI::App& app, Action& action);
 
 }  // namespace lockstep::cli

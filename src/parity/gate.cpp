@@ -185,6 +185,12 @@ std::unique_ptr<GatedBackend> ParityGate::create_candidate(const Model& model,
   throw InputError("--backend = '" + name + "' is not one of auto, cpu, cpu-ref, cuda");
 }
 
+std::vector<std::string> ParityGate::available_backends() {
+  std::vector<std::string> names = {"cpu-ref", "cpu"};
+  if (resolve_auto() == "cuda") names.push_back("cuda");
+  return names;
+}
+
 std::string ParityGate::resolve_auto() {
 #ifdef LOCKSTEP_HAVE_CUDA
   std::string why;

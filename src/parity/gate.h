@@ -127,6 +127,9 @@ class ParityGate {
   static OpenResult open(const Model& model, const OpenRequest& request, const ParityConfig& config,
                          std::span<const int32_t> probe, bool probe_is_prompt);
 
+  // Backends this build and machine can run: cpu-ref, cpu, and cuda when a device is usable.
+  static std::vector<std::string> available_backends();
+
   // Applies the rejection rules to one row; on rejection fills v's failed_* fields and returns
   // false.
   static bool row_passes(const ParityRow& row, const ParityConfig& config, ParityVerdict& v);

@@ -9,13 +9,14 @@
 #include <nlohmann/json.hpp>
 
 #include "common/cli_process_util.h"
+#include "common/model_paths.h"
 
 namespace lockstep::test {
 namespace {
 
 const char* kStories = "../shared/models/stories260K.gguf";
 const char* kStoriesReference = "../shared/reference/greedy-stories260K.json";
-const char* kSmolLM = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const std::string kSmolLM = lockstep::test::smollm2_path();
 
 nlohmann::json load_json(const std::string& path) {
   std::ifstream in(path);
@@ -46,8 +47,8 @@ TEST(GenerationModel, Stories260KGreedyEqualsTheLlamaCppReference) {
 }
 
 TEST(GenerationModel, SmolLM2AnswersTwoPlusTwo) {
-  if (!std::filesystem::exists(kSmolLM))
-    GTEST_SKIP() << "skipped: " << kSmolLM << " absent (scripts/get-default-model.sh, then copy)";
+  if (kSmolLM.empty())
+    GTEST_SKIP() << "skipped: SmolLM2-135M-Instruct absent (run scripts/get-default-model.sh)";
   const auto r = run_lockstep(
       {"run", "-m", kSmolLM, "--chat", "-p", "What is 2+2?", "--temp", "0", "-n", "48", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -58,8 +59,8 @@ TEST(GenerationModel, SmolLM2AnswersTwoPlusTwo) {
 }
 
 TEST(GenerationModel, SmolLM2ChatKeepsTheCacheAcrossTurns) {
-  if (!std::filesystem::exists(kSmolLM))
-    GTEST_SKIP() << "skipped: " << kSmolLM << " absent (scripts/get-default-model.sh, then copy)";
+  if (kSmolLM.empty())
+    GTEST_SKIP() << "skipped: SmolLM2-135M-Instruct absent (run scripts/get-default-model.sh)";
   const auto r =
       run_lockstep({"chat", "-m", kSmolLM, "--temp", "0", "-n", "24"}, "What is 2+2?\nAnd 3+3?\n");
   ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -5,12 +5,14 @@
 #include <string>
 #include <vector>
 
+#include "common/model_paths.h"
 #include "tokenizer/vocab.h"
 
 namespace lockstep::tokenizer::test {
 
 inline const std::string kVocabDir = "../shared/vocab/";
-inline const std::string kSmolLM2 = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+// SmolLM2-135M-Instruct from models/ or the default-model cache; empty when absent.
+inline const std::string kSmolLM2 = lockstep::test::smollm2_path();
 
 // Whole file, byte-exact. A missing or unreadable file is a fatal test failure (ADD_FAILURE and
 // an exception), never a skip.
