@@ -41,8 +41,8 @@ bool looks_like_gibberish(const std::string& text, std::string* why) {
     longest_run = std::max(longest_run, run);
   }
   // Non-ASCII text (another script) is judged only by its repetition below.
-  if (ascii * 2 > text.size() && letters * 2 < ascii)
-    return fail("fewer than half the characters are letters");
+  if (ascii * 2 > text.size() && alnum * 2 < ascii)
+    return fail("fewer than half the characters are letters or digits");
   if (longest_run > 40)
     return fail("a run of " + std::to_string(longest_run) + " characters without a space");
   std::istringstream words(lower(text));
