@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <string>
 
+#include "backend/cpu/gemm_q8_0.h"
+#include "quant/fp16.h"
 #include "quant/vec_dot.h"
 #include "util/error.h"
 
@@ -53,6 +56,8 @@ void QuantizedMatmul::reserve(int64_t max_tokens, int64_t max_cols) {
   };
   size(q8_0_, kQ8_0User, 32);
   size(q8_k_, kQ8_KUser, 256);
+  scales_stride_ = round_up(size_t(max_cols), 32) / 32;
+  q8_0_scales_.assign(scales_stride_ * size_t(max_tokens), 0.0f);
 }
 
 void QuantizedMatmul::set_input(const float* x, int64_t n, int64_t cols) {
@@ -79,8 +84,21 @@ const uint8_t* QuantizedMatmul::activation(TensorType w_type, ThreadPool& pool, 
     const size_t s = c.stride;
     const float* x = x_;
     const int64_t cols = cols_;
+    const bool scales = act == TensorType::Q8_0;
+    float* d = q8_0_scales_.data();
+    const size_t d_stride = scales_stride_;
     pool.parallel_for(n_, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) quantize_activation(w_type, x + t * cols, dst + t * s, cols);
+      for (int64_t t = b; t < e; ++t) {
+        uint8_t* row = dst + t * s;
+        quantize_activation(w_type, x + t * cols, row, cols);
+        // Block layout (vec_dot.h): the row starts with ggml block_q8_0s (fp16 d, 32 x int8).
+        if (scales)
+          for (int64_t blk = 0; blk < cols / 32; ++blk) {
+            uint16_t h;
+            std::memcpy(&h, row + blk * 34, 2);
+            d[size_t(t) * d_stride + size_t(blk)] = fp16_to_fp32(h);
+          }
+      }
     });
     c.ready = true;
   }
@@ -97,6 +115,25 @@ void QuantizedMatmul::multiply(float* y, const WeightView& w, ThreadPool& pool) 
   const int64_t rows = w.rows;
   const int64_t cols = cols_;
   const TensorType type = w.type;
+
+  if (gemm_q8_0_supports(type)) {
+    const Q8_0Rows a{act, stride, q8_0_scales_.data(), scales_stride_};
+    const int64_t nb = cols / 32;
+    const int64_t n = n_;
+    // One token: rows split over the threads. A batch: blocks of kRowBlock rows, each with every
+    // token (the rows stay in L1 while the whole batch passes).
+    const int64_t grain = n == 1 ? kDecodeGrain : kRowBlock;
+    const int64_t piece = n == 1 ? 1 : kRowBlock;
+    pool.parallel_for((rows + piece - 1) / piece,
+                      [&](int64_t b, int64_t e) {
+                        for (int64_t r0 = b * piece; r0 < std::min(e * piece, rows); r0 += grain) {
+                          const int64_t nr = std::min({grain, rows - r0, e * piece - r0});
+                          gemm_q8_0(type, w.row(r0), w.row_bytes, nr, a, n, nb, y + r0, rows);
+                        }
+                      },
+                      n == 1 ? kDecodeGrain : 1);
+    return;
+  }
 
   if (n_ == 1) {
     pool.parallel_for(

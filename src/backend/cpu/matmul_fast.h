@@ -9,13 +9,15 @@
 //  * A batch (prefill): a matrix-matrix product. Each work item is a block of kRowBlock weight
 //    rows, multiplied with every token of the batch while those rows sit in L1, so the weights
 //    are read from memory once per batch instead of once per token.
-// Each output is one vec_dot of a weight row and one token's activation, so results do not
-// depend on the thread count or on how tokens are batched.
+// Q4_0, Q5_0 and Q8_0 weights go through gemm_q8_0.h's register-tiled kernel (rows x tokens),
+// every other type through vec_dot.h's matvec. Either way each output is computed the same way
+// whatever the thread count or the batching, so results do not depend on them.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "model/model.h"
 #include "quant/tensor_type.h"
@@ -60,6 +62,8 @@ class QuantizedMatmul {
   const uint8_t* activation(TensorType w_type, ThreadPool& pool, size_t* stride);
 
   Copy q8_0_, q8_k_;
+  std::vector<float> q8_0_scales_;  // per token, the Q8_0 blocks' scales as floats
+  size_t scales_stride_ = 0;
   int64_t max_tokens_ = 0, max_cols_ = 0;
   const float* x_ = nullptr;
   int64_t n_ = 0, cols_ = 0;

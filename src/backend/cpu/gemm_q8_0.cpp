@@ -1,0 +1,121 @@
+#include "backend/cpu/gemm_q8_0.h"
+
+#include <cstring>
+
+#include "quant/vec_dot.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// GCC 12's AVX-512 headers trip -Wuninitialized on their own _mm512_undefined_*() idiom.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#define LS_GEMM_X86 1
+#define LS_VNNI \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+#define LS_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define LS_INLINE inline __attribute__((always_inline))
+#else
+#define LS_GEMM_X86 0
+#endif
+
+namespace lockstep::cpu_fast {
+
+namespace {
+
+// ggml's block layouts (ggml-common.h): fp16 scale d, then the levels.
+constexpr size_t kQ4_0Bytes = 18;  // d, qs[16]: element j low nibble of qs[j], j+16 high nibble
+constexpr size_t kQ5_0Bytes = 22;  // d, qh[4] (bit j: bit 4 of element j), qs[16] as Q4_0
+constexpr size_t kQ8_0Bytes = 34;  // d, int8 qs[32]
+
+uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+#if LS_GEMM_X86
+
+LS_INLINE uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// ---- per instruction set --------------------------------------------------------------------
+
+namespace vnni {
+#define LS_TARGET LS_VNNI
+LS_TARGET LS_INLINE __m256i fifth_bits(uint32_t qh) {
+  return _mm256_maskz_mov_epi8(__mmask32(qh), _mm256_set1_epi8(0x10));
+}
+LS_TARGET LS_INLINE __m256i dot_us(__m256i src, __m256i u, __m256i s) {
+  return _mm256_dpbusd_epi32(src, u, s);
+}
+#include "backend/cpu/gemm_q8_0_tiles.inc"
+#undef LS_TARGET
+}  // namespace vnni
+
+namespace avx2 {
+#define LS_TARGET LS_AVX2
+LS_TARGET LS_INLINE __m256i fifth_bits(uint32_t qh) {
+  // Byte e takes byte e / 8 of qh, keeps bit e % 8, and becomes 0x10 when it is set.
+  const __m256i bytes = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(int(qh)), _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101,
+                                                     0x0202020202020202, 0x0303030303030303));
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+// Exact while each pair u0 s0 + u1 s1 stays within int16: levels <= 128 and |a| <= 127 give at
+// most 2 * 128 * 127 = 32512.
+LS_TARGET LS_INLINE __m256i dot_us(__m256i src, __m256i u, __m256i s) {
+  const __m256i pairs = _mm256_maddubs_epi16(u, s);
+  return _mm256_add_epi32(src, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+#include "backend/cpu/gemm_q8_0_tiles.inc"
+#undef LS_TARGET
+}  // namespace avx2
+
+using GemmFn = void (*)(const uint8_t*, size_t, int64_t, const Q8_0Rows&, int64_t, int64_t, float*,
+                        int64_t);
+
+GemmFn pick(TensorType type) {
+  static const bool has_vnni = __builtin_cpu_supports("avx512vnni");
+  const Isa isa = active_isa();
+  if (isa == Isa::Scalar) return nullptr;
+  const bool vnni_ok = isa == Isa::Avx512 && has_vnni;
+  switch (type) {
+    case TensorType::Q4_0:
+      return vnni_ok ? vnni::gemm<vnni::Q4_0Levels> : avx2::gemm<avx2::Q4_0Levels>;
+    case TensorType::Q5_0:
+      return vnni_ok ? vnni::gemm<vnni::Q5_0Levels> : avx2::gemm<avx2::Q5_0Levels>;
+    case TensorType::Q8_0:
+      return vnni_ok ? vnni::gemm<vnni::Q8_0Levels> : avx2::gemm<avx2::Q8_0Levels>;
+    default:
+      return nullptr;
+  }
+}
+
+#endif  // LS_GEMM_X86
+
+}  // namespace
+
+bool gemm_q8_0_supports(TensorType type) {
+  return type == TensorType::Q4_0 || type == TensorType::Q5_0 || type == TensorType::Q8_0;
+}
+
+void gemm_q8_0(TensorType type, const uint8_t* w, size_t w_stride, int64_t n_rows,
+               const Q8_0Rows& a, int64_t n_tokens, int64_t n_blocks, float* y, int64_t y_stride) {
+#if LS_GEMM_X86
+  GemmFn fn = pick(type);
+  if (fn) return fn(w, w_stride, n_rows, a, n_tokens, n_blocks, y, y_stride);
+#endif
+  // Portable path: vec_dot on each pair (the activation rows are vec_dot's own format).
+  (void)load_u16;
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t r = 0; r < n_rows; ++r)
+      y[t * y_stride + r] =
+          vec_dot(type, w + size_t(r) * w_stride, a.blocks + size_t(t) * a.stride, n_blocks * 32);
+}
+
+}  // namespace lockstep::cpu_fast
