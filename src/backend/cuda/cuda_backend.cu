@@ -1,0 +1,644 @@
+// CudaBackend: the transformer forward pass on one NVIDIA GPU.
+//
+// Weights are uploaded once, in their file formats, into one device allocation (through two
+// pinned staging buffers, so reading the mapped file overlaps the copies). Memory use is about
+// the file size + the KV cache (F16, or F32 on request) + activation scratch for max_batch tokens +
+// one F16 GEMM tile.
+//
+// forward() takes one of two paths:
+//   decode  (batches shorter than min_gemm_batch, token by token): matrix-vector kernels on the
+//           block-format weights with float activations. The step reads its token and position
+//           from device memory, so after its first run it is captured once as a CUDA graph and
+//           replayed (unless an observer or a layer fault needs the host between kernels).
+//   prefill (longer batches, max_batch tokens at a time): cuBLAS GEMMs on F16 tiles of the
+//           weights and flash-style causal attention.
+// Stages mirror the CPU reference (backend/cpu/reference_backend.cpp) one for one, so
+// `parity --layers` can compare them.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_ops.h"
+
+namespace lockstep {
+
+namespace {
+
+using namespace cuda_ops;
+
+struct DevWeight {
+  TensorType type = TensorType::F32;
+  int64_t rows = 0, cols = 0;
+  const void* data = nullptr;
+};
+
+struct DevLayer {
+  DevWeight wq, wk, wv, wo, gate, up, down;
+  const float* attn_norm = nullptr;
+  const float* ffn_norm = nullptr;
+  const float* bq = nullptr;
+  const float* bk = nullptr;
+  const float* bv = nullptr;
+};
+
+constexpr size_t kAlign = 256;
+constexpr size_t kStagingBytes = size_t(64) << 20;
+
+size_t align_up(size_t n) {
+  return (n + kAlign - 1) / kAlign * kAlign;
+}
+
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / double(1ull << 30));
+  return buf;
+}
+
+class CudaBackend final : public GatedBackend {
+ public:
+  CudaBackend(const Model& model, const CudaBackendOptions& opts);
+  ~CudaBackend() override;
+
+  std::string name() const override { return "cuda"; }
+  const Model& model() const override { return model_; }
+  int n_past() const override { return n_past_; }
+  int n_ctx() const override { return n_ctx_; }
+  void truncate(int n_past) override;
+  void set_observer(LayerObserver* observer) override { observer_ = observer; }
+  void set_fault(const FaultSpec& fault) override;
+
+ protected:
+  void forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) override;
+
+ private:
+  void check_supported() const;
+  void release();
+  void plan_and_allocate();
+  void upload_weights();
+  DevWeight matrix(const WeightView& w) const;
+  const float* vector(const WeightView& w);
+
+  void decode_token(int32_t token, int pos, float* logits);
+  void enqueue_decode(bool eager, int pos);
+  void prefill_chunk(const int32_t* tokens, int n, int pos0, float* logits, bool all_logits,
+                     bool want_last);
+  void matmul(const DevWeight& w, const float* x, int n_tok, float* y, bool accumulate);
+  void matvec(const DevWeight& w, const float* x, float* y, const float* bias, MatvecMode mode);
+  void qkv_projection(const DevLayer& L);
+  void after_layer(int layer, const char* stage, int n, int pos0, bool eager);
+  void* k_cache(int layer) const;
+  void* v_cache(int layer) const;
+
+  const Model& model_;
+  const HParams hp_;
+  CudaBackendOptions opts_;
+  const int64_t q_dim_, kv_dim_;
+  int n_ctx_ = 0;
+  int max_batch_ = 0;
+  int n_past_ = 0;
+
+  cudaStream_t stream_ = nullptr;
+  cudaGraphExec_t decode_graph_ = nullptr;
+  bool graph_failed_ = false;
+
+  // Device memory: weights (one block), KV cache, activations.
+  uint8_t* d_weights_ = nullptr;
+  size_t weights_bytes_ = 0;
+  std::vector<std::pair<const uint8_t*, size_t>> upload_list_;  // host data -> offset
+  std::vector<size_t> upload_offsets_;
+  std::vector<void*> owned_;  // float copies of non-F32 vectors, rope table
+  void* d_k_ = nullptr;
+  void* d_v_ = nullptr;
+  KvType kv_type_ = KvType::F16;
+  uint8_t* d_act_ = nullptr;  // one block holding the activation buffers below
+  float *d_h_ = nullptr, *d_xn_ = nullptr, *d_q_ = nullptr, *d_k_new_ = nullptr,
+        *d_v_new_ = nullptr, *d_att_ = nullptr, *d_g_ = nullptr, *d_u_ = nullptr,
+        *d_logits_ = nullptr, *d_partials_ = nullptr;
+  int32_t* d_ints_ = nullptr;  // [0] = position (of the first token), [1..] = tokens
+  int32_t* h_ints_ = nullptr;  // pinned mirror
+  float* h_logits_ = nullptr;  // pinned, n_vocab floats
+  std::unique_ptr<Matmul> matmul_;
+
+  DevWeight tok_embd_, output_;
+  const float* output_norm_ = nullptr;
+  std::vector<DevLayer> layers_;
+  double* rope_table_ = nullptr;
+  RopeParams rope_;
+  AttentionParams attn_;
+
+  LayerObserver* observer_ = nullptr;
+  std::vector<float> observe_buf_;
+  FaultSpec fault_;
+  int64_t fault_calls_ = 0;
+  bool fault_nan_done_ = false;
+};
+
+CudaBackend::CudaBackend(const Model& model, const CudaBackendOptions& opts)
+    : model_(model),
+      hp_(model.hp),
+      opts_(opts),
+      q_dim_(model.hp.n_head * model.hp.head_dim),
+      kv_dim_(model.hp.n_head_kv * model.hp.head_dim) {
+  check_supported();
+  cuda_device_info(opts_.device);  // throws Error(kExitDevice) when there is no such device
+  CUDA_CHECK(cudaSetDevice(opts_.device));
+  n_ctx_ = opts_.n_ctx > 0 ? opts_.n_ctx : int(std::min<int64_t>(hp_.n_ctx_train, 4096));
+  max_batch_ = std::max(1, std::min(opts_.max_batch, n_ctx_));
+  try {
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    plan_and_allocate();
+    upload_weights();
+  } catch (...) {
+    release();  // a throwing constructor runs no destructor
+    throw;
+  }
+}
+
+CudaBackend::~CudaBackend() {
+  release();
+}
+
+// Frees every device resource; idempotent and never throws (errors at teardown are ignored).
+void CudaBackend::release() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  if (decode_graph_) cudaGraphExecDestroy(decode_graph_), decode_graph_ = nullptr;
+  matmul_.reset();
+  for (void* p : owned_) cudaFree(p);
+  owned_.clear();
+  for (void** p : {reinterpret_cast<void**>(&d_weights_), reinterpret_cast<void**>(&d_k_),
+                   reinterpret_cast<void**>(&d_v_), reinterpret_cast<void**>(&d_act_),
+                   reinterpret_cast<void**>(&d_ints_)}) {
+    if (*p) cudaFree(*p);
+    *p = nullptr;
+  }
+  if (h_ints_) cudaFreeHost(h_ints_), h_ints_ = nullptr;
+  if (h_logits_) cudaFreeHost(h_logits_), h_logits_ = nullptr;
+  if (stream_) cudaStreamDestroy(stream_), stream_ = nullptr;
+}
+
+void CudaBackend::check_supported() const {
+  const std::string where = model_.file ? model_.file->path() + ": " : std::string();
+  if (hp_.head_dim % 4 != 0 || hp_.head_dim > 256)
+    throw InputError(where + "cuda backend: head size " + std::to_string(hp_.head_dim) +
+                     " is not supported (a multiple of 4, at most 256)");
+  auto check = [&](const WeightView& w) {
+    if (!w.present()) return;
+    if (!weight_type_supported(w.type, w.cols))
+      throw InputError(where + "cuda backend: tensor '" + w.name + "' of type " +
+                       tensor_type_info(w.type).name + " with rows of " + std::to_string(w.cols) +
+                       " is not supported");
+  };
+  check(model_.tok_embd);
+  check(model_.output);
+  check(model_.output_norm);
+  for (const auto& L : model_.layers)
+    for (const WeightView* w : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv,
+                                &L.ffn_norm, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+      check(*w);
+}
+
+// Computes every device allocation first and compares the total with the free memory, so an
+// oversized model fails with one clear message before anything is allocated.
+void CudaBackend::plan_and_allocate() {
+  // Weights: each distinct tensor once (output may alias the embedding), 256-byte aligned.
+  auto add = [&](const WeightView& w) {
+    if (!w.present()) return;
+    for (const auto& [ptr, off] : upload_list_)
+      if (ptr == w.data) return;
+    upload_list_.push_back({w.data, weights_bytes_});
+    weights_bytes_ += align_up(w.row_bytes * uint64_t(w.rows));
+  };
+  add(model_.tok_embd);
+  add(model_.output_norm);
+  add(model_.output);
+  size_t vector_bytes = 0;  // float copies of 1-D tensors stored in another type
+  auto add_vec = [&](const WeightView& w) {
+    add(w);
+    if (w.present() && w.type != TensorType::F32) vector_bytes += align_up(size_t(w.cols) * 4);
+  };
+  add_vec(model_.output_norm);
+  for (const auto& L : model_.layers) {
+    for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+      add(*w);
+    for (const WeightView* w : {&L.attn_norm, &L.ffn_norm, &L.bq, &L.bk, &L.bv}) add_vec(*w);
+  }
+
+  kv_type_ = opts_.f32_kv_cache ? KvType::F32 : KvType::F16;
+  const size_t kv_bytes =
+      2 * size_t(hp_.n_layer) * size_t(n_ctx_) * size_t(kv_dim_) * kv_type_bytes(kv_type_);
+  const size_t T = size_t(max_batch_);
+  const size_t E = size_t(hp_.n_embd), F = size_t(hp_.n_ff), V = size_t(hp_.n_vocab);
+  const size_t Q = size_t(q_dim_), KV = size_t(kv_dim_);
+  attn_ = {int(hp_.n_head), int(hp_.n_head_kv), int(hp_.head_dim),
+           float(1.0 / std::sqrt(double(hp_.head_dim)))};
+  const size_t partial_floats = attention_decode_scratch_floats(n_ctx_, attn_);
+  const size_t act_offsets[] = {T * E, T * E, T * Q, T * KV, T * KV,
+                                T * Q, T * F, T * F, T * V,  partial_floats};
+  size_t act_bytes = 0;
+  for (size_t n : act_offsets) act_bytes += align_up(n * sizeof(float));
+  const size_t max_cols = std::max({E, Q, F});
+  const size_t tile = std::max(opts_.gemm_tile_elems, max_cols);
+  const size_t gemm_bytes = (T * max_cols + tile) * 2 * (opts_.precise_prefill ? 2 : 1);
+  const size_t reserve = size_t(512) << 20;  // cuBLAS workspace, CUDA context growth, graphs
+  const size_t need = weights_bytes_ + vector_bytes + kv_bytes + act_bytes + gemm_bytes + reserve;
+
+  size_t free_b = 0, total_b = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  if (need > free_b)
+    throw Error("cuda: model needs " + gib(double(need)) + " (weights " +
+                    gib(double(weights_bytes_)) + ", KV cache " + gib(double(kv_bytes)) +
+                    " for n_ctx " + std::to_string(n_ctx_) + ", scratch " +
+                    gib(double(act_bytes + gemm_bytes)) + "), device has " + gib(double(free_b)) +
+                    " free",
+                kExitDevice);
+
+  CUDA_CHECK(cudaMalloc(&d_weights_, std::max<size_t>(weights_bytes_, 1)));
+  CUDA_CHECK(cudaMalloc(&d_k_, kv_bytes / 2));
+  CUDA_CHECK(cudaMalloc(&d_v_, kv_bytes / 2));
+  // Zeroed so that positions never written (beyond n_past) can never feed NaN into anything.
+  CUDA_CHECK(cudaMemsetAsync(d_k_, 0, kv_bytes / 2, stream_));
+  CUDA_CHECK(cudaMemsetAsync(d_v_, 0, kv_bytes / 2, stream_));
+  CUDA_CHECK(cudaMalloc(&d_act_, act_bytes));
+  float** slots[] = {&d_h_,   &d_xn_, &d_q_, &d_k_new_,  &d_v_new_,
+                     &d_att_, &d_g_,  &d_u_, &d_logits_, &d_partials_};
+  size_t off = 0;
+  for (size_t i = 0; i < std::size(slots); ++i) {
+    *slots[i] = reinterpret_cast<float*>(d_act_ + off);
+    off += align_up(act_offsets[i] * sizeof(float));
+  }
+  CUDA_CHECK(cudaMalloc(&d_ints_, (T + 1) * sizeof(int32_t)));
+  CUDA_CHECK(cudaHostAlloc(&h_ints_, (T + 1) * sizeof(int32_t), cudaHostAllocDefault));
+  CUDA_CHECK(cudaHostAlloc(&h_logits_, V * sizeof(float), cudaHostAllocDefault));
+  matmul_ = std::make_unique<Matmul>(T * max_cols, tile, opts_.precise_prefill);
+
+  rope_table_ = make_rope_table(hp_.rope_freq_base, int(hp_.rope_dim));
+  owned_.push_back(rope_table_);
+  rope_ = {int(hp_.n_head), int(hp_.n_head_kv),  int(hp_.head_dim), int(hp_.rope_dim),
+           hp_.rope_type,   hp_.rope_freq_scale, rope_table_};
+}
+
+DevWeight CudaBackend::matrix(const WeightView& w) const {
+  for (const auto& [ptr, off] : upload_list_)
+    if (ptr == w.data) return {w.type, w.rows, w.cols, d_weights_ + off};
+  throw Error("cuda: tensor '" + w.name + "' was not uploaded");
+}
+
+// 1-D weights as float32: the uploaded data itself, or a converted copy.
+const float* CudaBackend::vector(const WeightView& w) {
+  if (!w.present()) return nullptr;
+  const DevWeight d = matrix(w);
+  if (w.type == TensorType::F32) return static_cast<const float*>(d.data);
+  float* f = static_cast<float*>(device_alloc(size_t(w.cols * w.rows) * sizeof(float)));
+  owned_.push_back(f);
+  dequantize_rows_f32(w.type, d.data, w.cols * w.rows, 0, 1, f, stream_);
+  return f;
+}
+
+void CudaBackend::upload_weights() {
+  void* staging[2] = {nullptr, nullptr};
+  cudaEvent_t done[2] = {nullptr, nullptr};
+  auto release = [&] {
+    for (int i = 0; i < 2; ++i) {
+      if (staging[i]) cudaFreeHost(staging[i]);
+      if (done[i]) cudaEventDestroy(done[i]);
+    }
+  };
+  try {
+    for (int i = 0; i < 2; ++i) {
+      CUDA_CHECK(cudaHostAlloc(&staging[i], kStagingBytes, cudaHostAllocDefault));
+      CUDA_CHECK(cudaEventCreateWithFlags(&done[i], cudaEventDisableTiming));
+    }
+    // Sizes: the span between consecutive offsets is padded; copy each tensor's exact bytes.
+    auto tensor_bytes = [&](const uint8_t* ptr) -> size_t {
+      for (const auto* w : {&model_.tok_embd, &model_.output, &model_.output_norm})
+        if (w->data == ptr) return w->row_bytes * uint64_t(w->rows);
+      for (const auto& L : model_.layers)
+        for (const WeightView* w : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv,
+                                    &L.ffn_norm, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+          if (w->data == ptr) return w->row_bytes * uint64_t(w->rows);
+      return 0;
+    };
+    int slot = 0;
+    size_t fill = 0;  // bytes used in the current staging buffer
+    for (const auto& [ptr, off] : upload_list_) {
+      const size_t bytes = tensor_bytes(ptr);
+      for (size_t done_bytes = 0; done_bytes < bytes;) {
+        if (fill == kStagingBytes) {
+          CUDA_CHECK(cudaEventRecord(done[slot], stream_));
+          slot ^= 1, fill = 0;
+          CUDA_CHECK(cudaEventSynchronize(done[slot]));  // its previous copies have finished
+        }
+        const size_t n = std::min(bytes - done_bytes, kStagingBytes - fill);
+        uint8_t* stage = static_cast<uint8_t*>(staging[slot]) + fill;
+        std::memcpy(stage, ptr + done_bytes, n);
+        CUDA_CHECK(cudaMemcpyAsync(d_weights_ + off + done_bytes, stage, n, cudaMemcpyHostToDevice,
+                                   stream_));
+        done_bytes += n, fill += n;
+      }
+    }
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  } catch (...) {
+    release();
+    throw;
+  }
+  release();
+
+  tok_embd_ = matrix(model_.tok_embd);
+  output_ = matrix(model_.output);
+  output_norm_ = vector(model_.output_norm);
+  layers_.resize(model_.layers.size());
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const LayerWeights& L = model_.layers[l];
+    DevLayer& D = layers_[l];
+    D.wq = matrix(L.wq), D.wk = matrix(L.wk), D.wv = matrix(L.wv), D.wo = matrix(L.wo);
+    D.gate = matrix(L.ffn_gate), D.up = matrix(L.ffn_up), D.down = matrix(L.ffn_down);
+    D.attn_norm = vector(L.attn_norm), D.ffn_norm = vector(L.ffn_norm);
+    D.bq = vector(L.bq), D.bk = vector(L.bk), D.bv = vector(L.bv);
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void* CudaBackend::k_cache(int layer) const {
+  return static_cast<uint8_t*>(d_k_) +
+         size_t(layer) * size_t(n_ctx_) * size_t(kv_dim_) * kv_type_bytes(kv_type_);
+}
+void* CudaBackend::v_cache(int layer) const {
+  return static_cast<uint8_t*>(d_v_) +
+         size_t(layer) * size_t(n_ctx_) * size_t(kv_dim_) * kv_type_bytes(kv_type_);
+}
+
+void CudaBackend::truncate(int n_past) {
+  if (n_past < 0) throw Error("cuda: truncate(" + std::to_string(n_past) + "): negative length");
+  n_past_ = std::min(n_past_, n_past);
+}
+
+void CudaBackend::set_fault(const FaultSpec& fault) {
+  if (fault.kind == FaultSpec::LayerCorrupt && (fault.layer < 0 || fault.layer >= hp_.n_layer))
+    throw InputError("fault: layer " + std::to_string(fault.layer) + " out of range (model has " +
+                     std::to_string(hp_.n_layer) + " layers)");
+  if (fault.position < 0)
+    throw InputError("fault: position " + std::to_string(fault.position) + " is negative");
+  if (!std::isfinite(fault.magnitude)) throw InputError("fault: magnitude must be finite");
+  fault_ = fault;
+  fault_calls_ = 0;
+  fault_nan_done_ = false;
+}
+
+void CudaBackend::matvec(const DevWeight& w, const float* x, float* y, const float* bias,
+                         MatvecMode mode) {
+  cuda_ops::matvec(w.type, w.data, w.rows, w.cols, x, y, bias, mode, stream_);
+}
+
+void CudaBackend::matmul(const DevWeight& w, const float* x, int n_tok, float* y, bool accumulate) {
+  matmul_->run(w.type, w.data, w.rows, w.cols, x, n_tok, y, w.rows, accumulate, stream_);
+}
+
+// Observer callbacks and the LayerCorrupt fault, after a stage of layer `layer` for n rows at
+// positions pos0 ... Only in eager mode (never inside a captured graph).
+void CudaBackend::after_layer(int layer, const char* stage, int n, int pos0, bool eager) {
+  if (!eager) return;
+  const int64_t E = hp_.n_embd;
+  if (std::strcmp(stage, "ffn_out") == 0 && fault_.kind == FaultSpec::LayerCorrupt &&
+      fault_.layer == layer) {
+    const int64_t t = int64_t(fault_.position) - pos0;
+    if (t >= 0 && t < n)
+      fault_corrupt_hidden(d_h_ + t * E, E, layer, fault_.position, fault_.magnitude, stream_);
+  }
+  if (!observer_) return;
+  observe_buf_.resize(size_t(n * E));
+  CUDA_CHECK(cudaMemcpyAsync(observe_buf_.data(), d_h_, size_t(n * E) * sizeof(float),
+                             cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (int t = 0; t < n; ++t)
+    observer_->on_hidden(layer, stage, pos0 + t,
+                         std::span<const float>(observe_buf_.data() + t * E, size_t(E)));
+}
+
+// Attention pre-norm and Q, K, V of one token. When the three weights share a type (most files)
+// this is one launch with the norm fused in; otherwise (Q4_K_M stores some attn_v in Q6_K) the
+// norm runs once and each run of same-typed projections is one launch.
+void CudaBackend::qkv_projection(const DevLayer& L) {
+  const DevWeight* w[3] = {&L.wq, &L.wk, &L.wv};
+  float* y[3] = {d_q_, d_k_new_, d_v_new_};
+  const float* bias[3] = {L.bq, L.bk, L.bv};
+  if (L.wq.type == L.wk.type && L.wq.type == L.wv.type) {
+    MatvecTarget targets[3];
+    for (int k = 0; k < 3; ++k) targets[k] = {w[k]->data, w[k]->rows, y[k], bias[k]};
+    matvec_multi(L.wq.type, L.wq.cols, d_h_, targets, 3, stream_, L.attn_norm, hp_.rms_eps);
+    return;
+  }
+  rmsnorm(d_h_, L.attn_norm, d_xn_, 1, hp_.n_embd, hp_.rms_eps, stream_);
+  for (int first = 0; first < 3;) {
+    int n = 1;
+    while (first + n < 3 && w[first + n]->type == w[first]->type) ++n;
+    MatvecTarget targets[3];
+    for (int k = 0; k < n; ++k)
+      targets[k] = {w[first + k]->data, w[first + k]->rows, y[first + k], bias[first + k]};
+    matvec_multi(w[first]->type, w[first]->cols, d_xn_, targets, n, stream_);
+    first += n;
+  }
+}
+
+// One token; its id and position are in d_ints_[1] and d_ints_[0]. With eager = false this is
+// being captured into the decode graph: nothing here may depend on host values.
+void CudaBackend::enqueue_decode(bool eager, int pos) {
+  const int64_t E = hp_.n_embd, F = hp_.n_ff;
+  const int32_t* d_pos = d_ints_;
+  get_rows(tok_embd_.type, tok_embd_.data, E, hp_.n_vocab, d_ints_ + 1, 1, d_h_, stream_);
+  for (int l = 0; l < int(layers_.size()); ++l) {
+    const DevLayer& L = layers_[size_t(l)];
+    qkv_projection(L);
+    rope_and_store_kv(d_q_, d_k_new_, d_v_new_, k_cache(l), v_cache(l), kv_type_, 1, d_pos, rope_,
+                      stream_);
+    attention_decode(d_q_, k_cache(l), v_cache(l), kv_type_, d_att_, d_partials_, d_pos, n_ctx_,
+                     attn_, stream_);
+    matvec(L.wo, d_att_, d_h_, nullptr, MatvecMode::Accumulate);
+    after_layer(l, "attn_out", 1, pos, eager);
+
+    if (L.gate.type == L.up.type) {  // FFN pre-norm fused into the gate/up product
+      matvec_swiglu(L.gate.type, L.gate.data, L.up.data, L.gate.rows, L.gate.cols, d_h_, d_g_,
+                    stream_, L.ffn_norm, hp_.rms_eps);
+    } else {
+      rmsnorm(d_h_, L.ffn_norm, d_xn_, 1, E, hp_.rms_eps, stream_);
+      matvec(L.gate, d_xn_, d_g_, nullptr, MatvecMode::Store);
+      matvec(L.up, d_xn_, d_u_, nullptr, MatvecMode::Store);
+      swiglu(d_g_, d_u_, d_g_, F, stream_);
+    }
+    matvec(L.down, d_g_, d_h_, nullptr, MatvecMode::Accumulate);
+    after_layer(l, "ffn_out", 1, pos, eager);
+  }
+  const MatvecTarget out = {output_.data, output_.rows, d_logits_, nullptr};
+  matvec_multi(output_.type, output_.cols, d_h_, &out, 1, stream_, output_norm_, hp_.rms_eps);
+}
+
+void CudaBackend::decode_token(int32_t token, int pos, float* logits) {
+  h_ints_[0] = pos;
+  h_ints_[1] = token;
+  CUDA_CHECK(
+      cudaMemcpyAsync(d_ints_, h_ints_, 2 * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  const bool eager = !opts_.cuda_graphs || graph_failed_ || observer_ != nullptr ||
+                     fault_.kind == FaultSpec::LayerCorrupt;
+  if (eager) {
+    enqueue_decode(true, pos);
+  } else {
+    if (!decode_graph_) {
+      cudaGraph_t graph = nullptr;
+      CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      try {
+        enqueue_decode(false, pos);
+      } catch (...) {
+        cudaStreamEndCapture(stream_, &graph);
+        if (graph) cudaGraphDestroy(graph);
+        throw;
+      }
+      CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+      const cudaError_t err = cudaGraphInstantiate(&decode_graph_, graph, 0);
+      cudaGraphDestroy(graph);
+      if (err != cudaSuccess) {
+        // Fall back to eager launches for the rest of this backend's life; same results.
+        std::fprintf(stderr, "[lockstep] cuda: decode graph unavailable (%s); launching eagerly\n",
+                     cudaGetErrorString(err));
+        cudaGetLastError();
+        decode_graph_ = nullptr;
+        graph_failed_ = true;
+      }
+    }
+    if (decode_graph_)
+      CUDA_CHECK(cudaGraphLaunch(decode_graph_, stream_));
+    else
+      enqueue_decode(true, pos);
+  }
+  if (logits)
+    CUDA_CHECK(cudaMemcpyAsync(h_logits_, d_logits_, size_t(hp_.n_vocab) * sizeof(float),
+                               cudaMemcpyDeviceToHost, stream_));
+  // Also before h_ints_ may be rewritten: the upload above reads it asynchronously.
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (logits) std::memcpy(logits, h_logits_, size_t(hp_.n_vocab) * sizeof(float));
+}
+
+// n tokens at positions pos0 .. pos0 + n - 1 through the GEMM path. logits: n rows (all_logits),
+// the last row (want_last), or nothing.
+void CudaBackend::prefill_chunk(const int32_t* tokens, int n, int pos0, float* logits,
+                                bool all_logits, bool want_last) {
+  const int64_t E = hp_.n_embd;
+  h_ints_[0] = pos0;
+  std::memcpy(h_ints_ + 1, tokens, size_t(n) * sizeof(int32_t));
+  CUDA_CHECK(cudaMemcpyAsync(d_ints_, h_ints_, size_t(n + 1) * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, stream_));
+  const int32_t* d_pos = d_ints_;
+  get_rows(tok_embd_.type, tok_embd_.data, E, hp_.n_vocab, d_ints_ + 1, n, d_h_, stream_);
+  for (int l = 0; l < int(layers_.size()); ++l) {
+    const DevLayer& L = layers_[size_t(l)];
+    rmsnorm(d_h_, L.attn_norm, d_xn_, n, E, hp_.rms_eps, stream_);
+    matmul(L.wq, d_xn_, n, d_q_, false);
+    matmul(L.wk, d_xn_, n, d_k_new_, false);
+    matmul(L.wv, d_xn_, n, d_v_new_, false);
+    if (L.bq) add_bias(d_q_, L.bq, n, q_dim_, stream_);
+    if (L.bk) add_bias(d_k_new_, L.bk, n, kv_dim_, stream_);
+    if (L.bv) add_bias(d_v_new_, L.bv, n, kv_dim_, stream_);
+    rope_and_store_kv(d_q_, d_k_new_, d_v_new_, k_cache(l), v_cache(l), kv_type_, n, d_pos, rope_,
+                      stream_);
+    attention_prefill(d_q_, k_cache(l), v_cache(l), kv_type_, d_att_, n, d_pos, attn_, stream_);
+    matmul(L.wo, d_att_, n, d_h_, true);
+    after_layer(l, "attn_out", n, pos0, true);
+
+    rmsnorm(d_h_, L.ffn_norm, d_xn_, n, E, hp_.rms_eps, stream_);
+    matmul(L.gate, d_xn_, n, d_g_, false);
+    matmul(L.up, d_xn_, n, d_u_, false);
+    swiglu(d_g_, d_u_, d_g_, int64_t(n) * hp_.n_ff, stream_);
+    matmul(L.down, d_g_, n, d_h_, true);
+    after_layer(l, "ffn_out", n, pos0, true);
+  }
+  const size_t V = size_t(hp_.n_vocab);
+  if (all_logits) {
+    rmsnorm(d_h_, output_norm_, d_xn_, n, E, hp_.rms_eps, stream_);
+    matmul(output_, d_xn_, n, d_logits_, false);
+    CUDA_CHECK(cudaMemcpyAsync(logits, d_logits_, size_t(n) * V * sizeof(float),
+                               cudaMemcpyDeviceToHost, stream_));
+  } else if (want_last) {
+    rmsnorm(d_h_ + int64_t(n - 1) * E, output_norm_, d_xn_, 1, E, hp_.rms_eps, stream_);
+    matvec(output_, d_xn_, d_logits_, nullptr, MatvecMode::Store);
+    CUDA_CHECK(
+        cudaMemcpyAsync(h_logits_, d_logits_, V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (!all_logits && want_last) std::memcpy(logits, h_logits_, V * sizeof(float));
+}
+
+void CudaBackend::forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) {
+  const int n = int(tokens.size());
+  if (n == 0) throw Error("cuda: forward() called with no tokens");
+  for (int i = 0; i < n; ++i)
+    if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= hp_.n_vocab)
+      throw InputError("token id " + std::to_string(tokens[size_t(i)]) + " at batch index " +
+                       std::to_string(i) + " is outside the vocabulary (n_vocab " +
+                       std::to_string(hp_.n_vocab) + ")");
+  if (int64_t(n_past_) + n > n_ctx_)
+    throw Error("context overflow: " + std::to_string(n_past_) + " cached + " + std::to_string(n) +
+                " new tokens > n_ctx " + std::to_string(n_ctx_));
+
+  const int pos_begin = n_past_;
+  const size_t V = size_t(hp_.n_vocab);
+  if (n < opts_.min_gemm_batch) {
+    for (int i = 0; i < n; ++i) {
+      float* out = !logits      ? nullptr
+                   : all_logits ? logits + size_t(i) * V
+                                : (i == n - 1 ? logits : nullptr);
+      decode_token(tokens[size_t(i)], pos_begin + i, out);
+    }
+  } else {
+    for (int done = 0; done < n; done += max_batch_) {
+      const int b = std::min(max_batch_, n - done);
+      prefill_chunk(tokens.data() + done, b, pos_begin + done,
+                    all_logits && logits ? logits + size_t(done) * V : logits, all_logits && logits,
+                    logits && done + b == n);
+    }
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  n_past_ = pos_begin + n;
+
+  // TEST KNOBS, with the CPU reference's semantics (backend/fault.h).
+  if (fault_.kind == FaultSpec::KvDrift && fault_calls_ > 0) {
+    const float scale = fault_.magnitude * float(fault_calls_);
+    for (int l = 0; l < int(hp_.n_layer); ++l)
+      fault_drift_kv(k_cache(l), v_cache(l), kv_type_, kv_dim_, l, pos_begin, pos_begin + n, scale,
+                     stream_);
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  if (fault_.kind == FaultSpec::NaN && !fault_nan_done_ && logits) {
+    const int64_t first_row_pos = all_logits ? pos_begin : pos_begin + n - 1;
+    const int64_t pos = std::max<int64_t>(first_row_pos, fault_.position);
+    if (pos < pos_begin + n) {
+      float* row = logits + size_t(pos - first_row_pos) * V;
+      std::fill(row, row + V, std::nanf(""));
+      fault_nan_done_ = true;
+    }
+  }
+  ++fault_calls_;
+}
+
+}  // namespace
+
+std::unique_ptr<GatedBackend> create_cuda_backend(const Model& model,
+                                                  const CudaBackendOptions& opts, GateKey key) {
+  (void)key;  // its existence is the proof that the parity gate asked
+  CudaBackendOptions o = opts;
+  if (const char* env = std::getenv("LOCKSTEP_CUDA_PRECISION"); env && *env) {
+    const std::string v = env;
+    if (v == "f32")
+      o.f32_kv_cache = true, o.precise_prefill = true;
+    else if (v == "f16")
+      o.f32_kv_cache = false, o.precise_prefill = false;
+    else
+      throw InputError("LOCKSTEP_CUDA_PRECISION = '" + v + "' is not one of f16, f32");
+  }
+  return std::make_unique<CudaBackend>(model, o);
+}
+
+}  // namespace lockstep

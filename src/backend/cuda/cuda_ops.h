@@ -1,0 +1,161 @@
+// Host-callable entry points of the CUDA kernels, for the backend and for the op-level tests.
+// Plain C++ (no CUDA headers): device pointers are passed as typed pointers or void*, streams as
+// void* (a cudaStream_t; nullptr is the default stream). Every function enqueues work
+// asynchronously on the stream and throws lockstep::Error when a launch fails.
+//
+// Layouts: activations are row-major float32, one row of `cols` floats per token. Weights are in
+// their GGUF block format, rows of row_bytes(type, cols) bytes, one row per output feature. The KV
+// cache holds one row of n_head_kv * head_dim values (F16 or F32) per position.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "model/hparams.h"
+#include "quant/tensor_type.h"
+
+namespace lockstep::cuda_ops {
+
+// ---- device memory (tests and the backend's bookkeeping) ----------------------------------
+void* device_alloc(size_t bytes);  // throws Error(kExitDevice) when the device is out of memory
+void device_free(void* p);
+void copy_to_device(void* dst, const void* src, size_t bytes);  // synchronous
+void copy_to_host(void* dst, const void* src, size_t bytes);    // synchronous
+void device_memset(void* dst, int byte, size_t bytes);          // synchronous
+void synchronize();  // waits for the device; surfaces asynchronous kernel faults as Error
+
+// True when the matrix-vector and dequantize kernels handle this weight type and row width.
+bool weight_type_supported(TensorType type, int64_t cols);
+
+// ---- matrix-vector products (decode) ------------------------------------------------------
+enum class MatvecMode {
+  Store,       // y = W x (+ bias)
+  Accumulate,  // y += W x (+ bias): the residual add is fused
+};
+
+// W: rows x cols in format `type`; x: cols floats; y: rows floats; bias: rows floats or nullptr.
+void matvec(TensorType type, const void* w, int64_t rows, int64_t cols, const float* x, float* y,
+            const float* bias, MatvecMode mode, void* stream);
+
+// Up to three products y_j = W_j x (+ bias_j) with weights of one type and width, in one launch
+// (the Q, K and V projections). With norm_weight, x is first RMS-normalised in the same launch:
+// x / sqrt(mean(x^2) + eps) * norm_weight (the layer's pre-norm fused into its projections).
+struct MatvecTarget {
+  const void* w = nullptr;
+  int64_t rows = 0;
+  float* y = nullptr;
+  const float* bias = nullptr;
+};
+void matvec_multi(TensorType type, int64_t cols, const float* x, const MatvecTarget* targets, int n,
+                  void* stream, const float* norm_weight = nullptr, float eps = 0.0f);
+
+// y = silu(W_gate x) * (W_up x), both weights of the same type and shape (the fused FFN input);
+// norm_weight as for matvec_multi.
+void matvec_swiglu(TensorType type, const void* w_gate, const void* w_up, int64_t rows,
+                   int64_t cols, const float* x, float* y, void* stream,
+                   const float* norm_weight = nullptr, float eps = 0.0f);
+
+// ---- dequantization (prefill GEMM tiles, embeddings, norm weights) --------------------------
+// Rows row0 .. row0 + n_rows - 1 of W to F16 (dst_hi, n_rows x cols). When dst_lo is not null it
+// receives the F16 rounding residual, so that hi + lo represents each value to ~22 bits.
+void dequantize_rows_f16(TensorType type, const void* w, int64_t cols, int64_t row0, int64_t n_rows,
+                         void* dst_hi, void* dst_lo, void* stream);
+// The same to float32.
+void dequantize_rows_f32(TensorType type, const void* w, int64_t cols, int64_t row0, int64_t n_rows,
+                         float* dst, void* stream);
+// Embedding lookup: dst row i = W row ids[i] (ids in device memory). An id outside [0, n_rows)
+// yields a row of NaN rather than a read out of bounds.
+void get_rows(TensorType type, const void* w, int64_t cols, int64_t n_rows, const int32_t* ids,
+              int64_t n_ids, float* dst, void* stream);
+
+// ---- GEMM through cuBLAS (prefill) --------------------------------------------------------
+// Y[n_tok x rows] (leading dimension ldy) = X[n_tok x cols] * W^T, or += with accumulate.
+// W is dequantized tile by tile (at most tile_elems values at a time) to F16 and multiplied with
+// cublasGemmEx (F16 x F16 -> F32, FP32 accumulation). With `precise`, both operands are split
+// into F16 hi + lo parts and three products are summed, which gives close to FP32 accuracy.
+class Matmul {
+ public:
+  Matmul(size_t max_cols_x_tokens, size_t tile_elems, bool precise);
+  ~Matmul();
+  Matmul(const Matmul&) = delete;
+  Matmul& operator=(const Matmul&) = delete;
+
+  void run(TensorType type, const void* w, int64_t rows, int64_t cols, const float* x,
+           int64_t n_tok, float* y, int64_t ldy, bool accumulate, void* stream);
+  size_t device_bytes() const;  // scratch held by this object
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---- normalisation, activation, elementwise -----------------------------------------------
+// y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, for each of `rows` rows (in place allowed).
+void rmsnorm(const float* x, const float* weight, float* y, int64_t rows, int64_t cols, float eps,
+             void* stream);
+// y = silu(gate) * up, n elements.
+void swiglu(const float* gate, const float* up, float* y, int64_t n, void* stream);
+// y[r][c] += bias[c] for rows x cols.
+void add_bias(float* y, const float* bias, int64_t rows, int64_t cols, void* stream);
+
+// ---- rotary embedding and the KV cache ----------------------------------------------------
+// Element type of the KV cache: F16 (default, half the memory and bandwidth) or F32 (the CPU
+// reference's precision).
+enum class KvType { F16, F32 };
+size_t kv_type_bytes(KvType kv);
+
+// Table of the rope_dim/2 inverse frequencies base^(-2i/rope_dim), in float64 on the device.
+double* make_rope_table(float freq_base, int rope_dim);  // free with device_free
+
+struct RopeParams {
+  int n_head = 0, n_head_kv = 0, head_dim = 0, rope_dim = 0;
+  RopeType type = RopeType::Normal;
+  float freq_scale = 1.0f;
+  const double* inv_freq = nullptr;  // make_rope_table
+};
+
+// For token i (position *pos0 + i, pos0 read from device memory so CUDA graphs stay valid):
+// rotates q (n_tok x n_head*head_dim) in place, rotates k and writes it, and v, into row
+// *pos0 + i of the caches (each n_ctx x n_head_kv*head_dim of type kv).
+void rope_and_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache,
+                       KvType kv, int64_t n_tok, const int32_t* pos0, const RopeParams& p,
+                       void* stream);
+
+// ---- attention ----------------------------------------------------------------------------
+struct AttentionParams {
+  int n_head = 0, n_head_kv = 0, head_dim = 0;
+  float scale = 1.0f;  // usually 1/sqrt(head_dim)
+};
+
+// One query token at position *pos (device memory), keys 0..*pos from the caches. The sequence is
+// split into chunks of kAttnSplit positions processed in parallel and merged (flash-decoding);
+// the grid covers max_ctx positions and idle chunks exit at once, so a captured graph stays valid
+// as the position advances. `partials` needs attention_decode_scratch_floats(...) floats.
+constexpr int kAttnSplit = 128;
+size_t attention_decode_scratch_floats(int max_ctx, const AttentionParams& p);
+void attention_decode(const float* q, const void* k_cache, const void* v_cache, KvType kv,
+                      float* out, float* partials, const int32_t* pos, int max_ctx,
+                      const AttentionParams& p, void* stream);
+
+// Causal attention for n_tok query tokens at positions *pos0 .. *pos0 + n_tok - 1 whose keys and
+// values (and all earlier ones) are already in the caches. Online softmax over key tiles: the
+// score matrix is never materialised. q, out: n_tok x n_head*head_dim.
+void attention_prefill(const float* q, const void* k_cache, const void* v_cache, KvType kv,
+                       float* out, int64_t n_tok, const int32_t* pos0, const AttentionParams& p,
+                       void* stream);
+
+// ---- fault injection (TEST KNOB, backend/fault.h) ------------------------------------------
+// Same pseudo-random values as the CPU reference's faults (splitmix64 of the same keys).
+// LayerCorrupt: h[i] += (hash4(1, layer, position, i) & 1 ? -magnitude : magnitude), i < n.
+void fault_corrupt_hidden(float* h, int64_t n, int layer, int position, float magnitude,
+                          void* stream);
+// KvDrift: every K and V value of positions [pos_begin, pos_end) of one layer's cache moves by
+// scale * unit_noise(hash4(2, layer, pos << 32 | i, 0 for K / 1 for V)).
+void fault_drift_kv(void* k_cache, void* v_cache, KvType kv, int64_t kv_dim, int layer,
+                    int64_t pos_begin, int64_t pos_end, float scale, void* stream);
+// x[0..n) = NaN.
+void fill_nan(float* x, int64_t n, void* stream);
+
+}  // namespace lockstep::cuda_ops

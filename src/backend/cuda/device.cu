@@ -1,0 +1,77 @@
+// Device discovery and plain device-memory helpers.
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_ops.h"
+
+namespace lockstep {
+
+bool cuda_device_available(std::string* why) {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    if (why) *why = std::string("no usable CUDA device: ") + cudaGetErrorString(err);
+    cudaGetLastError();  // clear the sticky error state of the runtime API call
+    return false;
+  }
+  if (n == 0) {
+    if (why) *why = "no CUDA device found";
+    return false;
+  }
+  return true;
+}
+
+CudaDeviceInfo cuda_device_info(int index) {
+  std::string why;
+  if (!cuda_device_available(&why)) throw Error("cuda: " + why, kExitDevice);
+  int n = 0;
+  CUDA_CHECK(cudaGetDeviceCount(&n));
+  if (index < 0 || index >= n)
+    throw Error("cuda: device " + std::to_string(index) + " does not exist (" + std::to_string(n) +
+                    " device(s))",
+                kExitDevice);
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+  CUDA_CHECK(cudaSetDevice(index));
+  size_t free_b = 0, total_b = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  CudaDeviceInfo info;
+  info.index = index;
+  info.name = prop.name;
+  info.free_bytes = free_b;
+  info.total_bytes = total_b;
+  info.cc_major = prop.major;
+  info.cc_minor = prop.minor;
+  return info;
+}
+
+}  // namespace lockstep
+
+namespace lockstep::cuda_ops {
+
+void* device_alloc(size_t bytes) {
+  void* p = nullptr;
+  CUDA_CHECK(cudaMalloc(&p, bytes == 0 ? 1 : bytes));
+  return p;
+}
+
+void device_free(void* p) {
+  if (p) cudaFree(p);
+}
+
+void copy_to_device(void* dst, const void* src, size_t bytes) {
+  CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+
+void copy_to_host(void* dst, const void* src, size_t bytes) {
+  CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+
+void device_memset(void* dst, int byte, size_t bytes) {
+  CUDA_CHECK(cudaMemset(dst, byte, bytes));
+}
+
+void synchronize() {
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+}  // namespace lockstep::cuda_ops

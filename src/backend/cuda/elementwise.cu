@@ -1,0 +1,107 @@
+// Elementwise kernels: SwiGLU, bias rows, and the fault-injection helpers (TEST KNOB) of the
+// parity gate's falsification tests. (The residual add is fused into the matvec / GEMM epilogues,
+// the embedding lookup lives with the dequantizers in dequant.cu.)
+#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_ops.h"
+
+namespace lockstep::cuda_ops {
+
+using namespace lockstep::cuda;
+
+namespace {
+
+__global__ void swiglu_kernel(const float* __restrict__ g, const float* __restrict__ u,
+                              float* __restrict__ y, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+__global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__ b, int64_t rows,
+                                int64_t cols) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < rows * cols) y[i] += b[i % cols];
+}
+
+// splitmix64 finaliser and the 4-key hash of the CPU reference's fault knobs.
+__device__ uint64_t mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+__device__ uint64_t hash4(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
+  return mix64(mix64(mix64(mix64(a) ^ b) ^ c) ^ d);
+}
+__device__ float unit_noise(uint64_t h) {  // uniform in [-1, 1)
+  return float(double(h >> 40) * (2.0 / double(1ull << 24)) - 1.0);
+}
+
+__global__ void corrupt_hidden_kernel(float* h, int64_t n, int layer, int position, float mag) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const bool negative = hash4(1, uint64_t(layer), uint64_t(position), uint64_t(i)) & 1;
+  h[i] += negative ? -mag : mag;
+}
+
+template <typename KV>
+__global__ void drift_kv_kernel(KV* k, KV* v, int64_t kv_dim, int layer, int64_t pos_begin,
+                                int64_t n_pos, float scale) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n_pos * kv_dim) return;
+  const int64_t p = pos_begin + idx / kv_dim, i = idx % kv_dim;
+  const uint64_t key = (uint64_t(p) << 32) | uint64_t(i);
+  const int64_t at = p * kv_dim + i;
+  store_kv(k + at, load_kv(k + at) + scale * unit_noise(hash4(2, uint64_t(layer), key, 0)));
+  store_kv(v + at, load_kv(v + at) + scale * unit_noise(hash4(2, uint64_t(layer), key, 1)));
+}
+
+__global__ void fill_nan_kernel(float* x, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = __int_as_float(0x7fc00000);
+}
+
+}  // namespace
+
+void swiglu(const float* gate, const float* up, float* y, int64_t n, void* stream) {
+  if (n <= 0) return;
+  swiglu_kernel<<<unsigned(ceil_div(n, 256)), 256, 0, as_stream(stream)>>>(gate, up, y, n);
+  CUDA_CHECK_LAUNCH("swiglu_kernel");
+}
+
+void add_bias(float* y, const float* bias, int64_t rows, int64_t cols, void* stream) {
+  if (rows * cols <= 0) return;
+  add_bias_kernel<<<unsigned(ceil_div(rows * cols, 256)), 256, 0, as_stream(stream)>>>(y, bias,
+                                                                                       rows, cols);
+  CUDA_CHECK_LAUNCH("add_bias_kernel");
+}
+
+void fault_corrupt_hidden(float* h, int64_t n, int layer, int position, float magnitude,
+                          void* stream) {
+  if (n <= 0) return;
+  corrupt_hidden_kernel<<<unsigned(ceil_div(n, 256)), 256, 0, as_stream(stream)>>>(
+      h, n, layer, position, magnitude);
+  CUDA_CHECK_LAUNCH("corrupt_hidden_kernel");
+}
+
+void fault_drift_kv(void* k_cache, void* v_cache, KvType kv, int64_t kv_dim, int layer,
+                    int64_t pos_begin, int64_t pos_end, float scale, void* stream) {
+  const int64_t n = (pos_end - pos_begin) * kv_dim;
+  if (n <= 0) return;
+  auto launch = [&](auto* k, auto* v) {
+    drift_kv_kernel<<<unsigned(ceil_div(n, 256)), 256, 0, as_stream(stream)>>>(
+        k, v, kv_dim, layer, pos_begin, pos_end - pos_begin, scale);
+  };
+  if (kv == KvType::F16)
+    launch(static_cast<__half*>(k_cache), static_cast<__half*>(v_cache));
+  else
+    launch(static_cast<float*>(k_cache), static_cast<float*>(v_cache));
+  CUDA_CHECK_LAUNCH("drift_kv_kernel");
+}
+
+void fill_nan(float* x, int64_t n, void* stream) {
+  if (n <= 0) return;
+  fill_nan_kernel<<<unsigned(ceil_div(n, 256)), 256, 0, as_stream(stream)>>>(x, n);
+  CUDA_CHECK_LAUNCH("fill_nan_kernel");
+}
+
+}  // namespace lockstep::cuda_ops

@@ -1,0 +1,42 @@
+// RMS normalisation: y = x / sqrt(mean(x^2) + eps) * weight, one thread block per row. The sum of
+// squares is accumulated in float64 (as ggml's CPU path does), so long rows lose no precision.
+#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_ops.h"
+
+namespace lockstep::cuda_ops {
+
+using namespace lockstep::cuda;
+
+namespace {
+
+constexpr int kNormThreads = 256;
+
+__global__ void __launch_bounds__(kNormThreads)
+    rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
+                   int64_t cols, float eps) {
+  __shared__ double partial[kNormThreads / 32];
+  const float* xr = x + int64_t(blockIdx.x) * cols;
+  float* yr = y + int64_t(blockIdx.x) * cols;
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) s += double(xr[i]) * double(xr[i]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = s;
+  __syncthreads();
+  double total = 0.0;
+#pragma unroll
+  for (int k = 0; k < kNormThreads / 32; ++k) total += partial[k];
+  const float scale = 1.0f / sqrtf(float(total / double(cols)) + eps);
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) yr[i] = (xr[i] * scale) * w[i];
+}
+
+}  // namespace
+
+void rmsnorm(const float* x, const float* weight, float* y, int64_t rows, int64_t cols, float eps,
+             void* stream) {
+  if (rows <= 0) return;
+  rmsnorm_kernel<<<unsigned(rows), kNormThreads, 0, as_stream(stream)>>>(x, weight, y, cols, eps);
+  CUDA_CHECK_LAUNCH("rmsnorm_kernel");
+}
+
+}  // namespace lockstep::cuda_ops

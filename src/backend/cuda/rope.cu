@@ -1,0 +1,91 @@
+// Rotary position embedding, fused with the write of K and V into the cache (F16 or F32).
+// Angles are computed in float64 (theta = pos * freq_scale * base^(-2i/rope_dim), sin and cos in
+// float64, then rounded), so the GPU agrees with a float64 reference to float32 rounding even at
+// positions in the tens of thousands; the rotation itself is done in float32 as ggml does it.
+#include <cmath>
+#include <vector>
+
+#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_ops.h"
+
+namespace lockstep::cuda_ops {
+
+using namespace lockstep::cuda;
+
+namespace {
+
+template <typename KV>
+__global__ void rope_store_kernel(float* __restrict__ q, const float* __restrict__ k,
+                                  const float* __restrict__ v, KV* __restrict__ k_cache,
+                                  KV* __restrict__ v_cache, const int32_t* __restrict__ pos0,
+                                  int n_head, int n_head_kv, int hd, int rope_dim, bool neox,
+                                  float freq_scale, const double* __restrict__ inv_freq) {
+  const int tok = blockIdx.x;
+  const int64_t pos = int64_t(*pos0) + tok;
+  const int half_dim = rope_dim / 2;
+  const int q_dim = n_head * hd, kv_dim = n_head_kv * hd;
+  float* qr = q + int64_t(tok) * q_dim;
+  const float* kr = k + int64_t(tok) * kv_dim;
+  const float* vr = v + int64_t(tok) * kv_dim;
+  KV* kc = k_cache + pos * kv_dim;
+  KV* vc = v_cache + pos * kv_dim;
+
+  for (int idx = threadIdx.x; idx < half_dim * (n_head + n_head_kv); idx += blockDim.x) {
+    const int i = idx % half_dim, h = idx / half_dim;
+    double s, c;
+    sincos(double(pos) * double(freq_scale) * inv_freq[i], &s, &c);
+    const float sn = float(s), cs = float(c);
+    const int a = neox ? i : 2 * i, b = neox ? i + half_dim : 2 * i + 1;
+    if (h < n_head) {
+      float* x = qr + h * hd;
+      const float x0 = x[a], x1 = x[b];
+      x[a] = x0 * cs - x1 * sn;
+      x[b] = x0 * sn + x1 * cs;
+    } else {
+      const int kh = h - n_head;
+      const float x0 = kr[kh * hd + a], x1 = kr[kh * hd + b];
+      store_kv(kc + kh * hd + a, x0 * cs - x1 * sn);
+      store_kv(kc + kh * hd + b, x0 * sn + x1 * cs);
+    }
+  }
+  for (int idx = threadIdx.x; idx < kv_dim; idx += blockDim.x) {
+    if (idx % hd >= rope_dim) store_kv(kc + idx, kr[idx]);
+    store_kv(vc + idx, vr[idx]);
+  }
+}
+
+}  // namespace
+
+double* make_rope_table(float freq_base, int rope_dim) {
+  std::vector<double> t(size_t(rope_dim / 2));
+  for (size_t i = 0; i < t.size(); ++i)
+    t[i] = std::pow(double(freq_base), -2.0 * double(i) / double(rope_dim));
+  auto* d = static_cast<double*>(device_alloc(t.size() * sizeof(double)));
+  copy_to_device(d, t.data(), t.size() * sizeof(double));
+  return d;
+}
+
+size_t kv_type_bytes(KvType kv) {
+  return kv == KvType::F16 ? 2 : 4;
+}
+
+void rope_and_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache,
+                       KvType kv, int64_t n_tok, const int32_t* pos0, const RopeParams& p,
+                       void* stream) {
+  if (n_tok <= 0) return;
+  if (p.head_dim % 2 != 0 || p.rope_dim % 2 != 0 || p.rope_dim > p.head_dim || !p.inv_freq)
+    throw Error("cuda rope: unsupported head_dim " + std::to_string(p.head_dim) + " / rope_dim " +
+                std::to_string(p.rope_dim));
+  auto launch = [&](auto* kc, auto* vc) {
+    rope_store_kernel<<<unsigned(n_tok), 128, 0, as_stream(stream)>>>(
+        q, k, v, kc, vc, pos0, p.n_head, p.n_head_kv, p.head_dim, p.rope_dim,
+        p.type == RopeType::Neox, p.freq_scale, p.inv_freq);
+  };
+  if (kv == KvType::F16)
+    launch(static_cast<__half*>(k_cache), static_cast<__half*>(v_cache));
+  else
+    launch(static_cast<float*>(k_cache), static_cast<float*>(v_cache));
+  CUDA_CHECK_LAUNCH("rope_store_kernel");
+}
+
+}  // namespace lockstep::cuda_ops

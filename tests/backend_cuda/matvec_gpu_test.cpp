@@ -1,0 +1,217 @@
+// Quantized matrix-vector kernels (decode path) against a float64 reference: weights dequantized
+// on the CPU with lockstep::dequantize_row, dot products in double.
+// Bound: the error relative to the dot products' own scale sum |w x| (dot_error_ratio) must stay
+// below 64 * 2^-24 = 3.8e-6. Float32 accumulation (and the factored a * sum(x q) + b * sum(x)
+// form, which can cancel a few bits) stays near 1e-7 of that scale; a single wrongly decoded
+// 32-element block in an 18944-wide row is ~1e-3 of it. The SwiGLU test, whose outputs are not
+// plain dot products, uses NMSE <= 1e-9 over >= 77 rows.
+#include "backend_cuda/cuda_test_util.h"
+
+#ifdef LOCKSTEP_HAVE_CUDA
+
+namespace lockstep::cuda_test {
+namespace {
+
+constexpr double kMatvecNmse = 1e-9;
+constexpr double kDotErrorRatio = 64.0 / double(1 << 24);
+
+#define EXPECT_DOT_ERROR_OK(got, want, abs_sum)                   \
+  do {                                                            \
+    const double r_ = dot_error_ratio((got), (want), (abs_sum));  \
+    EXPECT_LE(r_, kDotErrorRatio) << "error / sum|w x| = " << r_; \
+  } while (0)
+
+using cuda_ops::MatvecMode;
+
+struct Shape {
+  int64_t rows, cols;
+};
+
+std::vector<TensorType> all_types() {
+  return {TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q4_0, TensorType::Q4_1,
+          TensorType::Q5_0, TensorType::Q5_1, TensorType::Q8_0, TensorType::Q2_K, TensorType::Q3_K,
+          TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
+}
+
+// Row widths for a type: 1, 3 and 11 blocks (odd counts leave lanes of the last warp step idle),
+// plus, for plain types, widths that are not multiples of 8 (the scalar path).
+std::vector<int64_t> widths(TensorType t) {
+  const int64_t qk = tensor_type_info(t).block_elems;
+  if (qk == 1) return {8, 64, 200, 172, 13, 1000};
+  return {qk, 3 * qk, 11 * qk};
+}
+
+void run_case(std::mt19937_64& rng, TensorType type, int64_t rows, int64_t cols, MatvecMode mode,
+              bool with_bias, bool fresh_quant = true) {
+  const std::string what = std::string(tensor_type_info(type).name) + " " + std::to_string(rows) +
+                           "x" + std::to_string(cols) +
+                           (mode == MatvecMode::Accumulate ? " accumulate" : "") +
+                           (with_bias ? " bias" : "");
+  SCOPED_TRACE(what);
+  // Large shapes take random-byte blocks only: quantizing hundreds of millions of values on the
+  // CPU would dominate the run.
+  const std::vector<uint8_t> w = random_weights(rng, type, rows, cols, 1.0f, fresh_quant);
+  const std::vector<float> x = random_normal(rng, size_t(cols), 1.0f);
+  const std::vector<float> bias = random_normal(rng, size_t(rows), 1.0f);
+  const std::vector<float> y0 = random_normal(rng, size_t(rows), 1.0f);
+  std::vector<double> abs_sum;
+  std::vector<double> want = reference_matvec(type, w.data(), rows, cols, x.data(), &abs_sum);
+  for (int64_t r = 0; r < rows; ++r) {
+    if (with_bias)
+      want[size_t(r)] += bias[size_t(r)], abs_sum[size_t(r)] += std::fabs(bias[size_t(r)]);
+    if (mode == MatvecMode::Accumulate)
+      want[size_t(r)] += y0[size_t(r)], abs_sum[size_t(r)] += std::fabs(y0[size_t(r)]);
+  }
+  DeviceBuffer<uint8_t> d_w(w);
+  DeviceBuffer<float> d_x(x), d_b(bias), d_y(static_cast<size_t>(rows));
+  if (mode == MatvecMode::Accumulate) d_y.upload(y0);
+  cuda_ops::matvec(type, d_w.get(), rows, cols, d_x.get(), d_y.get(),
+                   with_bias ? d_b.get() : nullptr, mode, nullptr);
+  cuda_ops::synchronize();
+  const auto got = d_y.download();
+  EXPECT_GUARDS(d_y);
+  EXPECT_DOT_ERROR_OK(got, want, abs_sum);
+}
+
+TEST(CudaMatvec, AllTypesSmallShapes) {
+  REQUIRE_CUDA_DEVICE();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (TensorType t : all_types())
+    for (int64_t cols : widths(t))
+      for (int64_t rows : {1, 7, 33, 130, 4097})
+        run_case(rng, t, rows, cols, MatvecMode::Store, false);
+}
+
+TEST(CudaMatvec, BiasAndResidualEpilogues) {
+  REQUIRE_CUDA_DEVICE();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (TensorType t : {TensorType::Q4_K, TensorType::Q8_0, TensorType::F16, TensorType::Q6_K}) {
+    const int64_t cols = 2 * tensor_type_info(t).block_elems * 4;
+    run_case(rng, t, 37, cols, MatvecMode::Store, true);
+    run_case(rng, t, 37, cols, MatvecMode::Accumulate, false);
+    run_case(rng, t, 37, cols, MatvecMode::Accumulate, true);
+  }
+}
+
+// The matrix shapes of a 7B model (Qwen2.5-7B: n_embd 3584, n_ff 18944, vocab 152064) in the
+// types a Q4_K_M file gives them.
+TEST(CudaMatvec, Real7BShapes) {
+  REQUIRE_CUDA_DEVICE();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Shape shapes[] = {{3584, 3584}, {18944, 3584}, {3584, 18944}, {152064, 3584}};
+  for (const auto& s : shapes)
+    for (TensorType t : {TensorType::Q4_K, TensorType::Q6_K})
+      run_case(rng, t, s.rows, s.cols, MatvecMode::Store, false, /*fresh_quant=*/false);
+  run_case(rng, TensorType::Q8_0, 3584, 3584, MatvecMode::Store, false, false);
+}
+
+// The input the fused pre-norm computes from x: x / sqrt(mean(x^2) + eps) * w, in float64 and
+// rounded to float (the kernels' own rounding of it is ~1e-7 relative, within the bounds).
+std::vector<float> rms_normed(const std::vector<float>& x, const std::vector<float>& w, float eps) {
+  double ss = 0;
+  for (float v : x) ss += double(v) * v;
+  const double scale = 1.0 / std::sqrt(ss / double(x.size()) + eps);
+  std::vector<float> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = float(double(x[i]) * scale * w[i]);
+  return out;
+}
+
+TEST(CudaMatvec, FusedSwiGLU) {
+  REQUIRE_CUDA_DEVICE();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (TensorType t : {TensorType::Q4_K, TensorType::Q5_0, TensorType::F32, TensorType::Q3_K})
+    for (int64_t rows : {77, 4100})  // one and two rows per thread block
+      for (bool with_norm : {false, true}) {
+        const int64_t cols = 2 * tensor_type_info(t).block_elems * 8;
+        SCOPED_TRACE(std::string(tensor_type_info(t).name) + " rows " + std::to_string(rows) +
+                     (with_norm ? " with fused norm" : ""));
+        const auto wg = random_weights(rng, t, rows, cols), wu = random_weights(rng, t, rows, cols);
+        const auto x = random_normal(rng, size_t(cols), 3.0f);
+        const auto nw = random_normal(rng, size_t(cols), 1.0f);
+        const auto xin = with_norm ? rms_normed(x, nw, 1e-6f) : x;
+        const auto g = reference_matvec(t, wg.data(), rows, cols, xin.data());
+        const auto u = reference_matvec(t, wu.data(), rows, cols, xin.data());
+        std::vector<double> want(static_cast<size_t>(rows));
+        for (size_t i = 0; i < want.size(); ++i) want[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+        DeviceBuffer<uint8_t> d_g(wg), d_u(wu);
+        DeviceBuffer<float> d_x(x), d_nw(nw), d_y(static_cast<size_t>(rows));
+        cuda_ops::matvec_swiglu(t, d_g.get(), d_u.get(), rows, cols, d_x.get(), d_y.get(), nullptr,
+                                with_norm ? d_nw.get() : nullptr, 1e-6f);
+        cuda_ops::synchronize();
+        const auto got = d_y.download();
+        EXPECT_GUARDS(d_y);
+        EXPECT_NMSE_BELOW(compare(got.data(), want.data(), got.size()), kMatvecNmse);
+      }
+}
+
+// Q, K and V in one launch: three matrices of different heights, each with its own bias.
+TEST(CudaMatvec, MultiTargetLaunch) {
+  REQUIRE_CUDA_DEVICE();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (TensorType t : {TensorType::Q4_K, TensorType::Q8_0, TensorType::F16})
+    for (bool with_norm : {false, true}) {
+      SCOPED_TRACE(std::string(tensor_type_info(t).name) + (with_norm ? " with fused norm" : ""));
+      const int64_t cols = 512;
+      const int64_t heights[3] = {300, 40, 5000};  // the last one makes the launch use 4 rows/block
+      std::vector<std::vector<uint8_t>> w;
+      std::vector<std::vector<float>> bias;
+      const auto x_raw = random_normal(rng, size_t(cols), 3.0f);
+      const auto nw = random_normal(rng, size_t(cols), 1.0f);
+      const auto x = with_norm ? rms_normed(x_raw, nw, 1e-5f) : x_raw;
+      std::vector<std::unique_ptr<DeviceBuffer<uint8_t>>> d_w;
+      std::vector<std::unique_ptr<DeviceBuffer<float>>> d_b, d_y;
+      cuda_ops::MatvecTarget targets[3];
+      for (int j = 0; j < 3; ++j) {
+        w.push_back(random_weights(rng, t, heights[j], cols));
+        bias.push_back(random_normal(rng, size_t(heights[j]), 1.0f));
+        d_w.push_back(std::make_unique<DeviceBuffer<uint8_t>>(w.back()));
+        d_b.push_back(std::make_unique<DeviceBuffer<float>>(bias.back()));
+        d_y.push_back(std::make_unique<DeviceBuffer<float>>(static_cast<size_t>(heights[j])));
+        targets[j] = {d_w.back()->get(), heights[j], d_y.back()->get(),
+                      j == 1 ? nullptr : d_b.back()->get()};
+      }
+      DeviceBuffer<float> d_x(x_raw), d_nw(nw);
+      cuda_ops::matvec_multi(t, cols, d_x.get(), targets, 3, nullptr,
+                             with_norm ? d_nw.get() : nullptr, 1e-5f);
+      cuda_ops::synchronize();
+      for (int j = 0; j < 3; ++j) {
+        std::vector<double> abs_sum;
+        auto want = reference_matvec(t, w[size_t(j)].data(), heights[j], cols, x.data(), &abs_sum);
+        if (j != 1)
+          for (size_t r = 0; r < want.size(); ++r)
+            want[r] += bias[size_t(j)][r], abs_sum[r] += std::fabs(bias[size_t(j)][r]);
+        const auto got = d_y[size_t(j)]->download();
+        EXPECT_GUARDS(*d_y[size_t(j)]);
+        EXPECT_DOT_ERROR_OK(got, want, abs_sum);
+      }
+    }
+}
+
+TEST(CudaMatvec, RefusesUnsupportedShapes) {
+  REQUIRE_CUDA_DEVICE();
+  EXPECT_FALSE(cuda_ops::weight_type_supported(TensorType::Q4_K, 300));
+  EXPECT_FALSE(cuda_ops::weight_type_supported(TensorType::Q8_1, 256));
+  EXPECT_TRUE(cuda_ops::weight_type_supported(TensorType::F16, 172));
+  EXPECT_THROW(cuda_ops::matvec(TensorType::Q4_K, nullptr, 4, 300, nullptr, nullptr, nullptr,
+                                MatvecMode::Store, nullptr),
+               Error);
+}
+
+}  // namespace
+}  // namespace lockstep::cuda_test
+
+#else
+TEST(CudaMatvec, Skipped) {
+  GTEST_SKIP() << "skipped: no CUDA device";
+}
+#endif
