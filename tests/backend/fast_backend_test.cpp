@@ -84,13 +84,15 @@ std::vector<int32_t> greedy(B& b, const std::vector<int32_t>& prompt, int n_new,
 
 // Logit cosine vs the reference, at every position. F16 weights keep float activations (only the
 // F16 KV cache rounds): 0.9999; measured worst 0.999998. Quantized weights: the activations are
-// quantized to 8 bits before every matmul, as llama.cpp does, and that alone costs more than
-// 1e-4 here (measured 1 - cosine about 1e-3 on average, worst 3e-3 over 6000 rows: each of the
-// 15 matmuls adds ~0.5% relative noise and the peaked synthetic attention amplifies it; with
-// every layer matmul exact and only the vocabulary projection quantized it is 4e-5). 0.995 keeps
-// that noise clear of failing while any indexing or scaling error drops far below it.
+// quantized to 8 bits before every matmul, as llama.cpp does, and that alone costs far more than
+// 1e-4 on these models (1 - cosine about 1e-3 on average; worst 0.99654 over 40 runs x 32
+// positions x 8 models x 3 ISAs x 2 KV types: each of the 15 matmuls adds ~0.5% relative noise
+// and the peaked synthetic attention amplifies it; with every layer matmul exact and only the
+// vocabulary projection quantized it is 4e-5). So the bound is the parity gate's own, 0.99: the
+// fast path must pass the gate everywhere, and indexing or scaling errors fall far below it (the
+// kernels themselves are pinned tightly against float64 in matmul_fast_test / gemm_q8_0_test).
 double min_cosine(TensorType type) {
-  return type == TensorType::F16 ? 0.9999 : 0.995;
+  return type == TensorType::F16 ? 0.9999 : 0.99;
 }
 
 // Greedy agreement is required where the reference's top-2 margin is clear: a flip needs the

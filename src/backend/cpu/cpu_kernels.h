@@ -9,11 +9,19 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
+#include <span>
 
 #include "model/model.h"
 #include "util/thread_pool.h"
 
 namespace lockstep::cpu {
+
+// One weight and the output it fills: y[t * w->rows + r] = (row r of w) . (input row t).
+struct MatmulProduct {
+  float* y;
+  const WeightView* w;
+};
 
 class CpuKernels {
  public:
@@ -28,9 +36,13 @@ class CpuKernels {
   // rows). x must not change until the next set_input().
   virtual void set_input(const float* x, int64_t n, int64_t cols) = 0;
 
-  // y[t * w.rows + r] = (row r of w) . (input row t), for every row r of w and every input row t.
-  // w.cols must equal the input's cols.
-  virtual void multiply(float* y, const WeightView& w, ThreadPool& pool) = 0;
+  // Every product of the list with the current input (each weight's cols must equal the input's
+  // cols). The weights that read one input go in one call (wq, wk, wv; ffn_gate, ffn_up), so a
+  // backend can compute them in one parallel loop; at most 4.
+  virtual void multiply(std::span<const MatmulProduct> products, ThreadPool& pool) = 0;
+  void multiply(std::initializer_list<MatmulProduct> products, ThreadPool& pool) {
+    multiply(std::span(products.begin(), products.size()), pool);
+  }
 
   // gate[i] = silu(gate[i]) * up[i] for i < n.
   virtual void swiglu(float* gate, const float* up, int64_t n) = 0;

@@ -129,7 +129,7 @@ void CpuTransformer::forward_batch(const int32_t* tokens, int64_t n, int64_t pos
     });
     attention_layer(l, n, pos0);
     mm.set_input(att_.data(), n, q_dim_);
-    mm.multiply(xb2, W.wo, pool_);
+    mm.multiply({{xb2, &W.wo}}, pool_);
     for (int64_t t = 0; t < n; ++t) cpu_ref::residual_add(x + t * E, xb2 + t * E, E);
     observe(l, "attn_out", n, pos0);
 
@@ -139,13 +139,12 @@ void CpuTransformer::forward_batch(const int32_t* tokens, int64_t n, int64_t pos
         cpu_ref::rmsnorm(xb + t * E, x + t * E, V.ffn_norm.data(), E, hp_.rms_eps);
     });
     mm.set_input(xb, n, E);
-    mm.multiply(hb_.data(), W.ffn_gate, pool_);
-    mm.multiply(hb2_.data(), W.ffn_up, pool_);
+    mm.multiply({{hb_.data(), &W.ffn_gate}, {hb2_.data(), &W.ffn_up}}, pool_);
     pool_.parallel_for(n, [&](int64_t b, int64_t e) {
       mm.swiglu(hb_.data() + b * F, hb2_.data() + b * F, (e - b) * F);
     });
     mm.set_input(hb_.data(), n, F);
-    mm.multiply(xb2, W.ffn_down, pool_);
+    mm.multiply({{xb2, &W.ffn_down}}, pool_);
     for (int64_t t = 0; t < n; ++t) cpu_ref::residual_add(x + t * E, xb2 + t * E, E);
     if (fault_.kind == FaultSpec::LayerCorrupt && fault_.layer == l)
       corrupt_layer_output(l, n, pos0);
@@ -170,9 +169,7 @@ void CpuTransformer::attention_layer(int64_t l, int64_t n, int64_t pos0) {
   float* v = v_.data();
   CpuKernels& mm = *kernels_;
   mm.set_input(xb_.data(), n, hp_.n_embd);
-  mm.multiply(q, W.wq, pool_);
-  mm.multiply(k, W.wk, pool_);
-  mm.multiply(v, W.wv, pool_);
+  mm.multiply({{q, &W.wq}, {k, &W.wk}, {v, &W.wv}}, pool_);
 
   const cpu_ref::RopeParams rope = cpu_ref::rope_params(hp_);
   pool_.parallel_for(n, [&](int64_t b, int64_t e) {
@@ -224,7 +221,7 @@ void CpuTransformer::compute_logits(int64_t first, int64_t n_rows, float* logits
   for (int64_t t = first; t < first + n_rows; ++t)
     cpu_ref::rmsnorm(xb_.data() + t * E, x_.data() + t * E, output_norm_.data(), E, hp_.rms_eps);
   kernels_->set_input(xb_.data() + first * E, n_rows, E);
-  kernels_->multiply(logits, model_.output, pool_);
+  kernels_->multiply({{logits, &model_.output}}, pool_);
 }
 
 void CpuTransformer::observe(int64_t layer, const char* stage, int64_t n, int64_t pos0) const {

@@ -19,8 +19,8 @@ class FastKernels final : public CpuKernels {
   void set_input(const float* x, int64_t n, int64_t cols) override {
     matmul_.set_input(x, n, cols);
   }
-  void multiply(float* y, const WeightView& w, ThreadPool& pool) override {
-    matmul_.multiply(y, w, pool);
+  void multiply(std::span<const MatmulProduct> products, ThreadPool& pool) override {
+    matmul_.multiply(products, pool);
   }
   void swiglu(float* gate, const float* up, int64_t n) override { cpu_fast::swiglu(gate, up, n); }
 

@@ -1,6 +1,7 @@
 #include "backend/cpu/matmul_fast.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -24,10 +25,6 @@ size_t round_up(size_t n, size_t to) {
 // A weight type of each activation format, to ask vec_dot.h about that format's sizes.
 constexpr TensorType kQ8_0User = TensorType::Q8_0;
 constexpr TensorType kQ8_KUser = TensorType::Q4_K;
-
-// Rows of a decode matvec claimed at a time: small enough to balance two threads on wk/wv
-// (a few hundred rows), large enough that claiming costs nothing.
-constexpr int64_t kDecodeGrain = 16;
 
 }  // namespace
 
@@ -107,51 +104,79 @@ const uint8_t* QuantizedMatmul::activation(TensorType w_type, ThreadPool& pool, 
 }
 
 void QuantizedMatmul::multiply(float* y, const WeightView& w, ThreadPool& pool) {
-  if (w.cols != cols_)
-    throw Error("fast matmul: '" + w.name + "' has " + std::to_string(w.cols) +
-                " columns but the input rows have " + std::to_string(cols_));
-  size_t stride = 0;
-  const uint8_t* act = activation(w.type, pool, &stride);
-  const int64_t rows = w.rows;
-  const int64_t cols = cols_;
-  const TensorType type = w.type;
+  const Product one{y, &w};
+  multiply(std::span(&one, 1), pool);
+}
 
-  if (gemm_q8_0_supports(type)) {
-    const Q8_0Rows a{act, stride, q8_0_scales_.data(), scales_stride_};
-    const int64_t nb = cols / 32;
-    const int64_t n = n_;
-    // One token: rows split over the threads. A batch: blocks of kRowBlock rows, each with every
-    // token (the rows stay in L1 while the whole batch passes).
-    const int64_t grain = n == 1 ? kDecodeGrain : kRowBlock;
-    const int64_t piece = n == 1 ? 1 : kRowBlock;
-    pool.parallel_for((rows + piece - 1) / piece,
-                      [&](int64_t b, int64_t e) {
-                        for (int64_t r0 = b * piece; r0 < std::min(e * piece, rows); r0 += grain) {
-                          const int64_t nr = std::min({grain, rows - r0, e * piece - r0});
-                          gemm_q8_0(type, w.row(r0), w.row_bytes, nr, a, n, nb, y + r0, rows);
-                        }
-                      },
-                      n == 1 ? kDecodeGrain : 1);
-    return;
+void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& pool) {
+  if (products.size() > kMaxProducts)
+    throw Error("fast matmul: " + std::to_string(products.size()) + " products in one call (max " +
+                std::to_string(kMaxProducts) + ")");
+  // Per product: its activation (quantized here, once per format) and its first work unit.
+  struct Job {
+    const WeightView* w;
+    float* y;
+    const uint8_t* act;
+    size_t stride;
+    int64_t first_unit;
+  };
+  std::array<Job, kMaxProducts> jobs;
+  int64_t units = 0;
+  for (size_t i = 0; i < products.size(); ++i) {
+    const WeightView& w = *products[i].w;
+    if (w.cols != cols_)
+      throw Error("fast matmul: '" + w.name + "' has " + std::to_string(w.cols) +
+                  " columns but the input rows have " + std::to_string(cols_));
+    jobs[i] = {&w, products[i].y, nullptr, 0, units};
+    jobs[i].act = activation(w.type, pool, &jobs[i].stride);
+    units += (w.rows + kRowBlock - 1) / kRowBlock;
   }
+  const size_t n_jobs = products.size();
+  const int64_t n = n_, cols = cols_;
+  const Q8_0Rows q8_0{nullptr, 0, q8_0_scales_.data(), scales_stride_};
 
-  if (n_ == 1) {
-    pool.parallel_for(
-        rows,
-        [&](int64_t b, int64_t e) { matvec(type, w.row(b), w.row_bytes, e - b, act, cols, y + b); },
-        kDecodeGrain);
-    return;
-  }
+  // Rows [r0, r1) of one product for every token.
+  auto run = [&](const Job& job, int64_t r0, int64_t r1) {
+    const WeightView& w = *job.w;
+    const bool tiled = gemm_q8_0_supports(w.type);
+    if (n == 1) {  // decode: stream the rows once
+      if (tiled) {
+        Q8_0Rows a = q8_0;
+        a.blocks = job.act;
+        a.stride = job.stride;
+        gemm_q8_0(w.type, w.row(r0), w.row_bytes, r1 - r0, a, 1, cols / 32, job.y + r0, w.rows);
+      } else {
+        matvec(w.type, w.row(r0), w.row_bytes, r1 - r0, job.act, cols, job.y + r0);
+      }
+      return;
+    }
+    // A batch: kRowBlock rows at a time, each block with every token while it sits in L1.
+    for (int64_t b0 = r0; b0 < r1; b0 += kRowBlock) {
+      const int64_t nr = std::min(kRowBlock, r1 - b0);
+      if (tiled) {
+        Q8_0Rows a = q8_0;
+        a.blocks = job.act;
+        a.stride = job.stride;
+        gemm_q8_0(w.type, w.row(b0), w.row_bytes, nr, a, n, cols / 32, job.y + b0, w.rows);
+      } else {
+        for (int64_t t = 0; t < n; ++t)
+          matvec(w.type, w.row(b0), w.row_bytes, nr, job.act + size_t(t) * job.stride, cols,
+                 job.y + t * w.rows + b0);
+      }
+    }
+  };
 
-  const int64_t n = n_;
-  const int64_t n_blocks = (rows + kRowBlock - 1) / kRowBlock;
-  pool.parallel_for(n_blocks, [&](int64_t block_begin, int64_t block_end) {
-    for (int64_t block = block_begin; block < block_end; ++block) {
-      const int64_t r0 = block * kRowBlock;
-      const int64_t n_rows = std::min(kRowBlock, rows - r0);
-      for (int64_t t = 0; t < n; ++t)
-        matvec(type, w.row(r0), w.row_bytes, n_rows, act + size_t(t) * stride, cols,
-               y + t * rows + r0);
+  // One parallel loop over the row blocks of all products (one barrier for wq, wk and wv).
+  pool.parallel_for(units, [&](int64_t u_begin, int64_t u_end) {
+    size_t j = 0;
+    for (int64_t u = u_begin; u < u_end;) {
+      while (j + 1 < n_jobs && jobs[j + 1].first_unit <= u) ++j;
+      const Job& job = jobs[j];
+      const int64_t job_end = j + 1 < n_jobs ? jobs[j + 1].first_unit : units;
+      const int64_t stop = std::min(u_end, job_end);
+      run(job, (u - job.first_unit) * kRowBlock,
+          std::min(job.w->rows, (stop - job.first_unit) * kRowBlock));
+      u = stop;
     }
   });
 }

@@ -17,16 +17,22 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
+#include "backend/cpu/cpu_kernels.h"
 #include "model/model.h"
 #include "quant/tensor_type.h"
 #include "util/thread_pool.h"
 
 namespace lockstep::cpu_fast {
 
-// Weight rows per work item of a batched product (16 rows of 896 Q5_0 values are 9.6 KB).
+// Weight rows per work unit (16 rows of 896 Q5_0 values are 9.6 KB): the grain of the split over
+// threads, and in a batch the rows that stay in L1 while every token passes.
 inline constexpr int64_t kRowBlock = 16;
+
+using Product = cpu::MatmulProduct;
+inline constexpr size_t kMaxProducts = 4;
 
 class QuantizedMatmul {
  public:
@@ -38,10 +44,12 @@ class QuantizedMatmul {
   // x: n rows of cols floats; must stay unchanged until the next set_input().
   void set_input(const float* x, int64_t n, int64_t cols);
 
-  // y[t * w.rows + r] = vec_dot(row r of w, quantized input row t). Throws Error when w.cols is
-  // not the input's cols or the input exceeds what reserve() sized, InputError for a weight type
-  // vec_dot cannot multiply.
+  // y[t * w.rows + r] = (row r of w) . (quantized input row t). Throws Error when w.cols is not
+  // the input's cols, InputError for a weight type vec_dot cannot multiply.
   void multiply(float* y, const WeightView& w, ThreadPool& pool);
+  // Several weights that read the same input (at most kMaxProducts), in one parallel loop: one
+  // barrier instead of one per weight, which matters in decode (about ten loops per layer).
+  void multiply(std::span<const Product> products, ThreadPool& pool);
 
   // True when vec_dot can multiply weights of this type with rows of `cols` values.
   static bool supports(TensorType type, int64_t cols);

@@ -18,8 +18,8 @@ class ReferenceKernels final : public CpuKernels {
     x_ = x;
     n_ = n;
   }
-  void multiply(float* y, const WeightView& w, ThreadPool& pool) override {
-    cpu_ref::matmul(y, w, x_, n_, pool, scratch_);
+  void multiply(std::span<const MatmulProduct> products, ThreadPool& pool) override {
+    for (const MatmulProduct& p : products) cpu_ref::matmul(p.y, *p.w, x_, n_, pool, scratch_);
   }
   void swiglu(float* gate, const float* up, int64_t n) override { cpu_ref::swiglu(gate, up, n); }
 
