@@ -4,7 +4,6 @@
 #include <array>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 #include <string>
 
 #include "backend/cpu/gemm_q8_0.h"
@@ -48,7 +47,9 @@ void QuantizedMatmul::reserve(int64_t max_tokens, int64_t max_cols) {
     const int64_t cols = int64_t(round_up(size_t(max_cols), size_t(block)));
     c.capacity = round_up(activation_row_bytes(user, cols), kAlign) * size_t(max_tokens);
     c.data.reset(static_cast<uint8_t*>(std::aligned_alloc(kAlign, c.capacity)));
-    if (!c.data) throw std::bad_alloc();
+    if (!c.data)
+      throw Error("cpu: cannot allocate " + std::to_string(c.capacity) +
+                  " bytes of activation buffers");
     c.ready = false;
   };
   size(q8_0_, kQ8_0User, 32);
