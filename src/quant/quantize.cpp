@@ -10,6 +10,7 @@
 #include <string>
 
 #include "quant/blocks.h"
+#include "quant/dequantize_simd.h"
 #include "quant/fp16.h"
 #include "util/error.h"
 
@@ -219,6 +220,10 @@ int64_t block_count(TensorType type, int64_t n, const char* what) {
 void dequantize_row(TensorType type, const void* src, float* dst, int64_t n) {
   if (!tensor_type_info(type).can_dequantize) unsupported(type, "dequantize");
   const int64_t nb = block_count(type, n, "dequantize");
+  // SIMD kernels (bit-identical to the code below) for the ISA vec_dot uses; see
+  // dequantize_simd.h.
+  if (const quant::DequantFn simd = quant::simd_dequantizer(active_isa(), type))
+    return simd(src, dst, nb);
   switch (type) {
     case TensorType::F32:
       std::memcpy(dst, src, size_t(n) * 4);
