@@ -48,9 +48,9 @@ enum class Isa { Scalar, Avx2, Avx512 };
 const char* isa_name(Isa isa);
 bool isa_supported(Isa isa);  // by this CPU (and OS)
 Isa best_isa();               // the best supported one
-Isa active_isa();             // the one vec_dot uses now (best_isa() unless forced)
-// Makes vec_dot/matvec use `isa` (process-wide; for tests and benchmarks). InputError if the CPU
-// does not support it.
+Isa active_isa();             // the one vec_dot and dequantize_row use (best_isa() unless forced)
+// Makes vec_dot/matvec and dequantize_row use `isa` (process-wide; for tests and benchmarks).
+// InputError if the CPU does not support it.
 void force_isa(Isa isa);
 
 }  // namespace lockstep
