@@ -88,6 +88,12 @@ HParams read_hparams(const gguf::GgufFile& f) {
     hp.rope_freq_scale = float(1.0 / *scale);
   }
 
+  // Llama 3.1+ files carry per-dimension rope frequency factors; running without them would give
+  // silently wrong output at long range, so refuse until they are implemented.
+  if (f.find_tensor("rope_freqs.weight"))
+    throw InputError(f.path() + ": tensor 'rope_freqs.weight' (Llama 3.1+ rope frequency "
+                     "factors) is not supported");
+
   // Vocabulary size: the embedding matrix is the authority; the metadata must agree with it.
   const auto* embd = f.find_tensor("token_embd.weight");
   if (!embd) throw InputError(f.path() + ": missing tensor 'token_embd.weight'");
