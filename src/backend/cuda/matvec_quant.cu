@@ -9,8 +9,21 @@
 // Dot products use the factored block form of quant_blocks.cuh: sum(x * q) per run of C
 // elements, then a * sum + b * sum(x), so the per-element work is one conversion and one FMA.
 // Activations stay float32 and sums are float32: no activation quantization.
+//
+// Q4_K and Q6_K (rows up to kMaxQ8Cols wide) take the integer path instead: every thread block
+// first quantizes the (optionally RMS-normalised) activation into shared memory as int8 groups of
+// 32 with one float scale dx = max|x|/127 each (and, for Q4_K's min term, the exact float sum of
+// the group), then each weight sub-block is dotted with __dp4a (4 int8 products per instruction)
+// and scaled once: d * sc * dx * sum(q * xq). The activation rounding error is at most dx/2 per
+// element, so a row's error is at most sum_i |w_i| * dx(i)/2 (the bound the op tests check).
+// A group holding a NaN or infinity gets dx = NaN, so non-finite inputs still reach the output.
+// LOCKSTEP_CUDA_PRECISION=f32 (the mode closest to the CPU reference, cuda_backend.h) keeps the
+// float-activation kernels for every type.
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/quant_blocks.cuh"
+
+#include <cstdlib>
+#include <cstring>
 
 namespace lockstep::cuda_ops {
 
@@ -20,6 +33,11 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kMaxJobs = 3;
+constexpr int64_t kMaxQ8Cols = 32768;  // int8 path: cols + 8 * cols/32 bytes of shared memory
+
+__device__ __forceinline__ float g_silu(float g) {
+  return g / (1.0f + expf(-g));
+}
 
 struct Job {
   const uint8_t* w = nullptr;
@@ -39,6 +57,47 @@ struct Args {
   const float* norm_w = nullptr;  // fused pre-norm: x is RMS-normalised and scaled by norm_w
   float eps = 0.0f;
 };
+
+// The job (matrix) thread block blockIdx.x works on.
+__device__ __forceinline__ int job_of_block(const Args& args) {
+  int j = 0;
+#pragma unroll
+  for (int k = 1; k < kMaxJobs; ++k)
+    if (k < args.n_jobs && int64_t(blockIdx.x) >= args.first_cta[k]) j = k;
+  return j;
+}
+
+// Sums acc over the thread block and writes rows row0 .. row0 + R - 1 (with the epilogue).
+template <int NMAT, int R, bool SWIGLU>
+__device__ __forceinline__ void reduce_and_store(const Args& args, const Job& job, int64_t row0,
+                                                 const float (&acc)[NMAT][R]) {
+  __shared__ float red[kThreads / 32][NMAT * R];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+#pragma unroll
+  for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float v = warp_sum(acc[m][r]);
+      if (lane == 0) red[warp][m * R + r] = v;
+    }
+  __syncthreads();
+  if (tid < R && row0 + tid < job.rows) {
+    const int64_t row = row0 + tid;
+    float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) {
+      s0 += red[w][tid];
+      if constexpr (SWIGLU) s1 += red[w][R + tid];
+    }
+    if constexpr (SWIGLU) {
+      job.y[row] = g_silu(s0) * s1;
+    } else {
+      if (job.bias) s0 += job.bias[row];
+      if (args.accumulate) s0 += job.y[row];
+      job.y[row] = s0;
+    }
+  }
+}
 
 template <class B>
 __device__ __forceinline__ void load_x(const float* __restrict__ xb, int t, float* xv) {
@@ -95,19 +154,12 @@ __device__ __forceinline__ float block_dot(const uint8_t* blk, int t, const floa
   return acc;
 }
 
-__device__ __forceinline__ float silu(float g) {
-  return g / (1.0f + expf(-g));
-}
-
 template <class B, int R, bool SWIGLU, bool NORM>
 __global__ void __launch_bounds__(kThreads) matvec_kernel(const Args args) {
   constexpr int NMAT = SWIGLU ? 2 : 1;
   constexpr int kSlots = kThreads / B::TPB;
   constexpr int E = B::G * B::C;
-  int j = 0;
-#pragma unroll
-  for (int k = 1; k < kMaxJobs; ++k)
-    if (k < args.n_jobs && int64_t(blockIdx.x) >= args.first_cta[k]) j = k;
+  const int j = job_of_block(args);
   const Job& job = args.job[j];
   const int64_t row0 = (int64_t(blockIdx.x) - args.first_cta[j]) * R;
   const int tid = threadIdx.x, t = tid % B::TPB, slot = tid / B::TPB;
@@ -151,31 +203,243 @@ __global__ void __launch_bounds__(kThreads) matvec_kernel(const Args args) {
       for (int r = 0; r < R; ++r) acc[m][r] += block_dot<B>(wr[m][r] + b * B::BYTES, t, xv, xs);
   }
 
-  __shared__ float red[kThreads / 32][NMAT * R];
-  const int lane = tid & 31, warp = tid >> 5;
+  reduce_and_store<NMAT, R, SWIGLU>(args, job, row0, acc);
+}
+
+// ---- int8-activation path (Q4_K, Q6_K) ----------------------------------------------------
+
+// Quantizes x (n_groups * 32 floats; with NORM, x * scale * norm_w as above) into int8 groups of
+// 32 in shared memory: xq = rint(v * 127 / max|v|), dx = max|v| / 127 (NaN for a group with a
+// non-finite value), xs = sum(v). One thread per group: no shuffles, 8 independent 16-byte loads.
+template <bool NORM>
+__device__ __forceinline__ void quantize_x(const Args& args, float scale, int64_t n_groups,
+                                           int8_t* xq, float* dx, float* xs) {
+  for (int64_t g = threadIdx.x; g < n_groups; g += kThreads) {
+    float v[32];
+    const float4* src = reinterpret_cast<const float4*>(args.x + g * 32);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const float4 f = __ldg(src + k);
+      v[4 * k] = f.x, v[4 * k + 1] = f.y, v[4 * k + 2] = f.z, v[4 * k + 3] = f.w;
+    }
+    if constexpr (NORM) {
+      const float4* nw = reinterpret_cast<const float4*>(args.norm_w + g * 32);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const float4 f = __ldg(nw + k);
+        v[4 * k] = (v[4 * k] * scale) * f.x, v[4 * k + 1] = (v[4 * k + 1] * scale) * f.y;
+        v[4 * k + 2] = (v[4 * k + 2] * scale) * f.z, v[4 * k + 3] = (v[4 * k + 3] * scale) * f.w;
+      }
+    }
+    float amax = 0.0f, sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(v[i])), sum += v[i];
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    uint32_t p[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      uint32_t w = 0;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int q = max(-127, min(127, __float2int_rn(v[4 * k + c] * inv)));
+        w |= (uint32_t(q) & 0xFFu) << (8 * c);
+      }
+      p[k] = w;
+    }
+    uint4* dst = reinterpret_cast<uint4*>(xq + g * 32);
+    dst[0] = make_uint4(p[0], p[1], p[2], p[3]);
+    dst[1] = make_uint4(p[4], p[5], p[6], p[7]);
+    // amax / 127 (a NaN in v is skipped by fmaxf, so test the sum, which any NaN or inf reaches)
+    dx[g] = isfinite(sum) && isfinite(amax) ? amax / 127.0f : __int_as_float(0x7FC00000);
+    xs[g] = sum;
+  }
+  __syncthreads();
+}
+
+// Q4_K: thread t of a block (TPB 8) takes qs[32j + 16h .. +15], j = t/2, h = t%2: low nibbles are
+// elements 64j + 16h + 0..15 of sub-block 2j, high nibbles the same of sub-block 2j + 1. The min
+// term -dmin * m * sum(x) is added once per sub-block, by the h = 0 thread, with the float sum.
+template <int NMAT, int R>
+__device__ __forceinline__ void q4k_step(const uint8_t* const (&wr)[NMAT][R], int64_t b, int t,
+                                         const int8_t* xq, const float* dx, const float* xs,
+                                         float (&acc)[NMAT][R]) {
+  const int j = t >> 1, h = t & 1;
+  const int64_t e0 = b * 256 + 64 * j + 16 * h, g0 = b * 8 + 2 * j;
+  const int4 x0 = *reinterpret_cast<const int4*>(xq + e0);
+  const int4 x1 = *reinterpret_cast<const int4*>(xq + e0 + 32);
+  const float dx0 = dx[g0], dx1 = dx[g0 + 1];
+  const float xs0 = h ? 0.0f : xs[g0], xs1 = h ? 0.0f : xs[g0 + 1];
+  uint4 hdr[NMAT][R], qs[NMAT][R];
 #pragma unroll
   for (int m = 0; m < NMAT; ++m)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      const float v = warp_sum(acc[m][r]);
-      if (lane == 0) red[warp][m * R + r] = v;
+      const uint8_t* blk = wr[m][r] + b * 144;
+      hdr[m][r] = __ldg(reinterpret_cast<const uint4*>(blk));
+      qs[m][r] = __ldg(reinterpret_cast<const uint4*>(blk + 16 + 16 * t));
     }
-  __syncthreads();
-  if (tid < R && row0 + tid < job.rows) {
-    const int64_t row = row0 + tid;
-    float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kThreads / 32; ++w) {
-      s0 += red[w][tid];
-      if constexpr (SWIGLU) s1 += red[w][R + tid];
+  for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const uint4 hd = hdr[m][r], q = qs[m][r];
+      float sc0, m0, sc1, m1;
+      k4_scale_min(hd.y, hd.z, hd.w, 2 * j, sc0, m0);
+      k4_scale_min(hd.y, hd.z, hd.w, 2 * j + 1, sc1, m1);
+      int s0 = 0, s1 = 0;
+      s0 = __dp4a(int(q.x & 0x0F0F0F0Fu), x0.x, s0);
+      s0 = __dp4a(int(q.y & 0x0F0F0F0Fu), x0.y, s0);
+      s0 = __dp4a(int(q.z & 0x0F0F0F0Fu), x0.z, s0);
+      s0 = __dp4a(int(q.w & 0x0F0F0F0Fu), x0.w, s0);
+      s1 = __dp4a(int((q.x >> 4) & 0x0F0F0F0Fu), x1.x, s1);
+      s1 = __dp4a(int((q.y >> 4) & 0x0F0F0F0Fu), x1.y, s1);
+      s1 = __dp4a(int((q.z >> 4) & 0x0F0F0F0Fu), x1.z, s1);
+      s1 = __dp4a(int((q.w >> 4) & 0x0F0F0F0Fu), x1.w, s1);
+      const float d = half_lo(hd.x), dmin = half_hi(hd.x);
+      const float dot = fmaf(sc0 * dx0, float(s0), sc1 * dx1 * float(s1));
+      const float mins = fmaf(m0, xs0, m1 * xs1);
+      acc[m][r] += fmaf(d, dot, -(dmin * mins));
     }
-    if constexpr (SWIGLU) {
-      job.y[row] = silu(s0) * s1;
-    } else {
-      if (job.bias) s0 += job.bias[row];
-      if (args.accumulate) s0 += job.y[row];
-      job.y[row] = s0;
+}
+
+// Q6_K: thread t (TPB 8) takes n = t/4, l = 8(t%4) .. +7 of all four k (as BlockQ6_K): elements
+// 128n + 32k + l, i.e. 8 elements of int8 group 8b + 4n + k, with scale scales[8n + l/16 + 2k].
+// The 6-bit q - 32 is formed per byte with __vsub4 and dotted signed.
+template <int NMAT, int R>
+__device__ __forceinline__ void q6k_step(const uint8_t* const (&wr)[NMAT][R], int64_t b, int t,
+                                         const int8_t* xq, const float* dx, const float*,
+                                         float (&acc)[NMAT][R]) {
+  const int n = t >> 2, l0 = 8 * (t & 3);
+  const int64_t e0 = b * 256 + 128 * n + l0, g0 = b * 8 + 4 * n;
+  int2 xk[4];
+  float dxk[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    xk[k] = *reinterpret_cast<const int2*>(xq + e0 + 32 * k);
+    dxk[k] = dx[g0 + k];
+  }
+  uint32_t a0[NMAT][R], a1[NMAT][R], c0[NMAT][R], c1[NMAT][R], h0[NMAT][R], h1[NMAT][R];
+  uint32_t scw[NMAT][R];
+  float d[NMAT][R];
+#pragma unroll
+  for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = wr[m][r] + b * 210;
+      const uint8_t* ql = blk + 64 * n + l0;
+      a0[m][r] = load_u32_a2(ql), a1[m][r] = load_u32_a2(ql + 4);
+      c0[m][r] = load_u32_a2(ql + 32), c1[m][r] = load_u32_a2(ql + 36);
+      h0[m][r] = load_u32_a2(blk + 128 + 32 * n + l0);
+      h1[m][r] = load_u32_a2(blk + 132 + 32 * n + l0);
+      // scales[8n + l0/16 + 2k], k = 0..3: bytes 0, 2, 4, 6 of the 8 from 192 + 8n + l0/16
+      const uint8_t* sp = blk + 192 + 8 * n + (l0 >> 4);
+      scw[m][r] = uint32_t(sp[0]) | (uint32_t(sp[2]) << 8) | (uint32_t(sp[4]) << 16) |
+                  (uint32_t(sp[6]) << 24);
+      d[m][r] = load_half(blk + 208);
     }
+#pragma unroll
+  for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float sum = 0.0f;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const uint32_t lo0 = (k & 1) ? c0[m][r] : a0[m][r], lo1 = (k & 1) ? c1[m][r] : a1[m][r];
+        const int sh = (k & 2) ? 4 : 0;
+        const uint32_t u0 =
+            ((lo0 >> sh) & 0x0F0F0F0Fu) | (((h0[m][r] >> (2 * k)) & 0x03030303u) << 4);
+        const uint32_t u1 =
+            ((lo1 >> sh) & 0x0F0F0F0Fu) | (((h1[m][r] >> (2 * k)) & 0x03030303u) << 4);
+        int si = __dp4a(int(__vsub4(u0, 0x20202020u)), xk[k].x, 0);
+        si = __dp4a(int(__vsub4(u1, 0x20202020u)), xk[k].y, si);
+        const float sc = float(int8_t(uint8_t(scw[m][r] >> (8 * k))));
+        sum = fmaf(sc * dxk[k], float(si), sum);
+      }
+      acc[m][r] = fmaf(d[m][r], sum, acc[m][r]);
+    }
+}
+
+template <bool Q6, int R, bool SWIGLU, bool NORM>
+__global__ void __launch_bounds__(kThreads) matvec_q8_kernel(const Args args) {
+  constexpr int NMAT = SWIGLU ? 2 : 1;
+  constexpr int kTpb = 8, kSlots = kThreads / kTpb;
+  constexpr int kBytes = Q6 ? 210 : 144;
+  extern __shared__ __align__(16) uint8_t smem[];
+  const int64_t n_groups = args.n_blocks * 8;
+  int8_t* xq = reinterpret_cast<int8_t*>(smem);
+  float* dx = reinterpret_cast<float*>(smem + n_groups * 32);
+  float* xs = dx + n_groups;
+
+  const int j = job_of_block(args);
+  const Job& job = args.job[j];
+  const int64_t row0 = (int64_t(blockIdx.x) - args.first_cta[j]) * R;
+  const int tid = threadIdx.x, t = tid % kTpb, slot = tid / kTpb;
+  const uint8_t* wr[NMAT][R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = min(row0 + r, job.rows - 1);  // a duplicate row, never written back
+    wr[0][r] = job.w + row * args.row_bytes;
+    if constexpr (SWIGLU) wr[1][r] = job.w_up + row * args.row_bytes;
+  }
+  float scale = 1.0f;
+  if constexpr (NORM) scale = rms_scale(args.x, n_groups * 32, args.eps);
+  quantize_x<NORM>(args, scale, n_groups, xq, dx, xs);
+
+  float acc[NMAT][R];
+#pragma unroll
+  for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[m][r] = 0.0f;
+  for (int64_t b = slot; b < args.n_blocks; b += kSlots) {
+    if constexpr (Q6)
+      q6k_step<NMAT, R>(wr, b, t, xq, dx, xs, acc);
+    else
+      q4k_step<NMAT, R>(wr, b, t, xq, dx, xs, acc);
+  }
+  (void)kBytes;
+  reduce_and_store<NMAT, R, SWIGLU>(args, job, row0, acc);
+}
+
+template <bool Q6, int R, bool SWIGLU, bool NORM>
+void launch_q8_kernel(Args& args, int64_t cols, cudaStream_t stream) {
+  args.n_blocks = cols / 256;
+  args.row_bytes = args.n_blocks * (Q6 ? 210 : 144);
+  args.first_cta[0] = 0;
+  for (int j = 0; j < args.n_jobs; ++j)
+    args.first_cta[j + 1] = args.first_cta[j] + ceil_div(args.job[j].rows, R);
+  const int64_t grid = args.first_cta[args.n_jobs];
+  if (grid == 0) return;
+  const size_t smem = size_t(cols) + size_t(cols / 32) * 8;
+  matvec_q8_kernel<Q6, R, SWIGLU, NORM><<<unsigned(grid), kThreads, smem, stream>>>(args);
+  CUDA_CHECK_LAUNCH("matvec_q8_kernel");
+}
+
+template <bool Q6, int R, bool SWIGLU>
+void launch_q8(Args& args, int64_t cols, cudaStream_t stream) {
+  if (args.norm_w)
+    launch_q8_kernel<Q6, R, SWIGLU, true>(args, cols, stream);
+  else
+    launch_q8_kernel<Q6, R, SWIGLU, false>(args, cols, stream);
+}
+
+template <bool Q6>
+void run_q8(int64_t cols, int64_t max_rows, Args& args, bool swiglu, cudaStream_t stream) {
+  const int r = max_rows >= 16384 && !swiglu ? 8 : max_rows >= 1024 ? 4 : max_rows >= 256 ? 2 : 1;
+  if (swiglu) {
+    if (r == 1)
+      launch_q8<Q6, 1, true>(args, cols, stream);
+    else if (r == 2)
+      launch_q8<Q6, 2, true>(args, cols, stream);
+    else
+      launch_q8<Q6, 4, true>(args, cols, stream);
+  } else if (r == 1) {
+    launch_q8<Q6, 1, false>(args, cols, stream);
+  } else if (r == 2) {
+    launch_q8<Q6, 2, false>(args, cols, stream);
+  } else if (r == 4) {
+    launch_q8<Q6, 4, false>(args, cols, stream);
+  } else {
+    launch_q8<Q6, 8, false>(args, cols, stream);
   }
 }
 
@@ -206,11 +470,25 @@ void check_shape(TensorType type, int64_t rows, int64_t cols, const char* op) {
                 " of " + std::to_string(rows) + " x " + std::to_string(cols));
 }
 
+// LOCKSTEP_CUDA_PRECISION=f32: float activations everywhere (read per call: the tests switch it).
+bool f32_precision() {
+  const char* env = std::getenv("LOCKSTEP_CUDA_PRECISION");
+  return env && std::strcmp(env, "f32") == 0;
+}
+
 // Rows per thread block: 4 (2 for the two-matrix SwiGLU) so that each activation value loaded is
 // used for 4 weight rows; fewer for short matrices, so that they still spread over the GPU.
 void run(TensorType type, int64_t cols, Args& args, bool swiglu, cudaStream_t stream) {
   int64_t max_rows = 0;
   for (int j = 0; j < args.n_jobs; ++j) max_rows = std::max(max_rows, args.job[j].rows);
+  if ((type == TensorType::Q4_K || type == TensorType::Q6_K) && cols <= kMaxQ8Cols &&
+      cols % 256 == 0 && !f32_precision()) {
+    if (type == TensorType::Q6_K)
+      run_q8<true>(cols, max_rows, args, swiglu, stream);
+    else
+      run_q8<false>(cols, max_rows, args, swiglu, stream);
+    return;
+  }
   const int r = max_rows >= 1024 ? (swiglu ? 2 : 4) : max_rows >= 256 ? 2 : 1;
   dispatch_decoder(decoder_for(type, cols), [&](auto blk) {
     using B = decltype(blk);
