@@ -91,7 +91,8 @@ HParams read_hparams(const gguf::GgufFile& f) {
   // Llama 3.1+ files carry per-dimension rope frequency factors; running without them would give
   // silently wrong output at long range, so refuse until they are implemented.
   if (f.find_tensor("rope_freqs.weight"))
-    throw InputError(f.path() + ": tensor 'rope_freqs.weight' (Llama 3.1+ rope frequency "
+    throw InputError(f.path() +
+                     ": tensor 'rope_freqs.weight' (Llama 3.1+ rope frequency "
                      "factors) is not supported");
 
   // Vocabulary size: the embedding matrix is the authority; the metadata must agree with it.
