@@ -2,36 +2,14 @@
 // pre-tokenizer splits the text into words; each word's bytes are mapped to printable code
 // points; inside a word, the adjacent pair with the lowest merge rank (leftmost on ties) is merged
 // until no listed merge applies; each resulting symbol is emitted as its token.
-#include <queue>
 #include <string>
 #include <vector>
 
+#include "tokenizer/symbol_merge.h"
 #include "tokenizer/unicode.h"
 #include "tokenizer/vocab.h"
 
 namespace lockstep::tokenizer {
-
-namespace {
-
-struct Symbol {
-  int prev, next;
-  size_t begin, len;  // bytes of the encoded word
-};
-
-struct Bigram {
-  int left, right;
-  int rank;
-  size_t left_len, right_len;  // sizes when queued; a later mismatch means it is stale
-};
-
-struct BigramOrder {
-  // priority_queue pops the "largest": lowest rank, then the leftmost pair.
-  bool operator()(const Bigram& a, const Bigram& b) const {
-    return a.rank > b.rank || (a.rank == b.rank && a.left > b.left);
-  }
-};
-
-}  // namespace
 
 int Vocab::bpe_rank(std::string_view left, std::string_view right) const {
   std::string key;
@@ -62,38 +40,12 @@ void Vocab::bpe_word(const std::string& word, std::vector<TokenId>& out) const {
     }
   }
   const std::string_view w(word);
-  std::vector<Symbol> sym;
-  sym.reserve(w.size());
-  for (size_t off = 0; off < w.size();) {
-    const size_t len = std::min(utf8_len(static_cast<uint8_t>(w[off])), w.size() - off);
-    const int idx = static_cast<int>(sym.size());
-    sym.push_back({idx - 1, off + len == w.size() ? -1 : idx + 1, off, len});
-    off += len;
-  }
-
-  std::priority_queue<Bigram, std::vector<Bigram>, BigramOrder> queue;
-  auto try_add = [&](int l, int r) {
-    if (l < 0 || r < 0) return;
-    const int rank =
-        bpe_rank(w.substr(sym[l].begin, sym[l].len), w.substr(sym[r].begin, sym[r].len));
-    if (rank < 0) return;
-    queue.push({l, r, rank, sym[l].len, sym[r].len});
-  };
-  for (int i = 1; i < static_cast<int>(sym.size()); ++i) try_add(i - 1, i);
-
-  while (!queue.empty()) {
-    const Bigram b = queue.top();
-    queue.pop();
-    Symbol& l = sym[b.left];
-    Symbol& r = sym[b.right];
-    if (l.len != b.left_len || r.len != b.right_len || l.len == 0 || r.len == 0) continue;
-    l.len += r.len;
-    r.len = 0;
-    l.next = r.next;
-    if (r.next >= 0) sym[r.next].prev = b.left;
-    try_add(l.prev, b.left);
-    try_add(b.left, l.next);
-  }
+  std::vector<MergeSymbol> sym = utf8_symbols(w);
+  merge_symbols(w, sym, [&](std::string_view l, std::string_view r) -> std::optional<double> {
+    const int rank = bpe_rank(l, r);
+    if (rank < 0) return std::nullopt;
+    return -double(rank);  // the lowest rank merges first
+  });
 
   for (int i = 0; i != -1; i = sym[i].next) {
     const std::string_view piece = w.substr(sym[i].begin, sym[i].len);
