@@ -250,7 +250,14 @@ OpenResult ParityGate::open(const Model& model, const OpenRequest& request, cons
 
   auto keep = [&](std::unique_ptr<Backend> serving, const std::string& used) {
     // Drop the probe's steps (and the probe itself unless it was the user's prompt) from the
-    // serving backend's cache; keep the logits after the last prompt token.
+    // serving backend's cache. When the prompt prefix stays, re-derive the logits after its last
+    // token: the comparison produced them, but keeping every row would cost P * n_vocab floats.
+    if (cached > 0) {
+      result.last_logits.resize(size_t(model.hp.n_vocab));
+      serving->truncate(cached - 1);
+      const int32_t last = probe.back();
+      serving->forward({&last, 1}, result.last_logits.data(), false);
+    }
     serving->truncate(cached);
     result.backend = std::move(serving);
     result.backend_used = used;
@@ -261,14 +268,6 @@ OpenResult ParityGate::open(const Model& model, const OpenRequest& request, cons
 
   if (verdict.status == ParityVerdict::Status::Passed) {
     candidate->mark_passed(GateKey{});
-    if (cached > 0) {
-      // Re-derive the logits after the prompt prefix from the candidate's cache: the comparison
-      // already produced them, but keeping all rows around would cost P * n_vocab floats.
-      result.last_logits.resize(size_t(model.hp.n_vocab));
-      candidate->truncate(cached - 1);
-      const int32_t last = probe.back();
-      candidate->forward({&last, 1}, result.last_logits.data(), false);
-    }
     return keep(std::move(candidate), name);
   }
 
@@ -282,12 +281,6 @@ OpenResult ParityGate::open(const Model& model, const OpenRequest& request, cons
   std::fprintf(stderr, "%s %s path rejected, falling back to cpu: %s\n", kParityTag, name.c_str(),
                detail.c_str());
   candidate.reset();
-  if (cached > 0) {
-    result.last_logits.resize(size_t(model.hp.n_vocab));
-    reference->truncate(cached - 1);
-    const int32_t last = probe.back();
-    reference->forward({&last, 1}, result.last_logits.data(), false);
-  }
   return keep(std::move(reference), "cpu-ref");
 }
 

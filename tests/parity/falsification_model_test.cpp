@@ -179,6 +179,32 @@ TEST_F(ParityFalsification, RunAndChatServeFromReferenceAfterRejection) {
   EXPECT_EQ(c.out, cref.out);
 }
 
+TEST_F(ParityFalsification, LongPromptIsTheProbeAndIsNotProcessedTwice) {
+  // A prompt of at least 64 tokens is the probe: its first 64 tokens stay in the serving
+  // backend's cache, so the timed prompt pass covers only the rest, and the answer is unchanged.
+  const std::string prompt =
+      "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
+      "park. One day, she saw a big, red ball. She wanted to play with it, but it was too high. "
+      "Lily's mom said she could try again tomorrow. The next day, Lily went back to the park "
+      "with her friend Tom, and they played with the ball all day long until the sun went down.";
+  auto args = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = {"run", "-m", kModel,   "-p", prompt,
+                                  "-n",  "16", "--temp", "0",  "--json"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  CliRun ref = run_lockstep(args({"--backend", "cpu-ref"}), "", fault(""));
+  CliRun gated = run_lockstep(args({}), "", fault(""));
+  ASSERT_EQ(ref.exit_code, 0) << ref.err;
+  ASSERT_EQ(gated.exit_code, 0) << gated.err;
+  auto jr = nlohmann::json::parse(ref.out), jg = nlohmann::json::parse(gated.out);
+  const int total = jr["timings"]["prompt_tokens"];
+  ASSERT_GT(total, 64);
+  EXPECT_EQ(jg["parity"]["status"], "passed");
+  EXPECT_EQ(jg["timings"]["prompt_tokens"], total - 64);
+  EXPECT_EQ(jg["tokens"], jr["tokens"]);
+}
+
 TEST(ParityTool, LayersLocaliseInjectedFault) {
   ASSERT_TRUE(std::filesystem::exists(kModel));
   for (int layer : {1, 3}) {
