@@ -85,9 +85,9 @@ LayerReport ParityGate::compare_layers(const Model& model, const OpenRequest& re
         double cosine = dot / std::max(std::sqrt(nr) * std::sqrt(nc), 1e-30);
         if (!std::isfinite(rel)) rel = INFINITY;
         if (!std::isfinite(cosine)) cosine = -INFINITY;
-        if (rel > row.max_rel_err || pos == 0) {
-          if (rel > row.max_rel_err) row.worst_position = pos;
-          row.max_rel_err = std::max(row.max_rel_err, rel);
+        if (rel > row.max_rel_err) {
+          row.max_rel_err = rel;
+          row.worst_position = pos;
         }
         row.min_cosine = std::min(row.min_cosine, cosine);
       }
