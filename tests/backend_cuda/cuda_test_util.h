@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <random>
@@ -31,7 +32,9 @@
 
 namespace lockstep::cuda_test {
 
+// A fresh seed per run; LOCKSTEP_TEST_SEED=N replays the run a failure's trace names.
 inline uint64_t fresh_seed() {
+  if (const char* s = std::getenv("LOCKSTEP_TEST_SEED")) return std::strtoull(s, nullptr, 10);
   std::random_device rd;
   return (uint64_t(rd()) << 32) ^ rd();
 }

@@ -4,13 +4,16 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
 
 namespace lockstep::quant_test {
 
+// A fresh seed per run; LOCKSTEP_TEST_SEED=N replays the run a failure's trace names.
 inline uint64_t fresh_seed() {
+  if (const char* s = std::getenv("LOCKSTEP_TEST_SEED")) return std::strtoull(s, nullptr, 10);
   std::random_device rd;
   return (uint64_t(rd()) << 32) ^ rd();
 }
