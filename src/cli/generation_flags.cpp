@@ -100,6 +100,9 @@ nlohmann::ordered_json parity_json(const LoadedModel& m) {
                 {"max_abs", v.worst_max_abs}};
   j["failure"] = v.failure_text();
   j["ms"] = v.ms;
+  j["reference_ms"] = v.reference_ms;
+  j["candidate_ms"] = v.candidate_ms;
+  j["concurrent"] = v.concurrent;
   return j;
 }
 

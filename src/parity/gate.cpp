@@ -1,9 +1,12 @@
 #include "parity/gate.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <sstream>
+#include <thread>
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/gate_key.h"
@@ -39,6 +42,12 @@ static std::string fmt(double v) {
   return buf;
 }
 
+static std::string fmt_ms(double ms) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.0f", ms);
+  return buf;
+}
+
 std::string ParityVerdict::failure_text() const {
   if (failed_metric.empty()) return "";
   if (failed_metric == "finite") return "NaN/Inf in logits at " + failed_at;
@@ -51,7 +60,9 @@ std::string ParityVerdict::summary() const {
   os << "parity " << status_name();
   if (status == Status::Passed || status == Status::Rejected)
     os << " (" << positions << " positions + " << steps << " steps, worst cosine "
-       << fmt(worst_cosine) << ", worst KL " << fmt(worst_kl) << ", " << fmt(ms) << " ms)";
+       << fmt(worst_cosine) << ", worst KL " << fmt(worst_kl) << ", " << fmt_ms(ms)
+       << " ms: reference " << fmt_ms(reference_ms) << ", " << candidate << " "
+       << fmt_ms(candidate_ms) << (concurrent ? " concurrently)" : " in turn)");
   return os.str();
 }
 
@@ -95,10 +106,93 @@ void track_worst(const ParityRow& row, ParityVerdict& v) {
 
 }  // namespace
 
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// Runs the reference's and the candidate's halves of one lockstep move and adds each one's time
+// to the verdict. A candidate that does not compute on the host's cores (CUDA) runs on a thread of
+// its own while the reference uses the CPU, so the move costs the longer of the two, not the sum.
+template <class RefFn, class CandFn>
+void run_both(const Backend& candidate, RefFn&& on_reference, CandFn&& on_candidate,
+              ParityVerdict& v) {
+  auto timed = [](auto& fn, double& ms) {
+    const auto t0 = Clock::now();
+    fn();
+    ms += ms_since(t0);
+  };
+  if (candidate.computes_on_host()) {
+    timed(on_reference, v.reference_ms);
+    timed(on_candidate, v.candidate_ms);
+    return;
+  }
+  v.concurrent = true;
+  std::exception_ptr candidate_error;
+  std::thread worker([&] {
+    try {
+      timed(on_candidate, v.candidate_ms);
+    } catch (...) {
+      candidate_error = std::current_exception();
+    }
+  });
+  try {
+    timed(on_reference, v.reference_ms);
+  } catch (...) {
+    worker.join();
+    throw;
+  }
+  worker.join();
+  if (candidate_error) std::rethrow_exception(candidate_error);
+}
+
+// Metrics of P rows of n_vocab logits. Each row costs three passes of exp() in double over the
+// vocabulary (~0.5 M exp for 152k entries), so the rows are split over the host's threads.
+std::vector<LogitComparison> compare_rows(const std::vector<float>& ref,
+                                          const std::vector<float>& cand, int rows,
+                                          int64_t n_vocab) {
+  std::vector<LogitComparison> out(static_cast<size_t>(rows));
+  auto range = [&](int begin, int end) {
+    for (int p = begin; p < end; ++p) {
+      const size_t off = size_t(p) * size_t(n_vocab);
+      out[size_t(p)] =
+          compare_logits({ref.data() + off, size_t(n_vocab)}, {cand.data() + off, size_t(n_vocab)});
+    }
+  };
+  const int n_threads =
+      std::clamp(int(std::thread::hardware_concurrency()), 1, std::max(1, rows / 2));
+  if (n_threads == 1) {
+    range(0, rows);
+    return out;
+  }
+  // compare_logits throws only on mismatched lengths, which cannot happen here; an exception
+  // escaping a std::thread would terminate, so still catch and rethrow.
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n_threads));
+  std::vector<std::thread> threads;
+  const int per = (rows + n_threads - 1) / n_threads;
+  for (int t = 0; t < n_threads; ++t)
+    threads.emplace_back([&, t] {
+      try {
+        range(std::min(rows, t * per), std::min(rows, (t + 1) * per));
+      } catch (...) {
+        errors[size_t(t)] = std::current_exception();
+      }
+    });
+  for (auto& th : threads) th.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+  return out;
+}
+
+}  // namespace
+
 ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
                                   std::span<const int32_t> probe, const ParityConfig& cfg,
                                   bool stop_at_first_failure) {
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   ParityVerdict v;
   v.candidate = candidate.name();
   v.config = cfg;
@@ -118,22 +212,22 @@ ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
   candidate.truncate(0);
   std::vector<float> ref_logits(size_t(P) * size_t(n_vocab));
   std::vector<float> cand_logits(size_t(P) * size_t(n_vocab));
-  reference.forward(probe, ref_logits.data(), true);
-  candidate.forward(probe, cand_logits.data(), true);
+  run_both(
+      candidate, [&] { reference.forward(probe, ref_logits.data(), true); },
+      [&] { candidate.forward(probe, cand_logits.data(), true); }, v);
 
   auto finish = [&] {
-    v.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    v.ms = ms_since(t0);
     return v;
   };
   bool ok = true;
+  const std::vector<LogitComparison> prefill = compare_rows(ref_logits, cand_logits, P, n_vocab);
   for (int p = 0; p < P; ++p) {
     ParityRow row;
     row.index = p;
     row.total = P;
     row.token = probe[size_t(p)];
-    const size_t off = size_t(p) * size_t(n_vocab);
-    row.m = compare_logits({ref_logits.data() + off, size_t(n_vocab)},
-                           {cand_logits.data() + off, size_t(n_vocab)});
+    row.m = prefill[size_t(p)];
     track_worst(row, v);
     v.rows.push_back(row);
     if (ok && !row_passes(row, cfg, v)) {
@@ -149,8 +243,15 @@ ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
   std::vector<float> step_cand(static_cast<size_t>(n_vocab));
   for (int k = 0; k < cfg.steps; ++k) {
     const int32_t token = argmax(last_ref);
-    reference.forward({&token, 1}, step_ref.data(), false);
-    candidate.forward({&token, 1}, step_cand.data(), false);
+    run_both(
+        candidate,
+        [&] {
+          reference.forward({&token, 1}, step_ref.data(), false);
+        },
+        [&] {
+          candidate.forward({&token, 1}, step_cand.data(), false);
+        },
+        v);
     ParityRow row;
     row.is_step = true;
     row.index = k;

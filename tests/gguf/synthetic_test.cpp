@@ -93,7 +93,9 @@ TEST(SyntheticPlan, EveryPresetMatchesExpectedTensors) {
         for (const auto& t : plan.tensors) {
           EXPECT_TRUE(by_name.emplace(t.name, &t).second) << "duplicate " << t.name;
           EXPECT_EQ(t.ne[0] % tensor_type_info(t.type).block_elems, 0) << t.name;
-          if (t.ne.size() == 1) EXPECT_EQ(t.type, TensorType::F32) << t.name;
+          if (t.ne.size() == 1) {
+            EXPECT_EQ(t.type, TensorType::F32) << t.name;
+          }
         }
         size_t matched = 0;
         for (const auto& e : expected_tensors(plan.hp)) {

@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <random>
+#include <set>
+#include <thread>
 
 #include "parity/gate.h"
 
@@ -24,7 +26,11 @@ class ScriptedBackend : public Backend {
   int n_past() const override { return int(history_.size()); }
   int n_ctx() const override { return 512; }
   void truncate(int n) override { history_.resize(size_t(std::min<int>(n, n_past()))); }
+  bool computes_on_host() const override { return on_host; }
   void forward(std::span<const int32_t> tokens, float* logits, bool all_logits) override {
+    threads.insert(std::this_thread::get_id());
+    if (throw_at_step >= 0 && tokens.size() == 1 && n_past() >= 64 + throw_at_step)
+      throw Error("scripted failure");
     const bool prefill = tokens.size() > 1;
     for (size_t t = 0; t < tokens.size(); ++t) {
       history_.push_back(tokens[t]);
@@ -39,12 +45,26 @@ class ScriptedBackend : public Backend {
     }
   }
 
+  bool on_host = true;     // false: a stand-in for a GPU backend, run beside the reference
+  int throw_at_step = -1;  // >= 0: forward() of that step throws
+  std::set<std::thread::id> threads;  // threads forward() ran on
+
  private:
   const Model& model_;
   std::string name_;
   Perturb perturb_;
   std::vector<int32_t> history_;
 };
+
+// A cache that drifts more with every step: step 0 is exact, step 1 is far off.
+ScriptedBackend::Perturb drift_after(int first_bad_pos, float scale) {
+  return [=](int pos, bool, float* l) {
+    if (pos < first_bad_pos) return;
+    std::mt19937 rng{static_cast<uint32_t>(pos)};
+    std::normal_distribution<float> nd(0.f, scale * float(pos - first_bad_pos + 1));
+    for (int i = 0; i < kVocab; ++i) l[i] += nd(rng);
+  };
+}
 
 class GateTest : public ::testing::Test {
  protected:
@@ -71,6 +91,34 @@ TEST_F(GateTest, IdenticalCandidatePasses) {
   EXPECT_EQ(v.worst_kl, 0.0);
 }
 
+// A candidate off the host's cores (CUDA) runs on its own thread beside the reference; the
+// verdict must be the one the same pair gives in turn, and its errors must reach the caller.
+TEST_F(GateTest, OffHostCandidateRunsBesideTheReferenceWithTheSameVerdict) {
+  for (bool on_host : {true, false}) {
+    SCOPED_TRACE(on_host ? "in turn" : "concurrently");
+    ScriptedBackend ref(model_, "cpu-ref");
+    ScriptedBackend cand(model_, "cand", drift_after(66, 3.f));
+    cand.on_host = on_host;
+    ParityConfig cfg;
+    const ParityVerdict v = ParityGate::compare(ref, cand, probe_, cfg);
+    EXPECT_EQ(v.concurrent, !on_host);
+    ASSERT_EQ(v.status, ParityVerdict::Status::Rejected);
+    EXPECT_EQ(v.failed_at, "step 2/3");
+    EXPECT_EQ(v.rows.size(), 64u + 3u);
+    EXPECT_GT(v.reference_ms, 0.0);
+    EXPECT_GT(v.candidate_ms, 0.0);
+    EXPECT_GE(v.ms, on_host ? v.reference_ms + v.candidate_ms : v.reference_ms);
+    ASSERT_EQ(ref.threads.size(), 1u);
+    EXPECT_EQ(*ref.threads.begin(), std::this_thread::get_id());
+    // In turn: the caller's thread. Concurrently: one fresh thread per move, never the caller's.
+    EXPECT_EQ(cand.threads.count(std::this_thread::get_id()), on_host ? 1u : 0u);
+  }
+  ScriptedBackend ref(model_, "cpu-ref"), cand(model_, "cand");
+  cand.on_host = false;
+  cand.throw_at_step = 1;
+  EXPECT_THROW(ParityGate::compare(ref, cand, probe_, ParityConfig{}), Error);
+}
+
 TEST_F(GateTest, SmallHonestNoisePasses) {
   std::mt19937 rng(7);
   auto v = run([&](int, bool, float* l) {
@@ -80,16 +128,6 @@ TEST_F(GateTest, SmallHonestNoisePasses) {
   EXPECT_EQ(v.status, ParityVerdict::Status::Passed) << v.failure_text();
   EXPECT_LT(v.worst_cosine, 1.0);
   EXPECT_GT(v.worst_cosine, 0.9999);
-}
-
-// A cache that drifts more with every step: step 0 is exact, step 1 is far off.
-ScriptedBackend::Perturb drift_after(int first_bad_pos, float scale) {
-  return [=](int pos, bool, float* l) {
-    if (pos < first_bad_pos) return;
-    std::mt19937 rng{static_cast<uint32_t>(pos)};
-    std::normal_distribution<float> nd(0.f, scale * float(pos - first_bad_pos + 1));
-    for (int i = 0; i < kVocab; ++i) l[i] += nd(rng);
-  };
 }
 
 TEST_F(GateTest, DriftAfterFirstStepIsRejectedAtStepOne) {
