@@ -48,7 +48,7 @@ if [ "${ALL:-0}" = 1 ]; then
     tee -a "$LOGS/summary.txt"
 else
   step "GPU tests ($BIN)"
-  timeout 600 "$BIN" >"$LOGS/tests.log" 2>&1 || status=1
+  timeout "${TEST_TIMEOUT:-600}" "$BIN" >"$LOGS/tests.log" 2>&1 || status=1
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|FAILED TEST" "$LOGS/tests.log" |
     tee -a "$LOGS/summary.txt"
 fi

@@ -1,33 +1,88 @@
 #!/usr/bin/env bash
-# Everything a GPU machine session checks, in one call (the lent H100 allows few calls):
-#   scripts/gpu-check.sh (CUDA build, GPU op/e2e tests, compute-sanitizer), then the parity
-#   gate's falsification tests with the CUDA backend as the candidate, then make-model timing,
-#   the gate's time on the host CPU, and `lockstep bench --backend cuda` on synthetic Qwen2.5
-#   Q4_K_M models. Logs under $OUT (or build-gpu/gpu-check-logs).
+# Everything one GPU machine session checks, in one call of at most ~9 minutes (the lent H100
+# allows few calls), most important first:
+#   1. the host CPU (the parity gate's reference runs there) and the CUDA build + GPU tests
+#      (scripts/gpu-check.sh without its benchmarks; memcheck comes last, see 5)
+#   2. the parity gate's time on synthetic Qwen2.5 Q4_K_M models, several runs, from --json
+#   3. the parity falsification tests with CUDA as the candidate
+#   4. `lockstep bench --backend cuda` on the same files, for each decode input-quantization
+#      design (LOCKSTEP_CUDA_ACT_Q8=shared, the earlier one, then the default), same card
+#   5. compute-sanitizer memcheck on the CUDA op tests
+# Logs under $OUT (or build-gpu/gpu-check-logs); $OUT/summary.txt is the digest.
+# Environment: GATE_RUNS (7B; default 5, other shapes 2), PRESETS (default "qwen2.5-7b
+# qwen2.5-0.5b").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGS="${OUT:-build-gpu/gpu-check-logs}"
 mkdir -p "$LOGS"
+S="$LOGS/summary.txt"
 # The tests read ../shared; on a machine without it, use the carried copy.
 if [ ! -d ../shared ] && [ -d .device/shared ]; then ln -sfn "$PWD/.device/shared" ../shared; fi
-SKIP_BENCH=1 SANITIZER_TIMEOUT="${SANITIZER_TIMEOUT:-120}" bash scripts/gpu-check.sh
-echo "== parity falsification with cuda ($(date +%T))" | tee -a "$LOGS/summary.txt"
-ninja -C build-gpu -j"$(nproc)" parity_model_tests parity_unit_tests >>"$LOGS/build.log" 2>&1
-timeout 240 build-gpu/tests/parity_model_tests --gtest_filter='ParityFalsification.*:ParityTool.*' \
-  >"$LOGS/falsification.log" 2>&1
-grep -E "^\[  (PASSED|FAILED|  OK) |FAILED TEST" "$LOGS/falsification.log" | tee -a "$LOGS/summary.txt"
-LOCKSTEP_FAULT=kv_drift:2 build-gpu/lockstep run -m ../shared/models/stories260K.gguf \
-  -p "Once upon a time" -n 16 --temp 0 2>&1 | grep -E "lockstep-parity|backend" | tee -a "$LOGS/summary.txt"
-for preset in qwen2.5-0.5b qwen2.5-1.5b qwen2.5-7b; do
+
+{
+  echo "== host ($(date +%T))"
+  lscpu | grep -E "^(Model name|CPU\(s\)|Thread\(s\) per core|Core\(s\) per socket|Socket\(s\)|CPU max MHz)"
+  lscpu | grep -o "avx512[a-z_0-9]*" | sort -u | tr '\n' ' '
+  echo
+} | tee -a "$S"
+
+TEST_TIMEOUT=240 SKIP_BENCH=1 SKIP_SANITIZER=1 bash scripts/gpu-check.sh || echo "gpu-check status $?" | tee -a "$S"
+ninja -C build-gpu -j"$(nproc)" parity_model_tests >>"$LOGS/build.log" 2>&1
+
+for preset in ${PRESETS:-qwen2.5-7b qwen2.5-0.5b}; do
   f="/tmp/$preset-q4_k_m.gguf"
-  echo "== $preset ($(date +%T))" | tee -a "$LOGS/summary.txt"
+  echo "== $preset ($(date +%T))" | tee -a "$S"
   /usr/bin/time -f "make-model $preset q4_k_m: %e s" build-gpu/lockstep make-model --arch qwen2 \
-    --preset "$preset" --quant q4_k_m --seed 1 -o "$f" 2>&1 | tail -1 | tee -a "$LOGS/summary.txt"
-  # The gate's time with the default probe (64 positions + 3 steps): in the stderr header.
-  timeout 120 build-gpu/lockstep run -m "$f" -p "Hello" -n 8 --temp 0 --backend cuda 2>&1 >/dev/null |
-    grep -E "backend|parity" | tee -a "$LOGS/summary.txt"
-  timeout 200 build-gpu/lockstep bench -m "$f" --backend cuda -p 512 -n 128 -r 3 2>>"$LOGS/bench-cli.log" |
-    tee -a "$LOGS/summary.txt"
+    --preset "$preset" --quant q4_k_m --seed 1 -o "$f" 2>&1 | tail -1 | tee -a "$S"
+  # The gate with the default probe (64 positions + 3 steps), as a run opens it; its times are in
+  # the --json parity object (ms = whole comparison, reference_ms / candidate_ms per backend).
+  runs=${GATE_RUNS:-5}
+  [ "$preset" = qwen2.5-7b ] || runs=2
+  for i in $(seq 1 "$runs"); do
+    timeout 120 build-gpu/lockstep run -m "$f" -p "Hello" -n 4 --temp 0 --backend cuda --json \
+      2>>"$LOGS/gate-$preset.log" | python3 -c '
+import json, sys
+p = json.load(sys.stdin)["parity"]
+print("gate %s: %.0f ms (reference %.0f, cuda %.0f, concurrent %s), worst cosine %.5f" % (
+    p["status"], p["ms"], p["reference_ms"], p["candidate_ms"], p["concurrent"], p["worst"]["value"]))
+' 2>&1 | tee -a "$S"
+  done
+  # The reference's thread count: default (physical cores) against every logical CPU.
+  [ "$preset" = qwen2.5-7b ] && for t in 8 16; do
+    echo "-- gate with -t $t" | tee -a "$S"
+    timeout 120 build-gpu/lockstep run -m "$f" -p "Hello" -n 4 --temp 0 --backend cuda --json \
+      -t "$t" 2>>"$LOGS/gate-$preset.log" | python3 -c '
+import json, sys
+p = json.load(sys.stdin)["parity"]
+print("gate %s: %.0f ms (reference %.0f, cuda %.0f)" % (p["status"], p["ms"], p["reference_ms"],
+      p["candidate_ms"]))
+' 2>&1 | tee -a "$S"
+  done
+  for mode in shared auto; do
+    echo "-- bench, LOCKSTEP_CUDA_ACT_Q8=$mode" | tee -a "$S"
+    LOCKSTEP_CUDA_ACT_Q8=$mode timeout 150 build-gpu/lockstep bench -m "$f" --backend cuda \
+      -p 512 -n 128 -r 3 2>>"$LOGS/bench-cli.log" | tee -a "$S"
+  done
+  [ "$preset" = qwen2.5-0.5b ] && {
+    echo "-- bench, LOCKSTEP_CUDA_ACT_Q8=global" | tee -a "$S"
+    LOCKSTEP_CUDA_ACT_Q8=global timeout 100 build-gpu/lockstep bench -m "$f" --backend cuda \
+      -p 512 -n 128 -r 3 2>>"$LOGS/bench-cli.log" | tee -a "$S"
+  }
   rm -f "$f"
 done
-echo "== done ($(date +%T))" | tee -a "$LOGS/summary.txt"
+
+echo "== parity falsification with cuda ($(date +%T))" | tee -a "$S"
+timeout 150 build-gpu/tests/parity_model_tests --gtest_filter='ParityFalsification.*:ParityTool.*' \
+  >"$LOGS/falsification.log" 2>&1
+grep -E "^\[  (PASSED|FAILED|  OK) |FAILED TEST" "$LOGS/falsification.log" | tee -a "$S"
+LOCKSTEP_FAULT=kv_drift:2 build-gpu/lockstep run -m ../shared/models/stories260K.gguf \
+  -p "Once upon a time" -n 16 --temp 0 2>&1 | grep -E "lockstep-parity|backend" | tee -a "$S"
+
+echo "== compute-sanitizer memcheck, CudaMatvec.* ($(date +%T))" | tee -a "$S"
+SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+timeout "${SANITIZER_TIMEOUT:-75}" "$SAN" --tool memcheck --error-exitcode 9 \
+  build-gpu/tests/backend_cuda_gpu_tests \
+  --gtest_filter='CudaMatvec.*:-*Real7B*' >"$LOGS/memcheck.log" 2>&1
+echo "memcheck exit code $?" | tee -a "$S"
+grep -E "ERROR SUMMARY|PASSED|FAILED" "$LOGS/memcheck.log" | tail -4 | tee -a "$S"
+echo "== done ($(date +%T))" | tee -a "$S"

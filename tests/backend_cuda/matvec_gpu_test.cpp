@@ -266,6 +266,113 @@ TEST(CudaMatvec, MultiTargetLaunch) {
     }
 }
 
+// Sets LOCKSTEP_CUDA_ACT_Q8 for the life of the object (matvec_quant.cu reads it per call).
+class ActQ8ModeScope {
+ public:
+  explicit ActQ8ModeScope(const char* mode) { setenv("LOCKSTEP_CUDA_ACT_Q8", mode, 1); }
+  ~ActQ8ModeScope() { unsetenv("LOCKSTEP_CUDA_ACT_Q8"); }
+};
+
+// The input quantized once into global scratch (ActQ8Scratch) must give the very bits of the
+// per-thread-block quantization (whose error is bounded against float64 by the tests above) for
+// every entry point, epilogue, fused norm, rows-per-block choice and the 7B shapes; the scratch
+// must not be written past its groups, and one too small for the row is not used.
+TEST(CudaMatvec, InputQuantizedOnceEqualsPerBlockQuantization) {
+  REQUIRE_CUDA_DEVICE();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  enum class Entry { Matvec, Multi, Swiglu };
+  struct Case {
+    Entry entry;
+    TensorType type;
+    int64_t rows, cols;
+    bool norm, bias, accumulate;
+  };
+  const Case cases[] = {
+      {Entry::Matvec, TensorType::Q4_K, 7, 256, false, false, false},
+      {Entry::Matvec, TensorType::Q6_K, 300, 512, false, true, false},
+      {Entry::Matvec, TensorType::Q4_K, 1030, 768, false, true, true},
+      {Entry::Matvec, TensorType::Q4_K, 3584, 18944, false, false, true},   // 7B ffn_down
+      {Entry::Matvec, TensorType::Q6_K, 3584, 18944, false, false, true},   // 7B ffn_down (Q6_K)
+      {Entry::Multi, TensorType::Q6_K, 152064, 3584, true, false, false},   // 7B output
+      {Entry::Multi, TensorType::Q4_K, 3584, 3584, true, true, false},      // 7B Q, K, V
+      {Entry::Multi, TensorType::Q6_K, 600, 1024, false, true, false},
+      {Entry::Swiglu, TensorType::Q4_K, 18944, 3584, true, false, false},   // 7B gate/up
+      {Entry::Swiglu, TensorType::Q6_K, 77, 512, false, false, false},
+      {Entry::Swiglu, TensorType::Q4_K, 300, 256, true, false, false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string(tensor_type_info(c.type).name) + " " + std::to_string(c.rows) + "x" +
+                 std::to_string(c.cols) + " entry " + std::to_string(int(c.entry)) +
+                 (c.norm ? " norm" : "") + (c.bias ? " bias" : "") +
+                 (c.accumulate ? " accumulate" : ""));
+    // Multi: three targets of heights rows, rows / 4 + 1 and 37 (the 37 takes 1 row per block).
+    const int n_targets = c.entry == Entry::Multi ? 3 : 1;
+    const int64_t heights[3] = {c.rows, c.rows / 4 + 1, 37};
+    std::vector<std::unique_ptr<DeviceBuffer<uint8_t>>> d_w, d_up;
+    std::vector<std::unique_ptr<DeviceBuffer<float>>> d_b, d_y;
+    std::vector<std::vector<float>> y0;
+    for (int j = 0; j < n_targets; ++j) {
+      d_w.push_back(std::make_unique<DeviceBuffer<uint8_t>>(
+          random_weights(rng, c.type, heights[j], c.cols, 1.0f, false)));
+      if (c.entry == Entry::Swiglu)
+        d_up.push_back(std::make_unique<DeviceBuffer<uint8_t>>(
+            random_weights(rng, c.type, heights[j], c.cols, 1.0f, false)));
+      d_b.push_back(
+          std::make_unique<DeviceBuffer<float>>(random_normal(rng, size_t(heights[j]), 1.0f)));
+      d_y.push_back(std::make_unique<DeviceBuffer<float>>(static_cast<size_t>(heights[j])));
+      y0.push_back(random_normal(rng, size_t(heights[j]), 1.0f));
+    }
+    DeviceBuffer<float> d_x(random_normal(rng, size_t(c.cols), 2.0f));
+    DeviceBuffer<float> d_nw(random_normal(rng, size_t(c.cols), 1.0f));
+    DeviceBuffer<uint8_t> d_scratch(cuda_ops::act_q8_scratch_bytes(c.cols));
+    const cuda_ops::ActQ8Scratch act = cuda_ops::act_q8_scratch(d_scratch.get(), c.cols);
+    // Too small by one group: must be ignored (else the kernels would read past it).
+    const cuda_ops::ActQ8Scratch small = cuda_ops::act_q8_scratch(d_scratch.get(), c.cols - 32);
+
+    auto run = [&](const char* mode, const cuda_ops::ActQ8Scratch* scratch) {
+      ActQ8ModeScope scope(mode);
+      const float* nw = c.norm ? d_nw.get() : nullptr;
+      for (int j = 0; j < n_targets; ++j) d_y[size_t(j)]->upload(y0[size_t(j)]);
+      if (c.entry == Entry::Matvec) {
+        cuda_ops::matvec(c.type, d_w[0]->get(), c.rows, c.cols, d_x.get(), d_y[0]->get(),
+                         c.bias ? d_b[0]->get() : nullptr,
+                         c.accumulate ? MatvecMode::Accumulate : MatvecMode::Store, nullptr,
+                         scratch);
+      } else if (c.entry == Entry::Multi) {
+        cuda_ops::MatvecTarget t[3];
+        for (int j = 0; j < 3; ++j)
+          t[j] = {d_w[size_t(j)]->get(), heights[j], d_y[size_t(j)]->get(),
+                  c.bias && j != 1 ? d_b[size_t(j)]->get() : nullptr};
+        cuda_ops::matvec_multi(c.type, c.cols, d_x.get(), t, 3, nullptr, nw, 1e-6f, scratch);
+      } else {
+        cuda_ops::matvec_swiglu(c.type, d_w[0]->get(), d_up[0]->get(), c.rows, c.cols, d_x.get(),
+                                d_y[0]->get(), nullptr, nw, 1e-6f, scratch);
+      }
+      cuda_ops::synchronize();
+      std::vector<std::vector<float>> out;
+      for (int j = 0; j < n_targets; ++j) {
+        out.push_back(d_y[size_t(j)]->download());
+        EXPECT_GUARDS(*d_y[size_t(j)]);
+      }
+      return out;
+    };
+    const auto per_block = run("shared", &act);
+    const auto once = run("global", &act);
+    const auto fallback = run("global", &small);
+    EXPECT_GUARDS(d_scratch);
+    for (int j = 0; j < n_targets; ++j) {
+      const auto& a = per_block[size_t(j)];
+      for (float v : a) ASSERT_TRUE(std::isfinite(v));
+      EXPECT_EQ(0, std::memcmp(a.data(), once[size_t(j)].data(), a.size() * sizeof(float)))
+          << "target " << j;
+      EXPECT_EQ(0, std::memcmp(a.data(), fallback[size_t(j)].data(), a.size() * sizeof(float)))
+          << "target " << j;
+    }
+  }
+}
+
 TEST(CudaMatvec, RefusesUnsupportedShapes) {
   REQUIRE_CUDA_DEVICE();
   EXPECT_FALSE(cuda_ops::weight_type_supported(TensorType::Q4_K, 300));

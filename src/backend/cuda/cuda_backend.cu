@@ -121,6 +121,7 @@ class CudaBackend final : public GatedBackend {
   float *d_h_ = nullptr, *d_xn_ = nullptr, *d_q_ = nullptr, *d_k_new_ = nullptr,
         *d_v_new_ = nullptr, *d_att_ = nullptr, *d_g_ = nullptr, *d_u_ = nullptr,
         *d_logits_ = nullptr, *d_partials_ = nullptr;
+  cuda_ops::ActQ8Scratch act_q8_;  // the int8 input of the decode matvecs (in d_act_)
   int32_t* d_ints_ = nullptr;  // [0] = position (of the first token), [1..] = tokens
   int32_t* h_ints_ = nullptr;  // pinned mirror
   float* h_logits_ = nullptr;  // pinned, n_vocab floats
@@ -246,6 +247,8 @@ void CudaBackend::plan_and_allocate() {
   const size_t max_cols = std::max({E, Q, F});
   const size_t tile = std::max(opts_.gemm_tile_elems, max_cols);
   const size_t gemm_bytes = (T * max_cols + tile) * 2 * (opts_.precise_prefill ? 2 : 1);
+  const size_t act_q8_bytes = act_q8_scratch_bytes(int64_t(max_cols));
+  act_bytes += act_q8_bytes;
   const size_t reserve = size_t(512) << 20;  // cuBLAS workspace, CUDA context growth, graphs
   const size_t need = weights_bytes_ + vector_bytes + kv_bytes + act_bytes + gemm_bytes + reserve;
 
@@ -273,6 +276,7 @@ void CudaBackend::plan_and_allocate() {
     *slots[i] = reinterpret_cast<float*>(d_act_ + off);
     off += align_up(act_offsets[i] * sizeof(float));
   }
+  act_q8_ = act_q8_scratch(d_act_ + off, int64_t(max_cols));
   CUDA_CHECK(cudaMalloc(&d_ints_, (T + 1) * sizeof(int32_t)));
   CUDA_CHECK(cudaHostAlloc(&h_ints_, (T + 1) * sizeof(int32_t), cudaHostAllocDefault));
   CUDA_CHECK(cudaHostAlloc(&h_logits_, V * sizeof(float), cudaHostAllocDefault));
@@ -393,7 +397,7 @@ void CudaBackend::set_fault(const FaultSpec& fault) {
 
 void CudaBackend::matvec(const DevWeight& w, const float* x, float* y, const float* bias,
                          MatvecMode mode) {
-  cuda_ops::matvec(w.type, w.data, w.rows, w.cols, x, y, bias, mode, stream_);
+  cuda_ops::matvec(w.type, w.data, w.rows, w.cols, x, y, bias, mode, stream_, &act_q8_);
 }
 
 void CudaBackend::matmul(const DevWeight& w, const float* x, int n_tok, float* y, bool accumulate) {
@@ -431,7 +435,8 @@ void CudaBackend::qkv_projection(const DevLayer& L) {
   if (L.wq.type == L.wk.type && L.wq.type == L.wv.type) {
     MatvecTarget targets[3];
     for (int k = 0; k < 3; ++k) targets[k] = {w[k]->data, w[k]->rows, y[k], bias[k]};
-    matvec_multi(L.wq.type, L.wq.cols, d_h_, targets, 3, stream_, L.attn_norm, hp_.rms_eps);
+    matvec_multi(L.wq.type, L.wq.cols, d_h_, targets, 3, stream_, L.attn_norm, hp_.rms_eps,
+                 &act_q8_);
     return;
   }
   rmsnorm(d_h_, L.attn_norm, d_xn_, 1, hp_.n_embd, hp_.rms_eps, stream_);
@@ -441,7 +446,8 @@ void CudaBackend::qkv_projection(const DevLayer& L) {
     MatvecTarget targets[3];
     for (int k = 0; k < n; ++k)
       targets[k] = {w[first + k]->data, w[first + k]->rows, y[first + k], bias[first + k]};
-    matvec_multi(w[first]->type, w[first]->cols, d_xn_, targets, n, stream_);
+    matvec_multi(w[first]->type, w[first]->cols, d_xn_, targets, n, stream_, nullptr, 0.0f,
+                 &act_q8_);
     first += n;
   }
 }
@@ -464,7 +470,7 @@ void CudaBackend::enqueue_decode(bool eager, int pos) {
 
     if (L.gate.type == L.up.type) {  // FFN pre-norm fused into the gate/up product
       matvec_swiglu(L.gate.type, L.gate.data, L.up.data, L.gate.rows, L.gate.cols, d_h_, d_g_,
-                    stream_, L.ffn_norm, hp_.rms_eps);
+                    stream_, L.ffn_norm, hp_.rms_eps, &act_q8_);
     } else {
       rmsnorm(d_h_, L.ffn_norm, d_xn_, 1, E, hp_.rms_eps, stream_);
       matvec(L.gate, d_xn_, d_g_, nullptr, MatvecMode::Store);
@@ -475,7 +481,8 @@ void CudaBackend::enqueue_decode(bool eager, int pos) {
     after_layer(l, "ffn_out", 1, pos, eager);
   }
   const MatvecTarget out = {output_.data, output_.rows, d_logits_, nullptr};
-  matvec_multi(output_.type, output_.cols, d_h_, &out, 1, stream_, output_norm_, hp_.rms_eps);
+  matvec_multi(output_.type, output_.cols, d_h_, &out, 1, stream_, output_norm_, hp_.rms_eps,
+               &act_q8_);
 }
 
 void CudaBackend::decode_token(int32_t token, int pos, float* logits) {

@@ -35,9 +35,26 @@ enum class MatvecMode {
   Accumulate,  // y += W x (+ bias): the residual add is fused
 };
 
+// Device scratch for the int8 form of one matvec input (Q4_K and Q6_K weights): groups of 32
+// int8 values with a float scale and the float sum of each group. Given one, a large matvec
+// quantizes its input once into it (a small launch before the product) instead of every thread
+// block quantizing the whole input into shared memory: each block then reads 1.25 bytes per
+// input value instead of 4 and starts on its weights at once. Same values bit for bit either way.
+// One scratch per stream: its contents live from the quantizing launch to the product after it.
+struct ActQ8Scratch {
+  int8_t* xq = nullptr;  // max_cols values
+  float* dx = nullptr;   // max_cols / 32 scales
+  float* xs = nullptr;   // max_cols / 32 sums
+  int64_t max_cols = 0;
+};
+size_t act_q8_scratch_bytes(int64_t max_cols);
+// Carves a scratch out of act_q8_scratch_bytes(max_cols) bytes of device memory (256-aligned).
+ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols);
+
 // W: rows x cols in format `type`; x: cols floats; y: rows floats; bias: rows floats or nullptr.
+// act: see ActQ8Scratch (nullptr: every thread block quantizes for itself).
 void matvec(TensorType type, const void* w, int64_t rows, int64_t cols, const float* x, float* y,
-            const float* bias, MatvecMode mode, void* stream);
+            const float* bias, MatvecMode mode, void* stream, const ActQ8Scratch* act = nullptr);
 
 // Up to three products y_j = W_j x (+ bias_j) with weights of one type and width, in one launch
 // (the Q, K and V projections). With norm_weight, x is first RMS-normalised in the same launch:
@@ -49,13 +66,15 @@ struct MatvecTarget {
   const float* bias = nullptr;
 };
 void matvec_multi(TensorType type, int64_t cols, const float* x, const MatvecTarget* targets, int n,
-                  void* stream, const float* norm_weight = nullptr, float eps = 0.0f);
+                  void* stream, const float* norm_weight = nullptr, float eps = 0.0f,
+                  const ActQ8Scratch* act = nullptr);
 
 // y = silu(W_gate x) * (W_up x), both weights of the same type and shape (the fused FFN input);
 // norm_weight as for matvec_multi.
 void matvec_swiglu(TensorType type, const void* w_gate, const void* w_up, int64_t rows,
                    int64_t cols, const float* x, float* y, void* stream,
-                   const float* norm_weight = nullptr, float eps = 0.0f);
+                   const float* norm_weight = nullptr, float eps = 0.0f,
+                   const ActQ8Scratch* act = nullptr);
 
 // ---- dequantization (prefill GEMM tiles, embeddings, norm weights) --------------------------
 // Rows row0 .. row0 + n_rows - 1 of W to F16 (dst_hi, n_rows x cols). When dst_lo is not null it

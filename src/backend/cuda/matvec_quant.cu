@@ -17,6 +17,10 @@
 // and scaled once: d * sc * dx * sum(q * xq). The activation rounding error is at most dx/2 per
 // element, so a row's error is at most sum_i |w_i| * dx(i)/2 (the bound the op tests check).
 // A group holding a NaN or infinity gets dx = NaN, so non-finite inputs still reach the output.
+// Given an ActQ8Scratch (the backend owns one), a large product instead quantizes its input once,
+// in a launch of its own (quantize_act_kernel, same per-group code), and its thread blocks read
+// the int8 values from global memory: no shared-memory staging, no per-block quantization, and
+// 1.25 instead of 4 bytes of input traffic per value. LOCKSTEP_CUDA_ACT_Q8 picks the design.
 // LOCKSTEP_CUDA_PRECISION=f32 (the mode closest to the CPU reference, cuda_backend.h) keeps the
 // float-activation kernels for every type.
 #include "backend/cuda/cuda_ops.h"
@@ -30,6 +34,10 @@ namespace lockstep::cuda_ops {
 using namespace lockstep::cuda;
 
 namespace {
+
+constexpr int64_t align_up_256(int64_t n) {
+  return (n + 255) / 256 * 256;
+}
 
 constexpr int kThreads = 128;
 constexpr int kMaxJobs = 3;
@@ -56,6 +64,10 @@ struct Args {
   bool accumulate = false;
   const float* norm_w = nullptr;  // fused pre-norm: x is RMS-normalised and scaled by norm_w
   float eps = 0.0f;
+  // The input already quantized (matvec_q8_kernel with PREQ): int8 values, scales, sums.
+  const int8_t* xq = nullptr;
+  const float* dx = nullptr;
+  const float* xs = nullptr;
 };
 
 // The job (matrix) thread block blockIdx.x works on.
@@ -208,52 +220,72 @@ __global__ void __launch_bounds__(kThreads) matvec_kernel(const Args args) {
 
 // ---- int8-activation path (Q4_K, Q6_K) ----------------------------------------------------
 
-// Quantizes x (n_groups * 32 floats; with NORM, x * scale * norm_w as above) into int8 groups of
-// 32 in shared memory: xq = rint(v * 127 / max|v|), dx = max|v| / 127 (NaN for a group with a
-// non-finite value), xs = sum(v). One thread per group: no shuffles, 8 independent 16-byte loads.
+// Quantizes group g of x (32 floats; with NORM, x * scale * norm_w as above) to int8:
+// xq = rint(v * 127 / max|v|), dx = max|v| / 127 (NaN for a group with a non-finite value),
+// xs = sum(v). One thread per group: no shuffles, 8 independent 16-byte loads.
+template <bool NORM>
+__device__ __forceinline__ void quantize_group(const float* __restrict__ x,
+                                               const float* __restrict__ norm_w, float scale,
+                                               int64_t g, int8_t* xq, float* dx, float* xs) {
+  float v[32];
+  const float4* src = reinterpret_cast<const float4*>(x + g * 32);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const float4 f = __ldg(src + k);
+    v[4 * k] = f.x, v[4 * k + 1] = f.y, v[4 * k + 2] = f.z, v[4 * k + 3] = f.w;
+  }
+  if constexpr (NORM) {
+    const float4* nw = reinterpret_cast<const float4*>(norm_w + g * 32);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const float4 f = __ldg(nw + k);
+      v[4 * k] = (v[4 * k] * scale) * f.x, v[4 * k + 1] = (v[4 * k + 1] * scale) * f.y;
+      v[4 * k + 2] = (v[4 * k + 2] * scale) * f.z, v[4 * k + 3] = (v[4 * k + 3] * scale) * f.w;
+    }
+  }
+  float amax = 0.0f, sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(v[i])), sum += v[i];
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  uint32_t p[8];
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    uint32_t w = 0;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int q = max(-127, min(127, __float2int_rn(v[4 * k + c] * inv)));
+      w |= (uint32_t(q) & 0xFFu) << (8 * c);
+    }
+    p[k] = w;
+  }
+  uint4* dst = reinterpret_cast<uint4*>(xq + g * 32);
+  dst[0] = make_uint4(p[0], p[1], p[2], p[3]);
+  dst[1] = make_uint4(p[4], p[5], p[6], p[7]);
+  // amax / 127 (a NaN in v is skipped by fmaxf, so test the sum, which any NaN or inf reaches)
+  dx[g] = isfinite(sum) && isfinite(amax) ? amax / 127.0f : __int_as_float(0x7FC00000);
+  xs[g] = sum;
+}
+
+// Every group of x into shared memory, by the whole thread block.
 template <bool NORM>
 __device__ __forceinline__ void quantize_x(const Args& args, float scale, int64_t n_groups,
                                            int8_t* xq, float* dx, float* xs) {
-  for (int64_t g = threadIdx.x; g < n_groups; g += kThreads) {
-    float v[32];
-    const float4* src = reinterpret_cast<const float4*>(args.x + g * 32);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const float4 f = __ldg(src + k);
-      v[4 * k] = f.x, v[4 * k + 1] = f.y, v[4 * k + 2] = f.z, v[4 * k + 3] = f.w;
-    }
-    if constexpr (NORM) {
-      const float4* nw = reinterpret_cast<const float4*>(args.norm_w + g * 32);
-#pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        const float4 f = __ldg(nw + k);
-        v[4 * k] = (v[4 * k] * scale) * f.x, v[4 * k + 1] = (v[4 * k + 1] * scale) * f.y;
-        v[4 * k + 2] = (v[4 * k + 2] * scale) * f.z, v[4 * k + 3] = (v[4 * k + 3] * scale) * f.w;
-      }
-    }
-    float amax = 0.0f, sum = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(v[i])), sum += v[i];
-    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-    uint32_t p[8];
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      uint32_t w = 0;
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int q = max(-127, min(127, __float2int_rn(v[4 * k + c] * inv)));
-        w |= (uint32_t(q) & 0xFFu) << (8 * c);
-      }
-      p[k] = w;
-    }
-    uint4* dst = reinterpret_cast<uint4*>(xq + g * 32);
-    dst[0] = make_uint4(p[0], p[1], p[2], p[3]);
-    dst[1] = make_uint4(p[4], p[5], p[6], p[7]);
-    // amax / 127 (a NaN in v is skipped by fmaxf, so test the sum, which any NaN or inf reaches)
-    dx[g] = isfinite(sum) && isfinite(amax) ? amax / 127.0f : __int_as_float(0x7FC00000);
-    xs[g] = sum;
-  }
+  for (int64_t g = threadIdx.x; g < n_groups; g += kThreads)
+    quantize_group<NORM>(args.x, args.norm_w, scale, g, xq, dx, xs);
   __syncthreads();
+}
+
+// The once-per-product quantization into global scratch: thread block b does groups
+// b * kThreads .. + kThreads - 1. With NORM every block computes the RMS scale over all of x
+// (with the same code, so the same value, as the per-block path).
+template <bool NORM>
+__global__ void __launch_bounds__(kThreads)
+    quantize_act_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps,
+                        int64_t n_groups, int8_t* xq, float* dx, float* xs) {
+  float scale = 1.0f;
+  if constexpr (NORM) scale = rms_scale(x, n_groups * 32, eps);
+  const int64_t g = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (g < n_groups) quantize_group<NORM>(x, norm_w, scale, g, xq, dx, xs);
 }
 
 // Q4_K: thread t of a block (TPB 8) takes qs[32j + 16h .. +15], j = t/2, h = t%2: low nibbles are
@@ -359,16 +391,24 @@ __device__ __forceinline__ void q6k_step(const uint8_t* const (&wr)[NMAT][R], in
     }
 }
 
-template <bool Q6, int R, bool SWIGLU, bool NORM>
+// PREQ: the input was quantized by quantize_act_kernel (args.xq, dx, xs); else every thread
+// block quantizes it into shared memory first (with the fused norm when NORM).
+template <bool Q6, int R, bool SWIGLU, bool NORM, bool PREQ>
 __global__ void __launch_bounds__(kThreads) matvec_q8_kernel(const Args args) {
+  static_assert(!(PREQ && NORM), "the quantizing launch applies the norm");
   constexpr int NMAT = SWIGLU ? 2 : 1;
   constexpr int kTpb = 8, kSlots = kThreads / kTpb;
-  constexpr int kBytes = Q6 ? 210 : 144;
   extern __shared__ __align__(16) uint8_t smem[];
   const int64_t n_groups = args.n_blocks * 8;
-  int8_t* xq = reinterpret_cast<int8_t*>(smem);
-  float* dx = reinterpret_cast<float*>(smem + n_groups * 32);
-  float* xs = dx + n_groups;
+  const int8_t* xq;
+  const float *dx, *xs;
+  if constexpr (PREQ) {
+    xq = args.xq, dx = args.dx, xs = args.xs;
+  } else {
+    xq = reinterpret_cast<const int8_t*>(smem);
+    dx = reinterpret_cast<const float*>(smem + n_groups * 32);
+    xs = dx + n_groups;
+  }
 
   const int j = job_of_block(args);
   const Job& job = args.job[j];
@@ -381,9 +421,13 @@ __global__ void __launch_bounds__(kThreads) matvec_q8_kernel(const Args args) {
     wr[0][r] = job.w + row * args.row_bytes;
     if constexpr (SWIGLU) wr[1][r] = job.w_up + row * args.row_bytes;
   }
-  float scale = 1.0f;
-  if constexpr (NORM) scale = rms_scale(args.x, n_groups * 32, args.eps);
-  quantize_x<NORM>(args, scale, n_groups, xq, dx, xs);
+  if constexpr (!PREQ) {
+    float scale = 1.0f;
+    if constexpr (NORM) scale = rms_scale(args.x, n_groups * 32, args.eps);
+    int8_t* sq = reinterpret_cast<int8_t*>(smem);
+    float* sdx = reinterpret_cast<float*>(smem + n_groups * 32);
+    quantize_x<NORM>(args, scale, n_groups, sq, sdx, sdx + n_groups);
+  }
 
   float acc[NMAT][R];
 #pragma unroll
@@ -396,11 +440,10 @@ __global__ void __launch_bounds__(kThreads) matvec_q8_kernel(const Args args) {
     else
       q4k_step<NMAT, R>(wr, b, t, xq, dx, xs, acc);
   }
-  (void)kBytes;
   reduce_and_store<NMAT, R, SWIGLU>(args, job, row0, acc);
 }
 
-template <bool Q6, int R, bool SWIGLU, bool NORM>
+template <bool Q6, int R, bool SWIGLU, bool NORM, bool PREQ>
 void launch_q8_kernel(Args& args, int64_t cols, cudaStream_t stream) {
   args.n_blocks = cols / 256;
   args.row_bytes = args.n_blocks * (Q6 ? 210 : 144);
@@ -409,37 +452,72 @@ void launch_q8_kernel(Args& args, int64_t cols, cudaStream_t stream) {
     args.first_cta[j + 1] = args.first_cta[j] + ceil_div(args.job[j].rows, R);
   const int64_t grid = args.first_cta[args.n_jobs];
   if (grid == 0) return;
-  const size_t smem = size_t(cols) + size_t(cols / 32) * 8;
-  matvec_q8_kernel<Q6, R, SWIGLU, NORM><<<unsigned(grid), kThreads, smem, stream>>>(args);
+  const size_t smem = PREQ ? 0 : size_t(cols) + size_t(cols / 32) * 8;
+  matvec_q8_kernel<Q6, R, SWIGLU, NORM, PREQ><<<unsigned(grid), kThreads, smem, stream>>>(args);
   CUDA_CHECK_LAUNCH("matvec_q8_kernel");
 }
 
+// LOCKSTEP_CUDA_ACT_Q8 (read per call, like LOCKSTEP_CUDA_PRECISION): "shared" makes every thread
+// block quantize the input itself, "global" quantizes once into the caller's scratch whenever one
+// is given, anything else (the default) does the latter for products of at least
+// kGlobalQ8MinBytes of weights, where one more launch (a few microseconds) costs less than what
+// the thread blocks save.
+enum class ActQ8Mode { Auto, Shared, Global };
+constexpr int64_t kGlobalQ8MinBytes = int64_t(4) << 20;
+
+ActQ8Mode act_q8_mode() {
+  const char* env = std::getenv("LOCKSTEP_CUDA_ACT_Q8");
+  if (env && std::strcmp(env, "shared") == 0) return ActQ8Mode::Shared;
+  if (env && std::strcmp(env, "global") == 0) return ActQ8Mode::Global;
+  return ActQ8Mode::Auto;
+}
+
 template <bool Q6, int R, bool SWIGLU>
-void launch_q8(Args& args, int64_t cols, cudaStream_t stream) {
-  if (args.norm_w)
-    launch_q8_kernel<Q6, R, SWIGLU, true>(args, cols, stream);
-  else
-    launch_q8_kernel<Q6, R, SWIGLU, false>(args, cols, stream);
+void launch_q8(Args& args, int64_t cols, const ActQ8Scratch* act, cudaStream_t stream) {
+  int64_t rows = 0;
+  for (int j = 0; j < args.n_jobs; ++j) rows += args.job[j].rows * (SWIGLU ? 2 : 1);
+  const int64_t weight_bytes = rows * (cols / 256) * (Q6 ? 210 : 144);
+  const ActQ8Mode mode = act_q8_mode();
+  const bool global = act && act->max_cols >= cols && mode != ActQ8Mode::Shared &&
+                      (mode == ActQ8Mode::Global || weight_bytes >= kGlobalQ8MinBytes);
+  if (global) {
+    const int64_t n_groups = cols / 32;
+    const unsigned grid = unsigned(ceil_div(n_groups, kThreads));
+    if (args.norm_w)
+      quantize_act_kernel<true><<<grid, kThreads, 0, stream>>>(args.x, args.norm_w, args.eps,
+                                                               n_groups, act->xq, act->dx, act->xs);
+    else
+      quantize_act_kernel<false><<<grid, kThreads, 0, stream>>>(
+          args.x, nullptr, 0.0f, n_groups, act->xq, act->dx, act->xs);
+    CUDA_CHECK_LAUNCH("quantize_act_kernel");
+    args.xq = act->xq, args.dx = act->dx, args.xs = act->xs;
+    launch_q8_kernel<Q6, R, SWIGLU, false, true>(args, cols, stream);
+  } else if (args.norm_w) {
+    launch_q8_kernel<Q6, R, SWIGLU, true, false>(args, cols, stream);
+  } else {
+    launch_q8_kernel<Q6, R, SWIGLU, false, false>(args, cols, stream);
+  }
 }
 
 template <bool Q6>
-void run_q8(int64_t cols, int64_t max_rows, Args& args, bool swiglu, cudaStream_t stream) {
+void run_q8(int64_t cols, int64_t max_rows, Args& args, bool swiglu, const ActQ8Scratch* act,
+            cudaStream_t stream) {
   const int r = max_rows >= 16384 && !swiglu ? 8 : max_rows >= 1024 ? 4 : max_rows >= 256 ? 2 : 1;
   if (swiglu) {
     if (r == 1)
-      launch_q8<Q6, 1, true>(args, cols, stream);
+      launch_q8<Q6, 1, true>(args, cols, act, stream);
     else if (r == 2)
-      launch_q8<Q6, 2, true>(args, cols, stream);
+      launch_q8<Q6, 2, true>(args, cols, act, stream);
     else
-      launch_q8<Q6, 4, true>(args, cols, stream);
+      launch_q8<Q6, 4, true>(args, cols, act, stream);
   } else if (r == 1) {
-    launch_q8<Q6, 1, false>(args, cols, stream);
+    launch_q8<Q6, 1, false>(args, cols, act, stream);
   } else if (r == 2) {
-    launch_q8<Q6, 2, false>(args, cols, stream);
+    launch_q8<Q6, 2, false>(args, cols, act, stream);
   } else if (r == 4) {
-    launch_q8<Q6, 4, false>(args, cols, stream);
+    launch_q8<Q6, 4, false>(args, cols, act, stream);
   } else {
-    launch_q8<Q6, 8, false>(args, cols, stream);
+    launch_q8<Q6, 8, false>(args, cols, act, stream);
   }
 }
 
@@ -478,15 +556,16 @@ bool f32_precision() {
 
 // Rows per thread block: 4 (2 for the two-matrix SwiGLU) so that each activation value loaded is
 // used for 4 weight rows; fewer for short matrices, so that they still spread over the GPU.
-void run(TensorType type, int64_t cols, Args& args, bool swiglu, cudaStream_t stream) {
+void run(TensorType type, int64_t cols, Args& args, bool swiglu, const ActQ8Scratch* act,
+         cudaStream_t stream) {
   int64_t max_rows = 0;
   for (int j = 0; j < args.n_jobs; ++j) max_rows = std::max(max_rows, args.job[j].rows);
   if ((type == TensorType::Q4_K || type == TensorType::Q6_K) && cols <= kMaxQ8Cols &&
       cols % 256 == 0 && !f32_precision()) {
     if (type == TensorType::Q6_K)
-      run_q8<true>(cols, max_rows, args, swiglu, stream);
+      run_q8<true>(cols, max_rows, args, swiglu, act, stream);
     else
-      run_q8<false>(cols, max_rows, args, swiglu, stream);
+      run_q8<false>(cols, max_rows, args, swiglu, act, stream);
     return;
   }
   const int r = max_rows >= 1024 ? (swiglu ? 2 : 4) : max_rows >= 256 ? 2 : 1;
@@ -513,19 +592,35 @@ bool weight_type_supported(TensorType type, int64_t cols) {
   return ok;
 }
 
+size_t act_q8_scratch_bytes(int64_t max_cols) {
+  const int64_t groups = (max_cols + 31) / 32;
+  return size_t(align_up_256(max_cols) + 2 * align_up_256(groups * 4));
+}
+
+ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols) {
+  const int64_t groups = (max_cols + 31) / 32;
+  uint8_t* p = static_cast<uint8_t*>(device_buffer);
+  ActQ8Scratch s;
+  s.xq = reinterpret_cast<int8_t*>(p);
+  s.dx = reinterpret_cast<float*>(p + align_up_256(max_cols));
+  s.xs = reinterpret_cast<float*>(p + align_up_256(max_cols) + align_up_256(groups * 4));
+  s.max_cols = max_cols;
+  return s;
+}
+
 void matvec(TensorType type, const void* w, int64_t rows, int64_t cols, const float* x, float* y,
-            const float* bias, MatvecMode mode, void* stream) {
+            const float* bias, MatvecMode mode, void* stream, const ActQ8Scratch* act) {
   check_shape(type, rows, cols, "matvec");
   Args args;
   args.job[0] = {static_cast<const uint8_t*>(w), nullptr, y, bias, rows};
   args.n_jobs = 1;
   args.x = x;
   args.accumulate = mode == MatvecMode::Accumulate;
-  run(type, cols, args, false, as_stream(stream));
+  run(type, cols, args, false, act, as_stream(stream));
 }
 
 void matvec_multi(TensorType type, int64_t cols, const float* x, const MatvecTarget* targets, int n,
-                  void* stream, const float* norm_weight, float eps) {
+                  void* stream, const float* norm_weight, float eps, const ActQ8Scratch* act) {
   if (n < 1 || n > kMaxJobs) throw Error("cuda matvec_multi: 1 to 3 targets");
   Args args;
   for (int j = 0; j < n; ++j) {
@@ -536,12 +631,12 @@ void matvec_multi(TensorType type, int64_t cols, const float* x, const MatvecTar
   args.n_jobs = n;
   args.x = x;
   args.norm_w = norm_weight, args.eps = eps;
-  run(type, cols, args, false, as_stream(stream));
+  run(type, cols, args, false, act, as_stream(stream));
 }
 
 void matvec_swiglu(TensorType type, const void* w_gate, const void* w_up, int64_t rows,
                    int64_t cols, const float* x, float* y, void* stream, const float* norm_weight,
-                   float eps) {
+                   float eps, const ActQ8Scratch* act) {
   check_shape(type, rows, cols, "matvec_swiglu");
   Args args;
   args.job[0] = {static_cast<const uint8_t*>(w_gate), static_cast<const uint8_t*>(w_up), y, nullptr,
@@ -549,7 +644,7 @@ void matvec_swiglu(TensorType type, const void* w_gate, const void* w_up, int64_
   args.n_jobs = 1;
   args.x = x;
   args.norm_w = norm_weight, args.eps = eps;
-  run(type, cols, args, true, as_stream(stream));
+  run(type, cols, args, true, act, as_stream(stream));
 }
 
 }  // namespace lockstep::cuda_ops
