@@ -58,16 +58,11 @@ print("gate %s: %.0f ms (reference %.0f, cuda %.0f)" % (p["status"], p["ms"], p[
       p["candidate_ms"]))
 ' 2>&1 | tee -a "$S"
   done
-  for mode in shared auto; do
+  for mode in shared default; do
     echo "-- bench, LOCKSTEP_CUDA_ACT_Q8=$mode" | tee -a "$S"
     LOCKSTEP_CUDA_ACT_Q8=$mode timeout 150 build-gpu/lockstep bench -m "$f" --backend cuda \
       -p 512 -n 128 -r 3 2>>"$LOGS/bench-cli.log" | tee -a "$S"
   done
-  [ "$preset" = qwen2.5-0.5b ] && {
-    echo "-- bench, LOCKSTEP_CUDA_ACT_Q8=global" | tee -a "$S"
-    LOCKSTEP_CUDA_ACT_Q8=global timeout 100 build-gpu/lockstep bench -m "$f" --backend cuda \
-      -p 512 -n 128 -r 3 2>>"$LOGS/bench-cli.log" | tee -a "$S"
-  }
   rm -f "$f"
 done
 

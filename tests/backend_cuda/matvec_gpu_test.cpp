@@ -293,12 +293,12 @@ TEST(CudaMatvec, InputQuantizedOnceEqualsPerBlockQuantization) {
       {Entry::Matvec, TensorType::Q4_K, 7, 256, false, false, false},
       {Entry::Matvec, TensorType::Q6_K, 300, 512, false, true, false},
       {Entry::Matvec, TensorType::Q4_K, 1030, 768, false, true, true},
-      {Entry::Matvec, TensorType::Q4_K, 3584, 18944, false, false, true},   // 7B ffn_down
-      {Entry::Matvec, TensorType::Q6_K, 3584, 18944, false, false, true},   // 7B ffn_down (Q6_K)
-      {Entry::Multi, TensorType::Q6_K, 152064, 3584, true, false, false},   // 7B output
-      {Entry::Multi, TensorType::Q4_K, 3584, 3584, true, true, false},      // 7B Q, K, V
+      {Entry::Matvec, TensorType::Q4_K, 3584, 18944, false, false, true},  // 7B ffn_down
+      {Entry::Matvec, TensorType::Q6_K, 3584, 18944, false, false, true},  // 7B ffn_down (Q6_K)
+      {Entry::Multi, TensorType::Q6_K, 152064, 3584, true, false, false},  // 7B output
+      {Entry::Multi, TensorType::Q4_K, 3584, 3584, true, true, false},     // 7B Q, K, V
       {Entry::Multi, TensorType::Q6_K, 600, 1024, false, true, false},
-      {Entry::Swiglu, TensorType::Q4_K, 18944, 3584, true, false, false},   // 7B gate/up
+      {Entry::Swiglu, TensorType::Q4_K, 18944, 3584, true, false, false},  // 7B gate/up
       {Entry::Swiglu, TensorType::Q6_K, 77, 512, false, false, false},
       {Entry::Swiglu, TensorType::Q4_K, 300, 256, true, false, false},
   };
@@ -359,8 +359,8 @@ TEST(CudaMatvec, InputQuantizedOnceEqualsPerBlockQuantization) {
       return out;
     };
     const auto per_block = run("shared", &act);
-    const auto once = run("global", &act);
-    const auto fallback = run("global", &small);
+    const auto once = run("", &act);
+    const auto fallback = run("", &small);
     EXPECT_GUARDS(d_scratch);
     for (int j = 0; j < n_targets; ++j) {
       const auto& a = per_block[size_t(j)];

@@ -1,6 +1,9 @@
 #include "backend/cpu/matmul_ref.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "backend/cpu/lane_tiles.h"
@@ -13,11 +16,11 @@ namespace lockstep::cpu_ref {
 
 namespace {
 
-static_assert(kMatmulRowBlock == 4);
+static_assert(kMatmulRowBlock == 8);
 static_assert(kMatmulColumnChunk % 256 == 0 && kMatmulColumnChunk % kLanes == 0);
 
-// Loads the partial sums of R rows x T tokens (token t, row r at acc + (t * 4 + r) * kLanes),
-// adds one column chunk to them and stores them back.
+// Loads the partial sums of R rows x T tokens (token t, row r at acc + (t * kMatmulRowBlock + r)
+// * kLanes), adds one column chunk to them and stores them back.
 template <int R, int T>
 LOCKSTEP_INLINE void accumulate_stored_tile(const float* w, int64_t w_stride, const float* x,
                                             int64_t x_stride, int64_t n_cols, float* acc) {
@@ -31,22 +34,28 @@ LOCKSTEP_INLINE void accumulate_stored_tile(const float* w, int64_t w_stride, co
 
 // Adds one column chunk (n_cols columns; the dequantized rows at w with row stride w_stride, the
 // tokens' matching columns at x with row stride x_stride) to the partial sums of n_rows rows x
-// n_tokens tokens. Tiles of 4 rows x TOKENS tokens, the remainder one token at a time. TOKENS is
-// what the level's registers hold without spilling much: 4 x 4 accumulators of 16 lanes need
-// AVX-512's 32 registers; AVX2 does 4 x 2 (measured fastest of 4x1, 2x2, 4x2).
-template <int TOKENS>
+// n_tokens tokens. A full row block goes in tiles of ROWS rows x TOKENS tokens (the remainder one
+// token at a time), the tail block one row and token at a time. The tile is what the level's
+// registers hold: AVX-512's 32 registers take 8 x 3 accumulators of 16 lanes (each activation
+// load then serves 8 rows); AVX2, where 16 lanes are two registers, does 4 x 2 twice per block.
+template <int ROWS, int TOKENS>
 LOCKSTEP_INLINE void accumulate_chunk(const float* w, int64_t w_stride, int64_t n_rows,
                                       const float* x, int64_t x_stride, int64_t n_tokens,
                                       int64_t n_cols, float* acc) {
+  static_assert(kMatmulRowBlock % ROWS == 0);
   const int64_t token_step = kMatmulRowBlock * kLanes;  // floats of partial sums per token
   if (n_rows == kMatmulRowBlock) {
-    int64_t t = 0;
-    for (; t + TOKENS <= n_tokens; t += TOKENS)
-      accumulate_stored_tile<4, TOKENS>(w, w_stride, x + t * x_stride, x_stride, n_cols,
-                                        acc + t * token_step);
-    for (; t < n_tokens; ++t)
-      accumulate_stored_tile<4, 1>(w, w_stride, x + t * x_stride, x_stride, n_cols,
-                                   acc + t * token_step);
+    for (int64_t r0 = 0; r0 < kMatmulRowBlock; r0 += ROWS) {
+      const float* wr = w + r0 * w_stride;
+      float* ar = acc + r0 * kLanes;
+      int64_t t = 0;
+      for (; t + TOKENS <= n_tokens; t += TOKENS)
+        accumulate_stored_tile<ROWS, TOKENS>(wr, w_stride, x + t * x_stride, x_stride, n_cols,
+                                             ar + t * token_step);
+      for (; t < n_tokens; ++t)
+        accumulate_stored_tile<ROWS, 1>(wr, w_stride, x + t * x_stride, x_stride, n_cols,
+                                        ar + t * token_step);
+    }
     return;
   }
   for (int64_t r = 0; r < n_rows; ++r)
@@ -61,18 +70,27 @@ LOCKSTEP_INLINE void accumulate_chunk(const float* w, int64_t w_stride, int64_t 
 #define LOCKSTEP_CHUNK_PASS w, w_stride, n_rows, x, x_stride, n_tokens, n_cols, acc
 
 void chunk_baseline(LOCKSTEP_CHUNK_ARGS) {
-  accumulate_chunk<1>(LOCKSTEP_CHUNK_PASS);
+  accumulate_chunk<4, 1>(LOCKSTEP_CHUNK_PASS);
 }
 
 #if LOCKSTEP_X86_KERNELS
 LOCKSTEP_TARGET_AVX2 void chunk_avx2(LOCKSTEP_CHUNK_ARGS) {
-  accumulate_chunk<2>(LOCKSTEP_CHUNK_PASS);
+  accumulate_chunk<4, 2>(LOCKSTEP_CHUNK_PASS);
 }
 
 LOCKSTEP_TARGET_AVX512 void chunk_avx512(LOCKSTEP_CHUNK_ARGS) {
-  accumulate_chunk<4>(LOCKSTEP_CHUNK_PASS);
+  accumulate_chunk<8, 3>(LOCKSTEP_CHUNK_PASS);
+}
+
+LOCKSTEP_TARGET_AVX512 void chunk_avx512_4x4(LOCKSTEP_CHUNK_ARGS) {
+  accumulate_chunk<4, 4>(LOCKSTEP_CHUNK_PASS);
 }
 #endif
+
+std::atomic<Avx512Tile> g_avx512_tile{[] {
+  const char* env = std::getenv("LOCKSTEP_REF_TILE");
+  return env && std::strcmp(env, "4x4") == 0 ? Avx512Tile::Rows4Tokens4 : Avx512Tile::Rows8Tokens3;
+}()};
 
 using ChunkKernel = void (*)(LOCKSTEP_CHUNK_ARGS);
 
@@ -80,7 +98,9 @@ ChunkKernel chunk_kernel() {
 #if LOCKSTEP_X86_KERNELS
   switch (active_simd_level()) {
     case SimdLevel::Avx512:
-      return chunk_avx512;
+      return g_avx512_tile.load(std::memory_order_relaxed) == Avx512Tile::Rows4Tokens4
+                 ? chunk_avx512_4x4
+                 : chunk_avx512;
     case SimdLevel::Avx2:
       return chunk_avx2;
     case SimdLevel::Baseline:
@@ -91,6 +111,10 @@ ChunkKernel chunk_kernel() {
 }
 
 }  // namespace
+
+void set_avx512_tile(Avx512Tile tile) {
+  g_avx512_tile.store(tile, std::memory_order_relaxed);
+}
 
 MatmulScratch::MatmulScratch(int n_threads, int64_t max_cols, int64_t max_tokens)
     : stride_(weights_floats() + std::max<int64_t>(max_tokens, 1) * kMatmulRowBlock * kLanes),

@@ -1,6 +1,6 @@
 // The reference matrix multiplication: a weight matrix in its file format (any type
 // dequantize_row knows) times float32 activations, one row per token. Activations are never
-// quantized; weight rows are dequantized on the fly, 4 rows x 1024 columns at a time, and each
+// quantized; weight rows are dequantized on the fly, 8 rows x 512 columns at a time, and each
 // dequantized piece is used for every token of the batch while it is in L1, so a prefill batch
 // pays for dequantization once, not once per token. Work is split over the output rows.
 #pragma once
@@ -13,11 +13,14 @@
 
 namespace lockstep::cpu_ref {
 
-// Rows dequantized together (one block per work item).
-inline constexpr int64_t kMatmulRowBlock = 4;
+// Rows dequantized together (one block per work item). Every token's slice of the activations
+// is streamed from L2 once per row block, so more rows per block means less L2 traffic per
+// multiply-add: with 4 rows the AVX-512 tile needed ~32 bytes of L2 reads per cycle, about what
+// L2 delivers.
+inline constexpr int64_t kMatmulRowBlock = 8;
 // Columns dequantized together: a multiple of every block size (1, 32, 256) and of the 16
-// lanes, small enough that 4 rows of it (16 KB) stay in L1.
-inline constexpr int64_t kMatmulColumnChunk = 1024;
+// lanes, small enough that 8 rows of it (16 KB) stay in L1.
+inline constexpr int64_t kMatmulColumnChunk = 512;
 // Tokens whose partial sums a thread keeps at once; larger batches are done in groups (each
 // group dequantizes the weights again).
 inline constexpr int64_t kMatmulDefaultMaxTokens = 64;
@@ -49,5 +52,11 @@ class MatmulScratch {
 // cpu_ref::dot(dequantized row, x) whatever the thread count and batch size.
 void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, ThreadPool& pool,
             const MatmulScratch& scratch);
+
+// The AVX-512 kernel's register tile (bench and test knob; results are the same bits either way):
+// 8 rows x 3 tokens (default), or 4 x 4, the earlier shape, which streams the activations from
+// L2 twice as often. LOCKSTEP_REF_TILE=4x4 selects the latter at start-up.
+enum class Avx512Tile { Rows8Tokens3, Rows4Tokens4 };
+void set_avx512_tile(Avx512Tile tile);
 
 }  // namespace lockstep::cpu_ref

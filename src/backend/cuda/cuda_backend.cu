@@ -122,9 +122,9 @@ class CudaBackend final : public GatedBackend {
         *d_v_new_ = nullptr, *d_att_ = nullptr, *d_g_ = nullptr, *d_u_ = nullptr,
         *d_logits_ = nullptr, *d_partials_ = nullptr;
   cuda_ops::ActQ8Scratch act_q8_;  // the int8 input of the decode matvecs (in d_act_)
-  int32_t* d_ints_ = nullptr;  // [0] = position (of the first token), [1..] = tokens
-  int32_t* h_ints_ = nullptr;  // pinned mirror
-  float* h_logits_ = nullptr;  // pinned, n_vocab floats
+  int32_t* d_ints_ = nullptr;      // [0] = position (of the first token), [1..] = tokens
+  int32_t* h_ints_ = nullptr;      // pinned mirror
+  float* h_logits_ = nullptr;      // pinned, n_vocab floats
   std::unique_ptr<Matmul> matmul_;
 
   DevWeight tok_embd_, output_;

@@ -36,10 +36,10 @@ enum class MatvecMode {
 };
 
 // Device scratch for the int8 form of one matvec input (Q4_K and Q6_K weights): groups of 32
-// int8 values with a float scale and the float sum of each group. Given one, a large matvec
-// quantizes its input once into it (a small launch before the product) instead of every thread
-// block quantizing the whole input into shared memory: each block then reads 1.25 bytes per
-// input value instead of 4 and starts on its weights at once. Same values bit for bit either way.
+// int8 values with a float scale and the float sum of each group. Given one, a matvec quantizes
+// its input once into it (a small launch before the product) instead of every thread block
+// quantizing the whole input into shared memory: each block then reads 1.25 bytes per input
+// value instead of 4 and starts on its weights at once. Same values bit for bit either way.
 // One scratch per stream: its contents live from the quantizing launch to the product after it.
 struct ActQ8Scratch {
   int8_t* xq = nullptr;  // max_cols values
