@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The parity gate's time on this host's CPU with the default probe (64 positions + 3 steps), for
-# each reference-matmul tile (LOCKSTEP_REF_TILE=4x4, the earlier shape, against the default),
-# interleaved so that both see the same machine state; then the reference's own unit tests on this
-# CPU. Needs a CUDA device (the candidate) and builds build-gpu/ like scripts/gpu-check.sh.
+# each reference-matmul configuration in CONFIGS (environment assignments joined by commas, e.g.
+# LOCKSTEP_REF_TILE=4x4,LOCKSTEP_REF_CHUNK=1024; "default" for none), interleaved so that all see
+# the same machine state; then the reference's own unit tests on this CPU. Needs a CUDA device
+# (the candidate) and builds build-gpu/ like scripts/gpu-check.sh.
 # Logs and summary.txt under $OUT (or build-gpu/gate-time-logs).
-# Environment: PRESETS (default qwen2.5-7b), RUNS (default 4 per tile).
+# Environment: PRESETS (default qwen2.5-7b), RUNS (default 3 per configuration), CONFIGS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGS="${OUT:-build-gpu/gate-time-logs}"
@@ -26,9 +27,9 @@ gate() {  # file, label, extra env...
     --json 2>>"$LOGS/gate.log" | python3 -c '
 import json, sys
 p = json.load(sys.stdin)["parity"]
-print("%-8s gate %s: %.0f ms (reference %.0f, cuda %.0f, concurrent %s), worst cosine %.5f" % (
-    sys.argv[1], p["status"], p["ms"], p["reference_ms"], p["candidate_ms"], p["concurrent"],
-    p["worst"]["value"]))
+print("%-50s gate %s: %.0f ms (reference %.0f = prefill %.0f + steps, cuda %.0f), worst cos %.5f" % (
+    sys.argv[1], p["status"], p["ms"], p["reference_ms"], p["reference_prefill_ms"],
+    p["candidate_ms"], p["worst"]["value"]))
 ' "$label" 2>&1 | tee -a "$S"
 }
 
@@ -37,9 +38,10 @@ for preset in ${PRESETS:-qwen2.5-7b}; do
   echo "== $preset ($(date +%T))" | tee -a "$S"
   build-gpu/lockstep make-model --arch qwen2 --preset "$preset" --quant q4_k_m --seed 1 -o "$f" \
     >>"$LOGS/gate.log" 2>&1
-  for i in $(seq 1 "${RUNS:-4}"); do
-    gate "$f" "tile 4x4" LOCKSTEP_REF_TILE=4x4
-    gate "$f" "tile 8x3" LOCKSTEP_REF_TILE=
+  for i in $(seq 1 "${RUNS:-3}"); do
+    for c in ${CONFIGS:-default LOCKSTEP_REF_TILE=4x4}; do
+      if [ "$c" = default ]; then gate "$f" "$c" LOCKSTEP_UNUSED=; else gate "$f" "$c" ${c//,/ }; fi
+    done
   done
   rm -f "$f"
 done

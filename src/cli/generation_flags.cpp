@@ -101,6 +101,7 @@ nlohmann::ordered_json parity_json(const LoadedModel& m) {
   j["failure"] = v.failure_text();
   j["ms"] = v.ms;
   j["reference_ms"] = v.reference_ms;
+  j["reference_prefill_ms"] = v.reference_prefill_ms;
   j["candidate_ms"] = v.candidate_ms;
   j["concurrent"] = v.concurrent;
   return j;

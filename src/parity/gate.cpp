@@ -215,6 +215,7 @@ ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
   run_both(
       candidate, [&] { reference.forward(probe, ref_logits.data(), true); },
       [&] { candidate.forward(probe, cand_logits.data(), true); }, v);
+  v.reference_prefill_ms = v.reference_ms;
 
   auto finish = [&] {
     v.ms = ms_since(t0);

@@ -49,9 +49,10 @@ struct ParityVerdict {
   // Worst values observed over all rows.
   double worst_cosine = 1, worst_kl = 0, worst_max_abs = 0;
   std::string worst_cosine_at;
-  double ms = 0;            // wall time of the comparison, both backends and the metrics
-  double reference_ms = 0;  // time the reference spent in forward()
-  double candidate_ms = 0;  // time the candidate spent in forward()
+  double ms = 0;                    // wall time of the comparison, both backends and the metrics
+  double reference_ms = 0;          // time the reference spent in forward()
+  double reference_prefill_ms = 0;  // the part of it spent on the probe's P positions
+  double candidate_ms = 0;          // time the candidate spent in forward()
   bool concurrent = false;  // the two ran at the same time (candidate not on the host's cores)
 
   const char* status_name() const;

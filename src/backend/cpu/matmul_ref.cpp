@@ -18,16 +18,17 @@ namespace {
 
 static_assert(kMatmulRowBlock == 8);
 static_assert(kMatmulColumnChunk % 256 == 0 && kMatmulColumnChunk % kLanes == 0);
+static_assert(kMatmulSmallBatchChunk % 256 == 0 && kMatmulSmallBatchChunk >= kMatmulColumnChunk);
 
 // Loads the partial sums of R rows x T tokens (token t, row r at acc + (t * kMatmulRowBlock + r)
 // * kLanes), adds one column chunk to them and stores them back.
-template <int R, int T>
+template <int R, int T, bool PIN = false>
 LOCKSTEP_INLINE void accumulate_stored_tile(const float* w, int64_t w_stride, const float* x,
                                             int64_t x_stride, int64_t n_cols, float* acc) {
   Lanes a[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) a[r][t] = load_lanes(acc + (t * kMatmulRowBlock + r) * kLanes);
-  accumulate_tile<R, T>(a, w, w_stride, x, x_stride, n_cols);
+  accumulate_tile<R, T, PIN>(a, w, w_stride, x, x_stride, n_cols);
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) store_lanes(acc + (t * kMatmulRowBlock + r) * kLanes, a[r][t]);
 }
@@ -38,7 +39,7 @@ LOCKSTEP_INLINE void accumulate_stored_tile(const float* w, int64_t w_stride, co
 // token at a time), the tail block one row and token at a time. The tile is what the level's
 // registers hold: AVX-512's 32 registers take 8 x 3 accumulators of 16 lanes (each activation
 // load then serves 8 rows); AVX2, where 16 lanes are two registers, does 4 x 2 twice per block.
-template <int ROWS, int TOKENS>
+template <int ROWS, int TOKENS, bool PIN = false>
 LOCKSTEP_INLINE void accumulate_chunk(const float* w, int64_t w_stride, int64_t n_rows,
                                       const float* x, int64_t x_stride, int64_t n_tokens,
                                       int64_t n_cols, float* acc) {
@@ -50,8 +51,8 @@ LOCKSTEP_INLINE void accumulate_chunk(const float* w, int64_t w_stride, int64_t 
       float* ar = acc + r0 * kLanes;
       int64_t t = 0;
       for (; t + TOKENS <= n_tokens; t += TOKENS)
-        accumulate_stored_tile<ROWS, TOKENS>(wr, w_stride, x + t * x_stride, x_stride, n_cols,
-                                             ar + t * token_step);
+        accumulate_stored_tile<ROWS, TOKENS, PIN>(wr, w_stride, x + t * x_stride, x_stride, n_cols,
+                                                  ar + t * token_step);
       for (; t < n_tokens; ++t)
         accumulate_stored_tile<ROWS, 1>(wr, w_stride, x + t * x_stride, x_stride, n_cols,
                                         ar + t * token_step);
@@ -79,13 +80,21 @@ LOCKSTEP_TARGET_AVX2 void chunk_avx2(LOCKSTEP_CHUNK_ARGS) {
 }
 
 LOCKSTEP_TARGET_AVX512 void chunk_avx512(LOCKSTEP_CHUNK_ARGS) {
-  accumulate_chunk<8, 3>(LOCKSTEP_CHUNK_PASS);
+  accumulate_chunk<8, 3, /*PIN=*/true>(LOCKSTEP_CHUNK_PASS);
 }
 
 LOCKSTEP_TARGET_AVX512 void chunk_avx512_4x4(LOCKSTEP_CHUNK_ARGS) {
   accumulate_chunk<4, 4>(LOCKSTEP_CHUNK_PASS);
 }
 #endif
+
+// LOCKSTEP_REF_CHUNK=1024 or 2048: the prefill piece width, for measuring (bench knob; the same
+// bits at any width).
+const int64_t g_prefill_chunk = [] {
+  const char* env = std::getenv("LOCKSTEP_REF_CHUNK");
+  const int64_t v = env ? std::atoll(env) : 0;
+  return v == 1024 || v == 2048 ? v : kMatmulColumnChunk;
+}();
 
 std::atomic<Avx512Tile> g_avx512_tile{[] {
   const char* env = std::getenv("LOCKSTEP_REF_TILE");
@@ -147,10 +156,11 @@ void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, Thr
       for (int64_t t0 = 0; t0 < n_tokens; t0 += scratch.max_tokens()) {
         const int64_t nt = std::min(scratch.max_tokens(), n_tokens - t0);
         std::fill(acc, acc + nt * kMatmulRowBlock * kLanes, 0.0f);
-        for (int64_t c0 = 0; c0 < cols; c0 += kMatmulColumnChunk) {
-          const int64_t nc = std::min(kMatmulColumnChunk, cols - c0);
+        const int64_t chunk = nt <= kMatmulSmallBatch ? kMatmulSmallBatchChunk : g_prefill_chunk;
+        for (int64_t c0 = 0; c0 < cols; c0 += chunk) {
+          const int64_t nc = std::min(chunk, cols - c0);
           const float* wc = wbuf;
-          int64_t w_stride = kMatmulColumnChunk;
+          int64_t w_stride = chunk;
           if (in_place) {
             wc = reinterpret_cast<const float*>(w.row(r0)) + c0;
             w_stride = cols;
@@ -158,7 +168,7 @@ void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, Thr
             // c0 is a multiple of the block size, so the piece starts on a block boundary.
             for (int64_t j = 0; j < n_rows; ++j)
               dequantize_row(w.type, w.row(r0 + j) + c0 / block_elems * block_bytes,
-                             wbuf + j * kMatmulColumnChunk, nc);
+                             wbuf + j * chunk, nc);
           }
           kernel(wc, w_stride, n_rows, x + t0 * cols + c0, cols, nt, nc, acc);
         }
