@@ -266,17 +266,22 @@ TEST(CudaMatvec, MultiTargetLaunch) {
     }
 }
 
-// Sets LOCKSTEP_CUDA_ACT_Q8 for the life of the object (matvec_quant.cu reads it per call).
-class ActQ8ModeScope {
+// Sets an environment variable for the life of the object (matvec_quant.cu reads its knobs,
+// LOCKSTEP_CUDA_ACT_Q8 and LOCKSTEP_CUDA_Q8_ROWS, per call).
+class EnvScope {
  public:
-  explicit ActQ8ModeScope(const char* mode) { setenv("LOCKSTEP_CUDA_ACT_Q8", mode, 1); }
-  ~ActQ8ModeScope() { unsetenv("LOCKSTEP_CUDA_ACT_Q8"); }
+  EnvScope(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
+  ~EnvScope() { unsetenv(name_); }
+
+ private:
+  const char* name_;
 };
 
 // The input quantized once into global scratch (ActQ8Scratch) must give the very bits of the
 // per-thread-block quantization (whose error is bounded against float64 by the tests above) for
-// every entry point, epilogue, fused norm, rows-per-block choice and the 7B shapes; the scratch
-// must not be written past its groups, and one too small for the row is not used.
+// every entry point, epilogue, fused norm, rows-per-block choice (also forced to 1 and 8) and the
+// 7B shapes; the scratch must not be written past its groups, and one too small for the row is
+// not used.
 TEST(CudaMatvec, InputQuantizedOnceEqualsPerBlockQuantization) {
   REQUIRE_CUDA_DEVICE();
   const uint64_t seed = fresh_seed();
@@ -332,7 +337,7 @@ TEST(CudaMatvec, InputQuantizedOnceEqualsPerBlockQuantization) {
     const cuda_ops::ActQ8Scratch small = cuda_ops::act_q8_scratch(d_scratch.get(), c.cols - 32);
 
     auto run = [&](const char* mode, const cuda_ops::ActQ8Scratch* scratch) {
-      ActQ8ModeScope scope(mode);
+      EnvScope scope("LOCKSTEP_CUDA_ACT_Q8", mode);
       const float* nw = c.norm ? d_nw.get() : nullptr;
       for (int j = 0; j < n_targets; ++j) d_y[size_t(j)]->upload(y0[size_t(j)]);
       if (c.entry == Entry::Matvec) {
@@ -361,6 +366,12 @@ TEST(CudaMatvec, InputQuantizedOnceEqualsPerBlockQuantization) {
     const auto per_block = run("shared", &act);
     const auto once = run("", &act);
     const auto fallback = run("", &small);
+    // Rows per thread block do not change a row's sum either.
+    std::vector<std::vector<std::vector<float>>> by_rows;
+    for (const char* r : {"1", "8"}) {
+      EnvScope rows("LOCKSTEP_CUDA_Q8_ROWS", r);
+      by_rows.push_back(run("", &act));
+    }
     EXPECT_GUARDS(d_scratch);
     for (int j = 0; j < n_targets; ++j) {
       const auto& a = per_block[size_t(j)];
@@ -369,6 +380,9 @@ TEST(CudaMatvec, InputQuantizedOnceEqualsPerBlockQuantization) {
           << "target " << j;
       EXPECT_EQ(0, std::memcmp(a.data(), fallback[size_t(j)].data(), a.size() * sizeof(float)))
           << "target " << j;
+      for (const auto& b : by_rows)
+        EXPECT_EQ(0, std::memcmp(a.data(), b[size_t(j)].data(), a.size() * sizeof(float)))
+            << "target " << j << ", other rows per block";
     }
   }
 }

@@ -173,27 +173,35 @@ TEST(CudaThroughput, DISABLED_MatvecBandwidth) {
     for (uint64_t off = 0; off < bytes; off += w.size())
       cuda_ops::copy_to_device(d_w + off, w.data(), std::min<uint64_t>(w.size(), bytes - off));
     DeviceBuffer<float> x(random_normal(rng, size_t(c.cols), 1.0f)), y(static_cast<size_t>(c.rows));
-    cudaEvent_t a, b;
-    cudaEventCreate(&a);
-    cudaEventCreate(&b);
-    for (int i = 0; i < 5; ++i)
-      cuda_ops::matvec(c.type, d_w, c.rows, c.cols, x.get(), y.get(), nullptr,
-                       cuda_ops::MatvecMode::Store, nullptr);
-    const int reps = 50;
-    cudaEventRecord(a);
-    for (int i = 0; i < reps; ++i)
-      cuda_ops::matvec(c.type, d_w, c.rows, c.cols, x.get(), y.get(), nullptr,
-                       cuda_ops::MatvecMode::Store, nullptr);
-    cudaEventRecord(b);
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    const double us = double(ms) * 1e3 / reps;
-    std::fprintf(stderr, "[bench] matvec %s %lld x %lld: %.1f us, %.0f GB/s\n",
-                 tensor_type_info(c.type).name, (long long)c.rows, (long long)c.cols, us,
-                 double(bytes) / (us * 1e3));
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
+    DeviceBuffer<uint8_t> scratch(cuda_ops::act_q8_scratch_bytes(c.cols));
+    const cuda_ops::ActQ8Scratch act = cuda_ops::act_q8_scratch(scratch.get(), c.cols);
+    // Without and with the input-quantization scratch (the backend always passes one; only
+    // Q4_K and Q6_K use it): per-block quantization against one quantizing launch + product.
+    for (const cuda_ops::ActQ8Scratch* s :
+         {static_cast<const cuda_ops::ActQ8Scratch*>(nullptr), &act}) {
+      if (s && c.type != TensorType::Q4_K && c.type != TensorType::Q6_K) continue;
+      cudaEvent_t a, b;
+      cudaEventCreate(&a);
+      cudaEventCreate(&b);
+      for (int i = 0; i < 5; ++i)
+        cuda_ops::matvec(c.type, d_w, c.rows, c.cols, x.get(), y.get(), nullptr,
+                         cuda_ops::MatvecMode::Store, nullptr, s);
+      const int reps = 50;
+      cudaEventRecord(a);
+      for (int i = 0; i < reps; ++i)
+        cuda_ops::matvec(c.type, d_w, c.rows, c.cols, x.get(), y.get(), nullptr,
+                         cuda_ops::MatvecMode::Store, nullptr, s);
+      cudaEventRecord(b);
+      cudaEventSynchronize(b);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, a, b);
+      const double us = double(ms) * 1e3 / reps;
+      std::fprintf(stderr, "[bench] matvec %s %lld x %lld%s: %.1f us, %.0f GB/s\n",
+                   tensor_type_info(c.type).name, (long long)c.rows, (long long)c.cols,
+                   s ? " (input quantized once)" : "", us, double(bytes) / (us * 1e3));
+      cudaEventDestroy(a);
+      cudaEventDestroy(b);
+    }
     cuda_ops::device_free(d_w);
   }
 }

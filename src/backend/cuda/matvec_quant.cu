@@ -26,6 +26,7 @@
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/quant_blocks.cuh"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -491,7 +492,13 @@ void launch_q8(Args& args, int64_t cols, const ActQ8Scratch* act, cudaStream_t s
 template <bool Q6>
 void run_q8(int64_t cols, int64_t max_rows, Args& args, bool swiglu, const ActQ8Scratch* act,
             cudaStream_t stream) {
-  const int r = max_rows >= 16384 && !swiglu ? 8 : max_rows >= 1024 ? 4 : max_rows >= 256 ? 2 : 1;
+  int r = max_rows >= 16384 && !swiglu ? 8 : max_rows >= 1024 ? 4 : max_rows >= 256 ? 2 : 1;
+  // LOCKSTEP_CUDA_Q8_ROWS=1|2|4|8: rows per thread block for every size (bench knob, same bits:
+  // a row's sum does not depend on which block computes it; SwiGLU takes at most 4).
+  if (const char* env = std::getenv("LOCKSTEP_CUDA_Q8_ROWS")) {
+    const int v = std::atoi(env);
+    if (v == 1 || v == 2 || v == 4 || v == 8) r = swiglu ? std::min(v, 4) : v;
+  }
   if (swiglu) {
     if (r == 1)
       launch_q8<Q6, 1, true>(args, cols, act, stream);
