@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <exception>
+#include <memory>
 #include <sstream>
 #include <thread>
 
@@ -151,15 +152,13 @@ void run_both(const Backend& candidate, RefFn&& on_reference, CandFn&& on_candid
 
 // Metrics of P rows of n_vocab logits. Each row costs three passes of exp() in double over the
 // vocabulary (~0.5 M exp for 152k entries), so the rows are split over the host's threads.
-std::vector<LogitComparison> compare_rows(const std::vector<float>& ref,
-                                          const std::vector<float>& cand, int rows,
+std::vector<LogitComparison> compare_rows(const float* ref, const float* cand, int rows,
                                           int64_t n_vocab) {
   std::vector<LogitComparison> out(static_cast<size_t>(rows));
   auto range = [&](int begin, int end) {
     for (int p = begin; p < end; ++p) {
       const size_t off = size_t(p) * size_t(n_vocab);
-      out[size_t(p)] =
-          compare_logits({ref.data() + off, size_t(n_vocab)}, {cand.data() + off, size_t(n_vocab)});
+      out[size_t(p)] = compare_logits({ref + off, size_t(n_vocab)}, {cand + off, size_t(n_vocab)});
     }
   };
   const int n_threads =
@@ -210,11 +209,13 @@ ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
 
   reference.truncate(0);
   candidate.truncate(0);
-  std::vector<float> ref_logits(size_t(P) * size_t(n_vocab));
-  std::vector<float> cand_logits(size_t(P) * size_t(n_vocab));
+  // Not zero-filled: P rows of n_vocab floats (2 x 39 MB at the 7B shape) that forward() writes.
+  const size_t rows_floats = size_t(P) * size_t(n_vocab);
+  const auto ref_logits = std::make_unique_for_overwrite<float[]>(rows_floats);
+  const auto cand_logits = std::make_unique_for_overwrite<float[]>(rows_floats);
   run_both(
-      candidate, [&] { reference.forward(probe, ref_logits.data(), true); },
-      [&] { candidate.forward(probe, cand_logits.data(), true); }, v);
+      candidate, [&] { reference.forward(probe, ref_logits.get(), true); },
+      [&] { candidate.forward(probe, cand_logits.get(), true); }, v);
   v.reference_prefill_ms = v.reference_ms;
 
   auto finish = [&] {
@@ -222,7 +223,8 @@ ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
     return v;
   };
   bool ok = true;
-  const std::vector<LogitComparison> prefill = compare_rows(ref_logits, cand_logits, P, n_vocab);
+  const std::vector<LogitComparison> prefill =
+      compare_rows(ref_logits.get(), cand_logits.get(), P, n_vocab);
   for (int p = 0; p < P; ++p) {
     ParityRow row;
     row.index = p;
@@ -239,7 +241,8 @@ ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
   }
 
   // Autoregressive steps: the reference's argmax steers both backends.
-  std::vector<float> last_ref(ref_logits.end() - n_vocab, ref_logits.end());
+  std::vector<float> last_ref(ref_logits.get() + rows_floats - size_t(n_vocab),
+                              ref_logits.get() + rows_floats);
   std::vector<float> step_ref(static_cast<size_t>(n_vocab));
   std::vector<float> step_cand(static_cast<size_t>(n_vocab));
   for (int k = 0; k < cfg.steps; ++k) {

@@ -41,19 +41,19 @@ LogitComparison compare_logits(std::span<const float> ref, std::span<const float
   c.cosine = (nr == 0 || nc == 0) ? (nr == nc ? 1.0 : 0.0) : dot / (std::sqrt(nr) * std::sqrt(nc));
   c.max_abs = max_abs;
 
-  // log-softmax of both in double, then KL(P_ref || P_cand) = sum p_r (log p_r - log p_c).
-  double zr = 0, zc = 0;
+  // KL(P_ref || P_cand) = sum p_r (log p_r - log p_c) in double, in one pass of two exp() per
+  // entry: with e_r = exp(r - ref_max), z_r = sum e_r (likewise for the candidate),
+  //   log p_r - log p_c = (r - c) - (ref_max + log z_r) + (cand_max + log z_c),
+  // and sum p_r = 1, so KL = sum e_r (r - c) / z_r - (ref_max + log z_r) + (cand_max + log z_c).
+  double zr = 0, zc = 0, weighted = 0;
   for (size_t i = 0; i < n; ++i) {
-    zr += std::exp(double(ref[i]) - ref_max);
-    zc += std::exp(double(cand[i]) - cand_max);
+    const double r = ref[i], k = cand[i];
+    const double er = std::exp(r - ref_max);
+    zr += er;
+    zc += std::exp(k - cand_max);
+    weighted += er * (r - k);
   }
-  const double lzr = std::log(zr), lzc = std::log(zc);
-  double kl = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double lpr = double(ref[i]) - ref_max - lzr;
-    const double lpc = double(cand[i]) - cand_max - lzc;
-    kl += std::exp(lpr) * (lpr - lpc);
-  }
+  const double kl = weighted / zr - (ref_max + std::log(zr)) + (cand_max + std::log(zc));
   c.kl = std::max(0.0, kl);  // rounding can make an exact match a hair negative
 
   c.ref_top1 = argmax(ref);

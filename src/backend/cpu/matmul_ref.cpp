@@ -9,7 +9,9 @@
 #include "backend/cpu/lane_tiles.h"
 #include "backend/cpu/ops_ref.h"
 #include "backend/cpu/simd_level.h"
+#include "quant/dequantize_simd.h"
 #include "quant/quantize.h"
+#include "quant/vec_dot.h"
 #include "util/error.h"
 
 namespace lockstep::cpu_ref {
@@ -88,13 +90,15 @@ LOCKSTEP_TARGET_AVX512 void chunk_avx512_4x4(LOCKSTEP_CHUNK_ARGS) {
 }
 #endif
 
-// LOCKSTEP_REF_CHUNK=1024 or 2048: the prefill piece width, for measuring (bench knob; the same
-// bits at any width).
-const int64_t g_prefill_chunk = [] {
-  const char* env = std::getenv("LOCKSTEP_REF_CHUNK");
+// LOCKSTEP_REF_CHUNK and LOCKSTEP_REF_DECODE_CHUNK = 512, 1024 or 2048: the piece widths of
+// larger and of small batches, for measuring (bench knobs; the same bits at any width).
+int64_t chunk_from_env(const char* name, int64_t fallback) {
+  const char* env = std::getenv(name);
   const int64_t v = env ? std::atoll(env) : 0;
-  return v == 1024 || v == 2048 ? v : kMatmulColumnChunk;
-}();
+  return v == 512 || v == 1024 || v == 2048 ? v : fallback;
+}
+const int64_t g_prefill_chunk = chunk_from_env("LOCKSTEP_REF_CHUNK", kMatmulColumnChunk);
+const int64_t g_decode_chunk = chunk_from_env("LOCKSTEP_REF_DECODE_CHUNK", kMatmulSmallBatchChunk);
 
 std::atomic<Avx512Tile> g_avx512_tile{[] {
   const char* env = std::getenv("LOCKSTEP_REF_TILE");
@@ -147,6 +151,10 @@ void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, Thr
   // F32 rows are used in place: the file's rows are already contiguous floats.
   const bool in_place = w.type == TensorType::F32;
   const ChunkKernel kernel = chunk_kernel();
+  // The SIMD dequantizer is looked up once here rather than in each dequantize_row call: a
+  // decode matmul dequantizes its rows in hundreds of thousands of small pieces.
+  const quant::DequantFn simd_dequantize =
+      in_place ? nullptr : quant::simd_dequantizer(active_isa(), w.type);
   pool.parallel_for(n_blocks, [&](int64_t block_begin, int64_t block_end, int thread) {
     float* wbuf = scratch.weights(thread);
     float* acc = scratch.partial_sums(thread);
@@ -156,7 +164,7 @@ void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, Thr
       for (int64_t t0 = 0; t0 < n_tokens; t0 += scratch.max_tokens()) {
         const int64_t nt = std::min(scratch.max_tokens(), n_tokens - t0);
         std::fill(acc, acc + nt * kMatmulRowBlock * kLanes, 0.0f);
-        const int64_t chunk = nt <= kMatmulSmallBatch ? kMatmulSmallBatchChunk : g_prefill_chunk;
+        const int64_t chunk = nt <= kMatmulSmallBatch ? g_decode_chunk : g_prefill_chunk;
         for (int64_t c0 = 0; c0 < cols; c0 += chunk) {
           const int64_t nc = std::min(chunk, cols - c0);
           const float* wc = wbuf;
@@ -166,9 +174,13 @@ void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, Thr
             w_stride = cols;
           } else {
             // c0 is a multiple of the block size, so the piece starts on a block boundary.
-            for (int64_t j = 0; j < n_rows; ++j)
-              dequantize_row(w.type, w.row(r0 + j) + c0 / block_elems * block_bytes,
-                             wbuf + j * chunk, nc);
+            for (int64_t j = 0; j < n_rows; ++j) {
+              const uint8_t* src = w.row(r0 + j) + c0 / block_elems * block_bytes;
+              if (simd_dequantize)
+                simd_dequantize(src, wbuf + j * chunk, nc / block_elems);
+              else
+                dequantize_row(w.type, src, wbuf + j * chunk, nc);
+            }
           }
           kernel(wc, w_stride, n_rows, x + t0 * cols + c0, cols, nt, nc, acc);
         }
