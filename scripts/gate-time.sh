@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The parity gate's time on this host's CPU with the default probe (64 positions + 3 steps), for
 # each reference-matmul configuration in CONFIGS (environment assignments joined by commas, e.g.
-# LOCKSTEP_REF_TILE=4x4,LOCKSTEP_REF_CHUNK=1024; "default" for none), interleaved so that all see
+# LOCKSTEP_REF_CHUNK=1024,LOCKSTEP_REF_DECODE_CHUNK=512; "default" for none), interleaved so that all see
 # the same machine state; then the reference's own unit tests on this CPU. Needs a CUDA device
 # (the candidate) and builds build-gpu/ like scripts/gpu-check.sh.
 # Logs and summary.txt under $OUT (or build-gpu/gate-time-logs).
@@ -39,7 +39,7 @@ for preset in ${PRESETS:-qwen2.5-7b}; do
   build-gpu/lockstep make-model --arch qwen2 --preset "$preset" --quant q4_k_m --seed 1 -o "$f" \
     >>"$LOGS/gate.log" 2>&1
   for i in $(seq 1 "${RUNS:-3}"); do
-    for c in ${CONFIGS:-default LOCKSTEP_REF_TILE=4x4}; do
+    for c in ${CONFIGS:-default LOCKSTEP_REF_DECODE_CHUNK=512}; do
       if [ "$c" = default ]; then gate "$f" "$c" LOCKSTEP_UNUSED=; else gate "$f" "$c" ${c//,/ }; fi
     done
   done

@@ -134,41 +134,35 @@ TEST(MatmulRef, BitIdenticalAcrossThreadsBatchesAndDot) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE(seed_trace(seed));
   std::mt19937_64 rng(seed);
-  for (auto tile : {cpu_ref::Avx512Tile::Rows8Tokens3, cpu_ref::Avx512Tile::Rows4Tokens4})
-    for_each_simd_level([&] {
-      cpu_ref::set_avx512_tile(tile);
-      SCOPED_TRACE(tile == cpu_ref::Avx512Tile::Rows4Tokens4 ? "avx512 tile 4x4"
-                                                             : "avx512 tile 8x3");
-      for (const Case& c : {Case{TensorType::Q8_0, 256 + 7 * 32}, Case{TensorType::F32, 1100},
-                            Case{TensorType::F16, 2077}}) {
-        SCOPED_TRACE(std::string(tensor_type_info(c.type).name) + " cols " +
-                     std::to_string(c.cols));
-        // cols: 16-lane chunks, 512-column chunks and tails; rows: 8-row blocks and a 7-row tail;
-        // n_tokens: full 3-, 4- and 2-token tiles, remainders, and more tokens than one group of
-        // partial sums holds (64).
-        const int64_t cols = c.cols, rows = 103, n_tokens = 70;
-        TestWeight w = make_weight(c.type, cols, rows, rng);
-        auto x = normal(rng, size_t(cols * n_tokens), 1.0f);
+  for_each_simd_level([&] {
+    for (const Case& c : {Case{TensorType::Q8_0, 256 + 7 * 32}, Case{TensorType::F32, 1100},
+                          Case{TensorType::F16, 2077}}) {
+      SCOPED_TRACE(std::string(tensor_type_info(c.type).name) + " cols " + std::to_string(c.cols));
+      // cols: 16-lane chunks, 512- and 2048-column chunks and tails; rows: 8-row blocks and a
+      // 7-row tail; n_tokens: full 4- and 2-token tiles, remainders, and more tokens than one
+      // group of partial sums holds (64).
+      const int64_t cols = c.cols, rows = 103, n_tokens = 70;
+      TestWeight w = make_weight(c.type, cols, rows, rng);
+      auto x = normal(rng, size_t(cols * n_tokens), 1.0f);
 
-        ThreadPool one(1), four(4);
-        cpu_ref::MatmulScratch scratch(4, cols);
-        std::vector<float> y1(size_t(rows * n_tokens)), y4(y1.size());
-        cpu_ref::matmul(y1.data(), w.view, x.data(), n_tokens, one, scratch);
-        cpu_ref::matmul(y4.data(), w.view, x.data(), n_tokens, four, scratch);
-        EXPECT_EQ(y1, y4);
-        for (int64_t t = 0; t < n_tokens; ++t) {
-          std::vector<float> single(static_cast<size_t>(rows));
-          cpu_ref::matmul(single.data(), w.view, x.data() + t * cols, 1, four, scratch);
-          for (int64_t r = 0; r < rows; ++r) {
-            ASSERT_EQ(single[size_t(r)], y1[size_t(t * rows + r)]) << "token " << t << " row " << r;
-            ASSERT_EQ(single[size_t(r)],
-                      cpu_ref::dot(w.values.data() + r * cols, x.data() + t * cols, cols))
-                << "row " << r << ": the multi-row kernel must equal dot()";
-          }
+      ThreadPool one(1), four(4);
+      cpu_ref::MatmulScratch scratch(4, cols);
+      std::vector<float> y1(size_t(rows * n_tokens)), y4(y1.size());
+      cpu_ref::matmul(y1.data(), w.view, x.data(), n_tokens, one, scratch);
+      cpu_ref::matmul(y4.data(), w.view, x.data(), n_tokens, four, scratch);
+      EXPECT_EQ(y1, y4);
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        std::vector<float> single(static_cast<size_t>(rows));
+        cpu_ref::matmul(single.data(), w.view, x.data() + t * cols, 1, four, scratch);
+        for (int64_t r = 0; r < rows; ++r) {
+          ASSERT_EQ(single[size_t(r)], y1[size_t(t * rows + r)]) << "token " << t << " row " << r;
+          ASSERT_EQ(single[size_t(r)],
+                    cpu_ref::dot(w.values.data() + r * cols, x.data() + t * cols, cols))
+              << "row " << r << ": the multi-row kernel must equal dot()";
         }
       }
-    });
-  cpu_ref::set_avx512_tile(cpu_ref::Avx512Tile::Rows8Tokens3);
+    }
+  });
 }
 
 TEST(MatmulRef, RejectsScratchTooSmall) {

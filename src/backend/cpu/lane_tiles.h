@@ -48,24 +48,12 @@ LOCKSTEP_INLINE void store_lanes(float* p, const Lanes& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// Keeps v in a register. Without it GCC folds the weight load of the AVX-512 8 x 3 tile into each
-// of its three multiply-adds as a memory operand, loading every weight vector three times (seen in
-// the disassembly; the tile then ran 30% slower than 4 x 4). Only for code compiled for AVX-512,
-// where one Lanes value fits one register (PIN below).
-LOCKSTEP_INLINE void keep_in_register(Lanes& v) {
-#if defined(__x86_64__)
-  __asm__("" : "+v"(v));
-#else
-  (void)v;
-#endif
-}
-
 // acc[r][t] += lane-wise products of w + r * w_stride and x + t * x_stride over n elements, for
 // R rows and T tokens: every loaded chunk of a row is used T times and every chunk of a token R
 // times. A dot product may be accumulated in pieces (consecutive calls over consecutive column
 // ranges) with the same result as in one call, as long as every piece but the last is a
 // multiple of kLanes long.
-template <int R, int T, bool PIN = false>
+template <int R, int T>
 LOCKSTEP_INLINE void accumulate_tile(Lanes (&acc)[R][T], const float* w, int64_t w_stride,
                                      const float* x, int64_t x_stride, int64_t n) {
   int64_t i = 0;
@@ -73,8 +61,7 @@ LOCKSTEP_INLINE void accumulate_tile(Lanes (&acc)[R][T], const float* w, int64_t
     Lanes xv[T];
     for (int t = 0; t < T; ++t) xv[t] = load_lanes(x + t * x_stride + i);
     for (int r = 0; r < R; ++r) {
-      Lanes wv = load_lanes(w + r * w_stride + i);
-      if constexpr (PIN) keep_in_register(wv);
+      const Lanes wv = load_lanes(w + r * w_stride + i);
       for (int t = 0; t < T; ++t) acc[r][t] += wv * xv[t];
     }
   }

@@ -1,7 +1,6 @@
 #include "backend/cpu/matmul_ref.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -24,13 +23,13 @@ static_assert(kMatmulSmallBatchChunk % 256 == 0 && kMatmulSmallBatchChunk >= kMa
 
 // Loads the partial sums of R rows x T tokens (token t, row r at acc + (t * kMatmulRowBlock + r)
 // * kLanes), adds one column chunk to them and stores them back.
-template <int R, int T, bool PIN = false>
+template <int R, int T>
 LOCKSTEP_INLINE void accumulate_stored_tile(const float* w, int64_t w_stride, const float* x,
                                             int64_t x_stride, int64_t n_cols, float* acc) {
   Lanes a[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) a[r][t] = load_lanes(acc + (t * kMatmulRowBlock + r) * kLanes);
-  accumulate_tile<R, T, PIN>(a, w, w_stride, x, x_stride, n_cols);
+  accumulate_tile<R, T>(a, w, w_stride, x, x_stride, n_cols);
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) store_lanes(acc + (t * kMatmulRowBlock + r) * kLanes, a[r][t]);
 }
@@ -39,9 +38,12 @@ LOCKSTEP_INLINE void accumulate_stored_tile(const float* w, int64_t w_stride, co
 // tokens' matching columns at x with row stride x_stride) to the partial sums of n_rows rows x
 // n_tokens tokens. A full row block goes in tiles of ROWS rows x TOKENS tokens (the remainder one
 // token at a time), the tail block one row and token at a time. The tile is what the level's
-// registers hold: AVX-512's 32 registers take 8 x 3 accumulators of 16 lanes (each activation
-// load then serves 8 rows); AVX2, where 16 lanes are two registers, does 4 x 2 twice per block.
-template <int ROWS, int TOKENS, bool PIN = false>
+// registers hold without spilling much: 4 x 4 accumulators of 16 lanes need AVX-512's 32
+// registers; AVX2, where 16 lanes are two registers, does 4 x 2. (An 8 x 3 tile halves the
+// activation traffic from L2 and ran the 7B probe's prefill ~10% faster on the GPU machine's
+// Xeon, but only with an asm register pin that clang rejects; without it GCC folds each weight
+// load into all three multiply-adds and the tile ran 30% slower on Zen 4.)
+template <int ROWS, int TOKENS>
 LOCKSTEP_INLINE void accumulate_chunk(const float* w, int64_t w_stride, int64_t n_rows,
                                       const float* x, int64_t x_stride, int64_t n_tokens,
                                       int64_t n_cols, float* acc) {
@@ -53,8 +55,8 @@ LOCKSTEP_INLINE void accumulate_chunk(const float* w, int64_t w_stride, int64_t 
       float* ar = acc + r0 * kLanes;
       int64_t t = 0;
       for (; t + TOKENS <= n_tokens; t += TOKENS)
-        accumulate_stored_tile<ROWS, TOKENS, PIN>(wr, w_stride, x + t * x_stride, x_stride, n_cols,
-                                                  ar + t * token_step);
+        accumulate_stored_tile<ROWS, TOKENS>(wr, w_stride, x + t * x_stride, x_stride, n_cols,
+                                             ar + t * token_step);
       for (; t < n_tokens; ++t)
         accumulate_stored_tile<ROWS, 1>(wr, w_stride, x + t * x_stride, x_stride, n_cols,
                                         ar + t * token_step);
@@ -82,10 +84,6 @@ LOCKSTEP_TARGET_AVX2 void chunk_avx2(LOCKSTEP_CHUNK_ARGS) {
 }
 
 LOCKSTEP_TARGET_AVX512 void chunk_avx512(LOCKSTEP_CHUNK_ARGS) {
-  accumulate_chunk<8, 3, /*PIN=*/true>(LOCKSTEP_CHUNK_PASS);
-}
-
-LOCKSTEP_TARGET_AVX512 void chunk_avx512_4x4(LOCKSTEP_CHUNK_ARGS) {
   accumulate_chunk<4, 4>(LOCKSTEP_CHUNK_PASS);
 }
 #endif
@@ -100,20 +98,13 @@ int64_t chunk_from_env(const char* name, int64_t fallback) {
 const int64_t g_prefill_chunk = chunk_from_env("LOCKSTEP_REF_CHUNK", kMatmulColumnChunk);
 const int64_t g_decode_chunk = chunk_from_env("LOCKSTEP_REF_DECODE_CHUNK", kMatmulSmallBatchChunk);
 
-std::atomic<Avx512Tile> g_avx512_tile{[] {
-  const char* env = std::getenv("LOCKSTEP_REF_TILE");
-  return env && std::strcmp(env, "4x4") == 0 ? Avx512Tile::Rows4Tokens4 : Avx512Tile::Rows8Tokens3;
-}()};
-
 using ChunkKernel = void (*)(LOCKSTEP_CHUNK_ARGS);
 
 ChunkKernel chunk_kernel() {
 #if LOCKSTEP_X86_KERNELS
   switch (active_simd_level()) {
     case SimdLevel::Avx512:
-      return g_avx512_tile.load(std::memory_order_relaxed) == Avx512Tile::Rows4Tokens4
-                 ? chunk_avx512_4x4
-                 : chunk_avx512;
+      return chunk_avx512;
     case SimdLevel::Avx2:
       return chunk_avx2;
     case SimdLevel::Baseline:
@@ -124,10 +115,6 @@ ChunkKernel chunk_kernel() {
 }
 
 }  // namespace
-
-void set_avx512_tile(Avx512Tile tile) {
-  g_avx512_tile.store(tile, std::memory_order_relaxed);
-}
 
 MatmulScratch::MatmulScratch(int n_threads, int64_t max_cols, int64_t max_tokens)
     : stride_(weights_floats() + std::max<int64_t>(max_tokens, 1) * kMatmulRowBlock * kLanes),

@@ -13,10 +13,8 @@
 
 namespace lockstep::cpu_ref {
 
-// Rows dequantized together (one block per work item). Every token's slice of the activations
-// is streamed from L2 once per row block, so more rows per block means less L2 traffic per
-// multiply-add: with 4 rows the AVX-512 tile needed ~32 bytes of L2 reads per cycle, about what
-// L2 delivers.
+// Rows dequantized together (one block per work item; the register tiles take 4 of them at a
+// time).
 inline constexpr int64_t kMatmulRowBlock = 8;
 // Columns dequantized together: a multiple of every block size (1, 32, 256) and of the 16
 // lanes, small enough that 8 rows of it (16 KB) stay in L1 while every token of a batch uses it.
@@ -57,11 +55,5 @@ class MatmulScratch {
 // cpu_ref::dot(dequantized row, x) whatever the thread count and batch size.
 void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, ThreadPool& pool,
             const MatmulScratch& scratch);
-
-// The AVX-512 kernel's register tile (bench and test knob; results are the same bits either way):
-// 8 rows x 3 tokens (default), or 4 x 4, the earlier shape, which streams the activations from
-// L2 twice as often. LOCKSTEP_REF_TILE=4x4 selects the latter at start-up.
-enum class Avx512Tile { Rows8Tokens3, Rows4Tokens4 };
-void set_avx512_tile(Avx512Tile tile);
 
 }  // namespace lockstep::cpu_ref
