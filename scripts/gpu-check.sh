@@ -51,6 +51,9 @@ else
   timeout "${TEST_TIMEOUT:-600}" "$BIN" >"$LOGS/tests.log" 2>&1 || status=1
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|FAILED TEST" "$LOGS/tests.log" |
     tee -a "$LOGS/summary.txt"
+  # Failure details (with the SCOPED_TRACE seeds) in the digest too: the device tool returns at
+  # most 8 files of $OUT, and tests.log may not be among them.
+  grep -E -A8 "Failure$" "$LOGS/tests.log" | head -60 | tee -a "$LOGS/summary.txt"
 fi
 
 if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
