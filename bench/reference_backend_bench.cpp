@@ -144,9 +144,9 @@ void bm_gate_workload(benchmark::State& state, const Shape* shape) {
   state.counters["threads"] = b.n_threads();
 }
 
-// One Q4_K matmul of the 7B FFN shape (11008 x 4096) for n_tokens tokens.
-void bm_matmul_q4k(benchmark::State& state) {
-  const int64_t rows = 11008, cols = 4096, n_tokens = state.range(0);
+// One Q4_K matmul of a 7B shape (rows x cols) for n_tokens tokens.
+void bm_matmul_q4k(benchmark::State& state, int64_t rows, int64_t cols) {
+  const int64_t n_tokens = state.range(0);
   const uint64_t rb = *row_bytes(TensorType::Q4_K, cols);
   std::vector<uint8_t> data(rb * uint64_t(rows));
   fill_random_blocks(TensorType::Q4_K, data.data(), data.size(), 1);
@@ -210,10 +210,14 @@ const int kRegistered = [] {
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime()
         ->Iterations(2);
-  benchmark::RegisterBenchmark("MatmulQ4K_11008x4096", bm_matmul_q4k)
-      ->ArgsProduct({{1, 64}, {threads}})
-      ->Unit(benchmark::kMillisecond)
-      ->UseRealTime();
+  // Llama-2-7B's FFN, Qwen2.5-7B's ffn_down (the widest input: 64 tokens of it are 4.8 MB).
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{11008, 4096}, {3584, 18944}})
+    benchmark::RegisterBenchmark(
+        ("MatmulQ4K_" + std::to_string(rows) + "x" + std::to_string(cols)).c_str(), bm_matmul_q4k,
+        rows, cols)
+        ->ArgsProduct({{1, 64}, {threads}})
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
   benchmark::RegisterBenchmark("DequantizeRow/Q4_K", bm_dequantize_row, TensorType::Q4_K);
   benchmark::RegisterBenchmark("DequantizeRow/Q6_K", bm_dequantize_row, TensorType::Q6_K);
   benchmark::RegisterBenchmark("ParallelForOverhead", bm_parallel_for_overhead)

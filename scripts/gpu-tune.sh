@@ -14,7 +14,7 @@ S="$OUT/summary.txt"
 if [ ! -d ../shared ] && [ -d .device/shared ]; then ln -sfn "$PWD/.device/shared" ../shared; fi
 
 TEST_TIMEOUT=200 SKIP_BENCH=1 SKIP_SANITIZER=1 bash scripts/gpu-check.sh >"$OUT/check.log" 2>&1
-CONFIGS="${CONFIGS:-default LOCKSTEP_REF_CHUNK=1024 LOCKSTEP_REF_DECODE_CHUNK=512}" \
+CONFIGS="${CONFIGS:-default LOCKSTEP_REF_SLAB_KB=1024 LOCKSTEP_REF_DECODE_CHUNK=512}" \
   RUNS="${RUNS:-3}" bash scripts/gate-time.sh >"$OUT/gate.log" 2>&1
 
 echo "== matvec bandwidth and 7B op breakdown ($(date +%T))" | tee -a "$S"

@@ -135,8 +135,10 @@ TEST(MatmulRef, BitIdenticalAcrossThreadsBatchesAndDot) {
   SCOPED_TRACE(seed_trace(seed));
   std::mt19937_64 rng(seed);
   for_each_simd_level([&] {
+    // The last case is wide enough that the slab limit of 1 MiB set below cuts the 70 tokens
+    // into groups of 28, 28 and 14.
     for (const Case& c : {Case{TensorType::Q8_0, 256 + 7 * 32}, Case{TensorType::F32, 1100},
-                          Case{TensorType::F16, 2077}}) {
+                          Case{TensorType::F16, 2077}, Case{TensorType::Q8_0, 8192 + 32}}) {
       SCOPED_TRACE(std::string(tensor_type_info(c.type).name) + " cols " + std::to_string(c.cols));
       // cols: 16-lane chunks, 512- and 2048-column chunks and tails; rows: 8-row blocks and a
       // 7-row tail; n_tokens: full 4- and 2-token tiles, remainders, and more tokens than one
@@ -147,6 +149,8 @@ TEST(MatmulRef, BitIdenticalAcrossThreadsBatchesAndDot) {
 
       ThreadPool one(1), four(4);
       cpu_ref::MatmulScratch scratch(4, cols);
+      scratch.set_input_slab_bytes(int64_t(1) << 20);
+      EXPECT_EQ(scratch.token_group(cols), cols > 8192 ? 28 : 64);
       std::vector<float> y1(size_t(rows * n_tokens)), y4(y1.size());
       cpu_ref::matmul(y1.data(), w.view, x.data(), n_tokens, one, scratch);
       cpu_ref::matmul(y4.data(), w.view, x.data(), n_tokens, four, scratch);

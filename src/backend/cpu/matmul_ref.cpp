@@ -97,6 +97,11 @@ int64_t chunk_from_env(const char* name, int64_t fallback) {
 }
 const int64_t g_prefill_chunk = chunk_from_env("LOCKSTEP_REF_CHUNK", kMatmulColumnChunk);
 const int64_t g_decode_chunk = chunk_from_env("LOCKSTEP_REF_DECODE_CHUNK", kMatmulSmallBatchChunk);
+// LOCKSTEP_REF_SLAB_KB: the slab limit in KiB (kMatmulInputSlabBytes; 0: no limit).
+int64_t default_slab_bytes() {
+  const char* env = std::getenv("LOCKSTEP_REF_SLAB_KB");
+  return env ? std::max<int64_t>(0, std::atoll(env)) * 1024 : kMatmulInputSlabBytes;
+}
 
 using ChunkKernel = void (*)(LOCKSTEP_CHUNK_ARGS);
 
@@ -120,8 +125,15 @@ MatmulScratch::MatmulScratch(int n_threads, int64_t max_cols, int64_t max_tokens
     : stride_(weights_floats() + std::max<int64_t>(max_tokens, 1) * kMatmulRowBlock * kLanes),
       max_cols_(max_cols),
       max_tokens_(std::max<int64_t>(max_tokens, 1)),
+      slab_bytes_(default_slab_bytes()),
       n_threads_(n_threads) {
   buf_ = std::make_unique_for_overwrite<float[]>(size_t(n_threads) * size_t(stride_));
+}
+
+int64_t MatmulScratch::token_group(int64_t cols) const {
+  if (slab_bytes_ <= 0 || cols <= 0) return max_tokens_;
+  const int64_t fit = slab_bytes_ / (cols * int64_t(sizeof(float))) / 4 * 4;
+  return std::clamp<int64_t>(fit, std::min<int64_t>(4, max_tokens_), max_tokens_);
 }
 
 void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, ThreadPool& pool,
@@ -138,6 +150,7 @@ void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, Thr
   // F32 rows are used in place: the file's rows are already contiguous floats.
   const bool in_place = w.type == TensorType::F32;
   const ChunkKernel kernel = chunk_kernel();
+  const int64_t group = scratch.token_group(cols);
   // The SIMD dequantizer is looked up once here rather than in each dequantize_row call: a
   // decode matmul dequantizes its rows in hundreds of thousands of small pieces.
   const quant::DequantFn simd_dequantize =
@@ -148,8 +161,8 @@ void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, Thr
     for (int64_t block = block_begin; block < block_end; ++block) {
       const int64_t r0 = block * kMatmulRowBlock;
       const int64_t n_rows = std::min(kMatmulRowBlock, rows - r0);
-      for (int64_t t0 = 0; t0 < n_tokens; t0 += scratch.max_tokens()) {
-        const int64_t nt = std::min(scratch.max_tokens(), n_tokens - t0);
+      for (int64_t t0 = 0; t0 < n_tokens; t0 += group) {
+        const int64_t nt = std::min(group, n_tokens - t0);
         std::fill(acc, acc + nt * kMatmulRowBlock * kLanes, 0.0f);
         const int64_t chunk = nt <= kMatmulSmallBatch ? g_decode_chunk : g_prefill_chunk;
         for (int64_t c0 = 0; c0 < cols; c0 += chunk) {

@@ -27,6 +27,15 @@ inline constexpr int64_t kMatmulSmallBatch = 2;
 // Tokens whose partial sums a thread keeps at once; larger batches are done in groups (each
 // group dequantizes the weights again).
 inline constexpr int64_t kMatmulDefaultMaxTokens = 64;
+// Every row block streams the group's whole input slab (tokens x cols floats) through the cache:
+// at Qwen2.5-7B's ffn_down, 64 tokens x 18944 columns are 4.8 MB, more than a private L2. A
+// group can be cut so that its slab stays under LOCKSTEP_REF_SLAB_KB (bench knob; fewer tokens
+// per group means dequantizing the weights more often; MatmulScratch::set_input_slab_bytes sets
+// it per scratch). Off by default: on the development
+// machine's Zen 4 (1 MB L2, 32 MB L3) a 1 MiB limit changed nothing and 512 KiB cost 25%; the
+// GPU machine's Xeon, where the reference runs at a third of the Zen 4's per-core rate, is
+// unmeasured.
+inline constexpr int64_t kMatmulInputSlabBytes = 0;  // 0: no limit
 
 // Per-thread buffers (dequantized weight pieces, partial sums); sized once, reused by every
 // matmul.
@@ -39,6 +48,12 @@ class MatmulScratch {
   int n_threads() const { return n_threads_; }
   int64_t max_cols() const { return max_cols_; }
   int64_t max_tokens() const { return max_tokens_; }
+  // Tokens per group for rows `cols` wide: max_tokens(), or fewer (a multiple of 4, at least 4)
+  // to keep the group's input slab under the limit.
+  int64_t token_group(int64_t cols) const;
+  // The slab limit in bytes (0: none); starts at LOCKSTEP_REF_SLAB_KB * 1024 when that is set,
+  // else kMatmulInputSlabBytes.
+  void set_input_slab_bytes(int64_t bytes) { slab_bytes_ = bytes; }
 
  private:
   static constexpr int64_t weights_floats() { return kMatmulRowBlock * kMatmulSmallBatchChunk; }
@@ -46,6 +61,7 @@ class MatmulScratch {
   int64_t stride_ = 0;
   int64_t max_cols_ = 0;
   int64_t max_tokens_ = 0;
+  int64_t slab_bytes_ = 0;
   int n_threads_ = 0;
 };
 
