@@ -24,13 +24,8 @@ gate() {  # file, label, extra env...
   local f=$1 label=$2
   shift 2
   env "$@" timeout 120 build-gpu/lockstep run -m "$f" -p "Hello" -n 4 --temp 0 --backend cuda \
-    --json 2>>"$LOGS/gate.log" | python3 -c '
-import json, sys
-p = json.load(sys.stdin)["parity"]
-print("%-50s gate %s: %.0f ms (reference %.0f = prefill %.0f + steps, cuda %.0f), worst cos %.5f" % (
-    sys.argv[1], p["status"], p["ms"], p["reference_ms"], p["reference_prefill_ms"],
-    p["candidate_ms"], p["worst"]["value"]))
-' "$label" 2>&1 | tee -a "$S"
+    --json 2>>"$LOGS/gate.log" | python3 scripts/gate_line.py "$(printf '%-40s' "$label")" 2>&1 |
+    tee -a "$S"
 }
 
 for preset in ${PRESETS:-qwen2.5-7b}; do

@@ -40,23 +40,12 @@ for preset in ${PRESETS:-qwen2.5-7b qwen2.5-0.5b}; do
   [ "$preset" = qwen2.5-7b ] || runs=2
   for i in $(seq 1 "$runs"); do
     timeout 120 build-gpu/lockstep run -m "$f" -p "Hello" -n 4 --temp 0 --backend cuda --json \
-      2>>"$LOGS/gate-$preset.log" | python3 -c '
-import json, sys
-p = json.load(sys.stdin)["parity"]
-print("gate %s: %.0f ms (reference %.0f, cuda %.0f, concurrent %s), worst cosine %.5f" % (
-    p["status"], p["ms"], p["reference_ms"], p["candidate_ms"], p["concurrent"], p["worst"]["value"]))
-' 2>&1 | tee -a "$S"
+      2>>"$LOGS/gate-$preset.log" | python3 scripts/gate_line.py 2>&1 | tee -a "$S"
   done
   # The reference's thread count: default (physical cores) against every logical CPU.
   [ "$preset" = qwen2.5-7b ] && for t in 8 16; do
-    echo "-- gate with -t $t" | tee -a "$S"
     timeout 120 build-gpu/lockstep run -m "$f" -p "Hello" -n 4 --temp 0 --backend cuda --json \
-      -t "$t" 2>>"$LOGS/gate-$preset.log" | python3 -c '
-import json, sys
-p = json.load(sys.stdin)["parity"]
-print("gate %s: %.0f ms (reference %.0f, cuda %.0f)" % (p["status"], p["ms"], p["reference_ms"],
-      p["candidate_ms"]))
-' 2>&1 | tee -a "$S"
+      -t "$t" 2>>"$LOGS/gate-$preset.log" | python3 scripts/gate_line.py "-t $t" 2>&1 | tee -a "$S"
   done
   for mode in shared default; do
     echo "-- bench, LOCKSTEP_CUDA_ACT_Q8=$mode" | tee -a "$S"
