@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <exception>
-#include <memory>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -150,8 +150,8 @@ void run_both(const Backend& candidate, RefFn&& on_reference, CandFn&& on_candid
   if (candidate_error) std::rethrow_exception(candidate_error);
 }
 
-// Metrics of P rows of n_vocab logits. Each row costs three passes of exp() in double over the
-// vocabulary (~0.5 M exp for 152k entries), so the rows are split over the host's threads.
+// Metrics of P rows of n_vocab logits. Each row costs two exp() in double per vocabulary entry
+// (~0.3 M for 152k entries), so the rows are split over the host's threads.
 std::vector<LogitComparison> compare_rows(const float* ref, const float* cand, int rows,
                                           int64_t n_vocab) {
   std::vector<LogitComparison> out(static_cast<size_t>(rows));
@@ -209,13 +209,14 @@ ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
 
   reference.truncate(0);
   candidate.truncate(0);
-  // Not zero-filled: P rows of n_vocab floats (2 x 39 MB at the 7B shape) that forward() writes.
+  // The candidate writes into NaN: a row it leaves unwritten is rejected, never compared as
+  // whatever the memory last held (possibly the reference's logits of an earlier probe).
   const size_t rows_floats = size_t(P) * size_t(n_vocab);
-  const auto ref_logits = std::make_unique_for_overwrite<float[]>(rows_floats);
-  const auto cand_logits = std::make_unique_for_overwrite<float[]>(rows_floats);
+  std::vector<float> ref_logits(rows_floats);
+  std::vector<float> cand_logits(rows_floats, std::numeric_limits<float>::quiet_NaN());
   run_both(
-      candidate, [&] { reference.forward(probe, ref_logits.get(), true); },
-      [&] { candidate.forward(probe, cand_logits.get(), true); }, v);
+      candidate, [&] { reference.forward(probe, ref_logits.data(), true); },
+      [&] { candidate.forward(probe, cand_logits.data(), true); }, v);
   v.reference_prefill_ms = v.reference_ms;
 
   auto finish = [&] {
@@ -224,7 +225,7 @@ ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
   };
   bool ok = true;
   const std::vector<LogitComparison> prefill =
-      compare_rows(ref_logits.get(), cand_logits.get(), P, n_vocab);
+      compare_rows(ref_logits.data(), cand_logits.data(), P, n_vocab);
   for (int p = 0; p < P; ++p) {
     ParityRow row;
     row.index = p;
@@ -241,8 +242,7 @@ ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
   }
 
   // Autoregressive steps: the reference's argmax steers both backends.
-  std::vector<float> last_ref(ref_logits.get() + rows_floats - size_t(n_vocab),
-                              ref_logits.get() + rows_floats);
+  std::vector<float> last_ref(ref_logits.end() - n_vocab, ref_logits.end());
   std::vector<float> step_ref(static_cast<size_t>(n_vocab));
   std::vector<float> step_cand(static_cast<size_t>(n_vocab));
   for (int k = 0; k < cfg.steps; ++k) {
@@ -253,6 +253,7 @@ ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
           reference.forward({&token, 1}, step_ref.data(), false);
         },
         [&] {
+          std::fill(step_cand.begin(), step_cand.end(), std::numeric_limits<float>::quiet_NaN());
           candidate.forward({&token, 1}, step_cand.data(), false);
         },
         v);

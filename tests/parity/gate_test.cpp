@@ -35,6 +35,7 @@ class ScriptedBackend : public Backend {
     for (size_t t = 0; t < tokens.size(); ++t) {
       history_.push_back(tokens[t]);
       if (!all_logits && t + 1 < tokens.size()) continue;
+      if (n_past() - 1 == skip_write_at) continue;  // a broken backend: leaves its row as it was
       float* out = all_logits ? logits + t * kVocab : logits;
       uint64_t h = 1469598103934665603ull;
       for (int32_t x : history_) h = (h ^ uint64_t(x)) * 1099511628211ull;
@@ -47,6 +48,7 @@ class ScriptedBackend : public Backend {
 
   bool on_host = true;     // false: a stand-in for a GPU backend, run beside the reference
   int throw_at_step = -1;  // >= 0: forward() of that step throws
+  int skip_write_at = -1;  // >= 0: the logits row of that position is not written
   std::set<std::thread::id> threads;  // threads forward() ran on
 
  private:
@@ -117,6 +119,19 @@ TEST_F(GateTest, OffHostCandidateRunsBesideTheReferenceWithTheSameVerdict) {
   cand.on_host = false;
   cand.throw_at_step = 1;
   EXPECT_THROW(ParityGate::compare(ref, cand, probe_, ParityConfig{}), Error);
+}
+
+// A candidate that leaves a row unwritten is rejected as non-finite (its output buffer is
+// poisoned), in the prefill and in a step, never compared as whatever that memory held.
+TEST_F(GateTest, UnwrittenCandidateRowsAreRejected) {
+  for (int pos : {7, 65}) {
+    ScriptedBackend ref(model_, "cpu-ref"), cand(model_, "cand");
+    cand.skip_write_at = pos;
+    const ParityVerdict v = ParityGate::compare(ref, cand, probe_, ParityConfig{});
+    ASSERT_EQ(v.status, ParityVerdict::Status::Rejected);
+    EXPECT_EQ(v.failed_metric, "finite");
+    EXPECT_EQ(v.failed_at, pos == 7 ? "position 7/64" : "step 1/3");
+  }
 }
 
 TEST_F(GateTest, SmallHonestNoisePasses) {
