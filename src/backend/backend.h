@@ -40,12 +40,6 @@ class Backend {
 
   virtual void set_observer(LayerObserver* observer) { (void)observer; }
 
-  // True when forward() computes on the host's cores (the CPU backends). The parity gate runs a
-  // candidate that does not (CUDA) at the same time as the CPU reference, so the gate costs about
-  // the reference's time rather than the sum of both; two CPU backends at once would only fight
-  // over the same cores.
-  virtual bool computes_on_host() const { return true; }
-
   // TEST KNOB (backend/fault.h): inject a deliberate fault from now on. Default: unsupported.
   virtual void set_fault(const FaultSpec& fault) { (void)fault; }
 };

@@ -103,7 +103,7 @@ nlohmann::ordered_json parity_json(const LoadedModel& m) {
   j["reference_ms"] = v.reference_ms;
   j["reference_prefill_ms"] = v.reference_prefill_ms;
   j["candidate_ms"] = v.candidate_ms;
-  j["concurrent"] = v.concurrent;
+  j["reference_overlapped"] = v.reference_overlapped;
   return j;
 }
 

@@ -63,7 +63,8 @@ std::string ParityVerdict::summary() const {
     os << " (" << positions << " positions + " << steps << " steps, worst cosine "
        << fmt(worst_cosine) << ", worst KL " << fmt(worst_kl) << ", " << fmt_ms(ms)
        << " ms: reference " << fmt_ms(reference_ms) << ", " << candidate << " "
-       << fmt_ms(candidate_ms) << (concurrent ? " concurrently)" : " in turn)");
+       << fmt_ms(candidate_ms)
+       << (reference_overlapped ? ", reference beside the candidate's load)" : ")");
   return os.str();
 }
 
@@ -115,43 +116,8 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-// Runs the reference's and the candidate's halves of one lockstep move and adds each one's time
-// to the verdict. A candidate that does not compute on the host's cores (CUDA) runs on a thread of
-// its own while the reference uses the CPU, so the move costs the longer of the two, not the sum.
-template <class RefFn, class CandFn>
-void run_both(const Backend& candidate, RefFn&& on_reference, CandFn&& on_candidate,
-              ParityVerdict& v) {
-  auto timed = [](auto& fn, double& ms) {
-    const auto t0 = Clock::now();
-    fn();
-    ms += ms_since(t0);
-  };
-  if (candidate.computes_on_host()) {
-    timed(on_reference, v.reference_ms);
-    timed(on_candidate, v.candidate_ms);
-    return;
-  }
-  v.concurrent = true;
-  std::exception_ptr candidate_error;
-  std::thread worker([&] {
-    try {
-      timed(on_candidate, v.candidate_ms);
-    } catch (...) {
-      candidate_error = std::current_exception();
-    }
-  });
-  try {
-    timed(on_reference, v.reference_ms);
-  } catch (...) {
-    worker.join();
-    throw;
-  }
-  worker.join();
-  if (candidate_error) std::rethrow_exception(candidate_error);
-}
-
-// Metrics of P rows of n_vocab logits. Each row costs two exp() in double per vocabulary entry
-// (~0.3 M for 152k entries), so the rows are split over the host's threads.
+// Metrics of `rows` rows of n_vocab logits. Each row costs two exp() in double per vocabulary
+// entry (~0.3 M for 152k entries), so the rows are split over the host's threads.
 std::vector<LogitComparison> compare_rows(const float* ref, const float* cand, int rows,
                                           int64_t n_vocab) {
   std::vector<LogitComparison> out(static_cast<size_t>(rows));
@@ -186,93 +152,118 @@ std::vector<LogitComparison> compare_rows(const float* ref, const float* cand, i
   return out;
 }
 
+void check_fits(const Backend& b, size_t positions, int steps) {
+  if (steps < ParityConfig::kMinSteps || steps > ParityConfig::kMaxSteps)
+    throw InputError("parity steps must be in 1..16");
+  if (positions == 0) throw Error("parity gate: empty probe");
+  if (int64_t(positions) + steps > b.n_ctx())
+    throw InputError("parity probe of " + std::to_string(positions) + " positions + " +
+                     std::to_string(steps) + " steps does not fit the context");
+}
+
 }  // namespace
 
-ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
-                                  std::span<const int32_t> probe, const ParityConfig& cfg,
-                                  bool stop_at_first_failure) {
+ReferenceProbe ParityGate::run_reference(Backend& reference, std::span<const int32_t> probe,
+                                         int steps) {
+  check_fits(reference, probe.size(), steps);
   const auto t0 = Clock::now();
+  const size_t V = size_t(reference.model().hp.n_vocab);
+  ReferenceProbe r;
+  r.prefill.resize(probe.size() * V);
+  r.steps.resize(size_t(steps) * V);
+  reference.truncate(0);
+  reference.forward(probe, r.prefill.data(), true);
+  r.prefill_ms = ms_since(t0);
+  // Autoregressive steps: the reference's argmax is the next input (of both backends).
+  const float* last = r.prefill.data() + (probe.size() - 1) * V;
+  for (int k = 0; k < steps; ++k) {
+    const int32_t token = argmax({last, V});
+    r.step_tokens.push_back(token);
+    float* out = r.steps.data() + size_t(k) * V;
+    reference.forward({&token, 1}, out, false);
+    last = out;
+  }
+  r.ms = ms_since(t0);
+  return r;
+}
+
+ParityVerdict ParityGate::compare_with(const ReferenceProbe& ref, Backend& candidate,
+                                       std::span<const int32_t> probe, const ParityConfig& cfg,
+                                       bool stop_at_first_failure) {
+  const auto t0 = Clock::now();
+  check_fits(candidate, probe.size(), cfg.steps);
+  const size_t V = size_t(candidate.model().hp.n_vocab);
+  const int P = int(probe.size());
+  if (ref.prefill.size() != size_t(P) * V || ref.step_tokens.size() < size_t(cfg.steps) ||
+      ref.steps.size() < size_t(cfg.steps) * V)
+    throw Error("parity gate: the reference's probe does not match this comparison");
   ParityVerdict v;
   v.candidate = candidate.name();
   v.config = cfg;
   v.steps = cfg.steps;
-  v.positions = int(probe.size());
+  v.positions = P;
   v.status = ParityVerdict::Status::Passed;
-  if (probe.empty()) throw Error("parity gate: empty probe");
-  if (cfg.steps < ParityConfig::kMinSteps || cfg.steps > ParityConfig::kMaxSteps)
-    throw InputError("parity steps must be in 1..16");
-  const int64_t n_vocab = reference.model().hp.n_vocab;
-  const int P = int(probe.size());
-  if (P + cfg.steps > reference.n_ctx() || P + cfg.steps > candidate.n_ctx())
-    throw InputError("parity probe of " + std::to_string(P) + " positions + " +
-                     std::to_string(cfg.steps) + " steps does not fit the context");
-
-  reference.truncate(0);
-  candidate.truncate(0);
-  // The candidate writes into NaN: a row it leaves unwritten is rejected, never compared as
-  // whatever the memory last held (possibly the reference's logits of an earlier probe).
-  const size_t rows_floats = size_t(P) * size_t(n_vocab);
-  std::vector<float> ref_logits(rows_floats);
-  std::vector<float> cand_logits(rows_floats, std::numeric_limits<float>::quiet_NaN());
-  run_both(
-      candidate, [&] { reference.forward(probe, ref_logits.data(), true); },
-      [&] { candidate.forward(probe, cand_logits.data(), true); }, v);
-  v.reference_prefill_ms = v.reference_ms;
-
+  v.reference_ms = ref.ms;
+  v.reference_prefill_ms = ref.prefill_ms;
   auto finish = [&] {
     v.ms = ms_since(t0);
     return v;
   };
-  bool ok = true;
+  auto check = [&](ParityRow& row) {  // false: stop here
+    track_worst(row, v);
+    v.rows.push_back(row);
+    if (v.status == ParityVerdict::Status::Passed && !row_passes(row, cfg, v)) {
+      v.status = ParityVerdict::Status::Rejected;
+      return !stop_at_first_failure;
+    }
+    return true;
+  };
+
+  // The candidate writes into NaN: a row it leaves unwritten is rejected, never compared as
+  // whatever the memory last held (possibly the reference's logits of an earlier probe).
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> cand(size_t(P) * V, nan);
+  candidate.truncate(0);
+  auto c0 = Clock::now();
+  candidate.forward(probe, cand.data(), true);
+  v.candidate_ms += ms_since(c0);
   const std::vector<LogitComparison> prefill =
-      compare_rows(ref_logits.data(), cand_logits.data(), P, n_vocab);
+      compare_rows(ref.prefill.data(), cand.data(), P, int64_t(V));
   for (int p = 0; p < P; ++p) {
     ParityRow row;
     row.index = p;
     row.total = P;
     row.token = probe[size_t(p)];
     row.m = prefill[size_t(p)];
-    track_worst(row, v);
-    v.rows.push_back(row);
-    if (ok && !row_passes(row, cfg, v)) {
-      ok = false;
-      v.status = ParityVerdict::Status::Rejected;
-      if (stop_at_first_failure) return finish();
-    }
+    if (!check(row)) return finish();
   }
-
-  // Autoregressive steps: the reference's argmax steers both backends.
-  std::vector<float> last_ref(ref_logits.end() - n_vocab, ref_logits.end());
-  std::vector<float> step_ref(static_cast<size_t>(n_vocab));
-  std::vector<float> step_cand(static_cast<size_t>(n_vocab));
+  std::vector<float> step(V);
   for (int k = 0; k < cfg.steps; ++k) {
-    const int32_t token = argmax(last_ref);
-    run_both(
-        candidate,
-        [&] {
-          reference.forward({&token, 1}, step_ref.data(), false);
-        },
-        [&] {
-          std::fill(step_cand.begin(), step_cand.end(), std::numeric_limits<float>::quiet_NaN());
-          candidate.forward({&token, 1}, step_cand.data(), false);
-        },
-        v);
+    const int32_t token = ref.step_tokens[size_t(k)];
+    std::fill(step.begin(), step.end(), nan);
+    c0 = Clock::now();
+    candidate.forward({&token, 1}, step.data(), false);
+    v.candidate_ms += ms_since(c0);
     ParityRow row;
     row.is_step = true;
     row.index = k;
     row.total = cfg.steps;
     row.token = token;
-    row.m = compare_logits(step_ref, step_cand);
-    track_worst(row, v);
-    v.rows.push_back(row);
-    if (ok && !row_passes(row, cfg, v)) {
-      ok = false;
-      v.status = ParityVerdict::Status::Rejected;
-      if (stop_at_first_failure) return finish();
-    }
-    last_ref.swap(step_ref);
+    row.m = compare_logits({ref.steps.data() + size_t(k) * V, V}, step);
+    if (!check(row)) return finish();
   }
   return finish();
+}
+
+ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
+                                  std::span<const int32_t> probe, const ParityConfig& cfg,
+                                  bool stop_at_first_failure) {
+  const auto t0 = Clock::now();
+  check_fits(candidate, probe.size(), cfg.steps);  // before the reference's work, not after
+  const ReferenceProbe ref = run_reference(reference, probe, cfg.steps);
+  ParityVerdict v = compare_with(ref, candidate, probe, cfg, stop_at_first_failure);
+  v.ms = ms_since(t0);
+  return v;
 }
 
 std::unique_ptr<GatedBackend> ParityGate::create_candidate(const Model& model,
@@ -323,6 +314,32 @@ OpenResult ParityGate::open(const Model& model, const OpenRequest& request, cons
 
   const bool forced = asked != "auto";
   std::string name = asked == "auto" ? resolve_auto() : asked;
+
+  // The reference's probe needs nothing from the candidate, so it runs on a thread of its own
+  // while the candidate is created (a GPU backend's weight upload takes about as long as the
+  // reference's probe at 7B); the gate then adds only the candidate's probe and the metrics.
+  // The main thread does not touch `reference` until the worker is joined.
+  std::unique_ptr<Backend> reference;
+  ReferenceProbe ref_probe;
+  std::exception_ptr ref_error;
+  std::thread ref_worker;
+  struct JoinOnExit {
+    std::thread& t;
+    ~JoinOnExit() {
+      if (t.joinable()) t.join();
+    }
+  } join_on_exit{ref_worker};
+  if (cfg.policy != ParityPolicy::Off) {
+    reference = make_reference_backend(model, request.threads, request.n_ctx);
+    ref_worker = std::thread([&] {
+      try {
+        ref_probe = run_reference(*reference, probe, cfg.steps);
+      } catch (...) {
+        ref_error = std::current_exception();
+      }
+    });
+  }
+
   std::unique_ptr<GatedBackend> candidate;
   try {
     candidate = create_candidate(model, name, request);
@@ -349,9 +366,13 @@ OpenResult ParityGate::open(const Model& model, const OpenRequest& request, cons
     return result;
   }
 
-  auto reference = make_reference_backend(model, request.threads, request.n_ctx);
+  const auto candidate_ready = Clock::now();
+  ref_worker.join();
+  if (ref_error) std::rethrow_exception(ref_error);
   candidate->begin_probe(GateKey{});
-  ParityVerdict verdict = compare(*reference, *candidate, probe, cfg, true);
+  ParityVerdict verdict = compare_with(ref_probe, *candidate, probe, cfg, true);
+  verdict.reference_overlapped = true;
+  verdict.ms = ms_since(candidate_ready);  // what the gate added once the candidate existed
   const int cached = probe_is_prompt ? int(probe.size()) : 0;
 
   auto keep = [&](std::unique_ptr<Backend> serving, const std::string& used) {

@@ -49,11 +49,14 @@ struct ParityVerdict {
   // Worst values observed over all rows.
   double worst_cosine = 1, worst_kl = 0, worst_max_abs = 0;
   std::string worst_cosine_at;
-  double ms = 0;                    // wall time of the comparison, both backends and the metrics
-  double reference_ms = 0;          // time the reference spent in forward()
-  double reference_prefill_ms = 0;  // the part of it spent on the probe's P positions
-  double candidate_ms = 0;          // time the candidate spent in forward()
-  bool concurrent = false;  // the two ran at the same time (candidate not on the host's cores)
+  // What the gate cost: `ms` is the wall time it added once the candidate existed (the whole
+  // comparison when the reference ran first; see `reference_overlapped`); the other fields say
+  // where the time went.
+  double ms = 0;
+  double reference_ms = 0;            // the reference's probe (its forward() calls)
+  double reference_prefill_ms = 0;    // the part of it spent on the probe's P positions
+  double candidate_ms = 0;            // the candidate's forward() calls
+  bool reference_overlapped = false;  // the reference ran while the candidate was being created
 
   const char* status_name() const;
   std::string failure_text() const;  // "cosine vs CPU = 0.722249 (< 0.99) at step 1/3"
@@ -113,14 +116,31 @@ struct AuditReport {
   std::string first_divergence_reason;
 };
 
+// The reference's side of a probe: its logits at the P positions and after each of the N steps,
+// and the steps' tokens (its argmax each time), which steer the candidate too. It needs nothing
+// from the candidate, so the gate computes it while the candidate is still being created.
+struct ReferenceProbe {
+  std::vector<float> prefill;        // P x n_vocab
+  std::vector<int32_t> step_tokens;  // N
+  std::vector<float> steps;          // N x n_vocab
+  double prefill_ms = 0, ms = 0;
+};
+
 class ParityGate {
  public:
-  // Compares candidate with reference on `probe` (both caches are cleared first). With
-  // stop_at_first_failure the comparison ends at the first rejected row (the gate); without it
-  // every row is computed (the `parity` tool).
+  // Compares candidate with reference on `probe` (both caches are cleared first): the reference's
+  // probe, then the candidate's. With stop_at_first_failure the comparison ends at the first
+  // rejected row (the gate); without it every row is computed (the `parity` tool).
   static ParityVerdict compare(Backend& reference, Backend& candidate,
                                std::span<const int32_t> probe, const ParityConfig& config,
                                bool stop_at_first_failure = true);
+  // The two halves of compare(). run_reference throws InputError when `steps` is out of range or
+  // the probe and its steps do not fit the reference's context (compare_with: the candidate's).
+  static ReferenceProbe run_reference(Backend& reference, std::span<const int32_t> probe,
+                                      int steps);
+  static ParityVerdict compare_with(const ReferenceProbe& reference, Backend& candidate,
+                                    std::span<const int32_t> probe, const ParityConfig& config,
+                                    bool stop_at_first_failure = true);
 
   // Opens the backend a run will use. cpu-ref is the reference and needs no gate; every other
   // backend is created here (GPU ones with the GateKey), verified, and handed out only if it

@@ -396,6 +396,24 @@ TEST(FastBackend, TheParityGateAcceptsItAndHandsItOut) {
   EXPECT_EQ(r.backend->n_past(), 16);  // the probe was the prompt: it stays cached
   std::printf("[ gate ] worst cosine %.7f at %s, worst KL %.3g\n", r.verdict.worst_cosine,
               r.verdict.worst_cosine_at.c_str(), r.verdict.worst_kl);
+  // The reference's probe ran on its own thread while the candidate was created; the verdict
+  // says so and carries the times.
+  EXPECT_TRUE(r.verdict.reference_overlapped);
+  EXPECT_GT(r.verdict.reference_ms, 0.0);
+  EXPECT_GE(r.verdict.reference_ms, r.verdict.reference_prefill_ms);
+  EXPECT_GT(r.verdict.candidate_ms, 0.0);
+  EXPECT_GE(r.verdict.ms, r.verdict.candidate_ms);
+
+  // An error on the reference's thread (here: probe + steps longer than the context) reaches the
+  // caller as the same one-line InputError, after the thread is joined.
+  const auto too_long = random_tokens(rng, 62, model.hp.n_vocab);
+  try {
+    ParityGate::open(model, request, config, too_long, true);
+    ADD_FAILURE() << "a probe that does not fit the context was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("does not fit the context"), std::string::npos)
+        << e.what();
+  }
 
   // It serves: the next step matches the reference's.
   ReferenceBackend ref(model, 2, 64);

@@ -4,8 +4,6 @@
 
 #include <cmath>
 #include <random>
-#include <set>
-#include <thread>
 
 #include "parity/gate.h"
 
@@ -26,9 +24,7 @@ class ScriptedBackend : public Backend {
   int n_past() const override { return int(history_.size()); }
   int n_ctx() const override { return 512; }
   void truncate(int n) override { history_.resize(size_t(std::min<int>(n, n_past()))); }
-  bool computes_on_host() const override { return on_host; }
   void forward(std::span<const int32_t> tokens, float* logits, bool all_logits) override {
-    threads.insert(std::this_thread::get_id());
     if (throw_at_step >= 0 && tokens.size() == 1 && n_past() >= 64 + throw_at_step)
       throw Error("scripted failure");
     const bool prefill = tokens.size() > 1;
@@ -46,10 +42,8 @@ class ScriptedBackend : public Backend {
     }
   }
 
-  bool on_host = true;     // false: a stand-in for a GPU backend, run beside the reference
   int throw_at_step = -1;  // >= 0: forward() of that step throws
   int skip_write_at = -1;  // >= 0: the logits row of that position is not written
-  std::set<std::thread::id> threads;  // threads forward() ran on
 
  private:
   const Model& model_;
@@ -93,32 +87,45 @@ TEST_F(GateTest, IdenticalCandidatePasses) {
   EXPECT_EQ(v.worst_kl, 0.0);
 }
 
-// A candidate off the host's cores (CUDA) runs on its own thread beside the reference; the
-// verdict must be the one the same pair gives in turn, and its errors must reach the caller.
-TEST_F(GateTest, OffHostCandidateRunsBesideTheReferenceWithTheSameVerdict) {
-  for (bool on_host : {true, false}) {
-    SCOPED_TRACE(on_host ? "in turn" : "concurrently");
-    ScriptedBackend ref(model_, "cpu-ref");
-    ScriptedBackend cand(model_, "cand", drift_after(66, 3.f));
-    cand.on_host = on_host;
-    ParityConfig cfg;
-    const ParityVerdict v = ParityGate::compare(ref, cand, probe_, cfg);
-    EXPECT_EQ(v.concurrent, !on_host);
-    ASSERT_EQ(v.status, ParityVerdict::Status::Rejected);
-    EXPECT_EQ(v.failed_at, "step 2/3");
-    EXPECT_EQ(v.rows.size(), 64u + 3u);
-    EXPECT_GT(v.reference_ms, 0.0);
-    EXPECT_GT(v.candidate_ms, 0.0);
-    EXPECT_GE(v.ms, on_host ? v.reference_ms + v.candidate_ms : v.reference_ms);
-    ASSERT_EQ(ref.threads.size(), 1u);
-    EXPECT_EQ(*ref.threads.begin(), std::this_thread::get_id());
-    // In turn: the caller's thread. Concurrently: one fresh thread per move, never the caller's.
-    EXPECT_EQ(cand.threads.count(std::this_thread::get_id()), on_host ? 1u : 0u);
+// compare() is run_reference() then compare_with(): the reference needs nothing from the
+// candidate (its own argmax steers both), so the gate can run it before the candidate exists.
+// The halves must give the verdict compare() gives, the steps must be fed the reference's
+// argmax, the times must be filled in, and errors must reach the caller.
+TEST_F(GateTest, ReferenceFirstThenCandidateGivesTheSameVerdict) {
+  ScriptedBackend ref(model_, "cpu-ref"), cand(model_, "cand", drift_after(66, 3.f));
+  ParityConfig cfg;
+  const ParityVerdict whole = ParityGate::compare(ref, cand, probe_, cfg);
+  const ReferenceProbe probe_ref = ParityGate::run_reference(ref, probe_, cfg.steps);
+  ASSERT_EQ(probe_ref.step_tokens.size(), 3u);
+  for (int k = 0; k < 3; ++k) {
+    const float* before =
+        k == 0 ? probe_ref.prefill.data() + 63 * kVocab : probe_ref.steps.data() + (k - 1) * kVocab;
+    EXPECT_EQ(probe_ref.step_tokens[size_t(k)], argmax({before, size_t(kVocab)})) << "step " << k;
   }
-  ScriptedBackend ref(model_, "cpu-ref"), cand(model_, "cand");
-  cand.on_host = false;
-  cand.throw_at_step = 1;
-  EXPECT_THROW(ParityGate::compare(ref, cand, probe_, ParityConfig{}), Error);
+  EXPECT_GT(probe_ref.ms, probe_ref.prefill_ms);
+  const ParityVerdict halves = ParityGate::compare_with(probe_ref, cand, probe_, cfg);
+  for (const ParityVerdict* v : {&whole, &halves}) {
+    ASSERT_EQ(v->status, ParityVerdict::Status::Rejected);
+    EXPECT_EQ(v->failed_at, "step 2/3");
+    EXPECT_EQ(v->rows.size(), 64u + 3u);
+    EXPECT_GT(v->reference_ms, 0.0);
+    EXPECT_GT(v->candidate_ms, 0.0);
+    EXPECT_FALSE(v->reference_overlapped);
+  }
+  EXPECT_EQ(whole.failed_value, halves.failed_value);
+  EXPECT_GE(whole.ms, whole.reference_ms + whole.candidate_ms);
+  for (size_t i = 0; i < whole.rows.size(); ++i) {
+    EXPECT_EQ(whole.rows[i].token, halves.rows[i].token) << "row " << i;
+    EXPECT_EQ(whole.rows[i].m.cosine, halves.rows[i].m.cosine) << "row " << i;
+  }
+  // A reference probe of other length or steps is refused; so is a candidate that throws.
+  ParityConfig more = cfg;
+  more.steps = 4;
+  EXPECT_THROW(ParityGate::compare_with(probe_ref, cand, probe_, more), Error);
+  EXPECT_THROW(ParityGate::run_reference(ref, probe_, 0), InputError);
+  ScriptedBackend throwing(model_, "cand");
+  throwing.throw_at_step = 1;
+  EXPECT_THROW(ParityGate::compare_with(probe_ref, throwing, probe_, cfg), Error);
 }
 
 // A candidate that leaves a row unwritten is rejected as non-finite (its output buffer is

@@ -72,7 +72,6 @@ class CudaBackend final : public GatedBackend {
   void truncate(int n_past) override;
   void set_observer(LayerObserver* observer) override { observer_ = observer; }
   void set_fault(const FaultSpec& fault) override;
-  bool computes_on_host() const override { return false; }
 
  protected:
   void forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) override;
@@ -582,8 +581,6 @@ void CudaBackend::prefill_chunk(const int32_t* tokens, int n, int pos0, float* l
 void CudaBackend::forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) {
   const int n = int(tokens.size());
   if (n == 0) throw Error("cuda: forward() called with no tokens");
-  // The current device is per host thread, and the parity gate calls from a thread of its own.
-  CUDA_CHECK(cudaSetDevice(opts_.device));
   for (int i = 0; i < n; ++i)
     if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= hp_.n_vocab)
       throw InputError("token id " + std::to_string(tokens[size_t(i)]) + " at batch index " +
