@@ -23,8 +23,15 @@ void force_simd_level(SimdLevel level);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define LOCKSTEP_X86_KERNELS 1
+#if defined(__clang__)
+// clang ignores a whole target attribute that names prefer-vector-width (it would then compile
+// these functions for the baseline ISA); its 16-lane vectors use 512-bit registers anyway.
+#define LOCKSTEP_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
+#else
 #define LOCKSTEP_TARGET_AVX512 \
   __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")))
+#endif
 #define LOCKSTEP_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #else
 #define LOCKSTEP_X86_KERNELS 0
