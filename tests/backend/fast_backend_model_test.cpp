@@ -6,34 +6,18 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "backend/cpu/reference_backend.h"
 #include "backend/fast_compare.h"
+#include "backend/shared_data.h"
 
 namespace lockstep::backend_test {
 namespace {
 
 using nlohmann::json;
-
-const std::string kModels = "../shared/models/";
-const std::string kReference = "../shared/reference/";
-
-json load_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("required shared test data is missing: " + path);
-  return json::parse(in);
-}
-
-Model load_model(const std::string& file) {
-  std::ifstream probe(kModels + file);
-  if (!probe) throw std::runtime_error("required shared test model is missing: " + kModels + file);
-  return Model::load(kModels + file);
-}
 
 struct Case {
   const char* model;
@@ -54,22 +38,6 @@ const Case kCases[] = {
     {"stories260K-Q4_0.gguf", "greedy-stories260K-Q4_0.json", 0.8, 0.995},
     {"stories260K-Q4_K_M.gguf", "greedy-stories260K-Q4_K_M.json", 0.8, 0.995},
 };
-
-template <class B>
-std::vector<int32_t> greedy(B& b, const std::vector<int32_t>& prompt, int n_new,
-                            std::vector<double>* margins) {
-  const int64_t V = b.model().hp.n_vocab;
-  std::vector<float> logits(static_cast<size_t>(V));
-  b.truncate(0);
-  b.forward(prompt, logits.data(), false);
-  std::vector<int32_t> out;
-  for (int i = 0; i < n_new; ++i) {
-    if (margins) margins->push_back(top2_margin(logits.data(), V));
-    out.push_back(argmax(logits.data(), V));
-    if (i + 1 < n_new) b.forward(std::span(&out.back(), 1), logits.data(), false);
-  }
-  return out;
-}
 
 template <class B>
 std::vector<float> teacher_forced(B& b, const std::vector<int32_t>& tokens) {

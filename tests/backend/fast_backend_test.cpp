@@ -64,24 +64,6 @@ std::vector<float> teacher_forced(B& b, const std::vector<int32_t>& tokens) {
   return logits;
 }
 
-// Greedy continuation of `prompt` (one call), then one call per token; margins[s] is the top-2
-// margin of the logits step s chose from.
-template <class B>
-std::vector<int32_t> greedy(B& b, const std::vector<int32_t>& prompt, int n_new,
-                            std::vector<double>* margins) {
-  const int64_t V = b.model().hp.n_vocab;
-  std::vector<float> logits(static_cast<size_t>(V));
-  b.truncate(0);
-  b.forward(prompt, logits.data(), false);
-  std::vector<int32_t> out;
-  for (int i = 0; i < n_new; ++i) {
-    if (margins) margins->push_back(top2_margin(logits.data(), V));
-    out.push_back(argmax(logits.data(), V));
-    if (i + 1 < n_new) b.forward(std::span(&out.back(), 1), logits.data(), false);
-  }
-  return out;
-}
-
 // Logit cosine vs the reference, at every position. F16 weights keep float activations (only the
 // F16 KV cache rounds): 0.9999; measured worst 0.999998. Quantized weights: the activations are
 // quantized to 8 bits before every matmul, as llama.cpp does, and that alone costs far more than

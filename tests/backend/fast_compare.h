@@ -8,6 +8,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "backend/cpu/cpu_transformer.h"
@@ -63,6 +64,24 @@ inline double top2_margin(const float* logits, int64_t n) {
   std::vector<float> v(logits, logits + n);
   std::partial_sort(v.begin(), v.begin() + 2, v.end(), std::greater<float>());
   return double(v[0]) - double(v[1]);
+}
+
+// Greedy continuation of `prompt` (one call), then one call per token; margins[s], when given,
+// receives the top-2 margin of the logits step s chose from.
+template <class B>
+std::vector<int32_t> greedy(B& b, const std::vector<int32_t>& prompt, int n_new,
+                            std::vector<double>* margins = nullptr) {
+  const int64_t V = b.model().hp.n_vocab;
+  std::vector<float> logits(static_cast<size_t>(V));
+  b.truncate(0);
+  b.forward(prompt, logits.data(), false);
+  std::vector<int32_t> out;
+  for (int i = 0; i < n_new; ++i) {
+    if (margins) margins->push_back(top2_margin(logits.data(), V));
+    out.push_back(argmax(logits.data(), V));
+    if (i + 1 < n_new) b.forward(std::span(&out.back(), 1), logits.data(), false);
+  }
+  return out;
 }
 
 }  // namespace lockstep::backend_test
