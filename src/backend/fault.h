@@ -3,6 +3,12 @@
 // reachable from the command line only through the documented LOCKSTEP_FAULT variable.
 #pragma once
 
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "util/error.h"
+
 namespace lockstep {
 
 struct FaultSpec {
@@ -25,5 +31,15 @@ struct FaultSpec {
   int layer = 0;
   int position = 0;
 };
+
+// The checks every backend's set_fault() makes before it takes a fault (InputError otherwise).
+inline void validate_fault(const FaultSpec& fault, int64_t n_layer) {
+  if (fault.kind == FaultSpec::LayerCorrupt && (fault.layer < 0 || fault.layer >= n_layer))
+    throw InputError("fault: layer " + std::to_string(fault.layer) + " out of range (model has " +
+                     std::to_string(n_layer) + " layers)");
+  if (fault.position < 0)
+    throw InputError("fault: position " + std::to_string(fault.position) + " is negative");
+  if (!std::isfinite(fault.magnitude)) throw InputError("fault: magnitude must be finite");
+}
 
 }  // namespace lockstep

@@ -383,12 +383,7 @@ void CudaBackend::truncate(int n_past) {
 }
 
 void CudaBackend::set_fault(const FaultSpec& fault) {
-  if (fault.kind == FaultSpec::LayerCorrupt && (fault.layer < 0 || fault.layer >= hp_.n_layer))
-    throw InputError("fault: layer " + std::to_string(fault.layer) + " out of range (model has " +
-                     std::to_string(hp_.n_layer) + " layers)");
-  if (fault.position < 0)
-    throw InputError("fault: position " + std::to_string(fault.position) + " is negative");
-  if (!std::isfinite(fault.magnitude)) throw InputError("fault: magnitude must be finite");
+  validate_fault(fault, hp_.n_layer);
   fault_ = fault;
   fault_calls_ = 0;
   fault_nan_done_ = false;
