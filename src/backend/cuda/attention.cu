@@ -11,6 +11,7 @@
 // takes 32 query rows of one head and walks key tiles of 64, keeping a running max and sum per
 // row (online softmax), so the n_tok x n_kv score matrix is never materialised.
 #include <cmath>
+#include <type_traits>
 
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/cuda_ops.h"
@@ -34,6 +35,7 @@ __global__ void __launch_bounds__(kAttnSplit)
                              float* __restrict__ part_ml, const int32_t* __restrict__ pos,
                              int n_head, int n_head_kv, int hd, float scale, int n_splits,
                              int n_gchunk) {
+  pdl_wait();
   extern __shared__ float smem[];
   float* qs = smem;                         // [kGqaChunk][hd]
   float* sc = qs + kGqaChunk * hd;          // [kGqaChunk][kAttnSplit]
@@ -126,6 +128,7 @@ __global__ void attn_decode_merge_kernel(const float* __restrict__ part_o,
                                          const float* __restrict__ part_ml,
                                          const int32_t* __restrict__ pos, float* __restrict__ out,
                                          int hd, int n_splits) {
+  pdl_wait();
   const int h = blockIdx.x;
   const int n_used = int(ceil_div(int64_t(*pos) + 1, kAttnSplit));
   const float* ml = part_ml + int64_t(h) * n_splits * 2;
@@ -311,18 +314,17 @@ void attention_decode(const float* q, const void* k_cache, const void* v_cache, 
       (size_t(kGqaChunk) * p.head_dim + kGqaChunk * kAttnSplit + 2 * kGqaChunk) * sizeof(float);
   const dim3 grid(unsigned(p.n_head_kv * n_gchunk), unsigned(n_splits));
   auto launch = [&](const auto* kc, const auto* vc) {
-    attn_decode_split_kernel<<<grid, kAttnSplit, smem, stream>>>(q, kc, vc, part_o, part_ml, pos,
-                                                                 p.n_head, p.n_head_kv, p.head_dim,
-                                                                 p.scale, n_splits, n_gchunk);
+    using KV = std::remove_cv_t<std::remove_pointer_t<decltype(kc)>>;
+    launch_pdl("attn_decode_split_kernel", attn_decode_split_kernel<KV>, grid, kAttnSplit, smem,
+               stream, q, kc, vc, part_o, part_ml, pos, p.n_head, p.n_head_kv, p.head_dim, p.scale,
+               n_splits, n_gchunk);
   };
   if (kv == KvType::F16)
     launch(static_cast<const __half*>(k_cache), static_cast<const __half*>(v_cache));
   else
     launch(static_cast<const float*>(k_cache), static_cast<const float*>(v_cache));
-  CUDA_CHECK_LAUNCH("attn_decode_split_kernel");
-  attn_decode_merge_kernel<<<unsigned(p.n_head), 128, 0, stream>>>(part_o, part_ml, pos, out,
-                                                                   p.head_dim, n_splits);
-  CUDA_CHECK_LAUNCH("attn_decode_merge_kernel");
+  launch_pdl("attn_decode_merge_kernel", attn_decode_merge_kernel, unsigned(p.n_head), 128, 0,
+             stream, part_o, part_ml, pos, out, p.head_dim, n_splits);
 }
 
 void attention_prefill(const float* q, const void* k_cache, const void* v_cache, KvType kv,

@@ -7,7 +7,10 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
+#include <utility>
 
 #include "util/error.h"
 
@@ -156,6 +159,72 @@ __device__ __forceinline__ void store_kv(__half* p, float v) {
 }
 __device__ __forceinline__ void store_kv(float* p, float v) {
   *p = v;
+}
+
+// ---- programmatic dependent launch (Hopper, sm_90) -------------------------------------------
+// Decode is a chain of ~11 small kernels per layer; between two of them the GPU drains one grid
+// and ramps up the next. A kernel started with launch_pdl() may instead be launched while its
+// predecessor in the stream still runs: its thread blocks start, do what needs nothing from
+// earlier kernels (compute addresses, prefetch their weights into L2), and then call pdl_wait(),
+// which returns once the predecessor grid has completed and its writes are visible.
+//
+// The rule for every kernel launched with launch_pdl(): before pdl_wait() it may only read memory
+// that no kernel writes (weights) and write nothing. Because each such kernel waits for its
+// predecessor, and that one waited for its own, a kernel that passed pdl_wait() also sees every
+// earlier kernel complete (an ordinary launch waits for its predecessor in full anyway).
+// pdl_wait() then lets the next kernel launch early (launch_dependents): at most one grid runs
+// ahead of the one working. On a launch without the attribute both instructions are no-ops.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Hints the L2 cache to fetch [p, p + bytes), spread over the thread block's threads (one
+// instruction per 128-byte line). Only for read-only data (weights), e.g. before pdl_wait().
+__device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = int64_t(threadIdx.x) * 128; off < bytes; off += int64_t(blockDim.x) * 128)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
+}
+
+// Programmatic launches are on when the current device is sm_90 or newer, unless
+// LOCKSTEP_CUDA_PDL=0 (read per launch, a bench and test knob: the results are the same bits).
+inline bool pdl_enabled() {
+  static const bool supported = [] {
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return major >= 9;
+  }();
+  const char* env = std::getenv("LOCKSTEP_CUDA_PDL");
+  return supported && !(env && std::strcmp(env, "0") == 0);
+}
+
+// Launches kernel<<<grid, block, smem, stream>>>(args...) with programmatic stream serialization
+// when pdl_enabled(); the kernel must follow the rule above. Failures throw, naming the kernel.
+template <typename... Params, typename... Args>
+void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    throw_cuda_error(err, (std::string("launch of ") + name).c_str(), __FILE__, __LINE__);
+  }
 }
 
 }  // namespace lockstep::cuda

@@ -12,6 +12,7 @@ namespace {
 
 __global__ void swiglu_kernel(const float* __restrict__ g, const float* __restrict__ u,
                               float* __restrict__ y, int64_t n) {
+  pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
@@ -64,8 +65,8 @@ __global__ void fill_nan_kernel(float* x, int64_t n) {
 
 void swiglu(const float* gate, const float* up, float* y, int64_t n, void* stream) {
   if (n <= 0) return;
-  swiglu_kernel<<<unsigned(ceil_div(n, 256)), 256, 0, as_stream(stream)>>>(gate, up, y, n);
-  CUDA_CHECK_LAUNCH("swiglu_kernel");
+  launch_pdl("swiglu_kernel", swiglu_kernel, unsigned(ceil_div(n, 256)), 256, 0, as_stream(stream),
+             gate, up, y, n);
 }
 
 void add_bias(float* y, const float* bias, int64_t rows, int64_t cols, void* stream) {

@@ -69,7 +69,15 @@ struct Args {
   const int8_t* xq = nullptr;
   const float* dx = nullptr;
   const float* xs = nullptr;
+  // Prefetch the thread block's weight rows into L2 before waiting for the previous kernel
+  // (launch_pdl); LOCKSTEP_CUDA_PREFETCH=0 turns it off (a bench knob, same bits).
+  bool prefetch = false;
 };
+
+bool prefetch_enabled() {
+  const char* env = std::getenv("LOCKSTEP_CUDA_PREFETCH");
+  return !(env && std::strcmp(env, "0") == 0);
+}
 
 // The job (matrix) thread block blockIdx.x works on.
 __device__ __forceinline__ int job_of_block(const Args& args) {
@@ -78,6 +86,19 @@ __device__ __forceinline__ int job_of_block(const Args& args) {
   for (int k = 1; k < kMaxJobs; ++k)
     if (k < args.n_jobs && int64_t(blockIdx.x) >= args.first_cta[k]) j = k;
   return j;
+}
+
+// Start of every matvec kernel: prefetch the block's weight rows (the only memory it may touch
+// before pdl_wait(), cuda_common.cuh), then wait for the kernel that produced x.
+template <int NMAT, int R>
+__device__ __forceinline__ void prefetch_rows_then_wait(const Args& args, const Job& job,
+                                                        int64_t row0) {
+  if (args.prefetch && row0 < job.rows) {
+    const int64_t bytes = min(int64_t(R), job.rows - row0) * args.row_bytes;
+    prefetch_l2(job.w + row0 * args.row_bytes, bytes);
+    if constexpr (NMAT == 2) prefetch_l2(job.w_up + row0 * args.row_bytes, bytes);
+  }
+  pdl_wait();
 }
 
 // Sums acc over the thread block and writes rows row0 .. row0 + R - 1 (with the epilogue).
@@ -184,6 +205,7 @@ __global__ void __launch_bounds__(kThreads) matvec_kernel(const Args args) {
     wr[0][r] = job.w + row * args.row_bytes;
     if constexpr (SWIGLU) wr[1][r] = job.w_up + row * args.row_bytes;
   }
+  prefetch_rows_then_wait<NMAT, R>(args, job, row0);
   float scale = 1.0f;
   if constexpr (NORM) scale = rms_scale(args.x, args.n_blocks * B::QK, args.eps);
   float acc[NMAT][R];
@@ -283,6 +305,7 @@ template <bool NORM>
 __global__ void __launch_bounds__(kThreads)
     quantize_act_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps,
                         int64_t n_groups, int8_t* xq, float* dx, float* xs) {
+  pdl_wait();
   float scale = 1.0f;
   if constexpr (NORM) scale = rms_scale(x, n_groups * 32, eps);
   const int64_t g = int64_t(blockIdx.x) * kThreads + threadIdx.x;
@@ -422,6 +445,7 @@ __global__ void __launch_bounds__(kThreads) matvec_q8_kernel(const Args args) {
     wr[0][r] = job.w + row * args.row_bytes;
     if constexpr (SWIGLU) wr[1][r] = job.w_up + row * args.row_bytes;
   }
+  prefetch_rows_then_wait<NMAT, R>(args, job, row0);
   if constexpr (!PREQ) {
     float scale = 1.0f;
     if constexpr (NORM) scale = rms_scale(args.x, n_groups * 32, args.eps);
@@ -454,8 +478,9 @@ void launch_q8_kernel(Args& args, int64_t cols, cudaStream_t stream) {
   const int64_t grid = args.first_cta[args.n_jobs];
   if (grid == 0) return;
   const size_t smem = PREQ ? 0 : size_t(cols) + size_t(cols / 32) * 8;
-  matvec_q8_kernel<Q6, R, SWIGLU, NORM, PREQ><<<unsigned(grid), kThreads, smem, stream>>>(args);
-  CUDA_CHECK_LAUNCH("matvec_q8_kernel");
+  args.prefetch = prefetch_enabled();
+  launch_pdl("matvec_q8_kernel", matvec_q8_kernel<Q6, R, SWIGLU, NORM, PREQ>, unsigned(grid),
+             kThreads, smem, stream, args);
 }
 
 // LOCKSTEP_CUDA_ACT_Q8 (read per call, like LOCKSTEP_CUDA_PRECISION): "shared" makes every thread
@@ -473,13 +498,9 @@ void launch_q8(Args& args, int64_t cols, const ActQ8Scratch* act, cudaStream_t s
   if (act && act->max_cols >= cols && !per_block_act_q8()) {
     const int64_t n_groups = cols / 32;
     const unsigned grid = unsigned(ceil_div(n_groups, kThreads));
-    if (args.norm_w)
-      quantize_act_kernel<true><<<grid, kThreads, 0, stream>>>(args.x, args.norm_w, args.eps,
-                                                               n_groups, act->xq, act->dx, act->xs);
-    else
-      quantize_act_kernel<false><<<grid, kThreads, 0, stream>>>(args.x, nullptr, 0.0f, n_groups,
-                                                                act->xq, act->dx, act->xs);
-    CUDA_CHECK_LAUNCH("quantize_act_kernel");
+    launch_pdl("quantize_act_kernel",
+               args.norm_w ? quantize_act_kernel<true> : quantize_act_kernel<false>, grid, kThreads,
+               0, stream, args.x, args.norm_w, args.eps, n_groups, act->xq, act->dx, act->xs);
     args.xq = act->xq, args.dx = act->dx, args.xs = act->xs;
     launch_q8_kernel<Q6, R, SWIGLU, false, true>(args, cols, stream);
   } else if (args.norm_w) {
@@ -526,8 +547,9 @@ void launch_kernel(Args& args, int64_t cols, cudaStream_t stream) {
     args.first_cta[j + 1] = args.first_cta[j] + ceil_div(args.job[j].rows, R);
   const int64_t grid = args.first_cta[args.n_jobs];
   if (grid == 0) return;
-  matvec_kernel<B, R, SWIGLU, NORM><<<unsigned(grid), kThreads, 0, stream>>>(args);
-  CUDA_CHECK_LAUNCH("matvec_kernel");
+  args.prefetch = prefetch_enabled();
+  launch_pdl("matvec_kernel", matvec_kernel<B, R, SWIGLU, NORM>, unsigned(grid), kThreads, 0,
+             stream, args);
 }
 
 template <class B, int R, bool SWIGLU>

@@ -14,6 +14,7 @@ constexpr int kNormThreads = 256;
 __global__ void __launch_bounds__(kNormThreads)
     rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y,
                    int64_t cols, float eps) {
+  pdl_wait();
   __shared__ double partial[kNormThreads / 32];
   const float* xr = x + int64_t(blockIdx.x) * cols;
   float* yr = y + int64_t(blockIdx.x) * cols;
@@ -35,8 +36,8 @@ __global__ void __launch_bounds__(kNormThreads)
 void rmsnorm(const float* x, const float* weight, float* y, int64_t rows, int64_t cols, float eps,
              void* stream) {
   if (rows <= 0) return;
-  rmsnorm_kernel<<<unsigned(rows), kNormThreads, 0, as_stream(stream)>>>(x, weight, y, cols, eps);
-  CUDA_CHECK_LAUNCH("rmsnorm_kernel");
+  launch_pdl("rmsnorm_kernel", rmsnorm_kernel, unsigned(rows), kNormThreads, 0, as_stream(stream),
+             x, weight, y, cols, eps);
 }
 
 }  // namespace lockstep::cuda_ops

@@ -3,6 +3,7 @@
 // float64, then rounded), so the GPU agrees with a float64 reference to float32 rounding even at
 // positions in the tens of thousands; the rotation itself is done in float32 as ggml does it.
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cuda/cuda_common.cuh"
@@ -20,6 +21,7 @@ __global__ void rope_store_kernel(float* __restrict__ q, const float* __restrict
                                   KV* __restrict__ v_cache, const int32_t* __restrict__ pos0,
                                   int n_head, int n_head_kv, int hd, int rope_dim, bool neox,
                                   float freq_scale, const double* __restrict__ inv_freq) {
+  pdl_wait();
   const int tok = blockIdx.x;
   const int64_t pos = int64_t(*pos0) + tok;
   const int half_dim = rope_dim / 2;
@@ -77,15 +79,15 @@ void rope_and_store_kv(float* q, const float* k, const float* v, void* k_cache, 
     throw Error("cuda rope: unsupported head_dim " + std::to_string(p.head_dim) + " / rope_dim " +
                 std::to_string(p.rope_dim));
   auto launch = [&](auto* kc, auto* vc) {
-    rope_store_kernel<<<unsigned(n_tok), 128, 0, as_stream(stream)>>>(
-        q, k, v, kc, vc, pos0, p.n_head, p.n_head_kv, p.head_dim, p.rope_dim,
-        p.type == RopeType::Neox, p.freq_scale, p.inv_freq);
+    using KV = std::remove_pointer_t<decltype(kc)>;
+    launch_pdl("rope_store_kernel", rope_store_kernel<KV>, unsigned(n_tok), 128, 0,
+               as_stream(stream), q, k, v, kc, vc, pos0, p.n_head, p.n_head_kv, p.head_dim,
+               p.rope_dim, p.type == RopeType::Neox, p.freq_scale, p.inv_freq);
   };
   if (kv == KvType::F16)
     launch(static_cast<__half*>(k_cache), static_cast<__half*>(v_cache));
   else
     launch(static_cast<float*>(k_cache), static_cast<float*>(v_cache));
-  CUDA_CHECK_LAUNCH("rope_store_kernel");
 }
 
 }  // namespace lockstep::cuda_ops
