@@ -4,7 +4,7 @@
 #      the default settings
 #   2. `lockstep bench --backend cuda` on synthetic Qwen2.5 Q4_K_M files for each knob setting,
 #      the settings interleaved, ROUNDS times
-#   3. with PROFILE=1 and nsys present, the per-kernel time of a 0.5B and a 7B decode
+#   3. with PROFILE=1, every kernel's time under ncu (scripts/ncu_kernels.py groups them)
 # Environment: PRESETS (default "qwen2.5-7b qwen2.5-0.5b"), KNOBS (space-separated settings, each
 # "default" or comma-joined VAR=VALUE pairs; default compares programmatic launch and prefetch),
 # BENCH_ARGS (default "-p 512 -n 128 -r 3"), ROUNDS (default 2).
@@ -37,11 +37,12 @@ for preset in ${PRESETS:-qwen2.5-7b qwen2.5-0.5b}; do
         tee -a "$S"
     done
   done
-  if [ "${PROFILE:-0}" = 1 ] && command -v nsys >/dev/null; then
-    nsys profile -o "/tmp/prof-$preset" --force-overwrite true build-gpu/lockstep bench -m "$f" \
-      --backend cuda -p 0 -n 64 -r 1 >/dev/null 2>>"$OUT/nsys.log"
-    nsys stats -q --report cuda_gpu_kern_sum --format csv "/tmp/prof-$preset.nsys-rep" \
-      2>>"$OUT/nsys.log" | head -25 | cut -c1-220 | tee -a "$S"
+  if [ "${PROFILE:-0}" = 1 ]; then  # each kernel's time (ncu serialises them: no overlap)
+    NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+    timeout 200 "$NCU" --csv --metrics gpu__time_duration.sum --log-file "/tmp/ncu-$preset.csv" \
+      build-gpu/lockstep bench -m "$f" --backend cuda --parity off -p 0 -n 16 -r 1 \
+      >/dev/null 2>>"$OUT/ncu.log"
+    python3 scripts/ncu_kernels.py "/tmp/ncu-$preset.csv" --top 24 2>&1 | tee -a "$S"
   fi
   rm -f "$f"
 done
