@@ -1,7 +1,7 @@
 // Attention over the KV cache (F16 or F32 elements, converted to float on load).
 //
 // Decode (one query token): flash-decoding. The positions 0..pos are cut into chunks of
-// kAttnSplit; a thread block per (KV head, group of up to 8 query heads, chunk) computes the
+// kAttnSplit; a thread block per (KV head, group of up to 4 query heads, chunk) computes the
 // scores of its chunk for all query heads that share the KV head (GQA: K and V are read once per
 // group), a chunk-local softmax and the weighted sum of V; a second kernel merges the chunks with
 // their maxima and sums. The grid covers the whole context and chunks past pos exit at once, so
@@ -22,14 +22,21 @@ using namespace lockstep::cuda;
 
 namespace {
 
-constexpr int kGqaChunk = 8;  // query heads per decode block
+// Decode blocks are small so that short contexts still spread over many SMs (the ncu profile of
+// 2026-11-26 had 4 blocks of 128 positions x 7 heads taking 16 us per 7B layer): a block takes
+// kAttnSplit = 32 positions (cuda_ops.h) of up to kGqaChunk query heads, with 64 threads: two per
+// position for the scores (each half of the head dimensions), one per pair of dimensions for V.
+constexpr int kGqaChunk = 4;  // query heads per decode block
+constexpr int kAttnThreads = 64;
+static_assert(kAttnThreads == 2 * kAttnSplit, "two threads per position in the score loop");
+constexpr int kMergeThreads = 128, kMergeCached = 1024;  // merge: weights of up to 1024 chunks
 
 int n_splits_for(int max_ctx) {
   return int(ceil_div(max_ctx, kAttnSplit));
 }
 
 template <typename KV>
-__global__ void __launch_bounds__(kAttnSplit)
+__global__ void __launch_bounds__(kAttnThreads)
     attn_decode_split_kernel(const float* __restrict__ q, const KV* __restrict__ k_cache,
                              const KV* __restrict__ v_cache, float* __restrict__ part_o,
                              float* __restrict__ part_ml, const int32_t* __restrict__ pos,
@@ -37,9 +44,10 @@ __global__ void __launch_bounds__(kAttnSplit)
                              int n_gchunk) {
   pdl_wait();
   extern __shared__ float smem[];
-  float* qs = smem;                         // [kGqaChunk][hd]
-  float* sc = qs + kGqaChunk * hd;          // [kGqaChunk][kAttnSplit]
-  float* ml = sc + kGqaChunk * kAttnSplit;  // [kGqaChunk][2]
+  float* qs = smem;                          // [kGqaChunk][hd]
+  float* sc = qs + kGqaChunk * hd;           // [kGqaChunk][kAttnSplit]
+  float* sc2 = sc + kGqaChunk * kAttnSplit;  // [kGqaChunk][kAttnSplit], second halves
+  float* ml = sc2 + kGqaChunk * kAttnSplit;  // [kGqaChunk][2]
 
   const int kvh = blockIdx.x / n_gchunk, gc = blockIdx.x % n_gchunk;
   const int gqa = n_head / n_head_kv;
@@ -56,23 +64,27 @@ __global__ void __launch_bounds__(kAttnSplit)
   for (int i = tid; i < ng * hd; i += blockDim.x) qs[i] = q[int64_t(head0) * hd + i] * scale;
   __syncthreads();
 
-  // Scores: one position per thread, all query heads of the group.
+  // Scores: thread (half, pi) dots dimensions [half * hd/2, (half + 1) * hd/2) of position
+  // p0 + pi with every query head of the group; the halves meet in shared memory.
   {
+    const int pi = tid % kAttnSplit, half = tid / kAttnSplit, hd2 = hd / 2, d0 = half * hd2;
     float acc[kGqaChunk];
 #pragma unroll
     for (int g = 0; g < kGqaChunk; ++g) acc[g] = 0.0f;
-    if (tid < np) {
-      const KV* kr = k_cache + int64_t(p0 + tid) * kv_dim + int64_t(kvh) * hd;
-      for (int d = 0; d < hd; d += 2) {
+    if (pi < np) {
+      const KV* kr = k_cache + int64_t(p0 + pi) * kv_dim + int64_t(kvh) * hd + d0;
+      for (int d = 0; d < hd2; d += 2) {
         const float2 kf = load_kv2(kr + d);
 #pragma unroll
         for (int g = 0; g < kGqaChunk; ++g)
-          if (g < ng) acc[g] = fmaf(qs[g * hd + d], kf.x, fmaf(qs[g * hd + d + 1], kf.y, acc[g]));
+          if (g < ng)
+            acc[g] = fmaf(qs[g * hd + d0 + d], kf.x, fmaf(qs[g * hd + d0 + d + 1], kf.y, acc[g]));
       }
     }
+    float* dst = half ? sc2 : sc;
 #pragma unroll
     for (int g = 0; g < kGqaChunk; ++g)
-      if (g < ng) sc[g * kAttnSplit + tid] = tid < np ? acc[g] : -INFINITY;
+      if (g < ng) dst[g * kAttnSplit + pi] = acc[g];
   }
   __syncthreads();
 
@@ -80,7 +92,11 @@ __global__ void __launch_bounds__(kAttnSplit)
   const int warp = tid >> 5, lane = tid & 31, n_warps = blockDim.x >> 5;
   for (int g = warp; g < ng; g += n_warps) {
     float m = -INFINITY;
-    for (int i = lane; i < np; i += 32) m = fmaxf(m, sc[g * kAttnSplit + i]);
+    for (int i = lane; i < np; i += 32) {
+      const float v = sc[g * kAttnSplit + i] + sc2[g * kAttnSplit + i];
+      sc[g * kAttnSplit + i] = v;
+      m = fmaxf(m, v);
+    }
     m = warp_max(m);
     float l = 0.0f;
     for (int i = lane; i < np; i += 32) {
@@ -124,23 +140,43 @@ __global__ void __launch_bounds__(kAttnSplit)
   }
 }
 
-__global__ void attn_decode_merge_kernel(const float* __restrict__ part_o,
-                                         const float* __restrict__ part_ml,
-                                         const int32_t* __restrict__ pos, float* __restrict__ out,
-                                         int hd, int n_splits) {
+// One block per query head: out = sum_s e_s * o_s / sum_s e_s * l_s with e_s = exp(m_s - m) over
+// the chunks in use. The block finds m and the weights e_s together (cached in shared memory for
+// up to kMergeCached chunks, recomputed beyond), then each thread sums its dimensions.
+__global__ void __launch_bounds__(kMergeThreads)
+    attn_decode_merge_kernel(const float* __restrict__ part_o, const float* __restrict__ part_ml,
+                             const int32_t* __restrict__ pos, float* __restrict__ out, int hd,
+                             int n_splits) {
   pdl_wait();
-  const int h = blockIdx.x;
+  __shared__ float e_cache[kMergeCached];
+  __shared__ float red[kMergeThreads / 32];
+  const int h = blockIdx.x, tid = threadIdx.x;
   const int n_used = int(ceil_div(int64_t(*pos) + 1, kAttnSplit));
   const float* ml = part_ml + int64_t(h) * n_splits * 2;
+
   float m = -INFINITY;
-  for (int s = 0; s < n_used; ++s) m = fmaxf(m, ml[2 * s]);
+  for (int s = tid; s < n_used; s += kMergeThreads) m = fmaxf(m, ml[2 * s]);
+  m = warp_max(m);
+  if ((tid & 31) == 0) red[tid >> 5] = m;
+  __syncthreads();
+  m = red[0];
+#pragma unroll
+  for (int w = 1; w < kMergeThreads / 32; ++w) m = fmaxf(m, red[w]);
   float l = 0.0f;
-  for (int s = 0; s < n_used; ++s) l += expf(ml[2 * s] - m) * ml[2 * s + 1];
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+  for (int s = tid; s < n_used; s += kMergeThreads) {
+    const float e = expf(ml[2 * s] - m);
+    if (s < kMergeCached) e_cache[s] = e;
+    l += e * ml[2 * s + 1];
+  }
+  l = block_sum(l, red);  // its first barrier also publishes e_cache
+  const float inv_l = 1.0f / l;
+  for (int d = tid; d < hd; d += kMergeThreads) {
     float o = 0.0f;
-    for (int s = 0; s < n_used; ++s)
-      o += expf(ml[2 * s] - m) * part_o[(int64_t(h) * n_splits + s) * hd + d];
-    out[int64_t(h) * hd + d] = o / l;
+    for (int s = 0; s < n_used; ++s) {
+      const float e = s < kMergeCached ? e_cache[s] : expf(ml[2 * s] - m);
+      o = fmaf(e, part_o[(int64_t(h) * n_splits + s) * hd + d], o);
+    }
+    out[int64_t(h) * hd + d] = o * inv_l;
   }
 }
 
@@ -311,11 +347,11 @@ void attention_decode(const float* q, const void* k_cache, const void* v_cache, 
   float* part_o = partials;
   float* part_ml = partials + size_t(p.n_head) * n_splits * p.head_dim;
   const size_t smem =
-      (size_t(kGqaChunk) * p.head_dim + kGqaChunk * kAttnSplit + 2 * kGqaChunk) * sizeof(float);
+      (size_t(kGqaChunk) * p.head_dim + 2 * kGqaChunk * kAttnSplit + 2 * kGqaChunk) * sizeof(float);
   const dim3 grid(unsigned(p.n_head_kv * n_gchunk), unsigned(n_splits));
   auto launch = [&](const auto* kc, const auto* vc) {
     using KV = std::remove_cv_t<std::remove_pointer_t<decltype(kc)>>;
-    launch_pdl("attn_decode_split_kernel", attn_decode_split_kernel<KV>, grid, kAttnSplit, smem,
+    launch_pdl("attn_decode_split_kernel", attn_decode_split_kernel<KV>, grid, kAttnThreads, smem,
                stream, q, kc, vc, part_o, part_ml, pos, p.n_head, p.n_head_kv, p.head_dim, p.scale,
                n_splits, n_gchunk);
   };
@@ -323,8 +359,8 @@ void attention_decode(const float* q, const void* k_cache, const void* v_cache, 
     launch(static_cast<const __half*>(k_cache), static_cast<const __half*>(v_cache));
   else
     launch(static_cast<const float*>(k_cache), static_cast<const float*>(v_cache));
-  launch_pdl("attn_decode_merge_kernel", attn_decode_merge_kernel, unsigned(p.n_head), 128, 0,
-             stream, part_o, part_ml, pos, out, p.head_dim, n_splits);
+  launch_pdl("attn_decode_merge_kernel", attn_decode_merge_kernel, unsigned(p.n_head),
+             kMergeThreads, 0, stream, part_o, part_ml, pos, out, p.head_dim, n_splits);
 }
 
 void attention_prefill(const float* q, const void* k_cache, const void* v_cache, KvType kv,

@@ -275,9 +275,19 @@ __device__ __forceinline__ void quantize_group(const float* __restrict__ x,
       v[4 * k + 2] = (v[4 * k + 2] * scale) * f.z, v[4 * k + 3] = (v[4 * k + 3] * scale) * f.w;
     }
   }
-  float amax = 0.0f, sum = 0.0f;
+  float amax = 0.0f;
 #pragma unroll
-  for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(v[i])), sum += v[i];
+  for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(v[i]));
+  // The sum in warp_sum's order (pairs 16 apart, then 8, ...), so that the warp-per-group
+  // kernel below gets the same bits.
+  float t[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) t[i] = v[i];
+#pragma unroll
+  for (int width = 16; width > 0; width /= 2)
+#pragma unroll
+    for (int i = 0; i < width; ++i) t[i] += t[i + width];
+  const float sum = t[0];
   const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
   uint32_t p[8];
 #pragma unroll
@@ -307,9 +317,10 @@ __device__ __forceinline__ void quantize_x(const Args& args, float scale, int64_
   __syncthreads();
 }
 
-// The once-per-product quantization into global scratch: thread block b does groups
-// b * kThreads .. + kThreads - 1. With NORM every block computes the RMS scale over all of x
-// (with the same code, so the same value, as the per-block path).
+// The once-per-product quantization into global scratch: one warp per group of 32 (lane i holds
+// element i), kThreads / 32 groups per thread block, with the same results as quantize_group
+// (same amax, same rounding, the sum in the same order). With NORM every block computes the RMS
+// scale over all of x (with the same code, so the same value, as the per-block path).
 template <bool NORM>
 __global__ void __launch_bounds__(kThreads)
     quantize_act_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps,
@@ -317,8 +328,19 @@ __global__ void __launch_bounds__(kThreads)
   pdl_wait();
   float scale = 1.0f;
   if constexpr (NORM) scale = rms_scale(x, n_groups * 32, eps);
-  const int64_t g = int64_t(blockIdx.x) * kThreads + threadIdx.x;
-  if (g < n_groups) quantize_group<NORM>(x, norm_w, scale, g, xq, dx, xs);
+  const int64_t g = int64_t(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (g >= n_groups) return;
+  float v = __ldg(x + g * 32 + lane);
+  if constexpr (NORM) v = (v * scale) * __ldg(norm_w + g * 32 + lane);
+  const float amax = warp_max(fmaxf(0.0f, fabsf(v)));  // a NaN counts as 0, as in quantize_group
+  const float sum = warp_sum(v);
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  xq[g * 32 + lane] = int8_t(max(-127, min(127, __float2int_rn(v * inv))));
+  if (lane == 0) {
+    dx[g] = isfinite(sum) && isfinite(amax) ? amax / 127.0f : __int_as_float(0x7FC00000);
+    xs[g] = sum;
+  }
 }
 
 // Q4_K: thread t of a block (TPB 8) takes qs[32j + 16h .. +15], j = t/2, h = t%2: low nibbles are
@@ -506,7 +528,7 @@ template <bool Q6, int R, bool SWIGLU>
 void launch_q8(Args& args, int64_t cols, const ActQ8Scratch* act, cudaStream_t stream) {
   if (act && act->max_cols >= cols && !per_block_act_q8()) {
     const int64_t n_groups = cols / 32;
-    const unsigned grid = unsigned(ceil_div(n_groups, kThreads));
+    const unsigned grid = unsigned(ceil_div(n_groups, kThreads / 32));
     launch_pdl("quantize_act_kernel",
                args.norm_w ? quantize_act_kernel<true> : quantize_act_kernel<false>, grid, kThreads,
                0, stream, args.x, args.norm_w, args.eps, n_groups, act->xq, act->dx, act->xs);
@@ -595,17 +617,30 @@ void run(TensorType type, int64_t cols, Args& args, bool swiglu, const ActQ8Scra
       run_q8<false>(cols, max_rows, args, swiglu, act, stream);
     return;
   }
-  const int r = max_rows >= 1024 ? (swiglu ? 2 : 4) : max_rows >= 256 ? 2 : 1;
+  // Short rows (the 0.5B's 896) give each thread one step per row, so the fixed cost of a block
+  // (the fused norm's reduction, the final one) is shared by twice as many rows there.
+  int r = max_rows >= 1024 ? (swiglu ? 2 : 4) : max_rows >= 256 ? 2 : 1;
+  if (max_rows >= 1024 && cols <= 2048) r *= 2;
+  // LOCKSTEP_CUDA_MATVEC_ROWS=1|2|4|8: rows per thread block (a bench knob, same bits; SwiGLU
+  // takes at most 4).
+  if (const char* env = std::getenv("LOCKSTEP_CUDA_MATVEC_ROWS")) {
+    const int v = std::atoi(env);
+    if (v == 1 || v == 2 || v == 4 || v == 8) r = swiglu ? std::min(v, 4) : v;
+  }
   dispatch_decoder(decoder_for(type, cols), [&](auto blk) {
     using B = decltype(blk);
     if (swiglu)
-      r == 1 ? launch<B, 1, true>(args, cols, stream) : launch<B, 2, true>(args, cols, stream);
+      r == 1   ? launch<B, 1, true>(args, cols, stream)
+      : r == 2 ? launch<B, 2, true>(args, cols, stream)
+               : launch<B, 4, true>(args, cols, stream);
     else if (r == 1)
       launch<B, 1, false>(args, cols, stream);
     else if (r == 2)
       launch<B, 2, false>(args, cols, stream);
-    else
+    else if (r == 4)
       launch<B, 4, false>(args, cols, stream);
+    else
+      launch<B, 8, false>(args, cols, stream);
   });
 }
 

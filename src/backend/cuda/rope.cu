@@ -15,13 +15,21 @@ using namespace lockstep::cuda;
 
 namespace {
 
+// A thread block per (token, group of kRopeHeads heads of Q then K): it computes the rope_dim/2
+// angles of its position once into shared memory, then rotates its heads' pairs; the blocks of K
+// heads also store the head's V row and K's unrotated tail in the cache. (One block per token did
+// all heads with every angle recomputed per head: 17 us per 7B layer under ncu, 2026-11-26.)
+constexpr int kRopeThreads = 128, kRopeHeads = 4, kMaxRopeHalf = 128;
+
 template <typename KV>
-__global__ void rope_store_kernel(float* __restrict__ q, const float* __restrict__ k,
-                                  const float* __restrict__ v, KV* __restrict__ k_cache,
-                                  KV* __restrict__ v_cache, const int32_t* __restrict__ pos0,
-                                  int n_head, int n_head_kv, int hd, int rope_dim, bool neox,
-                                  float freq_scale, const double* __restrict__ inv_freq) {
+__global__ void __launch_bounds__(kRopeThreads)
+    rope_store_kernel(float* __restrict__ q, const float* __restrict__ k,
+                      const float* __restrict__ v, KV* __restrict__ k_cache,
+                      KV* __restrict__ v_cache, const int32_t* __restrict__ pos0, int n_head,
+                      int n_head_kv, int hd, int rope_dim, bool neox, float freq_scale,
+                      const double* __restrict__ inv_freq) {
   pdl_wait();
+  __shared__ float2 cos_sin[kMaxRopeHalf];
   const int tok = blockIdx.x;
   const int64_t pos = int64_t(*pos0) + tok;
   const int half_dim = rope_dim / 2;
@@ -32,11 +40,17 @@ __global__ void rope_store_kernel(float* __restrict__ q, const float* __restrict
   KV* kc = k_cache + pos * kv_dim;
   KV* vc = v_cache + pos * kv_dim;
 
-  for (int idx = threadIdx.x; idx < half_dim * (n_head + n_head_kv); idx += blockDim.x) {
-    const int i = idx % half_dim, h = idx / half_dim;
+  for (int i = threadIdx.x; i < half_dim; i += blockDim.x) {
     double s, c;
     sincos(double(pos) * double(freq_scale) * inv_freq[i], &s, &c);
-    const float sn = float(s), cs = float(c);
+    cos_sin[i] = make_float2(float(c), float(s));
+  }
+  __syncthreads();
+
+  const int h0 = blockIdx.y * kRopeHeads, h1 = min(h0 + kRopeHeads, n_head + n_head_kv);
+  for (int idx = threadIdx.x; idx < (h1 - h0) * half_dim; idx += blockDim.x) {
+    const int i = idx % half_dim, h = h0 + idx / half_dim;
+    const float cs = cos_sin[i].x, sn = cos_sin[i].y;
     const int a = neox ? i : 2 * i, b = neox ? i + half_dim : 2 * i + 1;
     if (h < n_head) {
       float* x = qr + h * hd;
@@ -50,9 +64,12 @@ __global__ void rope_store_kernel(float* __restrict__ q, const float* __restrict
       store_kv(kc + kh * hd + b, x0 * sn + x1 * cs);
     }
   }
-  for (int idx = threadIdx.x; idx < kv_dim; idx += blockDim.x) {
-    if (idx % hd >= rope_dim) store_kv(kc + idx, kr[idx]);
-    store_kv(vc + idx, vr[idx]);
+  for (int h = max(h0, n_head); h < h1; ++h) {
+    const int kh = h - n_head;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+      if (d >= rope_dim) store_kv(kc + kh * hd + d, kr[kh * hd + d]);
+      store_kv(vc + kh * hd + d, vr[kh * hd + d]);
+    }
   }
 }
 
@@ -75,14 +92,16 @@ void rope_and_store_kv(float* q, const float* k, const float* v, void* k_cache, 
                        KvType kv, int64_t n_tok, const int32_t* pos0, const RopeParams& p,
                        void* stream) {
   if (n_tok <= 0) return;
-  if (p.head_dim % 2 != 0 || p.rope_dim % 2 != 0 || p.rope_dim > p.head_dim || !p.inv_freq)
+  if (p.head_dim % 2 != 0 || p.rope_dim % 2 != 0 || p.rope_dim > p.head_dim ||
+      p.rope_dim / 2 > kMaxRopeHalf || !p.inv_freq)
     throw Error("cuda rope: unsupported head_dim " + std::to_string(p.head_dim) + " / rope_dim " +
                 std::to_string(p.rope_dim));
+  const dim3 grid(unsigned(n_tok), unsigned(ceil_div(p.n_head + p.n_head_kv, kRopeHeads)));
   auto launch = [&](auto* kc, auto* vc) {
     using KV = std::remove_pointer_t<decltype(kc)>;
-    launch_pdl("rope_store_kernel", rope_store_kernel<KV>, unsigned(n_tok), 128, 0,
-               as_stream(stream), q, k, v, kc, vc, pos0, p.n_head, p.n_head_kv, p.head_dim,
-               p.rope_dim, p.type == RopeType::Neox, p.freq_scale, p.inv_freq);
+    launch_pdl("rope_store_kernel", rope_store_kernel<KV>, grid, kRopeThreads, 0, as_stream(stream),
+               q, k, v, kc, vc, pos0, p.n_head, p.n_head_kv, p.head_dim, p.rope_dim,
+               p.type == RopeType::Neox, p.freq_scale, p.inv_freq);
   };
   if (kv == KvType::F16)
     launch(static_cast<__half*>(k_cache), static_cast<__half*>(v_cache));
