@@ -82,14 +82,15 @@ __global__ void dequant_kernel(const uint8_t* __restrict__ w, int64_t row0, int6
 // its span with fully coalesced 16-byte stores.
 constexpr int kCtaThreads = 256;
 
-template <class B>
+template <class B, bool LO>
 __global__ void __launch_bounds__(kCtaThreads)
     dequant_f16_kernel(const uint8_t* __restrict__ w, int64_t row0, int64_t n_rows,
                        int64_t n_blocks, int64_t row_bytes, __half* __restrict__ hi,
                        __half* __restrict__ lo) {
   constexpr int kBlocks = kCtaThreads / B::TPB, kSpan = kBlocks * B::QK, E = B::G * B::C;
+  static_assert(B::C % 4 == 0, "runs of 4 halves are stored 8 bytes at a time");
   __shared__ __align__(16) __half s_hi[kSpan];
-  __shared__ __align__(16) __half s_lo[kSpan];
+  __shared__ __align__(16) __half s_lo[LO ? kSpan : 8];  // the residual only where asked for
   const int64_t total = n_rows * n_blocks;
   const int64_t fb0 = int64_t(blockIdx.x) * kBlocks;
   const int local = threadIdx.x / B::TPB, t = threadIdx.x % B::TPB;
@@ -101,22 +102,29 @@ __global__ void __launch_bounds__(kCtaThreads)
 #pragma unroll
     for (int g = 0; g < B::G; ++g)
 #pragma unroll
-      for (int c = 0; c < B::C; ++c) {
-        const int at = local * B::QK + B::start(t, g) + c;
-        const float f = v[g * B::C + c];
-        const __half h = __float2half_rn(f);
-        s_hi[at] = h;
-        s_lo[at] = __float2half_rn(f - __half2float(h));
+      for (int c = 0; c < B::C; c += 4) {
+        const int at = local * B::QK + B::start(t, g) + c;  // a multiple of 4
+        uint32_t h[4], l[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float f = v[g * B::C + c + k];
+          const __half hk = __float2half_rn(f);
+          h[k] = __half_as_ushort(hk);
+          if constexpr (LO) l[k] = __half_as_ushort(__float2half_rn(f - __half2float(hk)));
+        }
+        *reinterpret_cast<uint2*>(s_hi + at) = make_uint2(h[0] | h[1] << 16, h[2] | h[3] << 16);
+        if constexpr (LO)
+          *reinterpret_cast<uint2*>(s_lo + at) = make_uint2(l[0] | l[1] << 16, l[2] | l[3] << 16);
       }
   }
   __syncthreads();
   const int64_t left = total - fb0;
   const int64_t n_elems = (left < kBlocks ? left : int64_t(kBlocks)) * B::QK;
   uint4* dst_hi = reinterpret_cast<uint4*>(hi + fb0 * B::QK);
-  uint4* dst_lo = lo ? reinterpret_cast<uint4*>(lo + fb0 * B::QK) : nullptr;
   for (int64_t i = threadIdx.x; i < n_elems / 8; i += kCtaThreads) {
     dst_hi[i] = reinterpret_cast<const uint4*>(s_hi)[i];
-    if (dst_lo) dst_lo[i] = reinterpret_cast<const uint4*>(s_lo)[i];
+    if constexpr (LO)
+      reinterpret_cast<uint4*>(lo + fb0 * B::QK)[i] = reinterpret_cast<const uint4*>(s_lo)[i];
   }
 }
 
@@ -134,8 +142,12 @@ void launch_dequant(TensorType type, const void* w, int64_t cols, int64_t row0, 
     if constexpr (sizeof(Out) == 2 && B::QK % 8 == 0) {
       if (!row_ids) {
         const int64_t grid = ceil_div(n_rows * n_blocks, kCtaThreads / B::TPB);
-        dequant_f16_kernel<B><<<unsigned(grid), kCtaThreads, 0, stream>>>(
-            static_cast<const uint8_t*>(w), row0, n_rows, n_blocks, n_blocks * B::BYTES, hi, lo);
+        if (lo)
+          dequant_f16_kernel<B, true><<<unsigned(grid), kCtaThreads, 0, stream>>>(
+              static_cast<const uint8_t*>(w), row0, n_rows, n_blocks, n_blocks * B::BYTES, hi, lo);
+        else
+          dequant_f16_kernel<B, false><<<unsigned(grid), kCtaThreads, 0, stream>>>(
+              static_cast<const uint8_t*>(w), row0, n_rows, n_blocks, n_blocks * B::BYTES, hi, lo);
         CUDA_CHECK_LAUNCH("dequant_f16_kernel");
         return;
       }
