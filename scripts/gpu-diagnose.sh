@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Diagnosis on the GPU machine of two failures seen there on 2026-11-26 (bench/NOTES.md) that
 # this development machine does not reproduce: the CPU reference's unit tests on that host's
-# compiler and CPU (MatmulRef.BitIdenticalAcrossThreadsBatchesAndDot failed there once), and the
+# compiler and CPU (MatmulRef.BitIdenticalAcrossThreadsBatchesAndDot (now ...CloseToDot) failed there once), and the
 # CUDA-vs-reference synthetic test with fresh seeds (CudaBackendSynthetic failed once, cosine below
 # 0.999). Failure details go to stdout, which the device tool returns; it returns at most 8 files
 # from $OUT, so the logs stay few.

@@ -130,7 +130,7 @@ TEST(MatmulRef, MatchesFloat64ForEveryWeightType) {
   });
 }
 
-TEST(MatmulRef, BitIdenticalAcrossThreadsBatchesAndDot) {
+TEST(MatmulRef, BitIdenticalAcrossThreadsAndBatchesCloseToDot) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE(seed_trace(seed));
   std::mt19937_64 rng(seed);
@@ -160,9 +160,17 @@ TEST(MatmulRef, BitIdenticalAcrossThreadsBatchesAndDot) {
         cpu_ref::matmul(single.data(), w.view, x.data() + t * cols, 1, four, scratch);
         for (int64_t r = 0; r < rows; ++r) {
           ASSERT_EQ(single[size_t(r)], y1[size_t(t * rows + r)]) << "token " << t << " row " << r;
-          ASSERT_EQ(single[size_t(r)],
-                    cpu_ref::dot(w.values.data() + r * cols, x.data() + t * cols, cols))
-              << "row " << r << ": the multi-row kernel must equal dot()";
+          // dot() runs the same lane-wise arithmetic, but whether `acc + w * x` is fused into
+          // one FMA is the compiler's choice per function: GCC 12 and clang fuse both, GCC 13
+          // (the GPU machine, 2026-11-26) left dot()'s loop unfused, 1-2 ulp apart. So dot()
+          // only has to agree to a few roundings of the products' magnitude.
+          double abs_sum = 0;
+          for (int64_t c = 0; c < cols; ++c)
+            abs_sum += std::fabs(double(w.values[size_t(r * cols + c)]) *
+                                 double(x[size_t(t * cols + c)]));
+          const float d = cpu_ref::dot(w.values.data() + r * cols, x.data() + t * cols, cols);
+          ASSERT_LE(std::fabs(double(single[size_t(r)]) - double(d)), 8 * kU32 * abs_sum + 1e-30)
+              << "row " << r << ": the multi-row kernel must agree with dot()";
         }
       }
     }

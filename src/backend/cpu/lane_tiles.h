@@ -1,8 +1,10 @@
 // The 16-lane dot-product tiles behind every reference dot product (dot(), matmul()). Element i
 // of a dot product is accumulated in lane i % 16; the lanes are summed by a fixed pairwise tree
 // at the end. The order of operations in a lane never depends on the tile shape, on how many
-// rows or tokens are computed together or on the thread, so every caller gets the same bits for
-// the same dot product (at one SimdLevel, see simd_level.h).
+// rows or tokens are computed together or on the thread, so matmul() gives the same bits for any
+// batch, thread count or token grouping (at one SimdLevel, see simd_level.h). dot() runs the same
+// arithmetic in a function of its own; whether `acc + w * x` becomes one FMA is the compiler's
+// choice per function (GCC 13 did not fuse dot()'s loop), so dot() agrees to rounding only.
 //
 // Internal to src/backend/cpu: include only from files that compile these templates into a
 // per-SimdLevel function.

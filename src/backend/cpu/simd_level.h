@@ -3,9 +3,9 @@
 // AVX2+FMA and for the baseline; the best level the CPU supports is picked at run time, so a
 // generic build still uses wide registers.
 //
-// On one machine every kernel uses the same level, so dot() and matmul() agree bit for bit. The
-// AVX levels fuse multiply-adds (FMA) and the baseline does not, so results may differ in the last
-// bits between machines of different levels (FMA rounds once where the baseline rounds twice).
+// On one machine every kernel uses the same level. The AVX levels fuse multiply-adds (FMA, where
+// the compiler contracts them) and the baseline does not, so results may differ in the last bits
+// between machines of different levels (FMA rounds once where the baseline rounds twice).
 #pragma once
 
 namespace lockstep::cpu_ref {
