@@ -7,7 +7,7 @@
 #   3. the parity falsification tests with CUDA as the candidate
 #   4. `lockstep bench --backend cuda` on the same files, for each decode input-quantization
 #      design (LOCKSTEP_CUDA_ACT_Q8=shared, the earlier one, then the default), same card
-#   5. compute-sanitizer memcheck on the CUDA op tests
+#   5. compute-sanitizer memcheck on the CUDA op tests (MEMCHECK_FILTER)
 # Logs under $OUT (or build-gpu/gpu-check-logs); $OUT/summary.txt is the digest.
 # Environment: GATE_RUNS (7B; default 5, other shapes 2), PRESETS (default "qwen2.5-7b
 # qwen2.5-0.5b"), ACT_MODES (the LOCKSTEP_CUDA_ACT_Q8 values to bench; default "default").
@@ -62,11 +62,12 @@ grep -E "^\[  (PASSED|FAILED|  OK) |FAILED TEST" "$LOGS/falsification.log" | tee
 LOCKSTEP_FAULT=kv_drift:2 build-gpu/lockstep run -m ../shared/models/stories260K.gguf \
   -p "Once upon a time" -n 16 --temp 0 2>&1 | grep -E "lockstep-parity|backend" | tee -a "$S"
 
-echo "== compute-sanitizer memcheck, CudaMatvec.* ($(date +%T))" | tee -a "$S"
+MEMCHECK_FILTER="${MEMCHECK_FILTER:-CudaMatvec.*:CudaAttention.*:CudaOps.*:CudaDequant.*:CudaGetRows.*:-*Real7B*}"
+echo "== compute-sanitizer memcheck, $MEMCHECK_FILTER ($(date +%T))" | tee -a "$S"
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-timeout "${SANITIZER_TIMEOUT:-75}" "$SAN" --tool memcheck --error-exitcode 9 \
+timeout "${SANITIZER_TIMEOUT:-120}" "$SAN" --tool memcheck --error-exitcode 9 \
   build-gpu/tests/backend_cuda_gpu_tests \
-  --gtest_filter='CudaMatvec.*:-*Real7B*' >"$LOGS/memcheck.log" 2>&1
+  --gtest_filter="$MEMCHECK_FILTER" >"$LOGS/memcheck.log" 2>&1
 echo "memcheck exit code $?" | tee -a "$S"
 grep -E "ERROR SUMMARY|PASSED|FAILED" "$LOGS/memcheck.log" | tail -4 | tee -a "$S"
 echo "== done ($(date +%T))" | tee -a "$S"
