@@ -5,12 +5,11 @@
 #      (scripts/gpu-check.sh without its benchmarks; memcheck comes last, see 5)
 #   2. the parity gate's time on synthetic Qwen2.5 Q4_K_M models, several runs, from --json
 #   3. the parity falsification tests with CUDA as the candidate
-#   4. `lockstep bench --backend cuda` on the same files, for each decode input-quantization
-#      design (LOCKSTEP_CUDA_ACT_Q8=shared, the earlier one, then the default), same card
+#   4. `lockstep bench --backend cuda` on the same files
 #   5. compute-sanitizer memcheck on the CUDA op tests (MEMCHECK_FILTER)
 # Logs under $OUT (or build-gpu/gpu-check-logs); $OUT/summary.txt is the digest.
 # Environment: GATE_RUNS (7B; default 5, other shapes 2), PRESETS (default "qwen2.5-7b
-# qwen2.5-0.5b"), ACT_MODES (the LOCKSTEP_CUDA_ACT_Q8 values to bench; default "default").
+# qwen2.5-0.5b").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGS="${OUT:-build-gpu/gpu-check-logs}"
@@ -47,11 +46,9 @@ for preset in ${PRESETS:-qwen2.5-7b qwen2.5-0.5b}; do
     timeout 120 build-gpu/lockstep run -m "$f" -p "Hello" -n 4 --temp 0 --backend cuda --json \
       -t "$t" 2>>"$LOGS/gate-$preset.log" | python3 scripts/gate_line.py "-t $t" 2>&1 | tee -a "$S"
   done
-  for mode in ${ACT_MODES:-default}; do
-    echo "-- bench, LOCKSTEP_CUDA_ACT_Q8=$mode" | tee -a "$S"
-    LOCKSTEP_CUDA_ACT_Q8=$mode timeout 150 build-gpu/lockstep bench -m "$f" --backend cuda \
-      -p 512 -n 128 -r 3 2>>"$LOGS/bench-cli.log" | tee -a "$S"
-  done
+  echo "-- bench" | tee -a "$S"
+  timeout 150 build-gpu/lockstep bench -m "$f" --backend cuda -p 512 -n 128 -r 3 \
+    2>>"$LOGS/bench-cli.log" | tee -a "$S"
   rm -f "$f"
 done
 

@@ -2,9 +2,9 @@
 # One GPU-machine call that checks and measures the tuning knobs side by side on the same card:
 #   1. scripts/gpu-check.sh: CUDA build + every GPU test (no sanitizer, no benchmarks)
 #   2. scripts/gate-time.sh: the parity gate's time for each reference-matmul configuration
-#   3. CudaThroughput.MatvecBandwidth (per-block vs once-quantized input) and OpBreakdown7B
+#   3. CudaThroughput.MatvecBandwidth (float activations vs the int8 path) and OpBreakdown7B
 #   4. decode speed for each LOCKSTEP_CUDA_Q8_ROWS (rows per thread block of the int8 matvecs)
-#      on the 7B and 0.5B shapes, and the 1.5B shape with each LOCKSTEP_CUDA_ACT_Q8 design
+#      on the 7B and 0.5B shapes, and the 1.5B shape
 # Digest in $OUT/summary.txt (or build-gpu/gpu-tune-logs/summary.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,9 +35,7 @@ for preset in qwen2.5-7b qwen2.5-0.5b qwen2.5-1.5b; do
   build-gpu/lockstep make-model --arch qwen2 --preset "$preset" --quant q4_k_m --seed 1 -o "$f" \
     >>"$OUT/make-model.log" 2>&1
   if [ "$preset" = qwen2.5-1.5b ]; then
-    for mode in shared default; do
-      LOCKSTEP_CUDA_ACT_Q8=$mode bench "$f" "LOCKSTEP_CUDA_ACT_Q8=$mode" -p 512 -n 128 -r 3
-    done
+    bench "$f" "default" -p 512 -n 128 -r 3
   else
     for rows in default 1 2 4 8; do
       LOCKSTEP_CUDA_Q8_ROWS=$rows bench "$f" "LOCKSTEP_CUDA_Q8_ROWS=$rows" -p 0 -n 128 -r 3

@@ -6,11 +6,13 @@
 // 32-element block in an 18944-wide row is ~1e-3 of it. The SwiGLU test, whose outputs are not
 // plain dot products, uses NMSE <= 1e-9 over >= 77 rows.
 //
-// Q4_K and Q6_K rows up to 32768 wide use int8 activations (matvec_quant.cu): x is rounded per
-// group of 32 to dx * rint(x / dx), dx = max|x| / 127, an error of at most dx/2 per element, so a
-// row's dot product moves by at most B = sum_i |w_i| * dx(i)/2 (activation_quant_bound; the factor
-// 1 + 1e-4 there covers the float rounding of x * 127/max|x|, <= 127 * 2^-24 units of dx, and of
-// dx itself). For those the bounds above apply to the part of each row's error beyond B:
+// Q4_K and Q6_K products given an ActQ8Scratch (as the backend always gives) use int8 activations
+// (matvec_quant.cu): x is rounded per group of 32 to dx * (xq + xq2 / 254), dx = max|x| / 127, an
+// error of at most dx/508 per element, so a row's dot product moves by at most
+// B = sum_i |w_i| * dx(i) * (1/508 + 3e-5) (activation_quant_bound; the 3e-5 covers the float
+// rounding of x * 127/max|x|, <= 127 * 2^-24 units of dx, of the residual's scaling and of dx
+// itself). Every such test runs with and without a scratch (without: float activations).
+// For those the bounds above apply to the part of each row's error beyond B:
 // max(0, |got - want| - B). For SwiGLU, errors Eg <= Bg and Eu <= Bu of the two products move
 // silu(g) * u by at most |u| * L * Bg + (|silu(g)| + L * Bg) * Bu, L = 1.1 >= sup |silu'| (1.0998).
 #include "backend_cuda/cuda_test_util.h"
@@ -25,20 +27,20 @@ constexpr double kMatvecNmse = 1e-9;
 constexpr double kDotErrorRatio = 64.0 / double(1 << 24);
 
 // True when the kernels quantize the activation to int8 for this weight (matvec_quant.cu).
-bool int8_activation_path(TensorType t, int64_t cols) {
-  return (t == TensorType::Q4_K || t == TensorType::Q6_K) && cols % 256 == 0 && cols <= 32768;
+bool int8_activation_path(TensorType t, int64_t cols, bool with_scratch) {
+  return with_scratch && (t == TensorType::Q4_K || t == TensorType::Q6_K) && cols % 256 == 0;
 }
 
-// B per row (see the top of the file); all zero for the float-activation types.
+// B per row (see the top of the file); all zero for the float-activation paths.
 std::vector<double> activation_quant_bound(TensorType type, const uint8_t* w, int64_t rows,
-                                           int64_t cols, const float* x) {
+                                           int64_t cols, const float* x, bool with_scratch) {
   std::vector<double> bound(static_cast<size_t>(rows), 0.0);
-  if (!int8_activation_path(type, cols)) return bound;
-  std::vector<double> half_dx(static_cast<size_t>(cols / 32));
+  if (!int8_activation_path(type, cols, with_scratch)) return bound;
+  std::vector<double> half_dx(static_cast<size_t>(cols / 32));  // the per-element bound
   for (size_t g = 0; g < half_dx.size(); ++g) {
     double amax = 0;
     for (size_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(double(x[32 * g + i])));
-    half_dx[g] = amax / 127.0 / 2.0 * (1.0 + 1e-4);
+    half_dx[g] = amax / 127.0 * (1.0 / 508.0 + 3e-5);
   }
   const uint64_t rb = *row_bytes(type, cols);
   std::vector<float> row(static_cast<size_t>(cols));
@@ -90,12 +92,26 @@ std::vector<int64_t> widths(TensorType t) {
   return {qk, 3 * qk, 11 * qk};
 }
 
+// A scratch for the int8 path (ActQ8Scratch) of inputs up to max_cols wide, with guard regions.
+struct Int8Scratch {
+  explicit Int8Scratch(int64_t max_cols)
+      : buffer(cuda_ops::act_q8_scratch_bytes(max_cols)),
+        act(cuda_ops::act_q8_scratch(buffer.get(), max_cols)) {}
+  DeviceBuffer<uint8_t> buffer;
+  cuda_ops::ActQ8Scratch act;
+};
+
+// The Q4_K / Q6_K cases run a second time with a scratch: the int8 path.
+bool has_int8_path(TensorType t) {
+  return t == TensorType::Q4_K || t == TensorType::Q6_K;
+}
+
 void run_case(std::mt19937_64& rng, TensorType type, int64_t rows, int64_t cols, MatvecMode mode,
-              bool with_bias, bool fresh_quant = true) {
+              bool with_bias, bool fresh_quant = true, bool with_scratch = false) {
   const std::string what = std::string(tensor_type_info(type).name) + " " + std::to_string(rows) +
                            "x" + std::to_string(cols) +
                            (mode == MatvecMode::Accumulate ? " accumulate" : "") +
-                           (with_bias ? " bias" : "");
+                           (with_bias ? " bias" : "") + (with_scratch ? " int8" : "");
   SCOPED_TRACE(what);
   // Large shapes take random-byte blocks only: quantizing hundreds of millions of values on the
   // CPU would dominate the run.
@@ -114,13 +130,26 @@ void run_case(std::mt19937_64& rng, TensorType type, int64_t rows, int64_t cols,
   DeviceBuffer<uint8_t> d_w(w);
   DeviceBuffer<float> d_x(x), d_b(bias), d_y(static_cast<size_t>(rows));
   if (mode == MatvecMode::Accumulate) d_y.upload(y0);
+  std::unique_ptr<Int8Scratch> scratch;
+  if (with_scratch) scratch = std::make_unique<Int8Scratch>(cols);
   cuda_ops::matvec(type, d_w.get(), rows, cols, d_x.get(), d_y.get(),
-                   with_bias ? d_b.get() : nullptr, mode, nullptr);
+                   with_bias ? d_b.get() : nullptr, mode, nullptr,
+                   scratch ? &scratch->act : nullptr);
   cuda_ops::synchronize();
   const auto got = d_y.download();
   EXPECT_GUARDS(d_y);
+  if (scratch) {
+    EXPECT_GUARDS(scratch->buffer);
+  }
   EXPECT_DOT_ERROR_OK(got, want, abs_sum,
-                      activation_quant_bound(type, w.data(), rows, cols, x.data()));
+                      activation_quant_bound(type, w.data(), rows, cols, x.data(), with_scratch));
+}
+
+// Both paths of a case: float activations, and for Q4_K / Q6_K the int8 path too.
+void run_both(std::mt19937_64& rng, TensorType type, int64_t rows, int64_t cols, MatvecMode mode,
+              bool with_bias, bool fresh_quant = true) {
+  run_case(rng, type, rows, cols, mode, with_bias, fresh_quant, false);
+  if (has_int8_path(type)) run_case(rng, type, rows, cols, mode, with_bias, fresh_quant, true);
 }
 
 TEST(CudaMatvec, AllTypesSmallShapes) {
@@ -131,7 +160,7 @@ TEST(CudaMatvec, AllTypesSmallShapes) {
   for (TensorType t : all_types())
     for (int64_t cols : widths(t))
       for (int64_t rows : {1, 7, 33, 130, 4097})
-        run_case(rng, t, rows, cols, MatvecMode::Store, false);
+        run_both(rng, t, rows, cols, MatvecMode::Store, false);
 }
 
 TEST(CudaMatvec, BiasAndResidualEpilogues) {
@@ -141,9 +170,9 @@ TEST(CudaMatvec, BiasAndResidualEpilogues) {
   std::mt19937_64 rng(seed);
   for (TensorType t : {TensorType::Q4_K, TensorType::Q8_0, TensorType::F16, TensorType::Q6_K}) {
     const int64_t cols = 2 * tensor_type_info(t).block_elems * 4;
-    run_case(rng, t, 37, cols, MatvecMode::Store, true);
-    run_case(rng, t, 37, cols, MatvecMode::Accumulate, false);
-    run_case(rng, t, 37, cols, MatvecMode::Accumulate, true);
+    run_both(rng, t, 37, cols, MatvecMode::Store, true);
+    run_both(rng, t, 37, cols, MatvecMode::Accumulate, false);
+    run_both(rng, t, 37, cols, MatvecMode::Accumulate, true);
   }
 }
 
@@ -157,7 +186,7 @@ TEST(CudaMatvec, Real7BShapes) {
   const Shape shapes[] = {{3584, 3584}, {18944, 3584}, {3584, 18944}, {152064, 3584}};
   for (const auto& s : shapes)
     for (TensorType t : {TensorType::Q4_K, TensorType::Q6_K})
-      run_case(rng, t, s.rows, s.cols, MatvecMode::Store, false, /*fresh_quant=*/false);
+      run_both(rng, t, s.rows, s.cols, MatvecMode::Store, false, /*fresh_quant=*/false);
   run_case(rng, TensorType::Q8_0, 3584, 3584, MatvecMode::Store, false, false);
 }
 
@@ -179,44 +208,52 @@ TEST(CudaMatvec, FusedSwiGLU) {
   std::mt19937_64 rng(seed);
   for (TensorType t : {TensorType::Q4_K, TensorType::Q5_0, TensorType::F32, TensorType::Q3_K})
     for (int64_t rows : {77, 4100})  // one and two rows per thread block
-      for (bool with_norm : {false, true}) {
-        const int64_t cols = 2 * tensor_type_info(t).block_elems * 8;
-        SCOPED_TRACE(std::string(tensor_type_info(t).name) + " rows " + std::to_string(rows) +
-                     (with_norm ? " with fused norm" : ""));
-        const auto wg = random_weights(rng, t, rows, cols), wu = random_weights(rng, t, rows, cols);
-        const auto x = random_normal(rng, size_t(cols), 3.0f);
-        const auto nw = random_normal(rng, size_t(cols), 1.0f);
-        const auto xin = with_norm ? rms_normed(x, nw, 1e-6f) : x;
-        const auto g = reference_matvec(t, wg.data(), rows, cols, xin.data());
-        const auto u = reference_matvec(t, wu.data(), rows, cols, xin.data());
-        std::vector<double> want(static_cast<size_t>(rows));
-        for (size_t i = 0; i < want.size(); ++i) want[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
-        const auto bg = activation_quant_bound(t, wg.data(), rows, cols, xin.data());
-        const auto bu = activation_quant_bound(t, wu.data(), rows, cols, xin.data());
-        std::vector<double> bound(want.size());
-        constexpr double kL = 1.1;  // >= sup |silu'(g)| = 1.0998
-        for (size_t i = 0; i < want.size(); ++i) {
-          const double silu_g = g[i] / (1.0 + std::exp(-g[i]));
-          bound[i] = std::fabs(u[i]) * kL * bg[i] + (std::fabs(silu_g) + kL * bg[i]) * bu[i];
+      for (bool with_norm : {false, true})
+        for (bool with_scratch : {false, true}) {
+          if (with_scratch && !has_int8_path(t)) continue;
+          const int64_t cols = 2 * tensor_type_info(t).block_elems * 8;
+          SCOPED_TRACE(std::string(tensor_type_info(t).name) + " rows " + std::to_string(rows) +
+                       (with_norm ? " with fused norm" : "") + (with_scratch ? " int8" : ""));
+          const auto wg = random_weights(rng, t, rows, cols),
+                     wu = random_weights(rng, t, rows, cols);
+          const auto x = random_normal(rng, size_t(cols), 3.0f);
+          const auto nw = random_normal(rng, size_t(cols), 1.0f);
+          const auto xin = with_norm ? rms_normed(x, nw, 1e-6f) : x;
+          const auto g = reference_matvec(t, wg.data(), rows, cols, xin.data());
+          const auto u = reference_matvec(t, wu.data(), rows, cols, xin.data());
+          std::vector<double> want(static_cast<size_t>(rows));
+          for (size_t i = 0; i < want.size(); ++i) want[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+          const auto bg =
+              activation_quant_bound(t, wg.data(), rows, cols, xin.data(), with_scratch);
+          const auto bu =
+              activation_quant_bound(t, wu.data(), rows, cols, xin.data(), with_scratch);
+          std::vector<double> bound(want.size());
+          constexpr double kL = 1.1;  // >= sup |silu'(g)| = 1.0998
+          for (size_t i = 0; i < want.size(); ++i) {
+            const double silu_g = g[i] / (1.0 + std::exp(-g[i]));
+            bound[i] = std::fabs(u[i]) * kL * bg[i] + (std::fabs(silu_g) + kL * bg[i]) * bu[i];
+          }
+          DeviceBuffer<uint8_t> d_g(wg), d_u(wu);
+          DeviceBuffer<float> d_x(x), d_nw(nw), d_y(static_cast<size_t>(rows));
+          std::unique_ptr<Int8Scratch> scratch;
+          if (with_scratch) scratch = std::make_unique<Int8Scratch>(cols);
+          cuda_ops::matvec_swiglu(t, d_g.get(), d_u.get(), rows, cols, d_x.get(), d_y.get(),
+                                  nullptr, with_norm ? d_nw.get() : nullptr, 1e-6f,
+                                  scratch ? &scratch->act : nullptr);
+          cuda_ops::synchronize();
+          const auto got = d_y.download();
+          EXPECT_GUARDS(d_y);
+          // NMSE of the error beyond the bound (exactly the old NMSE when the bound is 0).
+          double num = 0, den = 0;
+          bool finite = true;
+          for (size_t i = 0; i < got.size(); ++i) {
+            finite = finite && std::isfinite(got[i]);
+            const double e = std::max(0.0, std::fabs(double(got[i]) - want[i]) - bound[i]);
+            num += e * e, den += want[i] * want[i];
+          }
+          EXPECT_TRUE(finite);
+          EXPECT_LE(num / den, kMatvecNmse) << "NMSE beyond the activation quantization bound";
         }
-        DeviceBuffer<uint8_t> d_g(wg), d_u(wu);
-        DeviceBuffer<float> d_x(x), d_nw(nw), d_y(static_cast<size_t>(rows));
-        cuda_ops::matvec_swiglu(t, d_g.get(), d_u.get(), rows, cols, d_x.get(), d_y.get(), nullptr,
-                                with_norm ? d_nw.get() : nullptr, 1e-6f);
-        cuda_ops::synchronize();
-        const auto got = d_y.download();
-        EXPECT_GUARDS(d_y);
-        // NMSE of the error beyond the bound (exactly the old NMSE when the bound is 0).
-        double num = 0, den = 0;
-        bool finite = true;
-        for (size_t i = 0; i < got.size(); ++i) {
-          finite = finite && std::isfinite(got[i]);
-          const double e = std::max(0.0, std::fabs(double(got[i]) - want[i]) - bound[i]);
-          num += e * e, den += want[i] * want[i];
-        }
-        EXPECT_TRUE(finite);
-        EXPECT_LE(num / den, kMatvecNmse) << "NMSE beyond the activation quantization bound";
-      }
 }
 
 // Q, K and V in one launch: three matrices of different heights, each with its own bias.
@@ -226,48 +263,56 @@ TEST(CudaMatvec, MultiTargetLaunch) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   for (TensorType t : {TensorType::Q4_K, TensorType::Q8_0, TensorType::F16})
-    for (bool with_norm : {false, true}) {
-      SCOPED_TRACE(std::string(tensor_type_info(t).name) + (with_norm ? " with fused norm" : ""));
-      const int64_t cols = 512;
-      const int64_t heights[3] = {300, 40, 5000};  // the last one makes the launch use 4 rows/block
-      std::vector<std::vector<uint8_t>> w;
-      std::vector<std::vector<float>> bias;
-      const auto x_raw = random_normal(rng, size_t(cols), 3.0f);
-      const auto nw = random_normal(rng, size_t(cols), 1.0f);
-      const auto x = with_norm ? rms_normed(x_raw, nw, 1e-5f) : x_raw;
-      std::vector<std::unique_ptr<DeviceBuffer<uint8_t>>> d_w;
-      std::vector<std::unique_ptr<DeviceBuffer<float>>> d_b, d_y;
-      cuda_ops::MatvecTarget targets[3];
-      for (int j = 0; j < 3; ++j) {
-        w.push_back(random_weights(rng, t, heights[j], cols));
-        bias.push_back(random_normal(rng, size_t(heights[j]), 1.0f));
-        d_w.push_back(std::make_unique<DeviceBuffer<uint8_t>>(w.back()));
-        d_b.push_back(std::make_unique<DeviceBuffer<float>>(bias.back()));
-        d_y.push_back(std::make_unique<DeviceBuffer<float>>(static_cast<size_t>(heights[j])));
-        targets[j] = {d_w.back()->get(), heights[j], d_y.back()->get(),
-                      j == 1 ? nullptr : d_b.back()->get()};
+    for (bool with_norm : {false, true})
+      for (bool with_scratch : {false, true}) {
+        if (with_scratch && !has_int8_path(t)) continue;
+        SCOPED_TRACE(std::string(tensor_type_info(t).name) + (with_norm ? " with fused norm" : "") +
+                     (with_scratch ? " int8" : ""));
+        const int64_t cols = 512;
+        const int64_t heights[3] = {300, 40,
+                                    5000};  // the last one makes the launch use 4 rows/block
+        std::vector<std::vector<uint8_t>> w;
+        std::vector<std::vector<float>> bias;
+        const auto x_raw = random_normal(rng, size_t(cols), 3.0f);
+        const auto nw = random_normal(rng, size_t(cols), 1.0f);
+        const auto x = with_norm ? rms_normed(x_raw, nw, 1e-5f) : x_raw;
+        std::vector<std::unique_ptr<DeviceBuffer<uint8_t>>> d_w;
+        std::vector<std::unique_ptr<DeviceBuffer<float>>> d_b, d_y;
+        cuda_ops::MatvecTarget targets[3];
+        for (int j = 0; j < 3; ++j) {
+          w.push_back(random_weights(rng, t, heights[j], cols));
+          bias.push_back(random_normal(rng, size_t(heights[j]), 1.0f));
+          d_w.push_back(std::make_unique<DeviceBuffer<uint8_t>>(w.back()));
+          d_b.push_back(std::make_unique<DeviceBuffer<float>>(bias.back()));
+          d_y.push_back(std::make_unique<DeviceBuffer<float>>(static_cast<size_t>(heights[j])));
+          targets[j] = {d_w.back()->get(), heights[j], d_y.back()->get(),
+                        j == 1 ? nullptr : d_b.back()->get()};
+        }
+        DeviceBuffer<float> d_x(x_raw), d_nw(nw);
+        std::unique_ptr<Int8Scratch> scratch;
+        if (with_scratch) scratch = std::make_unique<Int8Scratch>(cols);
+        cuda_ops::matvec_multi(t, cols, d_x.get(), targets, 3, nullptr,
+                               with_norm ? d_nw.get() : nullptr, 1e-5f,
+                               scratch ? &scratch->act : nullptr);
+        cuda_ops::synchronize();
+        for (int j = 0; j < 3; ++j) {
+          std::vector<double> abs_sum;
+          auto want =
+              reference_matvec(t, w[size_t(j)].data(), heights[j], cols, x.data(), &abs_sum);
+          if (j != 1)
+            for (size_t r = 0; r < want.size(); ++r)
+              want[r] += bias[size_t(j)][r], abs_sum[r] += std::fabs(bias[size_t(j)][r]);
+          const auto got = d_y[size_t(j)]->download();
+          EXPECT_GUARDS(*d_y[size_t(j)]);
+          EXPECT_DOT_ERROR_OK(got, want, abs_sum,
+                              activation_quant_bound(t, w[size_t(j)].data(), heights[j], cols,
+                                                     x.data(), with_scratch));
+        }
       }
-      DeviceBuffer<float> d_x(x_raw), d_nw(nw);
-      cuda_ops::matvec_multi(t, cols, d_x.get(), targets, 3, nullptr,
-                             with_norm ? d_nw.get() : nullptr, 1e-5f);
-      cuda_ops::synchronize();
-      for (int j = 0; j < 3; ++j) {
-        std::vector<double> abs_sum;
-        auto want = reference_matvec(t, w[size_t(j)].data(), heights[j], cols, x.data(), &abs_sum);
-        if (j != 1)
-          for (size_t r = 0; r < want.size(); ++r)
-            want[r] += bias[size_t(j)][r], abs_sum[r] += std::fabs(bias[size_t(j)][r]);
-        const auto got = d_y[size_t(j)]->download();
-        EXPECT_GUARDS(*d_y[size_t(j)]);
-        EXPECT_DOT_ERROR_OK(
-            got, want, abs_sum,
-            activation_quant_bound(t, w[size_t(j)].data(), heights[j], cols, x.data()));
-      }
-    }
 }
 
-// Sets an environment variable for the life of the object (matvec_quant.cu reads its knobs,
-// LOCKSTEP_CUDA_ACT_Q8 and LOCKSTEP_CUDA_Q8_ROWS, per call).
+// Sets an environment variable for the life of the object (matvec_quant.cu reads its knob
+// LOCKSTEP_CUDA_Q8_ROWS per call).
 class EnvScope {
  public:
   EnvScope(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
@@ -277,12 +322,11 @@ class EnvScope {
   const char* name_;
 };
 
-// The input quantized once into global scratch (ActQ8Scratch) must give the very bits of the
-// per-thread-block quantization (whose error is bounded against float64 by the tests above) for
-// every entry point, epilogue, fused norm, rows-per-block choice (also forced to 1 and 8) and the
-// 7B shapes; the scratch must not be written past its groups, and one too small for the row is
-// not used.
-TEST(CudaMatvec, InputQuantizedOnceEqualsPerBlockQuantization) {
+// The int8 path (whose error is bounded against float64 by the tests above) gives the same bits
+// whatever the rows per thread block (default, forced to 1 and to 8), for every entry point,
+// epilogue, fused norm and the 7B shapes; it writes nothing outside its scratch; and a scratch
+// too small for the row is not used (the float path's very bits instead).
+TEST(CudaMatvec, Int8PathSameBitsForAnyRowsPerBlockAndSmallScratchIgnored) {
   REQUIRE_CUDA_DEVICE();
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -336,8 +380,7 @@ TEST(CudaMatvec, InputQuantizedOnceEqualsPerBlockQuantization) {
     // Too small by one group: must be ignored (else the kernels would read past it).
     const cuda_ops::ActQ8Scratch small = cuda_ops::act_q8_scratch(d_scratch.get(), c.cols - 32);
 
-    auto run = [&](const char* mode, const cuda_ops::ActQ8Scratch* scratch) {
-      EnvScope scope("LOCKSTEP_CUDA_ACT_Q8", mode);
+    auto run = [&](const cuda_ops::ActQ8Scratch* scratch) {
       const float* nw = c.norm ? d_nw.get() : nullptr;
       for (int j = 0; j < n_targets; ++j) d_y[size_t(j)]->upload(y0[size_t(j)]);
       if (c.entry == Entry::Matvec) {
@@ -363,23 +406,23 @@ TEST(CudaMatvec, InputQuantizedOnceEqualsPerBlockQuantization) {
       }
       return out;
     };
-    const auto per_block = run("shared", &act);
-    const auto once = run("", &act);
-    const auto fallback = run("", &small);
-    // Rows per thread block do not change a row's sum either.
+    const auto int8 = run(&act);
+    const auto float_path = run(nullptr);
+    const auto fallback = run(&small);
     std::vector<std::vector<std::vector<float>>> by_rows;
     for (const char* r : {"1", "8"}) {
       EnvScope rows("LOCKSTEP_CUDA_Q8_ROWS", r);
-      by_rows.push_back(run("", &act));
+      by_rows.push_back(run(&act));
     }
     EXPECT_GUARDS(d_scratch);
     for (int j = 0; j < n_targets; ++j) {
-      const auto& a = per_block[size_t(j)];
+      const auto& a = int8[size_t(j)];
       for (float v : a) ASSERT_TRUE(std::isfinite(v));
-      EXPECT_EQ(0, std::memcmp(a.data(), once[size_t(j)].data(), a.size() * sizeof(float)))
-          << "target " << j;
-      EXPECT_EQ(0, std::memcmp(a.data(), fallback[size_t(j)].data(), a.size() * sizeof(float)))
-          << "target " << j;
+      const auto& f = float_path[size_t(j)];
+      EXPECT_NE(0, std::memcmp(a.data(), f.data(), a.size() * sizeof(float)))
+          << "target " << j << ": the scratch must select the int8 path";
+      EXPECT_EQ(0, std::memcmp(f.data(), fallback[size_t(j)].data(), f.size() * sizeof(float)))
+          << "target " << j << ": a too small scratch must leave the float path";
       for (const auto& b : by_rows)
         EXPECT_EQ(0, std::memcmp(a.data(), b[size_t(j)].data(), a.size() * sizeof(float)))
             << "target " << j << ", other rows per block";

@@ -176,7 +176,8 @@ TEST(CudaThroughput, DISABLED_MatvecBandwidth) {
     DeviceBuffer<uint8_t> scratch(cuda_ops::act_q8_scratch_bytes(c.cols));
     const cuda_ops::ActQ8Scratch act = cuda_ops::act_q8_scratch(scratch.get(), c.cols);
     // Without and with the input-quantization scratch (the backend always passes one; only
-    // Q4_K and Q6_K use it): per-block quantization against one quantizing launch + product.
+    // Q4_K and Q6_K use it): float activations against the int8 path (quantizing launch +
+    // product).
     for (const cuda_ops::ActQ8Scratch* s :
          {static_cast<const cuda_ops::ActQ8Scratch*>(nullptr), &act}) {
       if (s && c.type != TensorType::Q4_K && c.type != TensorType::Q6_K) continue;
@@ -198,7 +199,7 @@ TEST(CudaThroughput, DISABLED_MatvecBandwidth) {
       const double us = double(ms) * 1e3 / reps;
       std::fprintf(stderr, "[bench] matvec %s %lld x %lld%s: %.1f us, %.0f GB/s\n",
                    tensor_type_info(c.type).name, (long long)c.rows, (long long)c.cols,
-                   s ? " (input quantized once)" : "", us, double(bytes) / (us * 1e3));
+                   s ? " (int8 path)" : "", us, double(bytes) / (us * 1e3));
       cudaEventDestroy(a);
       cudaEventDestroy(b);
     }

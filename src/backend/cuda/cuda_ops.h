@@ -36,15 +36,15 @@ enum class MatvecMode {
 };
 
 // Device scratch for the int8 form of one matvec input (Q4_K and Q6_K weights): groups of 32
-// int8 values with a float scale and the float sum of each group. Given one, a matvec quantizes
-// its input once into it (a small launch before the product) instead of every thread block
-// quantizing the whole input into shared memory: each block then reads 1.25 bytes per input
-// value instead of 4 and starts on its weights at once. Same values bit for bit either way.
+// values as two int8 terms (x ~ dx * (xq + xq2 / 254)) with a float scale dx and the float sum of
+// each group. Given one, a Q4_K/Q6_K matvec quantizes its input into it (a small launch before
+// the product) and dots the weights with dp4a; without one it uses float activations.
 // One scratch per stream: its contents live from the quantizing launch to the product after it.
 struct ActQ8Scratch {
-  int8_t* xq = nullptr;  // max_cols values
-  float* dx = nullptr;   // max_cols / 32 scales
-  float* xs = nullptr;   // max_cols / 32 sums
+  int8_t* xq = nullptr;   // max_cols values: rint(x / dx)
+  int8_t* xq2 = nullptr;  // max_cols values: rint((x / dx - xq) * 254)
+  float* dx = nullptr;    // max_cols / 32 scales
+  float* xs = nullptr;    // max_cols / 32 sums
   int64_t max_cols = 0;
 };
 size_t act_q8_scratch_bytes(int64_t max_cols);
@@ -52,7 +52,7 @@ size_t act_q8_scratch_bytes(int64_t max_cols);
 ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols);
 
 // W: rows x cols in format `type`; x: cols floats; y: rows floats; bias: rows floats or nullptr.
-// act: see ActQ8Scratch (nullptr: every thread block quantizes for itself).
+// act: see ActQ8Scratch (nullptr: float activations for every type).
 void matvec(TensorType type, const void* w, int64_t rows, int64_t cols, const float* x, float* y,
             const float* bias, MatvecMode mode, void* stream, const ActQ8Scratch* act = nullptr);
 

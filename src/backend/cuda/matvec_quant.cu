@@ -10,19 +10,17 @@
 // elements, then a * sum + b * sum(x), so the per-element work is one conversion and one FMA.
 // Activations stay float32 and sums are float32: no activation quantization.
 //
-// Q4_K and Q6_K (rows up to kMaxQ8Cols wide) take the integer path instead: every thread block
-// first quantizes the (optionally RMS-normalised) activation into shared memory as int8 groups of
-// 32 with one float scale dx = max|x|/127 each (and, for Q4_K's min term, the exact float sum of
-// the group), then each weight sub-block is dotted with __dp4a (4 int8 products per instruction)
-// and scaled once: d * sc * dx * sum(q * xq). The activation rounding error is at most dx/2 per
-// element, so a row's error is at most sum_i |w_i| * dx(i)/2 (the bound the op tests check).
-// A group holding a NaN or infinity gets dx = NaN, so non-finite inputs still reach the output.
-// Given an ActQ8Scratch (the backend owns one), a product instead quantizes its input once,
-// in a launch of its own (quantize_act_kernel, same per-group code), and its thread blocks read
-// the int8 values from global memory: no shared-memory staging, no per-block quantization, and
-// 1.25 instead of 4 bytes of input traffic per value. LOCKSTEP_CUDA_ACT_Q8 picks the design.
-// LOCKSTEP_CUDA_PRECISION=f32 (the mode closest to the CPU reference, cuda_backend.h) keeps the
-// float-activation kernels for every type.
+// Q4_K and Q6_K take the integer path instead when the caller gives an ActQ8Scratch (the backend
+// always does): a small launch (quantize_act_kernel) quantizes the (optionally RMS-normalised)
+// input once into the scratch as two int8 terms per element over groups of 32 with one float
+// scale dx = max|x|/127 each (and, for Q4_K's min term, the exact float sum of the group); then
+// each weight sub-block is dotted with __dp4a (4 int8 products per instruction) against both
+// terms and scaled once: d * sc * dx * (sum(q * xq) + sum(q * xq2) / 254). The input's rounding
+// error is at most dx/508 per element (plus float rounding), so a row's error is at most
+// sum_i |w_i| * dx(i)/508 (the bound the op tests check). A group holding a NaN or infinity gets
+// dx = NaN, so non-finite inputs still reach the output. Without a scratch (or one too small),
+// and with LOCKSTEP_CUDA_PRECISION=f32 (the mode closest to the CPU reference, cuda_backend.h),
+// the float-activation kernels run for every type.
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/quant_blocks.cuh"
 
@@ -42,7 +40,6 @@ constexpr int64_t align_up_256(int64_t n) {
 
 constexpr int kThreads = 128;
 constexpr int kMaxJobs = 3;
-constexpr int64_t kMaxQ8Cols = 32768;  // int8 path: cols + 8 * cols/32 bytes of shared memory
 
 __device__ __forceinline__ float g_silu(float g) {
   return g / (1.0f + expf(-g));
@@ -65,8 +62,9 @@ struct Args {
   bool accumulate = false;
   const float* norm_w = nullptr;  // fused pre-norm: x is RMS-normalised and scaled by norm_w
   float eps = 0.0f;
-  // The input already quantized (matvec_q8_kernel with PREQ): int8 values, scales, sums.
+  // The quantized input of matvec_q8_kernel: two int8 terms, scales, sums.
   const int8_t* xq = nullptr;
+  const int8_t* xq2 = nullptr;
   const float* dx = nullptr;
   const float* xs = nullptr;
   // Prefetch the thread block's weight rows into L2 before waiting for the previous kernel
@@ -252,79 +250,19 @@ __global__ void __launch_bounds__(kThreads) matvec_kernel(const Args args) {
 
 // ---- int8-activation path (Q4_K, Q6_K) ----------------------------------------------------
 
-// Quantizes group g of x (32 floats; with NORM, x * scale * norm_w as above) to int8:
-// xq = rint(v * 127 / max|v|), dx = max|v| / 127 (NaN for a group with a non-finite value),
-// xs = sum(v). One thread per group: no shuffles, 8 independent 16-byte loads.
-template <bool NORM>
-__device__ __forceinline__ void quantize_group(const float* __restrict__ x,
-                                               const float* __restrict__ norm_w, float scale,
-                                               int64_t g, int8_t* xq, float* dx, float* xs) {
-  float v[32];
-  const float4* src = reinterpret_cast<const float4*>(x + g * 32);
-#pragma unroll
-  for (int k = 0; k < 8; ++k) {
-    const float4 f = __ldg(src + k);
-    v[4 * k] = f.x, v[4 * k + 1] = f.y, v[4 * k + 2] = f.z, v[4 * k + 3] = f.w;
-  }
-  if constexpr (NORM) {
-    const float4* nw = reinterpret_cast<const float4*>(norm_w + g * 32);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const float4 f = __ldg(nw + k);
-      v[4 * k] = (v[4 * k] * scale) * f.x, v[4 * k + 1] = (v[4 * k + 1] * scale) * f.y;
-      v[4 * k + 2] = (v[4 * k + 2] * scale) * f.z, v[4 * k + 3] = (v[4 * k + 3] * scale) * f.w;
-    }
-  }
-  float amax = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(v[i]));
-  // The sum in warp_sum's order (pairs 16 apart, then 8, ...), so that the warp-per-group
-  // kernel below gets the same bits.
-  float t[32];
-#pragma unroll
-  for (int i = 0; i < 32; ++i) t[i] = v[i];
-#pragma unroll
-  for (int width = 16; width > 0; width /= 2)
-#pragma unroll
-    for (int i = 0; i < width; ++i) t[i] += t[i + width];
-  const float sum = t[0];
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-  uint32_t p[8];
-#pragma unroll
-  for (int k = 0; k < 8; ++k) {
-    uint32_t w = 0;
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const int q = max(-127, min(127, __float2int_rn(v[4 * k + c] * inv)));
-      w |= (uint32_t(q) & 0xFFu) << (8 * c);
-    }
-    p[k] = w;
-  }
-  uint4* dst = reinterpret_cast<uint4*>(xq + g * 32);
-  dst[0] = make_uint4(p[0], p[1], p[2], p[3]);
-  dst[1] = make_uint4(p[4], p[5], p[6], p[7]);
-  // amax / 127 (a NaN in v is skipped by fmaxf, so test the sum, which any NaN or inf reaches)
-  dx[g] = isfinite(sum) && isfinite(amax) ? amax / 127.0f : __int_as_float(0x7FC00000);
-  xs[g] = sum;
-}
-
-// Every group of x into shared memory, by the whole thread block.
-template <bool NORM>
-__device__ __forceinline__ void quantize_x(const Args& args, float scale, int64_t n_groups,
-                                           int8_t* xq, float* dx, float* xs) {
-  for (int64_t g = threadIdx.x; g < n_groups; g += kThreads)
-    quantize_group<NORM>(args.x, args.norm_w, scale, g, xq, dx, xs);
-  __syncthreads();
-}
-
-// The once-per-product quantization into global scratch: one warp per group of 32 (lane i holds
-// element i), kThreads / 32 groups per thread block, with the same results as quantize_group
-// (same amax, same rounding, the sum in the same order). With NORM every block computes the RMS
-// scale over all of x (with the same code, so the same value, as the per-block path).
+// The input quantized once per product into global scratch: one warp per group of 32 (lane i
+// holds element i; with NORM, x * scale * norm_w as the float path computes it), kThreads / 32
+// groups per thread block. Two int8 terms per element: xq = rint(v / dx) with dx = max|v| / 127,
+// and xq2 = rint((v / dx - xq) * 254), so v = dx * (xq + xq2 / 254) to within dx / 508 (plus
+// float rounding): one int8 term alone (as llama.cpp's CUDA decode uses) moved single logits
+// rows of random-weight test models to cosine 0.9986 against the reference; two keep them at
+// the f16 prefill's level for one more dp4a per 4 weights. dx is NaN for a group holding a
+// non-finite value (the sum, which any NaN or inf reaches, is tested), so those still propagate;
+// xs = the group's float sum (Q4_K's min term), summed in warp order.
 template <bool NORM>
 __global__ void __launch_bounds__(kThreads)
     quantize_act_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps,
-                        int64_t n_groups, int8_t* xq, float* dx, float* xs) {
+                        int64_t n_groups, int8_t* xq, int8_t* xq2, float* dx, float* xs) {
   pdl_wait();
   float scale = 1.0f;
   if constexpr (NORM) scale = rms_scale(x, n_groups * 32, eps);
@@ -333,14 +271,30 @@ __global__ void __launch_bounds__(kThreads)
   if (g >= n_groups) return;
   float v = __ldg(x + g * 32 + lane);
   if constexpr (NORM) v = (v * scale) * __ldg(norm_w + g * 32 + lane);
-  const float amax = warp_max(fmaxf(0.0f, fabsf(v)));  // a NaN counts as 0, as in quantize_group
+  const float amax = warp_max(fmaxf(0.0f, fabsf(v)));  // a NaN counts as 0
   const float sum = warp_sum(v);
   const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-  xq[g * 32 + lane] = int8_t(max(-127, min(127, __float2int_rn(v * inv))));
+  const float scaled = v * inv;
+  const int q = max(-127, min(127, __float2int_rn(scaled)));
+  const int q2 = max(-127, min(127, __float2int_rn((scaled - float(q)) * 254.0f)));
+  xq[g * 32 + lane] = int8_t(q);
+  xq2[g * 32 + lane] = int8_t(q2);
   if (lane == 0) {
     dx[g] = isfinite(sum) && isfinite(amax) ? amax / 127.0f : __int_as_float(0x7FC00000);
     xs[g] = sum;
   }
+}
+
+constexpr float kInv254 = 1.0f / 254.0f;
+
+// sum(q * x) over 16 weights (4 words of bytes w) and the two int8 terms of x, in units of dx.
+__device__ __forceinline__ float dp4a_two_terms(uint32_t w0, uint32_t w1, uint32_t w2, uint32_t w3,
+                                                int4 a, int4 b) {
+  int s = __dp4a(int(w0), a.x, 0), t = __dp4a(int(w0), b.x, 0);
+  s = __dp4a(int(w1), a.y, s), t = __dp4a(int(w1), b.y, t);
+  s = __dp4a(int(w2), a.z, s), t = __dp4a(int(w2), b.z, t);
+  s = __dp4a(int(w3), a.w, s), t = __dp4a(int(w3), b.w, t);
+  return fmaf(float(t), kInv254, float(s));
 }
 
 // Q4_K: thread t of a block (TPB 8) takes qs[32j + 16h .. +15], j = t/2, h = t%2: low nibbles are
@@ -348,14 +302,15 @@ __global__ void __launch_bounds__(kThreads)
 // term -dmin * m * sum(x) is added once per sub-block, by the h = 0 thread, with the float sum.
 template <int NMAT, int R>
 __device__ __forceinline__ void q4k_step(const uint8_t* const (&wr)[NMAT][R], int64_t b, int t,
-                                         const int8_t* xq, const float* dx, const float* xs,
-                                         float (&acc)[NMAT][R]) {
+                                         const Args& args, float (&acc)[NMAT][R]) {
   const int j = t >> 1, h = t & 1;
   const int64_t e0 = b * 256 + 64 * j + 16 * h, g0 = b * 8 + 2 * j;
-  const int4 x0 = *reinterpret_cast<const int4*>(xq + e0);
-  const int4 x1 = *reinterpret_cast<const int4*>(xq + e0 + 32);
-  const float dx0 = dx[g0], dx1 = dx[g0 + 1];
-  const float xs0 = h ? 0.0f : xs[g0], xs1 = h ? 0.0f : xs[g0 + 1];
+  const int4 x0 = *reinterpret_cast<const int4*>(args.xq + e0);
+  const int4 x1 = *reinterpret_cast<const int4*>(args.xq + e0 + 32);
+  const int4 y0 = *reinterpret_cast<const int4*>(args.xq2 + e0);
+  const int4 y1 = *reinterpret_cast<const int4*>(args.xq2 + e0 + 32);
+  const float dx0 = args.dx[g0], dx1 = args.dx[g0 + 1];
+  const float xs0 = h ? 0.0f : args.xs[g0], xs1 = h ? 0.0f : args.xs[g0 + 1];
   uint4 hdr[NMAT][R], qs[NMAT][R];
 #pragma unroll
   for (int m = 0; m < NMAT; ++m)
@@ -373,17 +328,12 @@ __device__ __forceinline__ void q4k_step(const uint8_t* const (&wr)[NMAT][R], in
       float sc0, m0, sc1, m1;
       k4_scale_min(hd.y, hd.z, hd.w, 2 * j, sc0, m0);
       k4_scale_min(hd.y, hd.z, hd.w, 2 * j + 1, sc1, m1);
-      int s0 = 0, s1 = 0;
-      s0 = __dp4a(int(q.x & 0x0F0F0F0Fu), x0.x, s0);
-      s0 = __dp4a(int(q.y & 0x0F0F0F0Fu), x0.y, s0);
-      s0 = __dp4a(int(q.z & 0x0F0F0F0Fu), x0.z, s0);
-      s0 = __dp4a(int(q.w & 0x0F0F0F0Fu), x0.w, s0);
-      s1 = __dp4a(int((q.x >> 4) & 0x0F0F0F0Fu), x1.x, s1);
-      s1 = __dp4a(int((q.y >> 4) & 0x0F0F0F0Fu), x1.y, s1);
-      s1 = __dp4a(int((q.z >> 4) & 0x0F0F0F0Fu), x1.z, s1);
-      s1 = __dp4a(int((q.w >> 4) & 0x0F0F0F0Fu), x1.w, s1);
+      constexpr uint32_t kLo = 0x0F0F0F0Fu;
+      const float s0 = dp4a_two_terms(q.x & kLo, q.y & kLo, q.z & kLo, q.w & kLo, x0, y0);
+      const float s1 = dp4a_two_terms((q.x >> 4) & kLo, (q.y >> 4) & kLo, (q.z >> 4) & kLo,
+                                      (q.w >> 4) & kLo, x1, y1);
       const float d = half_lo(hd.x), dmin = half_hi(hd.x);
-      const float dot = fmaf(sc0 * dx0, float(s0), sc1 * dx1 * float(s1));
+      const float dot = fmaf(sc0 * dx0, s0, sc1 * dx1 * s1);
       const float mins = fmaf(m0, xs0, m1 * xs1);
       acc[m][r] += fmaf(d, dot, -(dmin * mins));
     }
@@ -394,16 +344,16 @@ __device__ __forceinline__ void q4k_step(const uint8_t* const (&wr)[NMAT][R], in
 // The 6-bit q - 32 is formed per byte with __vsub4 and dotted signed.
 template <int NMAT, int R>
 __device__ __forceinline__ void q6k_step(const uint8_t* const (&wr)[NMAT][R], int64_t b, int t,
-                                         const int8_t* xq, const float* dx, const float*,
-                                         float (&acc)[NMAT][R]) {
+                                         const Args& args, float (&acc)[NMAT][R]) {
   const int n = t >> 2, l0 = 8 * (t & 3);
   const int64_t e0 = b * 256 + 128 * n + l0, g0 = b * 8 + 4 * n;
-  int2 xk[4];
+  int2 xk[4], yk[4];
   float dxk[4];
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    xk[k] = *reinterpret_cast<const int2*>(xq + e0 + 32 * k);
-    dxk[k] = dx[g0 + k];
+    xk[k] = *reinterpret_cast<const int2*>(args.xq + e0 + 32 * k);
+    yk[k] = *reinterpret_cast<const int2*>(args.xq2 + e0 + 32 * k);
+    dxk[k] = args.dx[g0 + k];
   }
   uint32_t a0[NMAT][R], a1[NMAT][R], c0[NMAT][R], c1[NMAT][R], h0[NMAT][R], h1[NMAT][R];
   uint32_t scw[NMAT][R];
@@ -437,34 +387,21 @@ __device__ __forceinline__ void q6k_step(const uint8_t* const (&wr)[NMAT][R], in
             ((lo0 >> sh) & 0x0F0F0F0Fu) | (((h0[m][r] >> (2 * k)) & 0x03030303u) << 4);
         const uint32_t u1 =
             ((lo1 >> sh) & 0x0F0F0F0Fu) | (((h1[m][r] >> (2 * k)) & 0x03030303u) << 4);
-        int si = __dp4a(int(__vsub4(u0, 0x20202020u)), xk[k].x, 0);
-        si = __dp4a(int(__vsub4(u1, 0x20202020u)), xk[k].y, si);
+        const int w0 = int(__vsub4(u0, 0x20202020u)), w1 = int(__vsub4(u1, 0x20202020u));
+        const int si = __dp4a(w1, xk[k].y, __dp4a(w0, xk[k].x, 0));
+        const int ti = __dp4a(w1, yk[k].y, __dp4a(w0, yk[k].x, 0));
         const float sc = float(int8_t(uint8_t(scw[m][r] >> (8 * k))));
-        sum = fmaf(sc * dxk[k], float(si), sum);
+        sum = fmaf(sc * dxk[k], fmaf(float(ti), kInv254, float(si)), sum);
       }
       acc[m][r] = fmaf(d[m][r], sum, acc[m][r]);
     }
 }
 
-// PREQ: the input was quantized by quantize_act_kernel (args.xq, dx, xs); else every thread
-// block quantizes it into shared memory first (with the fused norm when NORM).
-template <bool Q6, int R, bool SWIGLU, bool NORM, bool PREQ>
+// The product over the quantized input (args.xq, xq2, dx, xs, written by quantize_act_kernel).
+template <bool Q6, int R, bool SWIGLU>
 __global__ void __launch_bounds__(kThreads) matvec_q8_kernel(const Args args) {
-  static_assert(!(PREQ && NORM), "the quantizing launch applies the norm");
   constexpr int NMAT = SWIGLU ? 2 : 1;
   constexpr int kTpb = 8, kSlots = kThreads / kTpb;
-  extern __shared__ __align__(16) uint8_t smem[];
-  const int64_t n_groups = args.n_blocks * 8;
-  const int8_t* xq;
-  const float *dx, *xs;
-  if constexpr (PREQ) {
-    xq = args.xq, dx = args.dx, xs = args.xs;
-  } else {
-    xq = reinterpret_cast<const int8_t*>(smem);
-    dx = reinterpret_cast<const float*>(smem + n_groups * 32);
-    xs = dx + n_groups;
-  }
-
   const int j = job_of_block(args);
   const Job& job = args.job[j];
   const int64_t row0 = (int64_t(blockIdx.x) - args.first_cta[j]) * R;
@@ -477,13 +414,6 @@ __global__ void __launch_bounds__(kThreads) matvec_q8_kernel(const Args args) {
     if constexpr (SWIGLU) wr[1][r] = job.w_up + row * args.row_bytes;
   }
   prefetch_rows_then_wait<NMAT, R>(args, job, row0);
-  if constexpr (!PREQ) {
-    float scale = 1.0f;
-    if constexpr (NORM) scale = rms_scale(args.x, n_groups * 32, args.eps);
-    int8_t* sq = reinterpret_cast<int8_t*>(smem);
-    float* sdx = reinterpret_cast<float*>(smem + n_groups * 32);
-    quantize_x<NORM>(args, scale, n_groups, sq, sdx, sdx + n_groups);
-  }
 
   float acc[NMAT][R];
 #pragma unroll
@@ -492,15 +422,22 @@ __global__ void __launch_bounds__(kThreads) matvec_q8_kernel(const Args args) {
     for (int r = 0; r < R; ++r) acc[m][r] = 0.0f;
   for (int64_t b = slot; b < args.n_blocks; b += kSlots) {
     if constexpr (Q6)
-      q6k_step<NMAT, R>(wr, b, t, xq, dx, xs, acc);
+      q6k_step<NMAT, R>(wr, b, t, args, acc);
     else
-      q4k_step<NMAT, R>(wr, b, t, xq, dx, xs, acc);
+      q4k_step<NMAT, R>(wr, b, t, args, acc);
   }
   reduce_and_store<NMAT, R, SWIGLU>(args, job, row0, acc);
 }
 
-template <bool Q6, int R, bool SWIGLU, bool NORM, bool PREQ>
-void launch_q8_kernel(Args& args, int64_t cols, cudaStream_t stream) {
+// Quantizes args.x (normalised first when args.norm_w) into act, then runs the product over it.
+template <bool Q6, int R, bool SWIGLU>
+void launch_q8(Args& args, int64_t cols, const ActQ8Scratch& act, cudaStream_t stream) {
+  const int64_t n_groups = cols / 32;
+  launch_pdl("quantize_act_kernel",
+             args.norm_w ? quantize_act_kernel<true> : quantize_act_kernel<false>,
+             unsigned(ceil_div(n_groups, kThreads / 32)), kThreads, 0, stream, args.x, args.norm_w,
+             args.eps, n_groups, act.xq, act.xq2, act.dx, act.xs);
+  args.xq = act.xq, args.xq2 = act.xq2, args.dx = act.dx, args.xs = act.xs;
   args.n_blocks = cols / 256;
   args.row_bytes = args.n_blocks * (Q6 ? 210 : 144);
   args.first_cta[0] = 0;
@@ -508,41 +445,13 @@ void launch_q8_kernel(Args& args, int64_t cols, cudaStream_t stream) {
     args.first_cta[j + 1] = args.first_cta[j] + ceil_div(args.job[j].rows, R);
   const int64_t grid = args.first_cta[args.n_jobs];
   if (grid == 0) return;
-  const size_t smem = PREQ ? 0 : size_t(cols) + size_t(cols / 32) * 8;
   args.prefetch = prefetch_wanted(args, SWIGLU);
-  launch_pdl("matvec_q8_kernel", matvec_q8_kernel<Q6, R, SWIGLU, NORM, PREQ>, unsigned(grid),
-             kThreads, smem, stream, args);
-}
-
-// LOCKSTEP_CUDA_ACT_Q8 (read per call, like LOCKSTEP_CUDA_PRECISION): "shared" makes every thread
-// block quantize the input itself (the earlier design, kept for same-card comparisons); by
-// default the input is quantized once into the caller's scratch whenever one is given. Measured
-// on an H200 (bench/NOTES.md, 2026-11-26): 7B decode 191 -> 286 tok/s, 0.5B 665 -> 682 (the extra
-// launch costs less than what the thread blocks save even on the 0.5B's smallest products).
-bool per_block_act_q8() {
-  const char* env = std::getenv("LOCKSTEP_CUDA_ACT_Q8");
-  return env && std::strcmp(env, "shared") == 0;
-}
-
-template <bool Q6, int R, bool SWIGLU>
-void launch_q8(Args& args, int64_t cols, const ActQ8Scratch* act, cudaStream_t stream) {
-  if (act && act->max_cols >= cols && !per_block_act_q8()) {
-    const int64_t n_groups = cols / 32;
-    const unsigned grid = unsigned(ceil_div(n_groups, kThreads / 32));
-    launch_pdl("quantize_act_kernel",
-               args.norm_w ? quantize_act_kernel<true> : quantize_act_kernel<false>, grid, kThreads,
-               0, stream, args.x, args.norm_w, args.eps, n_groups, act->xq, act->dx, act->xs);
-    args.xq = act->xq, args.dx = act->dx, args.xs = act->xs;
-    launch_q8_kernel<Q6, R, SWIGLU, false, true>(args, cols, stream);
-  } else if (args.norm_w) {
-    launch_q8_kernel<Q6, R, SWIGLU, true, false>(args, cols, stream);
-  } else {
-    launch_q8_kernel<Q6, R, SWIGLU, false, false>(args, cols, stream);
-  }
+  launch_pdl("matvec_q8_kernel", matvec_q8_kernel<Q6, R, SWIGLU>, unsigned(grid), kThreads, 0,
+             stream, args);
 }
 
 template <bool Q6>
-void run_q8(int64_t cols, int64_t max_rows, Args& args, bool swiglu, const ActQ8Scratch* act,
+void run_q8(int64_t cols, int64_t max_rows, Args& args, bool swiglu, const ActQ8Scratch& act,
             cudaStream_t stream) {
   int r = max_rows >= 16384 && !swiglu ? 8 : max_rows >= 1024 ? 4 : max_rows >= 256 ? 2 : 1;
   // LOCKSTEP_CUDA_Q8_ROWS=1|2|4|8: rows per thread block for every size (bench knob, same bits:
@@ -609,12 +518,12 @@ void run(TensorType type, int64_t cols, Args& args, bool swiglu, const ActQ8Scra
          cudaStream_t stream) {
   int64_t max_rows = 0;
   for (int j = 0; j < args.n_jobs; ++j) max_rows = std::max(max_rows, args.job[j].rows);
-  if ((type == TensorType::Q4_K || type == TensorType::Q6_K) && cols <= kMaxQ8Cols &&
-      cols % 256 == 0 && !f32_precision()) {
+  if ((type == TensorType::Q4_K || type == TensorType::Q6_K) && cols % 256 == 0 && act &&
+      act->max_cols >= cols && !f32_precision()) {
     if (type == TensorType::Q6_K)
-      run_q8<true>(cols, max_rows, args, swiglu, act, stream);
+      run_q8<true>(cols, max_rows, args, swiglu, *act, stream);
     else
-      run_q8<false>(cols, max_rows, args, swiglu, act, stream);
+      run_q8<false>(cols, max_rows, args, swiglu, *act, stream);
     return;
   }
   // Short rows (the 0.5B's 896) give each thread one step per row, so the fixed cost of a block
@@ -656,7 +565,7 @@ bool weight_type_supported(TensorType type, int64_t cols) {
 
 size_t act_q8_scratch_bytes(int64_t max_cols) {
   const int64_t groups = (max_cols + 31) / 32;
-  return size_t(align_up_256(max_cols) + 2 * align_up_256(groups * 4));
+  return size_t(2 * align_up_256(max_cols) + 2 * align_up_256(groups * 4));
 }
 
 ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols) {
@@ -664,8 +573,9 @@ ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols) {
   uint8_t* p = static_cast<uint8_t*>(device_buffer);
   ActQ8Scratch s;
   s.xq = reinterpret_cast<int8_t*>(p);
-  s.dx = reinterpret_cast<float*>(p + align_up_256(max_cols));
-  s.xs = reinterpret_cast<float*>(p + align_up_256(max_cols) + align_up_256(groups * 4));
+  s.xq2 = reinterpret_cast<int8_t*>(p + align_up_256(max_cols));
+  s.dx = reinterpret_cast<float*>(p + 2 * align_up_256(max_cols));
+  s.xs = reinterpret_cast<float*>(p + 2 * align_up_256(max_cols) + align_up_256(groups * 4));
   s.max_cols = max_cols;
   return s;
 }
