@@ -512,14 +512,24 @@ bool f32_precision() {
   return env && std::strcmp(env, "f32") == 0;
 }
 
+// Q6_K rows wider than this take the float path even with a scratch: on the H100 (2026-11-26)
+// the two-term int8 product of the 7B's 3584 x 18944 ffn_down took 39.2 us against 28.7 us with
+// float activations (its 2-byte-aligned blocks make it load-bound), while the 152064 x 3584
+// output took 200.7 against 218.8 us. LOCKSTEP_CUDA_Q6K_INT8_MAX_COLS overrides it (a bench
+// knob; the two paths differ in the last bits, both within the op tests' bounds).
+int64_t q6k_int8_max_cols() {
+  const char* env = std::getenv("LOCKSTEP_CUDA_Q6K_INT8_MAX_COLS");
+  return env ? std::atoll(env) : 8192;
+}
+
 // Rows per thread block: 4 (2 for the two-matrix SwiGLU) so that each activation value loaded is
 // used for 4 weight rows; fewer for short matrices, so that they still spread over the GPU.
 void run(TensorType type, int64_t cols, Args& args, bool swiglu, const ActQ8Scratch* act,
          cudaStream_t stream) {
   int64_t max_rows = 0;
   for (int j = 0; j < args.n_jobs; ++j) max_rows = std::max(max_rows, args.job[j].rows);
-  if ((type == TensorType::Q4_K || type == TensorType::Q6_K) && cols % 256 == 0 && act &&
-      act->max_cols >= cols && !f32_precision()) {
+  if ((type == TensorType::Q4_K || (type == TensorType::Q6_K && cols <= q6k_int8_max_cols())) &&
+      cols % 256 == 0 && act && act->max_cols >= cols && !f32_precision()) {
     if (type == TensorType::Q6_K)
       run_q8<true>(cols, max_rows, args, swiglu, *act, stream);
     else
