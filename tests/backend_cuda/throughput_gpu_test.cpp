@@ -244,7 +244,6 @@ TEST(CudaThroughput, DISABLED_OpBreakdown7B) {
   std::fprintf(stderr, "[bench] attention_prefill 28/4x128, 512 tokens: %.0f us (%.1f TFLOP/s)\n",
                us_pf, flops / us_pf * 1e-6);
   DeviceBuffer<float> part(cuda_ops::attention_decode_scratch_floats(ctx, ap));
-  cuda_ops::prepare_attention_decode_scratch(part.get(), ctx, ap, nullptr);
   for (auto* p : {&pos0, &pos_far}) {
     const double us = time_us([&] {
       cuda_ops::attention_decode(q.get(), kc.get(), vc.get(), cuda_ops::KvType::F16, out.get(),

@@ -3,15 +3,13 @@
 // Decode (one query token): flash-decoding. The positions 0..pos are cut into chunks of
 // kAttnSplit; a thread block per (KV head, group of up to 4 query heads, chunk) computes the
 // scores of its chunk for all query heads that share the KV head (GQA: K and V are read once per
-// group), a chunk-local softmax and the weighted sum of V; the last block of a group to finish
-// merges the chunks with their maxima and sums (one launch per layer). The grid covers the whole
-// context and chunks past pos exit at once, so the launch configuration never changes and the
-// decode step can be replayed as a CUDA graph.
+// group), a chunk-local softmax and the weighted sum of V; a second kernel merges the chunks with
+// their maxima and sums. The grid covers the whole context and chunks past pos exit at once, so
+// the launch configuration never changes and the decode step can be replayed as a CUDA graph.
 //
 // Prefill (many query tokens): a flash-attention style kernel in FP32 on CUDA cores. A block
 // takes 32 query rows of one head and walks key tiles of 64, keeping a running max and sum per
 // row (online softmax), so the n_tok x n_kv score matrix is never materialised.
-#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
@@ -31,7 +29,7 @@ namespace {
 constexpr int kGqaChunk = 4;  // query heads per decode block
 constexpr int kAttnThreads = 64;
 static_assert(kAttnThreads == 2 * kAttnSplit, "two threads per position in the score loop");
-constexpr int kMergeCached = 1024;  // the merge caches the weights of up to 1024 chunks
+constexpr int kMergeThreads = 128, kMergeCached = 1024;  // merge: weights of up to 1024 chunks
 
 int n_splits_for(int max_ctx) {
   return int(ceil_div(max_ctx, kAttnSplit));
@@ -41,18 +39,15 @@ template <typename KV>
 __global__ void __launch_bounds__(kAttnThreads)
     attn_decode_split_kernel(const float* __restrict__ q, const KV* __restrict__ k_cache,
                              const KV* __restrict__ v_cache, float* __restrict__ part_o,
-                             float* __restrict__ part_ml, unsigned* __restrict__ done,
-                             float* __restrict__ out, const int32_t* __restrict__ pos, int n_head,
-                             int n_head_kv, int hd, float scale, int n_splits, int n_gchunk) {
+                             float* __restrict__ part_ml, const int32_t* __restrict__ pos,
+                             int n_head, int n_head_kv, int hd, float scale, int n_splits,
+                             int n_gchunk) {
   pdl_wait();
   extern __shared__ float smem[];
   float* qs = smem;                          // [kGqaChunk][hd]
   float* sc = qs + kGqaChunk * hd;           // [kGqaChunk][kAttnSplit]
   float* sc2 = sc + kGqaChunk * kAttnSplit;  // [kGqaChunk][kAttnSplit], second halves
   float* ml = sc2 + kGqaChunk * kAttnSplit;  // [kGqaChunk][2]
-  float* weights = ml + 2 * kGqaChunk;       // [kMergeCached], the merge's
-  __shared__ float red[kAttnThreads / 32];
-  __shared__ bool last;
 
   const int kvh = blockIdx.x / n_gchunk, gc = blockIdx.x % n_gchunk;
   const int gqa = n_head / n_head_kv;
@@ -143,48 +138,46 @@ __global__ void __launch_bounds__(kAttnThreads)
     dst[0] = ml[2 * tid];
     dst[1] = ml[2 * tid + 1];
   }
+}
 
-  // The last of the n_used blocks of this (KV head, head group) to finish merges them all (the
-  // threadfence-reduction pattern: partials written, made visible, then counted), and sets its
-  // counter back to 0 for the next call. done[] must be 0 before the first call
-  // (prepare_attention_decode_scratch).
-  const int n_used = int(ceil_div(n_kv, kAttnSplit));
-  __threadfence();
+// One block per query head: out = sum_s e_s * o_s / sum_s e_s * l_s with e_s = exp(m_s - m) over
+// the chunks in use. The block finds m and the weights e_s together (cached in shared memory for
+// up to kMergeCached chunks, recomputed beyond), then each thread sums its dimensions.
+__global__ void __launch_bounds__(kMergeThreads)
+    attn_decode_merge_kernel(const float* __restrict__ part_o, const float* __restrict__ part_ml,
+                             const int32_t* __restrict__ pos, float* __restrict__ out, int hd,
+                             int n_splits) {
+  pdl_wait();
+  __shared__ float e_cache[kMergeCached];
+  __shared__ float red[kMergeThreads / 32];
+  const int h = blockIdx.x, tid = threadIdx.x;
+  const int n_used = int(ceil_div(int64_t(*pos) + 1, kAttnSplit));
+  const float* ml = part_ml + int64_t(h) * n_splits * 2;
+
+  float m = -INFINITY;
+  for (int s = tid; s < n_used; s += kMergeThreads) m = fmaxf(m, ml[2 * s]);
+  m = warp_max(m);
+  if ((tid & 31) == 0) red[tid >> 5] = m;
   __syncthreads();
-  if (tid == 0) last = atomicAdd(&done[blockIdx.x], 1u) == unsigned(n_used - 1);
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  // out = sum_s e_s * o_s / sum_s e_s * l_s, e_s = exp(m_s - m), per query head of the group.
-  for (int g = 0; g < ng; ++g) {
-    const int64_t h = head0 + g;
-    const float* mlh = part_ml + h * n_splits * 2;
-    float m = -INFINITY;
-    for (int s2 = tid; s2 < n_used; s2 += kAttnThreads) m = fmaxf(m, mlh[2 * s2]);
-    m = warp_max(m);
-    __syncthreads();  // red and weights may still be read for the previous head
-    if (lane == 0) red[warp] = m;
-    __syncthreads();
+  m = red[0];
 #pragma unroll
-    for (int w = 0; w < kAttnThreads / 32; ++w) m = fmaxf(m, red[w]);
-    float l = 0.0f;
-    for (int s2 = tid; s2 < n_used; s2 += kAttnThreads) {
-      const float e = expf(mlh[2 * s2] - m);
-      if (s2 < kMergeCached) weights[s2] = e;
-      l += e * mlh[2 * s2 + 1];
-    }
-    l = block_sum(l, red);  // its first barrier also publishes weights
-    const float inv_l = 1.0f / l;
-    for (int d = tid; d < hd; d += kAttnThreads) {
-      float o = 0.0f;
-      for (int s2 = 0; s2 < n_used; ++s2) {
-        const float e = s2 < kMergeCached ? weights[s2] : expf(mlh[2 * s2] - m);
-        o = fmaf(e, part_o[(h * n_splits + s2) * hd + d], o);
-      }
-      out[h * hd + d] = o * inv_l;
-    }
+  for (int w = 1; w < kMergeThreads / 32; ++w) m = fmaxf(m, red[w]);
+  float l = 0.0f;
+  for (int s = tid; s < n_used; s += kMergeThreads) {
+    const float e = expf(ml[2 * s] - m);
+    if (s < kMergeCached) e_cache[s] = e;
+    l += e * ml[2 * s + 1];
   }
-  if (tid == 0) done[blockIdx.x] = 0;
+  l = block_sum(l, red);  // its first barrier also publishes e_cache
+  const float inv_l = 1.0f / l;
+  for (int d = tid; d < hd; d += kMergeThreads) {
+    float o = 0.0f;
+    for (int s = 0; s < n_used; ++s) {
+      const float e = s < kMergeCached ? e_cache[s] : expf(ml[2 * s] - m);
+      o = fmaf(e, part_o[(int64_t(h) * n_splits + s) * hd + d], o);
+    }
+    out[int64_t(h) * hd + d] = o * inv_l;
+  }
 }
 
 // ---- prefill ------------------------------------------------------------------------------
@@ -339,27 +332,8 @@ void check_params(const AttentionParams& p, const char* op) {
 
 }  // namespace
 
-// Layout: part_o [n_head][n_splits][hd], part_ml [n_head][n_splits][2], then one counter per
-// (KV head, head group) thread-block column.
 size_t attention_decode_scratch_floats(int max_ctx, const AttentionParams& p) {
-  const int n_gchunk = int(ceil_div(p.n_head / std::max(p.n_head_kv, 1), kGqaChunk));
-  return size_t(p.n_head) * size_t(n_splits_for(max_ctx)) * size_t(p.head_dim + 2) +
-         size_t(p.n_head_kv) * size_t(n_gchunk);
-}
-
-namespace {
-unsigned* decode_counters(float* partials, int max_ctx, const AttentionParams& p) {
-  return reinterpret_cast<unsigned*>(partials + size_t(p.n_head) * size_t(n_splits_for(max_ctx)) *
-                                                    size_t(p.head_dim + 2));
-}
-}  // namespace
-
-void prepare_attention_decode_scratch(float* partials, int max_ctx, const AttentionParams& p,
-                                      void* stream) {
-  const int n_gchunk = int(ceil_div(p.n_head / std::max(p.n_head_kv, 1), kGqaChunk));
-  CUDA_CHECK(cudaMemsetAsync(decode_counters(partials, max_ctx, p), 0,
-                             size_t(p.n_head_kv) * size_t(n_gchunk) * sizeof(unsigned),
-                             as_stream(stream)));
+  return size_t(p.n_head) * size_t(n_splits_for(max_ctx)) * size_t(p.head_dim + 2);
 }
 
 void attention_decode(const float* q, const void* k_cache, const void* v_cache, KvType kv,
@@ -372,21 +346,21 @@ void attention_decode(const float* q, const void* k_cache, const void* v_cache, 
   const int n_gchunk = int(ceil_div(gqa, kGqaChunk));
   float* part_o = partials;
   float* part_ml = partials + size_t(p.n_head) * n_splits * p.head_dim;
-  unsigned* done = decode_counters(partials, max_ctx, p);
   const size_t smem =
-      (size_t(kGqaChunk) * p.head_dim + 2 * kGqaChunk * kAttnSplit + 2 * kGqaChunk + kMergeCached) *
-      sizeof(float);
+      (size_t(kGqaChunk) * p.head_dim + 2 * kGqaChunk * kAttnSplit + 2 * kGqaChunk) * sizeof(float);
   const dim3 grid(unsigned(p.n_head_kv * n_gchunk), unsigned(n_splits));
   auto launch = [&](const auto* kc, const auto* vc) {
     using KV = std::remove_cv_t<std::remove_pointer_t<decltype(kc)>>;
     launch_pdl("attn_decode_split_kernel", attn_decode_split_kernel<KV>, grid, kAttnThreads, smem,
-               stream, q, kc, vc, part_o, part_ml, done, out, pos, p.n_head, p.n_head_kv,
-               p.head_dim, p.scale, n_splits, n_gchunk);
+               stream, q, kc, vc, part_o, part_ml, pos, p.n_head, p.n_head_kv, p.head_dim, p.scale,
+               n_splits, n_gchunk);
   };
   if (kv == KvType::F16)
     launch(static_cast<const __half*>(k_cache), static_cast<const __half*>(v_cache));
   else
     launch(static_cast<const float*>(k_cache), static_cast<const float*>(v_cache));
+  launch_pdl("attn_decode_merge_kernel", attn_decode_merge_kernel, unsigned(p.n_head),
+             kMergeThreads, 0, stream, part_o, part_ml, pos, out, p.head_dim, n_splits);
 }
 
 void attention_prefill(const float* q, const void* k_cache, const void* v_cache, KvType kv,

@@ -276,7 +276,6 @@ void CudaBackend::plan_and_allocate() {
     off += align_up(act_offsets[i] * sizeof(float));
   }
   act_q8_ = act_q8_scratch(d_act_ + off, int64_t(max_cols));
-  prepare_attention_decode_scratch(d_partials_, n_ctx_, attn_, stream_);
   CUDA_CHECK(cudaMalloc(&d_ints_, (T + 1) * sizeof(int32_t)));
   CUDA_CHECK(cudaHostAlloc(&h_ints_, (T + 1) * sizeof(int32_t), cudaHostAllocDefault));
   CUDA_CHECK(cudaHostAlloc(&h_logits_, V * sizeof(float), cudaHostAllocDefault));

@@ -154,10 +154,6 @@ struct AttentionParams {
 // as the position advances. `partials` needs attention_decode_scratch_floats(...) floats.
 constexpr int kAttnSplit = 32;
 size_t attention_decode_scratch_floats(int max_ctx, const AttentionParams& p);
-// Zeroes the scratch's per-group counters (the last block of a group to finish merges, and resets
-// its counter for the next call): once after allocating it, before the first attention_decode.
-void prepare_attention_decode_scratch(float* partials, int max_ctx, const AttentionParams& p,
-                                      void* stream);
 void attention_decode(const float* q, const void* k_cache, const void* v_cache, KvType kv,
                       float* out, float* partials, const int32_t* pos, int max_ctx,
                       const AttentionParams& p, void* stream);
