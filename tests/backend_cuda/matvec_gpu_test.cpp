@@ -27,9 +27,9 @@ constexpr double kMatvecNmse = 1e-9;
 constexpr double kDotErrorRatio = 64.0 / double(1 << 24);
 
 // True when the kernels quantize the activation to int8 for this weight (matvec_quant.cu: Q4_K,
-// and Q6_K rows up to 8192 wide, given a scratch).
+// and Q6_K rows up to 4096 wide, given a scratch).
 bool int8_activation_path(TensorType t, int64_t cols, bool with_scratch) {
-  return with_scratch && (t == TensorType::Q4_K || (t == TensorType::Q6_K && cols <= 8192)) &&
+  return with_scratch && (t == TensorType::Q4_K || (t == TensorType::Q6_K && cols <= 4096)) &&
          cols % 256 == 0;
 }
 

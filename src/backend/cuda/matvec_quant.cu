@@ -515,11 +515,12 @@ bool f32_precision() {
 // Q6_K rows wider than this take the float path even with a scratch: on the H100 (2026-11-26)
 // the two-term int8 product of the 7B's 3584 x 18944 ffn_down took 39.2 us against 28.7 us with
 // float activations (its 2-byte-aligned blocks make it load-bound), while the 152064 x 3584
-// output took 200.7 against 218.8 us. LOCKSTEP_CUDA_Q6K_INT8_MAX_COLS overrides it (a bench
+// output took 200.7 against 218.8 us; decode of the 0.5B (Q6_K ffn_down 4864 wide) ran 1 036
+// tok/s with float there, 1 022 with int8. LOCKSTEP_CUDA_Q6K_INT8_MAX_COLS overrides it (a bench
 // knob; the two paths differ in the last bits, both within the op tests' bounds).
 int64_t q6k_int8_max_cols() {
   const char* env = std::getenv("LOCKSTEP_CUDA_Q6K_INT8_MAX_COLS");
-  return env ? std::atoll(env) : 8192;
+  return env ? std::atoll(env) : 4096;
 }
 
 // Rows per thread block: 4 (2 for the two-matrix SwiGLU) so that each activation value loaded is
