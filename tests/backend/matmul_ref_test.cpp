@@ -166,8 +166,8 @@ TEST(MatmulRef, BitIdenticalAcrossThreadsAndBatchesCloseToDot) {
           // only has to agree to a few roundings of the products' magnitude.
           double abs_sum = 0;
           for (int64_t c = 0; c < cols; ++c)
-            abs_sum += std::fabs(double(w.values[size_t(r * cols + c)]) *
-                                 double(x[size_t(t * cols + c)]));
+            abs_sum +=
+                std::fabs(double(w.values[size_t(r * cols + c)]) * double(x[size_t(t * cols + c)]));
           const float d = cpu_ref::dot(w.values.data() + r * cols, x.data() + t * cols, cols);
           ASSERT_LE(std::fabs(double(single[size_t(r)]) - double(d)), 8 * kU32 * abs_sum + 1e-30)
               << "row " << r << ": the multi-row kernel must agree with dot()";
