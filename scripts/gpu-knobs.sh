@@ -4,10 +4,12 @@
 #      the default settings
 #   2. `lockstep bench --backend cuda` on synthetic Qwen2.5 Q4_K_M files for each knob setting,
 #      the settings interleaved, ROUNDS times
-#   3. with PROFILE=1, every kernel's time under ncu (scripts/ncu_kernels.py groups them)
+#   3. with OPS=1, CudaThroughput.MatvecBandwidth (float activations vs the int8 path) and
+#      OpBreakdown7B; with PROFILE=1, every kernel's time under ncu (scripts/ncu_kernels.py)
 # Environment: PRESETS (default "qwen2.5-7b qwen2.5-0.5b"), KNOBS (space-separated settings, each
-# "default" or comma-joined VAR=VALUE pairs; default compares programmatic launch and prefetch),
-# BENCH_ARGS (default "-p 512 -n 128 -r 3"), ROUNDS (default 2).
+# "default" or comma-joined VAR=VALUE pairs, e.g. LOCKSTEP_CUDA_Q8_ROWS=4; default compares
+# programmatic launch and prefetch), BENCH_ARGS (default "-p 512 -n 128 -r 3"), ROUNDS (default 2),
+# OPS, PROFILE.
 # Digest in $OUT/summary.txt (or build-gpu/gpu-knobs-logs/summary.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +21,15 @@ if [ ! -d ../shared ] && [ -d .device/shared ]; then ln -sfn "$PWD/.device/share
 TEST_TIMEOUT=240 SKIP_BENCH=1 SKIP_SANITIZER=1 bash scripts/gpu-check.sh >"$OUT/check.log" 2>&1 ||
   echo "gpu-check failed (its lines in summary.txt)" | tee -a "$S"
 
-KNOBS="${KNOBS:-default LOCKSTEP_CUDA_PREFETCH=0 LOCKSTEP_CUDA_PDL=0}"
+if [ "${OPS:-0}" = 1 ]; then
+  echo "== matvec bandwidth and 7B op breakdown ($(date +%T))" | tee -a "$S"
+  timeout 90 build-gpu/tests/backend_cuda_gpu_tests --gtest_also_run_disabled_tests \
+    --gtest_filter='CudaThroughput.*MatvecBandwidth:CudaThroughput.*OpBreakdown7B' \
+    >"$OUT/ops.log" 2>&1
+  grep "\[bench\]" "$OUT/ops.log" | tee -a "$S"
+fi
+
+KNOBS="${KNOBS:-default LOCKSTEP_CUDA_PREFETCH_MB=0 LOCKSTEP_CUDA_PDL=0}"
 for preset in ${PRESETS:-qwen2.5-7b qwen2.5-0.5b}; do
   f="/tmp/$preset-q4_k_m.gguf"
   echo "== $preset ($(date +%T))" | tee -a "$S"
