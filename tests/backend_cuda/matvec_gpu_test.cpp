@@ -26,11 +26,12 @@ namespace {
 constexpr double kMatvecNmse = 1e-9;
 constexpr double kDotErrorRatio = 64.0 / double(1 << 24);
 
-// True when the kernels quantize the activation to int8 for this weight (matvec_quant.cu: Q4_K,
-// and Q6_K rows up to 4096 wide, given a scratch).
+// True when the kernels quantize the activation to int8 for this weight (given a scratch as wide
+// as the row, or none).
 bool int8_activation_path(TensorType t, int64_t cols, bool with_scratch) {
-  return with_scratch && (t == TensorType::Q4_K || (t == TensorType::Q6_K && cols <= 4096)) &&
-         cols % 256 == 0;
+  cuda_ops::ActQ8Scratch wide_enough;
+  wide_enough.max_cols = cols;
+  return cuda_ops::matvec_uses_int8(t, cols, with_scratch ? &wide_enough : nullptr);
 }
 
 // B per row (see the top of the file); all zero for the float-activation paths.

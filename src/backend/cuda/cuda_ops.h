@@ -50,6 +50,10 @@ struct ActQ8Scratch {
 size_t act_q8_scratch_bytes(int64_t max_cols);
 // Carves a scratch out of act_q8_scratch_bytes(max_cols) bytes of device memory (256-aligned).
 ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols);
+// True when a product of this weight type and row width, given `act`, takes the int8 path (Q4_K,
+// Q6_K up to 4096 wide, a scratch wide enough, not LOCKSTEP_CUDA_PRECISION=f32); else its input
+// stays float.
+bool matvec_uses_int8(TensorType type, int64_t cols, const ActQ8Scratch* act);
 
 // W: rows x cols in format `type`; x: cols floats; y: rows floats; bias: rows floats or nullptr.
 // act: see ActQ8Scratch (nullptr: float activations for every type).

@@ -529,8 +529,7 @@ void run(TensorType type, int64_t cols, Args& args, bool swiglu, const ActQ8Scra
          cudaStream_t stream) {
   int64_t max_rows = 0;
   for (int j = 0; j < args.n_jobs; ++j) max_rows = std::max(max_rows, args.job[j].rows);
-  if ((type == TensorType::Q4_K || (type == TensorType::Q6_K && cols <= q6k_int8_max_cols())) &&
-      cols % 256 == 0 && act && act->max_cols >= cols && !f32_precision()) {
+  if (matvec_uses_int8(type, cols, act)) {
     if (type == TensorType::Q6_K)
       run_q8<true>(cols, max_rows, args, swiglu, *act, stream);
     else
@@ -572,6 +571,11 @@ bool weight_type_supported(TensorType type, int64_t cols) {
   bool ok = false;
   dispatch_decoder(dec, [&](auto blk) { ok = cols % decltype(blk)::QK == 0; });
   return ok;
+}
+
+bool matvec_uses_int8(TensorType type, int64_t cols, const ActQ8Scratch* act) {
+  return (type == TensorType::Q4_K || (type == TensorType::Q6_K && cols <= q6k_int8_max_cols())) &&
+         cols % 256 == 0 && act && act->max_cols >= cols && !f32_precision();
 }
 
 size_t act_q8_scratch_bytes(int64_t max_cols) {
