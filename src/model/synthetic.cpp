@@ -10,17 +10,11 @@
 #include "model/synthetic_vocab.h"
 #include "quant/quantize.h"
 #include "util/error.h"
+#include "util/hash.h"
 
 namespace lockstep {
 
 namespace {
-
-// splitmix64's finalizer: a bijective 64-bit mixer with full avalanche.
-inline uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 0xcbf29ce484222325ull;
@@ -31,7 +25,7 @@ uint64_t fnv1a(const std::string& s) {
 }  // namespace
 
 uint64_t synthetic_tensor_key(uint64_t seed, const std::string& name) {
-  return mix64(mix64(seed + 0x9e3779b97f4a7c15ull) ^ fnv1a(name));
+  return mix64(mix64(seed + kGoldenGamma) ^ fnv1a(name));
 }
 
 // Counter-based, so any element can be produced on its own in any order: one 64-bit hash of
@@ -39,7 +33,7 @@ uint64_t synthetic_tensor_key(uint64_t seed, const std::string& name) {
 // mean 0 and variance 1. That is close to normal (tails end at +-3.46 sigma), costs a couple of
 // nanoseconds, and needs no log/sin/cos.
 float synthetic_normal(uint64_t key, uint64_t index) {
-  const uint64_t h = mix64(key + (index + 1) * 0x9e3779b97f4a7c15ull);
+  const uint64_t h = mix64(key + (index + 1) * kGoldenGamma);
   const uint32_t sum = uint32_t(h & 0xffff) + uint32_t((h >> 16) & 0xffff) +
                        uint32_t((h >> 32) & 0xffff) + uint32_t(h >> 48);
   // Each 16-bit value u stands for the uniform (u + 0.5) / 65536, so the sum of four has mean
@@ -72,7 +66,7 @@ namespace {
 
 // Which pool block fills block `blk` of row `row`.
 uint64_t pool_index(const SyntheticTensor& t, int64_t row, int64_t blk) {
-  return mix64(t.key ^ mix64(uint64_t(row) * 0x9e3779b97f4a7c15ull + uint64_t(blk))) &
+  return mix64(t.key ^ mix64(uint64_t(row) * kGoldenGamma + uint64_t(blk))) &
          (kPoolBlocks - 1);
 }
 

@@ -12,10 +12,6 @@ namespace lockstep::cpu {
 
 namespace {
 
-size_t element_bytes(KvType type) {
-  return type == KvType::F16 ? 2 : 4;
-}
-
 std::string gib(double bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / double(1ull << 30));
@@ -24,19 +20,15 @@ std::string gib(double bytes) {
 
 }  // namespace
 
-const char* kv_type_name(KvType type) {
-  return type == KvType::F16 ? "f16" : "f32";
-}
-
 KvCache::KvCache(KvType type, int64_t n_layer, int64_t n_ctx, int64_t kv_dim,
                  const std::string& owner)
     : type_(type), n_ctx_(n_ctx), kv_dim_(kv_dim) {
   const double elements = double(n_layer) * double(n_ctx) * double(kv_dim);
-  const double total_bytes = 2 * elements * double(element_bytes(type));
+  const double total_bytes = 2 * elements * double(kv_type_bytes(type));
   try {
-    if (elements * double(element_bytes(type)) > double(std::numeric_limits<size_t>::max() / 2))
+    if (elements * double(kv_type_bytes(type)) > double(std::numeric_limits<size_t>::max() / 2))
       throw std::bad_alloc();
-    const size_t bytes = size_t(n_layer) * size_t(n_ctx) * size_t(kv_dim) * element_bytes(type);
+    const size_t bytes = size_t(n_layer) * size_t(n_ctx) * size_t(kv_dim) * kv_type_bytes(type);
     k_ = std::make_unique_for_overwrite<std::byte[]>(bytes);
     v_ = std::make_unique_for_overwrite<std::byte[]>(bytes);
   } catch (const std::bad_alloc&) {

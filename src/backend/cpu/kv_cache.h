@@ -9,10 +9,12 @@
 #include <memory>
 #include <string>
 
+#include "backend/kv_type.h"
+
 namespace lockstep::cpu {
 
-enum class KvType { F32, F16 };
-const char* kv_type_name(KvType type);  // "f32" / "f16"
+using lockstep::kv_type_name;
+using lockstep::KvType;
 
 class KvCache {
  public:

@@ -3,6 +3,7 @@
 // the embedding lookup lives with the dequantizers in dequant.cu.)
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/cuda_ops.h"
+#include "util/hash.h"
 
 namespace lockstep::cuda_ops {
 
@@ -21,20 +22,6 @@ __global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__
                                 int64_t cols) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < rows * cols) y[i] += b[i % cols];
-}
-
-// splitmix64 finaliser and the 4-key hash of the CPU reference's fault knobs.
-__device__ uint64_t mix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-__device__ uint64_t hash4(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
-  return mix64(mix64(mix64(mix64(a) ^ b) ^ c) ^ d);
-}
-__device__ float unit_noise(uint64_t h) {  // uniform in [-1, 1)
-  return float(double(h >> 40) * (2.0 / double(1ull << 24)) - 1.0);
 }
 
 __global__ void corrupt_hidden_kernel(float* h, int64_t n, int layer, int position, float mag) {

@@ -84,10 +84,6 @@ double* make_rope_table(float freq_base, int rope_dim) {
   return d;
 }
 
-size_t kv_type_bytes(KvType kv) {
-  return kv == KvType::F16 ? 2 : 4;
-}
-
 void rope_and_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache,
                        KvType kv, int64_t n_tok, const int32_t* pos0, const RopeParams& p,
                        void* stream) {

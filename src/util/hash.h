@@ -1,0 +1,42 @@
+// The project's one deterministic hash: splitmix64's finaliser (a bijective 64-bit mixer with full
+// avalanche) and a combiner of up to four keys. The fault knobs of every backend (CPU and CUDA
+// must inject the very same values) and the synthetic-model generator use it. Usable from CUDA
+// device code: the functions are host+device there.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define LOCKSTEP_HOST_DEVICE __host__ __device__
+#else
+#define LOCKSTEP_HOST_DEVICE
+#endif
+
+namespace lockstep {
+
+inline constexpr uint64_t kGoldenGamma = 0x9e3779b97f4a7c15ull;
+
+// splitmix64's output function (without its increment).
+LOCKSTEP_HOST_DEVICE inline constexpr uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// One splitmix64 step: the state advanced by the golden gamma, then mixed.
+LOCKSTEP_HOST_DEVICE inline constexpr uint64_t splitmix64(uint64_t z) {
+  return mix64(z + kGoldenGamma);
+}
+
+// Four keys folded into one value (the fault knobs' keys: kind, layer, position, index).
+LOCKSTEP_HOST_DEVICE inline constexpr uint64_t hash4(uint64_t a, uint64_t b, uint64_t c,
+                                                     uint64_t d) {
+  return splitmix64(splitmix64(splitmix64(splitmix64(a) ^ b) ^ c) ^ d);
+}
+
+// Uniform in [-1, 1), from the top 24 bits of a hash.
+LOCKSTEP_HOST_DEVICE inline float unit_noise(uint64_t h) {
+  return float(double(h >> 40) * (2.0 / double(1ull << 24)) - 1.0);
+}
+
+}  // namespace lockstep
