@@ -45,9 +45,9 @@ int main(int argc, char** argv) {
     for (auto& t : probe) t = int32_t(rng() % uint64_t(model.hp.n_vocab));
     OpenRequest request;
     request.backend = backend;
-    request.threads = threads;
-    request.n_ctx = n_ctx;
-    OpenResult opened = ParityGate::open(model, request, config, probe, false);
+    request.options.threads = threads;
+    request.options.n_ctx = n_ctx;
+    ServingBackend opened = ParityGate::open(model, request, config, probe, false);
     std::fprintf(stderr, "[bench] backend %s, parity %s %s\n", opened.backend_used.c_str(),
                  opened.verdict.status_name(), opened.verdict.summary().c_str());
 

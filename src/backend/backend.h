@@ -1,5 +1,10 @@
 // The interface every compute backend implements (CPU reference, CPU fast, CUDA). Narrow on
 // purpose: the engine feeds tokens and reads logits; each backend owns its KV cache.
+//
+// forward() is not virtual: it checks what every backend would otherwise check on its own (the
+// gate's permission, token ids, the batch, the context) and keeps the TEST KNOB fault's
+// bookkeeping (backend/fault.h), then calls the backend's forward_impl(). A backend implements
+// only the computation.
 #pragma once
 
 #include <cstdint>
@@ -25,23 +30,45 @@ class Backend {
  public:
   virtual ~Backend() = default;
 
-  virtual std::string name() const = 0;  // "cpu-ref", "cpu", "cuda"
+  virtual std::string name() const = 0;  // the registry's name: "cpu-ref", "cpu", "cuda"
   virtual const Model& model() const = 0;
 
   // Appends `tokens` at positions n_past() .. n_past()+n-1 to the KV cache and computes logits.
   // With all_logits, `logits` receives n * n_vocab floats (one row per token); otherwise only the
-  // last token's n_vocab floats. Throws Error when the context would overflow.
-  virtual void forward(std::span<const int32_t> tokens, float* logits, bool all_logits) = 0;
+  // last token's n_vocab floats. Throws InputError for a token id outside the vocabulary, Error
+  // for an empty batch or one that would overflow the context (the cache is unchanged then), and
+  // Error(kExitParity) when a gated backend has not been let through by the parity gate.
+  void forward(std::span<const int32_t> tokens, float* logits, bool all_logits);
 
   virtual int n_past() const = 0;
   virtual int n_ctx() const = 0;
-  // Drops every cached position >= n_past (0 clears the cache).
+  // Drops every cached position >= n_past (0 clears the cache); n_past >= n_past() keeps
+  // everything; a negative n_past is an Error.
   virtual void truncate(int n_past) = 0;
 
   virtual void set_observer(LayerObserver* observer) { (void)observer; }
 
-  // TEST KNOB (backend/fault.h): inject a deliberate fault from now on. Default: unsupported.
-  virtual void set_fault(const FaultSpec& fault) { (void)fault; }
+  // TEST KNOB (backend/fault.h): inject a deliberate fault from now on; restarts the fault's call
+  // count. Throws InputError for a layer or position out of range or a non-finite magnitude.
+  void set_fault(const FaultSpec& fault);
+
+ protected:
+  // The computation behind forward(), called with a validated, non-empty batch that fits.
+  virtual void forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) = 0;
+  // Throws when this backend may not compute now (GatedBackend: before the parity gate).
+  virtual void check_may_compute() const {}
+  // KvDrift: move every K and V value at positions [pos_begin, pos_end) of every layer by
+  // scale * unit_noise(hash4(2, layer, pos << 32 | i, 0 for K / 1 for V)) (util/hash.h).
+  virtual void drift_kv(int64_t pos_begin, int64_t pos_end, float scale) = 0;
+  // The fault in force (kind None when there is none); LayerCorrupt is the backend's to inject.
+  const FaultSpec& fault() const { return fault_; }
+
+ private:
+  void apply_fault(float* logits, bool all_logits, int64_t pos_begin, int64_t pos_end);
+
+  FaultSpec fault_;
+  int64_t fault_calls_ = 0;  // forward calls since set_fault
+  bool fault_nan_done_ = false;
 };
 
 }  // namespace lockstep

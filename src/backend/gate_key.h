@@ -12,6 +12,7 @@ class GateKey {
  private:
   GateKey() = default;
   friend class ParityGate;
+  friend class ParityDiagnostics;
 };
 
 }  // namespace lockstep

@@ -1,7 +1,7 @@
 // Base class of every backend that must pass the parity gate before it serves (CUDA, and the fast
 // CPU path). forward() refuses to run until the gate has put the backend in its probing or
-// passed state; those transitions take a GateKey, which only ParityGate can make. So even code
-// that somehow holds such a backend cannot compute with it unless the gate has let it.
+// passed state; those transitions take a GateKey, which only the parity gate can make. So even
+// code that somehow holds such a backend cannot compute with it unless the gate has let it.
 #pragma once
 
 #include "backend/backend.h"
@@ -14,19 +14,16 @@ class GatedBackend : public Backend {
  public:
   enum class GateState { Unverified, Probing, Passed, Unchecked /* --parity off */ };
 
-  void forward(std::span<const int32_t> tokens, float* logits, bool all_logits) final {
-    if (gate_state_ == GateState::Unverified)
-      throw Error(name() + " backend used before the parity gate verified it", kExitParity);
-    forward_impl(tokens, logits, all_logits);
-  }
-
   GateState gate_state() const { return gate_state_; }
   void begin_probe(GateKey) { gate_state_ = GateState::Probing; }
   void mark_passed(GateKey) { gate_state_ = GateState::Passed; }
   void mark_unchecked(GateKey) { gate_state_ = GateState::Unchecked; }
 
  protected:
-  virtual void forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) = 0;
+  void check_may_compute() const final {
+    if (gate_state_ == GateState::Unverified)
+      throw Error(name() + " backend used before the parity gate verified it", kExitParity);
+  }
 
  private:
   GateState gate_state_ = GateState::Unverified;

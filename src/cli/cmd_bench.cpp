@@ -27,23 +27,24 @@ int run_bench_command(const BenchFlags& f) {
   Model model = Model::load(path);
   const auto vocab = tokenizer::Vocab::from_gguf(*model.file);
   const ParityConfig parity = resolve_parity(f.model.parity);
-  BackendChoice choice = f.model.choice();
+  OpenRequest request = f.model.request();
   // The tests need max(pp, tg) positions and the gate its probe; a larger default context would
   // only cost memory.
-  if (choice.n_ctx == 0)
-    choice.n_ctx =
+  if (request.options.n_ctx == 0)
+    request.options.n_ctx =
         std::max({f.params.n_prompt, f.params.n_gen, parity.positions + parity.steps + 1});
-  OpenResult opened = open_backend(model, vocab, choice, parity, {});
+  ServingBackend opened = open_backend(model, vocab, request, parity, {});
   auto& backend = opened.backend;
+  const int threads = resolve_threads(request.options.threads);
   const double load_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   const ModelSummary summary = summarize(model, path);
   std::fprintf(stderr, "lockstep bench: %s | %s | %s | backend %s | threads %d | load %.0f ms\n",
                path.c_str(), summary.architecture.c_str(), summary.file_type.c_str(),
-               describe_backend(opened).c_str(), resolve_threads(choice.threads), load_ms);
+               opened.describe().c_str(), threads, load_ms);
 
   const BenchReport report = run_bench(
-      *backend, f.params, summary, resolve_threads(choice.threads),
+      *backend, f.params, summary, threads,
       [](const std::string& line) { std::fprintf(stderr, "lockstep bench: %s\n", line.c_str()); });
   const std::string out = f.json ? bench_json(report) + "\n" : bench_markdown(report);
   std::fwrite(out.data(), 1, out.size(), stdout);

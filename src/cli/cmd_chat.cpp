@@ -40,7 +40,7 @@ int chat_command(const ChatFlags& f) {
   const auto tmpl = tokenizer::ChatTemplate::for_vocab(*m.vocab);
   std::fprintf(stderr, "lockstep chat: template %s; type /exit or end the input to quit\n",
                tmpl.name().c_str());
-  Session session(std::move(m.backend), *m.vocab, sampling);
+  Session session(std::move(m.serving), *m.vocab, sampling);
   const int n_ctx = session.backend().n_ctx();
 
   std::vector<tokenizer::ChatMessage> messages;

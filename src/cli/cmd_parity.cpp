@@ -8,12 +8,13 @@
 #include <cstdio>
 #include <string>
 
+#include "backend/registry.h"
 #include "cli/commands.h"
 #include "cli/generation_flags.h"
 #include "cli/parity_flags.h"
 #include "engine/backend_factory.h"
 #include "engine/model_source.h"
-#include "parity/gate.h"
+#include "parity/diagnostics.h"
 #include "parity/probe.h"
 #include "tokenizer/vocab.h"
 #include "util/error.h"
@@ -64,18 +65,19 @@ int run_parity(const ParityCmdFlags& f) {
   const std::string path = resolve_model_path(f.model.model);
   Model model = Model::load(path);
   auto vocab = tokenizer::Vocab::from_gguf(*model.file);
-  OpenRequest req{f.model.backend, resolve_threads(f.model.threads),
-                  resolve_n_ctx(model, f.model.n_ctx)};
+  OpenRequest req = f.model.request();
+  req.options.threads = resolve_threads(req.options.threads);
+  req.options.n_ctx = resolve_n_ctx(model.hp, req.options.n_ctx);
   std::vector<int32_t> prompt;
   if (!f.prompt.empty()) prompt = vocab.tokenize(f.prompt, true, false);
 
   if (f.audit > 0) {
-    if (prompt.empty()) prompt = make_probe(vocab, {}, 16, 1, req.n_ctx).tokens;
-    AuditReport a = ParityGate::audit(model, req, cfg, prompt, f.audit);
+    if (prompt.empty()) prompt = make_probe(vocab, {}, 16, 1, req.options.n_ctx).tokens;
+    AuditReport a = ParityDiagnostics::audit(model, req, cfg, prompt, f.audit);
     if (f.json) {
       nlohmann::json j{{"mode", "audit"},
                        {"candidate", a.candidate},
-                       {"reference", "cpu-ref"},
+                       {"reference", reference_backend_entry().name},
                        {"prompt_tokens", a.prompt_tokens},
                        {"generated", a.generated},
                        {"first_divergence", a.first_divergence},
@@ -97,13 +99,16 @@ int run_parity(const ParityCmdFlags& f) {
     return a.first_divergence < 0 ? kExitOk : kExitParity;
   }
 
-  Probe probe = make_probe(vocab, prompt, cfg.positions, cfg.steps, req.n_ctx);
+  Probe probe = make_probe(vocab, prompt, cfg.positions, cfg.steps, req.options.n_ctx);
   if (f.layers) {
-    LayerReport L = ParityGate::compare_layers(model, req, probe.tokens, f.layer_tolerance);
+    LayerReport L = ParityDiagnostics::compare_layers(model, req, probe.tokens, f.layer_tolerance);
     if (f.json) {
-      nlohmann::json j{{"mode", "layers"},         {"candidate", L.candidate},
-                       {"reference", "cpu-ref"},   {"positions", probe.tokens.size()},
-                       {"tolerance", L.tolerance}, {"rows", nlohmann::json::array()}};
+      nlohmann::json j{{"mode", "layers"},
+                       {"candidate", L.candidate},
+                       {"reference", reference_backend_entry().name},
+                       {"positions", probe.tokens.size()},
+                       {"tolerance", L.tolerance},
+                       {"rows", nlohmann::json::array()}};
       for (const auto& r : L.rows)
         j["rows"].push_back({{"layer", r.layer},
                              {"stage", r.stage},
@@ -141,12 +146,12 @@ int run_parity(const ParityCmdFlags& f) {
   }
 
   std::string candidate;
-  ParityVerdict v = ParityGate::table(model, req, cfg, probe.tokens, &candidate);
+  ParityVerdict v = ParityDiagnostics::table(model, req, cfg, probe.tokens, &candidate);
   if (f.json) {
     nlohmann::json j{
         {"mode", "table"},
         {"candidate", candidate},
-        {"reference", "cpu-ref"},
+        {"reference", reference_backend_entry().name},
         {"status", v.status_name()},
         {"positions", v.positions},
         {"steps", v.steps},

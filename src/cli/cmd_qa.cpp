@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "backend/registry.h"
 #include "cli/commands.h"
 #include "cli/generation_flags.h"
 #include "engine/qa.h"
@@ -29,8 +30,7 @@ int run_qa_command(const QaFlags& f) {
   for (const auto& b : opt.backends)
     if (auto err = validate_backend_name(b); !err.empty() || b == "auto")
       throw InputError(err.empty() ? "--backends: name backends explicitly" : err);
-  opt.threads = f.model.threads;
-  opt.n_ctx = f.model.n_ctx;
+  opt.backend_options = f.model.request().options;
   opt.max_tokens = f.n_predict;
   opt.parity = resolve_parity(f.model.parity);
   QaReport r = run_qa(model, vocab, opt);

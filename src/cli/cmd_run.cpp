@@ -101,16 +101,15 @@ int run_command(const RunFlags& f, bool prompt_given) {
   };
   LoadedModel m = load_for_generation(f.model, "run", seed_note, build_prompt);
 
-  Session session(std::move(m.backend), *m.vocab, sampling);
+  // The session takes over the prompt tokens the parity gate probed with: never redone.
+  Session session(std::move(m.serving), *m.vocab, sampling);
   session.set_load_ms(m.load_ms);
-  // The prompt tokens the parity gate probed with are already in the cache: never redo them.
-  const std::vector<int32_t> prompt = adopt_cached_prompt(m, session);
   GenerationRequest req;
   req.max_tokens = f.n_predict;
   req.stop = f.stop;
   PieceCallback stream;
   if (!f.json) stream = [](std::string_view piece) { write_stdout(piece); };
-  const GenerationResult r = session.generate(prompt, req, stream);
+  const GenerationResult r = session.complete(m.prompt, req, stream);
 
   const auto& t = r.timings;
   if (r.context_full)

@@ -1,5 +1,7 @@
 #include "cli/generation_flags.h"
 
+#include "backend/registry.h"
+#include "cli/environment.h"
 #include "engine/generator.h"
 
 #include <chrono>
@@ -15,8 +17,13 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f) {
                   "GGUF model (default: $LOCKSTEP_MODEL, else the SmolLM2-135M-Instruct download "
                   "of scripts/get-default-model.sh)");
   cmd->add_option("-t,--threads", f.threads, "CPU threads (0: one per physical core)");
-  cmd->add_option("-c,--ctx-size", f.n_ctx, "context size in tokens (0: min(training, 4096))");
-  cmd->add_option("--backend", f.backend, "cpu | cpu-ref | cuda | auto");
+  cmd->add_option(
+      "-c,--ctx-size", f.n_ctx,
+      "context size in tokens (0: min(training, " + std::to_string(kDefaultContextCap) + "))");
+  std::string backends = "auto (the best available, gated)";
+  for (const BackendEntry& e : backend_registry())
+    backends += std::string(" | ") + e.name + ": " + e.help;
+  cmd->add_option("--backend", f.backend, backends);
   add_parity_flags(cmd, f.parity);
 }
 
@@ -62,27 +69,27 @@ LoadedModel load_for_generation(const ModelFlags& flags, const char* cmd,
   m.model = std::make_unique<Model>(Model::load(path));
   m.vocab = std::make_unique<tokenizer::Vocab>(tokenizer::Vocab::from_gguf(*m.model->file));
   if (make_prompt) m.prompt = make_prompt(*m.vocab);
-  OpenResult opened = open_backend(*m.model, *m.vocab, flags.choice(), parity, m.prompt);
-  m.backend = std::move(opened.backend);
-  m.backend_used = opened.backend_used;
-  m.parity = opened.verdict;
-  m.prompt_tokens_cached = opened.prompt_tokens_cached;
-  m.last_logits = std::move(opened.last_logits);
+  m.serving = open_backend(*m.model, *m.vocab, flags.request(), parity, m.prompt);
+  m.backend_used = m.serving.backend_used;
+  m.parity = m.serving.verdict;
   m.load_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   m.summary = summarize(*m.model, path);
   m.threads = resolve_threads(flags.threads);
   std::fprintf(stderr, "lockstep %s: %s | %s | %s | backend %s | threads %d | ctx %d%s\n", cmd,
                path.c_str(), m.summary.architecture.c_str(), m.summary.file_type.c_str(),
-               (m.backend_used + " (" + m.parity.summary() + ")").c_str(), m.threads,
-               m.backend->n_ctx(), extra_header.c_str());
+               m.serving.describe().c_str(), m.threads, m.serving.backend->n_ctx(),
+               extra_header.c_str());
   return m;
 }
 
-std::vector<int32_t> adopt_cached_prompt(LoadedModel& m, Session& session) {
-  const auto cached = size_t(m.prompt_tokens_cached);
-  if (cached > 0) session.adopt_prefix({m.prompt.data(), cached}, m.last_logits);
-  return {m.prompt.begin() + ptrdiff_t(cached), m.prompt.end()};
+OpenRequest ModelFlags::request() const {
+  OpenRequest r;
+  r.backend = backend;
+  r.options = environment_knobs().backend;
+  r.options.threads = threads;
+  r.options.n_ctx = n_ctx;
+  return r;
 }
 
 nlohmann::ordered_json parity_json(const LoadedModel& m) {

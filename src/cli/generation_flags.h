@@ -25,7 +25,9 @@ struct ModelFlags {
   std::string backend = "auto";
   ParityFlags parity;
 
-  BackendChoice choice() const { return {backend, threads, n_ctx}; }
+  // The backend request: these flags and the LOCKSTEP_* knobs of the environment
+  // (cli/environment.h).
+  OpenRequest request() const;
 };
 
 struct SamplingFlags {
@@ -48,12 +50,10 @@ SamplingParams resolve_sampling(const SamplingFlags& flags);
 struct LoadedModel {
   std::unique_ptr<Model> model;
   std::unique_ptr<tokenizer::Vocab> vocab;
-  std::unique_ptr<Backend> backend;
-  std::string backend_used;
+  ServingBackend serving;    // what the gate opened; a Session takes it over
+  std::string backend_used;  // serving's name and verdict, kept for the header and --json
   ParityVerdict parity;
-  std::vector<int32_t> prompt;     // as built by make_prompt
-  int prompt_tokens_cached = 0;    // of `prompt`, already in the backend's cache (gate probe)
-  std::vector<float> last_logits;  // after those cached tokens
+  std::vector<int32_t> prompt;  // as built by make_prompt
   ModelSummary summary;
   double load_ms = 0;  // model load + backend creation + parity gate
   int threads = 0;
@@ -68,10 +68,6 @@ using PromptBuilder = std::function<std::vector<int32_t>(const tokenizer::Vocab&
 LoadedModel load_for_generation(const ModelFlags& flags, const char* cmd,
                                 const std::string& extra_header = "",
                                 const PromptBuilder& make_prompt = nullptr);
-
-// Starts a session on the loaded backend, taking over the prompt tokens the gate left cached.
-// Returns the part of the prompt still to be processed.
-std::vector<int32_t> adopt_cached_prompt(LoadedModel& m, Session& session);
 
 // The `parity` object of --json outputs.
 nlohmann::ordered_json parity_json(const LoadedModel& m);

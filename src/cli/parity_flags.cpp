@@ -1,5 +1,6 @@
 #include "cli/parity_flags.h"
 
+#include "cli/environment.h"
 #include "util/error.h"
 
 namespace lockstep::cli {
@@ -21,7 +22,7 @@ void add_parity_flags(CLI::App* cmd, ParityFlags& flags) {
 ParityConfig resolve_parity(const ParityFlags& flags) {
   ParityConfig cfg;
   cfg.policy = parse_parity_policy(flags.policy);
-  apply_parity_env(cfg);
+  if (auto env_steps = environment_knobs().parity_steps) cfg.steps = *env_steps;
   if (!flags.steps.empty()) cfg.steps = parse_parity_steps(flags.steps, "--parity-steps");
   if (!(flags.threshold > 0 && flags.threshold <= 1))
     throw InputError("--parity-threshold = " + std::to_string(flags.threshold) +

@@ -24,17 +24,34 @@ Session::Session(std::unique_ptr<Backend> backend, const tokenizer::Vocab& vocab
   const int64_t n_vocab = backend_->model().hp.n_vocab;
   logits_.resize(size_t(n_vocab));
   cached_.reserve(size_t(backend_->n_ctx()));
-  // The cache may hold a prefix the parity gate left there for adopt_prefix(); generate() drops
-  // whatever cached_ does not account for.
+  // generate() drops whatever the backend's cache holds beyond what cached_ accounts for.
 }
 
-void Session::adopt_prefix(std::span<const int32_t> tokens, std::span<const float> last_logits) {
-  if (int(tokens.size()) != backend_->n_past() || last_logits.size() != logits_.size())
-    throw Error("adopt_prefix: the backend's cache does not hold these tokens");
-  cached_.assign(tokens.begin(), tokens.end());
-  std::copy(last_logits.begin(), last_logits.end(), logits_.begin());
+Session::Session(ServingBackend serving, const tokenizer::Vocab& vocab,
+                 const SamplingParams& sampling)
+    : Session(std::move(serving.backend), vocab, sampling) {
+  const auto& prefix = serving.cached_prefix;
+  if (prefix.empty()) return;
+  if (int(prefix.size()) != backend_->n_past() || serving.prefix_logits.size() != logits_.size())
+    throw Error("session: the backend's cache does not hold the gate's probe prefix");
+  cached_.assign(prefix.begin(), prefix.end());
+  std::copy(serving.prefix_logits.begin(), serving.prefix_logits.end(), logits_.begin());
   have_logits_ = true;
   for (int32_t t : cached_) sampler_.accept(t);
+}
+
+GenerationResult Session::complete(std::span<const int32_t> prompt,
+                                   const GenerationRequest& request,
+                                   const PieceCallback& on_piece) {
+  size_t common = 0;
+  while (common < prompt.size() && common < cached_.size() && prompt[common] == cached_[common])
+    ++common;
+  // The logits after the whole prompt are at hand only when the cache ends exactly there;
+  // otherwise at least its last token is processed again.
+  if (common == prompt.size() && !(common == cached_.size() && have_logits_) && common > 0)
+    --common;
+  if (common < cached_.size() || !have_logits_) truncate(int(common));
+  return generate(prompt.subspan(common), request, on_piece);
 }
 
 void Session::truncate(int n) {

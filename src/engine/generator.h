@@ -16,6 +16,7 @@
 
 #include "backend/backend.h"
 #include "engine/sampler.h"
+#include "parity/gate.h"
 #include "tokenizer/vocab.h"
 
 namespace lockstep {
@@ -54,6 +55,9 @@ class Session {
   // The vocabulary must outlive the session; the backend's model is the one it belongs to.
   Session(std::unique_ptr<Backend> backend, const tokenizer::Vocab& vocab,
           const SamplingParams& sampling);
+  // Serves from what the parity gate opened, taking over the prompt prefix its probe left in the
+  // cache (and the logits after it), so that complete() does not process those tokens again.
+  Session(ServingBackend serving, const tokenizer::Vocab& vocab, const SamplingParams& sampling);
 
   void set_load_ms(double ms) { load_ms_ = ms; }
 
@@ -62,13 +66,14 @@ class Session {
   GenerationResult generate(std::span<const int32_t> prompt, const GenerationRequest& request,
                             const PieceCallback& on_piece = nullptr);
 
+  // Generates after `prompt`, the whole context (not an addition to what is cached): the longest
+  // prefix it shares with the cache is kept, the rest of the cache dropped, and only the
+  // remaining tokens are processed. Throws as generate() does.
+  GenerationResult complete(std::span<const int32_t> prompt, const GenerationRequest& request,
+                            const PieceCallback& on_piece = nullptr);
+
   // The ids in the backend's KV cache, in order: every prompt and every generated token that was
   // fed back. The last sampled token of a generation is not among them (it was never fed).
-  // Takes over tokens the backend already holds in its cache (the parity gate's probe when it
-  // was the start of the prompt) and the logits after the last of them, so they are not
-  // processed again. generate() may then be called with only the rest of the prompt (or none).
-  void adopt_prefix(std::span<const int32_t> tokens, std::span<const float> last_logits);
-
   const std::vector<int32_t>& cached_tokens() const { return cached_; }
   // Drops cached positions >= n (0 clears the cache); the sampler's history is reset.
   void truncate(int n);

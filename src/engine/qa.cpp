@@ -4,6 +4,7 @@
 #include <cctype>
 #include <sstream>
 
+#include "backend/registry.h"
 #include "engine/generator.h"
 #include "tokenizer/chat_template.h"
 
@@ -93,12 +94,11 @@ Answer ask(Session& session, const tokenizer::Vocab& vocab, const std::string& q
 QaReport run_qa(const Model& model, const tokenizer::Vocab& vocab, const QaOptions& options) {
   QaReport report;
   std::vector<std::string> backends = options.backends;
-  if (backends.empty()) backends = ParityGate::available_backends();
+  if (backends.empty()) backends = available_backends();
   for (const auto& name : backends) {
-    OpenResult opened;
+    ServingBackend opened;
     try {
-      opened =
-          open_backend(model, vocab, {name, options.threads, options.n_ctx}, options.parity, {});
+      opened = open_backend(model, vocab, {name, options.backend_options}, options.parity, {});
     } catch (const Error& e) {
       report.checks.push_back({name, "parity gate", false, e.what()});
       continue;
@@ -110,7 +110,7 @@ QaReport run_qa(const Model& model, const tokenizer::Vocab& vocab, const QaOptio
          "backend used: " + opened.backend_used + ", " + opened.verdict.summary()});
     SamplingParams greedy;
     greedy.temperature = 0;
-    Session session(std::move(opened.backend), vocab, greedy);
+    Session session(std::move(opened), vocab, greedy);
 
     const Answer four = ask(session, vocab, "What is 2+2?", options.max_tokens);
     report.checks.push_back({name, "\"What is 2+2?\" answer contains 4",

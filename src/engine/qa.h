@@ -24,8 +24,7 @@ struct QaReport {
 
 struct QaOptions {
   std::vector<std::string> backends;  // empty: every available backend
-  int threads = 0;
-  int n_ctx = 0;
+  BackendOptions backend_options;     // threads, context, knobs of every backend it opens
   int max_tokens = 48;
   ParityConfig parity;
 };

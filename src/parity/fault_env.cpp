@@ -1,6 +1,5 @@
 #include "parity/fault_env.h"
 
-#include <cstdlib>
 #include <sstream>
 #include <vector>
 
@@ -51,12 +50,6 @@ FaultSpec parse_fault(const std::string& text) {
                      "' is not kv_drift:MAG, layer_corrupt:LAYER:POS:MAG or nan:POS");
   }
   return f;
-}
-
-std::optional<FaultSpec> fault_from_env() {
-  const char* env = std::getenv("LOCKSTEP_FAULT");
-  if (!env || !*env) return std::nullopt;
-  return parse_fault(env);
 }
 
 }  // namespace lockstep

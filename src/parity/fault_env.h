@@ -1,4 +1,5 @@
-// TEST KNOB: LOCKSTEP_FAULT selects a fault for the parity gate's candidate backend.
+// TEST KNOB: LOCKSTEP_FAULT selects a fault for the parity gate's candidate backend (read by the
+// CLI, src/cli/environment.cpp, into BackendOptions::fault).
 //   kv_drift:MAGNITUDE              e.g. kv_drift:0.5
 //   layer_corrupt:LAYER:POS:MAGNITUDE   e.g. layer_corrupt:1:10:4
 //   nan:POS                         e.g. nan:0
@@ -13,6 +14,5 @@
 namespace lockstep {
 
 FaultSpec parse_fault(const std::string& text);  // throws InputError
-std::optional<FaultSpec> fault_from_env();       // nullopt when LOCKSTEP_FAULT is unset/empty
 
 }  // namespace lockstep

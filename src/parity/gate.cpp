@@ -1,112 +1,14 @@
 #include "parity/gate.h"
 
-#include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <exception>
-#include <limits>
-#include <sstream>
 #include <thread>
 
-#include "backend/cpu/cpu_backend.h"
 #include "backend/gate_key.h"
-#include "parity/fault_env.h"
-#ifdef LOCKSTEP_HAVE_CUDA
-#include "backend/cuda/cuda_backend.h"
-#endif
+#include "backend/registry.h"
 
 namespace lockstep {
-
-std::string ParityRow::where() const {
-  return std::string(is_step ? "step " : "position ") + std::to_string(index) + "/" +
-         std::to_string(total);
-}
-
-const char* ParityVerdict::status_name() const {
-  switch (status) {
-    case Status::Passed:
-      return "passed";
-    case Status::Rejected:
-      return "rejected";
-    case Status::Off:
-      return "off";
-    case Status::NotRequired:
-      return "not-required";
-  }
-  return "unknown";
-}
-
-static std::string fmt(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
-  return buf;
-}
-
-static std::string fmt_ms(double ms) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.0f", ms);
-  return buf;
-}
-
-std::string ParityVerdict::failure_text() const {
-  if (failed_metric.empty()) return "";
-  if (failed_metric == "finite") return "NaN/Inf in logits at " + failed_at;
-  return failed_metric + " vs CPU = " + fmt(failed_value) + " (" + failed_bound + ") at " +
-         failed_at;
-}
-
-std::string ParityVerdict::summary() const {
-  std::ostringstream os;
-  os << "parity " << status_name();
-  if (status == Status::Passed || status == Status::Rejected)
-    os << " (" << positions << " positions + " << steps << " steps, worst cosine "
-       << fmt(worst_cosine) << ", worst KL " << fmt(worst_kl) << ", " << fmt_ms(ms)
-       << " ms: reference " << fmt_ms(reference_ms) << ", " << candidate << " "
-       << fmt_ms(candidate_ms)
-       << (reference_overlapped ? ", reference beside the candidate's load)" : ")");
-  return os.str();
-}
-
-namespace {
-
-void track_worst(const ParityRow& row, ParityVerdict& v);
-
-}  // namespace
-
-// Order of the rules: non-finite, cosine, KL, clear top-1 disagreement.
-bool ParityGate::row_passes(const ParityRow& row, const ParityConfig& cfg, ParityVerdict& v) {
-  const auto& m = row.m;
-  auto reject = [&](const char* metric, double value, const std::string& bound) {
-    v.failed_metric = metric;
-    v.failed_value = value;
-    v.failed_bound = bound;
-    v.failed_at = row.where();
-    return false;
-  };
-  if (!m.finite) return reject("finite", NAN, "must be finite");
-  if (!(m.cosine >= cfg.cosine_min)) return reject("cosine", m.cosine, "< " + fmt(cfg.cosine_min));
-  if (!(m.kl <= cfg.kl_max)) return reject("KL", m.kl, "> " + fmt(cfg.kl_max));
-  if (!m.top1_agree() && m.ref_margin > cfg.top1_margin)
-    return reject("top-1 margin", m.ref_margin,
-                  "candidate picked " + std::to_string(m.cand_top1) + " over " +
-                      std::to_string(m.ref_top1) + ", margin > " + fmt(cfg.top1_margin));
-  return true;
-}
-
-namespace {
-
-void track_worst(const ParityRow& row, ParityVerdict& v) {
-  if (!row.m.finite) return;
-  if (row.m.cosine < v.worst_cosine) {
-    v.worst_cosine = row.m.cosine;
-    v.worst_cosine_at = row.where();
-  }
-  v.worst_kl = std::max(v.worst_kl, row.m.kl);
-  v.worst_max_abs = std::max(v.worst_max_abs, row.m.max_abs);
-}
-
-}  // namespace
 
 namespace {
 
@@ -116,299 +18,152 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-// Metrics of `rows` rows of n_vocab logits. Each row costs two exp() in double per vocabulary
-// entry (~0.3 M for 152k entries), so the rows are split over the host's threads.
-std::vector<LogitComparison> compare_rows(const float* ref, const float* cand, int rows,
-                                          int64_t n_vocab) {
-  std::vector<LogitComparison> out(static_cast<size_t>(rows));
-  auto range = [&](int begin, int end) {
-    for (int p = begin; p < end; ++p) {
-      const size_t off = size_t(p) * size_t(n_vocab);
-      out[size_t(p)] = compare_logits({ref + off, size_t(n_vocab)}, {cand + off, size_t(n_vocab)});
-    }
-  };
-  const int n_threads =
-      std::clamp(int(std::thread::hardware_concurrency()), 1, std::max(1, rows / 2));
-  if (n_threads == 1) {
-    range(0, rows);
-    return out;
-  }
-  // compare_logits throws only on mismatched lengths, which cannot happen here; an exception
-  // escaping a std::thread would terminate, so still catch and rethrow.
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(n_threads));
-  std::vector<std::thread> threads;
-  const int per = (rows + n_threads - 1) / n_threads;
-  for (int t = 0; t < n_threads; ++t)
-    threads.emplace_back([&, t] {
+// The reference's probe needs nothing from the candidate, so it runs on a thread of its own while
+// the candidate is created (a GPU backend's weight upload takes about as long as the reference's
+// probe at 7B); the gate then adds only the candidate's probe and the metrics. Nothing touches
+// the reference until join().
+class ReferenceBesideCandidate {
+ public:
+  ReferenceBesideCandidate(const Model& model, const BackendOptions& options,
+                           std::span<const int32_t> probe, int steps)
+      : reference_(create_reference(model, options)) {
+    worker_ = std::thread([this, probe, steps] {
       try {
-        range(std::min(rows, t * per), std::min(rows, (t + 1) * per));
+        probe_ = ParityComparison::run_reference(*reference_, probe, steps);
       } catch (...) {
-        errors[size_t(t)] = std::current_exception();
+        error_ = std::current_exception();
       }
     });
-  for (auto& th : threads) th.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-  return out;
-}
+  }
+  ~ReferenceBesideCandidate() {
+    if (worker_.joinable()) worker_.join();
+  }
+  const ReferenceProbe& join() {
+    worker_.join();
+    if (error_) std::rethrow_exception(error_);
+    return probe_;
+  }
+  std::unique_ptr<Backend> take_backend() { return std::move(reference_); }
 
-void check_fits(const Backend& b, size_t positions, int steps) {
-  if (steps < ParityConfig::kMinSteps || steps > ParityConfig::kMaxSteps)
-    throw InputError("parity steps must be in 1..16");
-  if (positions == 0) throw Error("parity gate: empty probe");
-  if (int64_t(positions) + steps > b.n_ctx())
-    throw InputError("parity probe of " + std::to_string(positions) + " positions + " +
-                     std::to_string(steps) + " steps does not fit the context");
+ private:
+  std::unique_ptr<Backend> reference_;
+  ReferenceProbe probe_;
+  std::exception_ptr error_;
+  std::thread worker_;
+};
+
+// Hands `serving` out. The probe's steps (and the probe itself unless it was the user's prompt)
+// leave its cache; when the prompt prefix stays, the logits after its last token are derived
+// again (the comparison produced them, but keeping every row would cost P * n_vocab floats).
+ServingBackend serve(std::unique_ptr<Backend> serving, const std::string& name,
+                     ParityVerdict verdict, std::span<const int32_t> probe, bool probe_is_prompt) {
+  ServingBackend s;
+  if (probe_is_prompt && !probe.empty()) {
+    s.prefix_logits.resize(size_t(serving->model().hp.n_vocab));
+    serving->truncate(int(probe.size()) - 1);
+    serving->forward(probe.last(1), s.prefix_logits.data(), false);
+    s.cached_prefix.assign(probe.begin(), probe.end());
+  }
+  serving->truncate(int(s.cached_prefix.size()));
+  s.backend = std::move(serving);
+  s.backend_used = name;
+  s.verdict = std::move(verdict);
+  return s;
 }
 
 }  // namespace
 
-ReferenceProbe ParityGate::run_reference(Backend& reference, std::span<const int32_t> probe,
-                                         int steps) {
-  check_fits(reference, probe.size(), steps);
-  const auto t0 = Clock::now();
-  const size_t V = size_t(reference.model().hp.n_vocab);
-  ReferenceProbe r;
-  r.prefill.resize(probe.size() * V);
-  r.steps.resize(size_t(steps) * V);
-  reference.truncate(0);
-  reference.forward(probe, r.prefill.data(), true);
-  r.prefill_ms = ms_since(t0);
-  // Autoregressive steps: the reference's argmax is the next input (of both backends).
-  const float* last = r.prefill.data() + (probe.size() - 1) * V;
-  for (int k = 0; k < steps; ++k) {
-    const int32_t token = argmax({last, V});
-    r.step_tokens.push_back(token);
-    float* out = r.steps.data() + size_t(k) * V;
-    reference.forward({&token, 1}, out, false);
-    last = out;
-  }
-  r.ms = ms_since(t0);
-  return r;
-}
-
-ParityVerdict ParityGate::compare_with(const ReferenceProbe& ref, Backend& candidate,
-                                       std::span<const int32_t> probe, const ParityConfig& cfg,
-                                       bool stop_at_first_failure) {
-  const auto t0 = Clock::now();
-  check_fits(candidate, probe.size(), cfg.steps);
-  const size_t V = size_t(candidate.model().hp.n_vocab);
-  const int P = int(probe.size());
-  if (ref.prefill.size() != size_t(P) * V || ref.step_tokens.size() < size_t(cfg.steps) ||
-      ref.steps.size() < size_t(cfg.steps) * V)
-    throw Error("parity gate: the reference's probe does not match this comparison");
-  ParityVerdict v;
-  v.candidate = candidate.name();
-  v.config = cfg;
-  v.steps = cfg.steps;
-  v.positions = P;
-  v.status = ParityVerdict::Status::Passed;
-  v.reference_ms = ref.ms;
-  v.reference_prefill_ms = ref.prefill_ms;
-  auto finish = [&] {
-    v.ms = ms_since(t0);
-    return v;
-  };
-  auto check = [&](ParityRow& row) {  // false: stop here
-    track_worst(row, v);
-    v.rows.push_back(row);
-    if (v.status == ParityVerdict::Status::Passed && !row_passes(row, cfg, v)) {
-      v.status = ParityVerdict::Status::Rejected;
-      return !stop_at_first_failure;
-    }
-    return true;
-  };
-
-  // The candidate writes into NaN: a row it leaves unwritten is rejected, never compared as
-  // whatever the memory last held (possibly the reference's logits of an earlier probe).
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  std::vector<float> cand(size_t(P) * V, nan);
-  candidate.truncate(0);
-  auto c0 = Clock::now();
-  candidate.forward(probe, cand.data(), true);
-  v.candidate_ms += ms_since(c0);
-  const std::vector<LogitComparison> prefill =
-      compare_rows(ref.prefill.data(), cand.data(), P, int64_t(V));
-  for (int p = 0; p < P; ++p) {
-    ParityRow row;
-    row.index = p;
-    row.total = P;
-    row.token = probe[size_t(p)];
-    row.m = prefill[size_t(p)];
-    if (!check(row)) return finish();
-  }
-  std::vector<float> step(V);
-  for (int k = 0; k < cfg.steps; ++k) {
-    const int32_t token = ref.step_tokens[size_t(k)];
-    std::fill(step.begin(), step.end(), nan);
-    c0 = Clock::now();
-    candidate.forward({&token, 1}, step.data(), false);
-    v.candidate_ms += ms_since(c0);
-    ParityRow row;
-    row.is_step = true;
-    row.index = k;
-    row.total = cfg.steps;
-    row.token = token;
-    row.m = compare_logits({ref.steps.data() + size_t(k) * V, V}, step);
-    if (!check(row)) return finish();
-  }
-  return finish();
-}
-
-ParityVerdict ParityGate::compare(Backend& reference, Backend& candidate,
-                                  std::span<const int32_t> probe, const ParityConfig& cfg,
-                                  bool stop_at_first_failure) {
-  const auto t0 = Clock::now();
-  check_fits(candidate, probe.size(), cfg.steps);  // before the reference's work, not after
-  const ReferenceProbe ref = run_reference(reference, probe, cfg.steps);
-  ParityVerdict v = compare_with(ref, candidate, probe, cfg, stop_at_first_failure);
-  v.ms = ms_since(t0);
-  return v;
+std::string ServingBackend::describe() const {
+  return backend_used + " (" + verdict.summary() + ")";
 }
 
 std::unique_ptr<GatedBackend> ParityGate::create_candidate(const Model& model,
-                                                           const std::string& name,
                                                            const OpenRequest& request) {
-  if (name == "cpu") return make_fast_cpu_backend(model, request.threads, request.n_ctx);
-  if (name == "cuda") {
-#ifdef LOCKSTEP_HAVE_CUDA
-    CudaBackendOptions opts;
-    opts.n_ctx = request.n_ctx;
-    return create_cuda_backend(model, opts, GateKey{});
-#else
-    throw Error("this lockstep was built without CUDA (LOCKSTEP_CUDA=OFF or no nvcc)", kExitDevice);
-#endif
+  std::unique_ptr<GatedBackend> candidate;
+  if (request.backend == "auto") {
+    // The best available candidate; a device that cannot take the model (e.g. out of memory) is
+    // not an error under auto: the next one serves.
+    const auto candidates = auto_candidates();
+    for (size_t i = 0; i < candidates.size() && !candidate; ++i) {
+      try {
+        candidate = candidates[i]->create_gated(model, request.options, GateKey{});
+      } catch (const Error& e) {
+        if (!candidates[i]->is_device || i + 1 == candidates.size()) throw;
+        std::fprintf(stderr, "[lockstep] %s unavailable (%s); trying %s\n", candidates[i]->name,
+                     e.what(), candidates[i + 1]->name);
+      }
+    }
+    if (!candidate) throw Error("no backend available for --backend auto");
+  } else {
+    const BackendEntry* entry = find_backend(request.backend);
+    if (!entry) throw InputError(validate_backend_name(request.backend));
+    if (entry->is_reference)
+      throw InputError("--backend " + request.backend +
+                       " is the reference itself, not a candidate for the gate");
+    candidate = entry->create_gated(model, request.options, GateKey{});
   }
-  throw InputError("--backend = '" + name + "' is not one of auto, cpu, cpu-ref, cuda");
+  if (request.options.fault) candidate->set_fault(*request.options.fault);
+  return candidate;
 }
 
-std::vector<std::string> ParityGate::available_backends() {
-  std::vector<std::string> names = {"cpu-ref", "cpu"};
-  if (resolve_auto() == "cuda") names.push_back("cuda");
-  return names;
-}
-
-std::string ParityGate::resolve_auto() {
-#ifdef LOCKSTEP_HAVE_CUDA
-  std::string why;
-  if (cuda_device_available(&why)) return "cuda";
-#endif
-  return "cpu";
-}
-
-OpenResult ParityGate::open(const Model& model, const OpenRequest& request, const ParityConfig& cfg,
-                            std::span<const int32_t> probe, bool probe_is_prompt) {
-  OpenResult result;
-  const std::string& asked = request.backend;
-  if (asked != "auto" && asked != "cpu" && asked != "cpu-ref" && asked != "cuda")
-    throw InputError("--backend = '" + asked + "' is not one of auto, cpu, cpu-ref, cuda");
+ServingBackend ParityGate::open(const Model& model, const OpenRequest& request,
+                                const ParityConfig& cfg, std::span<const int32_t> probe,
+                                bool probe_is_prompt) {
+  if (std::string err = validate_backend_name(request.backend); !err.empty()) throw InputError(err);
 
   // The reference itself needs no verification.
-  if (asked == "cpu-ref") {
-    result.backend = make_reference_backend(model, request.threads, request.n_ctx);
-    result.backend_used = "cpu-ref";
-    result.verdict.status = ParityVerdict::Status::NotRequired;
-    result.verdict.candidate = "cpu-ref";
-    return result;
+  if (const BackendEntry* entry = find_backend(request.backend); entry && entry->is_reference) {
+    ServingBackend s;
+    s.backend = entry->create_reference(model, request.options);
+    s.backend_used = entry->name;
+    s.verdict.status = ParityVerdict::Status::NotRequired;
+    s.verdict.candidate = entry->name;
+    return s;
   }
-
-  const bool forced = asked != "auto";
-  std::string name = asked == "auto" ? resolve_auto() : asked;
-
-  // The reference's probe needs nothing from the candidate, so it runs on a thread of its own
-  // while the candidate is created (a GPU backend's weight upload takes about as long as the
-  // reference's probe at 7B); the gate then adds only the candidate's probe and the metrics.
-  // The main thread does not touch `reference` until the worker is joined.
-  std::unique_ptr<Backend> reference;
-  ReferenceProbe ref_probe;
-  std::exception_ptr ref_error;
-  std::thread ref_worker;
-  struct JoinOnExit {
-    std::thread& t;
-    ~JoinOnExit() {
-      if (t.joinable()) t.join();
-    }
-  } join_on_exit{ref_worker};
-  if (cfg.policy != ParityPolicy::Off) {
-    reference = make_reference_backend(model, request.threads, request.n_ctx);
-    ref_worker = std::thread([&] {
-      try {
-        ref_probe = run_reference(*reference, probe, cfg.steps);
-      } catch (...) {
-        ref_error = std::current_exception();
-      }
-    });
-  }
-
-  std::unique_ptr<GatedBackend> candidate;
-  try {
-    candidate = create_candidate(model, name, request);
-  } catch (const Error& e) {
-    if (forced || name != "cuda") throw;
-    // auto: a GPU that cannot take the model (e.g. out of memory) is not an error.
-    std::fprintf(stderr, "[lockstep] cuda unavailable (%s); running on the cpu\n", e.what());
-    name = "cpu";
-    candidate = create_candidate(model, name, request);
-  }
-  if (auto fault = fault_from_env()) candidate->set_fault(*fault);
 
   if (cfg.policy == ParityPolicy::Off) {
+    std::unique_ptr<GatedBackend> candidate = create_candidate(model, request);
+    const std::string name = candidate->name();
     std::fprintf(stderr,
                  "%s WARNING: parity gate off (--parity off): the %s path was NOT verified "
                  "against the CPU reference\n",
                  kParityTag, name.c_str());
     candidate->mark_unchecked(GateKey{});
-    result.backend = std::move(candidate);
-    result.backend_used = name;
-    result.verdict.status = ParityVerdict::Status::Off;
-    result.verdict.candidate = name;
-    result.verdict.config = cfg;
-    return result;
+    ParityVerdict v;
+    v.status = ParityVerdict::Status::Off;
+    v.candidate = name;
+    v.config = cfg;
+    return serve(std::move(candidate), name, std::move(v), {}, false);
   }
 
+  ReferenceBesideCandidate reference(model, request.options, probe, cfg.steps);
+  std::unique_ptr<GatedBackend> candidate = create_candidate(model, request);
+  const std::string name = candidate->name();
+
   const auto candidate_ready = Clock::now();
-  ref_worker.join();
-  if (ref_error) std::rethrow_exception(ref_error);
+  const ReferenceProbe& ref_probe = reference.join();
   candidate->begin_probe(GateKey{});
-  ParityVerdict verdict = compare_with(ref_probe, *candidate, probe, cfg, true);
+  ParityVerdict verdict = ParityComparison::compare_with(ref_probe, *candidate, probe, cfg, true);
   verdict.reference_overlapped = true;
   verdict.ms = ms_since(candidate_ready);  // what the gate added once the candidate existed
-  const int cached = probe_is_prompt ? int(probe.size()) : 0;
-
-  auto keep = [&](std::unique_ptr<Backend> serving, const std::string& used) {
-    // Drop the probe's steps (and the probe itself unless it was the user's prompt) from the
-    // serving backend's cache. When the prompt prefix stays, re-derive the logits after its last
-    // token: the comparison produced them, but keeping every row would cost P * n_vocab floats.
-    if (cached > 0) {
-      result.last_logits.resize(size_t(model.hp.n_vocab));
-      serving->truncate(cached - 1);
-      const int32_t last = probe.back();
-      serving->forward({&last, 1}, result.last_logits.data(), false);
-    }
-    serving->truncate(cached);
-    result.backend = std::move(serving);
-    result.backend_used = used;
-    result.prompt_tokens_cached = cached;
-    result.verdict = std::move(verdict);
-    return std::move(result);
-  };
 
   if (verdict.status == ParityVerdict::Status::Passed) {
     candidate->mark_passed(GateKey{});
-    return keep(std::move(candidate), name);
+    return serve(std::move(candidate), name, std::move(verdict), probe, probe_is_prompt);
   }
 
   const std::string detail = verdict.failure_text();
   if (cfg.policy == ParityPolicy::Strict)
     throw ParityError(std::string(kParityTag) + " " + name +
                       " path rejected (--parity strict): " + detail);
-  if (forced)
+  if (request.backend != "auto")
     throw ParityError(std::string(kParityTag) + " " + name + " path rejected (--backend " + name +
                       " was forced, not falling back): " + detail);
   std::fprintf(stderr, "%s %s path rejected, falling back to cpu: %s\n", kParityTag, name.c_str(),
                detail.c_str());
   candidate.reset();
-  return keep(std::move(reference), "cpu-ref");
+  return serve(reference.take_backend(), reference_backend_entry().name, std::move(verdict), probe,
+               probe_is_prompt);
 }
 
 const std::string& builtin_probe_text() {

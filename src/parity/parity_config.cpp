@@ -1,7 +1,5 @@
 #include "parity/parity_config.h"
 
-#include <cstdlib>
-
 #include "util/error.h"
 
 namespace lockstep {
@@ -35,11 +33,6 @@ const char* parity_policy_name(ParityPolicy policy) {
       return "off";
   }
   return "auto";
-}
-
-void apply_parity_env(ParityConfig& config) {
-  if (const char* env = std::getenv("LOCKSTEP_PARITY_STEPS"))
-    config.steps = parse_parity_steps(env, "LOCKSTEP_PARITY_STEPS");
 }
 
 }  // namespace lockstep

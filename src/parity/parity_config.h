@@ -36,7 +36,4 @@ int parse_parity_steps(const std::string& text, const std::string& source);
 ParityPolicy parse_parity_policy(const std::string& text);  // auto|strict|off, else InputError
 const char* parity_policy_name(ParityPolicy policy);
 
-// Applies LOCKSTEP_PARITY_STEPS from the environment (when set) to config.steps.
-void apply_parity_env(ParityConfig& config);
-
 }  // namespace lockstep

@@ -367,11 +367,11 @@ TEST(FastBackend, TheParityGateAcceptsItAndHandsItOut) {
   const auto probe = random_tokens(rng, 16, model.hp.n_vocab);
   OpenRequest request;
   request.backend = "cpu";
-  request.threads = 2;
-  request.n_ctx = 64;
+  request.options.threads = 2;
+  request.options.n_ctx = 64;
   ParityConfig config;
   config.policy = ParityPolicy::Strict;
-  OpenResult r = ParityGate::open(model, request, config, probe, true);
+  ServingBackend r = ParityGate::open(model, request, config, probe, true);
   ASSERT_EQ(r.verdict.status, ParityVerdict::Status::Passed) << r.verdict.failure_text();
   EXPECT_EQ(r.backend_used, "cpu");
   EXPECT_EQ(r.backend->name(), "cpu");
@@ -401,7 +401,7 @@ TEST(FastBackend, TheParityGateAcceptsItAndHandsItOut) {
   ReferenceBackend ref(model, 2, 64);
   std::vector<float> want(size_t(model.hp.n_vocab) * 17), got(size_t(model.hp.n_vocab));
   std::vector<int32_t> seq = probe;
-  seq.push_back(argmax(r.last_logits.data(), model.hp.n_vocab));
+  seq.push_back(argmax(r.prefix_logits.data(), model.hp.n_vocab));
   ref.forward(seq, want.data(), true);
   r.backend->forward(std::span(&seq.back(), 1), got.data(), false);
   EXPECT_GE(cosine(got.data(), want.data() + 16 * model.hp.n_vocab, model.hp.n_vocab),

@@ -13,20 +13,30 @@
 
 #include "backend/cpu/cpu_transformer.h"
 #include "backend/cpu/fast_backend.h"
+#include "backend/cpu/transformer_backend.h"
 #include "model/model.h"
 
 namespace lockstep::backend_test {
 
-inline std::unique_ptr<cpu::CpuTransformer> make_fast(const Model& model, int threads, int n_ctx,
-                                                      cpu::KvType kv = cpu::KvType::F16,
-                                                      int max_batch = 64) {
+// The fast path as an ungated Backend (the same forward pass and kernels as FastCpuBackend, whose
+// gate the tests have no key for), with Backend::forward's checks and fault bookkeeping.
+class UngatedFast final : public cpu::TransformerBackend<Backend> {
+ public:
+  UngatedFast(const Model& model, const cpu::TransformerOptions& o)
+      : TransformerBackend(model, cpu::make_fast_kernels(), o) {}
+  std::string name() const override { return "cpu"; }
+};
+
+inline std::unique_ptr<UngatedFast> make_fast(const Model& model, int threads, int n_ctx,
+                                              cpu::KvType kv = cpu::KvType::F16,
+                                              int max_batch = 64) {
   cpu::TransformerOptions o;
   o.name = "cpu";
   o.n_threads = threads;
   o.n_ctx = n_ctx;
   o.max_batch = max_batch;
   o.kv_type = kv;
-  return std::make_unique<cpu::CpuTransformer>(model, cpu::make_fast_kernels(), o);
+  return std::make_unique<UngatedFast>(model, o);
 }
 
 // Cosine similarity in double; NaN when either row has a non-finite value (so it fails every

@@ -17,6 +17,7 @@
 #include <map>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/reference_backend.h"
 #include "parity/gate.h"
 
 namespace lockstep::cuda_test {
@@ -27,19 +28,23 @@ constexpr double kCosineMin = 0.999;  // the bound of the task; the gate's defau
 // F16 KV cache alone moves stories260K logits by up to 0.0186 (shared/reference/README.md).
 constexpr double kF16ClearMargin = 0.1;
 
+// The precision open_cuda_unchecked() asks for while one is in scope (what
+// LOCKSTEP_CUDA_PRECISION sets from the command line: CudaBackendOptions::set_precision_f32).
+bool g_precision_f32 = false;
 class PrecisionEnv {
  public:
-  explicit PrecisionEnv(const char* v) { setenv("LOCKSTEP_CUDA_PRECISION", v, 1); }
-  ~PrecisionEnv() { unsetenv("LOCKSTEP_CUDA_PRECISION"); }
+  explicit PrecisionEnv(const char* v) { g_precision_f32 = std::string(v) == "f32"; }
+  ~PrecisionEnv() { g_precision_f32 = false; }
 };
 
 std::unique_ptr<Backend> open_cuda_unchecked(const Model& m, int n_ctx = 0) {
   OpenRequest req;
   req.backend = "cuda";
-  req.n_ctx = n_ctx;
+  req.options.n_ctx = n_ctx;
+  req.options.cuda.set_precision_f32(g_precision_f32);
   ParityConfig cfg;
   cfg.policy = ParityPolicy::Off;
-  OpenResult r = ParityGate::open(m, req, cfg, {}, false);
+  ServingBackend r = ParityGate::open(m, req, cfg, {}, false);
   EXPECT_EQ(r.backend_used, "cuda");
   EXPECT_EQ(r.backend->name(), "cuda");
   return std::move(r.backend);
@@ -171,7 +176,7 @@ TEST(CudaBackendStories, TeacherForcedLogitsMatchLlamaCpp) {
 void expect_greedy_equals_reference(const Model& m,
                                     const std::vector<std::vector<int32_t>>& prompts, int n,
                                     const std::string& what) {
-  auto ref = make_reference_backend(m, 0, 0);
+  auto ref = std::make_unique<ReferenceBackend>(m, 0, 0);
   PrecisionEnv env("f32");
   auto cuda = open_cuda_unchecked(m);
   for (const auto& p : prompts) {
@@ -183,7 +188,7 @@ void expect_greedy_equals_reference(const Model& m,
 
 void expect_teacher_forced_matches_reference(const Model& m, const std::vector<int32_t>& tokens,
                                              const std::string& what) {
-  auto ref = make_reference_backend(m, 0, 0);
+  auto ref = std::make_unique<ReferenceBackend>(m, 0, 0);
   const size_t V = size_t(m.hp.n_vocab);
   const auto want = teacher_forced(*ref, tokens, true);
   for (const char* precision : {"f32", "f16"}) {
@@ -269,7 +274,7 @@ TEST(CudaBackendSynthetic, LongContextPast4096MatchesCpuReference) {
   const size_t V = size_t(m.hp.n_vocab);
   constexpr int kTokens = 4400, kDecodeFrom = 4300, kCompareFrom = 4096;
   const std::vector<int32_t> tokens = random_tokens(rng, kTokens, m.hp.n_vocab);
-  auto ref = make_reference_backend(m, 0, 6144);
+  auto ref = std::make_unique<ReferenceBackend>(m, 0, 6144);
   std::vector<float> want(size_t(kTokens) * V);
   ref->forward(tokens, want.data(), true);
   for (const char* precision : {"f32", "f16"}) {
@@ -309,14 +314,14 @@ TEST(CudaBackendGate, GatePassesCudaOnRealAndSyntheticModels) {
     for (auto& t : probe) t %= int32_t(m.hp.n_vocab);
     OpenRequest req;
     req.backend = "cuda";
-    OpenResult r = ParityGate::open(m, req, ParityConfig{}, probe, true);
+    ServingBackend r = ParityGate::open(m, req, ParityConfig{}, probe, true);
     EXPECT_EQ(r.backend_used, "cuda") << r.verdict.failure_text();
     EXPECT_EQ(r.verdict.status, ParityVerdict::Status::Passed) << r.verdict.failure_text();
-    EXPECT_EQ(r.prompt_tokens_cached, int(probe.size()));
+    EXPECT_EQ(int(r.cached_prefix.size()), int(probe.size()));
     // The served backend continues from the cached probe.
     ASSERT_EQ(r.backend->n_past(), int(probe.size()));
     std::vector<float> logits(static_cast<size_t>(m.hp.n_vocab));
-    const int32_t next = argmax(r.last_logits.data(), logits.size());
+    const int32_t next = argmax(r.prefix_logits.data(), logits.size());
     r.backend->forward({&next, 1}, logits.data(), false);
     for (float x : logits) ASSERT_TRUE(std::isfinite(x));
   }
@@ -329,9 +334,10 @@ TEST(CudaBackendGate, FaultKnobsAreCaughtAndMatchTheReference) {
   const Model m = load_stories("stories260K.gguf");
   const auto probe = stories_probe();
   ParityConfig cfg;
-  auto ref = make_reference_backend(m, 0, 0);
+  auto ref = std::make_unique<ReferenceBackend>(m, 0, 0);
   auto cuda = open_cuda_unchecked(m);
-  ASSERT_EQ(ParityGate::compare(*ref, *cuda, probe, cfg).status, ParityVerdict::Status::Passed);
+  ASSERT_EQ(ParityComparison::compare(*ref, *cuda, probe, cfg).status,
+            ParityVerdict::Status::Passed);
 
   FaultSpec drift{FaultSpec::KvDrift, 5.0f, 0, 0};
   FaultSpec corrupt{FaultSpec::LayerCorrupt, 5.0f, 3, 20};
@@ -340,12 +346,12 @@ TEST(CudaBackendGate, FaultKnobsAreCaughtAndMatchTheReference) {
     SCOPED_TRACE("fault kind " + std::to_string(int(f.kind)));
     ref->set_fault(FaultSpec{});
     cuda->set_fault(f);
-    const auto v = ParityGate::compare(*ref, *cuda, probe, cfg);
+    const auto v = ParityComparison::compare(*ref, *cuda, probe, cfg);
     EXPECT_EQ(v.status, ParityVerdict::Status::Rejected);
     if (f.kind != FaultSpec::NaN) {
       ref->set_fault(f);
       cuda->set_fault(f);
-      const auto same = ParityGate::compare(*ref, *cuda, probe, cfg);
+      const auto same = ParityComparison::compare(*ref, *cuda, probe, cfg);
       EXPECT_EQ(same.status, ParityVerdict::Status::Passed) << same.failure_text();
     }
   }
@@ -369,13 +375,13 @@ TEST(CudaBackendObserver, HiddenStatesMatchReferenceInBothPaths) {
   const auto prompt = random_tokens(rng, 12, m.hp.n_vocab);
   const int32_t extra[2] = {3, 5};
   PrecisionEnv env("f32");
-  auto ref = make_reference_backend(m, 0, 0);
+  auto ref = std::make_unique<ReferenceBackend>(m, 0, 0);
   auto cuda = open_cuda_unchecked(m);
   Recorder r_ref, r_cuda;
   ref->set_observer(&r_ref);
   cuda->set_observer(&r_cuda);
   std::vector<float> logits(static_cast<size_t>(m.hp.n_vocab));
-  for (Backend* b : {ref.get(), cuda.get()}) {
+  for (Backend* b : {static_cast<Backend*>(ref.get()), cuda.get()}) {
     b->forward(prompt, logits.data(), false);      // prefill path
     b->forward({extra, 2}, logits.data(), false);  // decode path
   }

@@ -314,15 +314,19 @@ TEST(CudaMatvec, MultiTargetLaunch) {
       }
 }
 
-// Sets an environment variable for the life of the object (matvec_quant.cu reads its knob
-// LOCKSTEP_CUDA_Q8_ROWS per call).
-class EnvScope {
+// Sets the kernels' rows-per-block knob (what LOCKSTEP_CUDA_Q8_ROWS sets from the command line)
+// while in scope.
+class Q8RowsScope {
  public:
-  EnvScope(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
-  ~EnvScope() { unsetenv(name_); }
+  explicit Q8RowsScope(const char* rows) : saved_(cuda_ops::kernel_tuning()) {
+    CudaKernelTuning t = saved_;
+    t.q8_rows = std::atoi(rows);
+    cuda_ops::set_kernel_tuning(t);
+  }
+  ~Q8RowsScope() { cuda_ops::set_kernel_tuning(saved_); }
 
  private:
-  const char* name_;
+  CudaKernelTuning saved_;
 };
 
 // The int8 path (whose error is bounded against float64 by the tests above) gives the same bits
@@ -414,7 +418,7 @@ TEST(CudaMatvec, Int8PathSameBitsForAnyRowsPerBlockAndSmallScratchIgnored) {
     const auto fallback = run(&small);
     std::vector<std::vector<std::vector<float>>> by_rows;
     for (const char* r : {"1", "8"}) {
-      EnvScope rows("LOCKSTEP_CUDA_Q8_ROWS", r);
+      Q8RowsScope rows(r);
       by_rows.push_back(run(&act));
     }
     EXPECT_GUARDS(d_scratch);

@@ -94,15 +94,14 @@ void bench_model(const std::string& preset, const std::vector<const char*>& prec
   const double write_s = seconds_since(t0);
   const Model m = Model::load(path);
   for (const char* precision : precisions) {
-    setenv("LOCKSTEP_CUDA_PRECISION", precision, 1);
     t0 = Clock::now();
     OpenRequest req;
     req.backend = "cuda";
-    req.n_ctx = 1024;
+    req.options.n_ctx = 1024;
+    req.options.cuda.set_precision_f32(std::string(precision) == "f32");
     ParityConfig cfg;
     cfg.policy = ParityPolicy::Off;
     auto backend = std::move(ParityGate::open(m, req, cfg, {}, false).backend);
-    unsetenv("LOCKSTEP_CUDA_PRECISION");
     const double load_s = seconds_since(t0);
     const size_t V = size_t(m.hp.n_vocab);
     std::mt19937_64 rng(1);

@@ -24,7 +24,8 @@ class ScriptedBackend : public Backend {
   int n_past() const override { return int(history_.size()); }
   int n_ctx() const override { return 512; }
   void truncate(int n) override { history_.resize(size_t(std::min<int>(n, n_past()))); }
-  void forward(std::span<const int32_t> tokens, float* logits, bool all_logits) override {
+  void drift_kv(int64_t, int64_t, float) override {}
+  void forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) override {
     if (throw_at_step >= 0 && tokens.size() == 1 && n_past() >= 64 + throw_at_step)
       throw Error("scripted failure");
     const bool prefill = tokens.size() > 1;
@@ -73,7 +74,7 @@ class GateTest : public ::testing::Test {
     ScriptedBackend cand(model_, "cand", std::move(perturb));
     ParityConfig cfg;
     cfg.steps = steps;
-    return ParityGate::compare(ref, cand, probe_, cfg);
+    return ParityComparison::compare(ref, cand, probe_, cfg);
   }
   Model model_;
   std::vector<int32_t> probe_;
@@ -94,8 +95,8 @@ TEST_F(GateTest, IdenticalCandidatePasses) {
 TEST_F(GateTest, ReferenceFirstThenCandidateGivesTheSameVerdict) {
   ScriptedBackend ref(model_, "cpu-ref"), cand(model_, "cand", drift_after(66, 3.f));
   ParityConfig cfg;
-  const ParityVerdict whole = ParityGate::compare(ref, cand, probe_, cfg);
-  const ReferenceProbe probe_ref = ParityGate::run_reference(ref, probe_, cfg.steps);
+  const ParityVerdict whole = ParityComparison::compare(ref, cand, probe_, cfg);
+  const ReferenceProbe probe_ref = ParityComparison::run_reference(ref, probe_, cfg.steps);
   ASSERT_EQ(probe_ref.step_tokens.size(), 3u);
   for (int k = 0; k < 3; ++k) {
     const float* before =
@@ -103,7 +104,7 @@ TEST_F(GateTest, ReferenceFirstThenCandidateGivesTheSameVerdict) {
     EXPECT_EQ(probe_ref.step_tokens[size_t(k)], argmax({before, size_t(kVocab)})) << "step " << k;
   }
   EXPECT_GT(probe_ref.ms, probe_ref.prefill_ms);
-  const ParityVerdict halves = ParityGate::compare_with(probe_ref, cand, probe_, cfg);
+  const ParityVerdict halves = ParityComparison::compare_with(probe_ref, cand, probe_, cfg);
   for (const ParityVerdict* v : {&whole, &halves}) {
     ASSERT_EQ(v->status, ParityVerdict::Status::Rejected);
     EXPECT_EQ(v->failed_at, "step 2/3");
@@ -121,11 +122,11 @@ TEST_F(GateTest, ReferenceFirstThenCandidateGivesTheSameVerdict) {
   // A reference probe of other length or steps is refused; so is a candidate that throws.
   ParityConfig more = cfg;
   more.steps = 4;
-  EXPECT_THROW(ParityGate::compare_with(probe_ref, cand, probe_, more), Error);
-  EXPECT_THROW(ParityGate::run_reference(ref, probe_, 0), InputError);
+  EXPECT_THROW(ParityComparison::compare_with(probe_ref, cand, probe_, more), Error);
+  EXPECT_THROW(ParityComparison::run_reference(ref, probe_, 0), InputError);
   ScriptedBackend throwing(model_, "cand");
   throwing.throw_at_step = 1;
-  EXPECT_THROW(ParityGate::compare_with(probe_ref, throwing, probe_, cfg), Error);
+  EXPECT_THROW(ParityComparison::compare_with(probe_ref, throwing, probe_, cfg), Error);
 }
 
 // A candidate that leaves a row unwritten is rejected as non-finite (its output buffer is
@@ -134,7 +135,7 @@ TEST_F(GateTest, UnwrittenCandidateRowsAreRejected) {
   for (int pos : {7, 65}) {
     ScriptedBackend ref(model_, "cpu-ref"), cand(model_, "cand");
     cand.skip_write_at = pos;
-    const ParityVerdict v = ParityGate::compare(ref, cand, probe_, ParityConfig{});
+    const ParityVerdict v = ParityComparison::compare(ref, cand, probe_, ParityConfig{});
     ASSERT_EQ(v.status, ParityVerdict::Status::Rejected);
     EXPECT_EQ(v.failed_metric, "finite");
     EXPECT_EQ(v.failed_at, pos == 7 ? "position 7/64" : "step 1/3");
@@ -225,21 +226,21 @@ TEST_F(GateTest, ClearTopOneFlipRejectsButACloseCallDoesNot) {
   cfg.cosine_min = 0.0;  // isolate the top-1 rule
   cfg.kl_max = 1e9;
   cfg.top1_margin = margin / 2;  // the real margin is clear
-  auto v = ParityGate::compare(r2, c2, probe_, cfg);
+  auto v = ParityComparison::compare(r2, c2, probe_, cfg);
   ASSERT_EQ(v.status, ParityVerdict::Status::Rejected);
   EXPECT_EQ(v.failed_metric, "top-1 margin");
   EXPECT_EQ(v.failed_at, "step 1/3");
 
   ScriptedBackend r3(model_, "cpu-ref"), c3(model_, "cand", swap_top(0));
   cfg.top1_margin = margin * 2;  // now the same flip is a close call
-  EXPECT_EQ(ParityGate::compare(r3, c3, probe_, cfg).status, ParityVerdict::Status::Passed);
+  EXPECT_EQ(ParityComparison::compare(r3, c3, probe_, cfg).status, ParityVerdict::Status::Passed);
 }
 
 TEST_F(GateTest, FullTableModeKeepsGoingAfterAFailure) {
   ScriptedBackend ref(model_, "cpu-ref");
   ScriptedBackend cand(model_, "cand", drift_after(65, 3.f));
   ParityConfig cfg;
-  auto v = ParityGate::compare(ref, cand, probe_, cfg, /*stop_at_first_failure=*/false);
+  auto v = ParityComparison::compare(ref, cand, probe_, cfg, /*stop_at_first_failure=*/false);
   EXPECT_EQ(v.status, ParityVerdict::Status::Rejected);
   EXPECT_EQ(v.rows.size(), 67u);
   EXPECT_EQ(v.failed_at, "step 1/3");  // the first failure is the one reported

@@ -1,8 +1,10 @@
 // "No GPU path may exist that skips the gate", checked three ways:
-//  1. at compile time: nobody but ParityGate can construct the GateKey that GPU factories demand;
+//  1. at compile time: nobody but the gate (ParityGate, and ParityDiagnostics, which never hands a
+//     candidate out) can construct the GateKey that gated factories demand;
 //  2. at run time: a gated backend refuses to compute until the gate has let it;
-//  3. in the source tree: the factories of gated backends are called from the gate alone, and the
-//     engine, CLI and server obtain backends only through ParityGate::open.
+//  3. in the source tree: the factories of gated backends are reached only through the backend
+//     registry (whose entries demand the key), and the engine, CLI and server obtain backends
+//     only through ParityGate::open.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -31,6 +33,7 @@ class NeverVerified : public GatedBackend {
 
  protected:
   void forward_impl(std::span<const int32_t>, float*, bool) override { ++calls; }
+  void drift_kv(int64_t, int64_t, float) override {}
 
  private:
   const Model& model_;
@@ -87,17 +90,19 @@ TEST(ParityStructure, OnlyTheGateMakesKeysAndGatedBackends) {
   const std::regex key_construction(R"(GateKey\s*(\{\s*\}|\(\s*\)))");
   const std::regex gated_factory(R"(\b(create_cuda_backend|make_fast_cpu_backend)\s*\()");
   for (const auto& f : files) {
-    // ParityGate's own member functions live in these two files.
-    if (f.rel == "parity/gate.cpp" || f.rel == "parity/gate_tools.cpp") {
+    // The gate's own member functions live in these two files.
+    if (f.rel == "parity/gate.cpp" || f.rel == "parity/diagnostics.cpp") {
       saw_gate = true;
       continue;
     }
     if (f.rel == "backend/gate_key.h") continue;  // the key's own (private) constructor
     EXPECT_FALSE(std::regex_search(f.text, key_construction))
-        << "src/" << f.rel << " constructs a GateKey: only ParityGate (src/parity/gate*.cpp) may";
-    // A factory's own declaration and definition live in its backend folder.
-    const bool own_folder =
-        starts_with(f.rel, "backend/cuda/") || starts_with(f.rel, "backend/cpu/");
+        << "src/" << f.rel << " constructs a GateKey: only the gate (src/parity/gate.cpp, "
+        << "src/parity/diagnostics.cpp) may";
+    // A factory's own declaration and definition live in its backend folder; the registry names
+    // them in entries that take the key.
+    const bool own_folder = starts_with(f.rel, "backend/cuda/") ||
+                            starts_with(f.rel, "backend/cpu/") || f.rel == "backend/registry.cpp";
     if (!own_folder) {
       EXPECT_FALSE(std::regex_search(f.text, gated_factory))
           << "src/" << f.rel << " calls a gated backend factory: only the parity gate may";
@@ -115,6 +120,31 @@ TEST(ParityStructure, EngineCliAndServerObtainBackendsOnlyThroughTheGate) {
       continue;
     EXPECT_FALSE(std::regex_search(f.text, any_factory))
         << "src/" << f.rel << " creates a backend directly; use ParityGate::open";
+  }
+}
+
+// One registry names the backends: outside src/backend/ no code spells a backend's name as a
+// string literal, so adding a backend touches the registry and its own folder only.
+TEST(ParityStructure, BackendNamesLiveInTheRegistryAlone) {
+  const std::regex name_literal(R"re("(cpu-ref|cpu|cuda)")re");
+  for (const auto& f : sources()) {
+    if (starts_with(f.rel, "backend/")) continue;
+    std::smatch m;
+    EXPECT_FALSE(std::regex_search(f.text, m, name_literal))
+        << "src/" << f.rel << " spells the backend name " << m.str(0)
+        << "; read it from the registry (backend/registry.h)";
+  }
+}
+
+// Knobs are parsed once at the entry point: below the CLI nothing reads the environment (the
+// default model's location, engine/model_source.cpp, is an entry-point concern of its own).
+TEST(ParityStructure, OnlyTheEntryPointReadsTheEnvironment) {
+  const std::regex getenv_call(R"(\bgetenv\s*\()");
+  for (const auto& f : sources()) {
+    if (starts_with(f.rel, "cli/") || f.rel == "engine/model_source.cpp") continue;
+    EXPECT_FALSE(std::regex_search(f.text, getenv_call))
+        << "src/" << f.rel << " reads the environment; parse the knob in src/cli/environment.cpp "
+        << "into typed options (backend/backend_options.h)";
   }
 }
 

@@ -5,14 +5,17 @@
 
 namespace lockstep {
 
-std::unique_ptr<Backend> make_reference_backend(const Model& model, int threads, int n_ctx) {
-  return std::make_unique<ReferenceBackend>(model, threads, n_ctx);
+std::unique_ptr<Backend> make_reference_backend(const Model& model, const BackendOptions& o) {
+  return std::make_unique<ReferenceBackend>(model, o.threads, o.n_ctx, o.cpu.max_batch,
+                                            o.cpu.ref_matmul);
 }
 
-std::unique_ptr<GatedBackend> make_fast_cpu_backend(const Model& model, int threads, int n_ctx) {
+std::unique_ptr<GatedBackend> make_fast_cpu_backend(const Model& model, const BackendOptions& o) {
   FastCpuBackend::Options options;
-  options.n_threads = threads;
-  options.n_ctx = n_ctx;
+  options.n_threads = o.threads;
+  options.n_ctx = o.n_ctx;
+  options.max_batch = o.cpu.max_batch;
+  options.kv_type = o.cpu.fast_kv;
   return std::make_unique<FastCpuBackend>(model, options);
 }
 

@@ -30,7 +30,7 @@ CpuTransformer::CpuTransformer(const Model& model, std::unique_ptr<CpuKernels> k
       kv_dim_(model.hp.n_head_kv * model.hp.head_dim),
       pool_(options.n_threads),
       kernels_(std::move(kernels)) {
-  n_ctx_ = options.n_ctx > 0 ? options.n_ctx : int(std::min<int64_t>(hp_.n_ctx_train, kMaxContext));
+  n_ctx_ = resolve_n_ctx(hp_, options.n_ctx);
   max_batch_ = std::max(1, std::min(options.max_batch, n_ctx_));
 
   const int64_t max_cols = std::max({hp_.n_embd, q_dim_, hp_.n_ff});
@@ -73,18 +73,10 @@ void CpuTransformer::truncate(int n_past) {
   n_past_ = std::min(n_past_, n_past);
 }
 
-void CpuTransformer::forward(std::span<const int32_t> tokens, float* logits, bool all_logits) {
+void CpuTransformer::forward(std::span<const int32_t> tokens, float* logits, bool all_logits,
+                             const FaultSpec& fault) {
   const int64_t n = int64_t(tokens.size());
-  if (n == 0) throw Error(name_ + ": forward() called with no tokens");
-  for (int64_t i = 0; i < n; ++i)
-    if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= hp_.n_vocab)
-      throw InputError("token id " + std::to_string(tokens[size_t(i)]) + " at batch index " +
-                       std::to_string(i) + " is outside the vocabulary (n_vocab " +
-                       std::to_string(hp_.n_vocab) + ")");
-  if (n_past_ + n > n_ctx_)
-    throw Error("context overflow: " + std::to_string(n_past_) + " cached + " + std::to_string(n) +
-                " new tokens > n_ctx " + std::to_string(n_ctx_));
-
+  layer_fault_ = fault.kind == FaultSpec::LayerCorrupt ? &fault : nullptr;
   const int64_t pos_begin = n_past_;
   for (int64_t done = 0; done < n; done += max_batch_) {
     const int64_t b = std::min<int64_t>(max_batch_, n - done);
@@ -97,10 +89,6 @@ void CpuTransformer::forward(std::span<const int32_t> tokens, float* logits, boo
     }
   }
   n_past_ = int(pos_begin + n);
-
-  if (fault_.kind == FaultSpec::KvDrift) drift_kv(pos_begin, pos_begin + n, fault_calls_);
-  if (fault_.kind == FaultSpec::NaN) poison_logits(logits, all_logits, pos_begin, pos_begin + n);
-  ++fault_calls_;
 }
 
 // One batch of n <= max_batch tokens at positions pos0 .. pos0+n-1. logits: n rows (all_logits),
@@ -146,8 +134,7 @@ void CpuTransformer::forward_batch(const int32_t* tokens, int64_t n, int64_t pos
     mm.set_input(hb_.data(), n, F);
     mm.multiply({{xb2, &W.ffn_down}}, pool_);
     for (int64_t t = 0; t < n; ++t) cpu_ref::residual_add(x + t * E, xb2 + t * E, E);
-    if (fault_.kind == FaultSpec::LayerCorrupt && fault_.layer == l)
-      corrupt_layer_output(l, n, pos0);
+    if (layer_fault_ && layer_fault_->layer == l) corrupt_layer_output(l, n, pos0);
     observe(l, "ffn_out", n, pos0);
   }
 

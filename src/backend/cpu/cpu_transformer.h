@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/backend_options.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/kv_cache.h"
 #include "backend/fault.h"
@@ -25,15 +26,13 @@ namespace lockstep::cpu {
 struct TransformerOptions {
   std::string name;    // the backend's name, for messages: "cpu-ref", "cpu"
   int n_threads = 0;   // <= 0: default_thread_count()
-  int n_ctx = 0;       // <= 0: min(n_ctx_train, kMaxContext)
+  int n_ctx = 0;       // <= 0: default_n_ctx (backend_options.h)
   int max_batch = 64;  // tokens computed together; longer forward() calls are split
   KvType kv_type = KvType::F32;
 };
 
 class CpuTransformer {
  public:
-  static constexpr int kMaxContext = 4096;
-
   // All buffers, the KV cache included, are allocated here; forward() allocates nothing. The
   // model must outlive the transformer. Throws Error when the KV cache cannot be allocated.
   CpuTransformer(const Model& model, std::unique_ptr<CpuKernels> kernels,
@@ -43,9 +42,11 @@ class CpuTransformer {
   const Model& model() const { return model_; }
   const std::string& name() const { return name_; }
 
-  // Backend::forward. Throws InputError for a token id outside the vocabulary and Error for an
-  // empty batch or a batch that would overflow the context; the cache is unchanged then.
-  void forward(std::span<const int32_t> tokens, float* logits, bool all_logits);
+  // Backend::forward_impl: the batch is non-empty, its ids are in the vocabulary and it fits the
+  // context (Backend::forward checked). `fault` is the backend's TEST KNOB; this forward pass
+  // injects a LayerCorrupt fault, Backend::forward the others.
+  void forward(std::span<const int32_t> tokens, float* logits, bool all_logits,
+               const FaultSpec& fault);
 
   int n_past() const { return n_past_; }
   int n_ctx() const { return n_ctx_; }
@@ -54,9 +55,8 @@ class CpuTransformer {
   KvType kv_type() const { return kv_.type(); }
   void truncate(int n_past);  // n_past >= n_past() keeps everything; < 0 is an Error
   void set_observer(LayerObserver* observer) { observer_ = observer; }
-  // TEST KNOB: see backend/fault.h. Restarts the fault's call count. Throws InputError for a
-  // layer or position out of range or a non-finite magnitude.
-  void set_fault(const FaultSpec& fault);
+  // TEST KNOB (backend/fault.h): KvDrift of positions [pos_begin, pos_end) by `scale`.
+  void drift_kv(int64_t pos_begin, int64_t pos_end, float scale);
 
  private:
   // Small 1-D weights (norms, biases), dequantized once.
@@ -71,10 +71,8 @@ class CpuTransformer {
   void compute_logits(int64_t first, int64_t n_rows, float* logits);
   void observe(int64_t layer, const char* stage, int64_t n, int64_t pos0) const;
 
-  // TEST KNOB helpers (cpu_faults.cpp).
+  // TEST KNOB helper (cpu_faults.cpp).
   void corrupt_layer_output(int64_t layer, int64_t n, int64_t pos0);
-  void drift_kv(int64_t pos_begin, int64_t pos_end, int64_t call);
-  void poison_logits(float* logits, bool all_logits, int64_t pos_begin, int64_t pos_end);
 
   const Model& model_;
   const HParams hp_;
@@ -103,9 +101,7 @@ class CpuTransformer {
 
   LayerObserver* observer_ = nullptr;
 
-  FaultSpec fault_;
-  int64_t fault_calls_ = 0;  // forward calls since set_fault
-  bool fault_nan_done_ = false;
+  const FaultSpec* layer_fault_ = nullptr;  // during forward(): a LayerCorrupt fault, or none
 };
 
 }  // namespace lockstep::cpu

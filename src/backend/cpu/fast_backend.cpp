@@ -65,7 +65,7 @@ cpu::TransformerOptions fast_options(const Model& model, const FastCpuBackend::O
 }  // namespace
 
 FastCpuBackend::FastCpuBackend(const Model& model, const Options& options)
-    : transformer_(model, cpu::make_fast_kernels(), fast_options(model, options)) {}
+    : TransformerBackend(model, cpu::make_fast_kernels(), fast_options(model, options)) {}
 
 FastCpuBackend::~FastCpuBackend() = default;
 

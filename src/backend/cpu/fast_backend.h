@@ -16,6 +16,7 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/cpu_transformer.h"
+#include "backend/cpu/transformer_backend.h"
 #include "backend/gated_backend.h"
 #include "model/model.h"
 
@@ -29,15 +30,15 @@ std::unique_ptr<CpuKernels> make_fast_kernels();
 void check_fast_kernels_support(const Model& model);
 }  // namespace cpu
 
-class FastCpuBackend final : public GatedBackend {
+class FastCpuBackend final : public cpu::TransformerBackend<GatedBackend> {
  public:
   static constexpr int kDefaultMaxBatch = 64;
 
   struct Options {
     int n_threads = 0;  // <= 0: default_thread_count() (physical cores)
-    int n_ctx = 0;      // <= 0: min(n_ctx_train, 4096)
+    int n_ctx = 0;      // <= 0: default_n_ctx()
     int max_batch = kDefaultMaxBatch;
-    cpu::KvType kv_type = cpu::KvType::F16;
+    KvType kv_type = KvType::F16;
   };
 
   // Throws InputError for a weight the fast kernels cannot multiply, Error when the KV cache
@@ -46,24 +47,6 @@ class FastCpuBackend final : public GatedBackend {
   ~FastCpuBackend() override;
 
   std::string name() const override { return "cpu"; }
-  const Model& model() const override { return transformer_.model(); }
-  int n_past() const override { return transformer_.n_past(); }
-  int n_ctx() const override { return transformer_.n_ctx(); }
-  void truncate(int n_past) override { transformer_.truncate(n_past); }
-  void set_observer(LayerObserver* observer) override { transformer_.set_observer(observer); }
-  // TEST KNOB: see backend/fault.h; the same semantics as cpu-ref (one shared implementation).
-  void set_fault(const FaultSpec& fault) override { transformer_.set_fault(fault); }
-
-  int n_threads() const { return transformer_.n_threads(); }
-  cpu::KvType kv_type() const { return transformer_.kv_type(); }
-
- protected:
-  void forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) override {
-    transformer_.forward(tokens, logits, all_logits);
-  }
-
- private:
-  cpu::CpuTransformer transformer_;
 };
 
 }  // namespace lockstep

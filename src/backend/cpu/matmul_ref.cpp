@@ -88,21 +88,6 @@ LOCKSTEP_TARGET_AVX512 void chunk_avx512(LOCKSTEP_CHUNK_ARGS) {
 }
 #endif
 
-// LOCKSTEP_REF_CHUNK and LOCKSTEP_REF_DECODE_CHUNK = 512, 1024 or 2048: the piece widths of
-// larger and of small batches, for measuring (bench knobs; the same bits at any width).
-int64_t chunk_from_env(const char* name, int64_t fallback) {
-  const char* env = std::getenv(name);
-  const int64_t v = env ? std::atoll(env) : 0;
-  return v == 512 || v == 1024 || v == 2048 ? v : fallback;
-}
-const int64_t g_prefill_chunk = chunk_from_env("LOCKSTEP_REF_CHUNK", kMatmulColumnChunk);
-const int64_t g_decode_chunk = chunk_from_env("LOCKSTEP_REF_DECODE_CHUNK", kMatmulSmallBatchChunk);
-// LOCKSTEP_REF_SLAB_KB: the slab limit in KiB (kMatmulInputSlabBytes; 0: no limit).
-int64_t default_slab_bytes() {
-  const char* env = std::getenv("LOCKSTEP_REF_SLAB_KB");
-  return env ? std::max<int64_t>(0, std::atoll(env)) * 1024 : kMatmulInputSlabBytes;
-}
-
 using ChunkKernel = void (*)(LOCKSTEP_CHUNK_ARGS);
 
 ChunkKernel chunk_kernel() {
@@ -121,12 +106,19 @@ ChunkKernel chunk_kernel() {
 
 }  // namespace
 
-MatmulScratch::MatmulScratch(int n_threads, int64_t max_cols, int64_t max_tokens)
+MatmulScratch::MatmulScratch(int n_threads, int64_t max_cols, int64_t max_tokens,
+                             const RefMatmulTuning& tuning)
     : stride_(weights_floats() + std::max<int64_t>(max_tokens, 1) * kMatmulRowBlock * kLanes),
       max_cols_(max_cols),
       max_tokens_(std::max<int64_t>(max_tokens, 1)),
-      slab_bytes_(default_slab_bytes()),
+      slab_bytes_(std::max<int64_t>(0, tuning.slab_bytes)),
+      prefill_chunk_(tuning.prefill_chunk),
+      decode_chunk_(tuning.decode_chunk),
       n_threads_(n_threads) {
+  if (!valid_chunk(prefill_chunk_) || !valid_chunk(decode_chunk_))
+    throw InputError("reference matmul: column chunks must be 512, 1024 or 2048 (got " +
+                     std::to_string(prefill_chunk_) + " and " + std::to_string(decode_chunk_) +
+                     ")");
   buf_ = std::make_unique_for_overwrite<float[]>(size_t(n_threads) * size_t(stride_));
 }
 
@@ -164,7 +156,8 @@ void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, Thr
       for (int64_t t0 = 0; t0 < n_tokens; t0 += group) {
         const int64_t nt = std::min(group, n_tokens - t0);
         std::fill(acc, acc + nt * kMatmulRowBlock * kLanes, 0.0f);
-        const int64_t chunk = nt <= kMatmulSmallBatch ? g_decode_chunk : g_prefill_chunk;
+        const int64_t chunk =
+            nt <= kMatmulSmallBatch ? scratch.decode_chunk() : scratch.prefill_chunk();
         for (int64_t c0 = 0; c0 < cols; c0 += chunk) {
           const int64_t nc = std::min(chunk, cols - c0);
           const float* wc = wbuf;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "backend/backend_options.h"
 #include "model/model.h"
 #include "util/thread_pool.h"
 
@@ -43,7 +44,10 @@ inline constexpr int64_t kMatmulInputSlabBytes = 0;  // 0: no limit
 class MatmulScratch {
  public:
   MatmulScratch() = default;
-  MatmulScratch(int n_threads, int64_t max_cols, int64_t max_tokens = kMatmulDefaultMaxTokens);
+  MatmulScratch(int n_threads, int64_t max_cols, int64_t max_tokens = kMatmulDefaultMaxTokens,
+                const RefMatmulTuning& tuning = {});
+  // 512, 1024 or 2048: a multiple of every block size that the weights buffer holds.
+  static constexpr bool valid_chunk(int64_t c) { return c == 512 || c == 1024 || c == 2048; }
   float* weights(int thread) const { return buf_.get() + int64_t(thread) * stride_; }
   float* partial_sums(int thread) const { return weights(thread) + weights_floats(); }
   int n_threads() const { return n_threads_; }
@@ -52,9 +56,11 @@ class MatmulScratch {
   // Tokens per group for rows `cols` wide: max_tokens(), or fewer (a multiple of 4, at least 4)
   // to keep the group's input slab under the limit.
   int64_t token_group(int64_t cols) const;
-  // The slab limit in bytes (0: none); starts at LOCKSTEP_REF_SLAB_KB * 1024 when that is set,
-  // else kMatmulInputSlabBytes.
+  // The slab limit in bytes (0: none); starts at RefMatmulTuning::slab_bytes.
   void set_input_slab_bytes(int64_t bytes) { slab_bytes_ = bytes; }
+  // Columns dequantized together for batches of more / at most kMatmulSmallBatch tokens.
+  int64_t prefill_chunk() const { return prefill_chunk_; }
+  int64_t decode_chunk() const { return decode_chunk_; }
 
  private:
   static constexpr int64_t weights_floats() { return kMatmulRowBlock * kMatmulSmallBatchChunk; }
@@ -63,6 +69,8 @@ class MatmulScratch {
   int64_t max_cols_ = 0;
   int64_t max_tokens_ = 0;
   int64_t slab_bytes_ = 0;
+  int64_t prefill_chunk_ = kMatmulColumnChunk;
+  int64_t decode_chunk_ = kMatmulSmallBatchChunk;
   int n_threads_ = 0;
 };
 

@@ -11,8 +11,10 @@ namespace {
 
 class ReferenceKernels final : public CpuKernels {
  public:
+  explicit ReferenceKernels(const RefMatmulTuning& tuning) : tuning_(tuning) {}
   void reserve(int64_t /*max_tokens*/, int64_t max_cols, int n_threads) override {
-    scratch_ = cpu_ref::MatmulScratch(n_threads, max_cols);
+    scratch_ =
+        cpu_ref::MatmulScratch(n_threads, max_cols, cpu_ref::kMatmulDefaultMaxTokens, tuning_);
   }
   void set_input(const float* x, int64_t n, int64_t /*cols*/) override {
     x_ = x;
@@ -24,6 +26,7 @@ class ReferenceKernels final : public CpuKernels {
   void swiglu(float* gate, const float* up, int64_t n) override { cpu_ref::swiglu(gate, up, n); }
 
  private:
+  RefMatmulTuning tuning_;
   cpu_ref::MatmulScratch scratch_;
   const float* x_ = nullptr;
   int64_t n_ = 0;
@@ -31,8 +34,8 @@ class ReferenceKernels final : public CpuKernels {
 
 }  // namespace
 
-std::unique_ptr<CpuKernels> make_reference_kernels() {
-  return std::make_unique<ReferenceKernels>();
+std::unique_ptr<CpuKernels> make_reference_kernels(const RefMatmulTuning& tuning) {
+  return std::make_unique<ReferenceKernels>(tuning);
 }
 
 }  // namespace cpu
@@ -51,9 +54,10 @@ cpu::TransformerOptions reference_options(int n_threads, int n_ctx, int max_batc
 
 }  // namespace
 
-ReferenceBackend::ReferenceBackend(const Model& model, int n_threads, int n_ctx, int max_batch)
-    : transformer_(model, cpu::make_reference_kernels(),
-                   reference_options(n_threads, n_ctx, max_batch)) {}
+ReferenceBackend::ReferenceBackend(const Model& model, int n_threads, int n_ctx, int max_batch,
+                                   const RefMatmulTuning& tuning)
+    : TransformerBackend(model, cpu::make_reference_kernels(tuning),
+                         reference_options(n_threads, n_ctx, max_batch)) {}
 
 ReferenceBackend::~ReferenceBackend() = default;
 

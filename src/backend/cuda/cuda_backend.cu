@@ -62,7 +62,7 @@ std::string gib(double bytes) {
 
 class CudaBackend final : public GatedBackend {
  public:
-  CudaBackend(const Model& model, const CudaBackendOptions& opts);
+  CudaBackend(const Model& model, const CudaBackendOptions& opts, int n_ctx);
   ~CudaBackend() override;
 
   std::string name() const override { return "cuda"; }
@@ -71,10 +71,10 @@ class CudaBackend final : public GatedBackend {
   int n_ctx() const override { return n_ctx_; }
   void truncate(int n_past) override;
   void set_observer(LayerObserver* observer) override { observer_ = observer; }
-  void set_fault(const FaultSpec& fault) override;
 
  protected:
   void forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) override;
+  void drift_kv(int64_t pos_begin, int64_t pos_end, float scale) override;
 
  private:
   void check_supported() const;
@@ -121,6 +121,10 @@ class CudaBackend final : public GatedBackend {
         *d_v_new_ = nullptr, *d_att_ = nullptr, *d_g_ = nullptr, *d_u_ = nullptr,
         *d_logits_ = nullptr, *d_partials_ = nullptr;
   cuda_ops::ActQ8Scratch act_q8_;  // the int8 input of the decode matvecs (in d_act_)
+  // The scratch the decode matvecs get: none (float activations) with f32_activations.
+  const cuda_ops::ActQ8Scratch* act_q8() const {
+    return opts_.f32_activations ? nullptr : &act_q8_;
+  }
   int32_t* d_ints_ = nullptr;      // [0] = position (of the first token), [1..] = tokens
   int32_t* h_ints_ = nullptr;      // pinned mirror
   float* h_logits_ = nullptr;      // pinned, n_vocab floats
@@ -135,12 +139,9 @@ class CudaBackend final : public GatedBackend {
 
   LayerObserver* observer_ = nullptr;
   std::vector<float> observe_buf_;
-  FaultSpec fault_;
-  int64_t fault_calls_ = 0;
-  bool fault_nan_done_ = false;
 };
 
-CudaBackend::CudaBackend(const Model& model, const CudaBackendOptions& opts)
+CudaBackend::CudaBackend(const Model& model, const CudaBackendOptions& opts, int n_ctx)
     : model_(model),
       hp_(model.hp),
       opts_(opts),
@@ -149,7 +150,7 @@ CudaBackend::CudaBackend(const Model& model, const CudaBackendOptions& opts)
   check_supported();
   cuda_device_info(opts_.device);  // throws Error(kExitDevice) when there is no such device
   CUDA_CHECK(cudaSetDevice(opts_.device));
-  n_ctx_ = opts_.n_ctx > 0 ? opts_.n_ctx : int(std::min<int64_t>(hp_.n_ctx_train, 4096));
+  n_ctx_ = resolve_n_ctx(hp_, n_ctx);
   max_batch_ = std::max(1, std::min(opts_.max_batch, n_ctx_));
   try {
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -382,16 +383,9 @@ void CudaBackend::truncate(int n_past) {
   n_past_ = std::min(n_past_, n_past);
 }
 
-void CudaBackend::set_fault(const FaultSpec& fault) {
-  validate_fault(fault, hp_.n_layer);
-  fault_ = fault;
-  fault_calls_ = 0;
-  fault_nan_done_ = false;
-}
-
 void CudaBackend::matvec(const DevWeight& w, const float* x, float* y, const float* bias,
                          MatvecMode mode) {
-  cuda_ops::matvec(w.type, w.data, w.rows, w.cols, x, y, bias, mode, stream_, &act_q8_);
+  cuda_ops::matvec(w.type, w.data, w.rows, w.cols, x, y, bias, mode, stream_, act_q8());
 }
 
 void CudaBackend::matmul(const DevWeight& w, const float* x, int n_tok, float* y, bool accumulate) {
@@ -403,11 +397,11 @@ void CudaBackend::matmul(const DevWeight& w, const float* x, int n_tok, float* y
 void CudaBackend::after_layer(int layer, const char* stage, int n, int pos0, bool eager) {
   if (!eager) return;
   const int64_t E = hp_.n_embd;
-  if (std::strcmp(stage, "ffn_out") == 0 && fault_.kind == FaultSpec::LayerCorrupt &&
-      fault_.layer == layer) {
-    const int64_t t = int64_t(fault_.position) - pos0;
+  if (std::strcmp(stage, "ffn_out") == 0 && fault().kind == FaultSpec::LayerCorrupt &&
+      fault().layer == layer) {
+    const int64_t t = int64_t(fault().position) - pos0;
     if (t >= 0 && t < n)
-      fault_corrupt_hidden(d_h_ + t * E, E, layer, fault_.position, fault_.magnitude, stream_);
+      fault_corrupt_hidden(d_h_ + t * E, E, layer, fault().position, fault().magnitude, stream_);
   }
   if (!observer_) return;
   observe_buf_.resize(size_t(n * E));
@@ -433,7 +427,7 @@ void CudaBackend::qkv_projection(const DevLayer& L) {
     for (int k = 0; k < n; ++k)
       targets[k] = {w[first + k]->data, w[first + k]->rows, y[first + k], bias[first + k]};
     matvec_multi(w[first]->type, w[first]->cols, d_h_, targets, n, stream_, L.attn_norm,
-                 hp_.rms_eps, &act_q8_);
+                 hp_.rms_eps, act_q8());
     first += n;
   }
 }
@@ -456,7 +450,7 @@ void CudaBackend::enqueue_decode(bool eager, int pos) {
 
     if (L.gate.type == L.up.type) {  // FFN pre-norm fused into the gate/up product
       matvec_swiglu(L.gate.type, L.gate.data, L.up.data, L.gate.rows, L.gate.cols, d_h_, d_g_,
-                    stream_, L.ffn_norm, hp_.rms_eps, &act_q8_);
+                    stream_, L.ffn_norm, hp_.rms_eps, act_q8());
     } else {
       rmsnorm(d_h_, L.ffn_norm, d_xn_, 1, E, hp_.rms_eps, stream_);
       matvec(L.gate, d_xn_, d_g_, nullptr, MatvecMode::Store);
@@ -468,7 +462,7 @@ void CudaBackend::enqueue_decode(bool eager, int pos) {
   }
   const MatvecTarget out = {output_.data, output_.rows, d_logits_, nullptr};
   matvec_multi(output_.type, output_.cols, d_h_, &out, 1, stream_, output_norm_, hp_.rms_eps,
-               &act_q8_);
+               act_q8());
 }
 
 void CudaBackend::decode_token(int32_t token, int pos, float* logits) {
@@ -477,7 +471,7 @@ void CudaBackend::decode_token(int32_t token, int pos, float* logits) {
   CUDA_CHECK(
       cudaMemcpyAsync(d_ints_, h_ints_, 2 * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   const bool eager = !opts_.cuda_graphs || graph_failed_ || observer_ != nullptr ||
-                     fault_.kind == FaultSpec::LayerCorrupt;
+                     fault().kind == FaultSpec::LayerCorrupt;
   if (eager) {
     enqueue_decode(true, pos);
   } else {
@@ -567,16 +561,6 @@ void CudaBackend::prefill_chunk(const int32_t* tokens, int n, int pos0, float* l
 
 void CudaBackend::forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) {
   const int n = int(tokens.size());
-  if (n == 0) throw Error("cuda: forward() called with no tokens");
-  for (int i = 0; i < n; ++i)
-    if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= hp_.n_vocab)
-      throw InputError("token id " + std::to_string(tokens[size_t(i)]) + " at batch index " +
-                       std::to_string(i) + " is outside the vocabulary (n_vocab " +
-                       std::to_string(hp_.n_vocab) + ")");
-  if (int64_t(n_past_) + n > n_ctx_)
-    throw Error("context overflow: " + std::to_string(n_past_) + " cached + " + std::to_string(n) +
-                " new tokens > n_ctx " + std::to_string(n_ctx_));
-
   const int pos_begin = n_past_;
   const size_t V = size_t(hp_.n_vocab);
   if (n < opts_.min_gemm_batch) {
@@ -596,43 +580,23 @@ void CudaBackend::forward_impl(std::span<const int32_t> tokens, float* logits, b
   }
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   n_past_ = pos_begin + n;
+}
 
-  // TEST KNOBS, with the CPU reference's semantics (backend/fault.h).
-  if (fault_.kind == FaultSpec::KvDrift && fault_calls_ > 0) {
-    const float scale = fault_.magnitude * float(fault_calls_);
-    for (int l = 0; l < int(hp_.n_layer); ++l)
-      fault_drift_kv(k_cache(l), v_cache(l), kv_type_, kv_dim_, l, pos_begin, pos_begin + n, scale,
-                     stream_);
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
-  }
-  if (fault_.kind == FaultSpec::NaN && !fault_nan_done_ && logits) {
-    const int64_t first_row_pos = all_logits ? pos_begin : pos_begin + n - 1;
-    const int64_t pos = std::max<int64_t>(first_row_pos, fault_.position);
-    if (pos < pos_begin + n) {
-      float* row = logits + size_t(pos - first_row_pos) * V;
-      std::fill(row, row + V, std::nanf(""));
-      fault_nan_done_ = true;
-    }
-  }
-  ++fault_calls_;
+// TEST KNOB (backend/fault.h), with the CPU reference's values.
+void CudaBackend::drift_kv(int64_t pos_begin, int64_t pos_end, float scale) {
+  for (int l = 0; l < int(hp_.n_layer); ++l)
+    fault_drift_kv(k_cache(l), v_cache(l), kv_type_, kv_dim_, l, pos_begin, pos_end, scale,
+                   stream_);
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 }  // namespace
 
-std::unique_ptr<GatedBackend> create_cuda_backend(const Model& model,
-                                                  const CudaBackendOptions& opts, GateKey key) {
+std::unique_ptr<GatedBackend> create_cuda_backend(const Model& model, const BackendOptions& options,
+                                                  GateKey key) {
   (void)key;  // its existence is the proof that the parity gate asked
-  CudaBackendOptions o = opts;
-  if (const char* env = std::getenv("LOCKSTEP_CUDA_PRECISION"); env && *env) {
-    const std::string v = env;
-    if (v == "f32")
-      o.f32_kv_cache = true, o.precise_prefill = true;
-    else if (v == "f16")
-      o.f32_kv_cache = false, o.precise_prefill = false;
-    else
-      throw InputError("LOCKSTEP_CUDA_PRECISION = '" + v + "' is not one of f16, f32");
-  }
-  return std::make_unique<CudaBackend>(model, o);
+  cuda_ops::set_kernel_tuning(options.cuda.tuning);
+  return std::make_unique<CudaBackend>(model, options.cuda, options.n_ctx);
 }
 
 }  // namespace lockstep

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "backend/backend_options.h"
 #include "backend/gate_key.h"
 #include "backend/gated_backend.h"
 #include "model/model.h"
@@ -30,31 +31,13 @@ bool cuda_device_available(std::string* why = nullptr);
 // Name and memory of device `index`. Throws Error (kExitDevice) when there is no such device.
 CudaDeviceInfo cuda_device_info(int index = 0);
 
-struct CudaBackendOptions {
-  int device = 0;
-  int n_ctx = 0;        // KV cache length; 0: min(n_ctx_train, 4096)
-  int max_batch = 512;  // tokens per prefill chunk (bounds the activation scratch)
-  // Batches shorter than this run token by token through the decode path (matrix-vector kernels,
-  // no weight dequantization); longer ones use the cuBLAS prefill.
-  int min_gemm_batch = 8;
-  // Prefill GEMMs with F16 hi+lo split operands (three cuBLAS products): close to FP32 accuracy at
-  // about 3x the GEMM cost. Off: plain F16 x F16 -> F32 as llama.cpp does.
-  bool precise_prefill = false;
-  // KV cache in float32 (the CPU reference's precision) instead of F16: twice the cache memory
-  // and attention bandwidth, no rounding of K and V.
-  bool f32_kv_cache = false;
-  bool cuda_graphs = true;  // replay the single-token decode step as a CUDA graph
-  // Weight values per dequantized F16 tile of the prefill GEMM (bounds that scratch).
-  size_t gemm_tile_elems = size_t(32) << 20;
-};
 
-// Uploads the model's weights (in their file formats) and allocates the KV cache and scratch.
-// Throws Error(kExitDevice) "model needs X GiB, device has Y GiB free" when the device cannot
-// hold them, and InputError for a weight type or head size the kernels do not handle.
-// The environment variable LOCKSTEP_CUDA_PRECISION overrides two options: "f32" sets
-// f32_kv_cache and precise_prefill (closest agreement with the CPU reference), "f16" clears them;
-// any other value is an InputError.
-std::unique_ptr<GatedBackend> create_cuda_backend(const Model& model,
-                                                  const CudaBackendOptions& opts, GateKey key);
+// Uploads the model's weights (in their file formats) and allocates the KV cache (options.n_ctx
+// positions) and scratch, per options.cuda (backend/backend_options.h). Throws Error(kExitDevice)
+// "model needs X GiB, device has Y GiB free" when the device cannot hold them, and InputError for
+// a weight type or head size the kernels do not handle. The kernels' tuning knobs
+// (options.cuda.tuning) are process-wide: the last CUDA backend created sets them.
+std::unique_ptr<GatedBackend> create_cuda_backend(const Model& model, const BackendOptions& options,
+                                                  GateKey key);
 
 }  // namespace lockstep

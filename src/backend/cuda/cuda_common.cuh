@@ -12,6 +12,7 @@
 #include <string>
 #include <utility>
 
+#include "backend/cuda/cuda_ops.h"
 #include "util/error.h"
 
 namespace lockstep::cuda {
@@ -189,8 +190,8 @@ __device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
 }
 
-// Programmatic launches are on when the current device is sm_90 or newer, unless
-// LOCKSTEP_CUDA_PDL=0 (read per launch, a bench and test knob: the results are the same bits).
+// Programmatic launches are on when the current device is sm_90 or newer, unless the tuning
+// turns them off (a bench and test knob: the results are the same bits).
 inline bool pdl_enabled() {
   static const bool supported = [] {
     int dev = 0, major = 0;
@@ -201,8 +202,7 @@ inline bool pdl_enabled() {
     }
     return major >= 9;
   }();
-  const char* env = std::getenv("LOCKSTEP_CUDA_PDL");
-  return supported && !(env && std::strcmp(env, "0") == 0);
+  return supported && cuda_ops::kernel_tuning().pdl;
 }
 
 // Launches kernel<<<grid, block, smem, stream>>>(args...) with programmatic stream serialization

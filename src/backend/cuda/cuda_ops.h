@@ -13,6 +13,8 @@
 #include <memory>
 #include <string>
 
+#include "backend/backend_options.h"
+#include "backend/kv_type.h"
 #include "model/hparams.h"
 #include "quant/tensor_type.h"
 
@@ -25,6 +27,12 @@ void copy_to_device(void* dst, const void* src, size_t bytes);  // synchronous
 void copy_to_host(void* dst, const void* src, size_t bytes);    // synchronous
 void device_memset(void* dst, int byte, size_t bytes);          // synchronous
 void synchronize();  // waits for the device; surfaces asynchronous kernel faults as Error
+
+// The kernels' launch choices (backend/backend_options.h). Process-wide: the CUDA backend sets
+// them when it is created; the op tests set them directly. Read by the host code that launches
+// the kernels, never from the environment.
+void set_kernel_tuning(const CudaKernelTuning& tuning);
+const CudaKernelTuning& kernel_tuning();
 
 // True when the matrix-vector and dequantize kernels handle this weight type and row width.
 bool weight_type_supported(TensorType type, int64_t cols);
@@ -51,8 +59,8 @@ size_t act_q8_scratch_bytes(int64_t max_cols);
 // Carves a scratch out of act_q8_scratch_bytes(max_cols) bytes of device memory (256-aligned).
 ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols);
 // True when a product of this weight type and row width, given `act`, takes the int8 path (Q4_K,
-// Q6_K up to 4096 wide, a scratch wide enough, not LOCKSTEP_CUDA_PRECISION=f32); else its input
-// stays float.
+// Q6_K up to kernel_tuning().q6k_int8_max_cols wide, a scratch wide enough); else its input stays
+// float.
 bool matvec_uses_int8(TensorType type, int64_t cols, const ActQ8Scratch* act);
 
 // W: rows x cols in format `type`; x: cols floats; y: rows floats; bias: rows floats or nullptr.
@@ -124,10 +132,9 @@ void swiglu(const float* gate, const float* up, float* y, int64_t n, void* strea
 void add_bias(float* y, const float* bias, int64_t rows, int64_t cols, void* stream);
 
 // ---- rotary embedding and the KV cache ----------------------------------------------------
-// Element type of the KV cache: F16 (default, half the memory and bandwidth) or F32 (the CPU
-// reference's precision).
-enum class KvType { F16, F32 };
-size_t kv_type_bytes(KvType kv);
+// Element type of the KV cache (backend/kv_type.h): F16 by default, F32 on request.
+using lockstep::KvType;
+using lockstep::kv_type_bytes;
 
 // Table of the rope_dim/2 inverse frequencies base^(-2i/rope_dim), in float64 on the device.
 double* make_rope_table(float freq_base, int rope_dim);  // free with device_free

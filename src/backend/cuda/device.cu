@@ -75,3 +75,18 @@ void synchronize() {
 }
 
 }  // namespace lockstep::cuda_ops
+
+namespace lockstep::cuda_ops {
+
+namespace {
+CudaKernelTuning g_tuning;
+}  // namespace
+
+void set_kernel_tuning(const CudaKernelTuning& tuning) {
+  g_tuning = tuning;
+}
+const CudaKernelTuning& kernel_tuning() {
+  return g_tuning;
+}
+
+}  // namespace lockstep::cuda_ops

@@ -74,12 +74,10 @@ struct Args {
 
 // Prefetching pays for small products (0.5B decode, H200: 705 -> 730 tok/s) and costs for large
 // ones (7B: 297 -> 288), where the early thread blocks' prefetches compete with the running
-// kernel for bandwidth and L2. So only products of at most LOCKSTEP_CUDA_PREFETCH_MB megabytes of
-// weights prefetch (default 16; 0: never). A bench knob: the results are the same bits.
+// kernel for bandwidth and L2. So only products of at most kernel_tuning().prefetch_mb megabytes
+// of weights prefetch (default 16; 0: never). A bench knob: the results are the same bits.
 bool prefetch_wanted(const Args& args, bool swiglu) {
-  constexpr double kDefaultMb = 16;
-  const char* env = std::getenv("LOCKSTEP_CUDA_PREFETCH_MB");
-  const double limit_mb = env ? std::atof(env) : kDefaultMb;
+  const double limit_mb = kernel_tuning().prefetch_mb;
   double bytes = 0;
   for (int j = 0; j < args.n_jobs; ++j) bytes += double(args.job[j].rows) * double(args.row_bytes);
   if (swiglu) bytes *= 2;
@@ -454,12 +452,10 @@ template <bool Q6>
 void run_q8(int64_t cols, int64_t max_rows, Args& args, bool swiglu, const ActQ8Scratch& act,
             cudaStream_t stream) {
   int r = max_rows >= 16384 && !swiglu ? 8 : max_rows >= 1024 ? 4 : max_rows >= 256 ? 2 : 1;
-  // LOCKSTEP_CUDA_Q8_ROWS=1|2|4|8: rows per thread block for every size (bench knob, same bits:
-  // a row's sum does not depend on which block computes it; SwiGLU takes at most 4).
-  if (const char* env = std::getenv("LOCKSTEP_CUDA_Q8_ROWS")) {
-    const int v = std::atoi(env);
-    if (v == 1 || v == 2 || v == 4 || v == 8) r = swiglu ? std::min(v, 4) : v;
-  }
+  // kernel_tuning().q8_rows = 1|2|4|8: rows per thread block for every size (bench knob, same
+  // bits: a row's sum does not depend on which block computes it; SwiGLU takes at most 4).
+  if (const int v = kernel_tuning().q8_rows; v == 1 || v == 2 || v == 4 || v == 8)
+    r = swiglu ? std::min(v, 4) : v;
   if (swiglu) {
     if (r == 1)
       launch_q8<Q6, 1, true>(args, cols, act, stream);
@@ -506,12 +502,6 @@ void check_shape(TensorType type, int64_t rows, int64_t cols, const char* op) {
                 " of " + std::to_string(rows) + " x " + std::to_string(cols));
 }
 
-// LOCKSTEP_CUDA_PRECISION=f32: float activations everywhere (read per call: the tests switch it).
-bool f32_precision() {
-  const char* env = std::getenv("LOCKSTEP_CUDA_PRECISION");
-  return env && std::strcmp(env, "f32") == 0;
-}
-
 // Q6_K rows wider than this take the float path even with a scratch: on the H100 (2026-11-26)
 // the two-term int8 product of the 7B's 3584 x 18944 ffn_down took 39.2 us against 28.7 us with
 // float activations (its 2-byte-aligned blocks make it load-bound), while the 152064 x 3584
@@ -519,8 +509,7 @@ bool f32_precision() {
 // tok/s with float there, 1 022 with int8. LOCKSTEP_CUDA_Q6K_INT8_MAX_COLS overrides it (a bench
 // knob; the two paths differ in the last bits, both within the op tests' bounds).
 int64_t q6k_int8_max_cols() {
-  const char* env = std::getenv("LOCKSTEP_CUDA_Q6K_INT8_MAX_COLS");
-  return env ? std::atoll(env) : 4096;
+  return kernel_tuning().q6k_int8_max_cols;
 }
 
 // Rows per thread block: 4 (2 for the two-matrix SwiGLU) so that each activation value loaded is
@@ -540,12 +529,10 @@ void run(TensorType type, int64_t cols, Args& args, bool swiglu, const ActQ8Scra
   // (the fused norm's reduction, the final one) is shared by twice as many rows there.
   int r = max_rows >= 1024 ? (swiglu ? 2 : 4) : max_rows >= 256 ? 2 : 1;
   if (max_rows >= 1024 && cols <= 2048) r *= 2;
-  // LOCKSTEP_CUDA_MATVEC_ROWS=1|2|4|8: rows per thread block (a bench knob, same bits; SwiGLU
-  // takes at most 4).
-  if (const char* env = std::getenv("LOCKSTEP_CUDA_MATVEC_ROWS")) {
-    const int v = std::atoi(env);
-    if (v == 1 || v == 2 || v == 4 || v == 8) r = swiglu ? std::min(v, 4) : v;
-  }
+  // kernel_tuning().matvec_rows = 1|2|4|8: rows per thread block (a bench knob, same bits;
+  // SwiGLU takes at most 4).
+  if (const int v = kernel_tuning().matvec_rows; v == 1 || v == 2 || v == 4 || v == 8)
+    r = swiglu ? std::min(v, 4) : v;
   dispatch_decoder(decoder_for(type, cols), [&](auto blk) {
     using B = decltype(blk);
     if (swiglu)
@@ -575,7 +562,7 @@ bool weight_type_supported(TensorType type, int64_t cols) {
 
 bool matvec_uses_int8(TensorType type, int64_t cols, const ActQ8Scratch* act) {
   return (type == TensorType::Q4_K || (type == TensorType::Q6_K && cols <= q6k_int8_max_cols())) &&
-         cols % 256 == 0 && act && act->max_cols >= cols && !f32_precision();
+         cols % 256 == 0 && act && act->max_cols >= cols;
 }
 
 size_t act_q8_scratch_bytes(int64_t max_cols) {

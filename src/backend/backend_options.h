@@ -1,0 +1,89 @@
+// Every knob of every backend, typed. The entry point (the CLI: flags and LOCKSTEP_* environment
+// variables, src/cli/backend_knobs.cpp) fills one BackendOptions once; backends and their kernels
+// read only what they are handed, never the environment. docs/knobs.md documents each knob.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include "backend/fault.h"
+#include "backend/kv_type.h"
+#include "model/hparams.h"
+
+namespace lockstep {
+
+// The context a backend allocates when none is asked for: the model's training context, capped
+// so that a 128k-context model does not reserve a 128k-token KV cache by default.
+inline constexpr int kDefaultContextCap = 4096;
+inline int default_n_ctx(const HParams& hp) {
+  return int(std::min<int64_t>(hp.n_ctx_train, kDefaultContextCap));
+}
+// `requested` when positive, else the default above.
+inline int resolve_n_ctx(const HParams& hp, int requested) {
+  return requested > 0 ? requested : default_n_ctx(hp);
+}
+
+// The reference matmul's piece widths and input-slab limit (matmul_ref.h). Bench knobs: they
+// change speed, never results.
+struct RefMatmulTuning {
+  int64_t prefill_chunk = 512;  // columns dequantized together for larger batches: 512|1024|2048
+  int64_t decode_chunk = 2048;  // the same for batches of at most 2 tokens
+  int64_t slab_bytes = 0;       // cap on a token group's input slab in bytes; 0: none
+};
+
+struct CpuBackendOptions {
+  int max_batch = 64;            // tokens computed together; longer forward() calls are split
+  KvType fast_kv = KvType::F16;  // the fast path's cache (the reference's is always F32)
+  RefMatmulTuning ref_matmul;
+};
+
+// The CUDA kernels' launch choices. Bench knobs: each changes speed, never results (the same bits
+// at every setting), except where a comment says otherwise.
+struct CudaKernelTuning {
+  bool pdl = true;          // programmatic dependent launch on sm_90+
+  double prefetch_mb = 16;  // matvecs of at most this many MB of weights prefetch into L2
+  int q8_rows = 0;          // rows per block of the int8 matvec: 0 auto, else 1|2|4|8
+  int matvec_rows = 0;      // rows per block of the float matvec: 0 auto, else 1|2|4|8
+  // Q6_K rows wider than this take the float-activation path (both paths are within the op
+  // tests' bounds; they differ in the last bits).
+  int64_t q6k_int8_max_cols = 4096;
+};
+
+struct CudaBackendOptions {
+  int device = 0;
+  int max_batch = 512;  // tokens per prefill chunk (bounds the activation scratch)
+  // Batches shorter than this run token by token through the decode path (matrix-vector kernels,
+  // no weight dequantization); longer ones use the cuBLAS prefill.
+  int min_gemm_batch = 8;
+  // Prefill GEMMs with F16 hi+lo split operands (three cuBLAS products): close to FP32 accuracy at
+  // about 3x the GEMM cost. Off: plain F16 x F16 -> F32 as llama.cpp does.
+  bool precise_prefill = false;
+  // KV cache in float32 (the CPU reference's precision) instead of F16: twice the cache memory
+  // and attention bandwidth, no rounding of K and V.
+  bool f32_kv_cache = false;
+  // Decode matvecs with float activations only (no int8 path). Changes results (closer to the
+  // reference); set together with the two above by precision "f32".
+  bool f32_activations = false;
+  bool cuda_graphs = true;  // replay the single-token decode step as a CUDA graph
+  // Weight values per dequantized F16 tile of the prefill GEMM (bounds that scratch).
+  size_t gemm_tile_elems = size_t(32) << 20;
+  CudaKernelTuning tuning;
+
+  // "f32": the closest agreement with the CPU reference (F32 cache, split-F16 GEMMs, float
+  // activations); "f16": the fast defaults.
+  void set_precision_f32(bool f32) { f32_kv_cache = precise_prefill = f32_activations = f32; }
+};
+
+// What a backend is created with: the common settings, each family's own, and the TEST KNOB fault
+// (backend/fault.h) the parity gate's candidate is told to inject.
+struct BackendOptions {
+  int threads = 0;  // CPU threads; 0: default_thread_count() (physical cores)
+  int n_ctx = 0;    // 0: default_n_ctx(model)
+  CpuBackendOptions cpu;
+  CudaBackendOptions cuda;
+  std::optional<FaultSpec> fault;
+};
+
+}  // namespace lockstep

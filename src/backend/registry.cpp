@@ -1,0 +1,118 @@
+#include "backend/registry.h"
+
+#include <algorithm>
+
+#include "backend/cpu/cpu_backend.h"
+#include "util/error.h"
+#ifdef LOCKSTEP_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
+namespace lockstep {
+
+namespace {
+
+bool always(std::string*) {
+  return true;
+}
+
+#ifdef LOCKSTEP_HAVE_CUDA
+bool cuda_available(std::string* why) {
+  return cuda_device_available(why);
+}
+#else
+// A build without CUDA still knows the name, so that --backend cuda says why it cannot run.
+constexpr const char* kNoCuda =
+    "this lockstep was built without CUDA (LOCKSTEP_CUDA=OFF or no nvcc)";
+bool cuda_available(std::string* why) {
+  if (why) *why = kNoCuda;
+  return false;
+}
+std::unique_ptr<GatedBackend> create_cuda_backend(const Model&, const BackendOptions&, GateKey) {
+  throw Error(kNoCuda, kExitDevice);
+}
+#endif
+
+std::vector<BackendEntry> make_registry() {
+  std::vector<BackendEntry> r;
+  BackendEntry ref;
+  ref.name = "cpu-ref";
+  ref.help = "the CPU reference (float activations, float32 KV cache): what the gate trusts";
+  ref.is_reference = true;
+  ref.available = always;
+  ref.create_reference = make_reference_backend;
+  r.push_back(ref);
+
+  BackendEntry cpu;
+  cpu.name = "cpu";
+  cpu.help = "the fast CPU path (SIMD, 8-bit activations, F16 KV cache), gated";
+  cpu.auto_rank = 1;
+  cpu.available = always;
+  cpu.create_gated = [](const Model& m, const BackendOptions& o, GateKey) {
+    return make_fast_cpu_backend(m, o);
+  };
+  r.push_back(cpu);
+
+  BackendEntry cuda;
+  cuda.name = "cuda";
+  cuda.help = "an NVIDIA GPU, gated";
+  cuda.auto_rank = 10;
+  cuda.is_device = true;
+  cuda.available = cuda_available;
+  cuda.create_gated = create_cuda_backend;
+  r.push_back(cuda);
+  return r;
+}
+
+}  // namespace
+
+const std::vector<BackendEntry>& backend_registry() {
+  static const std::vector<BackendEntry> registry = make_registry();
+  return registry;
+}
+
+const BackendEntry* find_backend(std::string_view name) {
+  for (const BackendEntry& e : backend_registry())
+    if (name == e.name) return &e;
+  return nullptr;
+}
+
+const BackendEntry& reference_backend_entry() {
+  for (const BackendEntry& e : backend_registry())
+    if (e.is_reference) return e;
+  throw Error("backend registry: no reference backend");
+}
+
+std::string backend_choices() {
+  std::string s = "auto";
+  for (const BackendEntry& e : backend_registry()) s += std::string(", ") + e.name;
+  return s;
+}
+
+std::string validate_backend_name(const std::string& name) {
+  if (name == "auto" || find_backend(name)) return {};
+  return "--backend must be one of " + backend_choices() + "; got '" + name + "'";
+}
+
+std::vector<const BackendEntry*> auto_candidates() {
+  std::vector<const BackendEntry*> out;
+  for (const BackendEntry& e : backend_registry())
+    if (e.auto_rank > 0 && e.available(nullptr)) out.push_back(&e);
+  std::stable_sort(out.begin(), out.end(), [](const BackendEntry* a, const BackendEntry* b) {
+    return a->auto_rank > b->auto_rank;
+  });
+  return out;
+}
+
+std::vector<std::string> available_backends() {
+  std::vector<std::string> names;
+  for (const BackendEntry& e : backend_registry())
+    if (e.available(nullptr)) names.push_back(e.name);
+  return names;
+}
+
+std::unique_ptr<Backend> create_reference(const Model& model, const BackendOptions& options) {
+  return reference_backend_entry().create_reference(model, options);
+}
+
+}  // namespace lockstep

@@ -1,0 +1,88 @@
+#include "cli/environment.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "parity/fault_env.h"
+#include "parity/parity_config.h"
+#include "util/error.h"
+
+namespace lockstep::cli {
+
+namespace {
+
+const char* get(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : nullptr;
+}
+
+// A whole decimal number (integers only unless `fraction`), within [lo, hi].
+double number(const char* name, const char* text, double lo, double hi, bool fraction = false) {
+  const std::string s = text;
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = fraction ? std::stod(s, &used) : double(std::stoll(s, &used));
+  } catch (...) {
+    used = 0;
+  }
+  if (used != s.size() || !(v >= lo && v <= hi))
+    throw InputError(std::string(name) + " = '" + s + "' is not " +
+                     (fraction ? "a number" : "an integer") + " in " + std::to_string(int64_t(lo)) +
+                     ".." + std::to_string(int64_t(hi)));
+  return v;
+}
+
+int one_of(const char* name, const char* text, std::initializer_list<int> allowed) {
+  const int v = int(number(name, text, 0, 1 << 20));
+  std::string list;
+  for (int a : allowed) {
+    if (v == a) return v;
+    list += (list.empty() ? "" : ", ") + std::to_string(a);
+  }
+  throw InputError(std::string(name) + " = '" + text + "' is not one of " + list);
+}
+
+EnvironmentKnobs read_environment() {
+  EnvironmentKnobs k;
+  BackendOptions& o = k.backend;
+  if (const char* v = get("LOCKSTEP_FAULT")) o.fault = parse_fault(v);
+  if (const char* v = get("LOCKSTEP_PARITY_STEPS"))
+    k.parity_steps = parse_parity_steps(v, "LOCKSTEP_PARITY_STEPS");
+
+  // CPU reference matmul (bench knobs).
+  if (const char* v = get("LOCKSTEP_REF_CHUNK"))
+    o.cpu.ref_matmul.prefill_chunk = one_of("LOCKSTEP_REF_CHUNK", v, {512, 1024, 2048});
+  if (const char* v = get("LOCKSTEP_REF_DECODE_CHUNK"))
+    o.cpu.ref_matmul.decode_chunk = one_of("LOCKSTEP_REF_DECODE_CHUNK", v, {512, 1024, 2048});
+  if (const char* v = get("LOCKSTEP_REF_SLAB_KB"))
+    o.cpu.ref_matmul.slab_bytes = int64_t(number("LOCKSTEP_REF_SLAB_KB", v, 0, 1 << 30)) * 1024;
+
+  // CUDA.
+  if (const char* v = get("LOCKSTEP_CUDA_PRECISION")) {
+    const std::string s = v;
+    if (s != "f16" && s != "f32")
+      throw InputError("LOCKSTEP_CUDA_PRECISION = '" + s + "' is not one of f16, f32");
+    o.cuda.set_precision_f32(s == "f32");
+  }
+  CudaKernelTuning& t = o.cuda.tuning;
+  if (const char* v = get("LOCKSTEP_CUDA_PDL")) t.pdl = one_of("LOCKSTEP_CUDA_PDL", v, {0, 1}) == 1;
+  if (const char* v = get("LOCKSTEP_CUDA_PREFETCH_MB"))
+    t.prefetch_mb = number("LOCKSTEP_CUDA_PREFETCH_MB", v, 0, 1e6, true);
+  if (const char* v = get("LOCKSTEP_CUDA_Q8_ROWS"))
+    t.q8_rows = one_of("LOCKSTEP_CUDA_Q8_ROWS", v, {1, 2, 4, 8});
+  if (const char* v = get("LOCKSTEP_CUDA_MATVEC_ROWS"))
+    t.matvec_rows = one_of("LOCKSTEP_CUDA_MATVEC_ROWS", v, {1, 2, 4, 8});
+  if (const char* v = get("LOCKSTEP_CUDA_Q6K_INT8_MAX_COLS"))
+    t.q6k_int8_max_cols = int64_t(number("LOCKSTEP_CUDA_Q6K_INT8_MAX_COLS", v, 0, 1 << 30));
+  return k;
+}
+
+}  // namespace
+
+const EnvironmentKnobs& environment_knobs() {
+  static const EnvironmentKnobs knobs = read_environment();
+  return knobs;
+}
+
+}  // namespace lockstep::cli

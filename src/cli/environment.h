@@ -1,0 +1,21 @@
+// The LOCKSTEP_* knob variables, read once, at the entry point, into typed options
+// (backend/backend_options.h, parity/parity_config.h). Nothing below the CLI reads the
+// environment. docs/knobs.md documents each variable. A malformed value is an InputError (exit
+// 2) naming the variable.
+#pragma once
+
+#include <optional>
+
+#include "backend/backend_options.h"
+
+namespace lockstep::cli {
+
+struct EnvironmentKnobs {
+  BackendOptions backend;           // tuning knobs and LOCKSTEP_FAULT; threads and n_ctx unset
+  std::optional<int> parity_steps;  // LOCKSTEP_PARITY_STEPS
+};
+
+// Parsed on the first call; later calls return the same values (or throw the same error).
+const EnvironmentKnobs& environment_knobs();
+
+}  // namespace lockstep::cli
