@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "parity/gate.h"
@@ -127,6 +128,26 @@ TEST_F(GateTest, ReferenceFirstThenCandidateGivesTheSameVerdict) {
   ScriptedBackend throwing(model_, "cand");
   throwing.throw_at_step = 1;
   EXPECT_THROW(ParityComparison::compare_with(probe_ref, throwing, probe_, cfg), Error);
+}
+
+// A reference that computes NaN/Inf (a broken model: NaN weights, a degenerate hyperparameter)
+// is not a verdict on the candidate: the comparison refuses to judge and says the model is
+// broken, naming the first such row, in the prefill and in a step.
+TEST_F(GateTest, ANonFiniteReferenceMeansTheModelIsBrokenNotTheCandidate) {
+  for (int pos : {5, 65}) {
+    auto poison = [pos](int p, bool, float* l) {
+      if (p == pos) l[3] = std::numeric_limits<float>::quiet_NaN();
+    };
+    ScriptedBackend ref(model_, "cpu-ref", poison), cand(model_, "cand");
+    try {
+      ParityComparison::compare(ref, cand, probe_, ParityConfig{});
+      FAIL() << "a NaN reference was compared (pos " << pos << ")";
+    } catch (const InputError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("model itself is broken"), std::string::npos) << what;
+      EXPECT_NE(what.find(pos < 64 ? "position 5/64" : "step 1/3"), std::string::npos) << what;
+    }
+  }
 }
 
 // A candidate that leaves a row unwritten is rejected as non-finite (its output buffer is
