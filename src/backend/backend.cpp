@@ -8,21 +8,46 @@
 namespace lockstep {
 
 void Backend::forward(std::span<const int32_t> tokens, float* logits, bool all_logits) {
-  check_may_compute();
-  const int64_t n = int64_t(tokens.size());
+  const SeqTokens item{0, tokens, logits, all_logits};
+  forward_batch({&item, 1});
+}
+
+void Backend::validate(std::span<const SeqTokens> batch, std::vector<int>& pos_begin) const {
   const int64_t n_vocab = model().hp.n_vocab;
-  if (n == 0) throw Error(name() + ": forward() called with no tokens");
-  for (int64_t i = 0; i < n; ++i)
-    if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= n_vocab)
-      throw InputError("token id " + std::to_string(tokens[size_t(i)]) + " at batch index " +
-                       std::to_string(i) + " is outside the vocabulary (n_vocab " +
-                       std::to_string(n_vocab) + ")");
-  const int64_t pos_begin = n_past();
-  if (pos_begin + n > n_ctx())
-    throw Error("context overflow: " + std::to_string(pos_begin) + " cached + " +
-                std::to_string(n) + " new tokens > n_ctx " + std::to_string(n_ctx()));
-  forward_impl(tokens, logits, all_logits);
-  apply_fault(logits, all_logits, pos_begin, pos_begin + n);
+  if (batch.empty()) throw Error(name() + ": forward_batch() called with no sequences");
+  for (size_t j = 0; j < batch.size(); ++j) {
+    const SeqTokens& item = batch[j];
+    // Single-sequence messages stay as they were; a batch names the sequence.
+    const std::string who = n_seq() == 1 ? "" : "sequence " + std::to_string(item.seq) + ": ";
+    if (item.seq < 0 || item.seq >= n_seq())
+      throw Error(name() + ": sequence " + std::to_string(item.seq) + " out of range (" +
+                  std::to_string(n_seq()) + " sequences)");
+    for (size_t i = 0; i < j; ++i)
+      if (batch[i].seq == item.seq)
+        throw Error(name() + ": sequence " + std::to_string(item.seq) + " twice in one batch");
+    const int64_t n = int64_t(item.tokens.size());
+    if (n == 0) throw Error(name() + ": " + who + "forward() called with no tokens");
+    for (int64_t i = 0; i < n; ++i)
+      if (item.tokens[size_t(i)] < 0 || item.tokens[size_t(i)] >= n_vocab)
+        throw InputError(who + "token id " + std::to_string(item.tokens[size_t(i)]) +
+                         " at batch index " + std::to_string(i) +
+                         " is outside the vocabulary (n_vocab " + std::to_string(n_vocab) + ")");
+    const int64_t past = seq_past(item.seq);
+    if (past + n > n_ctx())
+      throw Error(who + "context overflow: " + std::to_string(past) + " cached + " +
+                  std::to_string(n) + " new tokens > n_ctx " + std::to_string(n_ctx()));
+    pos_begin.push_back(int(past));
+  }
+}
+
+void Backend::forward_batch(std::span<const SeqTokens> batch) {
+  check_may_compute();
+  // A member, so that a steady stream of calls allocates nothing once it has grown.
+  pos_begin_.clear();
+  validate(batch, pos_begin_);
+  forward_batch_impl(batch);
+  const int64_t call = fault_calls_++;
+  for (size_t i = 0; i < batch.size(); ++i) apply_fault(batch[i], pos_begin_[i], call);
 }
 
 void Backend::set_fault(const FaultSpec& fault) {
@@ -32,17 +57,17 @@ void Backend::set_fault(const FaultSpec& fault) {
   fault_nan_done_ = false;
 }
 
-void Backend::apply_fault(float* logits, bool all_logits, int64_t pos_begin, int64_t pos_end) {
-  const int64_t call = fault_calls_++;
+void Backend::apply_fault(const SeqTokens& item, int64_t pos_begin, int64_t call) {
+  const int64_t pos_end = pos_begin + int64_t(item.tokens.size());
   if (fault_.kind == FaultSpec::KvDrift && call > 0)
-    drift_kv(pos_begin, pos_end, fault_.magnitude * float(call));
-  if (fault_.kind == FaultSpec::NaN && !fault_nan_done_ && logits) {
+    drift_kv(item.seq, pos_begin, pos_end, fault_.magnitude * float(call));
+  if (fault_.kind == FaultSpec::NaN && !fault_nan_done_ && item.logits) {
     // Rows returned: every position (all_logits) or only the last one.
-    const int64_t first_row_pos = all_logits ? pos_begin : pos_end - 1;
+    const int64_t first_row_pos = item.all_logits ? pos_begin : pos_end - 1;
     const int64_t pos = std::max<int64_t>(first_row_pos, fault_.position);
     if (pos >= pos_end) return;
     const size_t V = size_t(model().hp.n_vocab);
-    float* row = logits + size_t(pos - first_row_pos) * V;
+    float* row = item.logits + size_t(pos - first_row_pos) * V;
     std::fill(row, row + V, std::numeric_limits<float>::quiet_NaN());
     fault_nan_done_ = true;
   }

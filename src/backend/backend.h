@@ -11,6 +11,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "backend/fault.h"
 #include "model/model.h"
@@ -26,6 +27,14 @@ class LayerObserver {
   virtual void on_hidden(int layer, const char* stage, int pos, std::span<const float> hidden) = 0;
 };
 
+// One sequence's part of a multi-sequence batch (Backend::forward_batch).
+struct SeqTokens {
+  int seq = 0;                      // which of the backend's n_seq() sequences
+  std::span<const int32_t> tokens;  // appended at that sequence's positions n_past .. n_past+n-1
+  float* logits = nullptr;          // n rows (all_logits) or the last token's row; nullptr: none
+  bool all_logits = false;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -38,13 +47,32 @@ class Backend {
   // last token's n_vocab floats. Throws InputError for a token id outside the vocabulary, Error
   // for an empty batch or one that would overflow the context (the cache is unchanged then), and
   // Error(kExitParity) when a gated backend has not been let through by the parity gate.
+  // Sequence 0; see forward_batch.
   void forward(std::span<const int32_t> tokens, float* logits, bool all_logits);
 
-  virtual int n_past() const = 0;
+  // Several sequences in one call (continuous batching): each item's tokens go to its own
+  // sequence's cache at its own positions, and every row of the result is exactly what the item
+  // alone would give (a row's arithmetic does not depend on the batch). Each sequence at most once
+  // per call. Throws like forward(), naming the sequence, before anything is computed.
+  void forward_batch(std::span<const SeqTokens> batch);
+
+  // Sequences the KV cache holds, each of n_ctx() positions (slots; 1 unless the backend was
+  // created with BackendOptions::n_seq).
+  virtual int n_seq() const { return 1; }
   virtual int n_ctx() const = 0;
+  // Sequence 0's cached length, and any sequence's.
+  virtual int n_past() const = 0;
+  virtual int seq_past(int seq) const {
+    (void)seq;
+    return n_past();
+  }
   // Drops every cached position >= n_past (0 clears the cache); n_past >= n_past() keeps
-  // everything; a negative n_past is an Error.
+  // everything; a negative n_past is an Error. truncate_seq: the same for one sequence.
   virtual void truncate(int n_past) = 0;
+  virtual void truncate_seq(int seq, int n_past) {
+    (void)seq;
+    truncate(n_past);
+  }
 
   virtual void set_observer(LayerObserver* observer) { (void)observer; }
 
@@ -55,17 +83,25 @@ class Backend {
  protected:
   // The computation behind forward(), called with a validated, non-empty batch that fits.
   virtual void forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) = 0;
+  // The computation behind forward_batch(), called with validated items. The default serves a
+  // single-sequence backend: one item at a time through forward_impl.
+  virtual void forward_batch_impl(std::span<const SeqTokens> batch) {
+    for (const SeqTokens& item : batch) forward_impl(item.tokens, item.logits, item.all_logits);
+  }
   // Throws when this backend may not compute now (GatedBackend: before the parity gate).
   virtual void check_may_compute() const {}
-  // KvDrift: move every K and V value at positions [pos_begin, pos_end) of every layer by
-  // scale * unit_noise(hash4(2, layer, pos << 32 | i, 0 for K / 1 for V)) (util/hash.h).
-  virtual void drift_kv(int64_t pos_begin, int64_t pos_end, float scale) = 0;
+  // KvDrift: move every K and V value at positions [pos_begin, pos_end) of sequence `seq`, in
+  // every layer, by scale * unit_noise(hash4(2, layer, pos << 32 | i, 0 for K / 1 for V))
+  // (util/hash.h).
+  virtual void drift_kv(int seq, int64_t pos_begin, int64_t pos_end, float scale) = 0;
   // The fault in force (kind None when there is none); LayerCorrupt is the backend's to inject.
   const FaultSpec& fault() const { return fault_; }
 
  private:
-  void apply_fault(float* logits, bool all_logits, int64_t pos_begin, int64_t pos_end);
+  void validate(std::span<const SeqTokens> batch, std::vector<int>& pos_begin) const;
+  void apply_fault(const SeqTokens& item, int64_t pos_begin, int64_t call);
 
+  std::vector<int> pos_begin_;  // forward_batch(): each item's first position
   FaultSpec fault_;
   int64_t fault_calls_ = 0;  // forward calls since set_fault
   bool fault_nan_done_ = false;

@@ -80,7 +80,8 @@ struct CudaBackendOptions {
 // (backend/fault.h) the parity gate's candidate is told to inject.
 struct BackendOptions {
   int threads = 0;  // CPU threads; 0: default_thread_count() (physical cores)
-  int n_ctx = 0;    // 0: default_n_ctx(model)
+  int n_ctx = 0;    // 0: default_n_ctx(model); per sequence
+  int n_seq = 1;    // sequences (slots) the KV cache holds (continuous batching)
   CpuBackendOptions cpu;
   CudaBackendOptions cuda;
   std::optional<FaultSpec> fault;

@@ -25,7 +25,7 @@ class ScriptedBackend : public Backend {
   int n_past() const override { return int(history_.size()); }
   int n_ctx() const override { return 512; }
   void truncate(int n) override { history_.resize(size_t(std::min<int>(n, n_past()))); }
-  void drift_kv(int64_t, int64_t, float) override {}
+  void drift_kv(int, int64_t, int64_t, float) override {}
   void forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) override {
     if (throw_at_step >= 0 && tokens.size() == 1 && n_past() >= 64 + throw_at_step)
       throw Error("scripted failure");

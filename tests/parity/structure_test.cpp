@@ -33,7 +33,7 @@ class NeverVerified : public GatedBackend {
 
  protected:
   void forward_impl(std::span<const int32_t>, float*, bool) override { ++calls; }
-  void drift_kv(int64_t, int64_t, float) override {}
+  void drift_kv(int, int64_t, int64_t, float) override {}
 
  private:
   const Model& model_;

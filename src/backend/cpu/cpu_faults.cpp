@@ -7,23 +7,24 @@
 
 namespace lockstep::cpu {
 
-void CpuTransformer::corrupt_layer_output(int64_t layer, int64_t n, int64_t pos0) {
+void CpuTransformer::corrupt_layer_output(int64_t layer, const TokenSlot* tokens, int64_t n) {
   const FaultSpec& f = *layer_fault_;
-  const int64_t t = f.position - pos0;
-  if (t < 0 || t >= n) return;
-  float* h = x_.data() + t * hp_.n_embd;
-  for (int64_t i = 0; i < hp_.n_embd; ++i) {
-    const bool negative = hash4(1, uint64_t(layer), uint64_t(f.position), uint64_t(i)) & 1;
-    h[i] += negative ? -f.magnitude : f.magnitude;
+  for (int64_t t = 0; t < n; ++t) {
+    if (tokens[t].pos != f.position) continue;
+    float* h = x_.data() + t * hp_.n_embd;
+    for (int64_t i = 0; i < hp_.n_embd; ++i) {
+      const bool negative = hash4(1, uint64_t(layer), uint64_t(f.position), uint64_t(i)) & 1;
+      h[i] += negative ? -f.magnitude : f.magnitude;
+    }
   }
 }
 
-void CpuTransformer::drift_kv(int64_t pos_begin, int64_t pos_end, float scale) {
+void CpuTransformer::drift_kv(int seq, int64_t pos_begin, int64_t pos_end, float scale) {
   for (int64_t l = 0; l < hp_.n_layer; ++l) {
     for (int64_t p = pos_begin; p < pos_end; ++p) {
       const uint64_t pos_key = uint64_t(p) << 32;
       kv_.add(
-          l, p,
+          l, seq_row(seq) + p,
           [&](int64_t i) {
             return scale * unit_noise(hash4(2, uint64_t(l), pos_key | uint64_t(i), 0));
           },

@@ -50,7 +50,10 @@ CpuTransformer::CpuTransformer(const Model& model, std::unique_ptr<CpuKernels> k
   }
   output_norm_ = to_floats(model.output_norm);
 
-  kv_ = KvCache(options.kv_type, hp_.n_layer, n_ctx_, kv_dim_, name_);
+  const int n_seq = std::max(1, options.n_seq);
+  n_past_.assign(size_t(n_seq), 0);
+  kv_ = KvCache(options.kv_type, hp_.n_layer, int64_t(n_seq) * n_ctx_, kv_dim_, name_);
+  flat_.reserve(size_t(n_seq) * size_t(n_ctx_));
 
   const size_t B = size_t(max_batch_);
   x_.resize(B * size_t(hp_.n_embd));
@@ -63,38 +66,40 @@ CpuTransformer::CpuTransformer(const Model& model, std::unique_ptr<CpuKernels> k
   hb_.resize(B * size_t(hp_.n_ff));
   hb2_.resize(B * size_t(hp_.n_ff));
   scores_.resize(size_t(pool_.size()) * size_t(n_ctx_));
+  // Several sequences' output rows are gathered into one product, then copied out.
+  if (n_seq > 1) logit_rows_.resize(B * size_t(hp_.n_vocab));
 }
 
 CpuTransformer::~CpuTransformer() = default;
 
-void CpuTransformer::truncate(int n_past) {
+void CpuTransformer::truncate(int seq, int n_past) {
   if (n_past < 0)
     throw Error(name_ + ": truncate(" + std::to_string(n_past) + "): negative length");
-  n_past_ = std::min(n_past_, n_past);
+  int& past = n_past_.at(size_t(seq));
+  past = std::min(past, n_past);
 }
 
-void CpuTransformer::forward(std::span<const int32_t> tokens, float* logits, bool all_logits,
-                             const FaultSpec& fault) {
-  const int64_t n = int64_t(tokens.size());
+void CpuTransformer::forward(std::span<const SeqTokens> batch, const FaultSpec& fault) {
   layer_fault_ = fault.kind == FaultSpec::LayerCorrupt ? &fault : nullptr;
-  const int64_t pos_begin = n_past_;
-  for (int64_t done = 0; done < n; done += max_batch_) {
-    const int64_t b = std::min<int64_t>(max_batch_, n - done);
-    const bool last_batch = done + b == n;
-    if (all_logits) {
-      forward_batch(tokens.data() + done, b, pos_begin + done, logits + done * hp_.n_vocab, true);
-    } else {
-      forward_batch(tokens.data() + done, b, pos_begin + done, last_batch ? logits : nullptr,
-                    false);
+  const size_t V = size_t(hp_.n_vocab);
+  flat_.clear();
+  for (const SeqTokens& item : batch) {
+    const int n = int(item.tokens.size());
+    const int pos0 = n_past_[size_t(item.seq)];
+    for (int i = 0; i < n; ++i) {
+      float* row = !item.logits      ? nullptr
+                   : item.all_logits ? item.logits + size_t(i) * V
+                                     : (i == n - 1 ? item.logits : nullptr);
+      flat_.push_back({item.tokens[size_t(i)], item.seq, pos0 + i, row});
     }
   }
-  n_past_ = int(pos_begin + n);
+  for (size_t done = 0; done < flat_.size(); done += size_t(max_batch_))
+    forward_chunk(flat_.data() + done, std::min<int64_t>(max_batch_, int64_t(flat_.size() - done)));
+  for (const SeqTokens& item : batch) n_past_[size_t(item.seq)] += int(item.tokens.size());
 }
 
-// One batch of n <= max_batch tokens at positions pos0 .. pos0+n-1. logits: n rows (all_logits),
-// the last token's row, or nullptr for none.
-void CpuTransformer::forward_batch(const int32_t* tokens, int64_t n, int64_t pos0, float* logits,
-                                   bool all_logits) {
+// One chunk of n <= max_batch tokens, each at its own (sequence, position).
+void CpuTransformer::forward_chunk(const TokenSlot* tokens, int64_t n) {
   const int64_t E = hp_.n_embd;
   const int64_t F = hp_.n_ff;
   float* x = x_.data();
@@ -104,7 +109,7 @@ void CpuTransformer::forward_batch(const int32_t* tokens, int64_t n, int64_t pos
 
   // Token embedding.
   for (int64_t t = 0; t < n; ++t)
-    dequantize_row(model_.tok_embd.type, model_.tok_embd.row(tokens[t]), x + t * E, E);
+    dequantize_row(model_.tok_embd.type, model_.tok_embd.row(tokens[t].token), x + t * E, E);
 
   for (int64_t l = 0; l < hp_.n_layer; ++l) {
     const LayerWeights& W = model_.layers[size_t(l)];
@@ -115,11 +120,11 @@ void CpuTransformer::forward_batch(const int32_t* tokens, int64_t n, int64_t pos
       for (int64_t t = b; t < e; ++t)
         cpu_ref::rmsnorm(xb + t * E, x + t * E, V.attn_norm.data(), E, hp_.rms_eps);
     });
-    attention_layer(l, n, pos0);
+    attention_layer(l, tokens, n);
     mm.set_input(att_.data(), n, q_dim_);
     mm.multiply({{xb2, &W.wo}}, pool_);
     for (int64_t t = 0; t < n; ++t) cpu_ref::residual_add(x + t * E, xb2 + t * E, E);
-    observe(l, "attn_out", n, pos0);
+    observe(l, "attn_out", tokens, n);
 
     // Feed-forward block: x += down(silu(gate xn) * up xn).
     pool_.parallel_for(n, [&](int64_t b, int64_t e) {
@@ -134,21 +139,14 @@ void CpuTransformer::forward_batch(const int32_t* tokens, int64_t n, int64_t pos
     mm.set_input(hb_.data(), n, F);
     mm.multiply({{xb2, &W.ffn_down}}, pool_);
     for (int64_t t = 0; t < n; ++t) cpu_ref::residual_add(x + t * E, xb2 + t * E, E);
-    if (layer_fault_ && layer_fault_->layer == l) corrupt_layer_output(l, n, pos0);
-    observe(l, "ffn_out", n, pos0);
+    if (layer_fault_ && layer_fault_->layer == l) corrupt_layer_output(l, tokens, n);
+    observe(l, "ffn_out", tokens, n);
   }
-
-  if (logits) {
-    if (all_logits) {
-      compute_logits(0, n, logits);
-    } else {
-      compute_logits(n - 1, 1, logits);
-    }
-  }
+  compute_logits(tokens, n);
 }
 
 // Q/K/V projections, RoPE, the KV cache write and attention, into att_.
-void CpuTransformer::attention_layer(int64_t l, int64_t n, int64_t pos0) {
+void CpuTransformer::attention_layer(int64_t l, const TokenSlot* tokens, int64_t n) {
   const LayerWeights& W = model_.layers[size_t(l)];
   const LayerVectors& V = layer_vectors_[size_t(l)];
   float* q = q_.data();
@@ -168,17 +166,25 @@ void CpuTransformer::attention_layer(int64_t l, int64_t n, int64_t pos0) {
         cpu_ref::add_bias(kt, V.bk.data(), kv_dim_);
         cpu_ref::add_bias(v + t * kv_dim_, V.bv.data(), kv_dim_);
       }
-      cpu_ref::rope(qt, hp_.n_head, pos0 + t, rope);
-      cpu_ref::rope(kt, hp_.n_head_kv, pos0 + t, rope);
+      cpu_ref::rope(qt, hp_.n_head, tokens[t].pos, rope);
+      cpu_ref::rope(kt, hp_.n_head_kv, tokens[t].pos, rope);
     }
   });
-  kv_.store(l, pos0, k, v, n);
-  attend(l, n, pos0);
+  // Runs of consecutive positions of one sequence are stored together.
+  for (int64_t t = 0; t < n;) {
+    int64_t run = 1;
+    while (t + run < n && tokens[t + run].seq == tokens[t].seq &&
+           tokens[t + run].pos == tokens[t].pos + run)
+      ++run;
+    kv_.store(l, seq_row(tokens[t].seq) + tokens[t].pos, k + t * kv_dim_, v + t * kv_dim_, run);
+    t += run;
+  }
+  attend(l, tokens, n);
 }
 
-// Causal attention of the n new queries over the cache: token t sees positions 0 .. pos0 + t.
-// One work item per (token, query head).
-void CpuTransformer::attend(int64_t l, int64_t n, int64_t pos0) {
+// Causal attention of the n new queries over the cache: a token at position p of sequence s sees
+// positions 0 .. p of s. One work item per (token, query head).
+void CpuTransformer::attend(int64_t l, const TokenSlot* tokens, int64_t n) {
   const int64_t hd = hp_.head_dim;
   const int64_t group = hp_.n_head / hp_.n_head_kv;
   const float* q = q_.data();
@@ -191,31 +197,58 @@ void CpuTransformer::attend(int64_t l, int64_t n, int64_t pos0) {
       const int64_t kv_offset = (h / group) * hd;
       float* out = att + t * q_dim_ + h * hd;
       const float* qh = q + t * q_dim_ + h * hd;
-      const int64_t n_kv = pos0 + t + 1;
+      const int64_t n_kv = tokens[t].pos + 1;
+      const int64_t row0 = seq_row(tokens[t].seq);
       if (kv_.type() == KvType::F32) {
-        cpu_ref::attention_head(out, qh, kv_.k_f32(l, 0) + kv_offset, kv_.v_f32(l, 0) + kv_offset,
-                                n_kv, hd, kv_dim_, scores);
+        cpu_ref::attention_head(out, qh, kv_.k_f32(l, row0) + kv_offset,
+                                kv_.v_f32(l, row0) + kv_offset, n_kv, hd, kv_dim_, scores);
       } else {
-        cpu_fast::attention_head_f16(out, qh, kv_.k_f16(l, 0) + kv_offset,
-                                     kv_.v_f16(l, 0) + kv_offset, n_kv, hd, kv_dim_, scores);
+        cpu_fast::attention_head_f16(out, qh, kv_.k_f16(l, row0) + kv_offset,
+                                     kv_.v_f16(l, row0) + kv_offset, n_kv, hd, kv_dim_, scores);
       }
     }
   });
 }
 
-void CpuTransformer::compute_logits(int64_t first, int64_t n_rows, float* logits) {
+// The output rows the chunk's tokens ask for. One sequence's rows are consecutive in the chunk
+// and in its output, so they are computed in place; rows of several sequences are gathered into
+// one product (the weights read once) and copied out.
+void CpuTransformer::compute_logits(const TokenSlot* tokens, int64_t n) {
   const int64_t E = hp_.n_embd;
-  for (int64_t t = first; t < first + n_rows; ++t)
-    cpu_ref::rmsnorm(xb_.data() + t * E, x_.data() + t * E, output_norm_.data(), E, hp_.rms_eps);
-  kernels_->set_input(xb_.data() + first * E, n_rows, E);
-  kernels_->multiply({{logits, &model_.output}}, pool_);
+  const size_t V = size_t(hp_.n_vocab);
+  int64_t first = -1, n_rows = 0;
+  bool in_place = true;
+  for (int64_t t = 0; t < n; ++t) {
+    if (!tokens[t].logits) continue;
+    if (first < 0) first = t;
+    // In place only when every wanted row follows the previous one, in the chunk and in memory.
+    in_place = in_place && t == first + n_rows &&
+               tokens[t].logits == tokens[first].logits + size_t(n_rows) * V;
+    // Normalise into xb_ row n_rows: gathered at the front, in order.
+    cpu_ref::rmsnorm(xb_.data() + n_rows * E, x_.data() + t * E, output_norm_.data(), E,
+                     hp_.rms_eps);
+    ++n_rows;
+  }
+  if (n_rows == 0) return;
+  kernels_->set_input(xb_.data(), n_rows, E);
+  if (in_place) {
+    kernels_->multiply({{tokens[first].logits, &model_.output}}, pool_);
+    return;
+  }
+  if (logit_rows_.size() < size_t(n_rows) * V)
+    throw Error(name_ + ": output rows of several sequences need n_seq > 1");
+  kernels_->multiply({{logit_rows_.data(), &model_.output}}, pool_);
+  int64_t r = 0;
+  for (int64_t t = 0; t < n; ++t)
+    if (tokens[t].logits) std::copy_n(logit_rows_.data() + size_t(r++) * V, V, tokens[t].logits);
 }
 
-void CpuTransformer::observe(int64_t layer, const char* stage, int64_t n, int64_t pos0) const {
+void CpuTransformer::observe(int64_t layer, const char* stage, const TokenSlot* tokens,
+                             int64_t n) const {
   if (!observer_) return;
   const int64_t E = hp_.n_embd;
   for (int64_t t = 0; t < n; ++t)
-    observer_->on_hidden(int(layer), stage, int(pos0 + t),
+    observer_->on_hidden(int(layer), stage, tokens[t].pos,
                          std::span<const float>(x_.data() + t * E, size_t(E)));
 }
 

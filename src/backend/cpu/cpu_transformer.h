@@ -28,6 +28,7 @@ struct TransformerOptions {
   int n_threads = 0;   // <= 0: default_thread_count()
   int n_ctx = 0;       // <= 0: default_n_ctx (backend_options.h)
   int max_batch = 64;  // tokens computed together; longer forward() calls are split
+  int n_seq = 1;       // sequences (slots) the KV cache holds, each of n_ctx positions
   KvType kv_type = KvType::F32;
 };
 
@@ -42,21 +43,24 @@ class CpuTransformer {
   const Model& model() const { return model_; }
   const std::string& name() const { return name_; }
 
-  // Backend::forward_impl: the batch is non-empty, its ids are in the vocabulary and it fits the
-  // context (Backend::forward checked). `fault` is the backend's TEST KNOB; this forward pass
-  // injects a LayerCorrupt fault, Backend::forward the others.
-  void forward(std::span<const int32_t> tokens, float* logits, bool all_logits,
-               const FaultSpec& fault);
+  // Backend::forward_batch_impl: every item is non-empty, its ids are in the vocabulary and it
+  // fits its sequence's context (Backend::forward_batch checked). The items' tokens are computed
+  // together, max_batch at a time, each at its own sequence's positions; every row is what the
+  // item alone gives (the kernels' rows do not depend on the batch). `fault` is the backend's
+  // TEST KNOB; this forward pass injects a LayerCorrupt fault, Backend::forward_batch the others.
+  void forward(std::span<const SeqTokens> batch, const FaultSpec& fault);
 
-  int n_past() const { return n_past_; }
+  int n_past(int seq = 0) const { return n_past_[size_t(seq)]; }
   int n_ctx() const { return n_ctx_; }
+  int n_seq() const { return int(n_past_.size()); }
   int max_batch() const { return max_batch_; }
   int n_threads() const { return pool_.size(); }
   KvType kv_type() const { return kv_.type(); }
-  void truncate(int n_past);  // n_past >= n_past() keeps everything; < 0 is an Error
+  // n_past >= n_past(seq) keeps everything; < 0 is an Error.
+  void truncate(int seq, int n_past);
   void set_observer(LayerObserver* observer) { observer_ = observer; }
-  // TEST KNOB (backend/fault.h): KvDrift of positions [pos_begin, pos_end) by `scale`.
-  void drift_kv(int64_t pos_begin, int64_t pos_end, float scale);
+  // TEST KNOB (backend/fault.h): KvDrift of positions [pos_begin, pos_end) of `seq` by `scale`.
+  void drift_kv(int seq, int64_t pos_begin, int64_t pos_end, float scale);
 
  private:
   // Small 1-D weights (norms, biases), dequantized once.
@@ -64,15 +68,23 @@ class CpuTransformer {
     std::vector<float> attn_norm, ffn_norm, bq, bk, bv;
   };
 
-  void forward_batch(const int32_t* tokens, int64_t n, int64_t pos0, float* logits,
-                     bool all_logits);
-  void attention_layer(int64_t layer, int64_t n, int64_t pos0);
-  void attend(int64_t layer, int64_t n, int64_t pos0);
-  void compute_logits(int64_t first, int64_t n_rows, float* logits);
-  void observe(int64_t layer, const char* stage, int64_t n, int64_t pos0) const;
+  // A flattened token: its id, sequence, position, and where its logits go (or nullptr).
+  struct TokenSlot {
+    int32_t token;
+    int seq;
+    int pos;
+    float* logits;
+  };
+  void forward_chunk(const TokenSlot* tokens, int64_t n);
+  void attention_layer(int64_t layer, const TokenSlot* tokens, int64_t n);
+  void attend(int64_t layer, const TokenSlot* tokens, int64_t n);
+  void compute_logits(const TokenSlot* tokens, int64_t n);
+  void observe(int64_t layer, const char* stage, const TokenSlot* tokens, int64_t n) const;
+  // First KV cache row of sequence `seq` (the cache holds n_seq x n_ctx rows per layer).
+  int64_t seq_row(int seq) const { return int64_t(seq) * n_ctx_; }
 
   // TEST KNOB helper (cpu_faults.cpp).
-  void corrupt_layer_output(int64_t layer, int64_t n, int64_t pos0);
+  void corrupt_layer_output(int64_t layer, const TokenSlot* tokens, int64_t n);
 
   const Model& model_;
   const HParams hp_;
@@ -80,7 +92,7 @@ class CpuTransformer {
   const int64_t q_dim_, kv_dim_;
   int n_ctx_ = 0;
   int max_batch_ = 0;
-  int n_past_ = 0;
+  std::vector<int> n_past_;  // per sequence
 
   ThreadPool pool_;
   std::unique_ptr<CpuKernels> kernels_;
@@ -89,15 +101,17 @@ class CpuTransformer {
   KvCache kv_;
 
   // Activations for max_batch tokens, one row per token.
-  std::vector<float> x_;       // residual stream [n_embd]
-  std::vector<float> xb_;      // normalised input of a block [n_embd]
-  std::vector<float> xb2_;     // output of wo / ffn_down [n_embd]
-  std::vector<float> q_;       // queries [q_dim]
-  std::vector<float> k_, v_;   // new keys and values [kv_dim], before they enter the cache
-  std::vector<float> att_;     // attention output [q_dim]
-  std::vector<float> hb_;      // ffn gate, then SwiGLU [n_ff]
-  std::vector<float> hb2_;     // ffn up [n_ff]
-  std::vector<float> scores_;  // attention scores, n_ctx per thread
+  std::vector<float> x_;           // residual stream [n_embd]
+  std::vector<float> xb_;          // normalised input of a block [n_embd]
+  std::vector<float> xb2_;         // output of wo / ffn_down [n_embd]
+  std::vector<float> q_;           // queries [q_dim]
+  std::vector<float> k_, v_;       // new keys and values [kv_dim], before they enter the cache
+  std::vector<float> att_;         // attention output [q_dim]
+  std::vector<float> hb_;          // ffn gate, then SwiGLU [n_ff]
+  std::vector<float> hb2_;         // ffn up [n_ff]
+  std::vector<float> scores_;      // attention scores, n_ctx per thread
+  std::vector<TokenSlot> flat_;    // forward()'s items, one entry per token
+  std::vector<float> logit_rows_;  // n_seq > 1: rows gathered for one output product
 
   LayerObserver* observer_ = nullptr;
 

@@ -59,6 +59,7 @@ cpu::TransformerOptions fast_options(const Model& model, const FastCpuBackend::O
   t.n_ctx = o.n_ctx;
   t.max_batch = o.max_batch;
   t.kv_type = o.kv_type;
+  t.n_seq = o.n_seq;
   return t;
 }
 

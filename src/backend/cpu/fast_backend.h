@@ -39,6 +39,7 @@ class FastCpuBackend final : public cpu::TransformerBackend<GatedBackend> {
     int n_ctx = 0;      // <= 0: default_n_ctx()
     int max_batch = kDefaultMaxBatch;
     KvType kv_type = KvType::F16;
+    int n_seq = 1;  // sequences (slots) the KV cache holds
   };
 
   // Throws InputError for a weight the fast kernels cannot multiply, Error when the KV cache

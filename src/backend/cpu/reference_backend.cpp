@@ -42,8 +42,9 @@ std::unique_ptr<CpuKernels> make_reference_kernels(const RefMatmulTuning& tuning
 
 namespace {
 
-cpu::TransformerOptions reference_options(int n_threads, int n_ctx, int max_batch) {
+cpu::TransformerOptions reference_options(int n_threads, int n_ctx, int max_batch, int n_seq) {
   cpu::TransformerOptions o;
+  o.n_seq = n_seq;
   o.name = "cpu-ref";
   o.n_threads = n_threads;
   o.n_ctx = n_ctx;
@@ -55,9 +56,9 @@ cpu::TransformerOptions reference_options(int n_threads, int n_ctx, int max_batc
 }  // namespace
 
 ReferenceBackend::ReferenceBackend(const Model& model, int n_threads, int n_ctx, int max_batch,
-                                   const RefMatmulTuning& tuning)
+                                   const RefMatmulTuning& tuning, int n_seq)
     : TransformerBackend(model, cpu::make_reference_kernels(tuning),
-                         reference_options(n_threads, n_ctx, max_batch)) {}
+                         reference_options(n_threads, n_ctx, max_batch, n_seq)) {}
 
 ReferenceBackend::~ReferenceBackend() = default;
 

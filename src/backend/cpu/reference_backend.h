@@ -34,7 +34,8 @@ class ReferenceBackend final : public cpu::TransformerBackend<Backend> {
   // the KV cache included, are allocated here; forward() allocates nothing. The model must
   // outlive the backend. Throws Error when the KV cache cannot be allocated.
   explicit ReferenceBackend(const Model& model, int n_threads = 0, int n_ctx = 0,
-                            int max_batch = kDefaultMaxBatch, const RefMatmulTuning& tuning = {});
+                            int max_batch = kDefaultMaxBatch, const RefMatmulTuning& tuning = {},
+                            int n_seq = 1);
   ~ReferenceBackend() override;
 
   std::string name() const override { return "cpu-ref"; }

@@ -14,9 +14,12 @@ template <class Base>
 class TransformerBackend : public Base {
  public:
   const Model& model() const override { return transformer_.model(); }
-  int n_past() const override { return transformer_.n_past(); }
+  int n_seq() const override { return transformer_.n_seq(); }
   int n_ctx() const override { return transformer_.n_ctx(); }
-  void truncate(int n_past) override { transformer_.truncate(n_past); }
+  int n_past() const override { return transformer_.n_past(0); }
+  int seq_past(int seq) const override { return transformer_.n_past(seq); }
+  void truncate(int n_past) override { transformer_.truncate(0, n_past); }
+  void truncate_seq(int seq, int n_past) override { transformer_.truncate(seq, n_past); }
   void set_observer(LayerObserver* observer) override { transformer_.set_observer(observer); }
 
   int n_threads() const { return transformer_.n_threads(); }
@@ -28,10 +31,14 @@ class TransformerBackend : public Base {
       : transformer_(model, std::move(kernels), options) {}
 
   void forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) override {
-    transformer_.forward(tokens, logits, all_logits, this->fault());
+    const SeqTokens item{0, tokens, logits, all_logits};
+    transformer_.forward({&item, 1}, this->fault());
   }
-  void drift_kv(int64_t pos_begin, int64_t pos_end, float scale) override {
-    transformer_.drift_kv(pos_begin, pos_end, scale);
+  void forward_batch_impl(std::span<const SeqTokens> batch) override {
+    transformer_.forward(batch, this->fault());
+  }
+  void drift_kv(int seq, int64_t pos_begin, int64_t pos_end, float scale) override {
+    transformer_.drift_kv(seq, pos_begin, pos_end, scale);
   }
 
  private:

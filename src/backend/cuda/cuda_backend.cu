@@ -74,7 +74,7 @@ class CudaBackend final : public GatedBackend {
 
  protected:
   void forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) override;
-  void drift_kv(int64_t pos_begin, int64_t pos_end, float scale) override;
+  void drift_kv(int seq, int64_t pos_begin, int64_t pos_end, float scale) override;
 
  private:
   void check_supported() const;
@@ -583,7 +583,8 @@ void CudaBackend::forward_impl(std::span<const int32_t> tokens, float* logits, b
 }
 
 // TEST KNOB (backend/fault.h), with the CPU reference's values.
-void CudaBackend::drift_kv(int64_t pos_begin, int64_t pos_end, float scale) {
+void CudaBackend::drift_kv(int /*seq: always 0*/, int64_t pos_begin, int64_t pos_end,
+                           float scale) {
   for (int l = 0; l < int(hp_.n_layer); ++l)
     fault_drift_kv(k_cache(l), v_cache(l), kv_type_, kv_dim_, l, pos_begin, pos_end, scale,
                    stream_);
@@ -595,6 +596,10 @@ void CudaBackend::drift_kv(int64_t pos_begin, int64_t pos_end, float scale) {
 std::unique_ptr<GatedBackend> create_cuda_backend(const Model& model, const BackendOptions& options,
                                                   GateKey key) {
   (void)key;  // its existence is the proof that the parity gate asked
+  // Batched decode over several sequences is not written for CUDA yet: one sequence, one cache.
+  if (options.n_seq != 1)
+    throw InputError("cuda backend: serves one sequence at a time (asked for " +
+                     std::to_string(options.n_seq) + "); use --parallel 1 or a CPU backend");
   cuda_ops::set_kernel_tuning(options.cuda.tuning);
   return std::make_unique<CudaBackend>(model, options.cuda, options.n_ctx);
 }
