@@ -25,6 +25,11 @@ struct FaultSpec {
     LayerCorrupt,
     // Writes NaN into the logits of the first row computed at absolute position >= `position`.
     NaN,
+    // In a forward call that holds several sequences (continuous batching), adds
+    // magnitude * (pseudo-random +-1) to the output hidden state of layer `layer` of every token
+    // of every sequence but the call's first. Single-sequence calls are untouched: the failure of
+    // a batched path that a single-sequence check never sees.
+    BatchCorrupt,
   };
   Kind kind = None;
   float magnitude = 0;
@@ -34,7 +39,8 @@ struct FaultSpec {
 
 // The checks every backend's set_fault() makes before it takes a fault (InputError otherwise).
 inline void validate_fault(const FaultSpec& fault, int64_t n_layer) {
-  if (fault.kind == FaultSpec::LayerCorrupt && (fault.layer < 0 || fault.layer >= n_layer))
+  if ((fault.kind == FaultSpec::LayerCorrupt || fault.kind == FaultSpec::BatchCorrupt) &&
+      (fault.layer < 0 || fault.layer >= n_layer))
     throw InputError("fault: layer " + std::to_string(fault.layer) + " out of range (model has " +
                      std::to_string(n_layer) + " layers)");
   if (fault.position < 0)

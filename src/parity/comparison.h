@@ -25,6 +25,10 @@ struct ParityRow {
   int index = 0;         // 0-based position or step
   int total = 0;         // P or N
   int32_t token = -1;    // input token at this row
+  // A batched step's second sequence (a backend serving several sequences): its sequence and
+  // position; 0 for every other row.
+  int seq = 0;
+  int position = 0;
   LogitComparison m;
   std::string where() const;  // "position 5/64" or "step 1/3"
 };

@@ -42,12 +42,17 @@ FaultSpec parse_fault(const std::string& text) {
     f.layer = int(number(p[1], text));
     f.position = int(number(p[2], text));
     f.magnitude = float(number(p[3], text));
+  } else if (!p.empty() && p[0] == "batch_corrupt" && p.size() == 3) {
+    f.kind = FaultSpec::BatchCorrupt;
+    f.layer = int(number(p[1], text));
+    f.magnitude = float(number(p[2], text));
   } else if (!p.empty() && p[0] == "nan" && p.size() == 2) {
     f.kind = FaultSpec::NaN;
     f.position = int(number(p[1], text));
   } else {
-    throw InputError("LOCKSTEP_FAULT = '" + text +
-                     "' is not kv_drift:MAG, layer_corrupt:LAYER:POS:MAG or nan:POS");
+    throw InputError(
+        "LOCKSTEP_FAULT = '" + text +
+        "' is not kv_drift:MAG, layer_corrupt:LAYER:POS:MAG, batch_corrupt:LAYER:MAG or nan:POS");
   }
   return f;
 }

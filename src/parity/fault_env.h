@@ -2,6 +2,7 @@
 // CLI, src/cli/environment.cpp, into BackendOptions::fault).
 //   kv_drift:MAGNITUDE              e.g. kv_drift:0.5
 //   layer_corrupt:LAYER:POS:MAGNITUDE   e.g. layer_corrupt:1:10:4
+//   batch_corrupt:LAYER:MAG         e.g. batch_corrupt:1:4 (only calls of several sequences)
 //   nan:POS                         e.g. nan:0
 // Documented in docs/parity.md. A malformed value is a usage error.
 #pragma once

@@ -65,6 +65,7 @@ ServingBackend serve(std::unique_ptr<Backend> serving, const std::string& name,
     s.cached_prefix.assign(probe.begin(), probe.end());
   }
   serving->truncate(int(s.cached_prefix.size()));
+  for (int seq = 1; seq < serving->n_seq(); ++seq) serving->truncate_seq(seq, 0);
   s.backend = std::move(serving);
   s.backend_used = name;
   s.verdict = std::move(verdict);

@@ -19,6 +19,18 @@ void CpuTransformer::corrupt_layer_output(int64_t layer, const TokenSlot* tokens
   }
 }
 
+void CpuTransformer::corrupt_batched_sequences(int64_t layer, const TokenSlot* tokens, int64_t n) {
+  const FaultSpec& f = *batch_fault_;
+  for (int64_t t = 0; t < n; ++t) {
+    if (tokens[t].seq == batch_first_seq_) continue;
+    float* h = x_.data() + t * hp_.n_embd;
+    for (int64_t i = 0; i < hp_.n_embd; ++i) {
+      const bool negative = hash4(3, uint64_t(layer), uint64_t(tokens[t].pos), uint64_t(i)) & 1;
+      h[i] += negative ? -f.magnitude : f.magnitude;
+    }
+  }
+}
+
 void CpuTransformer::drift_kv(int seq, int64_t pos_begin, int64_t pos_end, float scale) {
   for (int64_t l = 0; l < hp_.n_layer; ++l) {
     for (int64_t p = pos_begin; p < pos_end; ++p) {

@@ -81,6 +81,9 @@ void CpuTransformer::truncate(int seq, int n_past) {
 
 void CpuTransformer::forward(std::span<const SeqTokens> batch, const FaultSpec& fault) {
   layer_fault_ = fault.kind == FaultSpec::LayerCorrupt ? &fault : nullptr;
+  // TEST KNOB: a batch of several sequences corrupts every sequence but the first.
+  batch_fault_ = fault.kind == FaultSpec::BatchCorrupt && batch.size() > 1 ? &fault : nullptr;
+  batch_first_seq_ = batch.empty() ? 0 : batch[0].seq;
   const size_t V = size_t(hp_.n_vocab);
   flat_.clear();
   for (const SeqTokens& item : batch) {
@@ -140,6 +143,7 @@ void CpuTransformer::forward_chunk(const TokenSlot* tokens, int64_t n) {
     mm.multiply({{xb2, &W.ffn_down}}, pool_);
     for (int64_t t = 0; t < n; ++t) cpu_ref::residual_add(x + t * E, xb2 + t * E, E);
     if (layer_fault_ && layer_fault_->layer == l) corrupt_layer_output(l, tokens, n);
+    if (batch_fault_ && batch_fault_->layer == l) corrupt_batched_sequences(l, tokens, n);
     observe(l, "ffn_out", tokens, n);
   }
   compute_logits(tokens, n);

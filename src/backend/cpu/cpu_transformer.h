@@ -85,6 +85,7 @@ class CpuTransformer {
 
   // TEST KNOB helper (cpu_faults.cpp).
   void corrupt_layer_output(int64_t layer, const TokenSlot* tokens, int64_t n);
+  void corrupt_batched_sequences(int64_t layer, const TokenSlot* tokens, int64_t n);
 
   const Model& model_;
   const HParams hp_;
@@ -116,6 +117,8 @@ class CpuTransformer {
   LayerObserver* observer_ = nullptr;
 
   const FaultSpec* layer_fault_ = nullptr;  // during forward(): a LayerCorrupt fault, or none
+  const FaultSpec* batch_fault_ = nullptr;  // during forward(): a BatchCorrupt fault that applies
+  int batch_first_seq_ = 0;
 };
 
 }  // namespace lockstep::cpu
