@@ -62,7 +62,7 @@ std::string bench_markdown(const std::vector<BenchReport>& reports);
 std::string bench_json(const std::vector<BenchReport>& reports);
 std::string bench_csv(const std::vector<BenchReport>& reports);
 inline std::string bench_markdown(const BenchReport& report) {
-  return bench_markdown({report});
+  return bench_markdown(std::vector<BenchReport>{report});
 }
 
 }  // namespace lockstep
