@@ -225,7 +225,9 @@ int run_main(int argc, char** argv) {
     if (!is_one_dash_word(args[k])) continue;
     const std::string word = args[k].substr(0, args[k].find('='));
     const std::string value = args[k].substr(word.size());
-    if (auto it = llama_cpp_spellings().find(word); it != llama_cpp_spellings().end()) {
+    auto it = llama_cpp_spellings().find(word);
+    // Only for a command that has the flag: elsewhere -fa may still be -f a.
+    if (it != llama_cpp_spellings().end() && command && command->get_option_no_throw(it->second)) {
       rewritten[it->second] = word;
       args[k] = it->second + value;
     } else if (llama_cpp_missing().count(word.substr(1))) {
