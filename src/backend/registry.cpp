@@ -111,6 +111,15 @@ std::vector<std::string> available_backends() {
   return names;
 }
 
+std::string backend_for_gpu_layers(bool on_device) {
+  const BackendEntry* best = nullptr;
+  for (const BackendEntry& e : backend_registry())
+    if (e.auto_rank > 0 && e.is_device == on_device && (!best || e.auto_rank > best->auto_rank))
+      best = &e;
+  if (!best) throw Error("backend registry: no backend for -ngl");
+  return best->name;
+}
+
 std::unique_ptr<Backend> create_reference(const Model& model, const BackendOptions& options) {
   return reference_backend_entry().create_reference(model, options);
 }

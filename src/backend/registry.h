@@ -48,6 +48,10 @@ std::string validate_backend_name(const std::string& name);
 std::vector<const BackendEntry*> auto_candidates();
 // The names of the backends this build and machine can run.
 std::vector<std::string> available_backends();
+// What llama.cpp's -ngl N means here: N > 0, the preferred device backend (the GPU); N = 0, the
+// preferred backend that is not a device (the fast CPU path). Whether it is available is the
+// gate's business, as for --backend.
+std::string backend_for_gpu_layers(bool on_device);
 // The reference backend: it needs no gate (it is what the gate trusts).
 std::unique_ptr<Backend> create_reference(const Model& model, const BackendOptions& options);
 

@@ -1,6 +1,8 @@
-// `lockstep bench -m MODEL [-p 512] [-n 128] [-r REPS] [-t N] [--backend ...] [--json]`:
-// prompt-processing and generation throughput, llama-bench style. The table (or JSON) goes to
-// stdout; progress lines go to stderr.
+// `lockstep bench -m MODEL [-p 512[,N...]] [-n 128[,N...]] [-t N[,N...]] [-r REPS] [--backend ...]
+// [-o md|json|csv]`: prompt-processing and generation throughput, llama-bench style. Every -p
+// value and every -n value is a test of its own, measured at every -t thread count: one row each.
+// The table (or JSON array, or CSV) goes to stdout; progress lines go to stderr.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -18,35 +20,44 @@ namespace {
 struct BenchFlags {
   ModelFlags model;
   BenchParams params;
+  std::vector<int> threads = {0};
+  std::string output = "md";
   bool json = false;
 };
 
 int run_bench_command(const BenchFlags& f) {
+  print_flag_notes(f.model, "bench");
   const std::string path = resolve_model_path(f.model.model);
   const auto t0 = std::chrono::steady_clock::now();
   Model model = Model::load(path);
   const auto vocab = tokenizer::Vocab::from_gguf(*model.file);
   const ParityConfig parity = resolve_parity(f.model.parity);
-  OpenRequest request = f.model.request();
-  // The tests need max(pp, tg) positions and the gate its probe; a larger default context would
-  // only cost memory.
-  if (request.options.n_ctx == 0)
-    request.options.n_ctx =
-        std::max({f.params.n_prompt, f.params.n_gen, parity.positions + parity.steps + 1});
-  ServingBackend opened = open_backend(model, vocab, request, parity, {});
-  auto& backend = opened.backend;
-  const int threads = resolve_threads(request.options.threads);
-  const double load_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   const ModelSummary summary = summarize(model, path);
-  std::fprintf(stderr, "lockstep bench: %s | %s | %s | backend %s | threads %d | load %.0f ms\n",
-               path.c_str(), summary.architecture.c_str(), summary.file_type.c_str(),
-               opened.describe().c_str(), threads, load_ms);
-
-  const BenchReport report = run_bench(
-      *backend, f.params, summary, threads,
-      [](const std::string& line) { std::fprintf(stderr, "lockstep bench: %s\n", line.c_str()); });
-  const std::string out = f.json ? bench_json(report) + "\n" : bench_markdown(report);
+  warn_ctx_beyond_training("bench", f.model.n_ctx, summary.n_ctx_train);
+  std::vector<BenchReport> reports;
+  for (int threads : f.threads) {
+    OpenRequest request = f.model.request();
+    request.options.threads = threads;
+    // The tests need the largest of them in positions and the gate its probe; a larger default
+    // context would only cost memory.
+    if (request.options.n_ctx == 0)
+      request.options.n_ctx =
+          std::max(bench_max_tokens(f.params), parity.positions + parity.steps + 1);
+    ServingBackend opened = open_backend(model, vocab, request, parity, {});
+    const double load_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const int used_threads = resolve_threads(threads);
+    std::fprintf(stderr, "lockstep bench: %s | %s | %s | backend %s | threads %d | load %.0f ms\n",
+                 path.c_str(), summary.architecture.c_str(), summary.file_type.c_str(),
+                 opened.describe().c_str(), used_threads, load_ms);
+    reports.push_back(run_bench(*opened.backend, f.params, summary, used_threads,
+                                [](const std::string& line) {
+                                  std::fprintf(stderr, "lockstep bench: %s\n", line.c_str());
+                                }));
+  }
+  const std::string out = f.output == "json"  ? bench_json(reports) + "\n"
+                          : f.output == "csv" ? bench_csv(reports)
+                                              : bench_markdown(reports);
   std::fwrite(out.data(), 1, out.size(), stdout);
   std::fflush(stdout);
   return 0;
@@ -58,19 +69,43 @@ void add_bench(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("bench", "Measure prompt and generation throughput");
   auto f = std::make_shared<BenchFlags>();
   add_model_flags(cmd, f->model);
-  cmd->add_option("-p,--n-prompt", f->params.n_prompt, "prompt tokens per pp test (0: skip)")
-      ->capture_default_str();
-  cmd->add_option("-n,--n-gen", f->params.n_gen, "generated tokens per tg test (0: skip)")
-      ->capture_default_str();
+  // -t takes a list here, as in llama-bench.
+  cmd->remove_option(cmd->get_option("--threads"));
+  cmd->add_option("-t,--threads", f->threads,
+                  "CPU threads, a comma-separated list: one run per value (0: one per physical "
+                  "core)")
+      ->delimiter(',')
+      ->default_str("0");
+  cmd->add_option("-p,--n-prompt", f->params.n_prompt,
+                  "prompt tokens, a comma-separated list: one pp test per value (0: none)")
+      ->delimiter(',')
+      ->default_str("512");
+  cmd->add_option("-n,--n-gen", f->params.n_gen,
+                  "generated tokens, a comma-separated list: one tg test per value (0: none)")
+      ->delimiter(',')
+      ->default_str("128");
   cmd->add_option("-r,--repetitions", f->params.reps, "repetitions of each test")
       ->capture_default_str();
-  cmd->add_flag("--json", f->json, "print one JSON object instead of the table");
-  cmd->callback([&action, f] {
+  auto* output = cmd->add_option("-o,--output", f->output, "output format: md | json | csv")
+                     ->capture_default_str();
+  cmd->add_flag("--json", f->json, "the same as -o json");
+  cmd->callback([&action, f, output] {
     check_model_flags(f->model);
-    if (f->params.n_prompt < 0) throw CLI::ValidationError("--n-prompt", "must be >= 0");
-    if (f->params.n_gen < 0) throw CLI::ValidationError("--n-gen", "must be >= 0");
-    if (f->params.n_prompt == 0 && f->params.n_gen == 0)
+    if (f->json) {
+      if (output->count() > 0 && f->output != "json")
+        throw CLI::ValidationError("--json", "conflicts with -o " + f->output);
+      f->output = "json";
+    }
+    if (f->output != "md" && f->output != "json" && f->output != "csv")
+      throw CLI::ValidationError("--output", "'" + f->output + "' is not md, json or csv");
+    auto any_below = [](const std::vector<int>& v, int min) {
+      return std::any_of(v.begin(), v.end(), [min](int n) { return n < min; });
+    };
+    if (any_below(f->params.n_prompt, 0)) throw CLI::ValidationError("--n-prompt", "must be >= 0");
+    if (any_below(f->params.n_gen, 0)) throw CLI::ValidationError("--n-gen", "must be >= 0");
+    if (bench_max_tokens(f->params) == 0)
       throw CLI::ValidationError("--n-prompt/--n-gen", "at least one must be > 0");
+    if (any_below(f->threads, 0)) throw CLI::ValidationError("--threads", "must be >= 0 (0: all)");
     if (f->params.reps < 1) throw CLI::ValidationError("--repetitions", "must be >= 1");
     action = [f] { return run_bench_command(*f); };
   });

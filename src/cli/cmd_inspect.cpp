@@ -2,6 +2,7 @@
 // tokenizer, metadata, every tensor) and whether lockstep can run it. The verdict is "ok" or a
 // list of problems; the exit code is 0 for "ok" and 2 for problems (or an unreadable file), so
 // scripts can gate on it. The JSON form is documented in docs/inspect-json.md.
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "engine/model_source.h"
 #include "gguf/gguf_reader.h"
 #include "model/hparams.h"
 #include "model/model.h"
@@ -308,6 +310,29 @@ std::string str_or_dash(const json& j) {
   return j.dump();
 }
 
+// general.file_type as llama.cpp's enum names it: "MOSTLY_Q4_K_M (15)", "ALL_F32 (0)".
+std::string file_type_str(const json& j) {
+  if (!j.is_number_integer()) return str_or_dash(j);
+  const int64_t v = j.get<int64_t>();
+  const char* name = ftype_name(v);
+  std::string s = !name                       ? "unknown"
+                  : (v & ~int64_t(1024)) == 0 ? "ALL_F32"
+                                              : std::string("MOSTLY_") + name;
+  if (name && (v & 1024)) s += ", guessed";
+  return s + " (" + std::to_string(v) + ")";
+}
+
+// A special token id: "none" when the file has no such token: the key is absent, or holds -1 as
+// llama.cpp writes it (as an int32, or as a uint32: 4294967295).
+std::string token_id_str(const json& j) {
+  if (j.is_null()) return "none";
+  if (j.is_number_integer()) {
+    const int64_t id = j.get<int64_t>();
+    if (id < 0 || id == int64_t(UINT32_MAX)) return "none";
+  }
+  return str_or_dash(j);
+}
+
 std::string human_bytes(uint64_t n) {
   char buf[32];
   if (n >= (uint64_t(1) << 30))
@@ -327,7 +352,7 @@ void print_human(const json& r, const gguf::GgufFile& f) {
               r["kind"].get<std::string>().c_str());
   std::printf("architecture: %s   name: %s   file_type: %s\n",
               str_or_dash(r["architecture"]).c_str(), str_or_dash(r["name"]).c_str(),
-              str_or_dash(r["file_type"]).c_str());
+              file_type_str(r["file_type"]).c_str());
   if (!r["hparams"].is_null()) {
     std::string line;
     for (const auto& item : r["hparams"].items())
@@ -340,9 +365,9 @@ void print_human(const json& r, const gguf::GgufFile& f) {
         "special, chat template %s\n",
         str_or_dash(t["model"]).c_str(), str_or_dash(t["pre"]).c_str(),
         str_or_dash(t["n_tokens"]).c_str(), str_or_dash(t["n_merges"]).c_str(),
-        str_or_dash(t["bos"]).c_str(), str_or_dash(t["eos"]).c_str(), str_or_dash(t["eot"]).c_str(),
-        str_or_dash(t["pad"]).c_str(), str_or_dash(t["n_special"]).c_str(),
-        str_or_dash(t["chat_template"]).c_str());
+        token_id_str(t["bos"]).c_str(), token_id_str(t["eos"]).c_str(),
+        token_id_str(t["eot"]).c_str(), token_id_str(t["pad"]).c_str(),
+        str_or_dash(t["n_special"]).c_str(), str_or_dash(t["chat_template"]).c_str());
   } else {
     std::printf("tokenizer: none\n");
   }
@@ -391,11 +416,20 @@ void add_inspect(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand(
       "inspect", "Describe a GGUF file and validate it (exit 0: ok, 2: problems or bad file)");
   auto path = std::make_shared<std::string>();
+  auto model = std::make_shared<std::string>();
   auto as_json = std::make_shared<bool>(false);
-  cmd->add_option("file", *path, "GGUF file")->required();
+  auto* file_opt = cmd->add_option("file", *path, "GGUF file (the same as -m FILE)");
+  auto* model_opt = cmd->add_option(
+      "-m,--model", *model,
+      "GGUF file (default: $LOCKSTEP_MODEL, else the SmolLM2-135M-Instruct download of "
+      "scripts/get-default-model.sh)");
+  file_opt->excludes(model_opt);
   cmd->add_flag("--json", *as_json, "Print the report as JSON (docs/inspect-json.md)");
-  cmd->callback(
-      [&action, path, as_json] { action = [path, as_json] { return inspect(*path, *as_json); }; });
+  cmd->callback([&action, path, model, as_json] {
+    action = [path, model, as_json] {
+      return inspect(resolve_model_path(path->empty() ? *model : *path), *as_json);
+    };
+  });
 }
 
 }  // namespace lockstep::cli

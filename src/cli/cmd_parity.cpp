@@ -65,6 +65,7 @@ int run_parity(const ParityCmdFlags& f) {
   const std::string path = resolve_model_path(f.model.model);
   Model model = Model::load(path);
   auto vocab = tokenizer::Vocab::from_gguf(*model.file);
+  print_flag_notes(f.model, "parity");
   OpenRequest req = f.model.request();
   req.options.threads = resolve_threads(req.options.threads);
   req.options.n_ctx = resolve_n_ctx(model.hp, req.options.n_ctx);
@@ -181,10 +182,7 @@ void add_parity(CLI::App& app, Action& action) {
   auto f = std::make_shared<ParityCmdFlags>();
   add_model_flags(cmd, f->model);
   cmd->add_option("-p,--prompt", f->prompt, "Probe with this text (else the built-in probe)");
-  cmd->add_option("--steps", f->model.parity.steps,
-                  "Autoregressive steps (1-16), as --parity-steps");
-  cmd->add_option("--positions", f->model.parity.positions,
-                  "Probe positions, as --parity-positions");
+  add_short_parity_names(cmd, f->model.parity);
   cmd->add_flag("--json", f->json, "Print one JSON object");
   cmd->add_flag("--layers", f->layers, "Compare hidden states after every layer");
   cmd->add_option("--layer-tolerance", f->layer_tolerance,

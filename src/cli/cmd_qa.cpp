@@ -22,14 +22,20 @@ struct QaFlags {
 
 int run_qa_command(const QaFlags& f) {
   check_model_flags(f.model);
+  print_flag_notes(f.model, "qa");
   const std::string path = resolve_model_path(f.model.model);
   Model model = Model::load(path);
   auto vocab = tokenizer::Vocab::from_gguf(*model.file);
+  warn_ctx_beyond_training("qa", f.model.n_ctx, model.hp.n_ctx_train);
   QaOptions opt;
   opt.backends = f.backends;
+  // -ngl names one device when --backends names none.
+  if (opt.backends.empty() && !f.model.n_gpu_layers.empty() && f.model.backend_name() != "auto")
+    opt.backends = {f.model.backend_name()};
   for (const auto& b : opt.backends)
     if (auto err = validate_backend_name(b); !err.empty() || b == "auto")
-      throw InputError(err.empty() ? "--backends: name backends explicitly" : err);
+      throw InputError(err.empty() ? "--backends: name backends explicitly (auto is not one)"
+                                   : err);
   opt.backend_options = f.model.request().options;
   opt.max_tokens = f.n_predict;
   opt.parity = resolve_parity(f.model.parity);
@@ -73,9 +79,15 @@ void add_qa(CLI::App& app, Action& action) {
   add_model_flags(cmd, f->model);
   cmd->add_flag("--json", f->json, "Print one JSON object");
   cmd->add_option("-n,--n-predict", f->n_predict, "Tokens per answer (default 48)");
-  cmd->add_option("--backends", f->backends, "Backends to check (default: every available one)")
+  // One flag for the backends, spelled either way (--backend as in every other command).
+  cmd->remove_option(cmd->get_option("--backend"));
+  cmd->add_option("--backends,--backend", f->backends,
+                  "Backends to check, comma-separated (default: every available one)")
       ->delimiter(',');
   cmd->callback([&action, f] {
+    if (!f->model.n_gpu_layers.empty() && !f->backends.empty())
+      throw CLI::ValidationError("--n-gpu-layers",
+                                 "-ngl and --backends both name backends; give one");
     if (f->n_predict < 1) throw CLI::ValidationError("--n-predict", "must be >= 1");
     action = [f] { return run_qa_command(*f); };
   });

@@ -56,6 +56,12 @@ void write_stdout(std::string_view s) {
   std::fflush(stdout);
 }
 
+// Why a "length" finish came: the context, not the -n limit.
+std::string context_full_note(int n_ctx) {
+  return "stopped: the context of " + std::to_string(n_ctx) +
+         " tokens is full (-c); a larger -c allows a longer answer";
+}
+
 std::string result_json(const GenerationResult& r, const LoadedModel& m, const Backend& backend,
                         uint64_t seed) {
   const ModelSummary& s = m.summary;
@@ -64,6 +70,7 @@ std::string result_json(const GenerationResult& r, const LoadedModel& m, const B
   j["text"] = r.text;
   j["tokens"] = r.tokens;
   j["finish_reason"] = r.finish_reason;
+  if (r.context_full) j["finish_note"] = context_full_note(backend.n_ctx());
   j["backend_used"] = m.backend_used;
   j["parity"] = parity_json(m);
   j["seed"] = seed;
@@ -94,12 +101,19 @@ int run_command(const RunFlags& f, bool prompt_given) {
   auto build_prompt = [&](const tokenizer::Vocab& vocab) {
     if (!f.chat) return vocab.tokenize(prompt_text, /*add_special=*/true, /*parse_special=*/true);
     const auto tmpl = tokenizer::ChatTemplate::for_vocab(vocab);
+    if (vocab.chat_template().empty())
+      std::fprintf(stderr,
+                   "lockstep run: note: the model has no chat template "
+                   "(tokenizer.chat_template); --chat uses %s\n",
+                   tmpl.name().c_str());
     std::vector<tokenizer::ChatMessage> messages;
     if (!f.system.empty()) messages.push_back({"system", f.system});
     messages.push_back({"user", prompt_text});
     return tokenizer::tokenize_chat(vocab, tmpl, messages, /*add_generation_prompt=*/true);
   };
+  print_flag_notes(f.model, "run");
   LoadedModel m = load_for_generation(f.model, "run", seed_note, build_prompt);
+  warn_ctx_beyond_training("run", f.model.n_ctx, m.summary.n_ctx_train);
 
   // The session takes over the prompt tokens the parity gate probed with: never redone.
   Session session(std::move(m.serving), *m.vocab, sampling);
@@ -111,15 +125,20 @@ int run_command(const RunFlags& f, bool prompt_given) {
   if (!f.json) stream = [](std::string_view piece) { write_stdout(piece); };
   const GenerationResult r = session.complete(m.prompt, req, stream);
 
+  // A terminal's prompt should not land after the answer on the same line.
+  const bool newline_added =
+      !f.json && !r.text.empty() && r.text.back() != '\n' && isatty(STDOUT_FILENO);
+  if (newline_added) write_stdout("\n");
   const auto& t = r.timings;
   if (r.context_full)
-    std::fprintf(stderr, "\nlockstep run: the context (%d tokens, -c) is full\n",
-                 session.backend().n_ctx());
+    std::fprintf(stderr, "%slockstep run: %s\n", f.json || newline_added ? "" : "\n",
+                 context_full_note(session.backend().n_ctx()).c_str());
   std::fprintf(stderr,
                "%slockstep run: load %.0f ms | prompt %d tok, %.1f ms, %.2f tok/s | generation %d "
                "tok, %.1f ms, %.2f tok/s | finish %s\n",
-               f.json ? "" : "\n", t.load_ms, t.prompt_tokens, t.prompt_ms, t.prompt_tok_per_s(),
-               t.gen_tokens, t.gen_ms, t.gen_tok_per_s(), r.finish_reason.c_str());
+               f.json || newline_added || r.context_full ? "" : "\n", t.load_ms, t.prompt_tokens,
+               t.prompt_ms, t.prompt_tok_per_s(), t.gen_tokens, t.gen_ms, t.gen_tok_per_s(),
+               r.finish_reason.c_str());
   if (f.json) write_stdout(result_json(r, m, session.backend(), sampling.seed) + "\n");
   return 0;
 }

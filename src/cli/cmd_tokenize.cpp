@@ -1,4 +1,4 @@
-// `lockstep tokenize -m MODEL [--no-bos] [--parse-special] [--ids | --json] (TEXT | -f FILE)`
+// `lockstep tokenize [-m MODEL] [--no-bos] [--parse-special] [--ids | --json] (TEXT | -f FILE)`
 // Behaves like llama.cpp's llama-tokenize: BOS is added when the vocabulary asks for it (unless
 // --no-bos); the default output is one line per token, `%6d -> 'piece'` (pieces of special tokens
 // shown as their text, other bytes written raw); --ids prints a JSON array of the ids; --json an
@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "engine/model_source.h"
 #include "tokenizer/unicode.h"
 #include "tokenizer/vocab.h"
 #include "util/error.h"
@@ -42,7 +43,7 @@ std::string read_file_exact(const std::string& path) {
 
 int run_tokenize(const TokenizeOptions& o, bool from_file) {
   const std::string text = from_file ? read_file_exact(o.file) : o.text;
-  const auto vocab = tokenizer::Vocab::load(o.model);
+  const auto vocab = tokenizer::Vocab::load(resolve_model_path(o.model));
   const bool add_special = vocab.add_bos() && !o.no_bos;
   const auto ids = vocab.tokenize(text, add_special, o.parse_special);
 
@@ -81,7 +82,9 @@ int run_tokenize(const TokenizeOptions& o, bool from_file) {
 void add_tokenize(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("tokenize", "Tokenize text with a model's vocabulary");
   auto o = std::make_shared<TokenizeOptions>();
-  cmd->add_option("-m,--model", o->model, "GGUF file (a vocab-only file is enough)")->required();
+  cmd->add_option("-m,--model", o->model,
+                  "GGUF file, a vocab-only one is enough (default: $LOCKSTEP_MODEL, else the "
+                  "SmolLM2-135M-Instruct download of scripts/get-default-model.sh)");
   auto* text_opt = cmd->add_option("text", o->text, "Text to tokenize");
   auto* file_opt = cmd->add_option("-f,--file", o->file, "Read the text from FILE, byte-exact");
   text_opt->excludes(file_opt);

@@ -23,13 +23,33 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f) {
   std::string backends = "auto (the best available, gated)";
   for (const BackendEntry& e : backend_registry())
     backends += std::string(" | ") + e.name + ": " + e.help;
-  cmd->add_option("--backend", f.backend, backends);
+  cmd->add_option("--backend", f.backend, backends)->each([&f](const std::string&) {
+    f.backend_given = true;
+  });
   add_parity_flags(cmd, f.parity);
+  // -ngl and -fa are spelled with one dash in llama.cpp; run_main rewrites them to these names.
+  cmd->add_option("--n-gpu-layers,--gpu-layers", f.n_gpu_layers,
+                  "llama.cpp's -ngl: 0 runs on the CPU (--backend cpu), any other count on the GPU "
+                  "(--backend cuda); lockstep keeps every layer on one device")
+      ->type_name("N");
+  cmd->add_option("-b,--batch-size", f.batch_size,
+                  "accepted for llama.cpp compatibility; lockstep chooses its prompt batch itself");
+  cmd->add_option_function<std::string>(
+         "--flash-attn", [&f](const std::string& v) { f.flash_attn = v.empty() ? "on" : v; },
+         "llama.cpp's -fa [on|off|auto], accepted and ignored: lockstep's attention has one form")
+      ->expected(0, 1)
+      ->type_name("[on|off|auto]");
+}
+
+std::string ModelFlags::backend_name() const {
+  if (backend_given || n_gpu_layers.empty() || n_gpu_layers == "auto") return backend;
+  return backend_for_gpu_layers(n_gpu_layers != "0");
 }
 
 void add_sampling_flags(CLI::App* cmd, SamplingFlags& f) {
   auto& p = f.params;
-  cmd->add_option("--temp", p.temperature, "temperature (0: greedy)")->capture_default_str();
+  cmd->add_option("--temp,--temperature", p.temperature, "temperature (0: greedy)")
+      ->capture_default_str();
   cmd->add_option("--top-k", p.top_k, "top-k (0: off)")->capture_default_str();
   cmd->add_option("--top-p", p.top_p, "top-p (1: off)")->capture_default_str();
   cmd->add_option("--min-p", p.min_p, "min-p (0: off)")->capture_default_str();
@@ -38,7 +58,7 @@ void add_sampling_flags(CLI::App* cmd, SamplingFlags& f) {
   cmd->add_option("--repeat-last-n", p.repeat_last_n,
                   "tokens the penalty looks back over (0: off, -1: whole context)")
       ->capture_default_str();
-  cmd->add_option("--seed", f.seed, "RNG seed (-1: random)")->capture_default_str();
+  cmd->add_option("-s,--seed", f.seed, "RNG seed (-1: random)")->capture_default_str();
 }
 
 void check_model_flags(const ModelFlags& f) {
@@ -46,6 +66,49 @@ void check_model_flags(const ModelFlags& f) {
   if (f.n_ctx < 0) throw CLI::ValidationError("--ctx-size", "must be >= 0 (0: model default)");
   if (std::string err = validate_backend_name(f.backend); !err.empty())
     throw CLI::ValidationError(err);
+  if (!f.n_gpu_layers.empty()) {
+    const std::string& n = f.n_gpu_layers;
+    const bool number = n.find_first_not_of("0123456789") == std::string::npos && n.size() < 10;
+    if (!number && n != "all" && n != "auto")
+      throw CLI::ValidationError("--n-gpu-layers",
+                                 "'" + n + "' is not a layer count (0, 1, ...), all or auto");
+    const bool on_device = !(number && std::stoi(n) == 0);
+    const std::string implied = n == "auto" ? "auto" : backend_for_gpu_layers(on_device);
+    // -ngl 0 and the CPU reference agree: both keep every layer off the GPU.
+    const BackendEntry* given = find_backend(f.backend);
+    const bool agrees =
+        f.backend == implied || (!on_device && given && given->is_reference);
+    if (f.backend_given && !agrees)
+      throw CLI::ValidationError("--n-gpu-layers", "-ngl " + n + " means --backend " + implied +
+                                                       ", but --backend " + f.backend +
+                                                       " was given; give one of them");
+  }
+  if (!f.flash_attn.empty() && f.flash_attn != "on" && f.flash_attn != "off" &&
+      f.flash_attn != "auto")
+    throw CLI::ValidationError("--flash-attn", "'" + f.flash_attn + "' is not on, off or auto");
+  if (f.batch_size < 0) throw CLI::ValidationError("--batch-size", "must be >= 1");
+}
+
+void print_flag_notes(const ModelFlags& f, const char* cmd) {
+  if (f.batch_size > 0)
+    std::fprintf(stderr,
+                 "lockstep %s: note: -b/--batch-size %d accepted and ignored; lockstep processes "
+                 "the whole prompt in the batches its backend chooses\n",
+                 cmd, f.batch_size);
+  if (!f.flash_attn.empty())
+    std::fprintf(stderr,
+                 "lockstep %s: note: -fa/--flash-attn %s accepted and ignored; lockstep's "
+                 "attention has a single form on each backend\n",
+                 cmd, f.flash_attn.c_str());
+}
+
+void warn_ctx_beyond_training(const char* cmd, int n_ctx, int64_t n_ctx_train) {
+  if (n_ctx_train > 0 && n_ctx > n_ctx_train)
+    std::fprintf(stderr,
+                 "lockstep %s: warning: -c %d is beyond the model's trained context of %lld "
+                 "tokens; text past position %lld may degrade\n",
+                 cmd, n_ctx, static_cast<long long>(n_ctx_train),
+                 static_cast<long long>(n_ctx_train));
 }
 
 void check_sampling_flags(const SamplingFlags& f) {
@@ -85,7 +148,7 @@ LoadedModel load_for_generation(const ModelFlags& flags, const char* cmd,
 
 OpenRequest ModelFlags::request() const {
   OpenRequest r;
-  r.backend = backend;
+  r.backend = backend_name();
   r.options = environment_knobs().backend;
   r.options.threads = threads;
   r.options.n_ctx = n_ctx;

@@ -23,11 +23,19 @@ struct ModelFlags {
   int threads = 0;    // 0: one per physical core
   int n_ctx = 0;      // 0: min(training context, 4096)
   std::string backend = "auto";
+  bool backend_given = false;  // --backend was on the command line
   ParityFlags parity;
+  // llama.cpp's flags, accepted where they mean something here: -ngl picks the device (0: the
+  // CPU, any other count: the GPU; lockstep never splits layers), -b and -fa change nothing.
+  std::string n_gpu_layers;  // empty: not given
+  int batch_size = 0;        // 0: not given
+  std::string flash_attn;    // -fa [on|off|auto] as given ("on" when bare); empty: not given
 
   // The backend request: these flags and the LOCKSTEP_* knobs of the environment
   // (cli/environment.h).
   OpenRequest request() const;
+  // --backend, or what -ngl implies when --backend was not given.
+  std::string backend_name() const;
 };
 
 struct SamplingFlags {
@@ -41,6 +49,13 @@ void add_sampling_flags(CLI::App* cmd, SamplingFlags& flags);
 // Throw CLI::ValidationError naming the flag for a bad value.
 void check_model_flags(const ModelFlags& flags);
 void check_sampling_flags(const SamplingFlags& flags);
+
+// Notes on stderr for accepted llama.cpp flags that change nothing here (-b, -fa), prefixed
+// "lockstep <cmd>:". Called when the command runs.
+void print_flag_notes(const ModelFlags& flags, const char* cmd);
+
+// A warning on stderr when -c asks for more positions than the model was trained on.
+void warn_ctx_beyond_training(const char* cmd, int n_ctx, int64_t n_ctx_train);
 
 // The sampling parameters with the seed resolved (a random one when --seed is -1).
 SamplingParams resolve_sampling(const SamplingFlags& flags);

@@ -5,18 +5,39 @@
 
 namespace lockstep::cli {
 
+namespace {
+
+void add_steps_option(CLI::App* cmd, ParityFlags& flags, const std::string& names) {
+  // Text, so that a bad value gets the gate's own message; shown as the number it is.
+  cmd->add_option(names, flags.steps,
+                  "Autoregressive steps the gate compares (1-16, default 3; env "
+                  "LOCKSTEP_PARITY_STEPS)")
+      ->type_name("INT");
+}
+
+void add_positions_option(CLI::App* cmd, ParityFlags& flags, const std::string& names) {
+  cmd->add_option(names, flags.positions,
+                  "Prompt positions the gate compares before the steps (default 64)");
+}
+
+}  // namespace
+
+void add_short_parity_names(CLI::App* cmd, ParityFlags& flags) {
+  cmd->remove_option(cmd->get_option("--parity-steps"));
+  cmd->remove_option(cmd->get_option("--parity-positions"));
+  add_steps_option(cmd, flags, "--parity-steps,--steps");
+  add_positions_option(cmd, flags, "--parity-positions,--positions");
+}
+
 void add_parity_flags(CLI::App* cmd, ParityFlags& flags) {
   cmd->add_option("--parity", flags.policy,
                   "Parity gate policy: auto (fall back to the CPU on failure), strict (fail), off "
                   "(no verification, warns)");
-  cmd->add_option("--parity-steps", flags.steps,
-                  "Autoregressive steps the gate compares (1-16, default 3; env "
-                  "LOCKSTEP_PARITY_STEPS)");
+  add_steps_option(cmd, flags, "--parity-steps");
   cmd->add_option(
       "--parity-threshold", flags.threshold,
       "Minimum cosine similarity of the logits at every position and step (default 0.99)");
-  cmd->add_option("--parity-positions", flags.positions,
-                  "Prompt positions the gate compares before the steps (default 64)");
+  add_positions_option(cmd, flags, "--parity-positions");
 }
 
 ParityConfig resolve_parity(const ParityFlags& flags) {

@@ -16,6 +16,9 @@ struct ParityFlags {
 };
 
 void add_parity_flags(CLI::App* cmd, ParityFlags& flags);
+// Adds --steps and --positions as aliases of --parity-steps and --parity-positions (registered
+// by add_parity_flags), for the `parity` command, where every flag is about the gate.
+void add_short_parity_names(CLI::App* cmd, ParityFlags& flags);
 // LOCKSTEP_PARITY_STEPS first, then the flags (a flag wins). Bad values are InputErrors (exit 2).
 ParityConfig resolve_parity(const ParityFlags& flags);
 

@@ -73,11 +73,20 @@ void summarize_stat(BenchStat& s) {
   s.stddev = n > 1 ? std::sqrt(var / double(n - 1)) : 0;
 }
 
+int bench_max_tokens(const BenchParams& p) {
+  int need = 0;
+  for (int n : p.n_prompt) need = std::max(need, n);
+  for (int n : p.n_gen) need = std::max(need, n);
+  return need;
+}
+
 BenchReport run_bench(Backend& backend, const BenchParams& p, const ModelSummary& model,
                       int threads, const std::function<void(const std::string&)>& progress) {
-  if (p.n_prompt < 0 || p.n_gen < 0 || p.reps < 1)
-    throw InputError("bench: -p and -n must be >= 0 and -r >= 1");
-  const int need = std::max(p.n_prompt, p.n_gen);
+  const bool negative =
+      std::any_of(p.n_prompt.begin(), p.n_prompt.end(), [](int n) { return n < 0; }) ||
+      std::any_of(p.n_gen.begin(), p.n_gen.end(), [](int n) { return n < 0; });
+  if (negative || p.reps < 1) throw InputError("bench: -p and -n must be >= 0 and -r >= 1");
+  const int need = bench_max_tokens(p);
   if (need > backend.n_ctx())
     throw InputError("bench: a test needs " + std::to_string(need) +
                      " positions but the context is " + std::to_string(backend.n_ctx()) + " (-c)");
@@ -90,10 +99,16 @@ BenchReport run_bench(Backend& backend, const BenchParams& p, const ModelSummary
   r.threads = threads;
   r.weight_bytes_per_token = weight_bytes_per_token(backend.model());
 
+  auto first_positive = [](const std::vector<int>& v) {
+    for (int n : v)
+      if (n > 0) return n;
+    return 0;
+  };
   // Warm-up (not measured): page the weights in, let the backend size its buffers.
-  if (p.n_prompt > 0)
-    run_pp(backend, random_tokens(std::min(p.n_prompt, 32), n_vocab, p.seed), logits);
-  if (p.n_gen > 0) run_tg(backend, random_tokens(std::min(p.n_gen, 4), n_vocab, p.seed), logits);
+  if (const int n = first_positive(p.n_prompt); n > 0)
+    run_pp(backend, random_tokens(std::min(n, 32), n_vocab, p.seed), logits);
+  if (const int n = first_positive(p.n_gen); n > 0)
+    run_tg(backend, random_tokens(std::min(n, 4), n_vocab, p.seed), logits);
 
   auto measure = [&](const char* kind, int n, auto run_once) {
     BenchStat s;
@@ -109,53 +124,101 @@ BenchReport run_bench(Backend& backend, const BenchParams& p, const ModelSummary
     summarize_stat(s);
     r.stats.push_back(std::move(s));
   };
-  if (p.n_prompt > 0) measure("pp", p.n_prompt, run_pp);
-  if (p.n_gen > 0) {
-    measure("tg", p.n_gen, run_tg);
-    r.gen_gb_per_s = double(r.weight_bytes_per_token) * r.stats.back().median / 1e9;
+  for (int n : p.n_prompt)
+    if (n > 0) measure("pp", n, run_pp);
+  for (int n : p.n_gen) {
+    if (n == 0) continue;
+    measure("tg", n, run_tg);
+    BenchStat& s = r.stats.back();
+    s.is_gen = true;
+    s.gb_per_s = double(r.weight_bytes_per_token) * s.median / 1e9;
+    r.gen_gb_per_s = s.gb_per_s;
   }
   backend.truncate(0);
   return r;
 }
 
-std::string bench_markdown(const BenchReport& r) {
+std::string bench_markdown(const std::vector<BenchReport>& reports) {
   std::string out =
       "| model | type | size | params | backend | threads | test | t/s (median) | min | max | "
       "stddev | weights GB/s |\n"
       "| --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n";
-  for (const auto& s : r.stats) {
-    const bool tg = s.test.rfind("tg", 0) == 0;
-    out += "| " + r.model.name + " | " + r.model.file_type + " | " +
-           human_bytes(r.model.file_bytes) + " | " + human_params(r.model.n_params) + " | " +
-           r.backend + " | " + std::to_string(r.threads) + " | " + s.test + " | " +
-           fixed(s.median, 2) + " | " + fixed(s.min, 2) + " | " + fixed(s.max, 2) + " | " +
-           fixed(s.stddev, 2) + " | " + (tg ? fixed(r.gen_gb_per_s, 2) : std::string("-")) + " |\n";
-  }
+  for (const auto& r : reports)
+    for (const auto& s : r.stats)
+      out += "| " + r.model.name + " | " + r.model.file_type + " | " +
+             human_bytes(r.model.file_bytes) + " | " + human_params(r.model.n_params) + " | " +
+             r.backend + " | " + std::to_string(r.threads) + " | " + s.test + " | " +
+             fixed(s.median, 2) + " | " + fixed(s.min, 2) + " | " + fixed(s.max, 2) + " | " +
+             fixed(s.stddev, 2) + " | " + (s.is_gen ? fixed(s.gb_per_s, 2) : std::string("-")) +
+             " |\n";
   return out;
 }
 
-std::string bench_json(const BenchReport& r) {
-  nlohmann::ordered_json j;
-  j["model"] = {{"path", r.model.path},
-                {"name", r.model.name},
-                {"architecture", r.model.architecture},
-                {"file_type", r.model.file_type},
-                {"file_bytes", r.model.file_bytes},
-                {"n_params", r.model.n_params}};
-  j["backend"] = r.backend;
-  j["threads"] = r.threads;
-  j["weight_bytes_per_token"] = r.weight_bytes_per_token;
-  j["tests"] = nlohmann::ordered_json::array();
-  for (const auto& s : r.stats)
-    j["tests"].push_back({{"test", s.test},
-                          {"n_tokens", s.n_tokens},
-                          {"tok_per_s", s.tok_per_s},
-                          {"median", s.median},
-                          {"min", s.min},
-                          {"max", s.max},
-                          {"stddev", s.stddev}});
-  j["gen_weights_gb_per_s"] = r.gen_gb_per_s;
-  return j.dump();
+std::string bench_json(const std::vector<BenchReport>& reports) {
+  nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+  for (const auto& r : reports)
+    for (const auto& s : r.stats) {
+      nlohmann::ordered_json j;
+      j["model"] = {{"path", r.model.path},
+                    {"name", r.model.name},
+                    {"architecture", r.model.architecture},
+                    {"file_type", r.model.file_type},
+                    {"file_bytes", r.model.file_bytes},
+                    {"n_params", r.model.n_params}};
+      j["backend"] = r.backend;
+      j["threads"] = r.threads;
+      j["weight_bytes_per_token"] = r.weight_bytes_per_token;
+      j["test"] = s.test;
+      j["n_prompt"] = s.is_gen ? 0 : s.n_tokens;
+      j["n_gen"] = s.is_gen ? s.n_tokens : 0;
+      j["n_tokens"] = s.n_tokens;
+      j["tok_per_s"] = s.tok_per_s;
+      j["median"] = s.median;
+      j["min"] = s.min;
+      j["max"] = s.max;
+      j["stddev"] = s.stddev;
+      j["gen_weights_gb_per_s"] = s.gb_per_s;
+      rows.push_back(std::move(j));
+    }
+  return rows.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+namespace {
+
+// RFC 4180: a field holding a comma, a quote or a line break is quoted, quotes doubled.
+std::string csv_field(const std::string& v) {
+  if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
+  std::string out = "\"";
+  for (char c : v) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+}  // namespace
+
+std::string bench_csv(const std::vector<BenchReport>& reports) {
+  std::string out =
+      "model,file_type,file_bytes,n_params,backend,threads,test,n_prompt,n_gen,median_tok_per_s,"
+      "min_tok_per_s,max_tok_per_s,stddev_tok_per_s,gen_weights_gb_per_s\n";
+  for (const auto& r : reports)
+    for (const auto& s : r.stats) {
+      const std::vector<std::string> fields = {r.model.name,
+                                               r.model.file_type,
+                                               std::to_string(r.model.file_bytes),
+                                               std::to_string(r.model.n_params),
+                                               r.backend,
+                                               std::to_string(r.threads),
+                                               s.test,
+                                               std::to_string(s.is_gen ? 0 : s.n_tokens),
+                                               std::to_string(s.is_gen ? s.n_tokens : 0),
+                                               fixed(s.median, 3),
+                                               fixed(s.min, 3),
+                                               fixed(s.max, 3),
+                                               fixed(s.stddev, 3),
+                                               fixed(s.gb_per_s, 3)};
+      for (size_t k = 0; k < fields.size(); ++k) out += (k ? "," : "") + csv_field(fields[k]);
+      out += "\n";
+    }
+  return out;
 }
 
 }  // namespace lockstep

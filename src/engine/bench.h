@@ -1,6 +1,8 @@
 // llama-bench style throughput measurement: prompt processing (one batched forward of P tokens)
 // and token generation (G single-token forwards from an empty cache), each repeated, reported as
-// median and spread of tokens per second, plus the weight bandwidth generation achieves.
+// median and spread of tokens per second, plus the weight bandwidth generation achieves. Like
+// llama-bench, every prompt size and every generation length is a test of its own (one row each);
+// a run with several thread counts gives one report per count.
 #pragma once
 
 #include <cstdint>
@@ -14,8 +16,8 @@
 namespace lockstep {
 
 struct BenchParams {
-  int n_prompt = 512;  // 0: skip the pp test
-  int n_gen = 128;     // 0: skip the tg test
+  std::vector<int> n_prompt = {512};  // one pp test per value; 0: skipped
+  std::vector<int> n_gen = {128};     // one tg test per value; 0: skipped
   int reps = 5;
   uint64_t seed = 1;  // the input token ids are random (the values do not change the work)
 };
@@ -23,6 +25,9 @@ struct BenchParams {
 struct BenchStat {
   std::string test;  // "pp512", "tg128"
   int n_tokens = 0;
+  bool is_gen = false;  // a tg test
+  // weight bytes per token x median tok/s, for tg tests (0 for pp)
+  double gb_per_s = 0;
   std::vector<double> tok_per_s;  // one per repetition, in run order
   double median = 0, min = 0, max = 0, stddev = 0;
 };
@@ -31,11 +36,14 @@ struct BenchReport {
   ModelSummary model;
   std::string backend;
   int threads = 0;
-  std::vector<BenchStat> stats;  // pp then tg, those that ran
+  std::vector<BenchStat> stats;  // the pp tests then the tg tests, in the order asked
   uint64_t weight_bytes_per_token = 0;
-  // weight_bytes_per_token x median tg tok/s; 0 when tg did not run.
+  // weight_bytes_per_token x median tok/s of the last tg test; 0 when no tg test ran.
   double gen_gb_per_s = 0;
 };
+
+// The largest test, in positions (the context a run needs).
+int bench_max_tokens(const BenchParams& params);
 
 // Fills median/min/max/stddev (sample standard deviation) from tok_per_s.
 void summarize_stat(BenchStat& stat);
@@ -45,7 +53,16 @@ void summarize_stat(BenchStat& stat);
 BenchReport run_bench(Backend& backend, const BenchParams& params, const ModelSummary& model,
                       int threads, const std::function<void(const std::string&)>& progress);
 
-std::string bench_markdown(const BenchReport& report);
-std::string bench_json(const BenchReport& report);  // one JSON object, no trailing newline
+// The outputs of `lockstep bench -o md|json|csv`, one row per test of every report.
+// md: a markdown table like llama-bench's. json: an array of objects, one per row, each with the
+// report's fields (model, backend, threads, weight_bytes_per_token, gen_weights_gb_per_s) and the
+// test's (test, n_prompt, n_gen, n_tokens, tok_per_s, median, min, max, stddev); no trailing
+// newline. csv: a header line and one line per row.
+std::string bench_markdown(const std::vector<BenchReport>& reports);
+std::string bench_json(const std::vector<BenchReport>& reports);
+std::string bench_csv(const std::vector<BenchReport>& reports);
+inline std::string bench_markdown(const BenchReport& report) {
+  return bench_markdown(std::vector<BenchReport>{report});
+}
 
 }  // namespace lockstep

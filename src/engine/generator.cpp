@@ -104,6 +104,10 @@ GenerationResult Session::generate(std::span<const int32_t> prompt,
   const auto t_gen = Clock::now();
   if (request.max_tokens == 0) result.finish_reason = "length";
   while (request.max_tokens != 0) {
+    if (request.cancelled && request.cancelled()) {
+      result.finish_reason = "cancelled";
+      break;
+    }
     const int32_t token = sampler_.sample({logits_.data(), n_sample});
     sampler_.accept(token);
     result.tokens.push_back(token);

@@ -37,14 +37,18 @@ struct GenerationTimings {
 struct GenerationResult {
   std::string text;             // generated text, without any stop string
   std::vector<int32_t> tokens;  // generated ids, including a final end-of-generation id
-  std::string finish_reason;    // "eos", "length" (token limit or full context) or "stop"
-  bool context_full = false;    // "length" because the context ran out, not the limit
+  // "eos", "length" (token limit or full context), "stop" or "cancelled"
+  std::string finish_reason;
+  bool context_full = false;  // "length" because the context ran out, not the limit
   GenerationTimings timings;
 };
 
 struct GenerationRequest {
   int max_tokens = -1;  // -1: until end of generation or a full context
   std::vector<std::string> stop;
+  // Asked before each token is sampled; true ends the generation there (finish_reason
+  // "cancelled"), with the text so far. Lets an interactive caller stop an answer (Ctrl-C).
+  std::function<bool()> cancelled;
 };
 
 // Receives each piece of text as soon as it is safe to show (valid UTF-8, no stop string part).

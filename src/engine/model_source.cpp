@@ -33,8 +33,6 @@ std::string resolve_model_path(const std::string& flag) {
   return path;
 }
 
-namespace {
-
 // llama.cpp's llama_ftype values (llama.h) as stored in general.file_type.
 const char* ftype_name(int64_t ftype) {
   static const std::map<int64_t, const char*> names = {
@@ -50,6 +48,8 @@ const char* ftype_name(int64_t ftype) {
   auto it = names.find(ftype & ~int64_t(1024));
   return it == names.end() ? nullptr : it->second;
 }
+
+namespace {
 
 void for_each_weight(const Model& m, const auto& fn) {
   fn(m.tok_embd);

@@ -19,6 +19,10 @@ std::string default_model_path();
 // InputError telling the user how to get it; a missing -m file is reported by the loader.
 std::string resolve_model_path(const std::string& flag);
 
+// llama.cpp's short name of a general.file_type value ("Q4_K_M" for 15, "F32" for 0; the 1024
+// "guessed" bit ignored), or nullptr for a value it does not know.
+const char* ftype_name(int64_t ftype);
+
 // llama.cpp's name for general.file_type ("Q4_K_M", "F16", ...); when the key is absent or
 // unknown, the type most of the weights' bytes are in ("mostly Q8_0").
 std::string file_type_name(const Model& model);

@@ -4,28 +4,16 @@
 // exit code 2.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cli/cli_models_util.h"
 #include "common/cli_process_util.h"
 #include "engine/chain_model_util.h"
 
 namespace lockstep::test {
 namespace {
-
-// After BOS the chain model writes this and then </s>.
-const std::string kChainText = " Once upon a time the end.";
-
-const std::string& chain_model_path() {
-  static const std::string path = [] {
-    const std::string p = temp_dir() + "/chain.gguf";
-    const auto bytes = chain_model_bytes();
-    std::ofstream(p, std::ios::binary)
-        .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-    return p;
-  }();
-  return path;
-}
 
 std::vector<std::string> run_args(std::vector<std::string> extra) {
   std::vector<std::string> a = {"run", "-m", chain_model_path(), "-t", "1", "--temp", "0"};
@@ -197,20 +185,27 @@ TEST(BenchCli, TableAndJson) {
   EXPECT_NE(table.out.find("| pp8 |"), std::string::npos) << table.out;
   EXPECT_NE(table.out.find("| tg4 |"), std::string::npos) << table.out;
 
+  // --json is -o json: an array with one object per test, each with the report's fields.
   auto json_args = base;
   json_args.push_back("--json");
   const auto js = run_lockstep(json_args);
   ASSERT_EQ(js.exit_code, 0) << js.err;
   const auto j = nlohmann::json::parse(js.out);
-  ASSERT_EQ(j["tests"].size(), 2u);
-  for (const auto& t : j["tests"]) {
+  ASSERT_TRUE(j.is_array()) << js.out;
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["test"], "pp8");
+  EXPECT_EQ(j[1]["test"], "tg4");
+  for (const auto& t : j) {
     EXPECT_EQ(t["tok_per_s"].size(), 2u);
     EXPECT_GT(t["median"].get<double>(), 0);
     EXPECT_LE(t["min"].get<double>(), t["median"].get<double>());
     EXPECT_GE(t["max"].get<double>(), t["median"].get<double>());
+    EXPECT_GT(t["weight_bytes_per_token"].get<double>(), 0);
+    EXPECT_EQ(t["threads"], 1);
+    for (const char* k : {"model", "backend", "n_tokens", "stddev", "gen_weights_gb_per_s"})
+      EXPECT_TRUE(t.contains(k)) << k;
   }
-  EXPECT_GT(j["weight_bytes_per_token"].get<double>(), 0);
-  EXPECT_GT(j["gen_weights_gb_per_s"].get<double>(), 0);
+  EXPECT_GT(j[1]["gen_weights_gb_per_s"].get<double>(), 0);
 
   for (const auto& [flag, value] : std::vector<std::pair<std::string, std::string>>{
            {"-r", "0"}, {"-p", "-1"}, {"-n", "-2"}, {"--backend", "tpu"}}) {

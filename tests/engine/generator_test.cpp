@@ -42,6 +42,24 @@ struct Collected {
 
 const std::vector<int32_t> kOncePrompt = {kBos, kOnce};
 
+TEST(Generator, CancelStopsBeforeTheNextTokenAndKeepsTheTextSoFar) {
+  Fixture f;
+  auto s = f.session();
+  Collected out;
+  GenerationRequest req;
+  // Cancelled once two pieces have been shown, as a Ctrl-C during streaming would.
+  req.cancelled = [&out] { return out.pieces.size() >= 2; };
+  auto r = s->generate(kOncePrompt, req, out.callback());
+  EXPECT_EQ(r.finish_reason, "cancelled");
+  EXPECT_EQ(r.text, " upon a");
+  EXPECT_EQ(out.joined(), r.text);
+  EXPECT_EQ(r.tokens, (std::vector<int32_t>{kUpon, kA}));
+  // The session goes on: the next call continues from the cache.
+  auto next = s->generate({}, {}, nullptr);
+  EXPECT_EQ(next.finish_reason, "eos");
+  EXPECT_EQ(next.text, " time the end.");
+}
+
 TEST(Generator, StopsAtEndOfGenerationWithoutPrintingIt) {
   Fixture f;
   auto s = f.session();

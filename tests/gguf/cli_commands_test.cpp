@@ -3,6 +3,8 @@
 // parses and says what docs/inspect-json.md promises.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -113,7 +115,13 @@ TEST(CliInspect, MalformedFileExitsTwoWithFileAndOffset) {
     for (const char* flags : {"", "--json "}) {
       const auto r = run_cli(std::string("inspect ") + flags + path);
       EXPECT_EQ(r.exit_code, 2);
-      EXPECT_TRUE(r.out.empty()) << r.out;
+      if (*flags) {  // --json: the error is a JSON object on stdout too
+        const json j = json::parse(r.out);
+        EXPECT_EQ(j["error"]["code"], 2) << r.out;
+        EXPECT_NE(j["error"]["message"].get<std::string>().find(c.what), std::string::npos);
+      } else {
+        EXPECT_TRUE(r.out.empty()) << r.out;
+      }
       EXPECT_EQ(count_lines(r.err), 1u) << r.err;
       EXPECT_NE(r.err.find(path + ": at byte " + std::to_string(c.offset) + ": "),
                 std::string::npos)
@@ -129,8 +137,17 @@ TEST(CliInspect, MissingFileAndBadUsageExitTwo) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("/nonexistent/model.gguf"), std::string::npos) << r.err;
   EXPECT_EQ(count_lines(r.err), 1u) << r.err;
+  // No file: the default model, here one that does not exist.
+  const char* saved = std::getenv("LOCKSTEP_MODEL");
+  const std::string saved_value = saved ? saved : "";
+  setenv("LOCKSTEP_MODEL", "/nonexistent/default.gguf", 1);
   r = run_cli("inspect");
+  if (saved)
+    setenv("LOCKSTEP_MODEL", saved_value.c_str(), 1);
+  else
+    unsetenv("LOCKSTEP_MODEL");
   EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("/nonexistent/default.gguf"), std::string::npos) << r.err;
   r = run_cli("inspect --yaml x.gguf");
   EXPECT_EQ(r.exit_code, 2);
 }

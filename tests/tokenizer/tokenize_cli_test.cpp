@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -80,8 +81,23 @@ TEST(TokenizeCli, FileIsReadByteExact) {
 
 TEST(TokenizeCli, Errors) {
   expect_usage_error(run_lockstep({"tokenize", "-m", kSpm}));  // no text
-  expect_usage_error(run_lockstep({"tokenize", "Hello"}));     // no -m
-  expect_usage_error(run_lockstep({"tokenize", "-m", kSpm, "--ids", "--json", "x"}));
+  {
+    // No -m: the default model, here one that does not exist.
+    const char* saved = std::getenv("LOCKSTEP_MODEL");
+    const std::string saved_value = saved ? saved : "";
+    setenv("LOCKSTEP_MODEL", "/nonexistent/default.gguf", 1);
+    expect_usage_error(run_lockstep({"tokenize", "Hello"}));
+    if (saved)
+      setenv("LOCKSTEP_MODEL", saved_value.c_str(), 1);
+    else
+      unsetenv("LOCKSTEP_MODEL");
+  }
+  {
+    // With --json among the arguments the usage error is a JSON object on stdout as well.
+    const auto r = run_lockstep({"tokenize", "-m", kSpm, "--ids", "--json", "x"});
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_EQ(nlohmann::json::parse(r.out)["error"]["type"], "usage") << r.out;
+  }
   expect_usage_error(run_lockstep({"tokenize", "-m", kSpm, "--bogus", "x"}));
   expect_usage_error(run_lockstep({"tokenize", "-m", kSpm, "-f", "/nonexistent/file"}));
   expect_usage_error(run_lockstep({"tokenize", "-m", "/nonexistent.gguf", "x"}));
