@@ -21,7 +21,9 @@
 #include <optional>
 #include <string>
 
+#ifdef LOCKSTEP_HAVE_LIBEDIT
 #include <editline/readline.h>
+#endif
 
 #include "cli/commands.h"
 #include "cli/generation_flags.h"
@@ -92,9 +94,12 @@ class LineReader {
       // The prompt and the line being edited go to the terminal itself, whatever stdout (only the
       // answers) and stderr (logs) are redirected to; libedit edits only on a terminal.
       tty_ = std::fopen("/dev/tty", "w");
-      rl_outstream = tty_ ? tty_ : stderr;
+      out_ = tty_ ? tty_ : stderr;
+#ifdef LOCKSTEP_HAVE_LIBEDIT
+      rl_outstream = out_;
       rl_catch_signals = 0;  // the chat's own SIGINT handler decides
       rl_getc_function = read_char_or_interrupt;
+#endif
     }
   }
 
@@ -107,6 +112,7 @@ class LineReader {
   bool terminal() const { return terminal_; }
 
   std::optional<std::string> read(const char* prompt) {
+#ifdef LOCKSTEP_HAVE_LIBEDIT
     if (terminal_) {
       char* raw = readline(prompt);
       if (!raw) return std::nullopt;
@@ -115,6 +121,13 @@ class LineReader {
       if (!line.empty()) add_history(line.c_str());
       return line;
     }
+#else
+    // Built without libedit: a plain prompt, no editing or history.
+    if (terminal_) {
+      std::fputs(prompt, out_);
+      std::fflush(out_);
+    }
+#endif
     std::string line;
     int c = EOF;
     while ((c = read_char_or_interrupt(nullptr)) != EOF && c != '\n') line += char(c);
@@ -125,13 +138,14 @@ class LineReader {
 
   // Moves the terminal's cursor past a prompt left unanswered (Ctrl-C, Ctrl-D).
   void end_line() {
-    std::fputs("\n", rl_outstream);
-    std::fflush(rl_outstream);
+    std::fputs("\n", out_);
+    std::fflush(out_);
   }
 
  private:
   bool terminal_;
   std::FILE* tty_ = nullptr;
+  std::FILE* out_ = stderr;  // where the prompt and the line being edited go
 };
 
 std::string trim(const std::string& s) {

@@ -124,6 +124,9 @@ TEST(ChatTerminal, CtrlCDuringAnAnswerReturnsToThePrompt) {
 }
 
 TEST(ChatTerminal, LineEditingAndHistory) {
+#ifndef LOCKSTEP_HAVE_LIBEDIT
+  GTEST_SKIP() << "skipped: built without libedit (scripts/install-deps.sh installs it)";
+#endif
   InteractiveRun chat(chat_args({"-c", "1024", "-n", "3"}), /*terminal=*/true);
   ASSERT_TRUE(chat.wait_for_out("> ", 60000)) << chat.err();
   // Typed with a typo fixed by backspace, then recalled from history with the up arrow.
