@@ -28,7 +28,7 @@ int run_main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "lockstep: usage error: %s (see --help)\n", e.what());
+    std::fprintf(stderr, "lockstep: usage error: %s (see --help)\n", one_line(e.what()).c_str());
     return kExitBadInput;
   }
   return action ? action() : kExitBadInput;

@@ -10,6 +10,7 @@
 #include "engine/bench.h"
 #include "engine/model_source.h"
 #include "tokenizer/vocab.h"
+#include "util/stdio_files.h"
 
 namespace lockstep::cli {
 
@@ -46,8 +47,7 @@ int run_bench_command(const BenchFlags& f) {
       *backend, f.params, summary, resolve_threads(choice.threads),
       [](const std::string& line) { std::fprintf(stderr, "lockstep bench: %s\n", line.c_str()); });
   const std::string out = f.json ? bench_json(report) + "\n" : bench_markdown(report);
-  std::fwrite(out.data(), 1, out.size(), stdout);
-  std::fflush(stdout);
+  write_stdout(out);
   return 0;
 }
 

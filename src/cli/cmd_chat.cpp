@@ -14,6 +14,7 @@
 #include "engine/generator.h"
 #include "tokenizer/chat_template.h"
 #include "util/error.h"
+#include "util/stdio_files.h"
 
 namespace lockstep::cli {
 
@@ -75,12 +76,9 @@ int chat_command(const ChatFlags& f) {
 
     GenerationRequest req;
     req.max_tokens = f.n_predict;
-    const GenerationResult r = session.generate(new_tokens, req, [](std::string_view piece) {
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
-    });
-    std::fputs("\n", stdout);
-    std::fflush(stdout);
+    const GenerationResult r =
+        session.generate(new_tokens, req, [](std::string_view piece) { write_stdout(piece); });
+    write_stdout("\n");
     messages.push_back({"assistant", r.text});
     std::fprintf(stderr,
                  "lockstep chat: [%d new prompt tok, %.2f tok/s | %d tok, %.2f tok/s | %s]\n",
