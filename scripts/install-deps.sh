@@ -2,8 +2,9 @@
 # Installs the Debian/Ubuntu packages lockstep needs to build and test. Idempotent: does nothing
 # when everything is already there. The CUDA toolkit is optional and never installed here.
 set -euo pipefail
-pkgs=(cmake ninja-build g++ pkg-config python3 python3-pip unzip
-      libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libedit-dev)
+pkgs=(cmake ninja-build g++ pkg-config python3 python3-pip python3-venv unzip
+      libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
+      libedit-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

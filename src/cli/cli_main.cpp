@@ -189,7 +189,7 @@ void write_json_error(const std::string& message, int code, const char* type) {
 }
 
 int usage_error(const std::string& message, bool json) {
-  std::fprintf(stderr, "lockstep: usage error: %s\n", message.c_str());
+  std::fprintf(stderr, "lockstep: usage error: %s\n", one_line(message).c_str());
   if (json) write_json_error(message, kExitBadInput, "usage");
   return kExitBadInput;
 }

@@ -12,6 +12,8 @@
 #include "engine/bench.h"
 #include "engine/model_source.h"
 #include "tokenizer/vocab.h"
+#include "util/stdio_files.h"
+#include "util/thread_pool.h"
 
 namespace lockstep::cli {
 
@@ -58,8 +60,7 @@ int run_bench_command(const BenchFlags& f) {
   const std::string out = f.output == "json"  ? bench_json(reports) + "\n"
                           : f.output == "csv" ? bench_csv(reports)
                                               : bench_markdown(reports);
-  std::fwrite(out.data(), 1, out.size(), stdout);
-  std::fflush(stdout);
+  write_stdout(out);
   return 0;
 }
 
@@ -91,6 +92,10 @@ void add_bench(CLI::App& app, Action& action) {
   cmd->add_flag("--json", f->json, "the same as -o json");
   cmd->callback([&action, f, output] {
     check_model_flags(f->model);
+    for (int t : f->threads)
+      if (t < 0 || t > max_thread_count())
+        throw CLI::ValidationError("--threads", std::to_string(t) + " must be in 0.." +
+                                                    max_thread_limit_text());
     if (f->json) {
       if (output->count() > 0 && f->output != "json")
         throw CLI::ValidationError("--json", "conflicts with -o " + f->output);

@@ -30,6 +30,7 @@
 #include "engine/generator.h"
 #include "tokenizer/chat_template.h"
 #include "util/error.h"
+#include "util/stdio_files.h"
 
 namespace lockstep::cli {
 
@@ -200,8 +201,7 @@ size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& 
 }
 
 void print_answer_piece(std::string_view piece) {
-  std::fwrite(piece.data(), 1, piece.size(), stdout);
-  std::fflush(stdout);
+  write_stdout(piece);
 }
 
 int chat_command(const ChatFlags& f) {
@@ -283,8 +283,7 @@ int chat_command(const ChatFlags& f) {
     req.max_tokens = f.n_predict;
     req.cancelled = [] { return g_interrupted.load(); };
     const GenerationResult r = session.generate(new_tokens, req, print_answer_piece);
-    std::fputs("\n", stdout);
-    std::fflush(stdout);
+    write_stdout("\n");
     messages.push_back({"assistant", r.text});
     std::fprintf(stderr,
                  "lockstep chat: [%d new prompt tok, %.2f tok/s | %d tok, %.2f tok/s | %s]\n",

@@ -17,6 +17,7 @@
 #include "tokenizer/chat_template.h"
 #include "tokenizer/vocab.h"
 #include "util/error.h"
+#include "util/stdio_files.h"
 
 namespace lockstep::cli {
 
@@ -402,11 +403,11 @@ int inspect(const std::string& path, bool as_json) {
   if (as_json) {
     // Invalid UTF-8 in a hostile file's strings becomes U+FFFD instead of aborting the dump.
     const std::string text = r.dump(2, ' ', false, json::error_handler_t::replace);
-    std::printf("%s\n", text.c_str());
+    write_stdout(text + "\n");
   } else {
     print_human(r, f);
   }
-  std::fflush(stdout);
+  flush_stdout();
   return r["problems"].empty() ? kExitOk : kExitBadInput;
 }
 

@@ -1,5 +1,7 @@
 // `lockstep make-model`: writes a synthetic model (random weights, real shapes, working
 // tokenizer) from a preset. See src/model/synthetic.h.
+#include <sys/stat.h>
+
 #include <charconv>
 #include <chrono>
 #include <cstdint>
@@ -8,9 +10,11 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/generation_flags.h"
 #include "model/presets.h"
 #include "model/synthetic.h"
 #include "util/error.h"
+#include "util/thread_pool.h"
 
 namespace lockstep::cli {
 
@@ -45,6 +49,17 @@ int make_model(const MakeModelOptions& o) {
   const int threads =
       o.threads > 0 ? o.threads : std::max(1, int(std::thread::hardware_concurrency()));
 
+  // The file is written next to the target and renamed over it, which would silently replace a
+  // symlink, a device node or a FIFO rather than write through it: only a regular file (or
+  // nothing) may be replaced.
+  struct stat st {};
+  if (lstat(o.output.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw InputError(o.output + ": exists and is not a regular file (" +
+                     (S_ISLNK(st.st_mode)   ? "a symlink"
+                      : S_ISDIR(st.st_mode) ? "a directory"
+                                            : "a device, FIFO or socket") +
+                     "); refusing to replace it (-o)");
+
   const auto start = std::chrono::steady_clock::now();
   write_synthetic_model(plan, o.output, threads);
   const double seconds =
@@ -72,8 +87,12 @@ void add_make_model(CLI::App& app, Action& action) {
   cmd->add_option("--seed", o->seed, "Seed of the weights")->capture_default_str();
   cmd->add_option("-o,--output", o->output, "Output GGUF file")->required();
   cmd->add_option("-t,--threads", o->threads, "Threads (default: all cores)")
-      ->check(CLI::Range(1, 4096));
-  cmd->callback([&action, o] { action = [o] { return make_model(*o); }; });
+      ->check(CLI::PositiveNumber);
+  cmd->callback([&action, o] {
+    if (o->threads > max_thread_count())
+      throw CLI::ValidationError("--threads", "must be at most " + max_thread_limit_text());
+    action = [o] { return make_model(*o); };
+  });
 }
 
 }  // namespace lockstep::cli

@@ -2,12 +2,8 @@
 // streams (or, with --json, exactly one JSON object); the header and the timings go to stderr.
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -17,6 +13,7 @@
 #include "engine/generator.h"
 #include "tokenizer/chat_template.h"
 #include "util/error.h"
+#include "util/stdio_files.h"
 
 namespace lockstep::cli {
 
@@ -36,24 +33,14 @@ struct RunFlags {
 
 std::string read_prompt(const RunFlags& f, bool prompt_given) {
   if (prompt_given) return f.prompt;
-  if (!f.prompt_file.empty()) {
-    std::ifstream in(f.prompt_file, std::ios::binary);
-    if (!in)
-      throw InputError("cannot read prompt file '" + f.prompt_file +
-                       "' (-f): " + std::strerror(errno));
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  }
+  if (!f.prompt_file.empty())
+    return read_whole_file(f.prompt_file, "cannot read prompt file '" + f.prompt_file + "' (-f)");
   // A terminal on stdin means nobody is piping a prompt: waiting would look like a hang.
   if (isatty(STDIN_FILENO))
     throw InputError("no prompt: give -p TEXT, -f FILE, or pipe it on stdin");
   std::ostringstream ss;
   ss << std::cin.rdbuf();
   return ss.str();
-}
-
-void write_stdout(std::string_view s) {
-  std::fwrite(s.data(), 1, s.size(), stdout);
-  std::fflush(stdout);
 }
 
 // Why a "length" finish came: the context, not the -n limit.

@@ -4,19 +4,17 @@
 // shown as their text, other bytes written raw); --ids prints a JSON array of the ids; --json an
 // array of {"id", "piece"} objects (ill-formed UTF-8 in a piece shown as U+FFFD). Works on
 // vocab-only GGUF files. stdout carries only the result.
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "cli/commands.h"
 #include "engine/model_source.h"
+#include "cli/generation_flags.h"
 #include "tokenizer/unicode.h"
 #include "tokenizer/vocab.h"
 #include "util/error.h"
+#include "util/stdio_files.h"
 
 namespace lockstep::cli {
 
@@ -32,17 +30,9 @@ struct TokenizeOptions {
   bool json = false;
 };
 
-std::string read_file_exact(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(path + ": cannot read: " + std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw InputError(path + ": read error");
-  return ss.str();
-}
-
 int run_tokenize(const TokenizeOptions& o, bool from_file) {
-  const std::string text = from_file ? read_file_exact(o.file) : o.text;
+  const std::string text =
+      from_file ? read_whole_file(o.file, o.file + ": cannot read (-f)") : o.text;
   const auto vocab = tokenizer::Vocab::load(resolve_model_path(o.model));
   const bool add_special = vocab.add_bos() && !o.no_bos;
   const auto ids = vocab.tokenize(text, add_special, o.parse_special);
@@ -71,9 +61,7 @@ int run_tokenize(const TokenizeOptions& o, bool from_file) {
       out += "'\n";
     }
   }
-  if (std::fwrite(out.data(), 1, out.size(), stdout) != out.size() || std::fflush(stdout) != 0) {
-    throw Error("writing to stdout failed");
-  }
+  write_stdout(out);
   return kExitOk;
 }
 
@@ -84,7 +72,8 @@ void add_tokenize(CLI::App& app, Action& action) {
   auto o = std::make_shared<TokenizeOptions>();
   cmd->add_option("-m,--model", o->model,
                   "GGUF file, a vocab-only one is enough (default: $LOCKSTEP_MODEL, else the "
-                  "SmolLM2-135M-Instruct download of scripts/get-default-model.sh)");
+                  "SmolLM2-135M-Instruct download of scripts/get-default-model.sh)")
+      ->check(non_empty_path());
   auto* text_opt = cmd->add_option("text", o->text, "Text to tokenize");
   auto* file_opt = cmd->add_option("-f,--file", o->file, "Read the text from FILE, byte-exact");
   text_opt->excludes(file_opt);

@@ -8,14 +8,28 @@
 #include <cstdio>
 #include <random>
 
+#include "util/thread_pool.h"
+
 namespace lockstep::cli {
+
+CLI::Validator non_empty_path() {
+  return CLI::Validator(
+      [](const std::string& s) { return std::string(s.empty() ? "empty path" : ""); }, "");
+}
+
+std::string max_thread_limit_text() {
+  return std::to_string(max_thread_count()) + " (4x the " + std::to_string(max_thread_count() / 4) +
+         " logical CPUs)";
+}
 
 void add_model_flags(CLI::App* cmd, ModelFlags& f) {
   // A repeated flag takes its last value, as in llama.cpp (options registered after this too).
   cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  // An empty model string means "not given" (the default model); an explicit -m "" is a mistake.
   cmd->add_option("-m,--model", f.model,
                   "GGUF model (default: $LOCKSTEP_MODEL, else the SmolLM2-135M-Instruct download "
-                  "of scripts/get-default-model.sh)");
+                  "of scripts/get-default-model.sh)")
+      ->check(non_empty_path());
   cmd->add_option("-t,--threads", f.threads, "CPU threads (0: one per physical core)");
   cmd->add_option(
       "-c,--ctx-size", f.n_ctx,
@@ -63,6 +77,8 @@ void add_sampling_flags(CLI::App* cmd, SamplingFlags& f) {
 
 void check_model_flags(const ModelFlags& f) {
   if (f.threads < 0) throw CLI::ValidationError("--threads", "must be >= 0 (0: all)");
+  if (f.threads > max_thread_count())
+    throw CLI::ValidationError("--threads", "must be at most " + max_thread_limit_text());
   if (f.n_ctx < 0) throw CLI::ValidationError("--ctx-size", "must be >= 0 (0: model default)");
   if (std::string err = validate_backend_name(f.backend); !err.empty())
     throw CLI::ValidationError(err);

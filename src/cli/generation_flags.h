@@ -46,6 +46,12 @@ struct SamplingFlags {
 void add_model_flags(CLI::App* cmd, ModelFlags& flags);
 void add_sampling_flags(CLI::App* cmd, SamplingFlags& flags);
 
+// Rejects an explicitly empty path option (as in -m ""), which would otherwise read as "not given".
+CLI::Validator non_empty_path();
+
+// The -t limit (max_thread_count()) with what it is derived from, for error messages.
+std::string max_thread_limit_text();
+
 // Throw CLI::ValidationError naming the flag for a bad value.
 void check_model_flags(const ModelFlags& flags);
 void check_sampling_flags(const SamplingFlags& flags);

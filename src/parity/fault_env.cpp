@@ -1,5 +1,8 @@
 #include "parity/fault_env.h"
 
+#include <charconv>
+#include <cstdlib>
+#include <limits>
 #include <sstream>
 #include <vector>
 
@@ -29,6 +32,18 @@ double number(const std::string& s, const std::string& whole) {
   return v;
 }
 
+// A layer or position: a decimal integer in 0..INT_MAX (not "1e30", which as a double would
+// convert to an int with undefined behaviour).
+int index(const std::string& s, const std::string& whole) {
+  int v = 0;
+  const char* end = s.data() + s.size();
+  const auto [p, ec] = std::from_chars(s.data(), end, v);
+  if (s.empty() || ec != std::errc() || p != end || v < 0)
+    throw InputError("LOCKSTEP_FAULT = '" + whole + "': '" + s + "' is not an integer in 0.." +
+                     std::to_string(std::numeric_limits<int>::max()));
+  return v;
+}
+
 }  // namespace
 
 FaultSpec parse_fault(const std::string& text) {
@@ -39,8 +54,8 @@ FaultSpec parse_fault(const std::string& text) {
     f.magnitude = float(number(p[1], text));
   } else if (!p.empty() && p[0] == "layer_corrupt" && p.size() == 4) {
     f.kind = FaultSpec::LayerCorrupt;
-    f.layer = int(number(p[1], text));
-    f.position = int(number(p[2], text));
+    f.layer = index(p[1], text);
+    f.position = index(p[2], text);
     f.magnitude = float(number(p[3], text));
   } else if (!p.empty() && p[0] == "batch_corrupt" && p.size() == 3) {
     f.kind = FaultSpec::BatchCorrupt;
@@ -48,7 +63,7 @@ FaultSpec parse_fault(const std::string& text) {
     f.magnitude = float(number(p[2], text));
   } else if (!p.empty() && p[0] == "nan" && p.size() == 2) {
     f.kind = FaultSpec::NaN;
-    f.position = int(number(p[1], text));
+    f.position = index(p[1], text);
   } else {
     throw InputError(
         "LOCKSTEP_FAULT = '" + text +

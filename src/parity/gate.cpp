@@ -91,7 +91,7 @@ std::unique_ptr<GatedBackend> ParityGate::create_candidate(const Model& model,
       } catch (const Error& e) {
         if (!candidates[i]->is_device || i + 1 == candidates.size()) throw;
         std::fprintf(stderr, "[lockstep] %s unavailable (%s); trying %s\n", candidates[i]->name,
-                     e.what(), candidates[i + 1]->name);
+                     one_line(e.what()).c_str(), candidates[i + 1]->name);
       }
     }
     if (!candidate) throw Error("no backend available for --backend auto");

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace lockstep {
 
@@ -39,5 +40,10 @@ class FormatError : public InputError {
   FormatError(const std::string& file, uint64_t offset, const std::string& what)
       : InputError(file + ": at byte " + std::to_string(offset) + ": " + what) {}
 };
+
+// A message made safe to print as exactly one terminal line: a newline becomes "\n", any other
+// control byte (and DEL) "\xNN"; other bytes are kept. Messages quote names taken from files
+// and flags, so everything that prints an error's message goes through this.
+std::string one_line(std::string_view message);
 
 }  // namespace lockstep

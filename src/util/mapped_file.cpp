@@ -14,12 +14,17 @@
 namespace lockstep {
 
 MappedFile MappedFile::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO (or a tty, or some devices) would otherwise wait for a writer
+  // forever, before the type check below could reject it. It changes nothing for a regular file.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw InputError(path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw InputError(path + ": not a regular file");
+    throw InputError(path + ": not a regular file" +
+                     (S_ISDIR(st.st_mode)    ? " (a directory)"
+                      : S_ISFIFO(st.st_mode) ? " (a FIFO)"
+                                             : ""));
   }
   MappedFile m;
   m.size_ = uint64_t(st.st_size);

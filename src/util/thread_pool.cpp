@@ -6,7 +6,10 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include <system_error>
 #include <utility>
+
+#include "util/error.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -76,17 +79,35 @@ int default_thread_count() {
   return std::max(1, n);
 }
 
+int max_thread_count() {
+  return 4 * std::max(1, int(std::thread::hardware_concurrency()));
+}
+
 ThreadPool::ThreadPool(int n_threads) {
   n_threads_ = std::clamp(n_threads > 0 ? n_threads : default_thread_count(), 1, 1024);
   workers_.reserve(size_t(n_threads_ - 1));
-  for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { worker_main(t); });
+  try {
+    for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { worker_main(t); });
+  } catch (const std::system_error& e) {
+    // The destructor does not run for a half-built object, and a joinable std::thread destroyed
+    // with workers_ would call std::terminate: stop the started workers here.
+    const size_t started = workers_.size();
+    stop_workers();
+    throw Error("cannot start " + std::to_string(n_threads_) + " threads: only " +
+                std::to_string(started + 1) + " started (" + e.what() + ")");
+  }
 }
 
 ThreadPool::~ThreadPool() {
+  stop_workers();
+}
+
+void ThreadPool::stop_workers() {
   stop_.store(true, std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
   for (auto& w : workers_) w.join();
+  workers_.clear();
 }
 
 void ThreadPool::run(int64_t n, int64_t grain, const Job& job) {

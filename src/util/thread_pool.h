@@ -18,10 +18,15 @@ namespace lockstep {
 // Physical cores this process may run on (hyper-threads of one core count once); at least 1.
 int default_thread_count();
 
+// The most threads a user may ask for: 4x the logical CPUs. More only adds contention, and
+// thousands of threads take minutes to start or exhaust memory.
+int max_thread_count();
+
 class ThreadPool {
  public:
   // n_threads counts the calling thread: ThreadPool(1) runs everything inline. n_threads <= 0
-  // means default_thread_count().
+  // means default_thread_count(). Throws Error when a worker thread cannot be started (the
+  // workers already started are stopped and joined first).
   explicit ThreadPool(int n_threads = 0);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -62,6 +67,7 @@ class ThreadPool {
   void run(int64_t n, int64_t grain, const Job& job);
   void work(int thread);  // take pieces of the current job until none are left
   void worker_main(int thread);
+  void stop_workers();  // wake every worker with stop_ set and join it
 
   int n_threads_ = 1;
   std::vector<std::thread> workers_;

@@ -1,0 +1,20 @@
+// one_line: what every printed error message goes through, so that an error is one line.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "util/error.h"
+
+namespace lockstep {
+namespace {
+
+TEST(OneLine, EscapesControlBytesAndKeepsTheRest) {
+  EXPECT_EQ(one_line("plain text, caf\xc3\xa9"), "plain text, caf\xc3\xa9");
+  EXPECT_EQ(one_line("a\nb"), "a\\nb");
+  EXPECT_EQ(one_line("a\rb\tc\x1b[0m\x7f"), "a\\x0db\\x09c\\x1b[0m\\x7f");
+  EXPECT_EQ(one_line(std::string("nul\0byte", 8)), "nul\\x00byte");
+  EXPECT_EQ(one_line(""), "");
+}
+
+}  // namespace
+}  // namespace lockstep
