@@ -52,10 +52,10 @@ int run_bench_command(const BenchFlags& f) {
     std::fprintf(stderr, "lockstep bench: %s | %s | %s | backend %s | threads %d | load %.0f ms\n",
                  path.c_str(), summary.architecture.c_str(), summary.file_type.c_str(),
                  opened.describe().c_str(), used_threads, load_ms);
-    reports.push_back(run_bench(*opened.backend, f.params, summary, used_threads,
-                                [](const std::string& line) {
-                                  std::fprintf(stderr, "lockstep bench: %s\n", line.c_str());
-                                }));
+    reports.push_back(
+        run_bench(*opened.backend, f.params, summary, used_threads, [](const std::string& line) {
+          std::fprintf(stderr, "lockstep bench: %s\n", line.c_str());
+        }));
   }
   const std::string out = f.output == "json"  ? bench_json(reports) + "\n"
                           : f.output == "csv" ? bench_csv(reports)
@@ -94,8 +94,8 @@ void add_bench(CLI::App& app, Action& action) {
     check_model_flags(f->model);
     for (int t : f->threads)
       if (t < 0 || t > max_thread_count())
-        throw CLI::ValidationError("--threads", std::to_string(t) + " must be in 0.." +
-                                                    max_thread_limit_text());
+        throw CLI::ValidationError("--threads",
+                                   std::to_string(t) + " must be in 0.." + max_thread_limit_text());
     if (f->json) {
       if (output->count() > 0 && f->output != "json")
         throw CLI::ValidationError("--json", "conflicts with -o " + f->output);

@@ -110,7 +110,9 @@ class LineReader {
   LineReader(const LineReader&) = delete;
   LineReader& operator=(const LineReader&) = delete;
 
-  bool terminal() const { return terminal_; }
+  bool terminal() const {
+    return terminal_;
+  }
 
   std::optional<std::string> read(const char* prompt) {
 #ifdef LOCKSTEP_HAVE_LIBEDIT
@@ -281,7 +283,11 @@ int chat_command(const ChatFlags& f) {
 
     GenerationRequest req;
     req.max_tokens = f.n_predict;
+    req.ignore_eos = f.sampling.ignore_eos;
     req.cancelled = [] { return g_interrupted.load(); };
+    // libedit sets and restores signal dispositions around readline(); make sure Ctrl-C during
+    // the answer reaches our handler, not the default action (which would end the process).
+    install_sigint_handler();
     const GenerationResult r = session.generate(new_tokens, req, print_answer_piece);
     write_stdout("\n");
     messages.push_back({"assistant", r.text});

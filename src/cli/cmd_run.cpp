@@ -108,6 +108,7 @@ int run_command(const RunFlags& f, bool prompt_given) {
   GenerationRequest req;
   req.max_tokens = f.n_predict;
   req.stop = f.stop;
+  req.ignore_eos = f.sampling.ignore_eos;
   PieceCallback stream;
   if (!f.json) stream = [](std::string_view piece) { write_stdout(piece); };
   const GenerationResult r = session.complete(m.prompt, req, stream);

@@ -73,6 +73,9 @@ void add_sampling_flags(CLI::App* cmd, SamplingFlags& f) {
                   "tokens the penalty looks back over (0: off, -1: whole context)")
       ->capture_default_str();
   cmd->add_option("-s,--seed", f.seed, "RNG seed (-1: random)")->capture_default_str();
+  cmd->add_flag("--ignore-eos", f.ignore_eos,
+                "never sample an end-of-generation token (only -n, --stop or the context end "
+                "the answer)");
 }
 
 void check_model_flags(const ModelFlags& f) {
@@ -92,8 +95,7 @@ void check_model_flags(const ModelFlags& f) {
     const std::string implied = n == "auto" ? "auto" : backend_for_gpu_layers(on_device);
     // -ngl 0 and the CPU reference agree: both keep every layer off the GPU.
     const BackendEntry* given = find_backend(f.backend);
-    const bool agrees =
-        f.backend == implied || (!on_device && given && given->is_reference);
+    const bool agrees = f.backend == implied || (!on_device && given && given->is_reference);
     if (f.backend_given && !agrees)
       throw CLI::ValidationError("--n-gpu-layers", "-ngl " + n + " means --backend " + implied +
                                                        ", but --backend " + f.backend +

@@ -40,7 +40,8 @@ struct ModelFlags {
 
 struct SamplingFlags {
   SamplingParams params;
-  int64_t seed = -1;  // -1: a random seed, reported on stderr
+  int64_t seed = -1;        // -1: a random seed, reported on stderr
+  bool ignore_eos = false;  // GenerationRequest::ignore_eos
 };
 
 void add_model_flags(CLI::App* cmd, ModelFlags& flags);

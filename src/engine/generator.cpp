@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include "engine/stop_filter.h"
 #include "util/error.h"
@@ -108,6 +109,9 @@ GenerationResult Session::generate(std::span<const int32_t> prompt,
       result.finish_reason = "cancelled";
       break;
     }
+    if (request.ignore_eos)
+      for (size_t id = 0; id < n_sample; ++id)
+        if (vocab_.is_eog(int32_t(id))) logits_[id] = -std::numeric_limits<float>::infinity();
     const int32_t token = sampler_.sample({logits_.data(), n_sample});
     sampler_.accept(token);
     result.tokens.push_back(token);

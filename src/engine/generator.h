@@ -49,6 +49,9 @@ struct GenerationRequest {
   // Asked before each token is sampled; true ends the generation there (finish_reason
   // "cancelled"), with the text so far. Lets an interactive caller stop an answer (Ctrl-C).
   std::function<bool()> cancelled;
+  // llama.cpp's --ignore-eos: end-of-generation tokens are never sampled (their logits are set to
+  // -inf), so only the limit, a stop string or the context ends the answer.
+  bool ignore_eos = false;
 };
 
 // Receives each piece of text as soon as it is safe to show (valid UTF-8, no stop string part).

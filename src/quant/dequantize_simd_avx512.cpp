@@ -1,5 +1,6 @@
-// AVX-512 (F, BW, VL, DQ) dequantizers of dequantize_simd.h: 16 floats per register, masks for
-// Q5_0's high bits and for the F16/BF16 tails. Bit-identical to the scalar code: the same float
+// AVX-512 (F, BW, VL, DQ) dequantizers of dequantize_simd.h: the block types of
+// dequantize_simd_impl.inc with 16-float registers and masks for Q5_0's high bits, and F16/BF16,
+// whose row tails use masked loads and stores. Bit-identical to the scalar code: the same float
 // operations on the same operands in the same order. AVX-512F has fused multiply-adds of its
 // own, so contraction is switched off for this file.
 #include "quant/dequantize_simd.h"
@@ -24,176 +25,31 @@
 #pragma GCC optimize("fp-contract=off")
 #endif
 
-#define LS_DQ_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,f16c")))
+#define LS_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,f16c")))
+#define LS_AVX512BW 1
 
 namespace lockstep::quant {
 namespace {
 
-// Exact, like fp16_to_fp32, except that a signalling NaN comes back quiet; every use below
-// multiplies it, which quiets it anyway, so the outputs match the scalar code bit for bit.
-LS_DQ_AVX512 inline float h2f(uint16_t h) {
-  return _cvtsh_ss(h);
+#include "quant/x86_bytes.inc"
+
+LS_TARGET inline void store_i8_scaled(float* y, __m128i q, float s) {
+  _mm512_storeu_ps(y,
+                   _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), _mm512_set1_ps(s)));
 }
 
-LS_DQ_AVX512 inline __m256i load256(const void* p) {
-  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
-}
-LS_DQ_AVX512 inline __m128i load128(const void* p) {
-  return _mm_loadu_si128(static_cast<const __m128i*>(p));
+LS_TARGET inline void store_u8_affine(float* y, __m128i q, float d, float m) {
+  const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q));
+  _mm512_storeu_ps(y, _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(d), v), _mm512_set1_ps(m)));
 }
 
-// 16 signed / unsigned bytes as floats.
-LS_DQ_AVX512 inline __m512 i8_to_ps(__m128i b) {
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
-}
-LS_DQ_AVX512 inline __m512 u8_to_ps(__m128i b) {
-  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
-}
-LS_DQ_AVX512 inline __m256 u8x8_to_ps(__m128i b) {
-  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
-}
-
-// y[0..32) = q[0..32) * d for 32 signed bytes q (the order of the 32-block types' q * d).
-LS_DQ_AVX512 inline void times_d32(float* y, __m128i lo, __m128i hi, __m512 d) {
-  _mm512_storeu_ps(y, _mm512_mul_ps(i8_to_ps(lo), d));
-  _mm512_storeu_ps(y + 16, _mm512_mul_ps(i8_to_ps(hi), d));
-}
-
-// y[0..32) = dl * q[0..32) - ml for 32 unsigned bytes q (Q4_K/Q5_K: d1 * q - m1).
-LS_DQ_AVX512 inline void affine32_u8(float* y, __m256i q, float dl, float ml) {
-  const __m512 dv = _mm512_set1_ps(dl), mv = _mm512_set1_ps(ml);
-  _mm512_storeu_ps(y, _mm512_sub_ps(_mm512_mul_ps(dv, u8_to_ps(_mm256_castsi256_si128(q))), mv));
-  _mm512_storeu_ps(y + 16,
-                   _mm512_sub_ps(_mm512_mul_ps(dv, u8_to_ps(_mm256_extracti128_si256(q, 1))), mv));
-}
-
-// d * sc[j] and dmin * m[j] for the 8 packed six-bit scales/mins of a Q4_K/Q5_K block
-// (k4_scale_min for j = 0..7).
-LS_DQ_AVX512 inline void k4_scales(const uint8_t* q, float d, float dmin, float* ds, float* ms) {
-  uint32_t a, b, c;
-  std::memcpy(&a, q, 4);
-  std::memcpy(&b, q + 4, 4);
-  std::memcpy(&c, q + 8, 4);
-  const uint32_t sc_lo = a & 0x3f3f3f3f, m_lo = b & 0x3f3f3f3f;
-  const uint32_t sc_hi = (c & 0x0f0f0f0f) | ((a >> 2) & 0x30303030);
-  const uint32_t m_hi = ((c >> 4) & 0x0f0f0f0f) | ((b >> 2) & 0x30303030);
-  const __m128i sc = _mm_cvtsi64_si128(int64_t(uint64_t(sc_lo) | uint64_t(sc_hi) << 32));
-  const __m128i m = _mm_cvtsi64_si128(int64_t(uint64_t(m_lo) | uint64_t(m_hi) << 32));
-  _mm256_storeu_ps(ds, _mm256_mul_ps(_mm256_set1_ps(d), u8x8_to_ps(sc)));
-  _mm256_storeu_ps(ms, _mm256_mul_ps(_mm256_set1_ps(dmin), u8x8_to_ps(m)));
-}
-
-// ---- 32-element blocks ----
-
-LS_DQ_AVX512 void dq_q4_0(const void* src, float* y, int64_t nb) {
-  const auto* x = static_cast<const BlockQ4_0*>(src);
-  const __m128i m4 = _mm_set1_epi8(0x0F), k8 = _mm_set1_epi8(8);
-  for (int64_t i = 0; i < nb; ++i, y += kQK) {
-    const __m512 d = _mm512_set1_ps(h2f(x[i].d));
-    const __m128i qs = load128(x[i].qs);
-    times_d32(y, _mm_sub_epi8(_mm_and_si128(qs, m4), k8),
-              _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(qs, 4), m4), k8), d);
-  }
-}
-
-LS_DQ_AVX512 void dq_q5_0(const void* src, float* y, int64_t nb) {
-  const auto* x = static_cast<const BlockQ5_0*>(src);
-  const __m128i m4 = _mm_set1_epi8(0x0F), k16 = _mm_set1_epi8(16);
-  for (int64_t i = 0; i < nb; ++i, y += kQK) {
-    const __m512 d = _mm512_set1_ps(h2f(x[i].d));
-    uint32_t qh;
-    std::memcpy(&qh, x[i].qh, 4);
-    const __m128i qs = load128(x[i].qs);
-    // Bit e of qh is bit 4 of element e: add 16 to the lanes it selects.
-    const __m128i nl = _mm_and_si128(qs, m4);
-    const __m128i l = _mm_mask_add_epi8(nl, __mmask16(qh), nl, k16);
-    const __m128i nh = _mm_and_si128(_mm_srli_epi16(qs, 4), m4);
-    const __m128i h = _mm_mask_add_epi8(nh, __mmask16(qh >> 16), nh, k16);
-    times_d32(y, _mm_sub_epi8(l, k16), _mm_sub_epi8(h, k16), d);
-  }
-}
-
-LS_DQ_AVX512 void dq_q8_0(const void* src, float* y, int64_t nb) {
-  const auto* x = static_cast<const BlockQ8_0*>(src);
-  for (int64_t i = 0; i < nb; ++i, y += kQK) {
-    const __m512 d = _mm512_set1_ps(h2f(x[i].d));
-    times_d32(y, load128(x[i].qs), load128(x[i].qs + 16), d);
-  }
-}
-
-// ---- K types ----
-
-LS_DQ_AVX512 void dq_q4_k(const void* src, float* y, int64_t nb) {
-  const auto* x = static_cast<const BlockQ4_K*>(src);
-  const __m256i m4 = _mm256_set1_epi8(0x0F);
-  for (int64_t i = 0; i < nb; ++i) {
-    alignas(32) float ds[8], ms[8];
-    k4_scales(x[i].scales, h2f(x[i].d), h2f(x[i].dmin), ds, ms);
-    for (int j = 0; j < 4; ++j, y += 64) {
-      const __m256i q = load256(x[i].qs + 32 * j);
-      affine32_u8(y, _mm256_and_si256(q, m4), ds[2 * j], ms[2 * j]);
-      affine32_u8(y + 32, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4), ds[2 * j + 1],
-                  ms[2 * j + 1]);
-    }
-  }
-}
-
-LS_DQ_AVX512 void dq_q5_k(const void* src, float* y, int64_t nb) {
-  const auto* x = static_cast<const BlockQ5_K*>(src);
-  const __m256i m4 = _mm256_set1_epi8(0x0F), k16 = _mm256_set1_epi8(16);
-  for (int64_t i = 0; i < nb; ++i) {
-    alignas(32) float ds[8], ms[8];
-    k4_scales(x[i].scales, h2f(x[i].d), h2f(x[i].dmin), ds, ms);
-    __m256i qh = load256(x[i].qh);  // bits 0, 1 of each byte: the high bits of chunk j
-    for (int j = 0; j < 4; ++j, y += 64, qh = _mm256_srli_epi16(qh, 2)) {
-      const __m256i q = load256(x[i].qs + 32 * j);
-      const __m256i h1 = _mm256_and_si256(_mm256_slli_epi16(qh, 4), k16);
-      const __m256i h2 = _mm256_and_si256(_mm256_slli_epi16(qh, 3), k16);
-      affine32_u8(y, _mm256_or_si256(_mm256_and_si256(q, m4), h1), ds[2 * j], ms[2 * j]);
-      affine32_u8(y + 32, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h2),
-                  ds[2 * j + 1], ms[2 * j + 1]);
-    }
-  }
-}
-
-LS_DQ_AVX512 void dq_q6_k(const void* src, float* y, int64_t nb) {
-  const auto* x = static_cast<const BlockQ6_K*>(src);
-  const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
-  const __m256i k32 = _mm256_set1_epi8(32);
-  for (int64_t i = 0; i < nb; ++i) {
-    // Output group g (16 elements) uses scales[g]: ds[g] = d * scales[g].
-    alignas(64) float ds[16];
-    _mm512_store_ps(ds, _mm512_mul_ps(_mm512_set1_ps(h2f(x[i].d)), i8_to_ps(load128(x[i].scales))));
-    for (int h = 0; h < 2; ++h, y += 128) {
-      const __m256i ql0 = load256(x[i].ql + 64 * h), ql1 = load256(x[i].ql + 64 * h + 32);
-      const __m256i qh = load256(x[i].qh + 32 * h);
-      const __m256i q[4] = {
-          _mm256_or_si256(_mm256_and_si256(ql0, m4),
-                          _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
-          _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                          _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                          _mm256_and_si256(qh, m30)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                          _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30)),
-      };
-      const float* s = ds + 8 * h;
-      for (int k = 0; k < 4; ++k) {
-        const __m256i v = _mm256_sub_epi8(q[k], k32);
-        _mm512_storeu_ps(y + 32 * k, _mm512_mul_ps(_mm512_set1_ps(s[2 * k]),
-                                                   i8_to_ps(_mm256_castsi256_si128(v))));
-        _mm512_storeu_ps(y + 32 * k + 16, _mm512_mul_ps(_mm512_set1_ps(s[2 * k + 1]),
-                                                        i8_to_ps(_mm256_extracti128_si256(v, 1))));
-      }
-    }
-  }
-}
+#include "quant/dequantize_simd_impl.inc"
 
 // ---- plain 16-bit types ----
 
 // Exact conversion of 16 halves, NaNs included: vcvtph2ps quiets a signalling NaN, the scalar
 // code keeps its bits, so NaN lanes are rebuilt from the half's bits (rare path).
-LS_DQ_AVX512 inline __m512 f16x16(__m256i h) {
+LS_TARGET inline __m512 f16x16(__m256i h) {
   const __m512 f = _mm512_cvtph_ps(h);
   const __mmask16 nan = _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q);
   if (!nan) return f;
@@ -205,7 +61,7 @@ LS_DQ_AVX512 inline __m512 f16x16(__m256i h) {
   return _mm512_mask_blend_ps(nan, f, _mm512_castsi512_ps(bits));
 }
 
-LS_DQ_AVX512 void dq_f16(const void* src, float* y, int64_t n) {
+LS_TARGET void dq_f16(const void* src, float* y, int64_t n) {
   const auto* h = static_cast<const uint8_t*>(src);
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
@@ -218,7 +74,7 @@ LS_DQ_AVX512 void dq_f16(const void* src, float* y, int64_t n) {
   }
 }
 
-LS_DQ_AVX512 void dq_bf16(const void* src, float* y, int64_t n) {
+LS_TARGET void dq_bf16(const void* src, float* y, int64_t n) {
   const auto* h = static_cast<const uint8_t*>(src);
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
@@ -237,12 +93,7 @@ LS_DQ_AVX512 void dq_bf16(const void* src, float* y, int64_t n) {
 }  // namespace
 
 void fill_dequant_avx512(DequantKernels& k) {
-  k.fn[int(TensorType::Q4_0)] = dq_q4_0;
-  k.fn[int(TensorType::Q5_0)] = dq_q5_0;
-  k.fn[int(TensorType::Q8_0)] = dq_q8_0;
-  k.fn[int(TensorType::Q4_K)] = dq_q4_k;
-  k.fn[int(TensorType::Q5_K)] = dq_q5_k;
-  k.fn[int(TensorType::Q6_K)] = dq_q6_k;
+  set_block_dequantizers(k);
   k.fn[int(TensorType::F16)] = dq_f16;
   k.fn[int(TensorType::BF16)] = dq_bf16;
 }

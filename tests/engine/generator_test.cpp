@@ -79,6 +79,22 @@ TEST(Generator, StopsAtEndOfGenerationWithoutPrintingIt) {
   EXPECT_EQ(s->backend().n_past(), 8);
 }
 
+// --ignore-eos: where the chain would end, something else is sampled instead, so only the limit
+// ends the answer; no end-of-generation id is ever produced.
+TEST(Generator, IgnoreEosSamplesPastTheEndUntilTheLimit) {
+  Fixture f;
+  auto s = f.session();
+  GenerationRequest req;
+  req.max_tokens = 12;
+  req.ignore_eos = true;
+  auto r = s->generate(kOncePrompt, req);
+  EXPECT_EQ(r.finish_reason, "length");
+  ASSERT_EQ(r.tokens.size(), 12u);
+  for (int32_t t : r.tokens) EXPECT_NE(t, kEos);
+  EXPECT_EQ(std::vector<int32_t>(r.tokens.begin(), r.tokens.begin() + 6),
+            (std::vector<int32_t>{kUpon, kA, kTime, kThe, kEnd, kDot}));
+}
+
 TEST(Generator, TokenLimitEndsWithLength) {
   Fixture f;
   auto s = f.session();

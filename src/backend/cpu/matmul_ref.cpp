@@ -39,10 +39,9 @@ LOCKSTEP_INLINE void accumulate_stored_tile(const float* w, int64_t w_stride, co
 // n_tokens tokens. A full row block goes in tiles of ROWS rows x TOKENS tokens (the remainder one
 // token at a time), the tail block one row and token at a time. The tile is what the level's
 // registers hold without spilling much: 4 x 4 accumulators of 16 lanes need AVX-512's 32
-// registers; AVX2, where 16 lanes are two registers, does 4 x 2. (An 8 x 3 tile halves the
-// activation traffic from L2 and ran the 7B probe's prefill ~10% faster on the GPU machine's
-// Xeon, but only with an asm register pin that clang rejects; without it GCC folds each weight
-// load into all three multiply-adds and the tile ran 30% slower on Zen 4.)
+// registers; AVX2, where 16 lanes are two registers, does 4 x 2. A taller tile (8 x 3) would
+// halve the activation traffic from L2, but GCC folds each weight load into all three of its
+// multiply-adds unless an asm register pin stops it, and clang rejects that pin (bench/NOTES.md).
 template <int ROWS, int TOKENS>
 LOCKSTEP_INLINE void accumulate_chunk(const float* w, int64_t w_stride, int64_t n_rows,
                                       const float* x, int64_t x_stride, int64_t n_tokens,

@@ -21,10 +21,9 @@ inline constexpr int64_t kMatmulRowBlock = 8;
 // lanes, small enough that 8 rows of it (16 KB) stay in L1 while every token of a batch uses it.
 inline constexpr int64_t kMatmulColumnChunk = 512;
 // The same for batches of at most kMatmulSmallBatch tokens (decode), which use each dequantized
-// value once or twice, so L1 residency gains little. On the development machine's Zen 4, 512
-// columns made the 7B decode step ~20% slower while each piece paid dequantize_row's dispatch;
-// with the dequantizer looked up once per matmul, 512 was faster in one matmul but not in the
-// whole step (noisy). Unsettled: LOCKSTEP_REF_DECODE_CHUNK measures it.
+// value once or twice, so L1 residency gains little and wider pieces mean fewer of them. Whether
+// 2048 beats 512 here is not settled (bench/NOTES.md); LOCKSTEP_REF_DECODE_CHUNK sets the width
+// for measuring.
 inline constexpr int64_t kMatmulSmallBatchChunk = 2048;
 inline constexpr int64_t kMatmulSmallBatch = 2;
 // Tokens whose partial sums a thread keeps at once; larger batches are done in groups (each
@@ -34,9 +33,7 @@ inline constexpr int64_t kMatmulDefaultMaxTokens = 64;
 // at Qwen2.5-7B's ffn_down, 64 tokens x 18944 columns are 4.8 MB, more than a private L2. A
 // group can be cut so that its slab stays under a limit (LOCKSTEP_REF_SLAB_KB, or
 // MatmulScratch::set_input_slab_bytes); fewer tokens per group means dequantizing the weights
-// more often. Off by default: on the development machine's Zen 4 (1 MB L2, 32 MB L3) a 1 MiB
-// limit changed nothing and 512 KiB cost 25%; the GPU machine's Xeon, where the reference runs
-// at about a third of the Zen 4's per-core rate, is unmeasured.
+// more often. Off by default: no limit has paid where it was measured (bench/NOTES.md).
 inline constexpr int64_t kMatmulInputSlabBytes = 0;  // 0: no limit
 
 // Per-thread buffers (dequantized weight pieces, partial sums); sized once, reused by every

@@ -22,8 +22,7 @@ using namespace lockstep::cuda;
 
 namespace {
 
-// Decode blocks are small so that short contexts still spread over many SMs (the ncu profile of
-// 2026-11-26 had 4 blocks of 128 positions x 7 heads taking 16 us per 7B layer): a block takes
+// Decode blocks are small so that short contexts still spread over many SMs: a block takes
 // kAttnSplit = 32 positions (cuda_ops.h) of up to kGqaChunk query heads, with 64 threads: two per
 // position for the scores (each half of the head dimensions), one per pair of dimensions for V.
 constexpr int kGqaChunk = 4;  // query heads per decode block

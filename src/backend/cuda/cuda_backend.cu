@@ -12,7 +12,7 @@
 //           replayed (unless an observer or a layer fault needs the host between kernels).
 //   prefill (longer batches, max_batch tokens at a time): cuBLAS GEMMs on F16 tiles of the
 //           weights and flash-style causal attention.
-// Stages mirror the CPU reference (backend/cpu/reference_backend.cpp) one for one, so
+// Stages mirror the CPU forward pass (backend/cpu/cpu_transformer.cpp) one for one, so
 // `parity --layers` can compare them.
 #include <algorithm>
 #include <cmath>
@@ -415,7 +415,7 @@ void CudaBackend::after_layer(int layer, const char* stage, int n, int pos0, boo
 
 // Attention pre-norm and Q, K, V of one token: one launch per run of same-typed projections
 // (one for most files; two where Q4_K_M stores attn_v in Q6_K), each with the norm fused in
-// (recomputing it is cheaper than a separate norm launch: 14 us per 7B layer under ncu).
+// (recomputing it in each launch is cheaper than a separate norm launch; bench/NOTES.md).
 void CudaBackend::qkv_projection(const DevLayer& L) {
   const DevWeight* w[3] = {&L.wq, &L.wk, &L.wv};
   float* y[3] = {d_q_, d_k_new_, d_v_new_};

@@ -8,7 +8,7 @@
 // activation slice a thread needs is loaded once per step (through L1) and reused for all rows.
 // Dot products use the factored block form of quant_blocks.cuh: sum(x * q) per run of C
 // elements, then a * sum + b * sum(x), so the per-element work is one conversion and one FMA.
-// Activations stay float32 and sums are float32: no activation quantization.
+// On this path activations and sums stay float32; the integer path below quantizes the input.
 //
 // Q4_K and Q6_K take the integer path instead when the caller gives an ActQ8Scratch (the backend
 // always does): a small launch (quantize_act_kernel) quantizes the (optionally RMS-normalised)
@@ -18,9 +18,9 @@
 // terms and scaled once: d * sc * dx * (sum(q * xq) + sum(q * xq2) / 254). The input's rounding
 // error is at most dx/508 per element (plus float rounding), so a row's error is at most
 // sum_i |w_i| * dx(i)/508 (the bound the op tests check). A group holding a NaN or infinity gets
-// dx = NaN, so non-finite inputs still reach the output. Without a scratch (or one too small),
-// and with LOCKSTEP_CUDA_PRECISION=f32 (the mode closest to the CPU reference, cuda_backend.h),
-// the float-activation kernels run for every type.
+// dx = NaN, so non-finite inputs still reach the output. Without a scratch (or one too small; the
+// CUDA backend passes none with CudaBackendOptions::f32_activations, the mode closest to the CPU
+// reference), the float-activation kernels run for every type.
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/quant_blocks.cuh"
 
@@ -72,10 +72,10 @@ struct Args {
   bool prefetch = false;
 };
 
-// Prefetching pays for small products (0.5B decode, H200: 705 -> 730 tok/s) and costs for large
-// ones (7B: 297 -> 288), where the early thread blocks' prefetches compete with the running
-// kernel for bandwidth and L2. So only products of at most kernel_tuning().prefetch_mb megabytes
-// of weights prefetch (default 16; 0: never). A bench knob: the results are the same bits.
+// Prefetching pays for small products (0.5B decode) and costs for large ones (7B; timings in
+// bench/NOTES.md), where the early thread blocks' prefetches compete with the running kernel for
+// bandwidth and L2. So only products of at most kernel_tuning().prefetch_mb megabytes of weights
+// prefetch (default 16; 0: never; LOCKSTEP_CUDA_PREFETCH_MB). A bench knob: the same bits.
 bool prefetch_wanted(const Args& args, bool swiglu) {
   const double limit_mb = kernel_tuning().prefetch_mb;
   double bytes = 0;
@@ -502,12 +502,12 @@ void check_shape(TensorType type, int64_t rows, int64_t cols, const char* op) {
                 " of " + std::to_string(rows) + " x " + std::to_string(cols));
 }
 
-// Q6_K rows wider than this take the float path even with a scratch: on the H100 (2026-11-26)
-// the two-term int8 product of the 7B's 3584 x 18944 ffn_down took 39.2 us against 28.7 us with
-// float activations (its 2-byte-aligned blocks make it load-bound), while the 152064 x 3584
-// output took 200.7 against 218.8 us; decode of the 0.5B (Q6_K ffn_down 4864 wide) ran 1 036
-// tok/s with float there, 1 022 with int8. LOCKSTEP_CUDA_Q6K_INT8_MAX_COLS overrides it (a bench
-// knob; the two paths differ in the last bits, both within the op tests' bounds).
+// Q6_K rows wider than this take the float path even with a scratch: on wide rows the two-term
+// int8 product is load-bound (Q6_K's blocks are only 2-byte aligned) and slower than float
+// activations (the 7B's 18944-wide and the 0.5B's 4864-wide ffn_down), while on the 3584-wide
+// rows of the 7B's output matrix it is faster (timings in bench/NOTES.md).
+// kernel_tuning().q6k_int8_max_cols (LOCKSTEP_CUDA_Q6K_INT8_MAX_COLS) sets it (a bench knob; the
+// two paths differ in the last bits, both within the op tests' bounds).
 int64_t q6k_int8_max_cols() {
   return kernel_tuning().q6k_int8_max_cols;
 }

@@ -16,9 +16,9 @@ using namespace lockstep::cuda;
 namespace {
 
 // A thread block per (token, group of kRopeHeads heads of Q then K): it computes the rope_dim/2
-// angles of its position once into shared memory, then rotates its heads' pairs; the blocks of K
-// heads also store the head's V row and K's unrotated tail in the cache. (One block per token did
-// all heads with every angle recomputed per head: 17 us per 7B layer under ncu, 2026-11-26.)
+// angles of its position once into shared memory, so its heads share them, then rotates its
+// heads' pairs; the blocks of K heads also store the head's V row and K's unrotated tail in the
+// cache. Several blocks per token keep the GPU busy at decode, where there is one token.
 constexpr int kRopeThreads = 128, kRopeHeads = 4, kMaxRopeHalf = 128;
 
 template <typename KV>
