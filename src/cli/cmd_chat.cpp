@@ -285,9 +285,6 @@ int chat_command(const ChatFlags& f) {
     req.max_tokens = f.n_predict;
     req.ignore_eos = f.sampling.ignore_eos;
     req.cancelled = [] { return g_interrupted.load(); };
-    // libedit sets and restores signal dispositions around readline(); make sure Ctrl-C during
-    // the answer reaches our handler, not the default action (which would end the process).
-    install_sigint_handler();
     const GenerationResult r = session.generate(new_tokens, req, print_answer_piece);
     write_stdout("\n");
     messages.push_back({"assistant", r.text});
