@@ -19,6 +19,7 @@ int run_main(int argc, char** argv) {
   add_bench(app, action);
   add_parity(app, action);
   add_qa(app, action);
+  add_serve(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
