@@ -36,6 +36,9 @@ HttpServer::HttpServer(ServerOptions options)
   const int threads = std::max(4, ctx_.options().http_threads);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
   http_->set_payload_max_length(ctx_.options().max_body_bytes);
+  // An idle keep-alive connection holds its thread until this runs out, and stop() waits for
+  // every thread: it bounds how long a shutdown waits for idle clients.
+  http_->set_keep_alive_timeout(2);
 
   http_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     const std::string& key = ctx_.options().api_key;
