@@ -9,7 +9,8 @@
 namespace lockstep::server {
 
 bool ServedModel::answers_to(std::string_view name) const {
-  return name == id || name == id + ".gguf";
+  // ollama clients add a tag (":latest") to a bare model name.
+  return name == id || name == id + ".gguf" || name == id + ":latest";
 }
 
 std::shared_ptr<ServedModel> ServerContext::model() const {

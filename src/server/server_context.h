@@ -42,7 +42,7 @@ struct ServedModel {
   std::unique_ptr<Scheduler> scheduler;
 
   int n_ctx() const { return scheduler->n_ctx(); }
-  // Whether a request's "model" field names this model (its id or its file name).
+  // Whether a request's "model" field names this model (its id, its file name, id:latest).
   bool answers_to(std::string_view name) const;
 };
 

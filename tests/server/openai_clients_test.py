@@ -252,8 +252,8 @@ def main():
         text = "".join(l["response"] for l in lines)
         status, _, whole = request(server, "POST", "/api/generate", dict(body, stream=False))
         check(status == 200 and whole["response"] == text, "non-stream %s" % whole)
-        chat = ndjson_lines(server, "/api/chat", {
-            "model": model_id, "messages": [{"role": "user", "content": "Hi"}],
+        chat = ndjson_lines(server, "/api/chat", {  # ollama clients add ":latest"
+            "model": model_id + ":latest", "messages": [{"role": "user", "content": "Hi"}],
             "options": {"temperature": 0, "num_predict": 8}})
         check(chat[-1]["done"] and chat[-1]["message"]["role"] == "assistant", "chat %s" % chat[-1])
         check(chat[-1]["eval_count"] == 8, "chat eval_count %s" % chat[-1])
