@@ -113,11 +113,14 @@ TEST(ChatTerminal, CtrlCDuringAnAnswerReturnsToThePrompt) {
                        "--backend", "cpu-ref", "--ignore-eos"},
                       /*terminal=*/true);
   ASSERT_TRUE(chat.wait_for_out("> ", 60000)) << chat.err();
+  ASSERT_TRUE(chat.wait_for_line_editor(10000));
   chat.write("tell me everything\r");
   // The echoed line ends in "\r\n"; the answer streams after it.
   ASSERT_TRUE(chat.wait_for_out("everything\r\n", 10000)) << chat.out();
   const size_t answer_at = chat.out().size();
-  ASSERT_TRUE(chat.wait_for_out(" ", 60000, answer_at)) << chat.out();
+  // Well into the answer: the bytes right after the typed line may still be libedit's redisplay
+  // of it (typed before libedit took the terminal), and Ctrl-C then would land at the prompt.
+  ASSERT_TRUE(chat.wait_for_out_bytes(answer_at + 256, 60000)) << chat.out();
   chat.interrupt();
   ASSERT_TRUE(chat.wait_for_err("stopped by Ctrl-C", 60000)) << chat.err();
   ASSERT_TRUE(chat.wait_for_out("\r\n> ", 10000, answer_at)) << chat.out();  // the prompt again
@@ -132,12 +135,15 @@ TEST(ChatTerminal, LineEditingAndHistory) {
   InteractiveRun chat(chat_args({"-c", "1024", "-n", "3"}), /*terminal=*/true);
   ASSERT_TRUE(chat.wait_for_out("> ", 60000)) << chat.err();
   // Typed with a typo fixed by backspace, then recalled from history with the up arrow.
+  ASSERT_TRUE(chat.wait_for_line_editor(10000));
   chat.write("helo\x7flo\r");
   ASSERT_TRUE(chat.wait_for_err("new prompt tok", 60000)) << chat.err();
   const size_t err_mark = chat.err().size();
   ASSERT_TRUE(chat.wait_for_out("> ", 10000, chat.out().find("> ") + 2)) << chat.out();
+  ASSERT_TRUE(chat.wait_for_line_editor(10000));
   chat.write("\x1b[A\r");
   ASSERT_TRUE(chat.wait_for_err("new prompt tok", 60000, err_mark)) << chat.err();
+  ASSERT_TRUE(chat.wait_for_line_editor(10000));
   chat.write("/exit\r");
   ASSERT_EQ(chat.wait(10000), 0) << chat.err();
   const auto fed = fed_per_turn(chat.err());

@@ -155,6 +155,23 @@ bool InteractiveRun::wait_for_err(const std::string& text, int timeout_ms, size_
   return wait_for("err", text, timeout_ms, from);
 }
 
+bool InteractiveRun::wait_for_line_editor(int timeout_ms) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    // On Linux the master side reports the terminal's (the slave's) settings.
+    struct termios t {};
+    if (terminal_ && tcgetattr(in_fd_, &t) == 0 && !(t.c_lflag & ICANON)) return true;
+    if (Clock::now() >= deadline) return false;
+    pump(10);
+  }
+}
+
+bool InteractiveRun::wait_for_out_bytes(size_t bytes, int timeout_ms) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (out_.size() < bytes && Clock::now() < deadline) pump(50);
+  return out_.size() >= bytes;
+}
+
 int InteractiveRun::wait(int timeout_ms) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   while (!exited_) {

@@ -26,6 +26,11 @@ class InteractiveRun {
   // passes. Returns whether it appeared.
   bool wait_for_out(const std::string& text, int timeout_ms, size_t from = 0);
   bool wait_for_err(const std::string& text, int timeout_ms, size_t from = 0);
+  // At a terminal: waits until the child has put it in raw mode (libedit reading a line), so that
+  // what is typed next goes to the line editor, not to the kernel's line discipline.
+  bool wait_for_line_editor(int timeout_ms);
+  // Reads until stdout holds at least `bytes` bytes, or the timeout passes.
+  bool wait_for_out_bytes(size_t bytes, int timeout_ms);
   // The exit code, or -1 when the child did not exit by itself within the timeout (then killed).
   int wait(int timeout_ms);
 

@@ -1,0 +1,187 @@
+// `lockstep serve`: an OpenAI- and ollama-compatible HTTP server (src/server/) over the
+// continuous-batching scheduler (engine/scheduler.h). The port is bound before the model loads,
+// so /health answers "loading" while the parity gate decides; SIGINT/SIGTERM stop it in order
+// and it exits 0.
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "backend/registry.h"
+#include "cli/commands.h"
+#include "cli/generation_flags.h"
+#include "engine/scheduler.h"
+#include "server/http_server.h"
+#include "tokenizer/chat_template.h"
+#include "util/error.h"
+
+namespace lockstep::cli {
+
+namespace {
+
+struct ServeFlags {
+  ModelFlags model;
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  int parallel = 4;
+  int queue = 64;
+  std::string api_key;
+  double grace_s = 10;
+};
+
+// The signal the waiter thread received (0: none yet). Global because the waiter is detached: it
+// may outlive serve_command when the process ends some other way.
+std::atomic<int> g_signal{0};
+std::mutex g_signal_mutex;
+std::condition_variable g_signal_cv;
+
+// Blocks SIGINT and SIGTERM in this thread and every thread started after it (the HTTP pool, the
+// scheduler, the backend's workers), and starts one thread that waits for them.
+void catch_stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // A client that disconnects mid-stream must not kill the server with SIGPIPE: the failed write
+  // is how its request gets cancelled.
+  signal(SIGPIPE, SIG_IGN);
+  std::thread([set] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    {
+      std::lock_guard<std::mutex> lock(g_signal_mutex);
+      g_signal = sig;
+    }
+    g_signal_cv.notify_all();
+  }).detach();
+}
+
+std::string url_host(const std::string& host) {
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+}
+
+// With a CUDA backend one sequence at a time for now (the CUDA backend's n_seq is 1).
+int effective_parallel(const ServeFlags& f) {
+  bool device = false;
+  if (f.model.backend == "auto") {
+    const auto candidates = auto_candidates();
+    device = !candidates.empty() && candidates.front()->is_device;
+  } else if (const BackendEntry* e = find_backend(f.model.backend)) {
+    device = e->is_device;
+  }
+  if (device && f.parallel > 1) {
+    std::fprintf(stderr,
+                 "lockstep serve: note: the %s backend serves one sequence at a time for now; "
+                 "--parallel %d becomes 1\n",
+                 f.model.backend == "auto" ? "auto-selected device" : f.model.backend.c_str(),
+                 f.parallel);
+    return 1;
+  }
+  return f.parallel;
+}
+
+int serve_command(const ServeFlags& f) {
+  catch_stop_signals();
+  const ParityConfig parity = resolve_parity(f.model.parity);
+  const std::string path = resolve_model_path(f.model.model);
+  const int parallel = effective_parallel(f);
+
+  server::ServerOptions options;
+  options.api_key = f.api_key;
+  options.http_threads = std::max(64, 4 * parallel + 16);
+  options.shutdown_grace = std::chrono::milliseconds(int64_t(f.grace_s * 1000));
+  server::HttpServer http(options);
+  const int port = http.bind(f.host, f.port);
+  http.start();
+
+  const auto t0 = std::chrono::steady_clock::now();
+  auto served = std::make_shared<server::ServedModel>();
+  served->model = std::make_unique<Model>(Model::load(path));
+  served->vocab =
+      std::make_unique<tokenizer::Vocab>(tokenizer::Vocab::from_gguf(*served->model->file));
+  served->chat_template = tokenizer::ChatTemplate::for_vocab(*served->vocab);
+  OpenRequest request = f.model.request();
+  request.options.n_seq = parallel;
+  ServingBackend serving = open_backend(*served->model, *served->vocab, request, parity, {});
+  served->summary = summarize(*served->model, path);
+  served->id = std::filesystem::path(path).stem().string();
+  served->backend = serving.backend_used;
+  served->verdict = serving.verdict;
+  served->created = server::unix_now();
+  SchedulerOptions sched;
+  sched.queue_capacity = size_t(f.queue);
+  served->scheduler =
+      std::make_unique<Scheduler>(std::move(serving.backend), *served->vocab, sched);
+  const double load_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::fprintf(stderr,
+               "lockstep serve: %s | %s | %s | backend %s | threads %d | ctx %d per slot | "
+               "%d slots | template %s | loaded in %.0f ms\n",
+               path.c_str(), served->summary.architecture.c_str(),
+               served->summary.file_type.c_str(), served->backend.c_str(),
+               resolve_threads(f.model.threads), served->n_ctx(), parallel,
+               served->chat_template.name().c_str(), load_ms);
+  const std::string backend = served->backend;
+  const std::string verdict = serving.verdict.summary();
+  http.set_model(std::move(served));
+  std::fprintf(stderr, "lockstep serve: listening on http://%s:%d (backend %s, %s)\n",
+               url_host(f.host).c_str(), port, backend.c_str(), verdict.c_str());
+  std::fflush(stderr);
+
+  {
+    std::unique_lock<std::mutex> lock(g_signal_mutex);
+    g_signal_cv.wait(lock, [] { return g_signal.load() != 0; });
+  }
+  std::fprintf(stderr,
+               "lockstep serve: %s received; finishing in-flight requests (at most %.0f s)\n",
+               g_signal.load() == SIGINT ? "SIGINT" : "SIGTERM", f.grace_s);
+  http.stop();
+  std::fprintf(stderr, "lockstep serve: stopped\n");
+  return 0;
+}
+
+}  // namespace
+
+void add_serve(CLI::App& app, Action& action) {
+  auto* cmd = app.add_subcommand(
+      "serve", "Serve a model over HTTP (OpenAI and ollama APIs) with continuous batching");
+  auto f = std::make_shared<ServeFlags>();
+  add_model_flags(cmd, f->model);
+  cmd->add_option("--host", f->host, "address to listen on (loopback unless told otherwise)")
+      ->capture_default_str();
+  cmd->add_option("--port", f->port, "TCP port (0: any free port)")->capture_default_str();
+  cmd->add_option("--parallel", f->parallel,
+                  "sequences served at once (slots; each has the full -c context)")
+      ->capture_default_str();
+  cmd->add_option("--queue", f->queue,
+                  "requests that may wait for a slot; more are answered 503 + Retry-After")
+      ->capture_default_str();
+  cmd->add_option("--api-key", f->api_key,
+                  "require 'Authorization: Bearer KEY' on every endpoint but /health");
+  cmd->add_option("--shutdown-grace", f->grace_s,
+                  "seconds in-flight requests may take to finish after SIGINT/SIGTERM")
+      ->capture_default_str();
+  cmd->callback([&action, f] {
+    check_model_flags(f->model);
+    if (f->port < 0 || f->port > 65535)
+      throw CLI::ValidationError("--port", "must be in [0, 65535]");
+    if (f->parallel < 1 || f->parallel > 256)
+      throw CLI::ValidationError("--parallel", "must be in [1, 256]");
+    if (f->queue < 0) throw CLI::ValidationError("--queue", "must be >= 0");
+    if (!(f->grace_s >= 0 && f->grace_s <= 3600))
+      throw CLI::ValidationError("--shutdown-grace", "must be in [0, 3600] seconds");
+    action = [f] { return serve_command(*f); };
+  });
+}
+
+}  // namespace lockstep::cli

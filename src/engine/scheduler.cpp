@@ -1,0 +1,300 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <optional>
+
+#include "engine/stop_filter.h"
+#include "util/error.h"
+
+namespace lockstep {
+
+// One sequence of the backend and the request it serves. Touched by the scheduler thread only.
+struct Scheduler::Slot {
+  int seq = 0;
+  bool busy = false;
+  ScheduledRequest req;
+  size_t fed = 0;  // prompt tokens in the cache
+  std::optional<Sampler> sampler;
+  std::optional<tokenizer::StreamingDetokenizer> detok;
+  std::optional<StopFilter> stops;
+  std::vector<float> logits;
+  int32_t pending = -1;  // the sampled token the next step feeds
+  int generated = 0;
+};
+
+Scheduler::Scheduler(std::unique_ptr<Backend> backend, const tokenizer::Vocab& vocab,
+                     SchedulerOptions options)
+    : backend_(std::move(backend)), vocab_(vocab), options_(options) {
+  if (!backend_) throw Error("scheduler: no backend");
+  if (options_.prompt_chunk < 1) throw Error("scheduler: prompt_chunk must be >= 1");
+  n_slots_ = backend_->n_seq();
+  n_ctx_ = backend_->n_ctx();
+  n_logits_ = size_t(backend_->model().hp.n_vocab);
+  n_sample_ = std::min(n_logits_, size_t(vocab_.n_tokens()));
+  for (int s = 0; s < n_slots_; ++s) {
+    auto slot = std::make_unique<Slot>();
+    slot->seq = s;
+    slot->logits.resize(n_logits_);
+    slots_.push_back(std::move(slot));
+  }
+  thread_ = std::thread([this] { run(); });
+}
+
+Scheduler::~Scheduler() {
+  shutdown(std::chrono::milliseconds(0));
+}
+
+size_t Scheduler::queued() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return queue_.size();
+}
+
+SubmitResult Scheduler::submit(ScheduledRequest request) {
+  auto reject = [](std::string why) {
+    return SubmitResult{SubmitResult::Status::kRejected, std::move(why)};
+  };
+  if (request.prompt.empty()) return reject("the prompt is empty (no tokens to process)");
+  for (int32_t t : request.prompt)
+    if (!vocab_.valid(t) || size_t(t) >= n_logits_)
+      return reject("prompt token id " + std::to_string(t) + " is outside the vocabulary");
+  if (int64_t(request.prompt.size()) > n_ctx_)
+    return reject("the prompt needs " + std::to_string(request.prompt.size()) +
+                  " positions but the context holds " + std::to_string(n_ctx_) +
+                  " (shorten the prompt, or restart the server with a larger -c)");
+  if (request.max_tokens < -1)
+    return reject("max_tokens must be >= 0, got " + std::to_string(request.max_tokens));
+  if (std::string err = validate(request.sampling); !err.empty()) return reject(err);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) return {SubmitResult::Status::kStopped, "the server is shutting down"};
+    if (queue_.size() >= options_.queue_capacity)
+      return {SubmitResult::Status::kBusy,
+              "all " + std::to_string(n_slots_) + " slots are busy and " +
+                  std::to_string(queue_.size()) + " requests are waiting; try again later"};
+    queue_.push_back(std::move(request));
+  }
+  wake_.notify_one();
+  return {};
+}
+
+void Scheduler::shutdown(std::chrono::milliseconds grace) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!stopping_) {
+      stopping_ = true;
+      deadline_ = std::chrono::steady_clock::now() + grace;
+    } else {
+      deadline_ = std::min(deadline_, std::chrono::steady_clock::now() + grace);
+    }
+    if (joined_) return;
+    joined_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+namespace {
+
+void notify(const ScheduledRequest& req, const StreamEvent& ev) {
+  if (req.on_event) req.on_event(ev);
+}
+
+bool cancelled(const ScheduledRequest& req) {
+  return req.cancel && req.cancel->load();
+}
+
+}  // namespace
+
+void Scheduler::finish(Slot& slot, std::string_view reason, std::string_view error) {
+  StreamEvent ev;
+  ev.done = true;
+  ev.prompt_tokens = int(slot.req.prompt.size());
+  ev.completion_tokens = slot.generated;
+  std::string tail;
+  const bool ended_normally = reason == "eos" || reason == "length";
+  if (ended_normally && slot.stops && !slot.stops->stopped()) {
+    // As Session::generate: an incomplete UTF-8 tail becomes U+FFFD; held-back text that never
+    // became a stop string is released.
+    tail = slot.stops->push(slot.detok->flush());
+    if (slot.stops->stopped())
+      reason = "stop";
+    else
+      tail += slot.stops->flush();
+  }
+  ev.text = tail;
+  ev.finish_reason = reason;
+  ev.context_full = reason == "length" && slot.fed > 0 && backend_->seq_past(slot.seq) >= n_ctx_ &&
+                    !(slot.req.max_tokens >= 0 && slot.generated >= slot.req.max_tokens);
+  ev.error = error;
+  // The slot is free before the request hears its end, so that a caller woken by the final
+  // event sees it free.
+  const ScheduledRequest req = std::move(slot.req);
+  slot.req = ScheduledRequest{};
+  slot.busy = false;
+  slot.sampler.reset();
+  slot.detok.reset();
+  slot.stops.reset();
+  --active_;
+  notify(req, ev);
+}
+
+// Moves queued requests into free slots (under the lock); their callbacks run after it is
+// released. Returns false when the thread should end.
+bool Scheduler::admit(std::unique_lock<std::mutex>& lock) {
+  std::vector<ScheduledRequest> dropped;  // cancelled while waiting
+  std::vector<Slot*> joined;
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    if (cancelled(*it)) {
+      dropped.push_back(std::move(*it));
+      it = queue_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& slot : slots_) {
+    if (queue_.empty()) break;
+    if (slot->busy) continue;
+    slot->req = std::move(queue_.front());
+    queue_.pop_front();
+    slot->busy = true;
+    ++active_;
+    joined.push_back(slot.get());
+  }
+  const bool expired = stopping_ && std::chrono::steady_clock::now() >= deadline_;
+  std::vector<ScheduledRequest> refused;  // still queued when the grace period ran out
+  if (expired) {
+    refused.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
+    queue_.clear();
+  }
+  const bool idle_stop = stopping_ && queue_.empty() && active_.load() == 0;
+  lock.unlock();
+
+  for (const auto& req : dropped) {
+    StreamEvent ev;
+    ev.done = true;
+    ev.finish_reason = "cancelled";
+    ev.prompt_tokens = int(req.prompt.size());
+    notify(req, ev);
+  }
+  for (const auto& req : refused) {
+    StreamEvent ev;
+    ev.done = true;
+    ev.finish_reason = "error";
+    ev.error = "the server shut down before the request was started";
+    ev.prompt_tokens = int(req.prompt.size());
+    notify(req, ev);
+  }
+  for (Slot* slot : joined) {
+    backend_->truncate_seq(slot->seq, 0);
+    slot->fed = 0;
+    slot->pending = -1;
+    slot->generated = 0;
+    slot->sampler.emplace(slot->req.sampling);
+    for (int32_t t : slot->req.prompt) slot->sampler->accept(t);
+    slot->detok.emplace(vocab_);
+    slot->stops.emplace(slot->req.stop);
+    if (slot->req.max_tokens == 0) finish(*slot, "length");
+  }
+  if (expired)
+    for (auto& slot : slots_)
+      if (slot->busy) finish(*slot, "cancelled");
+
+  lock.lock();
+  return !(idle_stop || (expired && queue_.empty() && active_.load() == 0));
+}
+
+void Scheduler::run() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    if (!admit(lock)) break;
+    if (active_.load() == 0) {
+      if (!queue_.empty()) continue;
+      if (stopping_)
+        wake_.wait_until(lock, deadline_, [&] { return !queue_.empty(); });
+      else
+        wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      continue;
+    }
+    lock.unlock();
+    step();
+    lock.lock();
+  }
+}
+
+void Scheduler::step() {
+  std::vector<SeqTokens> batch;
+  std::vector<Slot*> in_batch;
+  for (auto& owned : slots_) {
+    Slot& slot = *owned;
+    if (!slot.busy) continue;
+    if (cancelled(slot.req)) {
+      finish(slot, "cancelled");
+      continue;
+    }
+    const auto& prompt = slot.req.prompt;
+    SeqTokens item;
+    item.seq = slot.seq;
+    if (slot.fed < prompt.size()) {
+      const size_t n = std::min(prompt.size() - slot.fed, size_t(options_.prompt_chunk));
+      item.tokens = std::span<const int32_t>(prompt).subspan(slot.fed, n);
+      // Only the chunk that completes the prompt needs the prediction after it.
+      item.logits = slot.fed + n == prompt.size() ? slot.logits.data() : nullptr;
+    } else {
+      item.tokens = {&slot.pending, 1};
+      item.logits = slot.logits.data();
+    }
+    batch.push_back(item);
+    in_batch.push_back(&slot);
+  }
+  if (batch.empty()) return;
+
+  try {
+    backend_->forward_batch(batch);
+  } catch (const std::exception& e) {
+    // Nothing was computed for anyone (forward_batch validates first) or the backend failed
+    // midway: either way no slot of this batch can go on.
+    for (Slot* slot : in_batch) finish(*slot, "error", e.what());
+    return;
+  }
+  ++steps_;
+
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Slot& slot = *in_batch[i];
+    const bool prompt_item = slot.fed < slot.req.prompt.size();
+    if (prompt_item) slot.fed += batch[i].tokens.size();
+    if (!batch[i].logits) continue;
+
+    int32_t token = 0;
+    try {
+      token = slot.sampler->sample({slot.logits.data(), n_sample_});
+    } catch (const std::exception& e) {
+      finish(slot, "error", e.what());
+      continue;
+    }
+    slot.sampler->accept(token);
+    ++slot.generated;
+    StreamEvent ev;
+    ev.token = token;
+    ev.prompt_tokens = int(slot.req.prompt.size());
+    ev.completion_tokens = slot.generated;
+    if (vocab_.is_eog(token)) {
+      notify(slot.req, ev);
+      finish(slot, "eos");
+      continue;
+    }
+    const std::string shown = slot.stops->push(slot.detok->push(token));
+    ev.text = shown;
+    notify(slot.req, ev);
+    if (slot.stops->stopped()) {
+      finish(slot, "stop");
+    } else if (slot.req.max_tokens >= 0 && slot.generated >= slot.req.max_tokens) {
+      finish(slot, "length");
+    } else if (backend_->seq_past(slot.seq) >= n_ctx_) {
+      finish(slot, "length");
+    } else {
+      slot.pending = token;
+    }
+  }
+}
+
+}  // namespace lockstep

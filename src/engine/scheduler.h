@@ -1,0 +1,132 @@
+// Continuous batching: one thread owns a multi-sequence backend (BackendOptions::n_seq slots) and
+// serves many generation requests at once. Requests wait in a bounded queue; between steps they
+// join free slots and finished ones leave. Each step is ONE Backend::forward_batch holding, per
+// busy slot, either the next chunk of its prompt (at most prompt_chunk tokens, so a long prompt
+// is ingested over several steps while the other slots keep decoding) or its one newly sampled
+// token. Every slot then samples, streams and checks its own end exactly as a Session does for a
+// single sequence (engine/generator.h), and because forward_batch gives every row exactly what
+// the sequence alone would get, a request's tokens do not depend on what else is being served.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "backend/backend.h"
+#include "engine/sampler.h"
+#include "tokenizer/vocab.h"
+
+namespace lockstep {
+
+// What a request hears from the scheduler thread. Events come in order: zero or more pieces,
+// then exactly one final event (done = true). A callback must be quick (it runs between steps);
+// the HTTP layer hands events to the connection's own thread.
+struct StreamEvent {
+  std::string_view text;  // text now safe to show (valid UTF-8, no part of a stop string)
+  int32_t token = -1;     // the token sampled this step (-1 on an event that carries none)
+  bool done = false;
+  // On the final event: "eos" (end-of-generation token), "stop" (a stop string), "length"
+  // (max_tokens or a full context), "cancelled", or "error" (then `error` says what).
+  std::string_view finish_reason;
+  bool context_full = false;  // "length" because the context ran out
+  std::string_view error;
+  int prompt_tokens = 0;      // the prompt's length
+  int completion_tokens = 0;  // tokens sampled so far (an end-of-generation token included)
+};
+
+using StreamCallback = std::function<void(const StreamEvent&)>;
+
+struct ScheduledRequest {
+  std::vector<int32_t> prompt;  // the whole context to generate after (at least one token)
+  SamplingParams sampling;
+  int max_tokens = -1;  // -1: until end of generation or a full context
+  std::vector<std::string> stop;
+  StreamCallback on_event;
+  // Set (from any thread) to end the request: its slot is freed within one step and it gets a
+  // final event with finish_reason "cancelled". May be null.
+  std::shared_ptr<std::atomic<bool>> cancel;
+};
+
+struct SubmitResult {
+  enum class Status {
+    kAccepted,  // queued; events will follow
+    kBusy,      // the queue is full: try again later (HTTP 503 + Retry-After)
+    kRejected,  // the request itself is unusable: `error` says why (HTTP 400)
+    kStopped,   // the scheduler is shutting down (HTTP 503)
+  };
+  Status status = Status::kAccepted;
+  std::string error;
+  bool accepted() const { return status == Status::kAccepted; }
+};
+
+struct SchedulerOptions {
+  size_t queue_capacity = 64;  // requests waiting for a slot; more are answered kBusy
+  int prompt_chunk = 256;      // prompt tokens a slot feeds per step
+};
+
+class Scheduler {
+ public:
+  // Takes the backend over (its n_seq() slots serve) and starts the scheduler thread. The
+  // vocabulary must outlive the scheduler.
+  Scheduler(std::unique_ptr<Backend> backend, const tokenizer::Vocab& vocab,
+            SchedulerOptions options = {});
+  ~Scheduler();  // shutdown(0): cancels whatever still runs
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Queues a request, or says why not. kRejected (checked here, before admission): empty prompt,
+  // a token id outside the vocabulary, a prompt longer than the context, max_tokens < -1, bad
+  // sampling parameters.
+  SubmitResult submit(ScheduledRequest request);
+
+  // Stops admitting (submit answers kStopped), lets running and queued requests finish for at
+  // most `grace`, then cancels the rest (queued ones get an "error" event) and joins the thread.
+  // Idempotent.
+  void shutdown(std::chrono::milliseconds grace);
+
+  int n_slots() const { return n_slots_; }
+  int n_ctx() const { return n_ctx_; }
+  const Backend& backend() const { return *backend_; }
+  // Snapshots, for /health and tests.
+  int active_slots() const { return active_.load(); }
+  size_t queued() const;
+  int64_t steps() const { return steps_.load(); }
+
+ private:
+  struct Slot;
+  void run();
+  bool admit(std::unique_lock<std::mutex>& lock);
+  void step();
+  void finish(Slot& slot, std::string_view reason, std::string_view error = {});
+
+  std::unique_ptr<Backend> backend_;
+  const tokenizer::Vocab& vocab_;
+  SchedulerOptions options_;
+  int n_slots_ = 1;
+  int n_ctx_ = 0;
+  size_t n_logits_ = 0;  // the backend's logit row (n_vocab)
+  size_t n_sample_ = 0;  // ids that can be sampled: those the vocabulary can turn into text
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<ScheduledRequest> queue_;
+  bool stopping_ = false;  // no more admissions
+  std::chrono::steady_clock::time_point deadline_;
+  bool joined_ = false;
+
+  std::vector<std::unique_ptr<Slot>> slots_;  // scheduler thread only
+  std::atomic<int> active_{0};
+  std::atomic<int64_t> steps_{0};
+  std::thread thread_;
+};
+
+}  // namespace lockstep
