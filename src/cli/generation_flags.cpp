@@ -61,6 +61,7 @@ LoadedModel load_for_generation(const ModelFlags& flags, const char* cmd,
   LoadedModel m;
   m.model = std::make_unique<Model>(Model::load(path));
   m.vocab = std::make_unique<tokenizer::Vocab>(tokenizer::Vocab::from_gguf(*m.model->file));
+  check_vocab_matches(*m.model, *m.vocab);
   if (make_prompt) m.prompt = make_prompt(*m.vocab);
   OpenResult opened = open_backend(*m.model, *m.vocab, flags.choice(), parity, m.prompt);
   m.backend = std::move(opened.backend);
