@@ -29,6 +29,11 @@ namespace lockstep::tokenizer {
 using TokenId = int32_t;
 inline constexpr TokenId kNoToken = -1;
 
+// A byte range of a text.
+struct TextRange {
+  size_t begin = 0, len = 0;
+};
+
 // Values of tokenizer.ggml.token_type.
 enum class TokenType : int32_t {
   kUndefined = 0,
@@ -90,6 +95,11 @@ class Vocab {
   // tokens; otherwise they are tokenized as plain text. As in llama.cpp and Hugging Face,
   // user-defined (added, non-special) tokens are always matched as single tokens.
   std::vector<TokenId> tokenize(std::string_view text, bool add_special, bool parse_special) const;
+  // As tokenize(text, add_special, /*parse_special=*/true), except inside the `literal` ranges
+  // (sorted, not overlapping): a special token that overlaps one is not matched there, as with
+  // parse_special false. For rendered chats, whose message contents are text.
+  std::vector<TokenId> tokenize(std::string_view text, bool add_special,
+                                std::span<const TextRange> literal) const;
 
   // The bytes one token stands for. Control and unknown tokens give "" unless `special`, then
   // their text; user-defined tokens give their text. May be a partial UTF-8 sequence (byte
@@ -115,7 +125,10 @@ class Vocab {
 
   Vocab() = default;
   void finish_load(const std::string& file);
-  std::vector<Fragment> partition_special(std::string_view text, bool parse_special) const;
+  std::vector<Fragment> partition_special(std::string_view text, bool parse_special,
+                                          std::span<const TextRange> literal) const;
+  std::vector<TokenId> tokenize_impl(std::string_view text, bool add_special, bool parse_special,
+                                     std::span<const TextRange> literal) const;
   void tokenize_spm(std::string_view text, std::vector<TokenId>& out) const;
   void tokenize_bpe(std::string_view text, std::vector<TokenId>& out) const;
   void bpe_word(const std::string& word, std::vector<TokenId>& out) const;
