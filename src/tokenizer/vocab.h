@@ -11,6 +11,7 @@
 // gives a warning and "default"; an unknown one is an InputError.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -133,6 +134,7 @@ class Vocab {
   void tokenize_bpe(std::string_view text, std::vector<TokenId>& out) const;
   void bpe_word(const std::string& word, std::vector<TokenId>& out) const;
   TokenId spm_byte_token(uint8_t byte) const;
+  void warn_uncovered() const;  // once per vocabulary: text the tokens cannot represent
   int bpe_rank(std::string_view left, std::string_view right) const;
 
   VocabType type_ = VocabType::kSpm;
@@ -152,6 +154,18 @@ class Vocab {
   bool add_bos_ = false, add_eos_ = false, add_space_prefix_ = false;
   bool ignore_merges_ = false;  // Llama 3: a word that is a token is taken whole
   std::string chat_template_;
+
+  // A flag set once, copied with the vocabulary (std::atomic alone would make Vocab immovable).
+  struct OnceFlag {
+    mutable std::atomic<bool> done{false};
+    OnceFlag() = default;
+    OnceFlag(const OnceFlag& o) : done(o.done.load()) {}
+    OnceFlag& operator=(const OnceFlag& o) {
+      done = o.done.load();
+      return *this;
+    }
+  };
+  OnceFlag warned_uncovered_;
 };
 
 // Turns a stream of token ids into text that never splits a UTF-8 character: bytes of an
