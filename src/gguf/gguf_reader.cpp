@@ -8,6 +8,23 @@
 
 namespace lockstep::gguf {
 
+std::string printable_name(const std::string& name) {
+  std::string out;
+  for (size_t k = 0; k < name.size() && k < 96; ++k) {
+    const unsigned char c = static_cast<unsigned char>(name[k]);
+    if (c < 0x20 || c == 0x7f) {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += char(c);
+    }
+  }
+  if (name.size() > 96) out += "...";
+  return out;
+}
+
 namespace {
 
 // Arrays may hold arrays; bound the nesting so a hostile file cannot exhaust the stack.
@@ -25,25 +42,6 @@ constexpr uint64_t kMetadataCap = uint64_t(512) << 20;
 uint64_t metadata_budget(uint64_t file_size) {
   if (file_size >= (kMetadataCap - kMetadataBase) / kMetadataPerFileByte) return kMetadataCap;
   return kMetadataBase + kMetadataPerFileByte * file_size;
-}
-
-// A key or tensor name as it appears in a message: control bytes (a newline would break the
-// one-line message) become \xNN, and very long names are cut.
-std::string printable_name(const std::string& name) {
-  std::string out;
-  for (size_t k = 0; k < name.size() && k < 96; ++k) {
-    const unsigned char c = static_cast<unsigned char>(name[k]);
-    if (c < 0x20 || c == 0x7f) {
-      static const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += char(c);
-    }
-  }
-  if (name.size() > 96) out += "...";
-  return out;
 }
 
 // A bounds-checked little-endian cursor over the file image. Every read checks the remaining

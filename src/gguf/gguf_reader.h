@@ -25,6 +25,10 @@ inline constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 inline constexpr uint32_t kDefaultAlignment = 32;
 inline constexpr int kMaxDims = 4;
 
+// A string from the file as it may appear in a one-line message: control bytes (a newline would
+// break the line) become \xNN, and strings longer than 96 bytes are cut.
+std::string printable_name(const std::string& name);
+
 struct TensorInfo {
   std::string name;
   uint32_t raw_type = 0;    // ggml type id as stored

@@ -71,7 +71,8 @@ HParams read_hparams(const gguf::GgufFile& f) {
     hp.rope_type = RopeType::Neox;
     hp.has_qkv_bias = true;
   } else {
-    throw InputError(f.path() + ": unknown architecture '" + *arch + "' (supported: llama, qwen2)");
+    throw InputError(f.path() + ": unknown architecture '" + gguf::printable_name(*arch) +
+                     "' (supported: llama, qwen2)");
   }
   const std::string p = *arch + ".";
   hp.n_embd = require_positive(f, p + "embedding_length");
@@ -114,7 +115,7 @@ HParams read_hparams(const gguf::GgufFile& f) {
     const double factor = float_in_range(f, p + "rope.scaling.factor", 1.0, 1, false, 1024);
     hp.rope_freq_scale = float(1.0 / factor);
   } else if (scaling != "none") {
-    throw InputError(f.path() + ": rope scaling type '" + scaling +
+    throw InputError(f.path() + ": rope scaling type '" + gguf::printable_name(scaling) +
                      "' is not supported (supported: none, linear)");
   } else if (f.find(p + "rope.scale_linear")) {
     const double scale = float_in_range(f, p + "rope.scale_linear", 1.0, 0.001, false, 1024);

@@ -100,7 +100,7 @@ Vocab Vocab::from_gguf(const gguf::GgufFile& f) {
   } else if (*model == "gpt2") {
     v.type_ = VocabType::kBpe;
   } else {
-    throw InputError(file + ": unsupported tokenizer model '" + *model +
+    throw InputError(file + ": unsupported tokenizer model '" + gguf::printable_name(*model) +
                      "' (supported: llama = SentencePiece, gpt2 = byte-level BPE)");
   }
 
@@ -161,8 +161,8 @@ Vocab Vocab::from_gguf(const gguf::GgufFile& f) {
       const std::string& m = merges->array[r].s;
       const size_t sp = m.find(' ', 1);
       if (sp == std::string::npos || sp + 1 >= m.size()) {
-        throw InputError(file + ": tokenizer.ggml.merges[" + std::to_string(r) + "] = '" + m +
-                         "' is not of the form 'left right'");
+        throw InputError(file + ": tokenizer.ggml.merges[" + std::to_string(r) + "] = '" +
+                         gguf::printable_name(m) + "' is not of the form 'left right'");
       }
       v.merge_rank_.emplace(m, static_cast<int32_t>(r));  // first occurrence keeps its rank
     }
@@ -185,8 +185,9 @@ Vocab Vocab::from_gguf(const gguf::GgufFile& f) {
         }
       }
       if (!found) {
-        throw InputError(file + ": unknown BPE pre-tokenizer tokenizer.ggml.pre = '" + *pre +
-                         "' (supported: " + supported_pre_names() + ")");
+        throw InputError(file + ": unknown BPE pre-tokenizer tokenizer.ggml.pre = '" +
+                         gguf::printable_name(*pre) + "' (supported: " + supported_pre_names() +
+                         ")");
       }
     }
     if (v.pre_type_ == PreType::kLlama3) {

@@ -201,5 +201,14 @@ TEST(ModelLoad, TokenizerSizeMustMatchTheEmbeddingRows) {
   EXPECT_NO_THROW(check_vocab_matches(ok, tokenizer::Vocab::from_gguf(*ok.file)));
 }
 
+// Found by fuzzing: strings quoted from the file broke the one-line error message.
+TEST(ModelLoad, StringsFromTheFileStayOnOneLineInErrors) {
+  for (const char* key : {"general.architecture", "llama.rope.scaling.type"}) {
+    auto err =
+        load_error(tiny_model_with([&](GgufWriter& w) { w.set(key, Value::of_string("x\ny")); }));
+    EXPECT_NE(err.find("'x\\x0ay'"), std::string::npos) << err;
+  }
+}
+
 }  // namespace
 }  // namespace lockstep

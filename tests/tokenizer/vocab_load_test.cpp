@@ -169,5 +169,22 @@ TEST(VocabLoad, BpeCharactersWithoutATokenWarnOnceAndBecomeTheUnknownToken) {
   }
 }
 
+// Found by fuzzing: strings quoted from the file broke the one-line error message.
+TEST(VocabLoad, StringsFromTheFileStayOnOneLineInErrors) {
+  const std::function<void(gguf::GgufWriter&)> edits[] = {
+      [](auto& w) { w.set("tokenizer.ggml.model", Value::of_string("gpt2\nx")); },
+      [](auto& w) { w.set("tokenizer.ggml.pre", Value::of_string("new\nline")); },
+      [](auto& w) { w.set("tokenizer.ggml.merges", Value::of_strings({"a\nb"})); },
+  };
+  for (const auto& edit : edits) {
+    auto w = bpe_writer();
+    edit(w);
+    const std::string err = load_error(w);
+    EXPECT_FALSE(err.empty());
+    EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+    EXPECT_NE(err.find("\\x0a"), std::string::npos) << err;
+  }
+}
+
 }  // namespace
 }  // namespace lockstep::tokenizer
