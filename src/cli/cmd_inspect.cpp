@@ -14,6 +14,7 @@
 #include "gguf/gguf_reader.h"
 #include "model/hparams.h"
 #include "model/model.h"
+#include "model/weight_check.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/vocab.h"
 #include "util/error.h"
@@ -277,14 +278,19 @@ class Inspector {
       if (!tensor_type_info(ti->type).can_dequantize)
         problem("tensor '" + e.name + "' has type " + tensor_type_name(ti->raw_type) +
                 ", which lockstep cannot compute with");
+      if (auto bad = find_non_finite(*ti)) problem("tensor '" + e.name + "': " + *bad);
     }
     for (size_t k = 0; k < f_.tensors().size(); ++k)
       if (!expected_name[k])
         warnings_.push_back("unexpected tensor '" + printable(f_.tensors()[k].name) +
                             "' (ignored)");
-    if (vocab_ && vocab_->n_tokens() != hp_.n_vocab)
-      problem("tokenizer has " + std::to_string(vocab_->n_tokens()) +
-              " tokens but token_embd.weight has " + std::to_string(hp_.n_vocab) + " rows");
+    if (vocab_) {
+      try {
+        check_vocab_matches(hp_, *vocab_, f_.path());
+      } catch (const Error& e) {
+        problem(without_path(e.what(), f_.path()));
+      }
+    }
     // Model binding is the runtime's authority; anything it refuses that the checks above did
     // not name is reported as it says it.
     if (problems_.empty()) {

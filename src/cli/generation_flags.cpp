@@ -149,6 +149,7 @@ LoadedModel load_for_generation(const ModelFlags& flags, const char* cmd,
   LoadedModel m;
   m.model = std::make_unique<Model>(Model::load(path));
   m.vocab = std::make_unique<tokenizer::Vocab>(tokenizer::Vocab::from_gguf(*m.model->file));
+  check_vocab_matches(*m.model, *m.vocab);
   if (make_prompt) m.prompt = make_prompt(*m.vocab);
   m.serving = open_backend(*m.model, *m.vocab, flags.request(), parity, m.prompt);
   m.backend_used = m.serving.backend_used;

@@ -8,17 +8,6 @@
 
 namespace lockstep::gguf {
 
-namespace {
-
-// Arrays may hold arrays; bound the nesting so a hostile file cannot exhaust the stack.
-constexpr int kMaxArrayDepth = 8;
-// Every array element becomes a Value of about 100 bytes, so a file of N bytes of u8 array would
-// cost ~100 N bytes of memory. Real files hold well under a million elements in all (vocab,
-// merges, scores of a 256k vocabulary); cap the total so a hostile file stays below ~2 GB.
-constexpr uint64_t kMaxArrayElements = uint64_t(1) << 24;
-
-// A key or tensor name as it appears in a message: control bytes (a newline would break the
-// one-line message) become \xNN, and very long names are cut.
 std::string printable_name(const std::string& name) {
   std::string out;
   for (size_t k = 0; k < name.size() && k < 96; ++k) {
@@ -36,12 +25,31 @@ std::string printable_name(const std::string& name) {
   return out;
 }
 
+namespace {
+
+// Arrays may hold arrays; bound the nesting so a hostile file cannot exhaust the stack.
+constexpr int kMaxArrayDepth = 8;
+// Every decoded metadata value (array elements included) becomes a Value of about 100 bytes, so a
+// file of N bytes of u8 arrays would cost ~100 N bytes of memory. The decoded metadata (one
+// sizeof(Value) per value plus the bytes of every key and string) is therefore held to a budget
+// of kMetadataBase + kMetadataPerFileByte * file size, at most kMetadataCap. Real files stay far
+// below it: a vocab-only tokenizer file decodes to 7-14 times its size (llama-spm, qwen2,
+// llama-bpe), and the metadata of a model file is a small part of the file.
+constexpr uint64_t kMetadataBase = uint64_t(64) << 20;
+constexpr uint64_t kMetadataPerFileByte = 16;
+constexpr uint64_t kMetadataCap = uint64_t(512) << 20;
+
+uint64_t metadata_budget(uint64_t file_size) {
+  if (file_size >= (kMetadataCap - kMetadataBase) / kMetadataPerFileByte) return kMetadataCap;
+  return kMetadataBase + kMetadataPerFileByte * file_size;
+}
+
 // A bounds-checked little-endian cursor over the file image. Every read checks the remaining
 // length first; every failure names the byte offset where it happened.
 class Cursor {
  public:
   Cursor(const std::string& file, const uint8_t* base, uint64_t size)
-      : file_(file), base_(base), size_(size) {}
+      : file_(file), base_(base), size_(size), budget_(metadata_budget(size)) {}
 
   uint64_t pos() const { return pos_; }
   uint64_t remaining() const { return size_ - pos_; }
@@ -68,12 +76,25 @@ class Cursor {
     return v;
   }
 
+  // Counts `bytes` of decoded metadata against the budget (see kMetadataBase) before they are
+  // allocated.
+  void charge(uint64_t at, uint64_t bytes) {
+    if (bytes > budget_ - decoded_)
+      fail(at, "metadata would take more than " + std::to_string(budget_ >> 20) +
+                   " MiB of memory once decoded (the limit for a file of " + std::to_string(size_) +
+                   " bytes: " + std::to_string(kMetadataBase >> 20) + " MiB + " +
+                   std::to_string(kMetadataPerFileByte) + " bytes per file byte, at most " +
+                   std::to_string(kMetadataCap >> 20) + " MiB)");
+    decoded_ += bytes;
+  }
+
   std::string read_string(const char* what) {
     uint64_t at = pos_;
     uint64_t len = read<uint64_t>(what);
     if (len > remaining())
       fail(at, std::string(what) + ": string length " + std::to_string(len) + " exceeds the " +
                    std::to_string(remaining()) + " bytes left in the file");
+    charge(at, len);
     std::string s(reinterpret_cast<const char*>(base_ + pos_), len);
     pos_ += len;
     return s;
@@ -85,9 +106,8 @@ class Cursor {
   uint64_t size_;
   uint64_t pos_ = 0;
   std::string context_;
-
- public:
-  uint64_t array_elements = 0;  // elements of all arrays read so far (see kMaxArrayElements)
+  uint64_t budget_;
+  uint64_t decoded_ = 0;  // bytes of decoded metadata so far
 };
 
 // Smallest number of bytes one value of this type occupies in the file.
@@ -173,10 +193,7 @@ Value read_value(Cursor& c, ValueType type, int depth) {
       if (count > c.remaining() / min_value_bytes(v.elem_type))
         c.fail(count_at, "array length " + std::to_string(count) + " cannot fit in the " +
                              std::to_string(c.remaining()) + " bytes left in the file");
-      c.array_elements += count;
-      if (c.array_elements > kMaxArrayElements)
-        c.fail(count_at, "metadata arrays hold more than " + std::to_string(kMaxArrayElements) +
-                             " elements in all");
+      c.charge(count_at, count * sizeof(Value));  // count < file size: no overflow
       v.array.reserve(count);
       for (uint64_t k = 0; k < count; ++k) v.array.push_back(read_value(c, v.elem_type, depth + 1));
       break;
@@ -263,6 +280,7 @@ void GgufFile::parse() {
     uint32_t raw = c.read<uint32_t>("metadata value type");
     if (!is_valid_value_type(raw)) c.fail(type_at, "unknown value type " + std::to_string(raw));
     const uint64_t value_at = c.pos();
+    c.charge(value_at, sizeof(MetadataEntry));
     Value v = read_value(c, ValueType(raw), 0);
     c.set_context("");
     if (metadata_index_.count(key))

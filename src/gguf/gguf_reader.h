@@ -2,6 +2,10 @@
 // offset and size read from the file is checked against the file size with overflow-safe
 // arithmetic before it is used, so a hostile file yields a FormatError (file, byte offset, what)
 // and never a crash, a hang or an allocation sized by the file's claims.
+// Limits: arrays nest at most 8 deep; decoded metadata (one ~100-byte Value per value or array
+// element, plus the bytes of keys and strings) may take at most 64 MiB + 16 bytes per byte of the
+// file, and never more than 512 MiB; past that the file is refused with a FormatError. Real files
+// stay far below (a vocab-only tokenizer file decodes to 7-14 times its size).
 #pragma once
 
 #include <cstdint>
@@ -20,6 +24,10 @@ namespace lockstep::gguf {
 inline constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 inline constexpr uint32_t kDefaultAlignment = 32;
 inline constexpr int kMaxDims = 4;
+
+// A string from the file as it may appear in a one-line message: control bytes (a newline would
+// break the line) become \xNN, and strings longer than 96 bytes are cut.
+std::string printable_name(const std::string& name);
 
 struct TensorInfo {
   std::string name;

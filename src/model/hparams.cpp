@@ -1,6 +1,8 @@
 #include "model/hparams.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "util/error.h"
 
@@ -21,6 +23,39 @@ int64_t require_positive(const gguf::GgufFile& f, const std::string& key) {
   return *v;
 }
 
+std::string number_str(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+// A float key that must be finite and inside [lo, hi] (or (lo, hi] when lo is exclusive); a NaN or
+// an infinity would otherwise pass into every rope angle or norm and make the logits garbage.
+// Missing: `fallback`.
+double float_in_range(const gguf::GgufFile& f, const std::string& key, double fallback, double lo,
+                      bool lo_exclusive, double hi) {
+  const auto v = f.get_float(key);
+  if (!v) return fallback;
+  const double x = *v;
+  const bool ok =
+      std::isfinite(x) && std::isfinite(float(x)) && (lo_exclusive ? x > lo : x >= lo) && x <= hi;
+  if (!ok)
+    throw InputError(f.path() + ": metadata key '" + key + "' = " + number_str(x) +
+                     " is out of range (must be finite and in " + (lo_exclusive ? "(" : "[") +
+                     number_str(lo) + ", " + number_str(hi) + "])");
+  return x;
+}
+
+// Counts that must equal a dimension of some tensor: none can exceed the file's largest
+// dimension, and checking that first keeps a hostile count from sizing anything.
+void check_fits_tensors(const gguf::GgufFile& f, const std::string& key, int64_t value,
+                        int64_t largest_dim) {
+  if (value > largest_dim)
+    throw InputError(f.path() + ": metadata key '" + key + "' = " + std::to_string(value) +
+                     " exceeds every tensor dimension in the file (largest " +
+                     std::to_string(largest_dim) + ")");
+}
+
 }  // namespace
 
 HParams read_hparams(const gguf::GgufFile& f) {
@@ -36,7 +71,8 @@ HParams read_hparams(const gguf::GgufFile& f) {
     hp.rope_type = RopeType::Neox;
     hp.has_qkv_bias = true;
   } else {
-    throw InputError(f.path() + ": unknown architecture '" + *arch + "' (supported: llama, qwen2)");
+    throw InputError(f.path() + ": unknown architecture '" + gguf::printable_name(*arch) +
+                     "' (supported: llama, qwen2)");
   }
   const std::string p = *arch + ".";
   hp.n_embd = require_positive(f, p + "embedding_length");
@@ -67,25 +103,23 @@ HParams read_hparams(const gguf::GgufFile& f) {
   if (hp.rope_dim > hp.head_dim || hp.rope_dim % 2 != 0)
     throw InputError(f.path() + ": rope.dimension_count " + std::to_string(hp.rope_dim) +
                      " does not fit head size " + std::to_string(hp.head_dim));
-  if (auto eps = f.get_float(p + "attention.layer_norm_rms_epsilon")) hp.rms_eps = float(*eps);
-  if (!(hp.rms_eps > 0 && hp.rms_eps < 1))
-    throw InputError(f.path() + ": layer_norm_rms_epsilon out of range");
-  if (auto base = f.get_float(p + "rope.freq_base")) hp.rope_freq_base = float(*base);
-  if (!(hp.rope_freq_base > 1) || !std::isfinite(hp.rope_freq_base))
-    throw InputError(f.path() + ": rope.freq_base out of range");
+  hp.rms_eps = float(float_in_range(f, p + "attention.layer_norm_rms_epsilon", hp.rms_eps, 0,
+                                    /*lo_exclusive=*/true, 0.5));
+  hp.rope_freq_base =
+      float(float_in_range(f, p + "rope.freq_base", hp.rope_freq_base, 1, true, 1e12));
 
-  // Rope scaling: linear is supported; anything else is refused rather than run wrongly.
+  // Rope scaling: linear is supported; anything else is refused rather than run wrongly. A linear
+  // factor divides the positions; real ones are 2 to 32.
   std::string scaling = f.get_string(p + "rope.scaling.type").value_or("none");
   if (scaling == "linear") {
-    double factor = f.get_float(p + "rope.scaling.factor").value_or(1.0);
-    if (!(factor >= 1.0) || !std::isfinite(factor))
-      throw InputError(f.path() + ": rope.scaling.factor must be >= 1");
+    const double factor = float_in_range(f, p + "rope.scaling.factor", 1.0, 1, false, 1024);
     hp.rope_freq_scale = float(1.0 / factor);
   } else if (scaling != "none") {
-    throw InputError(f.path() + ": rope scaling type '" + scaling +
+    throw InputError(f.path() + ": rope scaling type '" + gguf::printable_name(scaling) +
                      "' is not supported (supported: none, linear)");
-  } else if (auto scale = f.get_float(p + "rope.scale_linear")) {
-    hp.rope_freq_scale = float(1.0 / *scale);
+  } else if (f.find(p + "rope.scale_linear")) {
+    const double scale = float_in_range(f, p + "rope.scale_linear", 1.0, 0.001, false, 1024);
+    hp.rope_freq_scale = float(1.0 / scale);
   }
 
   // Llama 3.1+ files carry per-dimension rope frequency factors; running without them would give
@@ -101,6 +135,23 @@ HParams read_hparams(const gguf::GgufFile& f) {
   if (embd->ne.size() != 2) throw InputError(f.path() + ": tensor 'token_embd.weight' must be 2-D");
   hp.n_vocab = embd->ne[1];
   hp.tied_embeddings = f.find_tensor("output.weight") == nullptr;
+
+  // Counts checked against what the file holds before anything is sized by them (the tensor
+  // list of every layer, the backends' buffers): a 1 MB file may not claim 2^31 layers.
+  const int64_t per_layer = hp.has_qkv_bias ? 12 : 9;  // tensors of one block (expected_tensors)
+  const auto n_tensors = int64_t(f.tensors().size());
+  if (hp.n_layer > (n_tensors - 2) / per_layer)
+    throw InputError(f.path() + ": metadata key '" + p +
+                     "block_count' = " + std::to_string(hp.n_layer) +
+                     " is more layers than the file's " + std::to_string(n_tensors) +
+                     " tensors can hold (" + std::to_string(per_layer) + " per layer)");
+  int64_t largest_dim = 0;
+  for (const auto& t : f.tensors())
+    for (int64_t d : t.ne) largest_dim = std::max(largest_dim, d);
+  check_fits_tensors(f, p + "embedding_length", hp.n_embd, largest_dim);
+  check_fits_tensors(f, p + "feed_forward_length", hp.n_ff, largest_dim);
+  check_fits_tensors(f, p + "attention.head_count", hp.n_head, largest_dim);
+  check_fits_tensors(f, p + "attention.key_length", hp.head_dim, largest_dim);
   return hp;
 }
 

@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include "tokenizer/vocab.h"
 #include "util/error.h"
 
 namespace lockstep {
@@ -100,6 +101,17 @@ Model Model::from_file(gguf::GgufFile file) {
     L.ffn_down = bind(f, expected[k++]);
   }
   return m;
+}
+
+void check_vocab_matches(const HParams& hp, const tokenizer::Vocab& vocab,
+                         const std::string& path) {
+  if (vocab.n_tokens() != hp.n_vocab)
+    throw InputError(path + ": tokenizer has " + std::to_string(vocab.n_tokens()) +
+                     " tokens but token_embd.weight has " + std::to_string(hp.n_vocab) + " rows");
+}
+
+void check_vocab_matches(const Model& model, const tokenizer::Vocab& vocab) {
+  check_vocab_matches(model.hp, vocab, model.file->path());
 }
 
 }  // namespace lockstep

@@ -12,6 +12,10 @@
 
 namespace lockstep {
 
+namespace tokenizer {
+class Vocab;
+}
+
 // A 1-D or 2-D weight in file format. Row r starts at data + r * row_bytes.
 struct WeightView {
   std::string name;
@@ -56,5 +60,11 @@ struct ExpectedTensor {
   bool optional = false;  // e.g. output.weight when embeddings are tied
 };
 std::vector<ExpectedTensor> expected_tensors(const HParams& hp);
+
+// The model and its tokenizer must agree: one embedding row per token. A mismatch would surface
+// only later, as a token id past the embedding or a logit no token stands for. InputError naming
+// the file; used by `inspect` and by every command that loads both for generation.
+void check_vocab_matches(const Model& model, const tokenizer::Vocab& vocab);
+void check_vocab_matches(const HParams& hp, const tokenizer::Vocab& vocab, const std::string& path);
 
 }  // namespace lockstep

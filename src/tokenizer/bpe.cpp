@@ -2,6 +2,7 @@
 // pre-tokenizer splits the text into words; each word's bytes are mapped to printable code
 // points; inside a word, the adjacent pair with the lowest merge rank (leftmost on ties) is merged
 // until no listed merge applies; each resulting symbol is emitted as its token.
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,19 @@
 #include "tokenizer/vocab.h"
 
 namespace lockstep::tokenizer {
+
+void Vocab::warn_uncovered() const {
+  if (warned_uncovered_.done.exchange(true)) return;
+  if (unk_ != kNoToken)
+    std::fprintf(stderr,
+                 "lockstep: warning: the vocabulary has no token, and no byte token, for some "
+                 "characters of the text: they became the unknown token %d\n",
+                 unk_);
+  else
+    std::fprintf(stderr,
+                 "lockstep: warning: the vocabulary has no token, no byte token and no unknown "
+                 "token for some characters of the text: they were dropped\n");
+}
 
 int Vocab::bpe_rank(std::string_view left, std::string_view right) const {
   std::string key;
@@ -47,18 +61,36 @@ void Vocab::bpe_word(const std::string& word, std::vector<TokenId>& out) const {
     return -double(rank);  // the lowest rank merges first
   });
 
+  bool in_uncovered_char = false;  // the last byte had no token (a character spans symbols)
   for (int i = 0; i != -1; i = sym[i].next) {
     const std::string_view piece = w.substr(sym[i].begin, sym[i].len);
     const TokenId id = find(piece);
     if (id != kNoToken) {
       out.push_back(id);
+      in_uncovered_char = false;
       continue;
     }
-    // Not in the vocabulary (a vocab without some merge result): fall back to single bytes
-    // where the vocabulary has them, as llama.cpp does.
-    for (char c : piece) {
-      const TokenId b = find(std::string_view(&c, 1));
-      if (b != kNoToken) out.push_back(b);
+    // Not in the vocabulary (a vocab without some merge result): fall back to the byte-level
+    // tokens, one per code point of the piece (each stands for one byte of the text), as
+    // llama.cpp does for the ASCII ones. A byte the vocabulary has no token for either becomes
+    // the unknown token, once per UTF-8 character, or is dropped when there is none; either way
+    // with a warning, never silently.
+    for (uint32_t cp : utf8_decode(piece)) {
+      std::string one;
+      utf8_append(one, cp);
+      const TokenId b = find(one);
+      if (b != kNoToken) {
+        out.push_back(b);
+        in_uncovered_char = false;
+        continue;
+      }
+      const int byte = unicode_to_byte(cp);
+      const bool continuation = byte >= 0x80 && byte < 0xC0;
+      if (!(in_uncovered_char && continuation)) {
+        warn_uncovered();
+        if (unk_ != kNoToken) out.push_back(unk_);
+      }
+      in_uncovered_char = true;
     }
   }
 }

@@ -164,7 +164,17 @@ std::string ChatTemplate::name() const {
 }
 
 std::string ChatTemplate::apply(const std::vector<ChatMessage>& msgs, bool gen) const {
-  std::string out;
+  return render(msgs, gen).text;
+}
+
+RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& msgs, bool gen) const {
+  RenderedChat rendered;
+  std::string& out = rendered.text;
+  // Appends a message's content (text from the conversation, not from the template).
+  auto content_text = [&](const std::string& text) {
+    if (!text.empty()) rendered.contents.push_back({out.size(), text.size()});
+    out += text;
+  };
   const bool has_system = !msgs.empty() && msgs[0].role == "system";
   switch (family_) {
     case ChatFamily::kChatML: {
@@ -172,7 +182,11 @@ std::string ChatTemplate::apply(const std::vector<ChatMessage>& msgs, bool gen) 
       if (!msgs.empty() && !has_system && !default_system_.empty()) {
         out += "<|im_start|>system\n" + default_system_ + "<|im_end|>\n";
       }
-      for (const auto& m : msgs) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
+      for (const auto& m : msgs) {
+        out += "<|im_start|>" + m.role + "\n";
+        content_text(m.content);
+        out += "<|im_end|>\n";
+      }
       if (gen) out += "<|im_start|>assistant\n";
       break;
     }
@@ -187,10 +201,15 @@ std::string ChatTemplate::apply(const std::vector<ChatMessage>& msgs, bool gen) 
           content = "<<SYS>>\n" + msgs[0].content + "\n<</SYS>>\n\n" + content;
         }
         if (strip_) content = py_strip(content);
+        // The <<SYS>> markers count as content: they are plain text in Llama 2's vocabulary.
         if (msgs[i].role == "user") {
-          out += (bos_each_turn_ ? bos_ : "") + "[INST] " + content + " [/INST]";
+          out += (bos_each_turn_ ? bos_ : "") + "[INST] ";
+          content_text(content);
+          out += " [/INST]";
         } else if (msgs[i].role == "assistant") {
-          out += " " + content + " " + eos_;
+          out += " ";
+          content_text(content);
+          out += " " + eos_;
         }
       }
       break;
@@ -199,8 +218,9 @@ std::string ChatTemplate::apply(const std::vector<ChatMessage>& msgs, bool gen) 
       // bos, then <|start_header_id|>{role}<|end_header_id|>\n\n{content|trim}<|eot_id|>
       for (size_t i = 0; i < msgs.size(); ++i) {
         if (i == 0) out += bos_;
-        out += "<|start_header_id|>" + msgs[i].role + "<|end_header_id|>\n\n" +
-               py_strip(msgs[i].content) + "<|eot_id|>";
+        out += "<|start_header_id|>" + msgs[i].role + "<|end_header_id|>\n\n";
+        content_text(py_strip(msgs[i].content));
+        out += "<|eot_id|>";
       }
       if (gen) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
       break;
@@ -210,11 +230,17 @@ std::string ChatTemplate::apply(const std::vector<ChatMessage>& msgs, bool gen) 
       if (variant_ == kMistralV7) {
         for (const auto& m : msgs) {
           if (m.role == "user") {
-            out += "[INST] " + m.content + "[/INST]";
+            out += "[INST] ";
+            content_text(m.content);
+            out += "[/INST]";
           } else if (m.role == "system") {
-            out += "[SYSTEM_PROMPT] " + m.content + "[/SYSTEM_PROMPT]";
+            out += "[SYSTEM_PROMPT] ";
+            content_text(m.content);
+            out += "[/SYSTEM_PROMPT]";
           } else if (m.role == "assistant") {
-            out += " " + m.content + eos_;
+            out += " ";
+            content_text(m.content);
+            out += eos_;
           }
         }
         break;
@@ -240,10 +266,16 @@ std::string ChatTemplate::apply(const std::vector<ChatMessage>& msgs, bool gen) 
           const bool sys_here =
               has_system && (st.system_in_last ? i + 1 == msgs.size() : i == first);
           out += st.open;
-          if (sys_here) out += msgs[0].content + "\n\n";
-          out += m.content + st.close;
+          if (sys_here) {
+            content_text(msgs[0].content);
+            out += "\n\n";
+          }
+          content_text(m.content);
+          out += st.close;
         } else if (m.role == "assistant") {
-          out += st.reply_prefix + (st.trim_reply ? py_strip(m.content) : m.content) + eos_;
+          out += st.reply_prefix;
+          content_text(st.trim_reply ? py_strip(m.content) : m.content);
+          out += eos_;
         }
       }
       break;
@@ -252,7 +284,9 @@ std::string ChatTemplate::apply(const std::vector<ChatMessage>& msgs, bool gen) 
       // <|{role}|>\n{content}{eos}\n  for system/user/assistant; then <|assistant|>\n
       for (const auto& m : msgs) {
         if (m.role == "user" || m.role == "system" || m.role == "assistant") {
-          out += "<|" + m.role + "|>\n" + m.content + eos_ + "\n";
+          out += "<|" + m.role + "|>\n";
+          content_text(m.content);
+          out += eos_ + "\n";
         }
       }
       if (gen && !msgs.empty()) out += "<|assistant|>\n";
@@ -264,14 +298,21 @@ std::string ChatTemplate::apply(const std::vector<ChatMessage>& msgs, bool gen) 
         // Phi-3-mini: the assistant header follows every user turn; no system role.
         for (const auto& m : msgs) {
           if (m.role == "user") {
-            out += "<|user|>\n" + m.content + "<|end|>\n<|assistant|>\n";
+            out += "<|user|>\n";
+            content_text(m.content);
+            out += "<|end|>\n<|assistant|>\n";
           } else if (m.role == "assistant") {
-            out += m.content + "<|end|>\n";
+            content_text(m.content);
+            out += "<|end|>\n";
           }
         }
         break;
       }
-      for (const auto& m : msgs) out += "<|" + m.role + "|>\n" + m.content + "<|end|>\n";
+      for (const auto& m : msgs) {
+        out += "<|" + m.role + "|>\n";
+        content_text(m.content);
+        out += "<|end|>\n";
+      }
       if (gen) {
         out += "<|assistant|>\n";
       } else if (eos_without_prompt_) {
@@ -280,18 +321,23 @@ std::string ChatTemplate::apply(const std::vector<ChatMessage>& msgs, bool gen) 
       break;
     }
   }
-  return out;
+  return rendered;
 }
 
 std::vector<TokenId> tokenize_chat(const Vocab& vocab, const ChatTemplate& tmpl,
                                    const std::vector<ChatMessage>& messages,
                                    bool add_generation_prompt) {
-  std::string text = tmpl.apply(messages, add_generation_prompt);
+  RenderedChat r = tmpl.render(messages, add_generation_prompt);
   if (vocab.add_bos() && vocab.bos() != kNoToken) {
     const std::string& bos = vocab.token_text(vocab.bos());
-    if (!bos.empty() && text.rfind(bos, 0) == 0) text.erase(0, bos.size());
+    // Only a BOS the template wrote: never the start of a message's content.
+    const bool markup = r.contents.empty() || r.contents[0].begin >= bos.size();
+    if (!bos.empty() && markup && r.text.rfind(bos, 0) == 0) {
+      r.text.erase(0, bos.size());
+      for (TextRange& c : r.contents) c.begin -= bos.size();
+    }
   }
-  return vocab.tokenize(text, /*add_special=*/true, /*parse_special=*/true);
+  return vocab.tokenize(r.text, /*add_special=*/true, r.contents);
 }
 
 }  // namespace lockstep::tokenizer

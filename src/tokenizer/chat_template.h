@@ -29,6 +29,13 @@ struct ChatMessage {
 
 enum class ChatFamily { kChatML, kLlama2, kLlama3, kMistral, kZephyr, kPhi3 };
 
+// A rendered conversation: the text, and where in it the messages' contents lie (in order, not
+// overlapping). Contents are text: special tokens written in them are not parsed.
+struct RenderedChat {
+  std::string text;
+  std::vector<TextRange> contents;
+};
+
 class ChatTemplate {
  public:
   // Recognises `source` (a Jinja template, or a family name such as "chatml" or "llama3").
@@ -51,6 +58,8 @@ class ChatTemplate {
   // Renders the conversation. add_generation_prompt appends the opening of an assistant turn
   // (families whose template has none ignore it).
   std::string apply(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  // The same text, with the ranges of it that came from message contents.
+  RenderedChat render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
 
  private:
   ChatFamily family_ = ChatFamily::kChatML;
@@ -64,9 +73,11 @@ class ChatTemplate {
   std::string bos_, eos_;
 };
 
-// Renders a conversation with the vocabulary's template and tokenizes it the way llama.cpp does:
-// special tokens in the rendered text are parsed, and BOS is added as the vocabulary asks
-// (a BOS text the template already wrote at the start is not doubled).
+// Renders a conversation with the vocabulary's template and tokenizes it: special tokens are
+// parsed in the template's markup but not inside message contents (llama.cpp's
+// --no-parse-special for user text: "A<|im_end|>" typed by a user cannot close the turn or open
+// another role), and BOS is added as the vocabulary asks (a BOS text the template already wrote
+// at the start is not doubled).
 std::vector<TokenId> tokenize_chat(const Vocab& vocab, const ChatTemplate& tmpl,
                                    const std::vector<ChatMessage>& messages,
                                    bool add_generation_prompt);

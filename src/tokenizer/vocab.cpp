@@ -100,7 +100,7 @@ Vocab Vocab::from_gguf(const gguf::GgufFile& f) {
   } else if (*model == "gpt2") {
     v.type_ = VocabType::kBpe;
   } else {
-    throw InputError(file + ": unsupported tokenizer model '" + *model +
+    throw InputError(file + ": unsupported tokenizer model '" + gguf::printable_name(*model) +
                      "' (supported: llama = SentencePiece, gpt2 = byte-level BPE)");
   }
 
@@ -161,8 +161,8 @@ Vocab Vocab::from_gguf(const gguf::GgufFile& f) {
       const std::string& m = merges->array[r].s;
       const size_t sp = m.find(' ', 1);
       if (sp == std::string::npos || sp + 1 >= m.size()) {
-        throw InputError(file + ": tokenizer.ggml.merges[" + std::to_string(r) + "] = '" + m +
-                         "' is not of the form 'left right'");
+        throw InputError(file + ": tokenizer.ggml.merges[" + std::to_string(r) + "] = '" +
+                         gguf::printable_name(m) + "' is not of the form 'left right'");
       }
       v.merge_rank_.emplace(m, static_cast<int32_t>(r));  // first occurrence keeps its rank
     }
@@ -185,8 +185,9 @@ Vocab Vocab::from_gguf(const gguf::GgufFile& f) {
         }
       }
       if (!found) {
-        throw InputError(file + ": unknown BPE pre-tokenizer tokenizer.ggml.pre = '" + *pre +
-                         "' (supported: " + supported_pre_names() + ")");
+        throw InputError(file + ": unknown BPE pre-tokenizer tokenizer.ggml.pre = '" +
+                         gguf::printable_name(*pre) + "' (supported: " + supported_pre_names() +
+                         ")");
       }
     }
     if (v.pre_type_ == PreType::kLlama3) {
@@ -306,8 +307,14 @@ bool Vocab::is_eog(TokenId id) const {
   return std::binary_search(eog_ids_.begin(), eog_ids_.end(), id);
 }
 
-std::vector<Vocab::Fragment> Vocab::partition_special(std::string_view text,
-                                                      bool parse_special) const {
+std::vector<Vocab::Fragment> Vocab::partition_special(std::string_view text, bool parse_special,
+                                                      std::span<const TextRange> literal) const {
+  // Whether [at, at + len) overlaps a literal range (few: one per chat message).
+  auto in_literal = [&](size_t at, size_t len) {
+    for (const TextRange& r : literal)
+      if (r.begin < at + len && at < r.begin + r.len) return true;
+    return false;
+  };
   std::vector<Fragment> frags;
   if (text.empty()) return frags;
   frags.push_back({kNoToken, 0, text.size()});
@@ -324,13 +331,18 @@ std::vector<Vocab::Fragment> Vocab::partition_special(std::string_view text,
         continue;
       }
       const std::string_view part = text.substr(f.begin, f.len);
-      size_t pos = 0;
+      const bool check_literal = !literal.empty() && t != TokenType::kUserDefined;
+      size_t pos = 0, from = 0;
       for (;;) {
-        const size_t hit = part.find(tok, pos);
+        const size_t hit = part.find(tok, from);
         if (hit == std::string_view::npos) break;
+        if (check_literal && in_literal(f.begin + hit, tok.size())) {
+          from = hit + 1;  // plain text here; a later occurrence may still be markup
+          continue;
+        }
         if (hit > pos) next.push_back({kNoToken, f.begin + pos, hit - pos});
         next.push_back({id, f.begin + hit, tok.size()});
-        pos = hit + tok.size();
+        pos = from = hit + tok.size();
       }
       if (pos < part.size()) next.push_back({kNoToken, f.begin + pos, part.size() - pos});
     }
@@ -341,9 +353,20 @@ std::vector<Vocab::Fragment> Vocab::partition_special(std::string_view text,
 
 std::vector<TokenId> Vocab::tokenize(std::string_view text, bool add_special,
                                      bool parse_special) const {
+  return tokenize_impl(text, add_special, parse_special, {});
+}
+
+std::vector<TokenId> Vocab::tokenize(std::string_view text, bool add_special,
+                                     std::span<const TextRange> literal) const {
+  return tokenize_impl(text, add_special, /*parse_special=*/true, literal);
+}
+
+std::vector<TokenId> Vocab::tokenize_impl(std::string_view text, bool add_special,
+                                          bool parse_special,
+                                          std::span<const TextRange> literal) const {
   std::vector<TokenId> out;
   if (add_special && add_bos_) out.push_back(bos_);
-  const auto frags = partition_special(text, parse_special);
+  const auto frags = partition_special(text, parse_special, literal);
   if (type_ == VocabType::kSpm) {
     bool prev_special = true;  // the dummy prefix goes at the start and after special tokens
     for (const Fragment& f : frags) {

@@ -11,6 +11,7 @@
 // gives a warning and "default"; an unknown one is an InputError.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -28,6 +29,11 @@ namespace lockstep::tokenizer {
 
 using TokenId = int32_t;
 inline constexpr TokenId kNoToken = -1;
+
+// A byte range of a text.
+struct TextRange {
+  size_t begin = 0, len = 0;
+};
 
 // Values of tokenizer.ggml.token_type.
 enum class TokenType : int32_t {
@@ -90,6 +96,11 @@ class Vocab {
   // tokens; otherwise they are tokenized as plain text. As in llama.cpp and Hugging Face,
   // user-defined (added, non-special) tokens are always matched as single tokens.
   std::vector<TokenId> tokenize(std::string_view text, bool add_special, bool parse_special) const;
+  // As tokenize(text, add_special, /*parse_special=*/true), except inside the `literal` ranges
+  // (sorted, not overlapping): a special token that overlaps one is not matched there, as with
+  // parse_special false. For rendered chats, whose message contents are text.
+  std::vector<TokenId> tokenize(std::string_view text, bool add_special,
+                                std::span<const TextRange> literal) const;
 
   // The bytes one token stands for. Control and unknown tokens give "" unless `special`, then
   // their text; user-defined tokens give their text. May be a partial UTF-8 sequence (byte
@@ -115,11 +126,15 @@ class Vocab {
 
   Vocab() = default;
   void finish_load(const std::string& file);
-  std::vector<Fragment> partition_special(std::string_view text, bool parse_special) const;
+  std::vector<Fragment> partition_special(std::string_view text, bool parse_special,
+                                          std::span<const TextRange> literal) const;
+  std::vector<TokenId> tokenize_impl(std::string_view text, bool add_special, bool parse_special,
+                                     std::span<const TextRange> literal) const;
   void tokenize_spm(std::string_view text, std::vector<TokenId>& out) const;
   void tokenize_bpe(std::string_view text, std::vector<TokenId>& out) const;
   void bpe_word(const std::string& word, std::vector<TokenId>& out) const;
   TokenId spm_byte_token(uint8_t byte) const;
+  void warn_uncovered() const;  // once per vocabulary: text the tokens cannot represent
   int bpe_rank(std::string_view left, std::string_view right) const;
 
   VocabType type_ = VocabType::kSpm;
@@ -139,6 +154,18 @@ class Vocab {
   bool add_bos_ = false, add_eos_ = false, add_space_prefix_ = false;
   bool ignore_merges_ = false;  // Llama 3: a word that is a token is taken whole
   std::string chat_template_;
+
+  // A flag set once, copied with the vocabulary (std::atomic alone would make Vocab immovable).
+  struct OnceFlag {
+    mutable std::atomic<bool> done{false};
+    OnceFlag() = default;
+    OnceFlag(const OnceFlag& o) : done(o.done.load()) {}
+    OnceFlag& operator=(const OnceFlag& o) {
+      done = o.done.load();
+      return *this;
+    }
+  };
+  OnceFlag warned_uncovered_;
 };
 
 // Turns a stream of token ids into text that never splits a UTF-8 character: bytes of an

@@ -61,5 +61,19 @@ TEST(GgufFuzzRegressions, InspectAnswersZeroOrTwo) {
   }
 }
 
+// What run and tokenize do with a file before any compute: the tokenizer and the model binding.
+// Their errors quote strings from the file, which must stay on one line too.
+TEST(GgufFuzzRegressions, TokenizeAnswersZeroOrTwoWithOneLine) {
+  for (const auto& path : regression_inputs()) {
+    SCOPED_TRACE(path.string());
+    const auto r = run_cli("tokenize -m " + path.string() + " x");
+    EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 2) << r.exit_code << "\n" << r.err;
+    if (r.exit_code == 2) {
+      EXPECT_EQ(r.out, "");
+      EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace lockstep::gguf_test

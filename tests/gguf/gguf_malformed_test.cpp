@@ -136,15 +136,28 @@ TEST(GgufMalformed, ArrayOfStringsLongerThanTheFile) {
 }
 
 TEST(GgufMalformed, TooManyArrayElementsInAll) {
-  // Each array fits in the file, but together they pass the 2^24-element cap that bounds the
-  // reader's memory (an element costs ~100 bytes once parsed).
+  // Each array fits in the file and in the decoded-metadata budget (64 MiB + 16 bytes per file
+  // byte, which bounds the reader's memory: an element costs ~100 bytes once parsed), but
+  // together they pass it.
   RawImage im = small_valid_image();
   for (int k = 0; k < 2; ++k) {
     RawKv e{"big" + std::to_string(k), 9, {}};
-    e.value.u32(0).u64((uint64_t(1) << 23) + 1).zeros((uint64_t(1) << 23) + 1);
+    e.value.u32(0).u64(600000).zeros(600000);
     im.kv.push_back(std::move(e));
   }
-  expect_format_error(im.build(), "key 'big1': metadata arrays hold more than 16777216 elements");
+  expect_format_error(im.build(), "key 'big1': metadata would take more than 82 MiB of memory");
+}
+
+TEST(GgufMalformed, ArrayHeavyFileIsBoundedByItsSize) {
+  // A 4 MiB u8 array would decode to ~400 MB of Values: more than the 128 MiB a 4 MiB file may
+  // take (it used to parse, and a 16 MiB file of such arrays took 1.7 GB).
+  RawImage im = small_valid_image();
+  RawKv e{"bytes", 9, {}};
+  e.value.u32(0).u64(uint64_t(4) << 20).zeros(uint64_t(4) << 20);
+  im.kv.push_back(std::move(e));
+  const std::string msg =
+      expect_format_error(im.build(), "key 'bytes': metadata would take more than 128 MiB");
+  EXPECT_NE(msg.find("at most 512 MiB"), std::string::npos) << msg;
 }
 
 TEST(GgufMalformed, ArraysNestedTooDeep) {

@@ -2,15 +2,19 @@
 // refusal is an InputError (exit 2) naming the file and what is wrong, before any compute.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 
 #include "gguf/gguf_reader.h"
 #include "gguf/gguf_writer.h"
+#include "model/hparams.h"
 #include "model/model.h"
 #include "model/presets.h"
 #include "model/synthetic.h"
 #include "model/synthetic_quant_mix.h"
+#include "tokenizer/vocab.h"
 #include "util/error.h"
 
 namespace lockstep {
@@ -21,9 +25,9 @@ using gguf::GgufWriter;
 using gguf::Value;
 
 // The tiny llama preset in F32, rebuilt with its metadata edited and extra tensors added.
-std::vector<uint8_t> tiny_model_with(const std::function<void(GgufWriter&)>& edit) {
-  auto plan =
-      plan_synthetic_model(*find_model_preset("tiny"), Arch::Llama, *find_quant_scheme("f32"), 7);
+std::vector<uint8_t> tiny_model_with(const std::function<void(GgufWriter&)>& edit,
+                                     Arch arch = Arch::Llama) {
+  auto plan = plan_synthetic_model(*find_model_preset("tiny"), arch, *find_quant_scheme("f32"), 7);
   GgufFile base = GgufFile::from_bytes(synthetic_model_bytes(plan), "tiny.gguf");
   GgufWriter w;
   for (const auto& e : base.metadata()) w.set(e.key, e.value);
@@ -85,6 +89,125 @@ TEST(ModelLoad, MissingHyperparameterIsNamed) {
     w.add_tensor(t.name, t.type, t.ne, std::vector<uint8_t>(t.data, t.data + t.n_bytes));
   auto err = load_error(w.to_bytes());
   EXPECT_NE(err.find("llama.block_count"), std::string::npos) << err;
+}
+
+// Issue 9: a file of a few MB claiming 2^31 (or 2e8) layers made inspect and run build tensor
+// names for every claimed layer before any tensor was checked (7 GB after 20 s). The layer count
+// is now refused at read_hparams, before anything is sized by it.
+TEST(ModelLoad, BlockCountBeyondTheFilesTensorsIsRefusedBeforeAnythingIsSized) {
+  for (const Arch arch : {Arch::Llama, Arch::Qwen2}) {
+    for (const uint64_t layers : {uint64_t(1) << 31, uint64_t(200000000), uint64_t(3)}) {
+      const std::string key = std::string(arch_name(arch)) + ".block_count";
+      const std::vector<uint8_t> bytes =
+          tiny_model_with([&](GgufWriter& w) { w.set(key, Value::of_u64(layers)); }, arch);
+      const GgufFile f = GgufFile::from_bytes(bytes, "edited.gguf");
+      std::string err;
+      try {
+        (void)read_hparams(f);
+      } catch (const InputError& e) {
+        err = e.what();
+      }
+      // Checked before Model::from_file so that a regression fails here instead of allocating.
+      ASSERT_NE(err.find("'" + key + "' = " + std::to_string(layers) + " is more layers than"),
+                std::string::npos)
+          << err;
+      EXPECT_EQ(err.find('\n'), std::string::npos);
+      EXPECT_EQ(load_error(bytes), err);
+    }
+  }
+}
+
+TEST(ModelLoad, CountsBeyondEveryTensorDimensionAreRefused) {
+  for (const char* key : {"llama.embedding_length", "llama.feed_forward_length"}) {
+    auto err = load_error(tiny_model_with([&](GgufWriter& w) {
+      w.set(key, Value::of_u32(1u << 30));
+      w.set("llama.attention.key_length", Value::of_u32(64));  // keep head size valid
+    }));
+    EXPECT_NE(err.find(std::string("'") + key + "' = 1073741824 exceeds every tensor dimension"),
+              std::string::npos)
+        << err;
+  }
+}
+
+// Issue 9: rope.scale_linear 0 or NaN passed validation (the rope angles became inf/NaN); every
+// float hyperparameter must be finite and in a sane range, refused with its key named.
+TEST(ModelLoad, NonFiniteOrAbsurdFloatHyperparametersAreRefusedNamingTheKey) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  struct Case {
+    const char* key;
+    float value;
+  };
+  const Case cases[] = {
+      {"llama.rope.scale_linear", 0.0f},
+      {"llama.rope.scale_linear", nan},
+      {"llama.rope.scale_linear", inf},
+      {"llama.rope.scale_linear", -2.0f},
+      {"llama.rope.scale_linear", 1e9f},
+      {"llama.rope.freq_base", nan},
+      {"llama.rope.freq_base", inf},
+      {"llama.rope.freq_base", 0.5f},
+      {"llama.attention.layer_norm_rms_epsilon", nan},
+      {"llama.attention.layer_norm_rms_epsilon", 0.0f},
+      {"llama.attention.layer_norm_rms_epsilon", inf},
+      {"llama.rope.scaling.factor", nan},
+      {"llama.rope.scaling.factor", inf},
+      {"llama.rope.scaling.factor", 0.5f},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string(c.key) + " = " + std::to_string(c.value));
+    auto err = load_error(tiny_model_with([&](GgufWriter& w) {
+      w.set(c.key, Value::of_f32(c.value));
+      if (std::string(c.key).find("scaling.factor") != std::string::npos)
+        w.set("llama.rope.scaling.type", Value::of_string("linear"));
+    }));
+    EXPECT_NE(err.find(std::string("metadata key '") + c.key + "' = "), std::string::npos) << err;
+    EXPECT_NE(err.find("out of range"), std::string::npos) << err;
+    EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+  }
+}
+
+TEST(ModelLoad, SaneFloatHyperparametersStillLoad) {
+  auto bytes = tiny_model_with([](GgufWriter& w) {
+    w.set("llama.rope.scale_linear", Value::of_f32(4.0f));
+    w.set("llama.rope.freq_base", Value::of_f32(1e6f));
+    w.set("llama.attention.layer_norm_rms_epsilon", Value::of_f32(1e-6f));
+  });
+  Model m = Model::from_file(GgufFile::from_bytes(std::move(bytes), "tiny.gguf"));
+  EXPECT_FLOAT_EQ(m.hp.rope_freq_scale, 0.25f);
+  EXPECT_FLOAT_EQ(m.hp.rope_freq_base, 1e6f);
+}
+
+// Issue 9: inspect refused a tokenizer whose size differs from the embedding rows, run accepted
+// it and failed later naming a token id. One check, used by both.
+TEST(ModelLoad, TokenizerSizeMustMatchTheEmbeddingRows) {
+  auto bytes = tiny_model_with([](GgufWriter& w) {
+    std::vector<std::string> tokens;
+    for (int k = 0; k < 600; ++k) tokens.push_back(std::to_string(k).insert(0, 1, 't'));
+    w.set("tokenizer.ggml.tokens", Value::of_strings(tokens));
+    w.set("tokenizer.ggml.token_type", Value::of_i32s(std::vector<int32_t>(600, 1)));
+  });
+  Model m = Model::from_file(GgufFile::from_bytes(std::move(bytes), "edited.gguf"));
+  const auto vocab = tokenizer::Vocab::from_gguf(*m.file);
+  try {
+    check_vocab_matches(m, vocab);
+    ADD_FAILURE() << "a 600-token tokenizer on 512 embedding rows was accepted";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(),
+                 "edited.gguf: tokenizer has 600 tokens but token_embd.weight has 512 rows");
+  }
+  auto good = tiny_model_with([](GgufWriter&) {});
+  Model ok = Model::from_file(GgufFile::from_bytes(std::move(good), "tiny.gguf"));
+  EXPECT_NO_THROW(check_vocab_matches(ok, tokenizer::Vocab::from_gguf(*ok.file)));
+}
+
+// Found by fuzzing: strings quoted from the file broke the one-line error message.
+TEST(ModelLoad, StringsFromTheFileStayOnOneLineInErrors) {
+  for (const char* key : {"general.architecture", "llama.rope.scaling.type"}) {
+    auto err =
+        load_error(tiny_model_with([&](GgufWriter& w) { w.set(key, Value::of_string("x\ny")); }));
+    EXPECT_NE(err.find("'x\\x0ay'"), std::string::npos) << err;
+  }
 }
 
 }  // namespace

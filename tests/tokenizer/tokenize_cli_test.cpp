@@ -113,5 +113,23 @@ TEST(TokenizeCli, Errors) {
   std::remove(path.c_str());
 }
 
+// Characters the vocabulary cannot represent: a warning on stderr, never on stdout.
+TEST(TokenizeCli, UnrepresentableCharactersWarnOnStderrOnly) {
+  const std::string path = testing::TempDir() + "lockstep_no_bytes.gguf";
+  gguf::GgufWriter w;
+  w.set("tokenizer.ggml.model", gguf::Value::of_string("gpt2"));
+  w.set("tokenizer.ggml.pre", gguf::Value::of_string("gpt-2"));
+  w.set("tokenizer.ggml.tokens", gguf::Value::of_strings({"h", "e", "l", "o", "w", "r", "d"}));
+  w.set("tokenizer.ggml.merges", gguf::Value::of_strings({"l o"}));
+  w.write(path);
+  const auto r =
+      run_lockstep({"tokenize", "-m", path, "--ids", "hello world \xC3\xA9 \xE4\xB8\xAD"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "[0, 1, 2, 2, 3, 4, 3, 5, 2, 6]\n");
+  EXPECT_NE(r.err.find("lockstep: warning: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("dropped"), std::string::npos) << r.err;
+  std::remove(path.c_str());
+}
+
 }  // namespace
 }  // namespace lockstep::tokenizer::test

@@ -2,6 +2,7 @@
 // missing pre-tokenizer name gives a warning and the default pre-tokenizer.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 
 #include "gguf/gguf_reader.h"
@@ -133,6 +134,56 @@ TEST(VocabLoad, SpmByteFallbackAndScores) {
   // Characters not in the vocab fall back to byte tokens: 'A' -> <0x41>, 'é' -> <0xC3><0xA9>.
   EXPECT_EQ(v.tokenize("A\xC3\xA9", true, false), (std::vector<TokenId>{1, 6, 3, 4, 5}));
   EXPECT_EQ(v.detokenize(v.tokenize("A\xC3\xA9 bb", false, false)), "A\xC3\xA9 bb");
+}
+
+// Issue 9: a BPE vocabulary without a token (or byte-level token) for some characters dropped
+// them silently ("hello world é 中" came back as "helloworld"). Now each such character becomes
+// the unknown token when there is one, and either way one warning goes to stderr.
+TEST(VocabLoad, BpeCharactersWithoutATokenWarnOnceAndBecomeTheUnknownToken) {
+  // Words "ab", " é", " ab", " 中": "Ġ" (3) and "Ġab" (4) exist, é and 中 have no token.
+  const std::string text = "ab \xC3\xA9 ab \xE4\xB8\xAD";
+  {
+    const Vocab v = load(bpe_writer());  // no unknown token: dropped, with a warning
+    testing::internal::CaptureStderr();
+    EXPECT_EQ(v.tokenize(text, false, false), (std::vector<TokenId>{2, 3, 4, 3}));
+    EXPECT_EQ(v.tokenize(text, false, false), (std::vector<TokenId>{2, 3, 4, 3}));
+    const std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("lockstep: warning: "), std::string::npos) << err;
+    EXPECT_NE(err.find("dropped"), std::string::npos) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << "warned more than once: " << err;
+  }
+  {
+    auto w = bpe_writer();
+    w.set("tokenizer.ggml.tokens", Value::of_strings({"a", "b", "ab", "\xC4\xA0",
+                                                      "\xC4\xA0"
+                                                      "ab",
+                                                      "<unk>"}));
+    w.set("tokenizer.ggml.unknown_token_id", Value::of_u32(5));
+    const Vocab v = load(w);
+    testing::internal::CaptureStderr();
+    // One unknown token per character, not per byte.
+    EXPECT_EQ(v.tokenize(text, false, false), (std::vector<TokenId>{2, 3, 5, 4, 3, 5}));
+    const std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("unknown token 5"), std::string::npos) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  }
+}
+
+// Found by fuzzing: strings quoted from the file broke the one-line error message.
+TEST(VocabLoad, StringsFromTheFileStayOnOneLineInErrors) {
+  const std::function<void(gguf::GgufWriter&)> edits[] = {
+      [](auto& w) { w.set("tokenizer.ggml.model", Value::of_string("gpt2\nx")); },
+      [](auto& w) { w.set("tokenizer.ggml.pre", Value::of_string("new\nline")); },
+      [](auto& w) { w.set("tokenizer.ggml.merges", Value::of_strings({"a\nb"})); },
+  };
+  for (const auto& edit : edits) {
+    auto w = bpe_writer();
+    edit(w);
+    const std::string err = load_error(w);
+    EXPECT_FALSE(err.empty());
+    EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+    EXPECT_NE(err.find("\\x0a"), std::string::npos) << err;
+  }
 }
 
 }  // namespace
