@@ -27,22 +27,9 @@ namespace {
 // Insertion-ordered, so the JSON lists fields in the documented order.
 using json = nlohmann::ordered_json;
 
-// Makes metadata safe to print on a terminal: control bytes (and DEL) become \xNN, the rest of
-// the bytes are kept (JSON output escapes and repairs invalid UTF-8 separately).
+// Metadata as printed on a terminal (JSON output escapes and repairs invalid UTF-8 separately).
 std::string printable(const std::string& s, size_t max_len = 120) {
-  std::string out;
-  for (size_t k = 0; k < s.size() && out.size() < max_len; ++k) {
-    const unsigned char c = static_cast<unsigned char>(s[k]);
-    if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    } else {
-      out += char(c);
-    }
-  }
-  if (out.size() >= max_len) out += "...";
-  return out;
+  return lockstep::printable(s, max_len);
 }
 
 // The reader's messages start with the file name; inside a report about that file it is noise.

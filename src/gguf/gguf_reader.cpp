@@ -8,22 +8,7 @@
 
 namespace lockstep::gguf {
 
-std::string printable_name(const std::string& name) {
-  std::string out;
-  for (size_t k = 0; k < name.size() && k < 96; ++k) {
-    const unsigned char c = static_cast<unsigned char>(name[k]);
-    if (c < 0x20 || c == 0x7f) {
-      static const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += char(c);
-    }
-  }
-  if (name.size() > 96) out += "...";
-  return out;
-}
+std::string printable_name(const std::string& name) { return printable(name, 96); }
 
 namespace {
 

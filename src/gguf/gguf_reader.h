@@ -25,8 +25,8 @@ inline constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 inline constexpr uint32_t kDefaultAlignment = 32;
 inline constexpr int kMaxDims = 4;
 
-// A string from the file as it may appear in a one-line message: control bytes (a newline would
-// break the line) become \xNN, and strings longer than 96 bytes are cut.
+// A string from the file as it may appear in a one-line message: lockstep::printable (control
+// bytes escaped, so a newline cannot break the line), cut after 96 bytes.
 std::string printable_name(const std::string& name);
 
 struct TensorInfo {

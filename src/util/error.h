@@ -2,6 +2,7 @@
 // and the CLI maps its kind to a documented exit code (README "Exit codes").
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -41,9 +42,13 @@ class FormatError : public InputError {
       : InputError(file + ": at byte " + std::to_string(offset) + ": " + what) {}
 };
 
-// A message made safe to print as exactly one terminal line: a newline becomes "\n", any other
-// control byte (and DEL) "\xNN"; other bytes are kept. Messages quote names taken from files
-// and flags, so everything that prints an error's message goes through this.
+// Text made safe to print inside one terminal line: a newline becomes "\n", any other control
+// byte (and DEL) "\xNN"; other bytes are kept. Text longer than max_bytes is cut and ends in
+// "...". Names quoted from files (keys, tensor names, metadata) go through this, with a cap.
+std::string printable(std::string_view text, size_t max_bytes = std::string_view::npos);
+
+// A whole error message as exactly one line (printable without a cap). Messages quote names
+// taken from files and flags, so everything that prints an error's message goes through this.
 std::string one_line(std::string_view message);
 
 }  // namespace lockstep

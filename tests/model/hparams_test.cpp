@@ -96,7 +96,7 @@ TEST(ModelLoad, MissingHyperparameterIsNamed) {
 // is now refused at read_hparams, before anything is sized by it.
 TEST(ModelLoad, BlockCountBeyondTheFilesTensorsIsRefusedBeforeAnythingIsSized) {
   for (const Arch arch : {Arch::Llama, Arch::Qwen2}) {
-    for (const uint64_t layers : {uint64_t(1) << 31, uint64_t(200000000), uint64_t(3)}) {
+    for (const uint64_t layers : {uint64_t(1) << 31, uint64_t(200000000), uint64_t(1000)}) {
       const std::string key = std::string(arch_name(arch)) + ".block_count";
       const std::vector<uint8_t> bytes =
           tiny_model_with([&](GgufWriter& w) { w.set(key, Value::of_u64(layers)); }, arch);
@@ -114,6 +114,17 @@ TEST(ModelLoad, BlockCountBeyondTheFilesTensorsIsRefusedBeforeAnythingIsSized) {
       EXPECT_EQ(err.find('\n'), std::string::npos);
       EXPECT_EQ(load_error(bytes), err);
     }
+  }
+}
+
+// A count within the bound but beyond the file's layers is told which tensor is missing.
+TEST(ModelLoad, OneLayerMoreThanTheFileHoldsNamesTheMissingTensor) {
+  for (const Arch arch : {Arch::Llama, Arch::Qwen2}) {
+    const std::string key = std::string(arch_name(arch)) + ".block_count";
+    const std::string err =
+        load_error(tiny_model_with([&](GgufWriter& w) { w.set(key, Value::of_u64(3)); }, arch));
+    EXPECT_NE(err.find("missing tensor 'blk.2."), std::string::npos) << err;
+    EXPECT_EQ(err.find('\n'), std::string::npos);
   }
 }
 
@@ -206,7 +217,7 @@ TEST(ModelLoad, StringsFromTheFileStayOnOneLineInErrors) {
   for (const char* key : {"general.architecture", "llama.rope.scaling.type"}) {
     auto err =
         load_error(tiny_model_with([&](GgufWriter& w) { w.set(key, Value::of_string("x\ny")); }));
-    EXPECT_NE(err.find("'x\\x0ay'"), std::string::npos) << err;
+    EXPECT_NE(err.find("'x\\ny'"), std::string::npos) << err;
   }
 }
 

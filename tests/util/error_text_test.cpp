@@ -16,5 +16,12 @@ TEST(OneLine, EscapesControlBytesAndKeepsTheRest) {
   EXPECT_EQ(one_line(""), "");
 }
 
+TEST(Printable, EscapesLikeOneLineAndCutsLongText) {
+  EXPECT_EQ(printable("key\n\x1b", 10), "key\\n\\x1b");
+  EXPECT_EQ(printable("abcdefgh", 8), "abcdefgh");
+  EXPECT_EQ(printable("abcdefghi", 8), "abcdefgh...");
+  EXPECT_EQ(printable("ab\ncdef", 3), "ab\\n...");
+}
+
 }  // namespace
 }  // namespace lockstep
