@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "backend/cpu/cpu_backend.h"
+#include "quant/vec_dot.h"
 #include "util/error.h"
 #ifdef LOCKSTEP_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
@@ -50,6 +51,10 @@ std::vector<BackendEntry> make_registry() {
   cpu.available = always;
   cpu.create_gated = [](const Model& m, const BackendOptions& o, GateKey) {
     return make_fast_cpu_backend(m, o);
+  };
+  // Thread-independent (tests/backend/fast_backend_test.cpp); the kernels are chosen by the ISA.
+  cpu.deterministic_identity = [](const BackendOptions& o) {
+    return std::string("isa=") + isa_name(active_isa()) + ";kv=" + kv_type_name(o.cpu.fast_kv);
   };
   r.push_back(cpu);
 

@@ -32,6 +32,10 @@ struct BackendEntry {
   std::unique_ptr<GatedBackend> (*create_gated)(const Model&, const BackendOptions&,
                                                 GateKey) = nullptr;
   std::unique_ptr<Backend> (*create_reference)(const Model&, const BackendOptions&) = nullptr;
+  // Set for a candidate whose logits depend only on the model, the executable and what this
+  // returns for `options` (e.g. the instruction set and the cache type): its gate passes may be
+  // remembered (parity/verdict_cache.h). Null for backends whose results may drift (devices).
+  std::string (*deterministic_identity)(const BackendOptions&) = nullptr;
 };
 
 // Every backend of this build, the reference first.

@@ -50,6 +50,14 @@ EnvironmentKnobs read_environment() {
   if (const char* v = get("LOCKSTEP_PARITY_STEPS"))
     k.parity_steps = parse_parity_steps(v, "LOCKSTEP_PARITY_STEPS");
 
+  if (const char* v = get("LOCKSTEP_VERDICT_CACHE")) {
+    if (std::string(v) != "off") k.verdict_cache_dir = v;
+  } else if (const char* xdg = get("XDG_CACHE_HOME")) {
+    k.verdict_cache_dir = std::string(xdg) + "/lockstep/verdicts";
+  } else if (const char* home = get("HOME")) {
+    k.verdict_cache_dir = std::string(home) + "/.cache/lockstep/verdicts";
+  }
+
   // CPU reference matmul (bench knobs).
   if (const char* v = get("LOCKSTEP_REF_CHUNK"))
     o.cpu.ref_matmul.prefill_chunk = one_of("LOCKSTEP_REF_CHUNK", v, {512, 1024, 2048});

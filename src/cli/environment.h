@@ -5,6 +5,7 @@
 #pragma once
 
 #include <optional>
+#include <string>
 
 #include "backend/backend_options.h"
 
@@ -13,6 +14,9 @@ namespace lockstep::cli {
 struct EnvironmentKnobs {
   BackendOptions backend;           // tuning knobs and LOCKSTEP_FAULT; threads and n_ctx unset
   std::optional<int> parity_steps;  // LOCKSTEP_PARITY_STEPS
+  // LOCKSTEP_VERDICT_CACHE: a directory, or "off"; unset: ${XDG_CACHE_HOME:-~/.cache}/lockstep/
+  // verdicts. Empty here means no cache.
+  std::string verdict_cache_dir;
 };
 
 // Parsed on the first call; later calls return the same values (or throw the same error).

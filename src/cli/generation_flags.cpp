@@ -169,6 +169,7 @@ OpenRequest ModelFlags::request() const {
   OpenRequest r;
   r.backend = backend_name();
   r.options = environment_knobs().backend;
+  r.verdict_cache_dir = environment_knobs().verdict_cache_dir;
   r.options.threads = threads;
   r.options.n_ctx = n_ctx;
   return r;
@@ -193,6 +194,7 @@ nlohmann::ordered_json parity_json(const LoadedModel& m) {
   j["reference_prefill_ms"] = v.reference_prefill_ms;
   j["candidate_ms"] = v.candidate_ms;
   j["reference_overlapped"] = v.reference_overlapped;
+  j["cached"] = v.cached;
   return j;
 }
 

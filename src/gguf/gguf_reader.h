@@ -66,6 +66,7 @@ class GgufFile {
   uint64_t file_size() const { return size_; }
   uint64_t alignment() const { return alignment_; }
   uint64_t data_offset() const { return data_offset_; }
+  const uint8_t* bytes() const { return base_; }  // the whole file image (file_size() bytes)
 
   const std::vector<MetadataEntry>& metadata() const { return metadata_; }
   const Value* find(const std::string& key) const;

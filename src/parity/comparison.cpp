@@ -59,7 +59,11 @@ std::string ParityVerdict::failure_text() const {
 std::string ParityVerdict::summary() const {
   std::ostringstream os;
   os << "parity " << status_name();
-  if (status == Status::Passed || status == Status::Rejected)
+  if (cached)
+    os << " (cached: " << positions << " positions + " << steps << " steps, worst cosine "
+       << fmt(worst_cosine) << ", worst KL " << fmt(worst_kl) << ", computed earlier in "
+       << fmt_ms(cached_ms) << " ms)";
+  else if (status == Status::Passed || status == Status::Rejected)
     os << " (" << positions << " positions + " << steps << " steps, worst cosine "
        << fmt(worst_cosine) << ", worst KL " << fmt(worst_kl) << ", " << fmt_ms(ms)
        << " ms: reference " << fmt_ms(reference_ms) << ", " << candidate << " "

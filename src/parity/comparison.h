@@ -57,6 +57,10 @@ struct ParityVerdict {
   double reference_prefill_ms = 0;    // the part of it spent on the probe's P positions
   double candidate_ms = 0;            // the candidate's forward() calls
   bool reference_overlapped = false;  // the reference ran while the candidate was being created
+  // A pass remembered from an earlier run (parity/verdict_cache.h): nothing was computed now, the
+  // worst values are the earlier run's, rows is empty and cached_ms is what that run's gate took.
+  bool cached = false;
+  double cached_ms = 0;
 
   const char* status_name() const;
   std::string failure_text() const;  // "cosine vs CPU = 0.722249 (< 0.99) at step 1/3"

@@ -3,10 +3,12 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <optional>
 #include <thread>
 
 #include "backend/gate_key.h"
 #include "backend/registry.h"
+#include "parity/verdict_cache.h"
 
 namespace lockstep {
 
@@ -137,6 +139,32 @@ ServingBackend ParityGate::open(const Model& model, const OpenRequest& request,
     return serve(std::move(candidate), name, std::move(v), {}, false);
   }
 
+  // A deterministic candidate's pass may have been remembered (never under strict, never with a
+  // fault, never for a device).
+  std::optional<VerdictCacheKey> cache_key;
+  const VerdictCache cache(request.verdict_cache_dir);
+  const BackendEntry* planned = nullptr;
+  if (request.backend == "auto") {
+    if (const auto c = auto_candidates(); !c.empty()) planned = c.front();
+  } else {
+    planned = find_backend(request.backend);
+  }
+  if (cfg.policy == ParityPolicy::Auto && !request.options.fault &&
+      !request.verdict_cache_dir.empty() && planned && planned->deterministic_identity) {
+    cache_key = make_verdict_key(model, planned->name,
+                                 planned->deterministic_identity(request.options), probe, cfg,
+                                 request.options.n_seq > 1);
+    if (std::optional<ParityVerdict> v = cache.lookup(*cache_key)) {
+      std::unique_ptr<GatedBackend> candidate = create_candidate(model, request);
+      if (candidate->name() == planned->name) {
+        candidate->mark_passed(GateKey{});
+        v->config = cfg;
+        const std::string name = candidate->name();
+        return serve(std::move(candidate), name, std::move(*v), {}, false);
+      }
+    }
+  }
+
   ReferenceBesideCandidate reference(model, request.options, probe, cfg.steps);
   std::unique_ptr<GatedBackend> candidate = create_candidate(model, request);
   const std::string name = candidate->name();
@@ -149,6 +177,7 @@ ServingBackend ParityGate::open(const Model& model, const OpenRequest& request,
   verdict.ms = ms_since(candidate_ready);  // what the gate added once the candidate existed
 
   if (verdict.status == ParityVerdict::Status::Passed) {
+    if (cache_key && name == planned->name) cache.store(*cache_key, verdict);
     candidate->mark_passed(GateKey{});
     return serve(std::move(candidate), name, std::move(verdict), probe, probe_is_prompt);
   }

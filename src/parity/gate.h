@@ -31,6 +31,9 @@ class ParityError : public Error {
 struct OpenRequest {
   std::string backend = "auto";  // "auto" or a registry name (backend/registry.h)
   BackendOptions options;        // threads, context, per-backend knobs, the TEST KNOB fault
+  // Where passes of deterministic candidates are remembered (parity/verdict_cache.h); empty: no
+  // cache. Used only under --parity auto without a fault.
+  std::string verdict_cache_dir;
 };
 
 // The backend that serves, what the gate said of it, and what its probe computed: when the probe

@@ -39,4 +39,20 @@ LOCKSTEP_HOST_DEVICE inline float unit_noise(uint64_t h) {
   return float(double(h >> 40) * (2.0 / double(1ull << 24)) - 1.0);
 }
 
+// A 64-bit digest of a byte string (identity checks such as the verdict cache's keys; not
+// cryptographic): each 8-byte little-endian word is folded in with mix64, then the length.
+inline uint64_t hash_bytes(const void* data, uint64_t n, uint64_t seed = 0) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  uint64_t h = splitmix64(seed);
+  uint64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    uint64_t w = 0;
+    for (int b = 0; b < 8; ++b) w |= uint64_t(p[k + b]) << (8 * b);
+    h = mix64(h ^ w) + kGoldenGamma;
+  }
+  uint64_t tail = 0;
+  for (int b = 0; k + b < n; ++b) tail |= uint64_t(p[k + b]) << (8 * b);
+  return mix64(mix64(h ^ tail) ^ n);
+}
+
 }  // namespace lockstep
