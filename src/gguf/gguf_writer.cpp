@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <system_error>
 #include <thread>
 
 #include "gguf/gguf_reader.h"
@@ -240,8 +241,10 @@ void GgufWriter::write_items(const std::string& path, const std::vector<WorkItem
   uint64_t data_size = 0;
   std::vector<uint8_t> header = build_header(kv_, tensors_, alignment_, offsets, data_size);
   const uint64_t total = header.size() + data_size;
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // A fresh name beside the target, created exclusively and never through a symlink: whatever a
+  // stale or planted PATH.tmp points at is left alone.
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) throw InputError(tmp + ": cannot create: " + std::strerror(errno));
   // Reserve the blocks now: a full disk is then reported here, not as SIGBUS while filling.
   if (int e = posix_fallocate(fd, 0, off_t(total)); e != 0) {
@@ -281,8 +284,13 @@ void GgufWriter::write_items(const std::string& path, const std::vector<WorkItem
       }
     }
   };
+  // A thread that cannot be started (a process or memory limit) leaves its share to the others;
+  // the ones already running are joined either way.
   std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
+  try {
+    for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
+  } catch (const std::system_error&) {
+  }
   worker();
   for (auto& t : pool) t.join();
   munmap(p, total);
@@ -293,8 +301,11 @@ void GgufWriter::write_items(const std::string& path, const std::vector<WorkItem
     if (failure) std::rethrow_exception(failure);
     throw Error(tmp + ": cannot write: " + std::strerror(close_errno));
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw Error(path + ": cannot rename from " + tmp + ": " + std::strerror(errno));
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    std::remove(tmp.c_str());
+    throw Error(path + ": cannot rename from " + tmp + ": " + std::strerror(e));
+  }
 }
 
 }  // namespace lockstep::gguf

@@ -2,6 +2,9 @@
 // NULs and UTF-8), alignments other than 32, and llama.cpp's layout conventions checked byte by
 // byte against an independent hand-built image.
 #include <gtest/gtest.h>
+#include <iterator>
+#include <fstream>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -290,8 +293,42 @@ TEST(GgufRoundTrip, FailedFillLeavesNoFile) {
                    path, [](size_t, uint8_t*, uint64_t) { throw InputError("boom"); }, 2),
                InputError);
   EXPECT_FALSE(std::filesystem::exists(path));
-  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp." + std::to_string(getpid())));
   EXPECT_THROW(w.to_bytes(), Error);  // no bytes and no fill
+}
+
+// The temporary file is created exclusively and never through a symlink: a link planted where it
+// would go (or at the old fixed name PATH.tmp) never has its target truncated or written.
+TEST(GgufRoundTrip, PlantedSymlinksBesideTheTargetAreNotFollowed) {
+  GgufWriter w;
+  w.add_tensor("t", TensorType::F32, {4}, std::vector<uint8_t>(16, 7));
+  const std::string victim = temp_path("victim.txt");
+  const std::string path = temp_path("planted.gguf");
+  auto write_victim = [&] {
+    std::ofstream(victim, std::ios::trunc) << "precious";
+  };
+  auto victim_text = [&] {
+    std::ifstream in(victim);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  write_victim();
+  std::filesystem::create_symlink(victim, path + ".tmp");
+  w.write(path);
+  EXPECT_EQ(victim_text(), "precious");
+  EXPECT_EQ(read_file(path), w.to_bytes());
+
+  const std::string own_tmp = path + ".tmp." + std::to_string(getpid());
+  std::filesystem::create_symlink(victim, own_tmp);
+  try {
+    w.write(path);
+    ADD_FAILURE() << "wrote through a planted link";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(own_tmp + ": cannot create"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(victim_text(), "precious");
+  std::filesystem::remove(own_tmp);
+  std::filesystem::remove(path + ".tmp");
 }
 
 TEST(GgufRoundTrip, WriterRejectsShapesGgmlCannotHold) {
