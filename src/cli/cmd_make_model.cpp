@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/generation_flags.h"
+#include "cli/progress_line.h"
 #include "model/presets.h"
 #include "model/synthetic.h"
 #include "util/error.h"
@@ -27,6 +28,7 @@ struct MakeModelOptions {
   std::string seed = "1";
   std::string output;
   int threads = 0;
+  bool quiet = false;
 };
 
 int make_model(const MakeModelOptions& o) {
@@ -61,7 +63,12 @@ int make_model(const MakeModelOptions& o) {
                      "); refusing to replace it (-o)");
 
   const auto start = std::chrono::steady_clock::now();
-  write_synthetic_model(plan, o.output, threads);
+  {
+    ProgressLine progress(progress_wanted(o.quiet));
+    progress.stage("make-model: writing " + o.output);
+    write_synthetic_model(plan, o.output, threads, uint64_t(4) << 20,
+                          [&progress](double done) { progress.fraction(done); });
+  }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr,
@@ -88,6 +95,7 @@ void add_make_model(CLI::App& app, Action& action) {
   cmd->add_option("-o,--output", o->output, "Output GGUF file")->required();
   cmd->add_option("-t,--threads", o->threads, "Threads (default: all cores)")
       ->check(CLI::PositiveNumber);
+  cmd->add_flag("--quiet", o->quiet, "no progress line on stderr (shown only at a terminal)");
   cmd->callback([&action, o] {
     if (o->threads > max_thread_count())
       throw CLI::ValidationError("--threads", "must be at most " + max_thread_limit_text());

@@ -2,6 +2,7 @@
 
 #include "backend/registry.h"
 #include "cli/environment.h"
+#include "cli/progress_line.h"
 #include "engine/generator.h"
 
 #include <chrono>
@@ -53,6 +54,9 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f) {
          "llama.cpp's -fa [on|off|auto], accepted and ignored: lockstep's attention has one form")
       ->expected(0, 1)
       ->type_name("[on|off|auto]");
+  cmd->add_flag("--quiet", f.quiet,
+                "no progress line on stderr while the model loads and the gate runs (it is shown "
+                "only when stderr is a terminal)");
 }
 
 std::string ModelFlags::backend_name() const {
@@ -147,11 +151,19 @@ LoadedModel load_for_generation(const ModelFlags& flags, const char* cmd,
   const std::string path = resolve_model_path(flags.model);
   const auto t0 = std::chrono::steady_clock::now();
   LoadedModel m;
+  ProgressLine progress(progress_wanted(flags.quiet));
+  progress.stage("loading " + path);
   m.model = std::make_unique<Model>(Model::load(path));
   m.vocab = std::make_unique<tokenizer::Vocab>(tokenizer::Vocab::from_gguf(*m.model->file));
   check_vocab_matches(*m.model, *m.vocab);
   if (make_prompt) m.prompt = make_prompt(*m.vocab);
+  progress.stage(parity.policy == ParityPolicy::Off
+                     ? std::string("opening the backend")
+                     : "parity gate: the candidate against the CPU reference, " +
+                           std::to_string(parity.positions) + " positions + " +
+                           std::to_string(parity.steps) + " steps");
   m.serving = open_backend(*m.model, *m.vocab, flags.request(), parity, m.prompt);
+  progress.clear();
   m.backend_used = m.serving.backend_used;
   m.parity = m.serving.verdict;
   m.load_ms =

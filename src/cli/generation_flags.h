@@ -30,6 +30,7 @@ struct ModelFlags {
   std::string n_gpu_layers;  // empty: not given
   int batch_size = 0;        // 0: not given
   std::string flash_attn;    // -fa [on|off|auto] as given ("on" when bare); empty: not given
+  bool quiet = false;        // --quiet: no progress line on stderr (cli/progress_line.h)
 
   // The backend request: these flags and the LOCKSTEP_* knobs of the environment
   // (cli/environment.h).

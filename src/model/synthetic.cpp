@@ -66,8 +66,7 @@ namespace {
 
 // Which pool block fills block `blk` of row `row`.
 uint64_t pool_index(const SyntheticTensor& t, int64_t row, int64_t blk) {
-  return mix64(t.key ^ mix64(uint64_t(row) * kGoldenGamma + uint64_t(blk))) &
-         (kPoolBlocks - 1);
+  return mix64(t.key ^ mix64(uint64_t(row) * kGoldenGamma + uint64_t(blk))) & (kPoolBlocks - 1);
 }
 
 void pool_block(uint64_t pool_key, uint64_t b, float stddev, float* dst) {
@@ -310,13 +309,20 @@ void fill_rows(const SyntheticTensor& t, int64_t r0, int64_t r1, uint8_t* dst, P
 }  // namespace
 
 void write_synthetic_model(const SyntheticPlan& plan, const std::string& path, int threads,
-                           uint64_t chunk_bytes) {
+                           uint64_t chunk_bytes, const std::function<void(double)>& progress) {
   const gguf::GgufWriter w = synthetic_writer(plan);
   PoolSet pools;
+  const double total = double(std::max<uint64_t>(1, plan.tensor_bytes()));
+  std::atomic<uint64_t> written{0};
   w.write_rows(
       path,
       [&](size_t k, int64_t r0, int64_t r1, uint8_t* dst) {
-        fill_rows(plan.tensors[k], r0, r1, dst, pools);
+        const SyntheticTensor& t = plan.tensors[k];
+        fill_rows(t, r0, r1, dst, pools);
+        if (progress) {
+          const uint64_t rb = row_bytes(t.type, t.ne[0]).value_or(0);
+          progress(double(written += uint64_t(r1 - r0) * rb) / total);
+        }
       },
       threads, chunk_bytes);
 }

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -60,9 +61,11 @@ SyntheticPlan plan_synthetic_model(const ModelPreset& preset, std::optional<Arch
 gguf::GgufWriter synthetic_writer(const SyntheticPlan& plan);
 
 // Writes the file with `threads` threads (tensors in parallel, tensors larger than chunk_bytes
-// split into row ranges). The bytes do not depend on threads or chunk_bytes.
+// split into row ranges). The bytes do not depend on threads or chunk_bytes. `progress`, when
+// given, hears the fraction of tensor bytes written so far (from the writing threads).
 void write_synthetic_model(const SyntheticPlan& plan, const std::string& path, int threads,
-                           uint64_t chunk_bytes = uint64_t(4) << 20);
+                           uint64_t chunk_bytes = uint64_t(4) << 20,
+                           const std::function<void(double)>& progress = nullptr);
 // The whole file in memory (small presets, tests).
 std::vector<uint8_t> synthetic_model_bytes(const SyntheticPlan& plan);
 

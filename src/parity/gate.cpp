@@ -9,6 +9,7 @@
 #include "backend/gate_key.h"
 #include "backend/registry.h"
 #include "parity/verdict_cache.h"
+#include "util/stderr_line.h"
 
 namespace lockstep {
 
@@ -92,8 +93,8 @@ std::unique_ptr<GatedBackend> ParityGate::create_candidate(const Model& model,
         candidate = candidates[i]->create_gated(model, request.options, GateKey{});
       } catch (const Error& e) {
         if (!candidates[i]->is_device || i + 1 == candidates.size()) throw;
-        std::fprintf(stderr, "[lockstep] %s unavailable (%s); trying %s\n", candidates[i]->name,
-                     one_line(e.what()).c_str(), candidates[i + 1]->name);
+        stderr_line("[lockstep] %s unavailable (%s); trying %s\n", candidates[i]->name,
+                    one_line(e.what()).c_str(), candidates[i + 1]->name);
       }
     }
     if (!candidate) throw Error("no backend available for --backend auto");
@@ -127,10 +128,10 @@ ServingBackend ParityGate::open(const Model& model, const OpenRequest& request,
   if (cfg.policy == ParityPolicy::Off) {
     std::unique_ptr<GatedBackend> candidate = create_candidate(model, request);
     const std::string name = candidate->name();
-    std::fprintf(stderr,
-                 "%s WARNING: parity gate off (--parity off): the %s path was NOT verified "
-                 "against the CPU reference\n",
-                 kParityTag, name.c_str());
+    stderr_line(
+        "%s WARNING: parity gate off (--parity off): the %s path was NOT verified "
+        "against the CPU reference\n",
+        kParityTag, name.c_str());
     candidate->mark_unchecked(GateKey{});
     ParityVerdict v;
     v.status = ParityVerdict::Status::Off;
@@ -151,9 +152,9 @@ ServingBackend ParityGate::open(const Model& model, const OpenRequest& request,
   }
   if (cfg.policy == ParityPolicy::Auto && !request.options.fault &&
       !request.verdict_cache_dir.empty() && planned && planned->deterministic_identity) {
-    cache_key = make_verdict_key(model, planned->name,
-                                 planned->deterministic_identity(request.options), probe, cfg,
-                                 request.options.n_seq > 1);
+    cache_key =
+        make_verdict_key(model, planned->name, planned->deterministic_identity(request.options),
+                         probe, cfg, request.options.n_seq > 1);
     if (std::optional<ParityVerdict> v = cache.lookup(*cache_key)) {
       std::unique_ptr<GatedBackend> candidate = create_candidate(model, request);
       if (candidate->name() == planned->name) {
@@ -189,8 +190,8 @@ ServingBackend ParityGate::open(const Model& model, const OpenRequest& request,
   if (request.backend != "auto")
     throw ParityError(std::string(kParityTag) + " " + name + " path rejected (--backend " + name +
                       " was forced, not falling back): " + detail);
-  std::fprintf(stderr, "%s %s path rejected, falling back to cpu: %s\n", kParityTag, name.c_str(),
-               detail.c_str());
+  stderr_line("%s %s path rejected, falling back to cpu: %s\n", kParityTag, name.c_str(),
+              detail.c_str());
   candidate.reset();
   return serve(reference.take_backend(), reference_backend_entry().name, std::move(verdict), probe,
                probe_is_prompt);

@@ -14,6 +14,7 @@
 
 #include "util/error.h"
 #include "util/hash.h"
+#include "util/stderr_line.h"
 
 namespace lockstep {
 
@@ -28,7 +29,7 @@ std::string hex16(uint64_t v) {
 }
 
 void warn(const std::string& what) {
-  std::fprintf(stderr, "[lockstep] verdict cache: %s\n", one_line(what).c_str());
+  stderr_line("[lockstep] verdict cache: %s\n", one_line(what).c_str());
 }
 
 }  // namespace

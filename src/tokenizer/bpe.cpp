@@ -9,20 +9,21 @@
 #include "tokenizer/symbol_merge.h"
 #include "tokenizer/unicode.h"
 #include "tokenizer/vocab.h"
+#include "util/stderr_line.h"
 
 namespace lockstep::tokenizer {
 
 void Vocab::warn_uncovered() const {
   if (warned_uncovered_.done.exchange(true)) return;
   if (unk_ != kNoToken)
-    std::fprintf(stderr,
-                 "lockstep: warning: the vocabulary has no token, and no byte token, for some "
-                 "characters of the text: they became the unknown token %d\n",
-                 unk_);
+    stderr_line(
+        "lockstep: warning: the vocabulary has no token, and no byte token, for some "
+        "characters of the text: they became the unknown token %d\n",
+        unk_);
   else
-    std::fprintf(stderr,
-                 "lockstep: warning: the vocabulary has no token, no byte token and no unknown "
-                 "token for some characters of the text: they were dropped\n");
+    stderr_line(
+        "lockstep: warning: the vocabulary has no token, no byte token and no unknown "
+        "token for some characters of the text: they were dropped\n");
 }
 
 int Vocab::bpe_rank(std::string_view left, std::string_view right) const {

@@ -8,6 +8,7 @@
 #include "gguf/gguf_reader.h"
 #include "tokenizer/unicode.h"
 #include "util/error.h"
+#include "util/stderr_line.h"
 
 namespace lockstep::tokenizer {
 
@@ -169,10 +170,10 @@ Vocab Vocab::from_gguf(const gguf::GgufFile& f) {
 
     const auto pre = f.get_string("tokenizer.ggml.pre");
     if (!pre) {
-      std::fprintf(stderr,
-                   "lockstep: warning: %s: tokenizer.ggml.pre missing, using the 'default' "
-                   "pre-tokenizer (tokens may differ from the original model's)\n",
-                   file.c_str());
+      stderr_line(
+          "lockstep: warning: %s: tokenizer.ggml.pre missing, using the 'default' "
+          "pre-tokenizer (tokens may differ from the original model's)\n",
+          file.c_str());
       v.pre_type_ = PreType::kDefault;
     } else {
       v.pre_name_ = *pre;
@@ -221,8 +222,8 @@ Vocab Vocab::from_gguf(const gguf::GgufFile& f) {
     if (*id == 0xFFFFFFFFLL || *id == -1) {
       *k.id = kNoToken;  // the usual "none" marker
     } else if (*id < 0 || *id >= static_cast<int64_t>(n)) {
-      std::fprintf(stderr, "lockstep: warning: %s: %s = %lld is not a token id, ignored\n",
-                   file.c_str(), k.key, static_cast<long long>(*id));
+      stderr_line("lockstep: warning: %s: %s = %lld is not a token id, ignored\n", file.c_str(),
+                  k.key, static_cast<long long>(*id));
     } else {
       *k.id = static_cast<TokenId>(*id);
     }

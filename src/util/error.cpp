@@ -24,6 +24,8 @@ std::string printable(std::string_view text, size_t max_bytes) {
   return out;
 }
 
-std::string one_line(std::string_view message) { return printable(message); }
+std::string one_line(std::string_view message) {
+  return printable(message);
+}
 
 }  // namespace lockstep

@@ -3,8 +3,8 @@
 // fault, missed when the model file changes, and a corrupt or foreign cache file is ignored with
 // one warning line. ctest runs every other test with LOCKSTEP_VERDICT_CACHE=off; these set their
 // own directory.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -23,8 +23,9 @@ namespace fs = std::filesystem;
 const std::string kModel = "../shared/models/stories260K.gguf";
 
 std::vector<std::string> run_args(const std::string& model, std::vector<std::string> extra = {}) {
-  std::vector<std::string> a = {"run",  "-m",  model,    "-p",        "Once upon a time", "-n",
-                                "24",   "--temp", "0",   "--backend", "cpu",           "--json"};
+  std::vector<std::string> a = {"run", "-m",    model,    "-p", "Once upon a time",
+                                "-n",  "24",    "--temp", "0",  "--backend",
+                                "cpu", "--json"};
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }
@@ -67,8 +68,8 @@ class VerdictCacheCli : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(fs::exists(kModel)) << kModel << " is missing (../shared)";
-    dir_ = temp_dir() + "/verdicts-" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    dir_ =
+        temp_dir() + "/verdicts-" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
     fs::remove_all(dir_);
   }
   std::string dir_;
