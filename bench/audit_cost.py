@@ -7,11 +7,15 @@ Usage: python3 bench/audit_cost.py PATH/TO/lockstep MODEL.gguf [--requests N] [-
            [--tokens T] [--threads N] [--parallel N] [--rates 0,0.02,1] [--rounds R]
 
 Each round starts one server per rate (in turn), sends N greedy /v1/completions requests of T
-tokens from C concurrent clients, and reports generated tokens per second of wall time and the
-audits the server ran (from /parity). Standard library only.
+tokens from C concurrent clients, and reports generated tokens per second of wall time. It then
+waits (up to 120 s) for the auditor to finish what it queued and reports the server's CPU time
+(user + system, from /proc) per generated token, which a machine shared with other work
+disturbs much less than wall time, and the audits run and dropped and their median time (from
+/parity). Standard library only; Linux.
 """
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -34,6 +38,13 @@ def start(binary, model, rate, args):
             threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
             return proc, "http://127.0.0.1:%s" % m.group(1)
     raise RuntimeError("server did not start")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process, all its threads."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def post(base, body):
@@ -65,7 +76,7 @@ def load(base, args):
         t.start()
     for t in threads:
         t.join()
-    return tokens[0] / (time.time() - t0)
+    return tokens[0] / (time.time() - t0), tokens[0]
 
 
 def main():
@@ -83,20 +94,42 @@ def main():
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     results = {r: [] for r in rates}
+    cpu_per_token = {r: [] for r in rates}
+    tokens_total = [0]
     audits = {r: [] for r in rates}
     for _ in range(args.rounds):
         for rate in rates:
             proc, base = start(args.binary, args.model, rate, args)
             try:
                 post(base, {"prompt": "Warm up", "max_tokens": 4, "temperature": 0})
-                results[rate].append(load(base, args))
-                with urllib.request.urlopen(base + "/parity") as r:
-                    a = json.load(r)["audits"]
-                    audits[rate].append("%d run/%d dropped" % (a["run"], a["dropped"]))
+                tps, n = load(base, args)
+                results[rate].append(tps)
+                tokens_total[0] = n + 4
+                deadline = time.time() + 120
+                while True:
+                    with urllib.request.urlopen(base + "/parity") as r:
+                        p = json.load(r)
+                    a = p["audits"]
+                    done = a["run"] + a["dropped"] >= int(rate * (args.requests + 1))
+                    if (a["waiting"] == 0 and done) or time.time() > deadline:
+                        break
+                    time.sleep(0.2)
+                cpu = cpu_seconds(proc.pid)
+                ms = [x["ms"] for x in p["recent_audits"]]
+                audits[rate].append("%d run/%d dropped%s" % (
+                    a["run"], a["dropped"],
+                    ", median %.0f ms" % statistics.median(ms) if ms else ""))
+                cpu_per_token[rate].append(1000 * cpu / tokens_total[0])
             finally:
                 proc.terminate()
                 proc.wait()
     base_tps = statistics.median(results[rates[0]])
+    base_cpu = statistics.median(cpu_per_token[rates[0]])
+    for rate in rates:
+        cpu = statistics.median(cpu_per_token[rate])
+        print("audit-rate %-5g  CPU %.2f ms per generated token, median (runs: %s)  %+.1f%% vs "
+              "rate %g" % (rate, cpu, ", ".join("%.2f" % v for v in cpu_per_token[rate]),
+                           100 * (cpu / base_cpu - 1), rates[0]))
     for rate in rates:
         med = statistics.median(results[rate])
         print("audit-rate %-5g  %8.1f tok/s median (runs: %s)  %+.1f%% vs rate %g  audits at "
