@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <limits>
 #include <cstdio>
+#include <limits>
 
 #include "backend/registry.h"
 #include "parity/metrics.h"
@@ -41,17 +41,15 @@ AuditResult audit_request(Backend& reference, const AuditJob& job, const ParityC
   if (job.prompt.empty() || n_gen == 0)
     throw InputError("audit of request " + job.request_id + ": no prompt or no generated token");
   if (job.rows.size() != n_gen * V)
-    throw InputError("audit of request " + job.request_id + ": " +
-                     std::to_string(job.rows.size()) + " logits for " + std::to_string(n_gen) +
-                     " tokens of " + std::to_string(V));
+    throw InputError("audit of request " + job.request_id + ": " + std::to_string(job.rows.size()) +
+                     " logits for " + std::to_string(n_gen) + " tokens of " + std::to_string(V));
   // The context as served: the prompt, then every generated token but the last (whose successor
   // was never computed). Row prompt-1+k of the reference predicts generated[k].
   std::vector<int32_t> context = job.prompt;
   context.insert(context.end(), job.generated.begin(), job.generated.end() - 1);
   if (int64_t(context.size()) > reference.n_ctx())
-    throw InputError("audit of request " + job.request_id + ": " +
-                     std::to_string(context.size()) + " positions do not fit the reference's " +
-                     std::to_string(reference.n_ctx()));
+    throw InputError("audit of request " + job.request_id + ": " + std::to_string(context.size()) +
+                     " positions do not fit the reference's " + std::to_string(reference.n_ctx()));
   const size_t first = job.prompt.size() - 1;
   std::vector<float> ref_rows((context.size() - first) * V);
   reference.truncate(0);

@@ -63,11 +63,11 @@ struct AuditResult {
 AuditResult audit_request(Backend& reference, const AuditJob& job, const ParityConfig& config);
 
 struct AuditorOptions {
-  int threads = 1;             // the reference's threads (--audit-threads)
-  int n_ctx = 0;               // the reference's context: the serving context per slot
-  size_t queue_capacity = 8;   // audits captured or waiting at once; more are dropped
-  ParityConfig parity;         // the gate's thresholds
-  BackendOptions backend;      // the reference's options (threads, n_ctx, n_seq set here)
+  int threads = 1;            // the reference's threads (--audit-threads)
+  int n_ctx = 0;              // the reference's context: the serving context per slot
+  size_t queue_capacity = 8;  // audits captured or waiting at once; more are dropped
+  ParityConfig parity;        // the gate's thresholds
+  BackendOptions backend;     // the reference's options (threads, n_ctx, n_seq set here)
 };
 
 // The background auditor: one thread at the lowest scheduling priority (nice 19; the reference's
@@ -84,8 +84,8 @@ class Auditor {
   // A place for one audit (its capture while the request runs, then its queue entry); false when
   // all queue_capacity places are taken: the audit is dropped, serving is never slowed.
   bool reserve();
-  void release();              // a reserved audit that will not come (the request failed)
-  void submit(AuditJob job);   // takes over a reservation
+  void release();             // a reserved audit that will not come (the request failed)
+  void submit(AuditJob job);  // takes over a reservation
   // The reference's half of the gate's probe, on the auditor's reference (after the audit in
   // progress); for the re-probe of a quarantined backend.
   ReferenceProbe reference_probe(std::span<const int32_t> probe, int steps);

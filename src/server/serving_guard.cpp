@@ -55,8 +55,7 @@ ServingGuard::ServingGuard(const Model& model, const tokenizer::Vocab& vocab, Sc
     a.queue_capacity = options_.audit_queue;
     a.parity = options_.parity;
     a.backend = options_.backend;
-    auditor_ = std::make_unique<Auditor>(model_, a,
-                                         [this](const AuditResult& r) { on_audit(r); });
+    auditor_ = std::make_unique<Auditor>(model_, a, [this](const AuditResult& r) { on_audit(r); });
     policy_thread_ = std::thread([this] { policy_loop(); });
   }
 }
@@ -88,7 +87,8 @@ bool ServingGuard::sampled() {
   // crosses an integer, so rate 1 audits all and 0.02 every 50th.
   const uint64_t n = next_request_;
   if (options_.audit_every > 0) return (n + 1) % uint64_t(options_.audit_every) == 0;
-  return std::floor(double(n + 1) * options_.audit_rate) > std::floor(double(n) * options_.audit_rate);
+  return std::floor(double(n + 1) * options_.audit_rate) >
+         std::floor(double(n) * options_.audit_rate);
 }
 
 ServingGuard::Routed ServingGuard::submit(ScheduledRequest request) {
@@ -212,8 +212,8 @@ void ServingGuard::policy_loop() {
         try {
           BackendOptions o = options_.backend;
           o.fault.reset();
-          fallback = std::make_unique<Scheduler>(create_reference(model_, o), vocab_,
-                                                 options_.scheduler);
+          fallback =
+              std::make_unique<Scheduler>(create_reference(model_, o), vocab_, options_.scheduler);
         } catch (const std::exception& e) {
           std::fprintf(stderr, "lockstep serve: cannot open the reference to fall back to: %s\n",
                        e.what());
@@ -230,10 +230,9 @@ void ServingGuard::policy_loop() {
       ++quarantines_;
       reprobe_at_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                        std::chrono::duration<double>(options_.reprobe_after_s));
-      std::fprintf(stderr,
-                   "lockstep serve: %s quarantined: new requests go to %s; re-probe in %.0f s\n",
-                   candidate_name_.c_str(), reference_backend_entry().name,
-                   options_.reprobe_after_s);
+      std::fprintf(
+          stderr, "lockstep serve: %s quarantined: new requests go to %s; re-probe in %.0f s\n",
+          candidate_name_.c_str(), reference_backend_entry().name, options_.reprobe_after_s);
       std::fflush(stderr);
       continue;
     }
@@ -251,8 +250,8 @@ void ServingGuard::reprobe() {
   ParityVerdict verdict;
   std::string error;
   try {
-    const Probe probe =
-        make_probe(vocab_, {}, options_.parity.positions, options_.parity.steps, candidate_.n_ctx());
+    const Probe probe = make_probe(vocab_, {}, options_.parity.positions, options_.parity.steps,
+                                   candidate_.n_ctx());
     const ReferenceProbe ref = auditor_->reference_probe(probe.tokens, options_.parity.steps);
     candidate_.run_when_idle([&](Backend& backend) {
       verdict = ParityComparison::compare_with(ref, backend, probe.tokens, options_.parity, true);
@@ -341,11 +340,12 @@ std::string ServingGuard::metrics_text() const {
   metric_line(out, "lockstep_slots", "", double(candidate_.n_slots()));
   metric_header(out, "lockstep_parity_gate_verdict", "gauge",
                 "The load-time parity gate's verdict on the candidate (1 for the status it has).");
-  metric_line(out, "lockstep_parity_gate_verdict",
-              "candidate=" + label_value(load_verdict_.candidate.empty() ? candidate_name_
-                                                                           : load_verdict_.candidate) +
-                  ",status=" + label_value(load_verdict_.status_name()),
-              1);
+  metric_line(
+      out, "lockstep_parity_gate_verdict",
+      "candidate=" +
+          label_value(load_verdict_.candidate.empty() ? candidate_name_ : load_verdict_.candidate) +
+          ",status=" + label_value(load_verdict_.status_name()),
+      1);
   metric_header(out, "lockstep_serving_backend", "gauge",
                 "The backend new requests go to (1), and the state of the candidate.");
   metric_line(out, "lockstep_serving_backend",
@@ -369,7 +369,8 @@ std::string ServingGuard::metrics_text() const {
   metric_header(out, "lockstep_audit_worst_kl", "gauge",
                 "Highest KL divergence of any audited position.");
   metric_line(out, "lockstep_audit_worst_kl", "", worst_kl_);
-  metric_header(out, "lockstep_quarantines_total", "counter", "Times the candidate was quarantined.");
+  metric_header(out, "lockstep_quarantines_total", "counter",
+                "Times the candidate was quarantined.");
   metric_line(out, "lockstep_quarantines_total", "", double(quarantines_));
   metric_header(out, "lockstep_reprobes_total", "counter", "Re-probes of a quarantined candidate.");
   metric_line(out, "lockstep_reprobes_total", "result=\"passed\"", double(reprobes_passed_));
@@ -404,8 +405,12 @@ ojson ServingGuard::parity_json() const {
   ojson recent = ojson::array(), reprobes = ojson::array();
   for (const auto& a : recent_audits_) recent.push_back(a);
   for (const auto& r : recent_reprobes_) reprobes.push_back(r);
-  return {{"candidate", candidate_name_}, {"serving", serving}, {"state", state},
-          {"load", load},                 {"audits", audits},   {"recent_audits", recent},
+  return {{"candidate", candidate_name_},
+          {"serving", serving},
+          {"state", state},
+          {"load", load},
+          {"audits", audits},
+          {"recent_audits", recent},
           {"reprobes", reprobes}};
 }
 

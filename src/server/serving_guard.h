@@ -69,7 +69,7 @@ class ServingGuard {
   size_t queued() const;  // waiting requests, both schedulers
   int active() const;     // busy slots, both schedulers
 
-  std::string metrics_text() const;           // GET /metrics
+  std::string metrics_text() const;            // GET /metrics
   nlohmann::ordered_json parity_json() const;  // GET /parity
 
   // Stops audits and re-probes and both schedulers (in-flight requests get `grace`).

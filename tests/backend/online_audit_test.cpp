@@ -139,8 +139,8 @@ TEST(ParseFault, TheServingFaults) {
   EXPECT_EQ(f.kind, FaultSpec::FromPosition);
   EXPECT_EQ(f.position, 100);
   EXPECT_EQ(f.magnitude, 2.5f);
-  for (const char* bad : {"after_calls:4", "after_calls:-1:4", "from_position:1e3:4",
-                          "from_position:10:x"})
+  for (const char* bad :
+       {"after_calls:4", "after_calls:-1:4", "from_position:1e3:4", "from_position:10:x"})
     EXPECT_THROW(parse_fault(bad), InputError) << bad;
 }
 
