@@ -31,13 +31,13 @@ struct FaultSpec {
     // a batched path that a single-sequence check never sees.
     BatchCorrupt,
     // Adds magnitude * unit_noise(hash4(5, position, i, 0)) to logit i of every row returned by a
-    // forward call counted from `calls` on (calls since the fault was set, from 0): a path that goes
-    // wrong only after it has served a while. The gate's probe takes 4 calls (5 with several
+    // forward call counted from `calls` on (calls since the fault was set, from 0): a path that
+    // goes wrong only after it has served a while. The gate's probe takes 4 calls (5 with several
     // sequences), so calls >= 5 passes the gate and shows only while serving.
     AfterCalls,
     // The same noise on every logits row at absolute position >= `position`: a path that goes wrong
-    // only deep into a context. The probe covers positions 0 .. P+N-1 (67 by default), so a position
-    // past that passes the gate.
+    // only deep into a context. The probe covers positions 0 .. P+N-1 (67 by default), so a
+    // position past that passes the gate.
     FromPosition,
   };
   Kind kind = None;

@@ -131,9 +131,9 @@ int serve_command(const ServeFlags& f) {
   server::GuardOptions guard;
   guard.audit_rate = f.audit_rate;
   guard.audit_every = f.audit_every;
-  guard.audit_threads =
-      f.audit_threads > 0 ? f.audit_threads
-                          : std::max(1, int(std::thread::hardware_concurrency()) / 4);
+  guard.audit_threads = f.audit_threads > 0
+                            ? f.audit_threads
+                            : std::max(1, int(std::thread::hardware_concurrency()) / 4);
   guard.on_drift = parse_drift_policy(f.on_drift);
   guard.reprobe_after_s = f.reprobe_after_s;
   guard.may_fall_back = request.backend == "auto" && parity.policy == ParityPolicy::Auto;
@@ -142,9 +142,9 @@ int serve_command(const ServeFlags& f) {
   guard.backend.threads = resolve_threads(request.options.threads);
   guard.backend.n_ctx = served->scheduler->n_ctx();
   guard.scheduler = sched;
-  served->guard = std::make_unique<server::ServingGuard>(
-      *served->model, *served->vocab, *served->scheduler, serving.backend_used, serving.verdict,
-      guard);
+  served->guard =
+      std::make_unique<server::ServingGuard>(*served->model, *served->vocab, *served->scheduler,
+                                             serving.backend_used, serving.verdict, guard);
   const double load_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr,
@@ -224,8 +224,8 @@ void add_serve(CLI::App& app, Action& action) {
     if (f->audit_threads < 0 || f->audit_threads > 1024)
       throw CLI::ValidationError("--audit-threads", "must be in [1, 1024]");
     if (f->on_drift != "quarantine" && f->on_drift != "fail" && f->on_drift != "log")
-      throw CLI::ValidationError("--on-drift", "must be one of quarantine, fail, log; got '" +
-                                                  f->on_drift + "'");
+      throw CLI::ValidationError("--on-drift",
+                                 "must be one of quarantine, fail, log; got '" + f->on_drift + "'");
     if (!(f->reprobe_after_s >= 0 && f->reprobe_after_s <= 86400))
       throw CLI::ValidationError("--reprobe-after", "must be in [0, 86400] seconds");
     action = [f] { return serve_command(*f); };
