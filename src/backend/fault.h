@@ -36,7 +36,7 @@ struct FaultSpec {
     // sequences), so calls >= 5 passes the gate and shows only while serving.
     AfterCalls,
     // The same noise on every logits row at absolute position >= `position`: a path that goes wrong
-    // only deep into a context. The probe covers positions 0 .. P+N-1 (67 by default), so a
+    // only deep into a context. The probe covers positions 0 .. P+N-1 (0 .. 66 by default), so a
     // position past that passes the gate.
     FromPosition,
   };
