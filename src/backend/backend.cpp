@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "util/error.h"
+#include "util/hash.h"
 
 namespace lockstep {
 
@@ -70,6 +71,20 @@ void Backend::apply_fault(const SeqTokens& item, int64_t pos_begin, int64_t call
     float* row = item.logits + size_t(pos - first_row_pos) * V;
     std::fill(row, row + V, std::numeric_limits<float>::quiet_NaN());
     fault_nan_done_ = true;
+  }
+  if ((fault_.kind == FaultSpec::AfterCalls && call >= fault_.calls) ||
+      fault_.kind == FaultSpec::FromPosition) {
+    if (!item.logits) return;
+    const int64_t first_row_pos = item.all_logits ? pos_begin : pos_end - 1;
+    const int64_t from = fault_.kind == FaultSpec::FromPosition
+                             ? std::max<int64_t>(first_row_pos, fault_.position)
+                             : first_row_pos;
+    const size_t V = size_t(model().hp.n_vocab);
+    for (int64_t pos = from; pos < pos_end; ++pos) {
+      float* row = item.logits + size_t(pos - first_row_pos) * V;
+      for (size_t i = 0; i < V; ++i)
+        row[i] += fault_.magnitude * unit_noise(hash4(5, uint64_t(pos), i, 0));
+    }
   }
 }
 

@@ -30,11 +30,21 @@ struct FaultSpec {
     // of every sequence but the call's first. Single-sequence calls are untouched: the failure of
     // a batched path that a single-sequence check never sees.
     BatchCorrupt,
+    // Adds magnitude * unit_noise(hash4(5, position, i, 0)) to logit i of every row returned by a
+    // forward call counted from `calls` on (calls since the fault was set, from 0): a path that
+    // goes wrong only after it has served a while. The gate's probe takes 4 calls (5 with several
+    // sequences), so calls >= 5 passes the gate and shows only while serving.
+    AfterCalls,
+    // The same noise on every logits row at absolute position >= `position`: a path that goes wrong
+    // only deep into a context. The probe covers positions 0 .. P+N-1 (0 .. 66 by default), so a
+    // position past that passes the gate.
+    FromPosition,
   };
   Kind kind = None;
   float magnitude = 0;
   int layer = 0;
   int position = 0;
+  int64_t calls = 0;  // AfterCalls: the first forward call (0-based) that is corrupted
 };
 
 // The checks every backend's set_fault() makes before it takes a fault (InputError otherwise).
@@ -45,6 +55,8 @@ inline void validate_fault(const FaultSpec& fault, int64_t n_layer) {
                      std::to_string(n_layer) + " layers)");
   if (fault.position < 0)
     throw InputError("fault: position " + std::to_string(fault.position) + " is negative");
+  if (fault.calls < 0)
+    throw InputError("fault: call count " + std::to_string(fault.calls) + " is negative");
   if (!std::isfinite(fault.magnitude)) throw InputError("fault: magnitude must be finite");
 }
 

@@ -19,6 +19,7 @@
 #include "backend/registry.h"
 #include "cli/commands.h"
 #include "cli/generation_flags.h"
+#include "engine/audit.h"
 #include "engine/scheduler.h"
 #include "server/http_server.h"
 #include "tokenizer/chat_template.h"
@@ -36,6 +37,11 @@ struct ServeFlags {
   int queue = 64;
   std::string api_key;
   double grace_s = 10;
+  double audit_rate = 0.02;
+  int audit_every = 0;
+  int audit_threads = 0;  // 0: a quarter of the cores, at least 1
+  std::string on_drift = "quarantine";
+  double reprobe_after_s = 60;
 };
 
 // The signal the waiter thread received (0: none yet). Global because the waiter is detached: it
@@ -122,6 +128,23 @@ int serve_command(const ServeFlags& f) {
   sched.queue_capacity = size_t(f.queue);
   served->scheduler =
       std::make_unique<Scheduler>(std::move(serving.backend), *served->vocab, sched);
+  server::GuardOptions guard;
+  guard.audit_rate = f.audit_rate;
+  guard.audit_every = f.audit_every;
+  guard.audit_threads = f.audit_threads > 0
+                            ? f.audit_threads
+                            : std::max(1, int(std::thread::hardware_concurrency()) / 4);
+  guard.on_drift = parse_drift_policy(f.on_drift);
+  guard.reprobe_after_s = f.reprobe_after_s;
+  guard.may_fall_back = request.backend == "auto" && parity.policy == ParityPolicy::Auto;
+  guard.parity = parity;
+  guard.backend = request.options;
+  guard.backend.threads = resolve_threads(request.options.threads);
+  guard.backend.n_ctx = served->scheduler->n_ctx();
+  guard.scheduler = sched;
+  served->guard =
+      std::make_unique<server::ServingGuard>(*served->model, *served->vocab, *served->scheduler,
+                                             serving.backend_used, serving.verdict, guard);
   const double load_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr,
@@ -171,6 +194,21 @@ void add_serve(CLI::App& app, Action& action) {
   cmd->add_option("--shutdown-grace", f->grace_s,
                   "seconds in-flight requests may take to finish after SIGINT/SIGTERM")
       ->capture_default_str();
+  cmd->add_option("--audit-rate", f->audit_rate,
+                  "fraction of requests whose logits the CPU reference re-scores in the "
+                  "background (0: no audits)")
+      ->capture_default_str();
+  cmd->add_option("--audit-every", f->audit_every,
+                  "audit every N-th request instead of --audit-rate (0: use the rate)");
+  cmd->add_option("--audit-threads", f->audit_threads,
+                  "threads of the auditing reference (default: a quarter of the cores)");
+  cmd->add_option("--on-drift", f->on_drift,
+                  "what a failed audit does: quarantine (new requests go to the CPU reference "
+                  "until a re-probe passes), fail (503), log")
+      ->capture_default_str();
+  cmd->add_option("--reprobe-after", f->reprobe_after_s,
+                  "seconds a quarantined backend waits before the gate's probe is run again")
+      ->capture_default_str();
   cmd->callback([&action, f] {
     check_model_flags(f->model);
     if (f->port < 0 || f->port > 65535)
@@ -180,6 +218,16 @@ void add_serve(CLI::App& app, Action& action) {
     if (f->queue < 0) throw CLI::ValidationError("--queue", "must be >= 0");
     if (!(f->grace_s >= 0 && f->grace_s <= 3600))
       throw CLI::ValidationError("--shutdown-grace", "must be in [0, 3600] seconds");
+    if (!(f->audit_rate >= 0 && f->audit_rate <= 1))
+      throw CLI::ValidationError("--audit-rate", "must be in [0, 1]");
+    if (f->audit_every < 0) throw CLI::ValidationError("--audit-every", "must be >= 0");
+    if (f->audit_threads < 0 || f->audit_threads > 1024)
+      throw CLI::ValidationError("--audit-threads", "must be in [1, 1024]");
+    if (f->on_drift != "quarantine" && f->on_drift != "fail" && f->on_drift != "log")
+      throw CLI::ValidationError("--on-drift",
+                                 "must be one of quarantine, fail, log; got '" + f->on_drift + "'");
+    if (!(f->reprobe_after_s >= 0 && f->reprobe_after_s <= 86400))
+      throw CLI::ValidationError("--reprobe-after", "must be in [0, 86400] seconds");
     action = [f] { return serve_command(*f); };
   });
 }

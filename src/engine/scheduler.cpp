@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <utility>
 
 #include "engine/stop_filter.h"
 #include "util/error.h"
@@ -20,6 +21,9 @@ struct Scheduler::Slot {
   std::vector<float> logits;
   int32_t pending = -1;  // the sampled token the next step feeds
   int generated = 0;
+  // An audited request's sampled tokens and their logits rows (ScheduledRequest::on_logits).
+  std::vector<int32_t> audit_tokens;
+  std::vector<float> audit_rows;
 };
 
 Scheduler::Scheduler(std::unique_ptr<Backend> backend, const tokenizer::Vocab& vocab,
@@ -130,6 +134,10 @@ void Scheduler::finish(Slot& slot, std::string_view reason, std::string_view err
   // event sees it free.
   const ScheduledRequest req = std::move(slot.req);
   slot.req = ScheduledRequest{};
+  if (req.on_logits && (ended_normally || reason == "stop"))
+    req.on_logits(std::move(slot.audit_tokens), std::move(slot.audit_rows));
+  slot.audit_tokens = {};
+  slot.audit_rows = {};
   slot.busy = false;
   slot.sampler.reset();
   slot.detok.reset();
@@ -152,7 +160,7 @@ bool Scheduler::admit(std::unique_lock<std::mutex>& lock) {
     }
   }
   for (auto& slot : slots_) {
-    if (queue_.empty()) break;
+    if (queue_.empty() || pending_idle_task()) break;  // an idle task waits for the slots to drain
     if (slot->busy) continue;
     slot->req = std::move(queue_.front());
     queue_.pop_front();
@@ -203,22 +211,61 @@ bool Scheduler::admit(std::unique_lock<std::mutex>& lock) {
   return !(idle_stop || (expired && queue_.empty() && active_.load() == 0));
 }
 
+void Scheduler::run_when_idle(const std::function<void(Backend&)>& task) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (stopping_) throw Error("scheduler: stopped before the task could run");
+  idle_cv_.wait(lock, [&] { return idle_task_ == nullptr; });  // one task at a time
+  idle_task_ = &task;
+  idle_done_ = false;
+  idle_error_ = nullptr;
+  wake_.notify_all();
+  idle_cv_.wait(lock, [&] { return idle_done_ || thread_exited_; });
+  const bool ran = idle_done_;
+  idle_task_ = nullptr;
+  idle_done_ = false;
+  std::exception_ptr error = std::exchange(idle_error_, nullptr);
+  idle_cv_.notify_all();
+  if (!ran) throw Error("scheduler: stopped before the task could run");
+  if (error) std::rethrow_exception(error);
+}
+
+// Runs the idle task (called with the lock held, no slot busy); false when there is none.
+bool Scheduler::run_idle_task(std::unique_lock<std::mutex>& lock) {
+  if (!idle_task_ || idle_done_) return false;
+  const auto* task = idle_task_;
+  lock.unlock();
+  std::exception_ptr error;
+  try {
+    (*task)(*backend_);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  lock.lock();
+  idle_error_ = error;
+  idle_done_ = true;
+  idle_cv_.notify_all();
+  return true;
+}
+
 void Scheduler::run() {
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
+    if (active_.load() == 0 && run_idle_task(lock)) continue;
     if (!admit(lock)) break;
     if (active_.load() == 0) {
-      if (!queue_.empty()) continue;
+      if (!queue_.empty() && !pending_idle_task()) continue;
       if (stopping_)
         wake_.wait_until(lock, deadline_, [&] { return !queue_.empty(); });
       else
-        wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || pending_idle_task(); });
       continue;
     }
     lock.unlock();
     step();
     lock.lock();
   }
+  thread_exited_ = true;
+  idle_cv_.notify_all();
 }
 
 void Scheduler::step() {
@@ -273,6 +320,10 @@ void Scheduler::step() {
     }
     slot.sampler->accept(token);
     ++slot.generated;
+    if (slot.req.on_logits) {
+      slot.audit_tokens.push_back(token);
+      slot.audit_rows.insert(slot.audit_rows.end(), slot.logits.begin(), slot.logits.end());
+    }
     StreamEvent ev;
     ev.token = token;
     ev.prompt_tokens = int(slot.req.prompt.size());

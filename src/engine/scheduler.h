@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -54,6 +55,10 @@ struct ScheduledRequest {
   // Set (from any thread) to end the request: its slot is freed within one step and it gets a
   // final event with finish_reason "cancelled". May be null.
   std::shared_ptr<std::atomic<bool>> cancel;
+  // Set for a request sampled for an online parity audit (engine/audit.h): the scheduler keeps
+  // the logits row (n_vocab floats) of every token it samples and hands the tokens and rows to
+  // this when the request ends normally (eos, stop, length; not on an error or cancellation).
+  std::function<void(std::vector<int32_t> generated, std::vector<float> rows)> on_logits;
 };
 
 struct SubmitResult {
@@ -93,6 +98,11 @@ class Scheduler {
   // Idempotent.
   void shutdown(std::chrono::milliseconds grace);
 
+  // Runs `task` on the scheduler thread once no slot is busy (admissions wait meanwhile), with
+  // the backend to itself: the parity gate's re-probe of a quarantined backend. Returns when it
+  // has run and rethrows what it threw; throws Error when the scheduler stops first.
+  void run_when_idle(const std::function<void(Backend&)>& task);
+
   int n_slots() const { return n_slots_; }
   int n_ctx() const { return n_ctx_; }
   const Backend& backend() const { return *backend_; }
@@ -107,6 +117,8 @@ class Scheduler {
   bool admit(std::unique_lock<std::mutex>& lock);
   void step();
   void finish(Slot& slot, std::string_view reason, std::string_view error = {});
+  bool run_idle_task(std::unique_lock<std::mutex>& lock);
+  bool pending_idle_task() const { return idle_task_ && !idle_done_; }
 
   std::unique_ptr<Backend> backend_;
   const tokenizer::Vocab& vocab_;
@@ -122,6 +134,12 @@ class Scheduler {
   bool stopping_ = false;  // no more admissions
   std::chrono::steady_clock::time_point deadline_;
   bool joined_ = false;
+  // run_when_idle's task (null: none) and whether it has run.
+  const std::function<void(Backend&)>* idle_task_ = nullptr;
+  std::exception_ptr idle_error_;
+  bool idle_done_ = false;
+  bool thread_exited_ = false;
+  std::condition_variable idle_cv_;
 
   std::vector<std::unique_ptr<Slot>> slots_;  // scheduler thread only
   std::atomic<int> active_{0};

@@ -64,10 +64,19 @@ FaultSpec parse_fault(const std::string& text) {
   } else if (!p.empty() && p[0] == "nan" && p.size() == 2) {
     f.kind = FaultSpec::NaN;
     f.position = index(p[1], text);
+  } else if (!p.empty() && p[0] == "after_calls" && p.size() == 3) {
+    f.kind = FaultSpec::AfterCalls;
+    f.calls = index(p[1], text);
+    f.magnitude = float(number(p[2], text));
+  } else if (!p.empty() && p[0] == "from_position" && p.size() == 3) {
+    f.kind = FaultSpec::FromPosition;
+    f.position = index(p[1], text);
+    f.magnitude = float(number(p[2], text));
   } else {
     throw InputError(
         "LOCKSTEP_FAULT = '" + text +
-        "' is not kv_drift:MAG, layer_corrupt:LAYER:POS:MAG, batch_corrupt:LAYER:MAG or nan:POS");
+        "' is not kv_drift:MAG, layer_corrupt:LAYER:POS:MAG, batch_corrupt:LAYER:MAG, nan:POS, "
+        "after_calls:CALLS:MAG or from_position:POS:MAG");
   }
   return f;
 }

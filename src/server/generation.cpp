@@ -124,7 +124,12 @@ void serve_generation(ServerContext& ctx, std::shared_ptr<ServedModel> model,
   req.stop = params.stop;
   req.on_event = channel->callback(channel);
   req.cancel = channel->cancel;
-  const SubmitResult submitted = model->scheduler->submit(std::move(req));
+  // The guard (serving_guard.h) picks the scheduler: the gate's backend, or the reference while
+  // that one is quarantined; it says which, for this request's header.
+  const ServingGuard::Routed routed = model->guard->submit(std::move(req));
+  const SubmitResult& submitted = routed.result;
+  res.set_header("X-Lockstep-Backend", routed.backend);
+  res.set_header("X-Lockstep-Request", routed.request_id);
   switch (submitted.status) {
     case SubmitResult::Status::kAccepted:
       break;

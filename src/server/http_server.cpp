@@ -42,7 +42,9 @@ HttpServer::HttpServer(ServerOptions options)
 
   http_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     const std::string& key = ctx_.options().api_key;
-    if (key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+    // The chat page is static (it asks for the key itself when the API wants one).
+    if (key.empty() || req.path == "/health" || req.path == "/")
+      return httplib::Server::HandlerResponse::Unhandled;
     const std::string auth = req.get_header_value("Authorization");
     const std::string bearer = "Bearer ";
     if (auth.rfind(bearer, 0) == 0 && same_secret(auth.substr(bearer.size()), key))
@@ -90,6 +92,7 @@ HttpServer::HttpServer(ServerOptions options)
   add_misc_routes(*http_, ctx_);
   add_openai_routes(*http_, ctx_);
   add_ollama_routes(*http_, ctx_);
+  add_verification_routes(*http_, ctx_);
 }
 
 HttpServer::~HttpServer() {
@@ -119,7 +122,7 @@ void HttpServer::start() {
 void HttpServer::stop() {
   if (stopped_) return;
   stopped_ = true;
-  if (auto m = ctx_.model()) m->scheduler->shutdown(ctx_.options().shutdown_grace);
+  if (auto m = ctx_.model()) m->guard->shutdown(ctx_.options().shutdown_grace);
   // Every request has its final event now; let the streams write their last chunks (bounded by
   // the write timeout a stuck client would hit) before httplib, stopping, cuts them off.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);

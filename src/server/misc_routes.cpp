@@ -1,4 +1,5 @@
 // /health, and llama-server's /tokenize and /detokenize; the handler wrapper every route uses.
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -90,9 +91,10 @@ void add_misc_routes(httplib::Server& http, ServerContext& ctx) {
       return;
     }
     j["status"] = "ok";
-    j["slots_idle"] = m->scheduler->n_slots() - m->scheduler->active_slots();
-    j["slots_processing"] = m->scheduler->active_slots();
-    j["requests_waiting"] = m->scheduler->queued();
+    // Both schedulers' (serving_guard.h: the reference's too while the backend is quarantined).
+    j["slots_idle"] = std::max(0, m->scheduler->n_slots() - m->guard->active());
+    j["slots_processing"] = m->guard->active();
+    j["requests_waiting"] = m->guard->queued();
     j["lockstep"] = ctx.lockstep_json();
     send_json(res, j);
   });

@@ -24,5 +24,7 @@ void add_misc_routes(httplib::Server& http, ServerContext& ctx);
 void add_openai_routes(httplib::Server& http, ServerContext& ctx);
 // POST /api/chat, POST /api/generate, GET /api/tags, GET /api/version.
 void add_ollama_routes(httplib::Server& http, ServerContext& ctx);
+// GET / (the chat page), GET /metrics (Prometheus), GET /parity (load verdict and audits).
+void add_verification_routes(httplib::Server& http, ServerContext& ctx);
 
 }  // namespace lockstep::server

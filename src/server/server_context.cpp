@@ -45,14 +45,15 @@ nlohmann::ordered_json ServerContext::lockstep_json() const {
     j["parity"] = {{"status", "pending"}, {"summary", "the parity gate has not decided yet"}};
     return j;
   }
-  j["backend"] = m->backend;
+  j["backend"] = m->guard ? m->guard->serving_backend() : m->backend;
   j["parity"] = {{"status", m->verdict.status_name()}, {"summary", m->verdict.summary()}};
   return j;
 }
 
 std::string ServerContext::backend_header() const {
   auto m = model();
-  return m ? m->backend : "loading";
+  if (!m) return "loading";
+  return m->guard ? m->guard->serving_backend() : m->backend;
 }
 
 std::string ServerContext::parity_header() const {

@@ -16,6 +16,7 @@
 #include "engine/scheduler.h"
 #include "model/model.h"
 #include "parity/comparison.h"
+#include "server/serving_guard.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/vocab.h"
 
@@ -40,6 +41,9 @@ struct ServedModel {
   ParityVerdict verdict;
   int64_t created = 0;  // unix seconds when it was loaded
   std::unique_ptr<Scheduler> scheduler;
+  // Routes every generation request (to the scheduler, or to the reference while the backend is
+  // quarantined), audits them and keeps the metrics; goes before the scheduler it refers to.
+  std::unique_ptr<ServingGuard> guard;
 
   int n_ctx() const { return scheduler->n_ctx(); }
   // Whether a request's "model" field names this model (its id, its file name, id:latest).
