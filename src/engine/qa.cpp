@@ -98,7 +98,7 @@ QaReport run_qa(const Model& model, const tokenizer::Vocab& vocab, const QaOptio
   for (const auto& name : backends) {
     ServingBackend opened;
     try {
-      opened = open_backend(model, vocab, {name, options.backend_options}, options.parity, {});
+      opened = open_backend(model, vocab, {name, options.backend_options, {}}, options.parity, {});
     } catch (const Error& e) {
       report.checks.push_back({name, "parity gate", false, e.what()});
       continue;
