@@ -13,6 +13,9 @@ namespace lockstep::cli {
 struct EnvironmentKnobs {
   BackendOptions backend;           // tuning knobs and LOCKSTEP_FAULT; threads and n_ctx unset
   std::optional<int> parity_steps;  // LOCKSTEP_PARITY_STEPS
+  // TEST KNOB (LOCKSTEP_TEST_SERVE_LOAD_DELAY_MS): `lockstep serve` waits this long after binding
+  // its port and before loading the model, so tests can see the loading phase.
+  int serve_load_delay_ms = 0;
 };
 
 // Parsed on the first call; later calls return the same values (or throw the same error).
