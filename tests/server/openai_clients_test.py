@@ -3,7 +3,8 @@
 NDJSON reader, against stories260K on a free loopback port.
 
 Usage (from the repository root, as ctest runs it):
-    python3 tests/server/openai_clients_test.py PATH/TO/lockstep
+    python3 tests/server/openai_clients_test.py PATH/TO/lockstep [TEST_NAME...]
+(test names: only those checks, e.g. `bounded_load`).
 
 Installs `openai` into build/server-venv on first use (skipped when present) and re-runs itself
 there. Prints one line per check and a closing `N passed, M failed`; exits non-zero on failure.
@@ -167,9 +168,10 @@ def ndjson_lines(server, path, body):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print("usage: openai_clients_test.py PATH/TO/lockstep", file=sys.stderr)
+    if len(sys.argv) < 2:
+        print("usage: openai_clients_test.py PATH/TO/lockstep [TEST_NAME...]", file=sys.stderr)
         return 2
+    only = set(sys.argv[2:])
     binary = os.path.abspath(sys.argv[1])
     if not os.path.exists(MODEL):
         print("FAIL: %s is missing (tests need ../shared beside the checkout)" % MODEL)
@@ -717,7 +719,8 @@ def main():
                concurrency_matches_alone, disconnect_frees_slot, nonstream_disconnect_cancels,
                health_loading_phase, many_connections_at_once, idle_keepalive_connection,
                bounded_load, bad_inputs, api_key, busy_queue_503, sigterm_while_busy):
-        test(fn)
+        if not only or fn.__name__ in only:
+            test(fn)
     server.stop()
     passed, failed = results.count(True), results.count(False)
     if failed:
