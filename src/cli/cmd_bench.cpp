@@ -89,14 +89,16 @@ void add_bench(CLI::App& app, Action& action) {
                                 "llama-batched-bench mode: batch sizes, a comma-separated list "
                                 "(B sequences, a -p prompt each, then -n decode steps of all B)")
                     ->delimiter(',');
-  auto* n_prompt = cmd->add_option("-p,--n-prompt", f->params.n_prompt,
-                  "prompt tokens, a comma-separated list: one pp test per value (0: none)")
-      ->delimiter(',')
-      ->default_str("512");
-  auto* n_gen = cmd->add_option("-n,--n-gen", f->params.n_gen,
-                  "generated tokens, a comma-separated list: one tg test per value (0: none)")
-      ->delimiter(',')
-      ->default_str("128");
+  auto* n_prompt =
+      cmd->add_option("-p,--n-prompt", f->params.n_prompt,
+                      "prompt tokens, a comma-separated list: one pp test per value (0: none)")
+          ->delimiter(',')
+          ->default_str("512");
+  auto* n_gen =
+      cmd->add_option("-n,--n-gen", f->params.n_gen,
+                      "generated tokens, a comma-separated list: one tg test per value (0: none)")
+          ->delimiter(',')
+          ->default_str("128");
   cmd->add_option("-r,--repetitions", f->params.reps, "repetitions of each test")
       ->capture_default_str();
   auto* output = cmd->add_option("-o,--output", f->output, "output format: md | json | csv")

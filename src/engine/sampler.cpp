@@ -72,8 +72,8 @@ void Sampler::accept_generated(int32_t token) {
 }
 
 void Sampler::apply_openai_penalties(std::span<float> logits,
-                                     const std::unordered_map<int32_t, int>& counts,
-                                     float presence, float frequency) {
+                                     const std::unordered_map<int32_t, int>& counts, float presence,
+                                     float frequency) {
   for (const auto& [id, count] : counts) {
     if (id < 0 || size_t(id) >= logits.size() || count <= 0) continue;
     logits[size_t(id)] -= float(count) * frequency + presence;
@@ -97,10 +97,11 @@ TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int t
   if (k > 0) {
     std::vector<int32_t> ids(logits.size());
     for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i);
-    std::partial_sort(ids.begin(), ids.begin() + ptrdiff_t(k), ids.end(), [&](int32_t a, int32_t b) {
-      return logits[size_t(a)] > logits[size_t(b)] ||
-             (logits[size_t(a)] == logits[size_t(b)] && a < b);
-    });
+    std::partial_sort(ids.begin(), ids.begin() + ptrdiff_t(k), ids.end(),
+                      [&](int32_t a, int32_t b) {
+                        return logits[size_t(a)] > logits[size_t(b)] ||
+                               (logits[size_t(a)] == logits[size_t(b)] && a < b);
+                      });
     for (size_t i = 0; i < k; ++i)
       out.top.emplace_back(ids[i], double(logits[size_t(ids[i])]) - log_z);
   }

@@ -84,8 +84,8 @@ class Sampler {
                                    float penalty);
   // logits[id] -= count * frequency + presence, for each (id, count > 0) of `counts`.
   static void apply_openai_penalties(std::span<float> logits,
-                                     const std::unordered_map<int32_t, int>& counts,
-                                     float presence, float frequency);
+                                     const std::unordered_map<int32_t, int>& counts, float presence,
+                                     float frequency);
   static void top_k(std::vector<TokenCandidate>& cands, int k);
   static void top_p(std::vector<TokenCandidate>& cands, float p);
   static void min_p(std::vector<TokenCandidate>& cands, float p);

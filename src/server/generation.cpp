@@ -257,8 +257,8 @@ void serve_generation(ServerContext& ctx, std::shared_ptr<ServedModel> model,
   res.set_chunked_content_provider(
       format.content_type,
       [channel, model, format, fd, text = std::string(), begun = false,
-       pending = std::vector<TokenLogprobs>(), all = std::vector<TokenLogprobs>()](
-          size_t, httplib::DataSink& sink) mutable {
+       pending = std::vector<TokenLogprobs>(),
+       all = std::vector<TokenLogprobs>()](size_t, httplib::DataSink& sink) mutable {
         auto send = [&](const std::string& bytes) {
           if (bytes.empty()) return true;
           if (sink.write(bytes.data(), bytes.size())) return true;

@@ -7,8 +7,8 @@
 #include <httplib.h>
 #include <functional>
 #include <memory>
-#include <span>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,8 +42,8 @@ struct StreamFormat {
   // back, by a stop string or an unfinished UTF-8 character, comes with a later piece).
   std::function<std::string(std::string_view text, std::span<const TokenLogprobs> logprobs)>
       piece_with_logprobs;
-  std::function<std::string(const Completion&)> end;        // the final chunk(s)
-  std::function<std::string(const ApiError&)> error;        // a failure after the stream began
+  std::function<std::string(const Completion&)> end;  // the final chunk(s)
+  std::function<std::string(const ApiError&)> error;  // a failure after the stream began
 };
 
 // Whether the HTTP connection `req` arrived on has been closed by its client (the peer's end

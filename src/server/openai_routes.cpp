@@ -143,7 +143,8 @@ void chat_completions(ServerContext& ctx, const httplib::Request& req, httplib::
   if (params.logprobs >= 0)
     fmt.piece_with_logprobs = [chunk, model](std::string_view text,
                                              std::span<const TokenLogprobs> lps) {
-      return sse(chunk({{"content", std::string(text)}}, nullptr, chat_logprobs(*model->vocab, lps)));
+      return sse(
+          chunk({{"content", std::string(text)}}, nullptr, chat_logprobs(*model->vocab, lps)));
     };
   fmt.end = [chunk, &ctx](const Completion& c) {
     ojson j = chunk(ojson::object(), c.finish_reason);
@@ -204,8 +205,8 @@ void completions(ServerContext& ctx, const httplib::Request& req, httplib::Respo
   if (params.logprobs >= 0)
     fmt.piece_with_logprobs = [chunk, model, offset = std::make_shared<size_t>(0)](
                                   std::string_view text, std::span<const TokenLogprobs> lps) {
-      return sse(chunk(std::string(text), nullptr,
-                       completion_logprobs(*model->vocab, lps, *offset)));
+      return sse(
+          chunk(std::string(text), nullptr, completion_logprobs(*model->vocab, lps, *offset)));
     };
   fmt.end = [chunk, &ctx](const Completion& c) {
     ojson j = chunk("", c.finish_reason);

@@ -256,11 +256,11 @@ void parse_ollama_generation(const json& body, int n_ctx, GenParams& out) {
   const json* o = field(body, "options");
   if (!o) return;
   if (!o->is_object()) throw wrong_type("options", "an object", *o);
-  check_known_keys(*o,
-                   {"temperature", "top_p", "top_k", "min_p", "seed", "num_predict", "stop",
-                    "repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty",
-                    "num_ctx"},
-                   "options.");
+  check_known_keys(
+      *o,
+      {"temperature", "top_p", "top_k", "min_p", "seed", "num_predict", "stop", "repeat_penalty",
+       "repeat_last_n", "presence_penalty", "frequency_penalty", "num_ctx"},
+      "options.");
   if (auto t = get_number(*o, "temperature", 0, 2)) p.temperature = float(*t);
   if (auto v = get_number(*o, "top_p", 0, 1)) {
     if (*v == 0) throw bad_request("'top_p' must be in (0, 1], got 0", "top_p");

@@ -9,10 +9,10 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/fast_compare.h"
-#include "util/error.h"
 #include "gguf/gguf_reader.h"
 #include "model/presets.h"
 #include "model/synthetic.h"
+#include "util/error.h"
 
 namespace lockstep {
 namespace {
@@ -63,8 +63,8 @@ TEST(BenchOutput, OneRowPerTestOfEveryReport) {
 // --batch on the tiny synthetic model: one pp and one tg row per batch size, each with its
 // sequence count, finite positive rates, and every sequence's cache cleared afterwards.
 TEST(BatchedBench, OneRowPairPerBatchSizeOnAMultiSequenceBackend) {
-  const auto plan = plan_synthetic_model(*find_model_preset("tiny"), Arch::Llama,
-                                         *find_quant_scheme("q8_0"), 3);
+  const auto plan =
+      plan_synthetic_model(*find_model_preset("tiny"), Arch::Llama, *find_quant_scheme("q8_0"), 3);
   const Model model =
       Model::from_file(gguf::GgufFile::from_bytes(synthetic_model_bytes(plan), "tiny.gguf"));
   cpu::TransformerOptions o;

@@ -231,8 +231,8 @@ TEST(Sampler, OpenAiPenaltiesFollowTheGeneratedCountsOnRandomLogits) {
           if (l > best) best = l, want = int32_t(id);
         }
         const int32_t got = s.sample(logits);
-        ASSERT_EQ(got, want) << "presence " << presence << " frequency " << frequency
-                             << " step " << step;
+        ASSERT_EQ(got, want) << "presence " << presence << " frequency " << frequency << " step "
+                             << step;
         s.accept_generated(got);
         ++count[size_t(got)];
       }

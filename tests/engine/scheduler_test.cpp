@@ -70,7 +70,7 @@ struct Collector {
   int prompt_tokens = 0, completion_tokens = 0;
   int64_t first_event_order = -1, done_order = -1;
   std::atomic<int64_t>* clock = nullptr;  // shared event counter, to see interleaving
-  std::vector<TokenLogprobs> logprobs;     // of the events that carried them
+  std::vector<TokenLogprobs> logprobs;    // of the events that carried them
 
   StreamCallback callback() {
     return [this](const StreamEvent& ev) {
@@ -279,16 +279,13 @@ TEST(Scheduler, LogprobsAreTheLogSoftmaxOfTheRawLogits) {
     const TokenLogprobs& got = c.logprobs[checked++];
     long double sum = 0;
     for (size_t i = 0; i < n_sample; ++i) sum += std::exp((long double)logits[i]);
-    auto ref = [&](int32_t id) {
-      return double((long double)logits[size_t(id)] - std::log(sum));
-    };
+    auto ref = [&](int32_t id) { return double((long double)logits[size_t(id)] - std::log(sum)); };
     EXPECT_EQ(got.token, token);
     EXPECT_NEAR(got.logprob, ref(token), 1e-9);
     std::vector<int32_t> order(n_sample);
     for (size_t i = 0; i < n_sample; ++i) order[i] = int32_t(i);
-    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-      return logits[size_t(a)] > logits[size_t(b)];
-    });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return logits[size_t(a)] > logits[size_t(b)]; });
     ASSERT_EQ(got.top.size(), 5u);
     for (size_t i = 0; i < 5; ++i) {
       EXPECT_EQ(got.top[i].first, order[i]);

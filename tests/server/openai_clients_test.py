@@ -263,6 +263,11 @@ def main():
         if fr == "length":
             check(last["usage"]["total_tokens"] == CTX + 1, "context end usage %s" % last["usage"])
         check(last["lockstep"]["backend"] == server.backend, "lockstep in the final chunk")
+        # Greedy "Once" never ends its story before the context is full (see LOOP_PROMPT).
+        s, _, r = request(server, "POST", "/v1/completions",
+                          {"prompt": LOOP_PROMPT, "temperature": 0})
+        check(s == 200 and r["choices"][0]["finish_reason"] == "length" and
+              r["usage"]["total_tokens"] == CTX + 1, "context end %s %s" % (s, r.get("usage")))
 
     def ollama_ndjson():
         body = {"model": model_id, "prompt": "Once upon a time", "raw": True,
@@ -420,6 +425,12 @@ def main():
             w = t.split()
             return len(set(w)) / max(1, len(w))
         check(words(text) > words(plain), "penalised %r repeats more than %r" % (text, plain))
+        # ollama's options give the same penalties.
+        status, _, o = request(server, "POST", "/api/generate", {
+            "model": model_id, "prompt": "Once upon a time", "raw": True, "stream": False,
+            "options": {"temperature": 0, "num_predict": 60, "presence_penalty": 1.5,
+                        "frequency_penalty": 1.5}})
+        check(status == 200 and o["response"] == text, "ollama %s %r" % (status, o))
 
     def nonstream_disconnect_cancels():
         # A non-streaming request writes nothing until it ends: the server must notice from the
@@ -593,6 +604,11 @@ def main():
         check_error(s, b, 400, "missing_field", "missing messages")
         s, _, b = request(server, "POST", chat, {"messages": "hi"})
         check_error(s, b, 400, "invalid_type", "wrong type")
+        for field, value in (("max_tokens", "5"), ("stream", 1), ("temperature", [0]),
+                             ("stop", 7), ("logprobs", "yes")):
+            s, _, b = request(server, "POST", chat, {"messages": msgs, field: value})
+            check_error(s, b, 400, "invalid_type", "%s=%r" % (field, value))
+            check(b["error"]["param"] == field, "param %s" % b["error"])
         s, _, b = request(server, "POST", chat, {"model": "gpt-4o", "messages": msgs})
         check_error(s, b, 404, "model_not_found", "unknown model")
         for field, value in (("temperature", -1), ("temperature", 1e308), ("top_p", 2),
