@@ -90,7 +90,9 @@ Completion finish(Channel& ch, const Channel::Item& item, std::string text,
   if (item.reason == "error")
     throw ApiError(500, item.error, "server_error", "", "generation_failed");
   if (item.reason == "cancelled")
-    throw unavailable("the request was cancelled (the server is shutting down)", "cancelled", 1);
+    throw unavailable(
+        "the request was cancelled (its client went away, or the server is shutting down)",
+        "cancelled", 1);
   Completion c;
   c.text = std::move(text);
   c.finish_reason = item.reason == "length" ? "length" : "stop";
