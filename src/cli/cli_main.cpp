@@ -37,8 +37,6 @@ const std::map<std::string, std::string>& llama_cpp_missing() {
         "model downloads; give a local GGUF file with -m");
     add({"mirostat", "mirostat-lr", "mirostat-ent"}, "mirostat sampling");
     add({"typical"}, "typical sampling");
-    add({"presence-penalty", "frequency-penalty"},
-        "presence or frequency penalties; --repeat-penalty is there");
     add({"grammar", "grammar-file", "json-schema", "j"}, "grammar-constrained sampling");
     add({"lora", "lora-scaled"}, "LoRA adapters");
     add({"ctk", "cache-type-k", "ctv", "cache-type-v"},

@@ -1,7 +1,10 @@
 // `lockstep bench -m MODEL [-p 512[,N...]] [-n 128[,N...]] [-t N[,N...]] [-r REPS] [--backend ...]
-// [-o md|json|csv]`: prompt-processing and generation throughput, llama-bench style. Every -p
-// value and every -n value is a test of its own, measured at every -t thread count: one row each.
-// The table (or JSON array, or CSV) goes to stdout; progress lines go to stderr.
+// [-o md|json|csv] [--batch B[,B...]]`: prompt-processing and generation throughput, llama-bench
+// style. Every -p value and every -n value is a test of its own, measured at every -t thread
+// count: one row each. With --batch, llama-batched-bench's shape instead: for each B, B sequences
+// with a -p token prompt (default 256) each, then -n decode steps (default 128) of all B at once,
+// on a backend opened through the gate with max B sequences. The table (or JSON array, or CSV)
+// goes to stdout; progress lines go to stderr.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -42,9 +45,12 @@ int run_bench_command(const BenchFlags& f) {
     request.options.threads = threads;
     // The tests need the largest of them in positions and the gate its probe; a larger default
     // context would only cost memory.
+    const bool batched = !f.params.batch.empty();
+    const int need = batched ? batched_bench_ctx(f.params) : bench_max_tokens(f.params);
     if (request.options.n_ctx == 0)
-      request.options.n_ctx =
-          std::max(bench_max_tokens(f.params), parity.positions + parity.steps + 1);
+      request.options.n_ctx = std::max(need, parity.positions + parity.steps + 1);
+    if (batched)
+      request.options.n_seq = *std::max_element(f.params.batch.begin(), f.params.batch.end());
     ServingBackend opened = open_backend(model, vocab, request, parity, {});
     const double load_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -52,10 +58,12 @@ int run_bench_command(const BenchFlags& f) {
     std::fprintf(stderr, "lockstep bench: %s | %s | %s | backend %s | threads %d | load %.0f ms\n",
                  path.c_str(), summary.architecture.c_str(), summary.file_type.c_str(),
                  opened.describe().c_str(), used_threads, load_ms);
+    auto progress = [](const std::string& line) {
+      std::fprintf(stderr, "lockstep bench: %s\n", line.c_str());
+    };
     reports.push_back(
-        run_bench(*opened.backend, f.params, summary, used_threads, [](const std::string& line) {
-          std::fprintf(stderr, "lockstep bench: %s\n", line.c_str());
-        }));
+        batched ? run_batched_bench(*opened.backend, f.params, summary, used_threads, progress)
+                : run_bench(*opened.backend, f.params, summary, used_threads, progress));
   }
   const std::string out = f.output == "json"  ? bench_json(reports) + "\n"
                           : f.output == "csv" ? bench_csv(reports)
@@ -77,20 +85,26 @@ void add_bench(CLI::App& app, Action& action) {
                   "core)")
       ->delimiter(',')
       ->default_str("0");
-  cmd->add_option("-p,--n-prompt", f->params.n_prompt,
-                  "prompt tokens, a comma-separated list: one pp test per value (0: none)")
-      ->delimiter(',')
-      ->default_str("512");
-  cmd->add_option("-n,--n-gen", f->params.n_gen,
-                  "generated tokens, a comma-separated list: one tg test per value (0: none)")
-      ->delimiter(',')
-      ->default_str("128");
+  auto* batch = cmd->add_option("--batch", f->params.batch,
+                                "llama-batched-bench mode: batch sizes, a comma-separated list "
+                                "(B sequences, a -p prompt each, then -n decode steps of all B)")
+                    ->delimiter(',');
+  auto* n_prompt =
+      cmd->add_option("-p,--n-prompt", f->params.n_prompt,
+                      "prompt tokens, a comma-separated list: one pp test per value (0: none)")
+          ->delimiter(',')
+          ->default_str("512");
+  auto* n_gen =
+      cmd->add_option("-n,--n-gen", f->params.n_gen,
+                      "generated tokens, a comma-separated list: one tg test per value (0: none)")
+          ->delimiter(',')
+          ->default_str("128");
   cmd->add_option("-r,--repetitions", f->params.reps, "repetitions of each test")
       ->capture_default_str();
   auto* output = cmd->add_option("-o,--output", f->output, "output format: md | json | csv")
                      ->capture_default_str();
   cmd->add_flag("--json", f->json, "the same as -o json");
-  cmd->callback([&action, f, output] {
+  cmd->callback([&action, f, output, batch, n_prompt, n_gen] {
     check_model_flags(f->model);
     for (int t : f->threads)
       if (t < 0 || t > max_thread_count())
@@ -106,6 +120,16 @@ void add_bench(CLI::App& app, Action& action) {
     auto any_below = [](const std::vector<int>& v, int min) {
       return std::any_of(v.begin(), v.end(), [min](int n) { return n < min; });
     };
+    if (batch->count() > 0) {
+      if (n_prompt->count() == 0) f->params.n_prompt = {256};
+      if (n_gen->count() == 0) f->params.n_gen = {128};
+      if (f->params.n_prompt.size() != 1 || f->params.n_gen.size() != 1)
+        throw CLI::ValidationError("--batch", "takes one -p and one -n value");
+      if (f->params.n_prompt[0] < 1) throw CLI::ValidationError("--n-prompt", "must be >= 1");
+      if (any_below(f->params.batch, 1) ||
+          *std::max_element(f->params.batch.begin(), f->params.batch.end()) > 256)
+        throw CLI::ValidationError("--batch", "sizes must be in [1, 256]");
+    }
     if (any_below(f->params.n_prompt, 0)) throw CLI::ValidationError("--n-prompt", "must be >= 0");
     if (any_below(f->params.n_gen, 0)) throw CLI::ValidationError("--n-gen", "must be >= 0");
     if (bench_max_tokens(f->params) == 0)

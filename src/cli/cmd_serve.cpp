@@ -18,6 +18,7 @@
 
 #include "backend/registry.h"
 #include "cli/commands.h"
+#include "cli/environment.h"
 #include "cli/generation_flags.h"
 #include "engine/audit.h"
 #include "engine/scheduler.h"
@@ -109,8 +110,13 @@ int serve_command(const ServeFlags& f) {
   server::HttpServer http(options);
   const int port = http.bind(f.host, f.port);
   http.start();
+  std::fprintf(stderr, "lockstep serve: loading %s on http://%s:%d (/health answers loading)\n",
+               path.c_str(), url_host(f.host).c_str(), port);
+  std::fflush(stderr);
 
   const auto t0 = std::chrono::steady_clock::now();
+  if (const int delay = environment_knobs().serve_load_delay_ms; delay > 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay));  // TEST KNOB
   auto served = std::make_shared<server::ServedModel>();
   served->model = std::make_unique<Model>(Model::load(path));
   served->vocab =

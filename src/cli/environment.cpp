@@ -49,6 +49,8 @@ EnvironmentKnobs read_environment() {
   if (const char* v = get("LOCKSTEP_FAULT")) o.fault = parse_fault(v);
   if (const char* v = get("LOCKSTEP_PARITY_STEPS"))
     k.parity_steps = parse_parity_steps(v, "LOCKSTEP_PARITY_STEPS");
+  if (const char* v = get("LOCKSTEP_TEST_SERVE_LOAD_DELAY_MS"))
+    k.serve_load_delay_ms = int(number("LOCKSTEP_TEST_SERVE_LOAD_DELAY_MS", v, 0, 600000));
 
   if (const char* v = get("LOCKSTEP_VERDICT_CACHE")) {
     if (std::string(v) != "off") k.verdict_cache_dir = v;

@@ -17,6 +17,9 @@ struct EnvironmentKnobs {
   // LOCKSTEP_VERDICT_CACHE: a directory, or "off"; unset: ${XDG_CACHE_HOME:-~/.cache}/lockstep/
   // verdicts. Empty here means no cache.
   std::string verdict_cache_dir;
+  // TEST KNOB (LOCKSTEP_TEST_SERVE_LOAD_DELAY_MS): `lockstep serve` waits this long after binding
+  // its port and before loading the model, so tests can see the loading phase.
+  int serve_load_delay_ms = 0;
 };
 
 // Parsed on the first call; later calls return the same values (or throw the same error).

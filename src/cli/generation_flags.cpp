@@ -76,6 +76,14 @@ void add_sampling_flags(CLI::App* cmd, SamplingFlags& f) {
   cmd->add_option("--repeat-last-n", p.repeat_last_n,
                   "tokens the penalty looks back over (0: off, -1: whole context)")
       ->capture_default_str();
+  cmd->add_option("--presence-penalty", p.presence_penalty,
+                  "OpenAI's presence penalty, in [-2, 2]: subtracted from the logit of every "
+                  "token already generated (0: off)")
+      ->capture_default_str();
+  cmd->add_option("--frequency-penalty", p.frequency_penalty,
+                  "OpenAI's frequency penalty, in [-2, 2]: subtracted once per earlier "
+                  "generation of the token (0: off)")
+      ->capture_default_str();
   cmd->add_option("-s,--seed", f.seed, "RNG seed (-1: random)")->capture_default_str();
   cmd->add_flag("--ignore-eos", f.ignore_eos,
                 "never sample an end-of-generation token (only -n, --stop or the context end "

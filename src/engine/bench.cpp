@@ -138,6 +138,94 @@ BenchReport run_bench(Backend& backend, const BenchParams& p, const ModelSummary
   return r;
 }
 
+int batched_bench_ctx(const BenchParams& p) {
+  return (p.n_prompt.empty() ? 0 : p.n_prompt[0]) + (p.n_gen.empty() ? 0 : p.n_gen[0]);
+}
+
+BenchReport run_batched_bench(Backend& backend, const BenchParams& p, const ModelSummary& model,
+                              int threads,
+                              const std::function<void(const std::string&)>& progress) {
+  const int npp = p.n_prompt.empty() ? 0 : p.n_prompt[0];
+  const int ntg = p.n_gen.empty() ? 0 : p.n_gen[0];
+  if (p.batch.empty() || npp < 1 || ntg < 0 || p.reps < 1)
+    throw InputError("bench --batch: needs batch sizes, a prompt of >= 1 token and -r >= 1");
+  int max_b = 0;
+  for (int b : p.batch) {
+    if (b < 1) throw InputError("bench --batch: batch sizes must be >= 1");
+    max_b = std::max(max_b, b);
+  }
+  if (max_b > backend.n_seq())
+    throw InputError("bench --batch: " + std::to_string(max_b) +
+                     " sequences, but the backend holds " + std::to_string(backend.n_seq()));
+  if (npp + ntg > backend.n_ctx())
+    throw InputError("bench --batch: a sequence needs " + std::to_string(npp + ntg) +
+                     " positions but the context is " + std::to_string(backend.n_ctx()));
+  const int64_t n_vocab = backend.model().hp.n_vocab;
+  std::vector<float> logits(size_t(max_b) * size_t(n_vocab));
+
+  BenchReport r;
+  r.model = model;
+  r.backend = backend.name();
+  r.threads = threads;
+  r.weight_bytes_per_token = weight_bytes_per_token(backend.model());
+
+  // One run of B sequences; returns {prompt tok/s, aggregate decode tok/s}.
+  auto run_once = [&](int B, uint64_t seed, int n_prompt, int n_gen) {
+    for (int s = 0; s < max_b; ++s) backend.truncate_seq(s, 0);
+    std::vector<std::vector<int32_t>> prompts;
+    for (int s = 0; s < B; ++s)
+      prompts.push_back(random_tokens(n_prompt, n_vocab, seed * 1000 + uint64_t(s)));
+    std::vector<SeqTokens> batch(static_cast<size_t>(B));
+    for (int s = 0; s < B; ++s) {
+      batch[size_t(s)].seq = s;
+      batch[size_t(s)].tokens = prompts[size_t(s)];
+      batch[size_t(s)].logits = logits.data() + size_t(s) * size_t(n_vocab);
+    }
+    auto t0 = Clock::now();
+    backend.forward_batch(batch);
+    const double pp = double(B) * n_prompt / seconds_since(t0);
+    const auto next = random_tokens(B * std::max(n_gen, 1), n_vocab, seed + 77);
+    t0 = Clock::now();
+    for (int step = 0; step < n_gen; ++step) {
+      for (int s = 0; s < B; ++s)
+        batch[size_t(s)].tokens = {next.data() + size_t(step) * size_t(B) + size_t(s), 1};
+      backend.forward_batch(batch);
+    }
+    const double tg = n_gen > 0 ? double(B) * n_gen / seconds_since(t0) : 0;
+    return std::pair{pp, tg};
+  };
+
+  run_once(1, p.seed, std::min(npp, 16), std::min(ntg, 2));  // warm-up, not measured
+  for (int B : p.batch) {
+    BenchStat pp, tg;
+    pp.test = "pp" + std::to_string(npp) + " B=" + std::to_string(B);
+    pp.n_tokens = npp;
+    pp.n_seq = B;
+    tg.test = "tg" + std::to_string(ntg) + " B=" + std::to_string(B);
+    tg.n_tokens = ntg;
+    tg.n_seq = B;
+    tg.is_gen = true;
+    for (int rep = 0; rep < p.reps; ++rep) {
+      const auto [pp_rate, tg_rate] = run_once(B, p.seed + uint64_t(rep) + 1, npp, ntg);
+      pp.tok_per_s.push_back(pp_rate);
+      tg.tok_per_s.push_back(tg_rate);
+      if (progress)
+        progress("B=" + std::to_string(B) + " rep " + std::to_string(rep + 1) + "/" +
+                 std::to_string(p.reps) + ": prompt " + fixed(pp_rate, 2) + " tok/s, decode " +
+                 fixed(tg_rate, 2) + " tok/s (aggregate)");
+    }
+    summarize_stat(pp);
+    summarize_stat(tg);
+    // A decode step reads the weights once for all B tokens.
+    tg.gb_per_s = double(r.weight_bytes_per_token) * tg.median / double(B) / 1e9;
+    r.gen_gb_per_s = tg.gb_per_s;
+    r.stats.push_back(std::move(pp));
+    if (ntg > 0) r.stats.push_back(std::move(tg));
+  }
+  for (int s = 0; s < max_b; ++s) backend.truncate_seq(s, 0);
+  return r;
+}
+
 std::string bench_markdown(const std::vector<BenchReport>& reports) {
   std::string out =
       "| model | type | size | params | backend | threads | test | t/s (median) | min | max | "
@@ -172,6 +260,7 @@ std::string bench_json(const std::vector<BenchReport>& reports) {
       j["n_prompt"] = s.is_gen ? 0 : s.n_tokens;
       j["n_gen"] = s.is_gen ? s.n_tokens : 0;
       j["n_tokens"] = s.n_tokens;
+      j["n_seq"] = s.n_seq;
       j["tok_per_s"] = s.tok_per_s;
       j["median"] = s.median;
       j["min"] = s.min;
@@ -198,7 +287,7 @@ std::string csv_field(const std::string& v) {
 std::string bench_csv(const std::vector<BenchReport>& reports) {
   std::string out =
       "model,file_type,file_bytes,n_params,backend,threads,test,n_prompt,n_gen,median_tok_per_s,"
-      "min_tok_per_s,max_tok_per_s,stddev_tok_per_s,gen_weights_gb_per_s\n";
+      "min_tok_per_s,max_tok_per_s,stddev_tok_per_s,gen_weights_gb_per_s,n_seq\n";
   for (const auto& r : reports)
     for (const auto& s : r.stats) {
       const std::vector<std::string> fields = {r.model.name,
@@ -214,8 +303,12 @@ std::string bench_csv(const std::vector<BenchReport>& reports) {
                                                fixed(s.min, 3),
                                                fixed(s.max, 3),
                                                fixed(s.stddev, 3),
-                                               fixed(s.gb_per_s, 3)};
-      for (size_t k = 0; k < fields.size(); ++k) out += (k ? "," : "") + csv_field(fields[k]);
+                                               fixed(s.gb_per_s, 3),
+                                               std::to_string(s.n_seq)};
+      for (size_t k = 0; k < fields.size(); ++k) {
+        if (k) out += ',';
+        out += csv_field(fields[k]);
+      }
       out += "\n";
     }
   return out;

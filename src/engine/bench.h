@@ -20,6 +20,9 @@ struct BenchParams {
   std::vector<int> n_gen = {128};     // one tg test per value; 0: skipped
   int reps = 5;
   uint64_t seed = 1;  // the input token ids are random (the values do not change the work)
+  // llama-batched-bench mode when not empty (run_batched_bench): for each B, B sequences each
+  // with an n_prompt[0]-token prompt, then n_gen[0] decode steps of B tokens.
+  std::vector<int> batch;
 };
 
 struct BenchStat {
@@ -30,6 +33,9 @@ struct BenchStat {
   double gb_per_s = 0;
   std::vector<double> tok_per_s;  // one per repetition, in run order
   double median = 0, min = 0, max = 0, stddev = 0;
+  // Sequences in the test (--batch): n_tokens is per sequence, tok/s counts all of them (prompt
+  // tok/s, or the aggregate decode tok/s), and gb_per_s counts the weights once per step.
+  int n_seq = 1;
 };
 
 struct BenchReport {
@@ -53,11 +59,23 @@ void summarize_stat(BenchStat& stat);
 BenchReport run_bench(Backend& backend, const BenchParams& params, const ModelSummary& model,
                       int threads, const std::function<void(const std::string&)>& progress);
 
+// The positions one sequence of a --batch run needs (n_prompt[0] + n_gen[0]).
+int batched_bench_ctx(const BenchParams& params);
+
+// llama-batched-bench's shape (-npp n_prompt[0] -ntg n_gen[0] -npl batch): for each B in
+// params.batch, sequences 0..B-1 of `backend` (opened with n_seq >= max B and n_ctx >=
+// batched_bench_ctx) each get a random prompt in one forward_batch ("ppP B=b": B*P / seconds),
+// then G steps of forward_batch with one token per sequence ("tgG B=b": B*G / seconds, the
+// aggregate decode rate). Caches are cleared before each repetition.
+BenchReport run_batched_bench(Backend& backend, const BenchParams& params,
+                              const ModelSummary& model, int threads,
+                              const std::function<void(const std::string&)>& progress);
+
 // The outputs of `lockstep bench -o md|json|csv`, one row per test of every report.
 // md: a markdown table like llama-bench's. json: an array of objects, one per row, each with the
 // report's fields (model, backend, threads, weight_bytes_per_token, gen_weights_gb_per_s) and the
-// test's (test, n_prompt, n_gen, n_tokens, tok_per_s, median, min, max, stddev); no trailing
-// newline. csv: a header line and one line per row.
+// test's (test, n_prompt, n_gen, n_tokens, n_seq, tok_per_s, median, min, max, stddev); no
+// trailing newline. csv: a header line and one line per row.
 std::string bench_markdown(const std::vector<BenchReport>& reports);
 std::string bench_json(const std::vector<BenchReport>& reports);
 std::string bench_csv(const std::vector<BenchReport>& reports);

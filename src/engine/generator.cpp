@@ -113,7 +113,7 @@ GenerationResult Session::generate(std::span<const int32_t> prompt,
       for (size_t id = 0; id < n_sample; ++id)
         if (vocab_.is_eog(int32_t(id))) logits_[id] = -std::numeric_limits<float>::infinity();
     const int32_t token = sampler_.sample({logits_.data(), n_sample});
-    sampler_.accept(token);
+    sampler_.accept_generated(token);
     result.tokens.push_back(token);
     if (vocab_.is_eog(token)) {
       result.finish_reason = "eos";

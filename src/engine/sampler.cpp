@@ -39,6 +39,10 @@ std::string validate(const SamplingParams& p) {
     return "--min-p must be in [0, 1] (0: off), got " + fmt(p.min_p);
   if (!std::isfinite(p.repeat_penalty) || p.repeat_penalty <= 0)
     return "--repeat-penalty must be a finite number > 0 (1: off), got " + fmt(p.repeat_penalty);
+  if (!(p.presence_penalty >= -2 && p.presence_penalty <= 2))
+    return "--presence-penalty must be in [-2, 2] (0: off), got " + fmt(p.presence_penalty);
+  if (!(p.frequency_penalty >= -2 && p.frequency_penalty <= 2))
+    return "--frequency-penalty must be in [-2, 2] (0: off), got " + fmt(p.frequency_penalty);
   if (p.repeat_last_n < -1)
     return "--repeat-last-n must be >= -1 (-1: whole context, 0: off), got " +
            std::to_string(p.repeat_last_n);
@@ -59,6 +63,49 @@ void Sampler::accept(int32_t token) {
   history_.push_back(token);
   if (params_.repeat_last_n > 0 && history_.size() > size_t(params_.repeat_last_n))
     history_.pop_front();
+}
+
+void Sampler::accept_generated(int32_t token) {
+  accept(token);
+  if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f)
+    ++generated_counts_[token];
+}
+
+void Sampler::apply_openai_penalties(std::span<float> logits,
+                                     const std::unordered_map<int32_t, int>& counts, float presence,
+                                     float frequency) {
+  for (const auto& [id, count] : counts) {
+    if (id < 0 || size_t(id) >= logits.size() || count <= 0) continue;
+    logits[size_t(id)] -= float(count) * frequency + presence;
+  }
+}
+
+TokenLogprobs token_logprobs(std::span<const float> logits, int32_t token, int top_n) {
+  if (logits.empty()) throw Error("logprobs: empty logits");
+  if (token < 0 || size_t(token) >= logits.size())
+    throw Error("logprobs: token " + std::to_string(token) + " outside the row of " +
+                std::to_string(logits.size()));
+  double max_logit = -INFINITY;
+  for (float l : logits) max_logit = std::max(max_logit, double(l));
+  double sum = 0;
+  for (float l : logits) sum += std::exp(double(l) - max_logit);
+  const double log_z = max_logit + std::log(sum);
+  TokenLogprobs out;
+  out.token = token;
+  out.logprob = double(logits[size_t(token)]) - log_z;
+  const size_t k = std::min(size_t(std::max(top_n, 0)), logits.size());
+  if (k > 0) {
+    std::vector<int32_t> ids(logits.size());
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i);
+    std::partial_sort(ids.begin(), ids.begin() + ptrdiff_t(k), ids.end(),
+                      [&](int32_t a, int32_t b) {
+                        return logits[size_t(a)] > logits[size_t(b)] ||
+                               (logits[size_t(a)] == logits[size_t(b)] && a < b);
+                      });
+    for (size_t i = 0; i < k; ++i)
+      out.top.emplace_back(ids[i], double(logits[size_t(ids[i])]) - log_z);
+  }
+  return out;
 }
 
 void Sampler::apply_repeat_penalty(std::span<float> logits, std::span<const int32_t> last_tokens,
@@ -171,10 +218,17 @@ int32_t Sampler::sample(std::span<const float> logits) {
   if (!any_finite) throw Error("sampler: every logit is -inf");
 
   std::span<const float> row = logits;
-  if (params_.repeat_penalty != 1.0f && !history_.empty()) {
+  const bool repeat = params_.repeat_penalty != 1.0f && !history_.empty();
+  const bool openai = !generated_counts_.empty();
+  if (repeat || openai) {
     scratch_logits_.assign(logits.begin(), logits.end());
-    const std::vector<int32_t> last(history_.begin(), history_.end());
-    apply_repeat_penalty(scratch_logits_, last, params_.repeat_penalty);
+    if (repeat) {
+      const std::vector<int32_t> last(history_.begin(), history_.end());
+      apply_repeat_penalty(scratch_logits_, last, params_.repeat_penalty);
+    }
+    if (openai)
+      apply_openai_penalties(scratch_logits_, generated_counts_, params_.presence_penalty,
+                             params_.frequency_penalty);
     row = scratch_logits_;
   }
   if (params_.temperature <= 0.0f) return argmax(row);

@@ -67,6 +67,9 @@ SubmitResult Scheduler::submit(ScheduledRequest request) {
                   " (shorten the prompt, or restart the server with a larger -c)");
   if (request.max_tokens < -1)
     return reject("max_tokens must be >= 0, got " + std::to_string(request.max_tokens));
+  if (request.logprobs < -1 || request.logprobs > kMaxTopLogprobs)
+    return reject("logprobs must be in [-1, " + std::to_string(kMaxTopLogprobs) + "], got " +
+                  std::to_string(request.logprobs));
   if (std::string err = validate(request.sampling); !err.empty()) return reject(err);
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -318,7 +321,7 @@ void Scheduler::step() {
       finish(slot, "error", e.what());
       continue;
     }
-    slot.sampler->accept(token);
+    slot.sampler->accept_generated(token);
     ++slot.generated;
     if (slot.req.on_logits) {
       slot.audit_tokens.push_back(token);
@@ -326,6 +329,11 @@ void Scheduler::step() {
     }
     StreamEvent ev;
     ev.token = token;
+    TokenLogprobs logprobs;
+    if (slot.req.logprobs >= 0 && !vocab_.is_eog(token)) {  // the end token is not text
+      logprobs = token_logprobs({slot.logits.data(), n_sample_}, token, slot.req.logprobs);
+      ev.logprobs = &logprobs;
+    }
     ev.prompt_tokens = int(slot.req.prompt.size());
     ev.completion_tokens = slot.generated;
     if (vocab_.is_eog(token)) {

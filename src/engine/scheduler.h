@@ -42,6 +42,8 @@ struct StreamEvent {
   std::string_view error;
   int prompt_tokens = 0;      // the prompt's length
   int completion_tokens = 0;  // tokens sampled so far (an end-of-generation token included)
+  // With the token, when the request asked for logprobs (valid during the callback only).
+  const TokenLogprobs* logprobs = nullptr;
 };
 
 using StreamCallback = std::function<void(const StreamEvent&)>;
@@ -51,6 +53,9 @@ struct ScheduledRequest {
   SamplingParams sampling;
   int max_tokens = -1;  // -1: until end of generation or a full context
   std::vector<std::string> stop;
+  // -1: no log-probabilities. N >= 0: every sampled token's event carries its log-probability
+  // and the N most likely alternatives (token_logprobs over the logits it was sampled from).
+  int logprobs = -1;
   StreamCallback on_event;
   // Set (from any thread) to end the request: its slot is freed within one step and it gets a
   // final event with finish_reason "cancelled". May be null.
@@ -60,6 +65,8 @@ struct ScheduledRequest {
   // this when the request ends normally (eos, stop, length; not on an error or cancellation).
   std::function<void(std::vector<int32_t> generated, std::vector<float> rows)> on_logits;
 };
+
+inline constexpr int kMaxTopLogprobs = 20;
 
 struct SubmitResult {
   enum class Status {
@@ -90,7 +97,7 @@ class Scheduler {
 
   // Queues a request, or says why not. kRejected (checked here, before admission): empty prompt,
   // a token id outside the vocabulary, a prompt longer than the context, max_tokens < -1, bad
-  // sampling parameters.
+  // sampling parameters, logprobs outside [-1, kMaxTopLogprobs].
   SubmitResult submit(ScheduledRequest request);
 
   // Stops admitting (submit answers kStopped), lets running and queued requests finish for at

@@ -57,8 +57,8 @@ void check_neutral_ollama_fields(const json& body) {
 
 // Streams `field` ("response" or "message") pieces; the body of a non-streamed answer.
 void generate(ServerContext& ctx, const std::shared_ptr<ServedModel>& model,
-              std::vector<int32_t> prompt, const GenParams& params, httplib::Response& res,
-              bool chat) {
+              std::vector<int32_t> prompt, const GenParams& params, const httplib::Request& req,
+              httplib::Response& res, bool chat) {
   auto content = [chat](const std::string& text) -> ojson {
     if (chat) return {{"role", "assistant"}, {"content", text}};
     return text;
@@ -80,7 +80,7 @@ void generate(ServerContext& ctx, const std::shared_ptr<ServedModel>& model,
   };
   fmt.error = [](const ApiError& e) { return ndjson(error_json(e)); };
   serve_generation(
-      ctx, model, std::move(prompt), params, res,
+      ctx, model, std::move(prompt), params, req, res,
       [&](const Completion& c) {
         ojson j = line(*model);
         j[field] = content(c.text);
@@ -122,7 +122,7 @@ void api_generate(ServerContext& ctx, const httplib::Request& req, httplib::Resp
     messages.push_back({"user", prompt});
     tokens = tokenizer::tokenize_chat(*model->vocab, model->chat_template, messages, true);
   }
-  generate(ctx, model, std::move(tokens), params, res, /*chat=*/false);
+  generate(ctx, model, std::move(tokens), params, req, res, /*chat=*/false);
 }
 
 void api_chat(ServerContext& ctx, const httplib::Request& req, httplib::Response& res) {
@@ -136,7 +136,7 @@ void api_chat(ServerContext& ctx, const httplib::Request& req, httplib::Response
   GenParams params;
   parse_ollama_generation(body, model->n_ctx(), params);
   auto tokens = tokenizer::tokenize_chat(*model->vocab, model->chat_template, messages, true);
-  generate(ctx, model, std::move(tokens), params, res, /*chat=*/true);
+  generate(ctx, model, std::move(tokens), params, req, res, /*chat=*/true);
 }
 
 }  // namespace

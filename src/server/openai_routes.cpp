@@ -1,5 +1,8 @@
 // OpenAI's API: /v1/models, /v1/chat/completions, /v1/completions (streaming as server-sent
 // events ending with `data: [DONE]`).
+#include <algorithm>
+#include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -17,6 +20,57 @@ ojson usage_json(const Completion& c) {
   return {{"prompt_tokens", c.prompt_tokens},
           {"completion_tokens", c.completion_tokens},
           {"total_tokens", c.prompt_tokens + c.completion_tokens}};
+}
+
+// OpenAI reports log-probabilities too small for a float as -9999 (JSON has no -infinity).
+double finite_logprob(double lp) {
+  return std::max(lp, -9999.0);
+}
+
+// A token's text and UTF-8 bytes (a token may hold part of a character: its bytes say which).
+ojson chat_token_entry(const tokenizer::Vocab& vocab, int32_t id, double logprob) {
+  const std::string piece = vocab.token_to_piece(id);
+  ojson bytes = ojson::array();
+  for (unsigned char c : piece) bytes.push_back(int(c));
+  return {{"token", piece}, {"logprob", finite_logprob(logprob)}, {"bytes", std::move(bytes)}};
+}
+
+// Chat's choices[].logprobs: {"content": [{token, logprob, bytes, top_logprobs: [...]}, ...]}.
+ojson chat_logprobs(const tokenizer::Vocab& vocab, std::span<const TokenLogprobs> lps) {
+  ojson content = ojson::array();
+  for (const auto& lp : lps) {
+    ojson e = chat_token_entry(vocab, lp.token, lp.logprob);
+    ojson top = ojson::array();
+    for (const auto& [id, l] : lp.top) top.push_back(chat_token_entry(vocab, id, l));
+    e["top_logprobs"] = std::move(top);
+    content.push_back(std::move(e));
+  }
+  return {{"content", std::move(content)}};
+}
+
+// Legacy completions' choices[].logprobs: parallel arrays, text_offset counted in bytes of the
+// completion from `offset` (advanced past these tokens).
+ojson completion_logprobs(const tokenizer::Vocab& vocab, std::span<const TokenLogprobs> lps,
+                          size_t& offset) {
+  ojson tokens = ojson::array(), token_logprobs = ojson::array(), top = ojson::array(),
+        offsets = ojson::array();
+  for (const auto& lp : lps) {
+    const std::string piece = vocab.token_to_piece(lp.token);
+    tokens.push_back(piece);
+    token_logprobs.push_back(finite_logprob(lp.logprob));
+    ojson alternatives = ojson::object();
+    for (const auto& [id, l] : lp.top) {
+      const std::string alt = vocab.token_to_piece(id);
+      if (!alternatives.contains(alt)) alternatives[alt] = finite_logprob(l);
+    }
+    top.push_back(std::move(alternatives));
+    offsets.push_back(offset);
+    offset += piece.size();
+  }
+  return {{"tokens", std::move(tokens)},
+          {"token_logprobs", std::move(token_logprobs)},
+          {"top_logprobs", std::move(top)},
+          {"text_offset", std::move(offsets)}};
 }
 
 std::string sse(const ojson& j) {
@@ -72,11 +126,11 @@ void chat_completions(ServerContext& ctx, const httplib::Request& req, httplib::
   const std::string id = ctx.next_id("chatcmpl-");
   const int64_t created = unix_now();
   const ServedModel& m = *model;
-  auto chunk = [&ctx, id, created, model](ojson delta, ojson finish) {
+  auto chunk = [id, created, model](ojson delta, ojson finish, ojson logprobs = nullptr) {
     ojson j = head(id, "chat.completion.chunk", created, *model);
     j["choices"] = ojson::array({{{"index", 0},
                                   {"delta", std::move(delta)},
-                                  {"logprobs", nullptr},
+                                  {"logprobs", std::move(logprobs)},
                                   {"finish_reason", std::move(finish)}}});
     return j;
   };
@@ -86,6 +140,12 @@ void chat_completions(ServerContext& ctx, const httplib::Request& req, httplib::
   fmt.piece = [chunk](std::string_view text) {
     return sse(chunk({{"content", std::string(text)}}, nullptr));
   };
+  if (params.logprobs >= 0)
+    fmt.piece_with_logprobs = [chunk, model](std::string_view text,
+                                             std::span<const TokenLogprobs> lps) {
+      return sse(
+          chunk({{"content", std::string(text)}}, nullptr, chat_logprobs(*model->vocab, lps)));
+    };
   fmt.end = [chunk, &ctx](const Completion& c) {
     ojson j = chunk(ojson::object(), c.finish_reason);
     j["usage"] = usage_json(c);
@@ -94,12 +154,14 @@ void chat_completions(ServerContext& ctx, const httplib::Request& req, httplib::
   };
   fmt.error = [](const ApiError& e) { return sse(error_json(e)) + "data: [DONE]\n\n"; };
   serve_generation(
-      ctx, model, std::move(prompt), params, res,
+      ctx, model, std::move(prompt), params, req, res,
       [&](const Completion& c) {
         ojson j = head(id, "chat.completion", created, m);
+        ojson logprobs = nullptr;
+        if (params.logprobs >= 0) logprobs = chat_logprobs(*m.vocab, c.logprobs);
         j["choices"] = ojson::array({{{"index", 0},
                                       {"message", {{"role", "assistant"}, {"content", c.text}}},
-                                      {"logprobs", nullptr},
+                                      {"logprobs", std::move(logprobs)},
                                       {"finish_reason", c.finish_reason}}});
         j["usage"] = usage_json(c);
         return j;
@@ -117,28 +179,35 @@ void completions(ServerContext& ctx, const httplib::Request& req, httplib::Respo
   if (get_integer(body, "best_of", 1, 1 << 20).value_or(1) != 1)
     throw unsupported("best_of", "one choice per request");
   GenParams params;
-  // Legacy completions take an integer `logprobs`; neutral is null (checked as a boolean there).
+  // Legacy completions take an integer `logprobs` (alternatives per token; null: none) and no
+  // top_logprobs.
+  const auto n_logprobs = get_integer(body, "logprobs", 0, kMaxTopLogprobs);
+  if (body.contains("top_logprobs")) throw unsupported("top_logprobs", "use 'logprobs': N");
   json openai_body = body;
-  if (auto lp = body.find("logprobs"); lp != body.end() && lp->is_number_integer()) {
-    if (lp->get<int64_t>() != 0) throw unsupported("logprobs", "not yet");
-    openai_body.erase("logprobs");
-  }
+  openai_body.erase("logprobs");
   parse_openai_generation(openai_body, params);
+  if (n_logprobs) params.logprobs = int(*n_logprobs);
   auto prompt = completion_prompt(body, *model->vocab);
 
   const std::string id = ctx.next_id("cmpl-");
   const int64_t created = unix_now();
-  auto chunk = [id, created, model](std::string text, ojson finish) {
+  auto chunk = [id, created, model](std::string text, ojson finish, ojson logprobs = nullptr) {
     ojson j = head(id, "text_completion", created, *model);
     j["choices"] = ojson::array({{{"text", std::move(text)},
                                   {"index", 0},
-                                  {"logprobs", nullptr},
+                                  {"logprobs", std::move(logprobs)},
                                   {"finish_reason", std::move(finish)}}});
     return j;
   };
   StreamFormat fmt;
   fmt.content_type = "text/event-stream";
   fmt.piece = [chunk](std::string_view text) { return sse(chunk(std::string(text), nullptr)); };
+  if (params.logprobs >= 0)
+    fmt.piece_with_logprobs = [chunk, model, offset = std::make_shared<size_t>(0)](
+                                  std::string_view text, std::span<const TokenLogprobs> lps) {
+      return sse(
+          chunk(std::string(text), nullptr, completion_logprobs(*model->vocab, lps, *offset)));
+    };
   fmt.end = [chunk, &ctx](const Completion& c) {
     ojson j = chunk("", c.finish_reason);
     j["usage"] = usage_json(c);
@@ -147,9 +216,12 @@ void completions(ServerContext& ctx, const httplib::Request& req, httplib::Respo
   };
   fmt.error = [](const ApiError& e) { return sse(error_json(e)) + "data: [DONE]\n\n"; };
   serve_generation(
-      ctx, model, std::move(prompt), params, res,
+      ctx, model, std::move(prompt), params, req, res,
       [&](const Completion& c) {
-        ojson j = chunk(c.text, c.finish_reason);
+        ojson logprobs = nullptr;
+        size_t offset = 0;
+        if (params.logprobs >= 0) logprobs = completion_logprobs(*model->vocab, c.logprobs, offset);
+        ojson j = chunk(c.text, c.finish_reason, std::move(logprobs));
         j["usage"] = usage_json(c);
         return j;
       },

@@ -220,21 +220,23 @@ void parse_openai_generation(const json& body, GenParams& out) {
       throw bad_request("'repeat_penalty' must be > 0 (1: off), got 0", "repeat_penalty");
     p.repeat_penalty = float(*v);
   }
+  if (auto v = get_number(body, "presence_penalty", -2, 2)) p.presence_penalty = float(*v);
+  if (auto v = get_number(body, "frequency_penalty", -2, 2)) p.frequency_penalty = float(*v);
   const auto seed = get_integer(body, "seed", -1, std::numeric_limits<int64_t>::max());
   p.seed = seed && *seed >= 0 ? uint64_t(*seed) : random_seed();
   if (const json* s = field(body, "stop")) out.stop = parse_stop(*s, "stop");
   check_sampling(p);
 
+  const bool logprobs = get_bool(body, "logprobs").value_or(false);
+  const auto top = get_integer(body, "top_logprobs", 0, kMaxTopLogprobs);
+  if (top && *top > 0 && !logprobs)
+    throw bad_request("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+  if (logprobs) out.logprobs = int(top.value_or(0));
+
   get_string(body, "user");  // an end-user id for the caller's own records: type-checked only
   get_bool(body, "parallel_tool_calls");
   if (auto n = get_integer(body, "n", 1, kMaxInt32); n && *n != 1)
     throw unsupported("n", "one choice per request");
-  auto zero = [](const json& v) { return v.is_number() && v.get<double>() == 0; };
-  require_neutral(body, "presence_penalty", zero, "only 0");
-  require_neutral(body, "frequency_penalty", zero, "only 0");
-  require_neutral(
-      body, "logprobs", [](const json& v) { return v.is_boolean() && !v.get<bool>(); }, "not yet");
-  require_neutral(body, "top_logprobs", zero, "not yet");
   require_neutral(
       body, "logit_bias", [](const json& v) { return v.is_object() && v.empty(); }, "not yet");
   require_neutral(
@@ -254,10 +256,11 @@ void parse_ollama_generation(const json& body, int n_ctx, GenParams& out) {
   const json* o = field(body, "options");
   if (!o) return;
   if (!o->is_object()) throw wrong_type("options", "an object", *o);
-  check_known_keys(*o,
-                   {"temperature", "top_p", "top_k", "min_p", "seed", "num_predict", "stop",
-                    "repeat_penalty", "repeat_last_n", "num_ctx"},
-                   "options.");
+  check_known_keys(
+      *o,
+      {"temperature", "top_p", "top_k", "min_p", "seed", "num_predict", "stop", "repeat_penalty",
+       "repeat_last_n", "presence_penalty", "frequency_penalty", "num_ctx"},
+      "options.");
   if (auto t = get_number(*o, "temperature", 0, 2)) p.temperature = float(*t);
   if (auto v = get_number(*o, "top_p", 0, 1)) {
     if (*v == 0) throw bad_request("'top_p' must be in (0, 1], got 0", "top_p");
@@ -271,6 +274,8 @@ void parse_ollama_generation(const json& body, int n_ctx, GenParams& out) {
     p.repeat_penalty = float(*v);
   }
   if (auto v = get_integer(*o, "repeat_last_n", -1, kMaxInt32)) p.repeat_last_n = int(*v);
+  if (auto v = get_number(*o, "presence_penalty", -2, 2)) p.presence_penalty = float(*v);
+  if (auto v = get_number(*o, "frequency_penalty", -2, 2)) p.frequency_penalty = float(*v);
   if (auto v = get_integer(*o, "seed", -1, std::numeric_limits<int64_t>::max()); v && *v >= 0)
     p.seed = uint64_t(*v);
   // -1: no limit; -2: until the context is full (the same here).

@@ -39,12 +39,16 @@ struct GenParams {
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;  // OpenAI stream_options.include_usage
+  // -1: no log-probabilities; N >= 0: those of each sampled token and its N best alternatives
+  // (chat: logprobs + top_logprobs; completions: the integer logprobs).
+  int logprobs = -1;
 };
 
 // The OpenAI sampling fields of a chat or completion request (temperature, top_p, top_k, min_p,
-// repeat_penalty, seed, stop, max_tokens / max_completion_tokens, stream, stream_options, and
-// the fields accepted only at their neutral value: n, presence_penalty, frequency_penalty,
-// logprobs, top_logprobs, logit_bias, response_format, tools, tool_choice).
+// repeat_penalty, presence_penalty, frequency_penalty, seed, stop, max_tokens /
+// max_completion_tokens, stream, stream_options, chat's logprobs and top_logprobs, and the fields
+// accepted only at their neutral value: n, logit_bias, response_format, tools, tool_choice).
+// Legacy completions take an integer `logprobs`: the caller reads it and erases it first.
 void parse_openai_generation(const json& body, GenParams& out);
 // The keys parse_openai_generation reads, plus `extra`, for check_known_keys.
 std::vector<std::string_view> openai_generation_keys(std::vector<std::string_view> extra);

@@ -150,6 +150,54 @@ TEST_P(MultiSequence, EverySequenceGetsExactlyItsLogitsAlone) {
   }
 }
 
+// More sequences than max_batch, as a server with many slots has: the fast path computes a decode
+// step of all of them as one chunk (its max_batch grows to n_seq, so each weight is read once
+// per step), the reference splits it; every row is still exactly the sequence's own alone.
+TEST_P(MultiSequence, ADecodeStepOfMoreSequencesThanMaxBatchIsExact) {
+  const bool fast = GetParam();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  SyntheticSpec spec;
+  spec.arch = Arch::Qwen2;
+  spec.type = TensorType::Q4_K;
+  spec.n_embd = 256;
+  spec.n_ff = 512;
+  spec.seed = rng();
+  const Model model = make_synthetic_model(spec);
+  const size_t V = size_t(model.hp.n_vocab);
+  constexpr int kSeqs = 72;
+  constexpr int kSteps = 3;
+  std::vector<Script> alone(kSeqs);
+  auto single = make(fast, model, 1);
+  for (int s = 0; s < kSeqs; ++s) {
+    alone[size_t(s)].prompt = random_tokens(rng, size_t(2 + s % 5), model.hp.n_vocab);
+    alone[size_t(s)].steps = kSteps;
+    single->truncate(0);
+    run_alone(*single, alone[size_t(s)]);
+  }
+  auto b = make(fast, model, kSeqs, 16);
+  std::vector<std::vector<float>> out(kSeqs, std::vector<float>(V));
+  std::vector<SeqTokens> batch;
+  for (int s = 0; s < kSeqs; ++s)
+    batch.push_back({s, alone[size_t(s)].prompt, out[size_t(s)].data(), false});
+  b->forward_batch(batch);
+  std::vector<int32_t> tok(kSeqs);
+  for (int k = 0; k <= kSteps; ++k) {
+    for (int s = 0; s < kSeqs; ++s) {
+      const Script& a = alone[size_t(s)];
+      ASSERT_EQ(out[size_t(s)], a.rows[a.prompt.size() - 1 + size_t(k)])
+          << "sequence " << s << " step " << k;
+      tok[size_t(s)] = argmax(out[size_t(s)].data(), int64_t(V));
+    }
+    if (k == kSteps) break;
+    batch.clear();
+    for (int s = 0; s < kSeqs; ++s)
+      batch.push_back({s, {&tok[size_t(s)], 1}, out[size_t(s)].data(), false});
+    b->forward_batch(batch);
+  }
+}
+
 TEST_P(MultiSequence, BadBatchesAreRefusedBeforeAnythingRuns) {
   SyntheticSpec spec;
   spec.arch = Arch::Llama;

@@ -5,7 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
+
+#include "backend/fast_compare.h"
+#include "gguf/gguf_reader.h"
+#include "model/presets.h"
+#include "model/synthetic.h"
+#include "util/error.h"
 
 namespace lockstep {
 namespace {
@@ -51,6 +58,50 @@ TEST(BenchOutput, OneRowPerTestOfEveryReport) {
   EXPECT_EQ(lines(csv), 1u + 4u);
   // A field with a comma is quoted, so every row keeps the header's column count.
   EXPECT_NE(csv.find("\"m, with a comma\",Q8_0,"), std::string::npos) << csv;
+}
+
+// --batch on the tiny synthetic model: one pp and one tg row per batch size, each with its
+// sequence count, finite positive rates, and every sequence's cache cleared afterwards.
+TEST(BatchedBench, OneRowPairPerBatchSizeOnAMultiSequenceBackend) {
+  const auto plan =
+      plan_synthetic_model(*find_model_preset("tiny"), Arch::Llama, *find_quant_scheme("q8_0"), 3);
+  const Model model =
+      Model::from_file(gguf::GgufFile::from_bytes(synthetic_model_bytes(plan), "tiny.gguf"));
+  cpu::TransformerOptions o;
+  o.name = "cpu";
+  o.n_threads = 2;
+  o.n_ctx = 32;
+  o.n_seq = 4;
+  backend_test::UngatedFast backend(model, o);
+  BenchParams p;
+  p.batch = {1, 4};
+  p.n_prompt = {8};
+  p.n_gen = {4};
+  p.reps = 2;
+  ASSERT_EQ(batched_bench_ctx(p), 12);
+  const BenchReport r = run_batched_bench(backend, p, ModelSummary{}, 2, nullptr);
+  ASSERT_EQ(r.stats.size(), 4u);
+  EXPECT_EQ(r.stats[0].test, "pp8 B=1");
+  EXPECT_EQ(r.stats[1].test, "tg4 B=1");
+  EXPECT_EQ(r.stats[2].test, "pp8 B=4");
+  EXPECT_EQ(r.stats[3].test, "tg4 B=4");
+  EXPECT_EQ(r.stats[3].n_seq, 4);
+  EXPECT_TRUE(r.stats[3].is_gen);
+  for (const auto& s : r.stats) {
+    ASSERT_EQ(s.tok_per_s.size(), 2u);
+    for (double v : s.tok_per_s) EXPECT_TRUE(std::isfinite(v) && v > 0) << s.test;
+  }
+  for (int seq = 0; seq < 4; ++seq) EXPECT_EQ(backend.seq_past(seq), 0);
+  const auto j = nlohmann::json::parse(bench_json(std::vector<BenchReport>{r}));
+  EXPECT_EQ(j[3]["n_seq"], 4);
+  EXPECT_EQ(j[3]["n_gen"], 4);
+
+  BenchParams too_many = p;
+  too_many.batch = {5};
+  EXPECT_THROW(run_batched_bench(backend, too_many, ModelSummary{}, 2, nullptr), InputError);
+  BenchParams too_long = p;
+  too_long.n_prompt = {30};
+  EXPECT_THROW(run_batched_bench(backend, too_long, ModelSummary{}, 2, nullptr), InputError);
 }
 
 }  // namespace

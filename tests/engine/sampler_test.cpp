@@ -7,6 +7,7 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <unordered_map>
 #include <vector>
 
 #include "util/error.h"
@@ -200,6 +201,89 @@ TEST(Sampler, RepeatPenaltyLooksOnlyAtTheLastNTokens) {
   EXPECT_EQ(s.sample(logits), 0);
 }
 
+TEST(Sampler, OpenAiPenaltiesSubtractCountTimesFrequencyPlusPresence) {
+  std::vector<float> logits = {2.0f, -2.0f, 0.5f, 1.0f};
+  const std::unordered_map<int32_t, int> counts = {{0, 3}, {2, 1}, {99, 4}, {-1, 2}};
+  Sampler::apply_openai_penalties(logits, counts, 0.25f, 0.5f);
+  EXPECT_EQ(logits, (std::vector<float>{2.0f - 1.5f - 0.25f, -2.0f, 0.5f - 0.5f - 0.25f, 1.0f}));
+}
+
+// Greedy with the penalties against a float64 recomputation: each step's argmax of
+// logit - count * frequency - (count > 0) * presence over the tokens generated so far (the prompt
+// does not count), on fresh random rows.
+TEST(Sampler, OpenAiPenaltiesFollowTheGeneratedCountsOnRandomLogits) {
+  for (float presence : {0.0f, 0.7f, -0.4f}) {
+    for (float frequency : {0.0f, 0.9f, -0.3f}) {
+      SamplingParams sp;
+      sp.temperature = 0;
+      sp.presence_penalty = presence;
+      sp.frequency_penalty = frequency;
+      Sampler s(sp);
+      s.accept(3);  // a prompt token: no count
+      std::vector<int> count(12, 0);
+      for (uint64_t step = 0; step < 40; ++step) {
+        const auto logits = random_logits(12, 1000 + step, 0.6f);
+        int32_t want = 0;
+        double best = -INFINITY;
+        for (size_t id = 0; id < logits.size(); ++id) {
+          const double l = double(logits[id]) - count[id] * double(frequency) -
+                           (count[id] > 0 ? double(presence) : 0.0);
+          if (l > best) best = l, want = int32_t(id);
+        }
+        const int32_t got = s.sample(logits);
+        ASSERT_EQ(got, want) << "presence " << presence << " frequency " << frequency << " step "
+                             << step;
+        s.accept_generated(got);
+        ++count[size_t(got)];
+      }
+    }
+  }
+}
+
+TEST(Sampler, PresencePenaltyStopsARepeatAndOnlyGeneratedTokensCount) {
+  SamplingParams sp;
+  sp.temperature = 0;
+  sp.presence_penalty = 2.0f;
+  Sampler s(sp);
+  const std::vector<float> logits = {3.0f, 2.0f, 0.0f};
+  s.accept(0);  // the prompt's 0 is not penalised
+  EXPECT_EQ(s.sample(logits), 0);
+  s.accept_generated(0);  // 3 - 2 = 1 < 2
+  EXPECT_EQ(s.sample(logits), 1);
+  s.accept_generated(1);  // both penalised once: 1 vs 0 vs 0
+  EXPECT_EQ(s.sample(logits), 0);
+  s.reset_history();
+  EXPECT_EQ(s.sample(logits), 0);
+}
+
+// log-softmax in float64 written out independently: log(exp(l_i) / sum exp(l_j)) with long
+// double sums.
+TEST(Sampler, TokenLogprobsMatchALongDoubleLogSoftmaxOnRandomLogits) {
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    auto logits = random_logits(5000, seed, 3.0f);
+    logits[17] = logits[4000];  // a tie: the lower id comes first
+    logits[123] = -INFINITY;    // a mask
+    long double sum = 0;
+    for (float l : logits) sum += std::exp((long double)l);
+    auto ref = [&](size_t id) { return double(std::log(std::exp((long double)logits[id]) / sum)); };
+    const int32_t token = int32_t(seed * 777 % 5000);
+    const TokenLogprobs lp = token_logprobs(logits, token, 8);
+    EXPECT_EQ(lp.token, token);
+    EXPECT_NEAR(lp.logprob, ref(size_t(token)), 1e-9);
+    const auto order = reference_order(logits);
+    ASSERT_EQ(lp.top.size(), 8u);
+    for (size_t i = 0; i < 8; ++i) {
+      EXPECT_EQ(lp.top[i].first, order[i]);
+      EXPECT_NEAR(lp.top[i].second, ref(size_t(order[i])), 1e-9);
+    }
+    EXPECT_EQ(token_logprobs(logits, 123, 0).logprob, -INFINITY);
+    EXPECT_TRUE(token_logprobs(logits, token, 0).top.empty());
+    EXPECT_EQ(token_logprobs(logits, token, 99999).top.size(), logits.size());
+  }
+  EXPECT_THROW(token_logprobs(std::vector<float>{1.0f}, 1, 0), Error);
+  EXPECT_THROW(token_logprobs(std::vector<float>{}, 0, 0), Error);
+}
+
 TEST(Sampler, SameSeedSameTokensDifferentSeedDifferentTokens) {
   SamplingParams sp;
   sp.temperature = 1.0f;
@@ -318,6 +402,10 @@ TEST(Sampler, ValidateNamesTheFlag) {
   EXPECT_NE(bad([](auto& p) { p.top_p = 0; }).find("--top-p"), std::string::npos);
   EXPECT_NE(bad([](auto& p) { p.top_p = 1.5f; }).find("--top-p"), std::string::npos);
   EXPECT_NE(bad([](auto& p) { p.min_p = -0.1f; }).find("--min-p"), std::string::npos);
+  EXPECT_NE(bad([](auto& p) { p.presence_penalty = 2.5f; }).find("--presence-penalty"),
+            std::string::npos);
+  EXPECT_NE(bad([](auto& p) { p.frequency_penalty = NAN; }).find("--frequency-penalty"),
+            std::string::npos);
   EXPECT_NE(bad([](auto& p) { p.repeat_penalty = 0; }).find("--repeat-penalty"), std::string::npos);
   EXPECT_NE(bad([](auto& p) { p.repeat_last_n = -2; }).find("--repeat-last-n"), std::string::npos);
   SamplingParams p;

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -68,6 +70,7 @@ struct Collector {
   int prompt_tokens = 0, completion_tokens = 0;
   int64_t first_event_order = -1, done_order = -1;
   std::atomic<int64_t>* clock = nullptr;  // shared event counter, to see interleaving
+  std::vector<TokenLogprobs> logprobs;    // of the events that carried them
 
   StreamCallback callback() {
     return [this](const StreamEvent& ev) {
@@ -75,6 +78,7 @@ struct Collector {
       const int64_t now = clock ? (*clock)++ : 0;
       if (first_event_order < 0) first_event_order = now;
       if (ev.token >= 0) tokens.push_back(ev.token);
+      if (ev.logprobs) logprobs.push_back(*ev.logprobs);
       text += ev.text;
       if (ev.done) {
         done = true;
@@ -242,6 +246,80 @@ TEST(Scheduler, CancellationFreesTheSlotWithinAStep) {
   EXPECT_EQ(next.tokens, alone(true, job, 512).tokens);
 }
 
+// Every sampled token's logprobs are the float64 log-softmax of the raw logits it was sampled
+// from, recomputed here independently (long double sums) from a single-sequence reference
+// backend fed the same tokens. The request samples with a temperature and OpenAI penalties, which
+// change the draw but not the reported log-probabilities; its tokens equal a Session's.
+TEST(Scheduler, LogprobsAreTheLogSoftmaxOfTheRawLogits) {
+  constexpr int kCtx = 64;
+  Scheduler sched(make_backend(false, 2, kCtx), *tiny().vocab);
+  Job job{prompt_of(7, 2), SamplingParams{}, 10};
+  job.sampling.seed = 5;
+  job.sampling.presence_penalty = 0.5f;
+  job.sampling.frequency_penalty = 0.3f;
+  Collector c, other;
+  ScheduledRequest r = to_request(job, c);
+  r.logprobs = 5;
+  ASSERT_TRUE(sched.submit(to_request({prompt_of(9, 3), greedy(), 12}, other)).accepted());
+  ASSERT_TRUE(sched.submit(std::move(r)).accepted());
+  ASSERT_TRUE(c.wait());
+  ASSERT_TRUE(other.wait());
+  EXPECT_TRUE(other.logprobs.empty());
+  EXPECT_EQ(c.tokens, alone(false, job, kCtx).tokens);
+
+  const tokenizer::Vocab& vocab = *tiny().vocab;
+  auto backend = make_backend(false, 1, kCtx);
+  const size_t n_sample = std::min(size_t(backend->model().hp.n_vocab), size_t(vocab.n_tokens()));
+  std::vector<float> logits(size_t(backend->model().hp.n_vocab));
+  backend->forward(job.prompt, logits.data(), false);
+  size_t checked = 0;
+  for (int32_t token : c.tokens) {
+    if (vocab.is_eog(token)) break;  // the end token carries no logprobs
+    ASSERT_LT(checked, c.logprobs.size());
+    const TokenLogprobs& got = c.logprobs[checked++];
+    long double sum = 0;
+    for (size_t i = 0; i < n_sample; ++i) sum += std::exp((long double)logits[i]);
+    auto ref = [&](int32_t id) { return double((long double)logits[size_t(id)] - std::log(sum)); };
+    EXPECT_EQ(got.token, token);
+    EXPECT_NEAR(got.logprob, ref(token), 1e-9);
+    std::vector<int32_t> order(n_sample);
+    for (size_t i = 0; i < n_sample; ++i) order[i] = int32_t(i);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return logits[size_t(a)] > logits[size_t(b)]; });
+    ASSERT_EQ(got.top.size(), 5u);
+    for (size_t i = 0; i < 5; ++i) {
+      EXPECT_EQ(got.top[i].first, order[i]);
+      EXPECT_NEAR(got.top[i].second, ref(order[i]), 1e-9);
+    }
+    backend->forward({&token, 1}, logits.data(), false);
+  }
+  EXPECT_EQ(checked, c.logprobs.size());
+  EXPECT_GT(checked, 0u);
+}
+
+TEST(Scheduler, OpenAiPenaltiesChangeTheTokensAsInASession) {
+  constexpr int kCtx = 96;
+  Scheduler sched(make_backend(true, 2, kCtx), *tiny().vocab);
+  Job plain{prompt_of(5, kNoEos), greedy(), 40};
+  Job penalised = plain;
+  penalised.sampling.presence_penalty = 1.5f;
+  penalised.sampling.frequency_penalty = 1.0f;
+  Collector a, b;
+  ASSERT_TRUE(sched.submit(to_request(plain, a)).accepted());
+  ASSERT_TRUE(sched.submit(to_request(penalised, b)).accepted());
+  ASSERT_TRUE(a.wait());
+  ASSERT_TRUE(b.wait());
+  EXPECT_EQ(a.tokens, alone(true, plain, kCtx).tokens);
+  EXPECT_EQ(b.tokens, alone(true, penalised, kCtx).tokens);
+  EXPECT_NE(a.tokens, b.tokens);
+  // Repeats are rarer with the penalties.
+  auto distinct = [](std::vector<int32_t> v) {
+    std::sort(v.begin(), v.end());
+    return std::unique(v.begin(), v.end()) - v.begin();
+  };
+  EXPECT_GT(distinct(b.tokens), distinct(a.tokens));
+}
+
 TEST(Scheduler, AFullQueueAnswersBusyAndCancelledWaitersLeaveIt) {
   SchedulerOptions opt;
   opt.queue_capacity = 2;
@@ -297,6 +375,12 @@ TEST(Scheduler, BadRequestsAreRejectedBeforeAdmission) {
 
   r = sched.submit(to_request({{1, 2}, greedy(), -2}, c));
   EXPECT_EQ(r.status, SubmitResult::Status::kRejected);
+
+  auto many = to_request({{1, 2}, greedy(), 4}, c);
+  many.logprobs = kMaxTopLogprobs + 1;
+  r = sched.submit(std::move(many));
+  EXPECT_EQ(r.status, SubmitResult::Status::kRejected);
+  EXPECT_NE(r.error.find("logprobs"), std::string::npos) << r.error;
   EXPECT_FALSE(c.done);  // nothing was ever started
 }
 

@@ -3,7 +3,8 @@
 NDJSON reader, against stories260K on a free loopback port.
 
 Usage (from the repository root, as ctest runs it):
-    python3 tests/server/openai_clients_test.py PATH/TO/lockstep
+    python3 tests/server/openai_clients_test.py PATH/TO/lockstep [TEST_NAME...]
+(test names: only those checks, e.g. `bounded_load`).
 
 Installs `openai` into build/server-venv on first use (skipped when present) and re-runs itself
 there. Prints one line per check and a closing `N passed, M failed`; exits non-zero on failure.
@@ -11,9 +12,11 @@ Fails (does not skip) when ../shared is missing.
 """
 import http.client
 import json
+import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +28,10 @@ MODEL = "../shared/models/stories260K.gguf"
 VENV = "build/server-venv"
 API_KEY = "test-key-123"
 CTX = 256
+# Past stories260K's training context (512) greedy decoding of "Once" never ends its story: a
+# request without max_tokens runs for about LONG_CTX tokens.
+LONG_CTX = 2048
+LOOP_PROMPT = "Once"
 
 
 def ensure_venv():
@@ -46,34 +53,50 @@ class Server:
     """A `lockstep serve` process on a free loopback port (--port 0; the port is read from its
     'listening on' line)."""
 
-    def __init__(self, binary, *extra):
+    def __init__(self, binary, *extra, env=None, ctx=CTX, until_loading=False):
         self.proc = subprocess.Popen(
             [binary, "serve", "-m", MODEL, "--host", "127.0.0.1", "--port", "0", "-t", "2",
-             "-c", str(CTX)] + list(extra),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             "-c", str(ctx)] + list(extra),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, **(env or {})))
         self.stderr = []
-        deadline = time.time() + 30
         self.port = None
-        while time.time() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            self.stderr.append(line)
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+) \(backend (\S+), parity", line)
-            if m:
-                self.port = int(m.group(1))
-                self.backend = m.group(2)
-                break
-        if self.port is None:
-            self.proc.kill()
-            raise RuntimeError("server did not start: " + "".join(self.stderr))
+        self.ready = False
+        self._lines = []
+        self._cv = threading.Condition()
         # Keep draining stderr so the server never blocks on a full pipe.
         threading.Thread(target=self._drain, daemon=True).start()
+        pattern = r"loading .* on http://127\.0\.0\.1:(\d+) " if until_loading else \
+            r"listening on http://127\.0\.0\.1:(\d+) \(backend (\S+), parity"
+        m = self.wait_line(pattern, 30)
+        if not m:
+            self.proc.kill()
+            raise RuntimeError("server did not start: " + "".join(self.stderr))
+        self.port = int(m.group(1))
         self.base = "http://127.0.0.1:%d" % self.port
+        if not until_loading:
+            self.backend = m.group(2)
+            self.ready = True
+
+    def wait_line(self, pattern, timeout):
+        """The match of the first stderr line matching `pattern`, waiting up to `timeout` s."""
+        deadline = time.time() + timeout
+        with self._cv:
+            while True:
+                for line in self.stderr:
+                    m = re.search(pattern, line)
+                    if m:
+                        return m
+                left = deadline - time.time()
+                if left <= 0 or self.proc.poll() is not None:
+                    return None
+                self._cv.wait(min(left, 0.2))
 
     def _drain(self):
         for line in self.proc.stderr:
-            self.stderr.append(line)
+            with self._cv:
+                self.stderr.append(line)
+                self._cv.notify_all()
 
     def stop(self):
         if self.proc.poll() is None:
@@ -145,9 +168,10 @@ def ndjson_lines(server, path, body):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print("usage: openai_clients_test.py PATH/TO/lockstep", file=sys.stderr)
+    if len(sys.argv) < 2:
+        print("usage: openai_clients_test.py PATH/TO/lockstep [TEST_NAME...]", file=sys.stderr)
         return 2
+    only = set(sys.argv[2:])
     binary = os.path.abspath(sys.argv[1])
     if not os.path.exists(MODEL):
         print("FAIL: %s is missing (tests need ../shared beside the checkout)" % MODEL)
@@ -158,7 +182,7 @@ def main():
 
     t_start = time.time()
     results = []
-    server = Server(binary, "--parallel", "4", "--api-key", API_KEY, "--shutdown-grace", "5")
+    server = Server(binary, "--parallel", "32", "--api-key", API_KEY, "--shutdown-grace", "5")
     client = openai.OpenAI(base_url=server.base + "/v1", api_key=API_KEY, max_retries=0)
     model_id = "stories260K"
 
@@ -239,6 +263,11 @@ def main():
         if fr == "length":
             check(last["usage"]["total_tokens"] == CTX + 1, "context end usage %s" % last["usage"])
         check(last["lockstep"]["backend"] == server.backend, "lockstep in the final chunk")
+        # Greedy "Once" never ends its story before the context is full (see LOOP_PROMPT).
+        s, _, r = request(server, "POST", "/v1/completions",
+                          {"prompt": LOOP_PROMPT, "temperature": 0})
+        check(s == 200 and r["choices"][0]["finish_reason"] == "length" and
+              r["usage"]["total_tokens"] == CTX + 1, "context end %s %s" % (s, r.get("usage")))
 
     def ollama_ndjson():
         body = {"model": model_id, "prompt": "Once upon a time", "raw": True,
@@ -270,9 +299,13 @@ def main():
               "detokenize %s" % body)
 
     def concurrency_matches_alone():
+        # 32 streaming clients at once on 32 slots: every greedy answer is its answer alone.
         prompts = ["Once upon a time %s" % w for w in
                    ("there", "a", "Lily", "Tom", "the", "in", "Ben", "Sue",
-                    "one", "Max", "Sam", "big", "dog", "cat", "sun", "day")]
+                    "one", "Max", "Sam", "big", "dog", "cat", "sun", "day",
+                    "Mia", "Tim", "red", "ball", "tree", "bird", "car", "park",
+                    "mom", "dad", "box", "cake", "fish", "frog", "hat", "toy")]
+        check(len(prompts) == 32, "32 prompts")
         alone = []
         for p in prompts:
             r = client.completions.create(model=model_id, prompt=p, max_tokens=24, temperature=0)
@@ -290,9 +323,15 @@ def main():
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(prompts))]
         for t in threads:
             t.start()
+        busiest = 0
+        while any(t.is_alive() for t in threads):
+            _, _, h = request(server, "GET", "/health")
+            busiest = max(busiest, h["slots_processing"])
+            time.sleep(0.01)
         for t in threads:
             t.join(60)
         check(not errors, "errors %s" % errors)
+        check(busiest >= 2, "never more than %d slots busy at once" % busiest)
         for i in range(len(prompts)):
             check(got[i] == alone[i], "request %d: %r alone, %r together" % (i, alone[i], got[i]))
 
@@ -315,15 +354,275 @@ def main():
             time.sleep(0.05)
         raise AssertionError("slot still busy after the client left: %s" % h)
 
+    def logprobs_chat_and_completions():
+        msgs = [{"role": "user", "content": "Once upon a time"}]
+        r = client.chat.completions.create(model=model_id, messages=msgs, max_tokens=12,
+                                           temperature=0, logprobs=True, top_logprobs=4)
+        content = r.choices[0].logprobs.content
+        check(len(content) == r.usage.completion_tokens - (r.choices[0].finish_reason == "stop"),
+              "%d entries for %d tokens" % (len(content), r.usage.completion_tokens))
+        check("".join(e.token for e in content) == r.choices[0].message.content,
+              "tokens %r vs text %r" % ([e.token for e in content], r.choices[0].message.content))
+        for e in content:
+            check(e.logprob <= 0 and len(e.top_logprobs) == 4, "entry %s" % e)
+            check(bytes(e.bytes).decode("utf-8", "replace") == e.token, "bytes %s" % e)
+            tops = [t.logprob for t in e.top_logprobs]
+            check(tops == sorted(tops, reverse=True), "top order %s" % tops)
+            check(sum(math.exp(x) for x in tops) <= 1 + 1e-9, "top mass %s" % tops)
+            # Greedy: the sampled token is the most likely one.
+            check(e.top_logprobs[0].token == e.token and e.top_logprobs[0].logprob == e.logprob,
+                  "greedy entry %s" % e)
+        # Streaming gives the same entries, chunk by chunk.
+        streamed = []
+        for chunk in client.chat.completions.create(model=model_id, messages=msgs, max_tokens=12,
+                                                    temperature=0, logprobs=True, top_logprobs=4,
+                                                    stream=True):
+            if chunk.choices and chunk.choices[0].logprobs:
+                streamed += chunk.choices[0].logprobs.content
+        check([(e.token, e.logprob, [(t.token, t.logprob) for t in e.top_logprobs])
+               for e in streamed] ==
+              [(e.token, e.logprob, [(t.token, t.logprob) for t in e.top_logprobs])
+               for e in content], "streamed logprobs differ")
+        # Legacy completions: parallel arrays; the same numbers for the same context.
+        prompt = "Once upon a time"
+        c = client.completions.create(model=model_id, prompt=prompt, max_tokens=10,
+                                      temperature=0, logprobs=3)
+        lp = c.choices[0].logprobs
+        check(len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) ==
+              len(lp.text_offset) == 10, "completion logprobs %s" % lp)
+        check("".join(lp.tokens) == c.choices[0].text, "completion tokens vs text")
+        off = 0
+        for tok, x, top, o in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, lp.text_offset):
+            check(o == off and x <= 0 and len(top) <= 3 and max(top.values()) == x,
+                  "completion entry %s %s %s %s" % (tok, x, top, o))
+            off += len(tok.encode())
+        streamed = []
+        for chunk in client.completions.create(model=model_id, prompt=prompt, max_tokens=10,
+                                               temperature=0, logprobs=3, stream=True):
+            if chunk.choices[0].logprobs:
+                streamed += chunk.choices[0].logprobs.token_logprobs
+        check(streamed == lp.token_logprobs, "streamed %s vs %s" % (streamed, lp.token_logprobs))
+        # Sampling with a temperature: the logprobs are still those of the raw logits (the
+        # sampled token need not be the best, but its logprob is at most the best's).
+        t = client.completions.create(model=model_id, prompt=prompt, max_tokens=10,
+                                      temperature=1.5, seed=3, logprobs=1)
+        for x, top in zip(t.choices[0].logprobs.token_logprobs, t.choices[0].logprobs.top_logprobs):
+            check(x <= max(top.values()) + 1e-12, "sampled %s above best %s" % (x, top))
+        # Without logprobs the field is null.
+        check(client.completions.create(model=model_id, prompt=prompt, max_tokens=2,
+                                        temperature=0).choices[0].logprobs is None, "null")
+
+    def presence_and_frequency_penalties():
+        body = dict(model=model_id, prompt="Once upon a time", max_tokens=60, temperature=0)
+        plain = client.completions.create(**body).choices[0].text
+        again = client.completions.create(**body, presence_penalty=0, frequency_penalty=0)
+        check(again.choices[0].text == plain, "neutral penalties changed the text")
+        pen = client.completions.create(**body, presence_penalty=1.5, frequency_penalty=1.5)
+        text = pen.choices[0].text
+        check(text != plain, "penalties changed nothing: %r" % text)
+
+        def words(t):
+            w = t.split()
+            return len(set(w)) / max(1, len(w))
+        check(words(text) > words(plain), "penalised %r repeats more than %r" % (text, plain))
+        # ollama's options give the same penalties.
+        status, _, o = request(server, "POST", "/api/generate", {
+            "model": model_id, "prompt": "Once upon a time", "raw": True, "stream": False,
+            "options": {"temperature": 0, "num_predict": 60, "presence_penalty": 1.5,
+                        "frequency_penalty": 1.5}})
+        check(status == 200 and o["response"] == text, "ollama %s %r" % (status, o))
+
+    def nonstream_disconnect_cancels():
+        # A non-streaming request writes nothing until it ends: the server must notice from the
+        # socket that its client left. A degenerate prompt keeps greedy decoding going for the
+        # whole (large) context, far longer than the check below waits.
+        big = Server(binary, "--parallel", "2", ctx=LONG_CTX)
+        try:
+            body = json.dumps({"prompt": LOOP_PROMPT, "temperature": 0})
+            sock = socket.create_connection(("127.0.0.1", big.port))
+            sock.sendall(("POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                          "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                          % (len(body), body)).encode())
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                _, _, h = request(big, "GET", "/health", key=None)
+                if h["slots_processing"] == 1:
+                    break
+                time.sleep(0.02)
+            check(h["slots_processing"] == 1, "never busy: %s" % h)
+            time.sleep(0.3)
+            sock.close()
+            t0 = time.time()
+            while time.time() - t0 < 5:
+                _, _, h = request(big, "GET", "/health", key=None)
+                if h["slots_processing"] == 0:
+                    break
+                time.sleep(0.01)
+            freed = time.time() - t0
+            check(h["slots_processing"] == 0, "slot still busy 5 s after the client left: %s" % h)
+            # It was cancelled, not finished: 200 tokens of the same request take longer than
+            # freeing the slot did, and the whole request would run about LONG_CTX tokens.
+            t1 = time.time()
+            s, _, r = request(big, "POST", "/v1/completions",
+                              dict(json.loads(body), max_tokens=200), key=None)
+            took_200 = time.time() - t1
+            check(s == 200 and r["usage"]["completion_tokens"] == 200,
+                  "200-token run %s %s" % (s, r.get("usage")))
+            check(freed < took_200 * (LONG_CTX / 200) / 4,
+                  "freed after %.2f s; 200 of the ~%d tokens took %.2f s" % (freed, LONG_CTX,
+                                                                          took_200))
+        finally:
+            check(big.stop() == 0, "big server exit code")
+
+    def health_loading_phase():
+        slow = Server(binary, env={"LOCKSTEP_TEST_SERVE_LOAD_DELAY_MS": "3000"},
+                      until_loading=True)
+        try:
+            s, hdrs, b = request(slow, "GET", "/health", key=None)
+            check(s == 503 and b.get("status") == "loading", "health %s %s" % (s, b))
+            s, hdrs, b = request(slow, "POST", "/v1/completions", {"prompt": "Once"}, key=None)
+            check_error(s, b, 503, None, "generation while loading")
+            check(hdrs.get("Retry-After") is not None, "no Retry-After while loading")
+            check(slow.wait_line(r"listening on http://", 60), "never finished loading")
+            s, _, b = request(slow, "GET", "/health", key=None)
+            check(s == 200 and b["status"] == "ok", "after loading %s %s" % (s, b))
+        finally:
+            check(slow.stop() == 0, "slow server exit code")
+
+    def many_connections_at_once():
+        # A few hundred sockets opened at once: most just connect and say nothing, some send a
+        # request. Every request is answered, idle ones are closed by the server's timeouts,
+        # and the server keeps serving.
+        n_idle, n_busy = 250, 50
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(n_idle)]
+        answers = [None] * n_busy
+
+        retried = []
+
+        def one(i):
+            # A request whose connection fails or breaks is retried once, as HTTP clients do, and
+            # the retries are printed. This was seen once, in a full ctest run under load, with
+            # the cause not pinned down (cpp-httplib's listen backlog is only 5). A second
+            # failure, or any other error, fails the test.
+            for attempt in range(2):
+                try:
+                    answers[i] = request(server, "POST", "/v1/completions",
+                                         {"prompt": "Once", "max_tokens": 4, "temperature": 0})
+                    return
+                except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as e:
+                    answers[i] = (type(e).__name__ + ": " + str(e), None, None)
+                    retried.append(answers[i][0])
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n_busy)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        check(all(a and a[0] == 200 for a in answers),
+              "statuses %s" % sorted({str(a[0]) if a else "none" for a in answers}))
+        check(len({a[2]["choices"][0]["text"] for a in answers}) == 1, "answers differ")
+        if retried:
+            print("  %d connection(s) retried: %s" % (len(retried), retried[:3]))
+        # The idle sockets are closed by the server (read timeout), not held forever.
+        t0 = time.time()
+        closed = 0
+        for sock in idle:
+            sock.settimeout(max(0.1, 30 - (time.time() - t0)))
+            try:
+                closed += sock.recv(1) == b""
+            except (socket.timeout, ConnectionError):
+                pass
+            sock.close()
+        check(closed == n_idle, "%d of %d idle sockets closed by the server" % (closed, n_idle))
+        s, _, h = request(server, "GET", "/health")
+        check(s == 200 and h["status"] == "ok", "health after the storm %s" % h)
+
+    def idle_keepalive_connection():
+        # A keep-alive connection used once and then left idle is closed by the server after its
+        # keep-alive timeout; while it is open, other requests are served.
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("GET", "/health")
+        r = conn.getresponse()
+        r.read()
+        check(r.status == 200, "first request on the connection")
+        s, _, b = request(server, "POST", "/v1/completions",
+                          {"prompt": "Once", "max_tokens": 2, "temperature": 0})
+        check(s == 200, "served beside an idle connection")
+        t0 = time.time()
+        conn.sock.settimeout(30)
+        check(conn.sock.recv(1) == b"", "the idle connection got data")
+        check(time.time() - t0 < 20, "idle connection held %.1f s" % (time.time() - t0))
+        conn.close()
+
+    def bounded_load():
+        # A fixed load: 96 requests (a third streaming) from 24 threads, each greedy answer equal
+        # to its answer alone; all within a fixed time.
+        prompts = ["Once upon a time %d" % i for i in range(8)]
+        alone = {p: client.completions.create(model=model_id, prompt=p, max_tokens=16,
+                                              temperature=0).choices[0].text for p in prompts}
+        n_requests, n_threads, limit_s = 96, 24, 120
+        results, errors = [], []
+        lock = threading.Lock()
+        counter = iter(range(n_requests))
+
+        def worker():
+            c = openai.OpenAI(base_url=server.base + "/v1", api_key=API_KEY, max_retries=0)
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                p = prompts[i % len(prompts)]
+                try:
+                    if i % 3 == 0:
+                        text = "".join(ch.choices[0].text for ch in c.completions.create(
+                            model=model_id, prompt=p, max_tokens=16, temperature=0, stream=True))
+                    else:
+                        text = c.completions.create(model=model_id, prompt=p, max_tokens=16,
+                                                    temperature=0).choices[0].text
+                    with lock:
+                        results.append((p, text))
+                except Exception as e:
+                    with lock:
+                        errors.append(e)
+        t0 = time.time()
+        threads = [threading.Thread(target=worker) for _ in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(limit_s)
+        took = time.time() - t0
+        check(not errors, "errors %s" % errors[:3])
+        check(len(results) == n_requests, "%d of %d answered" % (len(results), n_requests))
+        check(took < limit_s, "load took %.1f s" % took)
+        for p, text in results:
+            check(text == alone[p], "%r: %r under load, %r alone" % (p, text, alone[p]))
+        print("  bounded load: %d requests in %.1f s (%.1f req/s)" % (n_requests, took,
+                                                                      n_requests / took))
+
     def bad_inputs():
         chat = "/v1/chat/completions"
         msgs = [{"role": "user", "content": "hi"}]
+        # A request streams while the bad ones come in; it must give its answer alone.
+        body = {"prompt": "Once upon a time Lily", "max_tokens": 48, "temperature": 0}
+        alone = client.completions.create(model=model_id, **body).choices[0].text
+        together = {}
+
+        def streaming():
+            together["text"] = "".join(c.choices[0].text for c in client.completions.create(
+                model=model_id, stream=True, **body))
+        bystander = threading.Thread(target=streaming)
+        bystander.start()
         s, _, b = request(server, "POST", chat, raw=b"{not json")
         check_error(s, b, 400, "invalid_json", "malformed")
         s, _, b = request(server, "POST", chat, {"model": model_id})
         check_error(s, b, 400, "missing_field", "missing messages")
         s, _, b = request(server, "POST", chat, {"messages": "hi"})
         check_error(s, b, 400, "invalid_type", "wrong type")
+        for field, value in (("max_tokens", "5"), ("stream", 1), ("temperature", [0]),
+                             ("stop", 7), ("logprobs", "yes")):
+            s, _, b = request(server, "POST", chat, {"messages": msgs, field: value})
+            check_error(s, b, 400, "invalid_type", "%s=%r" % (field, value))
+            check(b["error"]["param"] == field, "param %s" % b["error"])
         s, _, b = request(server, "POST", chat, {"model": "gpt-4o", "messages": msgs})
         check_error(s, b, 404, "model_not_found", "unknown model")
         for field, value in (("temperature", -1), ("temperature", 1e308), ("top_p", 2),
@@ -334,8 +633,21 @@ def main():
         s, _, b = request(server, "POST", chat, raw=b'{"messages":[{"role":"user","content":"NaN"}],'
                                                     b'"temperature":NaN}')
         check_error(s, b, 400, "invalid_json", "NaN")
-        s, _, b = request(server, "POST", chat, {"messages": msgs, "logprobs": True})
-        check_error(s, b, 400, "unsupported_parameter", "logprobs")
+        for field, value in (("n", 2), ("tools", [{"type": "function"}]), ("frobnicate", 1)):
+            s, _, b = request(server, "POST", chat, {"messages": msgs, field: value})
+            check_error(s, b, 400, "unsupported_parameter", "unsupported %s" % field)
+            check(b["error"]["param"] == field, "param %s" % b["error"])
+        for body, param in (({"top_logprobs": 3}, "top_logprobs"),
+                            ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+                            ({"logprobs": 1}, "logprobs"),
+                            ({"presence_penalty": 2.5}, "presence_penalty"),
+                            ({"frequency_penalty": -3}, "frequency_penalty"),
+                            ({"frequency_penalty": "1"}, "frequency_penalty")):
+            s, _, b = request(server, "POST", chat, dict(body, messages=msgs))
+            check_error(s, b, 400, None, "bad %s" % body)
+            check(b["error"]["param"] == param, "param %s for %s" % (b["error"], body))
+        s, _, b = request(server, "POST", "/v1/completions", {"prompt": "Once", "logprobs": 21})
+        check_error(s, b, 400, None, "completions logprobs 21")
         s, _, b = request(server, "POST", "/v1/completions",
                           raw=b'{"prompt":"\xff\xfe bad"}')
         check_error(s, b, 400, "invalid_utf8", "invalid UTF-8")
@@ -350,9 +662,11 @@ def main():
         check_error(s, b, 413, "body_too_large", "huge body")
         s, _, b = request(server, "GET", "/v1/nothing")
         check_error(s, b, 404, None, "unknown endpoint")
-        # After all of that the server still answers.
+        # After all of that the server still answers, and the bystander was not disturbed.
         r = client.completions.create(model=model_id, prompt="Once", max_tokens=3, temperature=0)
         check(r.usage.completion_tokens == 3, "after bad inputs")
+        bystander.join(60)
+        check(together.get("text") == alone, "bystander %r, alone %r" % (together.get("text"), alone))
 
     def api_key():
         s, _, b = request(server, "GET", "/v1/models", key=None)
@@ -431,9 +745,12 @@ def main():
 
     for fn in (health_and_headers, chat_nonstream_and_stream, completions_and_seed,
                curl_sse_and_context_end, ollama_ndjson, tokenize_roundtrip,
-               concurrency_matches_alone, disconnect_frees_slot, bad_inputs, api_key,
-               busy_queue_503, sigterm_while_busy):
-        test(fn)
+               logprobs_chat_and_completions, presence_and_frequency_penalties,
+               concurrency_matches_alone, disconnect_frees_slot, nonstream_disconnect_cancels,
+               health_loading_phase, many_connections_at_once, idle_keepalive_connection,
+               bounded_load, bad_inputs, api_key, busy_queue_503, sigterm_while_busy):
+        if not only or fn.__name__ in only:
+            test(fn)
     server.stop()
     passed, failed = results.count(True), results.count(False)
     if failed:

@@ -31,7 +31,9 @@ CpuTransformer::CpuTransformer(const Model& model, std::unique_ptr<CpuKernels> k
       pool_(options.n_threads),
       kernels_(std::move(kernels)) {
   n_ctx_ = resolve_n_ctx(hp_, options.n_ctx);
-  max_batch_ = std::max(1, std::min(options.max_batch, n_ctx_));
+  // A decode step of every sequence is one chunk, so each weight is read once per step however
+  // many sequences decode together (chunking never changes a result, only the memory traffic).
+  max_batch_ = std::max({1, std::min(options.max_batch, n_ctx_), options.n_seq});
 
   const int64_t max_cols = std::max({hp_.n_embd, q_dim_, hp_.n_ff});
   kernels_->reserve(max_batch_, max_cols, pool_.size());

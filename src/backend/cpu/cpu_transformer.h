@@ -27,7 +27,7 @@ struct TransformerOptions {
   std::string name;    // the backend's name, for messages: "cpu-ref", "cpu"
   int n_threads = 0;   // <= 0: default_thread_count()
   int n_ctx = 0;       // <= 0: default_n_ctx (backend_options.h)
-  int max_batch = 64;  // tokens computed together; longer forward() calls are split
+  int max_batch = 64;  // tokens computed together (at least n_seq); longer calls are split
   int n_seq = 1;       // sequences (slots) the KV cache holds, each of n_ctx positions
   KvType kv_type = KvType::F32;
 };
