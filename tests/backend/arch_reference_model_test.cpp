@@ -285,5 +285,36 @@ TEST(ArchReference, BatchedPrefillEqualsTokenByToken) {
   }
 }
 
+// The CUDA backend implements only the llama/qwen2 forward pass: forced on these models it is
+// refused with exit code 4 and a message naming the missing features (before any device is
+// touched, so this holds with or without a GPU and in a build without CUDA). Under auto the
+// gate moves on to the fast CPU path (gate.cpp, as for a device that cannot take a model).
+TEST(ArchReference, CudaRefusesWhatItDoesNotImplement) {
+  for (const ArchCase& c : kArchCases) {
+    SCOPED_TRACE(c.model);
+    Model model = load_model(arch_model(c.model));
+    ASSERT_FALSE(extended_features(model.hp).empty());
+    OpenRequest request;
+    request.backend = "cuda";
+    request.options.threads = 2;
+    request.options.n_ctx = 64;
+    const auto probe = ids(arch_reference(c.model).at("results")[0].at("prompt_tokens"));
+    try {
+      ParityGate::open(model, request, ParityConfig{}, probe, true);
+      ADD_FAILURE() << "forced cuda accepted a model it does not implement";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.exit_code(), kExitDevice) << e.what();
+      const std::string what = e.what();
+      EXPECT_NE(what.find("the cuda backend does not implement " + std::string(c.arch) + "'s "),
+                std::string::npos)
+          << what;
+    }
+  }
+  // A plain llama model has nothing beyond the pass every backend implements.
+  Model plain = load_model("stories260K.gguf");
+  EXPECT_TRUE(extended_features(plain.hp).empty());
+  EXPECT_NO_THROW(require_plain_architecture(plain, "cuda"));
+}
+
 }  // namespace
 }  // namespace lockstep::backend_test
