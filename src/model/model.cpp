@@ -76,18 +76,6 @@ WeightView bind(const gguf::GgufFile& f, const ExpectedTensor& e) {
   return w;
 }
 
-// Each factor divides a rope frequency: it must be a finite positive number (a zero would make
-// an infinite angle, a NaN every logit NaN).
-void check_rope_freqs(const gguf::GgufFile& f, const WeightView& w) {
-  std::vector<float> v(size_t(w.cols));
-  dequantize_row(w.type, w.data, v.data(), w.cols);
-  for (size_t i = 0; i < v.size(); ++i)
-    if (!(std::isfinite(v[i]) && v[i] > 0))
-      throw InputError(f.path() + ": tensor 'rope_freqs.weight' element " + std::to_string(i) +
-                       " = " + std::to_string(v[i]) + " (rope frequency factors must be finite " +
-                       "and positive)");
-}
-
 }  // namespace
 
 Model Model::load(const std::string& path) {
@@ -105,10 +93,7 @@ Model Model::from_file(gguf::GgufFile file) {
   m.output_norm = bind(f, expected[k++]);
   m.output = bind(f, expected[k++]);
   if (!m.output.present()) m.output = m.tok_embd;
-  if (m.hp.has_rope_freqs) {
-    m.rope_freqs = bind(f, expected[k++]);
-    check_rope_freqs(f, m.rope_freqs);
-  }
+  if (m.hp.has_rope_freqs) m.rope_freqs = bind(f, expected[k++]);
   m.layers.resize(size_t(m.hp.n_layer));
   for (auto& L : m.layers) {
     L.attn_norm = bind(f, expected[k++]);
@@ -133,6 +118,19 @@ Model Model::from_file(gguf::GgufFile file) {
     if (m.hp.has_post_norms) L.post_ffn_norm = bind(f, expected[k++]);
   }
   return m;
+}
+
+std::vector<float> rope_freq_factors(const Model& model) {
+  const WeightView& w = model.rope_freqs;
+  if (!w.present()) return {};
+  std::vector<float> v(size_t(w.cols));
+  dequantize_row(w.type, w.data, v.data(), w.cols);
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!(std::isfinite(v[i]) && v[i] > 0))
+      throw InputError(model.file->path() + ": tensor 'rope_freqs.weight' element " +
+                       std::to_string(i) + " = " + std::to_string(v[i]) +
+                       " (rope frequency factors must be finite and positive)");
+  return v;
 }
 
 void check_vocab_matches(const HParams& hp, const tokenizer::Vocab& vocab,

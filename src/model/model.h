@@ -65,6 +65,12 @@ struct ExpectedTensor {
 };
 std::vector<ExpectedTensor> expected_tensors(const HParams& hp);
 
+// The rope frequency factors as floats (empty when the model has none). Each divides a rope
+// frequency, so each must be finite and positive (a zero would make an infinite angle): else an
+// InputError naming the file and the element. Read when a backend is built, not at load (which
+// reads no tensor data).
+std::vector<float> rope_freq_factors(const Model& model);
+
 // The model and its tokenizer must agree: one embedding row per token. A mismatch would surface
 // only later, as a token id past the embedding or a logit no token stands for. InputError naming
 // the file; used by `inspect` and by every command that loads both for generation.

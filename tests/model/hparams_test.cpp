@@ -93,14 +93,23 @@ TEST(ModelLoad, RopeFrequencyFactorsAreBoundAndChecked) {
   EXPECT_NE(err.find("tensor 'rope_freqs.weight' has shape [16], expected [32]"),
             std::string::npos)
       << err;
+  // Values are checked when a backend reads them (loading reads no tensor data).
+  EXPECT_EQ(rope_freq_factors(m), factors);
   for (const float bad : {0.0f, -1.0f, std::numeric_limits<float>::quiet_NaN(),
                           std::numeric_limits<float>::infinity()}) {
     auto f = factors;
     f[9] = bad;
-    err = load_error(tiny_model_with([&](GgufWriter& w) {
+    Model bad_model = Model::from_file(GgufFile::from_bytes(tiny_model_with([&](GgufWriter& w) {
       w.add_tensor("rope_freqs.weight", TensorType::F32, {32}, f32_bytes(f));
-    }));
-    EXPECT_NE(err.find("'rope_freqs.weight' element 9"), std::string::npos) << err;
+    }), "bad.gguf"));
+    try {
+      (void)rope_freq_factors(bad_model);
+      ADD_FAILURE() << "factor " << bad << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("bad.gguf: tensor 'rope_freqs.weight' element 9"),
+                std::string::npos)
+          << e.what();
+    }
   }
 }
 

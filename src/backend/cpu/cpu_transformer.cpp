@@ -57,7 +57,7 @@ CpuTransformer::CpuTransformer(const Model& model, std::unique_ptr<CpuKernels> k
     }
   }
   output_norm_ = to_floats(model.output_norm);
-  if (hp_.has_rope_freqs) rope_freqs_ = to_floats(model.rope_freqs);
+  if (hp_.has_rope_freqs) rope_freqs_ = rope_freq_factors(model);
   rope_global_ = cpu_ref::rope_params(hp_, /*sliding=*/false);
   rope_sliding_ = cpu_ref::rope_params(hp_, /*sliding=*/true);
   if (!rope_freqs_.empty()) rope_global_.freq_factors = rope_sliding_.freq_factors = rope_freqs_.data();
