@@ -24,6 +24,16 @@ const char* arch_name(Arch arch) {
   return "?";
 }
 
+bool is_supported_architecture(const std::string& name) {
+  for (Arch a : {Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Gemma2, Arch::Gemma3})
+    if (name == arch_name(a)) return true;
+  return false;
+}
+
+const char* supported_architectures() {
+  return "llama, qwen2, qwen3, gemma2, gemma3";
+}
+
 std::vector<std::string> extended_features(const HParams& hp) {
   std::vector<std::string> f;
   if (hp.has_rope_freqs) f.push_back("rope frequency factors (rope_freqs.weight)");
@@ -108,7 +118,7 @@ HParams read_hparams(const gguf::GgufFile& f) {
     hp.ffn_act = FfnActivation::GeluTanh;
   } else {
     throw InputError(f.path() + ": unknown architecture '" + gguf::printable_name(*arch) +
-                     "' (supported: llama, qwen2, qwen3, gemma2, gemma3)");
+                     "' (supported: " + supported_architectures() + ")");
   }
   const std::string p = *arch + ".";
   // Mixture-of-experts files (Mixtral-style llama, ...) carry routed expert tensors instead of

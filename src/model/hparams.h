@@ -69,5 +69,9 @@ std::vector<std::string> extended_features(const HParams& hp);
 HParams read_hparams(const gguf::GgufFile& file);
 
 const char* arch_name(Arch arch);
+// Whether general.architecture = `name` is one lockstep runs, and the list for messages
+// ("llama, qwen2, qwen3, gemma2, gemma3").
+bool is_supported_architecture(const std::string& name);
+const char* supported_architectures();
 
 }  // namespace lockstep
