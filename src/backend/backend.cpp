@@ -88,4 +88,16 @@ void Backend::apply_fault(const SeqTokens& item, int64_t pos_begin, int64_t call
   }
 }
 
+void require_plain_architecture(const Model& model, const std::string& backend) {
+  const std::vector<std::string> features = extended_features(model.hp);
+  if (features.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < features.size(); ++i)
+    list += (i == 0 ? "" : i + 1 == features.size() ? " and " : ", ") + features[i];
+  const std::string where = model.file ? model.file->path() + ": " : std::string();
+  throw Error(where + "the " + backend + " backend does not implement " + model.hp.arch_name +
+                  "'s " + list + " (the CPU backends do)",
+              kExitDevice);
+}
+
 }  // namespace lockstep

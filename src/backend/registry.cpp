@@ -64,7 +64,10 @@ std::vector<BackendEntry> make_registry() {
   cuda.auto_rank = 10;
   cuda.is_device = true;
   cuda.available = cuda_available;
-  cuda.create_gated = create_cuda_backend;
+  cuda.create_gated = [](const Model& m, const BackendOptions& o, GateKey key) {
+    require_plain_architecture(m, "cuda");
+    return create_cuda_backend(m, o, key);
+  };
   r.push_back(cuda);
   return r;
 }

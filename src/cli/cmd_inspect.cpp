@@ -133,7 +133,7 @@ class Inspector {
 
   json hparams() {
     auto arch = f_.get_string("general.architecture");
-    if (!arch || (*arch != "llama" && *arch != "qwen2") || f_.tensors().empty()) return nullptr;
+    if (!arch || !is_supported_architecture(*arch) || f_.tensors().empty()) return nullptr;
     try {
       hp_ = read_hparams(f_);
     } catch (const InputError& e) {
@@ -240,9 +240,9 @@ class Inspector {
     if (arch.is_null()) {
       if (!f_.find("general.architecture"))
         arch_issue("missing metadata key 'general.architecture'");
-    } else if (arch != "llama" && arch != "qwen2") {
+    } else if (!is_supported_architecture(arch.get<std::string>())) {
       arch_issue("unknown architecture '" + printable(arch.get<std::string>()) +
-                 "' (supported: llama, qwen2)");
+                 "' (supported: " + supported_architectures() + ")");
     }
     if (vocab_only) {
       if (r["tokenizer"].is_null()) problem("no tensors and no tokenizer");

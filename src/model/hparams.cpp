@@ -9,7 +9,43 @@
 namespace lockstep {
 
 const char* arch_name(Arch arch) {
-  return arch == Arch::Qwen2 ? "qwen2" : "llama";
+  switch (arch) {
+    case Arch::Llama:
+      return "llama";
+    case Arch::Qwen2:
+      return "qwen2";
+    case Arch::Qwen3:
+      return "qwen3";
+    case Arch::Gemma2:
+      return "gemma2";
+    case Arch::Gemma3:
+      return "gemma3";
+  }
+  return "?";
+}
+
+bool is_supported_architecture(const std::string& name) {
+  for (Arch a : {Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Gemma2, Arch::Gemma3})
+    if (name == arch_name(a)) return true;
+  return false;
+}
+
+const char* supported_architectures() {
+  return "llama, qwen2, qwen3, gemma2, gemma3";
+}
+
+std::vector<std::string> extended_features(const HParams& hp) {
+  std::vector<std::string> f;
+  if (hp.has_rope_freqs) f.push_back("rope frequency factors (rope_freqs.weight)");
+  if (hp.has_qk_norm) f.push_back("per-head q/k RMS norm");
+  if (hp.has_post_norms) f.push_back("post-attention and post-FFN norms");
+  if (hp.ffn_act != FfnActivation::Silu) f.push_back("GELU-gated feed-forward");
+  if (hp.embd_scale != 1.0f) f.push_back("scaled token embeddings");
+  if (hp.attn_scale != 0) f.push_back("attention scale other than 1/sqrt(head size)");
+  if (hp.attn_softcap > 0) f.push_back("attention logit soft-capping");
+  if (hp.final_softcap > 0) f.push_back("final logit soft-capping");
+  if (hp.sliding_window > 0) f.push_back("sliding-window attention layers");
+  return f;
 }
 
 namespace {
@@ -70,11 +106,34 @@ HParams read_hparams(const gguf::GgufFile& f) {
     hp.arch = Arch::Qwen2;
     hp.rope_type = RopeType::Neox;
     hp.has_qkv_bias = true;
+  } else if (*arch == "qwen3") {
+    hp.arch = Arch::Qwen3;
+    hp.rope_type = RopeType::Neox;
+    hp.has_qk_norm = true;
+  } else if (*arch == "gemma2" || *arch == "gemma3") {
+    hp.arch = *arch == "gemma2" ? Arch::Gemma2 : Arch::Gemma3;
+    hp.rope_type = RopeType::Neox;
+    hp.has_post_norms = true;
+    hp.has_qk_norm = hp.arch == Arch::Gemma3;
+    hp.ffn_act = FfnActivation::GeluTanh;
   } else {
     throw InputError(f.path() + ": unknown architecture '" + gguf::printable_name(*arch) +
-                     "' (supported: llama, qwen2)");
+                     "' (supported: " + supported_architectures() + ")");
   }
   const std::string p = *arch + ".";
+  // Mixture-of-experts files (Mixtral-style llama, ...) carry routed expert tensors instead of
+  // one FFN per layer; say so instead of reporting the missing ffn tensors.
+  {
+    bool moe = f.get_int(p + "expert_count").value_or(0) > 0;
+    for (const auto& t : f.tensors()) {
+      const std::string& n = t.name;
+      moe = moe || n.find("_exps.") != std::string::npos ||
+            n.find("ffn_gate_inp.") != std::string::npos;
+    }
+    if (moe)
+      throw InputError(f.path() + ": mixture-of-experts is not supported (" +
+                       gguf::printable_name(*arch) + " file with expert tensors)");
+  }
   hp.n_embd = require_positive(f, p + "embedding_length");
   hp.n_layer = require_positive(f, p + "block_count");
   hp.n_ff = require_positive(f, p + "feed_forward_length");
@@ -122,12 +181,38 @@ HParams read_hparams(const gguf::GgufFile& f) {
     hp.rope_freq_scale = float(1.0 / scale);
   }
 
-  // Llama 3.1+ files carry per-dimension rope frequency factors; running without them would give
-  // silently wrong output at long range, so refuse until they are implemented.
-  if (f.find_tensor("rope_freqs.weight"))
-    throw InputError(f.path() +
-                     ": tensor 'rope_freqs.weight' (Llama 3.1+ rope frequency "
-                     "factors) is not supported");
+  // Llama 3.1+ files carry per-dimension rope frequency factors (Model::load binds and checks
+  // the tensor).
+  hp.has_rope_freqs = f.find_tensor("rope_freqs.weight") != nullptr;
+
+  // Gemma: scaled embeddings, the attention scale of gemma_pytorch's config (the 27B models,
+  // told apart by their layer count as llama.cpp does, scale by n_embd / n_head instead of the
+  // head size), sliding-window layers, and gemma2's soft-capping.
+  if (hp.arch == Arch::Gemma2 || hp.arch == Arch::Gemma3) {
+    hp.embd_scale = std::sqrt(float(hp.n_embd));
+    const int64_t layers_27b = hp.arch == Arch::Gemma2 ? 46 : 62;
+    if (hp.n_layer == layers_27b)
+      hp.attn_scale = float(1.0 / std::sqrt(double(hp.n_embd / hp.n_head)));
+    hp.rope_freq_base_swa = hp.rope_freq_base;
+    hp.rope_freq_scale_swa = hp.rope_freq_scale;
+    if (hp.arch == Arch::Gemma2) {
+      // Defaults of the Gemma 2 release, used when a file leaves the keys out.
+      hp.swa_pattern = 2;
+      hp.sliding_window = f.find(p + "attention.sliding_window")
+                              ? require_positive(f, p + "attention.sliding_window")
+                              : 4096;
+      hp.attn_softcap =
+          float(float_in_range(f, p + "attn_logit_softcapping", 50.0, 0, true, 1e6));
+      hp.final_softcap =
+          float(float_in_range(f, p + "final_logit_softcapping", 30.0, 0, true, 1e6));
+    } else {
+      // Five sliding layers (rope base 10000, unscaled) for every global one.
+      hp.swa_pattern = 6;
+      hp.sliding_window = require_positive(f, p + "attention.sliding_window");
+      hp.rope_freq_base_swa = 10000.0f;
+      hp.rope_freq_scale_swa = 1.0f;
+    }
+  }
 
   // Vocabulary size: the embedding matrix is the authority; the metadata must agree with it.
   const auto* embd = f.find_tensor("token_embd.weight");

@@ -4,17 +4,20 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "gguf/gguf_reader.h"
 
 namespace lockstep {
 
-enum class Arch { Llama, Qwen2 };
+enum class Arch { Llama, Qwen2, Qwen3, Gemma2, Gemma3 };
 enum class RopeType { Normal, Neox };  // Normal: rotate pairs (2i, 2i+1); Neox: (i, i + d/2)
+// The gated feed-forward's activation: down(act(gate x) * up x).
+enum class FfnActivation { Silu, GeluTanh };
 
 struct HParams {
   Arch arch = Arch::Llama;
-  std::string arch_name;  // "llama" / "qwen2" as in general.architecture
+  std::string arch_name;  // "llama", "qwen2", ... as in general.architecture
   int64_t n_vocab = 0;
   int64_t n_embd = 0;
   int64_t n_layer = 0;
@@ -30,12 +33,45 @@ struct HParams {
   RopeType rope_type = RopeType::Normal;
   bool has_qkv_bias = false;     // qwen2
   bool tied_embeddings = false;  // no output.weight: the token embedding is reused
+
+  // What qwen3, gemma2 and gemma3 add to the llama block (each off for llama and qwen2). A
+  // backend that does not implement one of them refuses the model: extended_features() names
+  // them.
+  bool has_rope_freqs = false;     // llama 3.1+: rope_freqs.weight divides pair i's frequency
+  bool has_qk_norm = false;        // qwen3, gemma3: RMSNorm over each head of q and of k
+  bool has_post_norms = false;     // gemma: RMSNorm of the attention and FFN outputs before the
+                                   // residual add (post_attention_norm, post_ffw_norm)
+  FfnActivation ffn_act = FfnActivation::Silu;  // gemma: GELU (tanh approximation)
+  float embd_scale = 1.0f;         // gemma: token embeddings are multiplied by sqrt(n_embd)
+  float attn_scale = 0;            // attention score = (q . k) * attn_scale; 0: 1/sqrt(head_dim)
+                                   // (gemma 27B: 1/sqrt(n_embd / n_head))
+  float attn_softcap = 0;          // gemma2: score = cap * tanh(score / cap); 0: none
+  float final_softcap = 0;         // gemma2: logit = cap * tanh(logit / cap); 0: none
+  int64_t sliding_window = 0;      // tokens a sliding layer's query sees, itself included; 0: none
+  int64_t swa_pattern = 0;         // layer l slides when l % swa_pattern < swa_pattern - 1
+                                   // (gemma2: 2, even layers; gemma3: 6, five of every six)
+  float rope_freq_base_swa = 0;    // the sliding layers' rope base (gemma3: 10000; else the same)
+  float rope_freq_scale_swa = 1.0f;
+
+  // Whether layer l attends over a sliding window of sliding_window positions.
+  bool layer_slides(int64_t l) const {
+    return sliding_window > 0 && swa_pattern > 0 && l % swa_pattern < swa_pattern - 1;
+  }
 };
 
-// Reads and checks the hyperparameters. Unknown architecture, missing or inconsistent keys and
-// unsupported rope scaling are InputErrors naming the file and key.
+// The features of hp beyond the llama/qwen2 forward pass ("per-head q/k RMS norm", ...), one
+// phrase each; empty for a plain llama or qwen2 model. A backend that implements only that pass
+// refuses a model for which this is not empty, naming them.
+std::vector<std::string> extended_features(const HParams& hp);
+
+// Reads and checks the hyperparameters. Unknown architecture, missing or inconsistent keys,
+// unsupported rope scaling and mixture-of-experts files are InputErrors naming the file and key.
 HParams read_hparams(const gguf::GgufFile& file);
 
 const char* arch_name(Arch arch);
+// Whether general.architecture = `name` is one lockstep runs, and the list for messages
+// ("llama, qwen2, qwen3, gemma2, gemma3").
+bool is_supported_architecture(const std::string& name);
+const char* supported_architectures();
 
 }  // namespace lockstep

@@ -1,5 +1,8 @@
 #include "model/model.h"
 
+#include <cmath>
+
+#include "quant/quantize.h"
 #include "tokenizer/vocab.h"
 #include "util/error.h"
 
@@ -12,6 +15,7 @@ std::vector<ExpectedTensor> expected_tensors(const HParams& hp) {
   t.push_back({"token_embd.weight", {hp.n_embd, hp.n_vocab}});
   t.push_back({"output_norm.weight", {hp.n_embd}});
   t.push_back({"output.weight", {hp.n_embd, hp.n_vocab}, /*optional=*/true});
+  if (hp.has_rope_freqs) t.push_back({"rope_freqs.weight", {hp.rope_dim / 2}});
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     t.push_back({b + "attn_norm.weight", {hp.n_embd}});
@@ -24,10 +28,16 @@ std::vector<ExpectedTensor> expected_tensors(const HParams& hp) {
       t.push_back({b + "attn_k.bias", {kv_dim}});
       t.push_back({b + "attn_v.bias", {kv_dim}});
     }
+    if (hp.has_qk_norm) {
+      t.push_back({b + "attn_q_norm.weight", {hp.head_dim}});
+      t.push_back({b + "attn_k_norm.weight", {hp.head_dim}});
+    }
+    if (hp.has_post_norms) t.push_back({b + "post_attention_norm.weight", {hp.n_embd}});
     t.push_back({b + "ffn_norm.weight", {hp.n_embd}});
     t.push_back({b + "ffn_gate.weight", {hp.n_embd, hp.n_ff}});
     t.push_back({b + "ffn_up.weight", {hp.n_embd, hp.n_ff}});
     t.push_back({b + "ffn_down.weight", {hp.n_ff, hp.n_embd}});
+    if (hp.has_post_norms) t.push_back({b + "post_ffw_norm.weight", {hp.n_embd}});
   }
   return t;
 }
@@ -83,6 +93,7 @@ Model Model::from_file(gguf::GgufFile file) {
   m.output_norm = bind(f, expected[k++]);
   m.output = bind(f, expected[k++]);
   if (!m.output.present()) m.output = m.tok_embd;
+  if (m.hp.has_rope_freqs) m.rope_freqs = bind(f, expected[k++]);
   m.layers.resize(size_t(m.hp.n_layer));
   for (auto& L : m.layers) {
     L.attn_norm = bind(f, expected[k++]);
@@ -95,12 +106,31 @@ Model Model::from_file(gguf::GgufFile file) {
       L.bk = bind(f, expected[k++]);
       L.bv = bind(f, expected[k++]);
     }
+    if (m.hp.has_qk_norm) {
+      L.q_norm = bind(f, expected[k++]);
+      L.k_norm = bind(f, expected[k++]);
+    }
+    if (m.hp.has_post_norms) L.post_attn_norm = bind(f, expected[k++]);
     L.ffn_norm = bind(f, expected[k++]);
     L.ffn_gate = bind(f, expected[k++]);
     L.ffn_up = bind(f, expected[k++]);
     L.ffn_down = bind(f, expected[k++]);
+    if (m.hp.has_post_norms) L.post_ffn_norm = bind(f, expected[k++]);
   }
   return m;
+}
+
+std::vector<float> rope_freq_factors(const Model& model) {
+  const WeightView& w = model.rope_freqs;
+  if (!w.present()) return {};
+  std::vector<float> v(size_t(w.cols));
+  dequantize_row(w.type, w.data, v.data(), w.cols);
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!(std::isfinite(v[i]) && v[i] > 0))
+      throw InputError(model.file->path() + ": tensor 'rope_freqs.weight' element " +
+                       std::to_string(i) + " = " + std::to_string(v[i]) +
+                       " (rope frequency factors must be finite and positive)");
+  return v;
 }
 
 void check_vocab_matches(const HParams& hp, const tokenizer::Vocab& vocab,

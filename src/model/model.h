@@ -33,9 +33,12 @@ struct LayerWeights {
   WeightView attn_norm;         // [n_embd]
   WeightView wq, wk, wv, wo;    // wq: rows n_head*head_dim, cols n_embd; wo: rows n_embd
   WeightView bq, bk, bv;        // qwen2 only
+  WeightView q_norm, k_norm;    // [head_dim], has_qk_norm only
+  WeightView post_attn_norm;    // [n_embd], has_post_norms only
   WeightView ffn_norm;          // [n_embd]
   WeightView ffn_gate, ffn_up;  // rows n_ff, cols n_embd
   WeightView ffn_down;          // rows n_embd, cols n_ff
+  WeightView post_ffn_norm;     // [n_embd], has_post_norms only
 };
 
 struct Model {
@@ -43,7 +46,8 @@ struct Model {
   HParams hp;
   WeightView tok_embd;  // rows n_vocab, cols n_embd
   WeightView output_norm;
-  WeightView output;  // == tok_embd when tied
+  WeightView output;      // == tok_embd when tied
+  WeightView rope_freqs;  // [rope_dim / 2], has_rope_freqs only
   std::vector<LayerWeights> layers;
 
   // Loads and validates a model: architecture, hyperparameters, every required tensor with the
@@ -60,6 +64,12 @@ struct ExpectedTensor {
   bool optional = false;  // e.g. output.weight when embeddings are tied
 };
 std::vector<ExpectedTensor> expected_tensors(const HParams& hp);
+
+// The rope frequency factors as floats (empty when the model has none). Each divides a rope
+// frequency, so each must be finite and positive (a zero would make an infinite angle): else an
+// InputError naming the file and the element. Read when a backend is built, not at load (which
+// reads no tensor data).
+std::vector<float> rope_freq_factors(const Model& model);
 
 // The model and its tokenizer must agree: one embedding row per token. A mismatch would surface
 // only later, as a token id past the embedding or a logit no token stands for. InputError naming

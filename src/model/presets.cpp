@@ -1,6 +1,32 @@
 #include "model/presets.h"
 
+#include <cmath>
+#include <numbers>
+
 namespace lockstep {
+
+std::vector<float> llama3_rope_factors(double freq_base, int64_t rope_dim,
+                                       const Llama3RopeScaling& s) {
+  const double low_wavelength = s.original_context / s.low_freq_factor;    // longer: factor
+  const double high_wavelength = s.original_context / s.high_freq_factor;  // shorter: 1
+  std::vector<float> out;
+  for (int64_t i = 0; i < rope_dim / 2; ++i) {
+    const double freq = std::pow(freq_base, -2.0 * double(i) / double(rope_dim));
+    const double wavelength = 2 * std::numbers::pi / freq;
+    double f;
+    if (wavelength < high_wavelength) {
+      f = 1;
+    } else if (wavelength > low_wavelength) {
+      f = s.factor;
+    } else {
+      const double smooth = (s.original_context / wavelength - s.low_freq_factor) /
+                            (s.high_freq_factor - s.low_freq_factor);
+      f = 1 / ((1 - smooth) / s.factor + smooth);
+    }
+    out.push_back(float(f));
+  }
+  return out;
+}
 
 const std::vector<ModelPreset>& model_presets() {
   // Sources: each model's config.json (hidden_size, num_hidden_layers, num_attention_heads,
@@ -21,11 +47,17 @@ const std::vector<ModelPreset>& model_presets() {
       // Qwen/Qwen2.5-7B-Instruct: the only untied Qwen2.5 preset, vocab padded to 152064.
       {"qwen2.5-7b", "Qwen2.5 7B (synthetic weights)", Arch::Qwen2, 3584, 28, 28, 4, 18944, 152064,
        32768, 1000000.0f, 1e-6f, false},
-      // meta-llama/Llama-3.2-1B(-Instruct). Its llama3 rope scaling (factor 32) is not
-      // reproduced: llama.cpp stores it as a rope_freqs.weight tensor, which lockstep does not
-      // support yet, so this preset runs with plain RoPE.
+      // meta-llama/Llama-3.2-1B(-Instruct): rope_scaling llama3, factor 32, low 1, high 4,
+      // original 8192, written as rope_freqs.weight as llama.cpp's converter does.
       {"llama-3.2-1b", "Llama 3.2 1B (synthetic weights)", Arch::Llama, 2048, 16, 32, 8, 8192,
-       128256, 131072, 500000.0f, 1e-5f, true},
+       128256, 131072, 500000.0f, 1e-5f, true, 0, Llama3RopeScaling{32, 1, 4, 8192}},
+      // meta-llama/Llama-3.1-8B(-Instruct): rope_scaling llama3, factor 8, low 1, high 4,
+      // original 8192.
+      {"llama-3.1-8b", "Llama 3.1 8B (synthetic weights)", Arch::Llama, 4096, 32, 32, 8, 14336,
+       128256, 131072, 500000.0f, 1e-5f, false, 0, Llama3RopeScaling{8, 1, 4, 8192}},
+      // Qwen/Qwen3-0.6B: head_dim 128 (not 1024 / 16), q/k norms, tied.
+      {"qwen3-0.6b", "Qwen3 0.6B (synthetic weights)", Arch::Qwen3, 1024, 28, 16, 8, 3072, 151936,
+       40960, 1000000.0f, 1e-6f, true, 128},
       // HuggingFaceTB/SmolLM2-135M(-Instruct)
       {"smollm2-135m", "SmolLM2 135M (synthetic weights)", Arch::Llama, 576, 30, 9, 3, 1536, 49152,
        8192, 100000.0f, 1e-5f, true},

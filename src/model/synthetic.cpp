@@ -1,5 +1,6 @@
 #include "model/synthetic.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -59,7 +60,7 @@ uint64_t SyntheticPlan::tensor_bytes() const {
 }
 
 bool synthetic_pooled(const SyntheticTensor& t) {
-  return !t.ones && t.ne[0] % kPoolBlockElems == 0;
+  return !t.ones && t.values.empty() && t.ne[0] % kPoolBlockElems == 0;
 }
 
 namespace {
@@ -78,7 +79,9 @@ void pool_block(uint64_t pool_key, uint64_t b, float stddev, float* dst) {
 
 void synthetic_row(const SyntheticTensor& t, int64_t row, float* dst) {
   const int64_t n = t.ne[0];
-  if (t.ones) {
+  if (!t.values.empty()) {
+    std::copy_n(t.values.begin() + row * n, n, dst);
+  } else if (t.ones) {
     for (int64_t c = 0; c < n; ++c) dst[c] = 1.0f;
   } else if (synthetic_pooled(t)) {
     for (int64_t blk = 0; blk < n / kPoolBlockElems; ++blk)
@@ -92,7 +95,7 @@ void synthetic_row(const SyntheticTensor& t, int64_t row, float* dst) {
 SyntheticPlan plan_synthetic_model(const ModelPreset& preset, std::optional<Arch> arch,
                                    const QuantScheme& quant, uint64_t seed) {
   if (!preset.arch && !arch)
-    throw InputError("preset '" + preset.name + "' needs an architecture (--arch qwen2|llama)");
+    throw InputError("preset '" + preset.name + "' needs an architecture (--arch qwen2|qwen3|llama)");
   if (preset.arch && arch && *preset.arch != *arch)
     throw InputError("preset '" + preset.name + "' is a " + arch_name(*preset.arch) +
                      " model; --arch " + arch_name(*arch) + " does not match");
@@ -109,16 +112,22 @@ SyntheticPlan plan_synthetic_model(const ModelPreset& preset, std::optional<Arch
   hp.n_layer = preset.n_layer;
   hp.n_head = preset.n_head;
   hp.n_head_kv = preset.n_head_kv;
-  hp.head_dim = preset.n_embd / preset.n_head;
+  hp.head_dim = preset.head_dim > 0 ? preset.head_dim : preset.n_embd / preset.n_head;
   hp.n_ff = preset.n_ff;
   hp.n_ctx_train = preset.n_ctx;
   hp.rms_eps = preset.rms_eps;
   hp.rope_freq_base = preset.rope_freq_base;
   hp.rope_dim = hp.head_dim;
-  hp.rope_type = hp.arch == Arch::Qwen2 ? RopeType::Neox : RopeType::Normal;
+  hp.rope_type = hp.arch == Arch::Llama ? RopeType::Normal : RopeType::Neox;
   hp.has_qkv_bias = hp.arch == Arch::Qwen2;
+  hp.has_qk_norm = hp.arch == Arch::Qwen3;
+  hp.has_rope_freqs = preset.rope_scaling.has_value();
+  if (hp.arch != Arch::Llama && hp.arch != Arch::Qwen2 && hp.arch != Arch::Qwen3)
+    throw InputError("make-model writes llama, qwen2 and qwen3 models, not " +
+                     std::string(arch_name(hp.arch)));
   hp.tied_embeddings = preset.tied_embeddings;
-  if (preset.n_embd % preset.n_head != 0 || preset.n_head % preset.n_head_kv != 0)
+  if ((preset.head_dim == 0 && preset.n_embd % preset.n_head != 0) ||
+      preset.n_head % preset.n_head_kv != 0)
     throw InputError("preset '" + preset.name + "' has inconsistent head counts");
 
   const int64_t E = hp.n_embd, F = hp.n_ff, L = hp.n_layer;
@@ -150,6 +159,11 @@ SyntheticPlan plan_synthetic_model(const ModelPreset& preset, std::optional<Arch
   };
   // The order llama.cpp's converter writes: embedding, blocks, final norm, output.
   add("token_embd.weight", {E, hp.n_vocab}, -1, false, logit_std);
+  if (preset.rope_scaling) {
+    add("rope_freqs.weight", {hp.rope_dim / 2}, -1, false, 0);
+    p.tensors.back().values =
+        llama3_rope_factors(hp.rope_freq_base, hp.rope_dim, *preset.rope_scaling);
+  }
   for (int64_t l = 0; l < L; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     add(b + "attn_norm.weight", {E}, l, true, 0);
@@ -160,6 +174,10 @@ SyntheticPlan plan_synthetic_model(const ModelPreset& preset, std::optional<Arch
       add(b + "attn_q.bias", {q_dim}, l, false, 0.02f);
       add(b + "attn_k.bias", {kv_dim}, l, false, 0.02f);
       add(b + "attn_v.bias", {kv_dim}, l, false, 0.02f);
+    }
+    if (hp.has_qk_norm) {
+      add(b + "attn_q_norm.weight", {hp.head_dim}, l, true, 0);
+      add(b + "attn_k_norm.weight", {hp.head_dim}, l, true, 0);
     }
     add(b + "attn_output.weight", {q_dim, E}, l, false, writer_std(q_dim));
     add(b + "ffn_norm.weight", {E}, l, true, 0);
@@ -193,10 +211,14 @@ gguf::GgufWriter synthetic_writer(const SyntheticPlan& plan) {
   w.set(a + "attention.layer_norm_rms_epsilon", Value::of_f32(hp.rms_eps));
   w.set(a + "rope.freq_base", Value::of_f32(hp.rope_freq_base));
   w.set(a + "rope.dimension_count", u32(hp.rope_dim));
+  if (hp.head_dim * hp.n_head != hp.n_embd) {
+    w.set(a + "attention.key_length", u32(hp.head_dim));
+    w.set(a + "attention.value_length", u32(hp.head_dim));
+  }
 
   const SyntheticVocab v = make_synthetic_vocab(hp.n_vocab);
   w.set("tokenizer.ggml.model", Value::of_string("gpt2"));
-  w.set("tokenizer.ggml.pre", Value::of_string(hp.arch == Arch::Qwen2 ? "qwen2" : "llama-bpe"));
+  w.set("tokenizer.ggml.pre", Value::of_string(hp.arch == Arch::Llama ? "llama-bpe" : "qwen2"));
   w.set("tokenizer.ggml.tokens", Value::of_strings(v.tokens));
   w.set("tokenizer.ggml.token_type", Value::of_i32s(v.types));
   w.set("tokenizer.ggml.merges", Value::of_strings(v.merges));

@@ -32,6 +32,7 @@ struct SyntheticTensor {
   TensorType type = TensorType::F32;
   std::vector<int64_t> ne;
   bool ones = false;      // norm weights: every element 1.0
+  std::vector<float> values;  // fixed contents (rope_freqs.weight), else generated
   float stddev = 0;       // otherwise: normal(0, stddev)
   uint64_t key = 0;       // generator key, from (seed, name)
   uint64_t pool_key = 0;  // key of the block pool, from the seed (shared by all tensors)

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numbers>
 #include <random>
 #include <vector>
 
@@ -85,8 +86,9 @@ void rope_f64(std::vector<double>& x, int64_t n_heads, int64_t pos, const RopePa
   for (int64_t h = 0; h < n_heads; ++h) {
     double* head = x.data() + h * p.head_dim;
     for (int64_t i = 0; i < p.rope_dim / 2; ++i) {
-      const double angle =
+      double angle =
           double(pos) * p.freq_scale / std::pow(p.freq_base, double(2 * i) / double(p.rope_dim));
+      if (p.freq_factors) angle /= p.freq_factors[i];
       const int64_t a = p.type == RopeType::Normal ? 2 * i : i;
       const int64_t b = p.type == RopeType::Normal ? 2 * i + 1 : i + p.rope_dim / 2;
       const double xa = head[a], xb = head[b];
@@ -147,6 +149,39 @@ TEST(OpsRef, RopeBothTypesMatchFloat64) {
         }
       }
       EXPECT_LE(err.excess(), 1.0) << "abs error " << err.abs();
+    }
+  }
+}
+
+// Llama 3.1+ frequency factors divide each pair's frequency; factors from 1 to 40 (the range of
+// ../shared's exaggerated tiny model) at positions up to 32k.
+TEST(OpsRef, RopeWithFrequencyFactorsMatchesFloat64) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  for (RopeType type : {RopeType::Normal, RopeType::Neox}) {
+    RopeParams p;
+    p.type = type;
+    p.head_dim = p.rope_dim = 64;
+    p.freq_base = 500000.0;
+    const auto factors = uniform(rng, 32, 1.0f, 40.0f);
+    p.freq_factors = factors.data();
+    for (int64_t pos : {1, 9, 300, 32767}) {
+      SCOPED_TRACE("pos " + std::to_string(pos));
+      auto x = normal(rng, size_t(2 * p.head_dim), 1.0f);
+      std::vector<double> want(x.begin(), x.end());
+      rope_f64(want, 2, pos, p);
+      std::vector<float> got = x;
+      cpu_ref::rope(got.data(), 2, pos, p);
+      WorstError err;
+      for (size_t k = 0; k < got.size(); ++k) err.add(got[k], want[k], 8 * kU32 * 4.0 + 1e-30);
+      EXPECT_LE(err.excess(), 1.0) << "abs error " << err.abs();
+      // Without the factors the result differs (the test would notice them ignored).
+      std::vector<float> plain = x;
+      RopeParams q = p;
+      q.freq_factors = nullptr;
+      cpu_ref::rope(plain.data(), 2, pos, q);
+      EXPECT_NE(plain, got);
     }
   }
 }
@@ -241,6 +276,57 @@ TEST(OpsRef, AttentionGroupedQueryMatchesFloat64) {
   }
 }
 
+// Gemma's scoring: a scale other than 1/sqrt(head_dim) and soft-capping, cap * tanh(s / cap).
+// Queries of scale 6 push raw scores well past the cap of 5, so the cap changes the result.
+TEST(OpsRef, AttentionWithScaleAndSoftcapMatchesFloat64) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  const int64_t hd = 32, stride = 3 * hd;
+  for (const cpu::AttentionScoring sc : {cpu::AttentionScoring{0.3f, 5.0f},
+                                         cpu::AttentionScoring{0, 5.0f},
+                                         cpu::AttentionScoring{0.05f, 0}}) {
+    for (int64_t n_kv : {1, 9, 200}) {
+      SCOPED_TRACE("scale " + std::to_string(sc.scale) + " cap " + std::to_string(sc.softcap) +
+                   " n_kv " + std::to_string(n_kv));
+      const auto q = normal(rng, size_t(hd), 6.0f);
+      const auto k = normal(rng, size_t(n_kv * stride), 1.0f);
+      const auto v = uniform(rng, size_t(n_kv * stride), -2.0f, 2.0f);
+      std::vector<float> out(size_t(hd), std::nanf("")), scores(static_cast<size_t>(n_kv));
+      cpu_ref::attention_head(out.data(), q.data(), k.data(), v.data(), n_kv, hd, stride,
+                              scores.data(), sc);
+      const double scale = sc.scale > 0 ? sc.scale : 1.0 / std::sqrt(double(hd));
+      std::vector<double> w(static_cast<size_t>(n_kv));
+      double mx = -1e300, max_qk = 0;
+      for (int64_t j = 0; j < n_kv; ++j) {
+        double dot = 0, mag = 0;
+        for (int64_t d = 0; d < hd; ++d) {
+          dot += double(q[size_t(d)]) * k[size_t(j * stride + d)];
+          mag += std::fabs(double(q[size_t(d)]) * k[size_t(j * stride + d)]);
+        }
+        w[size_t(j)] = sc.softcap > 0 ? sc.softcap * std::tanh(dot * scale / sc.softcap)
+                                      : dot * scale;
+        mx = std::max(mx, w[size_t(j)]);
+        max_qk = std::max(max_qk, mag);
+      }
+      double total = 0;
+      for (auto& x : w) total += (x = std::exp(x - mx));
+      // As in AttentionGroupedQueryMatchesFloat64; the cap's derivative is at most 1, and its
+      // float division, tanh and product add about 4u * cap to each score.
+      const double score_err =
+          (double(hd / 16) + 8) * kU32 * max_qk * scale + 4 * kU32 * sc.softcap;
+      const double tol = (2 * score_err + double(n_kv + 8) * kU32) * 2.0;
+      WorstError err;
+      for (int64_t d = 0; d < hd; ++d) {
+        double want = 0;
+        for (int64_t j = 0; j < n_kv; ++j) want += w[size_t(j)] / total * v[size_t(j * stride + d)];
+        err.add(out[size_t(d)], want, tol);
+      }
+      EXPECT_LE(err.excess(), 1.0) << "abs error " << err.abs() << " tol " << tol;
+    }
+  }
+}
+
 TEST(OpsRef, AttentionOverOnePositionReturnsThatValue) {
   std::mt19937_64 rng(fresh_seed());
   AttentionShape s{4, 2, 16, 32};
@@ -281,6 +367,37 @@ TEST(OpsRef, SwigluAndAddsMatchFloat64) {
 
   auto x = normal(rng, n, 1.0f), y = normal(rng, n, 1.0f);
   auto r = x, b = x;
+  {
+    // GeGLU with GELU's tanh approximation, from its definition in float64.
+    auto gg = gate;
+    cpu_ref::geglu(gg.data(), up.data(), n);
+    WorstError gerr;
+    const double c = std::sqrt(2.0 / std::numbers::pi);
+    for (int64_t i = 0; i < n; ++i) {
+      const double xg = gate[i];
+      const double want = 0.5 * xg * (1.0 + std::tanh(c * (xg + 0.044715 * xg * xg * xg))) * up[i];
+      gerr.add(gg[i], want, 4 * kU32 * std::fabs(want) + 1e-30);  // two roundings
+    }
+    EXPECT_LE(gerr.excess(), 1.0) << "geglu abs error " << gerr.abs();
+    EXPECT_EQ(cpu_ref::gelu_tanh(-200.0f), -0.0f);
+    EXPECT_EQ(cpu_ref::gelu_tanh(200.0f), 200.0f);
+    EXPECT_TRUE(std::isnan(cpu_ref::gelu_tanh(std::nanf(""))));
+
+    // Soft-capping: cap * tanh(x / cap), inside (-cap, cap), NaN stays NaN.
+    auto capped = normal(rng, n, 40.0f);
+    const auto raw = capped;
+    capped[7] = std::nanf("");
+    cpu_ref::softcap(capped.data(), n, 30.0f);
+    WorstError cerr;
+    for (int64_t i = 0; i < n; ++i) {
+      if (i == 7) continue;
+      const double want = 30.0 * std::tanh(double(raw[i]) / 30.0);
+      cerr.add(capped[i], want, 2 * kU32 * std::fabs(want) + 1e-30);
+      EXPECT_LE(std::fabs(capped[i]), 30.0f);
+    }
+    EXPECT_LE(cerr.excess(), 1.0) << "softcap abs error " << cerr.abs();
+    EXPECT_TRUE(std::isnan(capped[7]));
+  }
   cpu_ref::residual_add(r.data(), y.data(), n);
   cpu_ref::add_bias(b.data(), y.data(), n);
   for (int64_t i = 0; i < n; ++i) {

@@ -12,4 +12,13 @@ std::string smollm2_path() {
   return "";
 }
 
+std::string gemma3_270m_path() {
+  const std::string name = "gemma-3-270m-q4_k_m.gguf";
+  const std::string cache_dir =
+      std::filesystem::path(default_model_path()).parent_path().string();  // the models cache
+  for (const std::string& p : {"models/" + name, cache_dir + "/" + name})
+    if (std::filesystem::exists(p)) return p;
+  return "";
+}
+
 }  // namespace lockstep::test

@@ -9,4 +9,8 @@ namespace lockstep::test {
 
 std::string smollm2_path();  // empty when absent
 
+// The real Gemma 3 270M (Q4_K_M) that scripts/get-gemma3-270m.sh puts in the model cache (or
+// models/ in the checkout); empty when absent. Tests that need it skip visibly without it.
+std::string gemma3_270m_path();
+
 }  // namespace lockstep::test

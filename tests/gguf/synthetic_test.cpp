@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <numbers>
 #include <random>
 #include <set>
 
@@ -56,6 +57,8 @@ TEST(SyntheticPresets, MatchPublishedConfigs) {
       {"qwen2.5-1.5b", 1536, 28, 12, 2, 8960, 151936, 1e6f, 1e-6f, true},
       {"qwen2.5-7b", 3584, 28, 28, 4, 18944, 152064, 1e6f, 1e-6f, false},
       {"llama-3.2-1b", 2048, 16, 32, 8, 8192, 128256, 500000.0f, 1e-5f, true},
+      {"llama-3.1-8b", 4096, 32, 32, 8, 14336, 128256, 500000.0f, 1e-5f, false},
+      {"qwen3-0.6b", 1024, 28, 16, 8, 3072, 151936, 1e6f, 1e-6f, true},
       {"smollm2-135m", 576, 30, 9, 3, 1536, 49152, 100000.0f, 1e-5f, true},
   };
   for (const auto& w : want) {
@@ -85,7 +88,7 @@ TEST(SyntheticPresets, MatchPublishedConfigs) {
 TEST(SyntheticPlan, EveryPresetMatchesExpectedTensors) {
   for (const auto& preset : model_presets()) {
     for (const auto& q : quant_schemes()) {
-      for (Arch arch : {Arch::Qwen2, Arch::Llama}) {
+      for (Arch arch : {Arch::Qwen2, Arch::Qwen3, Arch::Llama}) {
         if (preset.arch && *preset.arch != arch) continue;
         SCOPED_TRACE(preset.name + " " + q.name + " " + arch_name(arch));
         const SyntheticPlan plan = plan_synthetic_model(preset, arch, q, 7);
@@ -108,12 +111,74 @@ TEST(SyntheticPlan, EveryPresetMatchesExpectedTensors) {
           ++matched;
         }
         EXPECT_EQ(matched, plan.tensors.size()) << "the plan has tensors the binding ignores";
-        const size_t per_layer = arch == Arch::Qwen2 ? 12 : 9;
-        EXPECT_EQ(plan.tensors.size(),
-                  2 + size_t(preset.n_layer) * per_layer + (preset.tied_embeddings ? 0 : 1));
+        const size_t per_layer = arch == Arch::Qwen2 ? 12 : arch == Arch::Qwen3 ? 11 : 9;
+        EXPECT_EQ(plan.tensors.size(), 2 + size_t(preset.n_layer) * per_layer +
+                                           (preset.tied_embeddings ? 0 : 1) +
+                                           (preset.rope_scaling ? 1 : 0));
       }
     }
   }
+}
+
+// The Llama 3.1 presets carry their rope scaling as llama.cpp's converter writes it; Qwen3 its
+// own head size. Pair i of head size d has wavelength 2 pi * 500000^(2i/d): below 8192/4 = 2048
+// the factor is 1, above 8192 it is `factor`, in between it rises monotonically. For d = 128
+// that band is pairs 29..34 (500000^(i/64) between 2048 / 2pi and 8192 / 2pi).
+TEST(SyntheticPresets, LlamaRopeScalingAndQwen3HeadSize) {
+  for (const char* name : {"llama-3.2-1b", "llama-3.1-8b"}) {
+    SCOPED_TRACE(name);
+    const ModelPreset& p = *find_model_preset(name);
+    ASSERT_TRUE(p.rope_scaling.has_value());
+    const double factor = p.rope_scaling->factor;
+    EXPECT_EQ(factor, std::string(name) == "llama-3.2-1b" ? 32 : 8);
+    const auto plan = plan_synthetic_model(p, std::nullopt, scheme("q4_k_m"), 1);
+    EXPECT_TRUE(plan.hp.has_rope_freqs);
+    const SyntheticTensor* rf = nullptr;
+    for (const auto& t : plan.tensors)
+      if (t.name == "rope_freqs.weight") rf = &t;
+    ASSERT_NE(rf, nullptr);
+    EXPECT_EQ(rf->type, TensorType::F32);
+    const int64_t d = plan.hp.head_dim;
+    ASSERT_EQ(int64_t(rf->values.size()), d / 2);
+    int in_band = 0;
+    for (int64_t i = 0; i < d / 2; ++i) {
+      const double wavelength = 2 * std::numbers::pi * std::pow(500000.0, 2.0 * double(i) / d);
+      if (wavelength < 2048) {
+        EXPECT_EQ(rf->values[i], 1.0f) << i;
+      } else if (wavelength > 8192) {
+        EXPECT_FLOAT_EQ(rf->values[i], float(factor)) << i;
+      } else {
+        ++in_band;
+        EXPECT_GT(rf->values[i], 1.0f) << i;
+        EXPECT_LT(rf->values[i], float(factor)) << i;
+      }
+      if (i > 0) EXPECT_GE(rf->values[i], rf->values[i - 1]) << i;
+    }
+    EXPECT_GT(in_band, 0);
+    if (d == 128) {
+      EXPECT_EQ(rf->values[28], 1.0f);
+      EXPECT_GT(rf->values[29], 1.0f);
+      EXPECT_LT(rf->values[34], float(factor));
+      EXPECT_FLOAT_EQ(rf->values[35], float(factor));
+    }
+    // The file carries them and the loader binds them.
+    const std::string path = sparse_model_file(plan);
+    Model m = Model::load(path);
+    EXPECT_TRUE(m.hp.has_rope_freqs);
+    std::filesystem::remove(path);
+  }
+  const auto q3 = plan_synthetic_model(*find_model_preset("qwen3-0.6b"), std::nullopt,
+                                       scheme("f32"), 1);
+  EXPECT_EQ(q3.hp.arch, Arch::Qwen3);
+  EXPECT_EQ(q3.hp.head_dim, 128);
+  EXPECT_TRUE(q3.hp.has_qk_norm);
+  EXPECT_FALSE(q3.hp.has_qkv_bias);
+  const std::string path = sparse_model_file(q3);
+  Model m = Model::load(path);
+  EXPECT_EQ(m.hp.head_dim, 128);
+  EXPECT_EQ(m.hp.n_head * m.hp.head_dim, 2048);
+  EXPECT_TRUE(m.hp.has_qk_norm);
+  std::filesystem::remove(path);
 }
 
 TEST(SyntheticPlan, ArchitectureRules) {

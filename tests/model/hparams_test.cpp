@@ -67,14 +67,106 @@ TEST(ModelLoad, UnsupportedRopeScalingIsRefused) {
   EXPECT_NE(err.find("rope scaling type 'yarn'"), std::string::npos) << err;
 }
 
-TEST(ModelLoad, RopeFrequencyFactorsAreRefusedNotIgnored) {
-  auto err = load_error(tiny_model_with([](GgufWriter& w) {
-    std::vector<uint8_t> ones(32 * 4);
-    const float one = 1.0f;
-    for (size_t i = 0; i < 32; ++i) std::memcpy(ones.data() + 4 * i, &one, 4);
-    w.add_tensor("rope_freqs.weight", TensorType::F32, {32}, ones);
+std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
+  std::vector<uint8_t> out(v.size() * 4);
+  std::memcpy(out.data(), v.data(), out.size());
+  return out;
+}
+
+// Llama 3.1+ rope frequency factors: one per rotated pair, finite and positive, bound to the model.
+TEST(ModelLoad, RopeFrequencyFactorsAreBoundAndChecked) {
+  // The tiny preset: head size 64, so 32 pairs.
+  std::vector<float> factors(32);
+  for (size_t i = 0; i < factors.size(); ++i) factors[i] = 1.0f + float(i);
+  auto bytes = tiny_model_with([&](GgufWriter& w) {
+    w.add_tensor("rope_freqs.weight", TensorType::F32, {32}, f32_bytes(factors));
+  });
+  Model m = Model::from_file(GgufFile::from_bytes(std::move(bytes), "tiny.gguf"));
+  EXPECT_TRUE(m.hp.has_rope_freqs);
+  ASSERT_TRUE(m.rope_freqs.present());
+  EXPECT_EQ(m.rope_freqs.cols, 32);
+  EXPECT_EQ(extended_features(m.hp).size(), 1u);
+
+  auto err = load_error(tiny_model_with([&](GgufWriter& w) {
+    w.add_tensor("rope_freqs.weight", TensorType::F32, {16}, f32_bytes(std::vector<float>(16, 1)));
   }));
-  EXPECT_NE(err.find("rope_freqs.weight"), std::string::npos) << err;
+  EXPECT_NE(err.find("tensor 'rope_freqs.weight' has shape [16], expected [32]"),
+            std::string::npos)
+      << err;
+  // Values are checked when a backend reads them (loading reads no tensor data).
+  EXPECT_EQ(rope_freq_factors(m), factors);
+  for (const float bad : {0.0f, -1.0f, std::numeric_limits<float>::quiet_NaN(),
+                          std::numeric_limits<float>::infinity()}) {
+    auto f = factors;
+    f[9] = bad;
+    Model bad_model = Model::from_file(GgufFile::from_bytes(tiny_model_with([&](GgufWriter& w) {
+      w.add_tensor("rope_freqs.weight", TensorType::F32, {32}, f32_bytes(f));
+    }), "bad.gguf"));
+    try {
+      (void)rope_freq_factors(bad_model);
+      ADD_FAILURE() << "factor " << bad << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("bad.gguf: tensor 'rope_freqs.weight' element 9"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+// Mixture-of-experts files say so, instead of naming a missing ffn tensor.
+TEST(ModelLoad, MixtureOfExpertsIsRefusedByName) {
+  auto err = load_error(tiny_model_with([](GgufWriter& w) {
+    w.add_tensor("blk.0.ffn_gate_exps.weight", TensorType::F32, {4, 4, 2},
+                 f32_bytes(std::vector<float>(32, 0.5f)));
+  }));
+  EXPECT_NE(err.find("mixture-of-experts is not supported"), std::string::npos) << err;
+  err = load_error(
+      tiny_model_with([](GgufWriter& w) { w.set("llama.expert_count", Value::of_u32(8)); }));
+  EXPECT_NE(err.find("mixture-of-experts is not supported"), std::string::npos) << err;
+  // A count of zero is a dense model.
+  auto bytes =
+      tiny_model_with([](GgufWriter& w) { w.set("llama.expert_count", Value::of_u32(0)); });
+  EXPECT_NO_THROW(Model::from_file(GgufFile::from_bytes(std::move(bytes), "tiny.gguf")));
+}
+
+// The architectures beyond llama/qwen2 on the tiny synthetic model relabelled: each names the
+// tensor it needs first, gemma3 the sliding window it cannot run without.
+TEST(ModelLoad, NewArchitecturesNameWhatTheyNeed) {
+  struct Case {
+    const char* arch;
+    const char* needs;
+  };
+  for (const Case c : {Case{"qwen3", "missing tensor 'blk.0.attn_q_norm.weight'"},
+                       Case{"gemma2", "missing tensor 'blk.0.post_attention_norm.weight'"},
+                       Case{"gemma3", "missing metadata key 'gemma3.attention.sliding_window'"}}) {
+    SCOPED_TRACE(c.arch);
+    auto plan =
+        plan_synthetic_model(*find_model_preset("tiny"), Arch::Llama, *find_quant_scheme("f32"), 7);
+    GgufFile base = GgufFile::from_bytes(synthetic_model_bytes(plan), "tiny.gguf");
+    GgufWriter w;
+    for (const auto& e : base.metadata()) {
+      std::string key = e.key;
+      if (key.rfind("llama.", 0) == 0) key = std::string(c.arch) + key.substr(5);
+      w.set(key, e.value);
+    }
+    w.set("general.architecture", Value::of_string(c.arch));
+    for (const auto& t : base.tensors())
+      w.add_tensor(t.name, t.type, t.ne, std::vector<uint8_t>(t.data, t.data + t.n_bytes));
+    const std::string err = load_error(w.to_bytes());
+    EXPECT_NE(err.find(c.needs), std::string::npos) << err;
+  }
+}
+
+// gemma2's keys are optional (the Gemma 2 release's values), gemma3's layer pattern is fixed.
+TEST(ModelLoad, GemmaLayerPatternsAndDefaults) {
+  HParams hp;
+  hp.sliding_window = 8;
+  hp.swa_pattern = 6;
+  for (int64_t l = 0; l < 12; ++l) EXPECT_EQ(hp.layer_slides(l), l % 6 != 5) << l;
+  hp.swa_pattern = 2;
+  for (int64_t l = 0; l < 4; ++l) EXPECT_EQ(hp.layer_slides(l), l % 2 == 0) << l;
+  hp.sliding_window = 0;
+  EXPECT_FALSE(hp.layer_slides(0));
 }
 
 TEST(ModelLoad, MissingHyperparameterIsNamed) {

@@ -1,10 +1,10 @@
 // What the two CPU backends compute differently. They share one forward pass (CpuTransformer);
 // it calls these kernels for the stages where the fast path trades exactness for speed:
 //   cpu-ref (ReferenceKernels): float activations into a dequantize-on-the-fly matmul, the
-//                               reference SwiGLU;
+//                               reference SwiGLU and GeGLU;
 //   cpu     (FastKernels):      activations quantized once per matmul input (Q8_0 / Q8_K, as
 //                               vec_dot.h pairs them with the weight type) and SIMD integer dot
-//                               products; a vectorised SwiGLU.
+//                               products; a vectorised SwiGLU and GeGLU.
 // Attention is chosen by the KV cache's element type (kv_cache.h), not here.
 #pragma once
 
@@ -46,6 +46,8 @@ class CpuKernels {
 
   // gate[i] = silu(gate[i]) * up[i] for i < n.
   virtual void swiglu(float* gate, const float* up, int64_t n) = 0;
+  // gate[i] = gelu_tanh(gate[i]) * up[i] for i < n (gemma's feed-forward).
+  virtual void geglu(float* gate, const float* up, int64_t n) = 0;
 };
 
 }  // namespace lockstep::cpu

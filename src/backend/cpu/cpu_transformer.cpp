@@ -49,8 +49,20 @@ CpuTransformer::CpuTransformer(const Model& model, std::unique_ptr<CpuKernels> k
       V.bk = to_floats(L.bk);
       V.bv = to_floats(L.bv);
     }
+    if (hp_.has_qk_norm) {
+      V.q_norm = to_floats(L.q_norm);
+      V.k_norm = to_floats(L.k_norm);
+    }
+    if (hp_.has_post_norms) {
+      V.post_attn_norm = to_floats(L.post_attn_norm);
+      V.post_ffn_norm = to_floats(L.post_ffn_norm);
+    }
   }
   output_norm_ = to_floats(model.output_norm);
+  if (hp_.has_rope_freqs) rope_freqs_ = rope_freq_factors(model);
+  rope_global_ = cpu_ref::rope_params(hp_, /*sliding=*/false);
+  rope_sliding_ = cpu_ref::rope_params(hp_, /*sliding=*/true);
+  if (!rope_freqs_.empty()) rope_global_.freq_factors = rope_sliding_.freq_factors = rope_freqs_.data();
 
   const int n_seq = std::max(1, options.n_seq);
   n_past_.assign(size_t(n_seq), 0);
@@ -112,9 +124,12 @@ void CpuTransformer::forward_chunk(const TokenSlot* tokens, int64_t n) {
   float* xb2 = xb2_.data();
   CpuKernels& mm = *kernels_;
 
-  // Token embedding.
-  for (int64_t t = 0; t < n; ++t)
+  // Token embedding (gemma: times sqrt(n_embd)).
+  for (int64_t t = 0; t < n; ++t) {
     dequantize_row(model_.tok_embd.type, model_.tok_embd.row(tokens[t].token), x + t * E, E);
+    if (hp_.embd_scale != 1.0f)
+      for (int64_t i = 0; i < E; ++i) x[t * E + i] *= hp_.embd_scale;
+  }
 
   for (int64_t l = 0; l < hp_.n_layer; ++l) {
     const LayerWeights& W = model_.layers[size_t(l)];
@@ -128,10 +143,11 @@ void CpuTransformer::forward_chunk(const TokenSlot* tokens, int64_t n) {
     attention_layer(l, tokens, n);
     mm.set_input(att_.data(), n, q_dim_);
     mm.multiply({{xb2, &W.wo}}, pool_);
+    if (hp_.has_post_norms) post_norm(xb2, V.post_attn_norm.data(), n);
     for (int64_t t = 0; t < n; ++t) cpu_ref::residual_add(x + t * E, xb2 + t * E, E);
     observe(l, "attn_out", tokens, n);
 
-    // Feed-forward block: x += down(silu(gate xn) * up xn).
+    // Feed-forward block: x += down(act(gate xn) * up xn), act SiLU (SwiGLU) or GELU (GeGLU).
     pool_.parallel_for(n, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t)
         cpu_ref::rmsnorm(xb + t * E, x + t * E, V.ffn_norm.data(), E, hp_.rms_eps);
@@ -139,10 +155,14 @@ void CpuTransformer::forward_chunk(const TokenSlot* tokens, int64_t n) {
     mm.set_input(xb, n, E);
     mm.multiply({{hb_.data(), &W.ffn_gate}, {hb2_.data(), &W.ffn_up}}, pool_);
     pool_.parallel_for(n, [&](int64_t b, int64_t e) {
-      mm.swiglu(hb_.data() + b * F, hb2_.data() + b * F, (e - b) * F);
+      if (hp_.ffn_act == FfnActivation::GeluTanh)
+        mm.geglu(hb_.data() + b * F, hb2_.data() + b * F, (e - b) * F);
+      else
+        mm.swiglu(hb_.data() + b * F, hb2_.data() + b * F, (e - b) * F);
     });
     mm.set_input(hb_.data(), n, F);
     mm.multiply({{xb2, &W.ffn_down}}, pool_);
+    if (hp_.has_post_norms) post_norm(xb2, V.post_ffn_norm.data(), n);
     for (int64_t t = 0; t < n; ++t) cpu_ref::residual_add(x + t * E, xb2 + t * E, E);
     if (layer_fault_ && layer_fault_->layer == l) corrupt_layer_output(l, tokens, n);
     if (batch_fault_ && batch_fault_->layer == l) corrupt_batched_sequences(l, tokens, n);
@@ -162,7 +182,8 @@ void CpuTransformer::attention_layer(int64_t l, const TokenSlot* tokens, int64_t
   mm.set_input(xb_.data(), n, hp_.n_embd);
   mm.multiply({{q, &W.wq}, {k, &W.wk}, {v, &W.wv}}, pool_);
 
-  const cpu_ref::RopeParams rope = cpu_ref::rope_params(hp_);
+  const cpu_ref::RopeParams& rope = hp_.layer_slides(l) ? rope_sliding_ : rope_global_;
+  const int64_t hd = hp_.head_dim;
   pool_.parallel_for(n, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       float* qt = q + t * q_dim_;
@@ -171,6 +192,12 @@ void CpuTransformer::attention_layer(int64_t l, const TokenSlot* tokens, int64_t
         cpu_ref::add_bias(qt, V.bq.data(), q_dim_);
         cpu_ref::add_bias(kt, V.bk.data(), kv_dim_);
         cpu_ref::add_bias(v + t * kv_dim_, V.bv.data(), kv_dim_);
+      }
+      if (hp_.has_qk_norm) {
+        for (int64_t h = 0; h < hp_.n_head; ++h)
+          cpu_ref::rmsnorm(qt + h * hd, qt + h * hd, V.q_norm.data(), hd, hp_.rms_eps);
+        for (int64_t h = 0; h < hp_.n_head_kv; ++h)
+          cpu_ref::rmsnorm(kt + h * hd, kt + h * hd, V.k_norm.data(), hd, hp_.rms_eps);
       }
       cpu_ref::rope(qt, hp_.n_head, tokens[t].pos, rope);
       cpu_ref::rope(kt, hp_.n_head_kv, tokens[t].pos, rope);
@@ -189,10 +216,13 @@ void CpuTransformer::attention_layer(int64_t l, const TokenSlot* tokens, int64_t
 }
 
 // Causal attention of the n new queries over the cache: a token at position p of sequence s sees
-// positions 0 .. p of s. One work item per (token, query head).
+// positions 0 .. p of s (in a sliding layer only the last sliding_window of them). One work item
+// per (token, query head).
 void CpuTransformer::attend(int64_t l, const TokenSlot* tokens, int64_t n) {
   const int64_t hd = hp_.head_dim;
   const int64_t group = hp_.n_head / hp_.n_head_kv;
+  const int64_t window = hp_.layer_slides(l) ? hp_.sliding_window : 0;
+  const AttentionScoring scoring{hp_.attn_scale, hp_.attn_softcap};
   const float* q = q_.data();
   float* att = att_.data();
   pool_.parallel_for(n * hp_.n_head, [&](int64_t b, int64_t e, int thread) {
@@ -203,14 +233,17 @@ void CpuTransformer::attend(int64_t l, const TokenSlot* tokens, int64_t n) {
       const int64_t kv_offset = (h / group) * hd;
       float* out = att + t * q_dim_ + h * hd;
       const float* qh = q + t * q_dim_ + h * hd;
-      const int64_t n_kv = tokens[t].pos + 1;
-      const int64_t row0 = seq_row(tokens[t].seq);
+      const int64_t first = window > 0 ? std::max<int64_t>(0, tokens[t].pos + 1 - window) : 0;
+      const int64_t n_kv = tokens[t].pos + 1 - first;
+      const int64_t row0 = seq_row(tokens[t].seq) + first;
       if (kv_.type() == KvType::F32) {
         cpu_ref::attention_head(out, qh, kv_.k_f32(l, row0) + kv_offset,
-                                kv_.v_f32(l, row0) + kv_offset, n_kv, hd, kv_dim_, scores);
+                                kv_.v_f32(l, row0) + kv_offset, n_kv, hd, kv_dim_, scores,
+                                scoring);
       } else {
         cpu_fast::attention_head_f16(out, qh, kv_.k_f16(l, row0) + kv_offset,
-                                     kv_.v_f16(l, row0) + kv_offset, n_kv, hd, kv_dim_, scores);
+                                     kv_.v_f16(l, row0) + kv_offset, n_kv, hd, kv_dim_, scores,
+                                     scoring);
       }
     }
   });
@@ -239,14 +272,26 @@ void CpuTransformer::compute_logits(const TokenSlot* tokens, int64_t n) {
   kernels_->set_input(xb_.data(), n_rows, E);
   if (in_place) {
     kernels_->multiply({{tokens[first].logits, &model_.output}}, pool_);
+    if (hp_.final_softcap > 0)
+      cpu_ref::softcap(tokens[first].logits, n_rows * int64_t(V), hp_.final_softcap);
     return;
   }
   if (logit_rows_.size() < size_t(n_rows) * V)
     throw Error(name_ + ": output rows of several sequences need n_seq > 1");
   kernels_->multiply({{logit_rows_.data(), &model_.output}}, pool_);
+  if (hp_.final_softcap > 0)
+    cpu_ref::softcap(logit_rows_.data(), n_rows * int64_t(V), hp_.final_softcap);
   int64_t r = 0;
   for (int64_t t = 0; t < n; ++t)
     if (tokens[t].logits) std::copy_n(logit_rows_.data() + size_t(r++) * V, V, tokens[t].logits);
+}
+
+// Gemma's norms of a block's output before the residual add: rows of xb2 in place.
+void CpuTransformer::post_norm(float* rows, const float* weight, int64_t n) {
+  const int64_t E = hp_.n_embd;
+  pool_.parallel_for(n, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) cpu_ref::rmsnorm(rows + t * E, rows + t * E, weight, E, hp_.rms_eps);
+  });
 }
 
 void CpuTransformer::observe(int64_t layer, const char* stage, const TokenSlot* tokens,

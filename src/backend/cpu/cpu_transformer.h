@@ -1,6 +1,9 @@
 // The forward pass both CPU backends run: token embedding, then per layer RMSNorm -> Q/K/V ->
 // RoPE -> KV cache -> causal attention -> wo -> residual, RMSNorm -> SwiGLU FFN -> residual; then
-// the output norm and the vocabulary projection. It reads like llama2.c's forward(); the stages
+// the output norm and the vocabulary projection. The architectures beyond llama add stages that
+// HParams switches on: per-head q/k norms before RoPE (qwen3, gemma3), norms of the attention and
+// FFN outputs before each residual add, GeGLU, scaled embeddings, sliding-window layers and
+// soft-capped scores and logits (gemma). It reads like llama2.c's forward(); the stages
 // where the reference and the fast path differ are calls into a CpuKernels object (matmul,
 // SwiGLU) or chosen by the KV cache type (attention). Everything else, including the observer
 // calls and the TEST KNOB faults (backend/fault.h), is this one code, so both backends honour
@@ -17,6 +20,7 @@
 #include "backend/backend_options.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/kv_cache.h"
+#include "backend/cpu/ops_ref.h"
 #include "backend/fault.h"
 #include "model/model.h"
 #include "util/thread_pool.h"
@@ -66,6 +70,7 @@ class CpuTransformer {
   // Small 1-D weights (norms, biases), dequantized once.
   struct LayerVectors {
     std::vector<float> attn_norm, ffn_norm, bq, bk, bv;
+    std::vector<float> q_norm, k_norm, post_attn_norm, post_ffn_norm;
   };
 
   // A flattened token: its id, sequence, position, and where its logits go (or nullptr).
@@ -79,6 +84,7 @@ class CpuTransformer {
   void attention_layer(int64_t layer, const TokenSlot* tokens, int64_t n);
   void attend(int64_t layer, const TokenSlot* tokens, int64_t n);
   void compute_logits(const TokenSlot* tokens, int64_t n);
+  void post_norm(float* rows, const float* weight, int64_t n);
   void observe(int64_t layer, const char* stage, const TokenSlot* tokens, int64_t n) const;
   // First KV cache row of sequence `seq` (the cache holds n_seq x n_ctx rows per layer).
   int64_t seq_row(int seq) const { return int64_t(seq) * n_ctx_; }
@@ -99,6 +105,8 @@ class CpuTransformer {
   std::unique_ptr<CpuKernels> kernels_;
   std::vector<LayerVectors> layer_vectors_;
   std::vector<float> output_norm_;
+  std::vector<float> rope_freqs_;                  // Llama 3.1+ frequency factors, or empty
+  cpu_ref::RopeParams rope_global_, rope_sliding_;  // of the global and the sliding layers
   KvCache kv_;
 
   // Activations for max_batch tokens, one row per token.

@@ -23,6 +23,7 @@ class FastKernels final : public CpuKernels {
     matmul_.multiply(products, pool);
   }
   void swiglu(float* gate, const float* up, int64_t n) override { cpu_fast::swiglu(gate, up, n); }
+  void geglu(float* gate, const float* up, int64_t n) override { cpu_fast::geglu(gate, up, n); }
 
  private:
   cpu_fast::QuantizedMatmul matmul_;

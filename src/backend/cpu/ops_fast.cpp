@@ -59,14 +59,15 @@ float exp_poly(float x) {
 }
 
 void attention_scalar(float* out, const float* q, const uint16_t* k, const uint16_t* v,
-                      int64_t n_kv, int64_t hd, int64_t stride, float* scores) {
-  const float scale = 1.0f / std::sqrt(float(hd));
+                      int64_t n_kv, int64_t hd, int64_t stride, float* scores,
+                      const cpu::AttentionScoring& sc) {
+  const float scale = sc.scale_for(hd);
   float max_score = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < n_kv; ++j) {
     const uint16_t* kj = k + j * stride;
     float s = 0;
     for (int64_t d = 0; d < hd; ++d) s += q[d] * fp16_to_fp32(kj[d]);
-    scores[j] = s * scale;
+    scores[j] = sc.cap(s * scale);
     max_score = std::max(max_score, scores[j]);
   }
   float sum = 0;
@@ -85,6 +86,19 @@ void attention_scalar(float* out, const float* q, const uint16_t* k, const uint1
 
 void swiglu_scalar(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + exp_poly(-gate[i])) * up[i];
+}
+
+// gelu_tanh(x) = x * (1 + tanh(u)) / 2 with u = sqrt(2/pi) (x + 0.044715 x^3), and
+// (1 + tanh(u)) / 2 = 1 / (1 + exp(-2u)): the SiLU form with -2u in place of -x.
+constexpr float kGeluA = 0.044715f;
+constexpr float kGeluMinus2C = -1.5957691216057308f;  // -2 sqrt(2/pi)
+
+void geglu_scalar(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = gate[i];
+    const float e = exp_poly(kGeluMinus2C * (x + kGeluA * x * x * x));
+    gate[i] = x / (1.0f + e) * up[i];
+  }
 }
 
 #if LS_FAST_X86
@@ -135,9 +149,10 @@ LS_AVX512 float softmax_numerators_avx512(float* scores, int64_t n, float max_sc
 
 // head_dim a multiple of 16, at most 256.
 LS_AVX512 void attention_avx512(float* out, const float* q, const uint16_t* k, const uint16_t* v,
-                                int64_t n_kv, int64_t hd, int64_t stride, float* scores) {
+                                int64_t n_kv, int64_t hd, int64_t stride, float* scores,
+                                const cpu::AttentionScoring& sc) {
   const int64_t nc = hd / 16;
-  const float scale = 1.0f / std::sqrt(float(hd));
+  const float scale = sc.scale_for(hd);
   __m512 qv[16];
   for (int64_t c = 0; c < nc; ++c) qv[c] = _mm512_loadu_ps(q + 16 * c);
   float max_score = -std::numeric_limits<float>::infinity();
@@ -145,7 +160,7 @@ LS_AVX512 void attention_avx512(float* out, const float* q, const uint16_t* k, c
     const uint16_t* kj = k + j * stride;
     __m512 acc = _mm512_mul_ps(qv[0], load_half16(kj));
     for (int64_t c = 1; c < nc; ++c) acc = _mm512_fmadd_ps(qv[c], load_half16(kj + 16 * c), acc);
-    const float s = _mm512_reduce_add_ps(acc) * scale;
+    const float s = sc.cap(_mm512_reduce_add_ps(acc) * scale);
     scores[j] = s;
     max_score = std::max(max_score, s);
   }
@@ -170,6 +185,20 @@ LS_AVX512 void swiglu_avx512(float* gate, const float* up, int64_t n) {
     _mm512_storeu_ps(gate + i, _mm512_mul_ps(silu, _mm512_loadu_ps(up + i)));
   }
   swiglu_scalar(gate + i, up + i, n - i);
+}
+
+LS_AVX512 void geglu_avx512(float* gate, const float* up, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 x = _mm512_loadu_ps(gate + i);
+    const __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+    const __m512 u = _mm512_fmadd_ps(_mm512_set1_ps(kGeluA), x3, x);
+    const __m512 e = exp512(_mm512_mul_ps(_mm512_set1_ps(kGeluMinus2C), u));
+    const __m512 gelu = _mm512_div_ps(x, _mm512_add_ps(one, e));
+    _mm512_storeu_ps(gate + i, _mm512_mul_ps(gelu, _mm512_loadu_ps(up + i)));
+  }
+  geglu_scalar(gate + i, up + i, n - i);
 }
 
 // ---- AVX2 ---------------------------------------------------------------------------------------
@@ -223,9 +252,10 @@ LS_AVX2 float softmax_numerators_avx2(float* scores, int64_t n, float max_score)
 
 // head_dim a multiple of 8, at most 128.
 LS_AVX2 void attention_avx2(float* out, const float* q, const uint16_t* k, const uint16_t* v,
-                            int64_t n_kv, int64_t hd, int64_t stride, float* scores) {
+                            int64_t n_kv, int64_t hd, int64_t stride, float* scores,
+                            const cpu::AttentionScoring& sc) {
   const int64_t nc = hd / 8;
-  const float scale = 1.0f / std::sqrt(float(hd));
+  const float scale = sc.scale_for(hd);
   __m256 qv[16];
   for (int64_t c = 0; c < nc; ++c) qv[c] = _mm256_loadu_ps(q + 8 * c);
   float max_score = -std::numeric_limits<float>::infinity();
@@ -233,7 +263,7 @@ LS_AVX2 void attention_avx2(float* out, const float* q, const uint16_t* k, const
     const uint16_t* kj = k + j * stride;
     __m256 acc = _mm256_mul_ps(qv[0], load_half8(kj));
     for (int64_t c = 1; c < nc; ++c) acc = _mm256_fmadd_ps(qv[c], load_half8(kj + 8 * c), acc);
-    const float s = hsum256(acc) * scale;
+    const float s = sc.cap(hsum256(acc) * scale);
     scores[j] = s;
     max_score = std::max(max_score, s);
   }
@@ -260,6 +290,20 @@ LS_AVX2 void swiglu_avx2(float* gate, const float* up, int64_t n) {
   swiglu_scalar(gate + i, up + i, n - i);
 }
 
+LS_AVX2 void geglu_avx2(float* gate, const float* up, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(gate + i);
+    const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+    const __m256 u = _mm256_fmadd_ps(_mm256_set1_ps(kGeluA), x3, x);
+    const __m256 e = exp256(_mm256_mul_ps(_mm256_set1_ps(kGeluMinus2C), u));
+    const __m256 gelu = _mm256_div_ps(x, _mm256_add_ps(one, e));
+    _mm256_storeu_ps(gate + i, _mm256_mul_ps(gelu, _mm256_loadu_ps(up + i)));
+  }
+  geglu_scalar(gate + i, up + i, n - i);
+}
+
 LS_AVX512 void exp_avx512(float* x, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, exp512(_mm512_loadu_ps(x + i)));
@@ -277,15 +321,16 @@ LS_AVX2 void exp_avx2(float* x, int64_t n) {
 }  // namespace
 
 void attention_head_f16(float* out, const float* q, const uint16_t* k, const uint16_t* v,
-                        int64_t n_kv, int64_t head_dim, int64_t kv_stride, float* scores) {
+                        int64_t n_kv, int64_t head_dim, int64_t kv_stride, float* scores,
+                        const cpu::AttentionScoring& scoring) {
 #if LS_FAST_X86
   const Isa isa = active_isa();
   if (isa == Isa::Avx512 && head_dim % 16 == 0 && head_dim <= 256)
-    return attention_avx512(out, q, k, v, n_kv, head_dim, kv_stride, scores);
+    return attention_avx512(out, q, k, v, n_kv, head_dim, kv_stride, scores, scoring);
   if (isa != Isa::Scalar && head_dim % 8 == 0 && head_dim <= 128)
-    return attention_avx2(out, q, k, v, n_kv, head_dim, kv_stride, scores);
+    return attention_avx2(out, q, k, v, n_kv, head_dim, kv_stride, scores, scoring);
 #endif
-  attention_scalar(out, q, k, v, n_kv, head_dim, kv_stride, scores);
+  attention_scalar(out, q, k, v, n_kv, head_dim, kv_stride, scores, scoring);
 }
 
 void exp_inplace(float* x, int64_t n) {
@@ -314,6 +359,20 @@ void swiglu(float* gate, const float* up, int64_t n) {
   }
 #endif
   swiglu_scalar(gate, up, n);
+}
+
+void geglu(float* gate, const float* up, int64_t n) {
+#if LS_FAST_X86
+  switch (active_isa()) {
+    case Isa::Avx512:
+      return geglu_avx512(gate, up, n);
+    case Isa::Avx2:
+      return geglu_avx2(gate, up, n);
+    case Isa::Scalar:
+      break;
+  }
+#endif
+  geglu_scalar(gate, up, n);
 }
 
 }  // namespace lockstep::cpu_fast

@@ -54,13 +54,13 @@ void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float e
   for (int64_t i = 0; i < n; ++i) out[i] = (x[i] * scale) * weight[i];
 }
 
-RopeParams rope_params(const HParams& hp) {
+RopeParams rope_params(const HParams& hp, bool sliding) {
   RopeParams p;
   p.type = hp.rope_type;
   p.head_dim = hp.head_dim;
   p.rope_dim = hp.rope_dim;
-  p.freq_base = hp.rope_freq_base;
-  p.freq_scale = hp.rope_freq_scale;
+  p.freq_base = sliding ? hp.rope_freq_base_swa : hp.rope_freq_base;
+  p.freq_scale = sliding ? hp.rope_freq_scale_swa : hp.rope_freq_scale;
   return p;
 }
 
@@ -68,7 +68,8 @@ void rope(float* x, int64_t n_heads, int64_t pos, const RopeParams& p) {
   const int64_t half = p.rope_dim / 2;
   const double position = double(pos) * p.freq_scale;
   for (int64_t i = 0; i < half; ++i) {
-    const double theta = position * std::pow(p.freq_base, -2.0 * double(i) / double(p.rope_dim));
+    double theta = position * std::pow(p.freq_base, -2.0 * double(i) / double(p.rope_dim));
+    if (p.freq_factors) theta /= double(p.freq_factors[i]);
     const float c = float(std::cos(theta));
     const float s = float(std::sin(theta));
     const int64_t i0 = p.type == RopeType::Normal ? 2 * i : i;
@@ -84,11 +85,12 @@ void rope(float* x, int64_t n_heads, int64_t pos, const RopeParams& p) {
 }
 
 void attention_head(float* out, const float* q, const float* k, const float* v, int64_t n_kv,
-                    int64_t head_dim, int64_t kv_stride, float* scores) {
-  const float scale = 1.0f / std::sqrt(float(head_dim));
+                    int64_t head_dim, int64_t kv_stride, float* scores,
+                    const cpu::AttentionScoring& scoring) {
+  const float scale = scoring.scale_for(head_dim);
   float max_score = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < n_kv; ++j) {
-    scores[j] = dot(q, k + j * kv_stride, head_dim) * scale;
+    scores[j] = scoring.cap(dot(q, k + j * kv_stride, head_dim) * scale);
     max_score = std::max(max_score, scores[j]);
   }
   // The sum of exponentials runs over up to n_ctx terms; double keeps it exact enough for free.
@@ -122,6 +124,20 @@ float silu(float x) {
 
 void swiglu(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) gate[i] = silu(gate[i]) * up[i];
+}
+
+float gelu_tanh(float x) {
+  const double v = x;
+  const double c = std::sqrt(2.0 / 3.14159265358979323846);
+  return float(0.5 * v * (1.0 + std::tanh(c * (v + 0.044715 * v * v * v))));
+}
+
+void geglu(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) gate[i] = gelu_tanh(gate[i]) * up[i];
+}
+
+void softcap(float* x, int64_t n, float cap) {
+  for (int64_t i = 0; i < n; ++i) x[i] = float(double(cap) * std::tanh(double(x[i]) / cap));
 }
 
 void residual_add(float* x, const float* y, int64_t n) {

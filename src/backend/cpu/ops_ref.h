@@ -18,6 +18,7 @@
 
 #include <cstdint>
 
+#include "backend/cpu/attention_scoring.h"
 #include "model/hparams.h"
 
 namespace lockstep::cpu_ref {
@@ -34,18 +35,24 @@ struct RopeParams {
   int64_t rope_dim = 0;  // leading dimensions of each head that rotate; the rest pass through
   double freq_base = 10000.0;
   double freq_scale = 1.0;  // linear scaling: the position is multiplied by this
+  // Llama 3.1+ frequency factors: pair i's frequency is divided by freq_factors[i]
+  // (rope_dim / 2 values), or nullptr for none.
+  const float* freq_factors = nullptr;
 };
-RopeParams rope_params(const HParams& hp);
+// The rope of hp's global layers, or (sliding = true) of its sliding-window layers, which may
+// have a base of their own (gemma3). freq_factors is left for the caller (they are a tensor).
+RopeParams rope_params(const HParams& hp, bool sliding = false);
 
 // Rotates n_heads consecutive heads of x (head_dim floats each) in place for position pos:
-// pair i turns by the angle pos * freq_scale * freq_base^(-2i / rope_dim).
+// pair i turns by the angle pos * freq_scale * freq_base^(-2i / rope_dim) / freq_factors[i].
 void rope(float* x, int64_t n_heads, int64_t pos, const RopeParams& p);
 
-// One attention head for one query: softmax(q . k_j / sqrt(head_dim)) over cache positions
-// j in [0, n_kv), then the weighted sum of v_j. Key j starts at k + j * kv_stride (same for v).
-// scores: n_kv floats of scratch.
+// One attention head for one query: softmax of the scores of q . k_j (attention_scoring.h: by
+// default q . k_j / sqrt(head_dim)) over cache positions j in [0, n_kv), then the weighted sum
+// of v_j. Key j starts at k + j * kv_stride (same for v). scores: n_kv floats of scratch.
 void attention_head(float* out, const float* q, const float* k, const float* v, int64_t n_kv,
-                    int64_t head_dim, int64_t kv_stride, float* scores);
+                    int64_t head_dim, int64_t kv_stride, float* scores,
+                    const cpu::AttentionScoring& scoring = {});
 
 struct AttentionShape {
   int64_t n_head = 0;
@@ -65,6 +72,15 @@ void attention(float* out, const float* q, const float* k_cache, const float* v_
 float silu(float x);
 // SwiGLU: gate[i] = silu(gate[i]) * up[i], in place.
 void swiglu(float* gate, const float* up, int64_t n);
+
+// GELU in its tanh approximation (what Gemma uses, PyTorch's approximate="tanh"):
+// x/2 * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed in double.
+float gelu_tanh(float x);
+// GeGLU: gate[i] = gelu_tanh(gate[i]) * up[i], in place.
+void geglu(float* gate, const float* up, int64_t n);
+
+// x[i] = cap * tanh(x[i] / cap): soft-capping (gemma2's final logits).
+void softcap(float* x, int64_t n, float cap);
 
 // x[i] += y[i]: the residual connection.
 void residual_add(float* x, const float* y, int64_t n);

@@ -24,6 +24,7 @@ class ReferenceKernels final : public CpuKernels {
     for (const MatmulProduct& p : products) cpu_ref::matmul(p.y, *p.w, x_, n_, pool, scratch_);
   }
   void swiglu(float* gate, const float* up, int64_t n) override { cpu_ref::swiglu(gate, up, n); }
+  void geglu(float* gate, const float* up, int64_t n) override { cpu_ref::geglu(gate, up, n); }
 
  private:
   RefMatmulTuning tuning_;

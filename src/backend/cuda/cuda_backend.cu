@@ -185,6 +185,10 @@ void CudaBackend::release() {
 }
 
 void CudaBackend::check_supported() const {
+  // Only the llama/qwen2 forward pass is written for CUDA (no q/k norms, post norms, GeGLU,
+  // sliding windows, soft-caps or rope factors): refuse anything more rather than compute it
+  // wrongly.
+  require_plain_architecture(model_, "cuda");
   const std::string where = model_.file ? model_.file->path() + ": " : std::string();
   if (hp_.head_dim % 4 != 0 || hp_.head_dim > 256)
     throw InputError(where + "cuda backend: head size " + std::to_string(hp_.head_dim) +
