@@ -30,32 +30,24 @@ float load_f(const float* p) {
   return v;
 }
 
-// ---- 32-block weights x two-term Q8_0 activations ----
-
-// sum over the block of L[j] * (254 * q1[j] + q2[j]); exact (at most 32 * 128 * 127 * 255).
-int combined_dot32(const int* L, const int8_t* q1, const int8_t* q2) {
-  int s1 = 0, s2 = 0;
-  for (int j = 0; j < kQK; ++j) {
-    s1 += L[j] * q1[j];
-    s2 += L[j] * q2[j];
-  }
-  return kTerm2Scale * s1 + s2;
-}
+// ---- 32-block weights x two-term Q8_0 activations (int16 A = 254 * q1 + q2) ----
 
 // Levels: `levels(block, L)` writes the 32 integer levels in element order (value = d * L + m).
-// kMin: the block has a min m, which multiplies the activation's block sum s.
+// kMin: the block has a min m, which multiplies the activation's block sum s. The integer dot is
+// exact (at most 32 * 128 * 32385).
 template <class Block, bool kMin, class Levels>
 float dot32(const void* wv, const void* av, int64_t n, Levels levels) {
   const auto* w = static_cast<const Block*>(wv);
-  const auto* a = static_cast<const BlockQ8_0*>(av);
   const int64_t nb = n / kQK;
-  const Q8_0Extras ex = q8_0_extras(av, nb);
+  const Q8_0Activation a = q8_0_activation(av, nb);
   float acc = 0;
   int L[kQK];
   for (int64_t i = 0; i < nb; ++i) {
     levels(w[i], L);
-    acc += float(combined_dot32(L, a[i].qs, ex.q2 + kQK * i)) * (f16(w[i].d) * ex.e[i]);
-    if constexpr (kMin) acc += f16(w[i].m) * ex.s[i];
+    int sum = 0;
+    for (int j = 0; j < kQK; ++j) sum += L[j] * a.a[kQK * i + j];
+    acc += float(sum) * (f16(w[i].d) * a.e[i]);
+    if constexpr (kMin) acc += f16(w[i].m) * a.s[i];
   }
   return acc;
 }
@@ -413,14 +405,16 @@ void quantize_activation(TensorType weight_type, const float* x, void* dst, int6
   auto* bytes = static_cast<uint8_t*>(dst);
   if (act == TensorType::Q8_0) {
     const int64_t nb = n / 32;
-    auto* blocks = static_cast<quant::BlockQ8_0*>(dst);
-    auto* e = reinterpret_cast<float*>(bytes + quant::q8_0_extras_offset(nb));
-    auto* q2 = reinterpret_cast<int8_t*>(bytes + quant::q8_0_term2_offset(nb));
+    auto* a = static_cast<int16_t*>(dst);
+    auto* e = reinterpret_cast<float*>(bytes + nb * 64);
+    int8_t q1[32], q2[32];
     for (int64_t i = 0; i < nb; ++i) {
-      const float d = quantize_two_terms(x + 32 * i, 32, blocks[i].qs, q2 + 32 * i);
-      blocks[i].d = fp32_to_fp16(d);
+      const float d = quantize_two_terms(x + 32 * i, 32, q1, q2);
       int sum = 0;
-      for (int j = 0; j < 32; ++j) sum += quant::kTerm2Scale * blocks[i].qs[j] + q2[32 * i + j];
+      for (int j = 0; j < 32; ++j) {
+        a[32 * i + j] = int16_t(quant::kTerm2Scale * q1[j] + q2[j]);
+        sum += a[32 * i + j];
+      }
       e[i] = d / float(quant::kTerm2Scale);
       e[nb + i] = e[i] * float(sum);
     }
@@ -454,11 +448,8 @@ void dequantize_activation(TensorType weight_type, const void* act, double* out,
   }
   if (type == TensorType::Q8_0) {
     const int64_t nb = n / 32;
-    const auto* blocks = static_cast<const quant::BlockQ8_0*>(act);
-    const quant::Q8_0Extras ex = quant::q8_0_extras(act, nb);
-    for (int64_t i = 0; i < nb; ++i)
-      for (int j = 0; j < 32; ++j)
-        out[32 * i + j] = double(ex.e[i]) * (quant::kTerm2Scale * blocks[i].qs[j] + ex.q2[32 * i + j]);
+    const quant::Q8_0Activation a = quant::q8_0_activation(act, nb);
+    for (int64_t i = 0; i < n; ++i) out[i] = double(a.e[i / 32]) * a.a[i];
     return;
   }
   const int64_t nb = n / 256;

@@ -17,36 +17,31 @@ struct DotKernels {
 // Activations carry two int8 terms per element: with a group's (32 or 256 elements) scale
 // d = max|x| / 127, q1 = rint(x / d) and q2 = rint((x / d - q1) * 254), so that
 // x = d * (q1 + q2 / 254) to within d / 508 (plus float rounding), where one term alone is off by
-// up to d / 2. The kernels take both integer dots and combine them, 254 * dot(w, q1) + dot(w, q2),
-// so a product is nearly exact in the activation (the weights' own quantization remains).
+// up to d / 2. The kernels compute 254 * dot(w, q1) + dot(w, q2) exactly in integers, so a
+// product is nearly exact in the activation (the weights' own quantization remains).
 inline constexpr int kTerm2Scale = 254;
 inline constexpr float kInvTerm2Scale = 1.0f / 254.0f;
 
-// The activation of 32-block weight types, for nb blocks:
-//   [0, nb * 34)              nb ggml block_q8_0 {fp16 d, int8 q1[32]}: the first term;
-//   q8_0_extras_offset(nb)    float e[nb]: the unit of the combined integer 254 * q1 + q2
-//                             (d / 254, exact float, not the fp16 of the block), and float
-//                             s[nb]: the sum of the block's values, e * sum(254 * q1 + q2);
-//   q8_0_term2_offset(nb)     int8 q2[nb * 32]: the second term, 32 per block.
-inline int64_t q8_0_extras_offset(int64_t nb) {
-  return (nb * 34 + 31) / 32 * 32;
-}
-inline int64_t q8_0_term2_offset(int64_t nb) {
-  return (q8_0_extras_offset(nb) + nb * 8 + 31) / 32 * 32;
-}
+// The activation of 32-block weight types, for nb blocks, holds the two terms combined as one
+// int16 per element, A = 254 * q1 + q2 (|A| <= 32385), so that x = e * A with e = d / 254:
+//   [0, nb * 64)              int16 A[nb][32];
+//   nb * 64                   float e[nb] (exact float), then float s[nb] = e * sum(A) per block
+//                             (the block's sum, for the types with a min).
+// The kernels multiply the weight levels widened to int16 with A (pmaddwd / vpdpwssd): one
+// 16-bit product per element instead of one 8-bit product per term.
 inline int64_t q8_0_activation_bytes(int64_t nb) {
-  return q8_0_term2_offset(nb) + nb * 32;
+  return nb * 72;
 }
-struct Q8_0Extras {
+struct Q8_0Activation {
+  const int16_t* a;  // block i at a + 32 * i
   const float* e;
   const float* s;
-  const int8_t* q2;  // block i's second term at q2 + 32 * i
 };
 // `act` must be 4-byte aligned (any allocation is).
-inline Q8_0Extras q8_0_extras(const void* act, int64_t nb) {
+inline Q8_0Activation q8_0_activation(const void* act, int64_t nb) {
   const auto* bytes = static_cast<const uint8_t*>(act);
-  const auto* base = reinterpret_cast<const float*>(bytes + q8_0_extras_offset(nb));
-  return {base, base + nb, reinterpret_cast<const int8_t*>(bytes + q8_0_term2_offset(nb))};
+  const auto* e = reinterpret_cast<const float*>(bytes + nb * 64);
+  return {reinterpret_cast<const int16_t*>(act), e, e + nb};
 }
 
 // The activation of K weight types, for nb blocks:

@@ -32,7 +32,7 @@ struct Activations {
   cpu_fast::Q8_0Rows rows() const { return {bytes.data(), stride}; }
   void update_values(int64_t n, int64_t cols) {
     values.resize(size_t(n * cols));
-    std::vector<double> v(size_t(cols));
+    std::vector<double> v(static_cast<size_t>(cols));
     for (int64_t t = 0; t < n; ++t) {
       dequantize_activation(TensorType::Q8_0, bytes.data() + size_t(t) * stride, v.data(), cols);
       for (int64_t c = 0; c < cols; ++c) values[size_t(t * cols + c)] = float(v[size_t(c)]);
@@ -159,9 +159,12 @@ TEST(GemmQ8_0, ExtremeLevelsAreExact) {
   std::vector<float> x(cols);
   for (int64_t i = 0; i < cols; ++i) x[size_t(i)] = (i % 3 == 0) ? -1.0f : 1.0f;
   Activations a = quantize_tokens(x, 1, cols);
-  // second terms of +-127 too (vec_dot_internal.h's layout: after the blocks and two floats each)
-  const size_t q2_off = ((size_t(a.nb) * 34 + 31) / 32 * 32 + size_t(a.nb) * 8 + 31) / 32 * 32;
-  for (int64_t i = 0; i < cols; ++i) a.bytes[q2_off + size_t(i)] = uint8_t(i % 5 < 2 ? -127 : 127);
+  // the largest combined activations, A = +-(254 * 127 + 127) (vec_dot_internal.h's layout:
+  // int16 A[32] per block first)
+  for (int64_t i = 0; i < cols; ++i) {
+    const int16_t A = int16_t(i % 5 < 2 ? -32385 : 32385);
+    std::memcpy(&a.bytes[2 * size_t(i)], &A, 2);
+  }
   a.update_values(1, cols);
   for (TensorType type : {TensorType::Q8_0, TensorType::Q5_0}) {
     const size_t rb = *row_bytes(type, cols);

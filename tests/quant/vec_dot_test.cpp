@@ -265,9 +265,8 @@ TEST(VecDotApi, ActivationTypes) {
   EXPECT_EQ(lockstep::activation_type_for(TensorType::BF16), TensorType::F32);
   // Q8_K blocks padded to 32 bytes, then per block 256 second terms and 16 int16 sums
   EXPECT_EQ(lockstep::activation_row_bytes(TensorType::Q4_K, 512), 608u + 2 * 288);
-  // Q8_0 blocks padded to 32 bytes, then float e[nb] and float s[nb] padded to 32, then 32
-  // second terms per block
-  EXPECT_EQ(lockstep::activation_row_bytes(TensorType::Q8_0, 64), 96u + 32 + 2 * 32);
+  // int16 A[32] per block, then float e[nb] and float s[nb]
+  EXPECT_EQ(lockstep::activation_row_bytes(TensorType::Q8_0, 64), 2u * 64 + 2 * 8);
   EXPECT_EQ(lockstep::activation_row_bytes(TensorType::F16, 10), 40u);
   EXPECT_TRUE(lockstep::isa_supported(Isa::Scalar));
   EXPECT_TRUE(lockstep::isa_supported(lockstep::best_isa()));
@@ -291,9 +290,9 @@ TEST(VecDotApi, UnsupportedTypeAndBadLengthThrow) {
 
 namespace {
 
-// The two-term layouts: for Q8_0, ggml blocks holding the first term, then the exact scale
-// e = d / 254, the block sum, and the second term; for Q8_K, ggml blocks (first term, its sums)
-// then the second term and its sums. Both terms within bounds of the exact definition.
+// The two-term layouts: for Q8_0, int16 A = 254 q1 + q2 per element, then the exact unit
+// e = d / 254 and the block sums; for Q8_K, ggml blocks (first term, its sums) then the second
+// term and its sums. Both terms within their bounds of the exact definition.
 TEST(VecDotApi, TwoTermActivationLayouts) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -304,58 +303,59 @@ TEST(VecDotApi, TwoTermActivationLayouts) {
     const std::vector<float> x = make_data(Dist::BlockScales, n, rng);
     std::vector<uint8_t> act(lockstep::activation_row_bytes(w, n));
     lockstep::quantize_activation(w, x.data(), act.data(), n);
-    const size_t blk_bytes = k ? 292 : 34, q_off = k ? 4 : 2;
-    const size_t t2_base = k ? (size_t(nb) * 292 + 31) / 32 * 32
-                             : ((size_t(nb) * 34 + 31) / 32 * 32 + size_t(nb) * 8 + 31) / 32 * 32;
-    const size_t e_base = (size_t(nb) * 34 + 31) / 32 * 32;
+    const size_t t2_base = (size_t(nb) * 292 + 31) / 32 * 32;
     for (int64_t i = 0; i < nb; ++i) {
       double amax = 0;
       for (int64_t j = 0; j < blk; ++j) amax = std::max(amax, std::fabs(double(x[i * blk + j])));
       const double d = amax / 127;
-      const uint8_t* b = &act[size_t(i) * blk_bytes];
-      const int8_t* q1 = reinterpret_cast<const int8_t*>(b + q_off);
-      const int8_t* q2 = reinterpret_cast<const int8_t*>(
-          &act[t2_base + size_t(i) * (k ? 288 : 32)]);
+      std::vector<int> q1(static_cast<size_t>(blk)), q2(static_cast<size_t>(blk));
       double scale;  // the unit of q1
       if (k) {
+        const uint8_t* b = &act[size_t(i) * 292];
         float fd;
         std::memcpy(&fd, b, 4);
         scale = fd;
+        for (int64_t j = 0; j < blk; ++j) {
+          q1[size_t(j)] = int8_t(b[4 + j]);
+          q2[size_t(j)] = int8_t(act[t2_base + size_t(i) * 288 + size_t(j)]);
+        }
+        for (int g = 0; g < 16; ++g) {
+          int s1 = 0, s2 = 0;
+          for (int l = 0; l < 16; ++l) {
+            s1 += q1[size_t(16 * g + l)];
+            s2 += q2[size_t(16 * g + l)];
+          }
+          int16_t b1, b2;
+          std::memcpy(&b1, b + 4 + 256 + 2 * g, 2);
+          std::memcpy(&b2, &act[t2_base + size_t(i) * 288 + 256 + 2 * size_t(g)], 2);
+          EXPECT_EQ(b1, s1);
+          EXPECT_EQ(b2, s2);
+        }
       } else {
-        uint16_t h;
-        std::memcpy(&h, b, 2);
-        EXPECT_EQ(h, lockstep::fp32_to_fp16(float(d)));
         float e, s;
-        std::memcpy(&e, &act[e_base + 4 * size_t(i)], 4);
-        std::memcpy(&s, &act[e_base + 4 * size_t(nb + i)], 4);
+        std::memcpy(&e, &act[size_t(nb) * 64 + 4 * size_t(i)], 4);
+        std::memcpy(&s, &act[size_t(nb) * 64 + 4 * size_t(nb + i)], 4);
         scale = double(e) * 254;
         double sum = 0;
-        for (int j = 0; j < 32; ++j) sum += 254.0 * q1[j] + q2[j];
-        EXPECT_NEAR(s, double(e) * sum, std::fabs(double(e) * sum) * 0x1p-23);
+        for (int64_t j = 0; j < blk; ++j) {
+          int16_t A;
+          std::memcpy(&A, &act[size_t(i) * 64 + 2 * size_t(j)], 2);
+          sum += A;
+          // A = 254 q1 + q2 with |q2| <= 127 has exactly one such split
+          q1[size_t(j)] = int(std::lround(A / 254.0));
+          q2[size_t(j)] = A - 254 * q1[size_t(j)];
+        }
+        EXPECT_NEAR(s, double(e) * sum, std::fabs(double(e) * sum) * 0x1p-23 + 1e-30);
       }
       EXPECT_NEAR(scale, d, d * 0x1p-22);
       for (int64_t j = 0; j < blk; ++j) {
         const double xv = x[i * blk + j];
-        ASSERT_LE(std::abs(int(q1[j])), 127);
-        ASSERT_LE(std::abs(int(q2[j])), 127);
-        EXPECT_LE(std::fabs(xv - d * q1[j]), d * (0.5 + 1e-5)) << "block " << i << " j " << j;
-        EXPECT_LE(std::fabs(xv - d * (q1[j] + q2[j] / 254.0)), d / 508 + 8 * 0x1p-24 * amax)
+        const int a1 = q1[size_t(j)], a2 = q2[size_t(j)];
+        ASSERT_LE(std::abs(a1), 127);
+        ASSERT_LE(std::abs(a2), 127);
+        EXPECT_LE(std::fabs(xv - d * a1), d * (0.5 + 1e-5)) << "block " << i << " j " << j;
+        EXPECT_LE(std::fabs(xv - d * (a1 + a2 / 254.0)), d / 508 + 8 * 0x1p-24 * amax)
             << "block " << i << " j " << j;
-      }
-      if (k) {
-        const int16_t* bs2 =
-            reinterpret_cast<const int16_t*>(&act[t2_base + size_t(i) * 288 + 256]);
-        for (int g = 0; g < 16; ++g) {
-          int s1 = 0, s2 = 0;
-          for (int l = 0; l < 16; ++l) {
-            s1 += q1[16 * g + l];
-            s2 += q2[16 * g + l];
-          }
-          int16_t b1;
-          std::memcpy(&b1, b + 4 + 256 + 2 * g, 2);
-          EXPECT_EQ(b1, s1);
-          EXPECT_EQ(bs2[g], s2);
-        }
       }
     }
   }

@@ -3,7 +3,6 @@
 #include <cstring>
 
 #include "quant/vec_dot.h"
-#include "quant/vec_dot_internal.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 // GCC 12's AVX-512 headers trip -Wuninitialized on their own _mm512_undefined_*() idiom.
@@ -51,12 +50,8 @@ namespace vnni {
 LS_TARGET LS_INLINE __m256i fifth_bits(uint32_t qh) {
   return _mm256_maskz_mov_epi8(__mmask32(qh), _mm256_set1_epi8(0x10));
 }
-// src + 254 * (sum of u * s1 over each 4 bytes) + (sum of u * s2): byte pairs by maddubs (exact,
-// see the AVX2 version), then int16 pairs times 254 / 1 into the int32 lanes by vpdpwssd.
-LS_TARGET LS_INLINE __m256i dot2_us(__m256i src, __m256i u, __m256i s1, __m256i s2) {
-  const __m256i t1 = _mm256_dpwssd_epi32(src, _mm256_maddubs_epi16(u, s1),
-                                         _mm256_set1_epi16(quant::kTerm2Scale));
-  return _mm256_dpwssd_epi32(t1, _mm256_maddubs_epi16(u, s2), _mm256_set1_epi16(1));
+LS_TARGET LS_INLINE __m256i dot16(__m256i src, __m256i lo, __m256i hi, __m256i a0, __m256i a1) {
+  return _mm256_dpwssd_epi32(_mm256_dpwssd_epi32(src, lo, a0), hi, a1);
 }
 #include "backend/cpu/gemm_q8_0_tiles.inc"
 #undef LS_TARGET
@@ -73,14 +68,10 @@ LS_TARGET LS_INLINE __m256i fifth_bits(uint32_t qh) {
   const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
   return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 }
-// src + 254 * (sum of u * s1 over each 4 bytes) + (sum of u * s2). Exact while each pair
-// u0 s0 + u1 s1 stays within int16: levels <= 128 and |a| <= 127 give at most 2 * 128 * 127 =
-// 32512.
-LS_TARGET LS_INLINE __m256i dot2_us(__m256i src, __m256i u, __m256i s1, __m256i s2) {
-  const __m256i t1 =
-      _mm256_madd_epi16(_mm256_maddubs_epi16(u, s1), _mm256_set1_epi16(quant::kTerm2Scale));
-  const __m256i t2 = _mm256_madd_epi16(_mm256_maddubs_epi16(u, s2), _mm256_set1_epi16(1));
-  return _mm256_add_epi32(src, _mm256_add_epi32(t1, t2));
+// Exact: |level| <= 128 and |A| <= 32385 give pair sums below 2^24.
+LS_TARGET LS_INLINE __m256i dot16(__m256i src, __m256i lo, __m256i hi, __m256i a0, __m256i a1) {
+  return _mm256_add_epi32(src,
+                          _mm256_add_epi32(_mm256_madd_epi16(lo, a0), _mm256_madd_epi16(hi, a1)));
 }
 #include "backend/cpu/gemm_q8_0_tiles.inc"
 #undef LS_TARGET
