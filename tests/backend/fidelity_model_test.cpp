@@ -63,8 +63,10 @@ struct Fidelity {
 Fidelity measure(const std::string& path, bool chat) {
   const Model model = Model::load(path);
   const tokenizer::Vocab vocab = tokenizer::Vocab::load(path);
-  ReferenceBackend ref(model, 2, 512);
-  auto fast = make_fast(model, 2, 512);
+  // One thread each: results do not depend on the thread count (fast_backend_test.cpp), and a
+  // loaded machine makes a spinning second thread slower than none.
+  ReferenceBackend ref(model, 1, 512);
+  auto fast = make_fast(model, 1, 512);
   Fidelity f;
   ParityConfig cfg;
   const std::vector<int32_t> probe = builtin_probe(vocab, cfg.positions);
@@ -82,16 +84,23 @@ Fidelity measure(const std::string& path, bool chat) {
     const std::vector<int32_t> prompt =
         chat ? tokenizer::tokenize_chat(vocab, tmpl, {{"user", p}}, true)
              : vocab.tokenize(p, true, false);
-    std::vector<int32_t> want = greedy(ref, prompt, kAnswerTokens);
+    std::vector<double> margins;
+    std::vector<int32_t> want = greedy(ref, prompt, kAnswerTokens, &margins);
     std::vector<int32_t> got = greedy(*fast, prompt, kAnswerTokens);
     const auto end = std::find_if(want.begin(), want.end(),
                                   [&](int32_t t) { return vocab.is_eog(t); });
     const size_t n = size_t(end - want.begin()) + (end == want.end() ? 0 : 1);
     ++f.answers;
-    if (std::equal(want.begin(), want.begin() + long(n), got.begin()))
+    const auto diff = std::mismatch(want.begin(), want.begin() + long(n), got.begin());
+    if (diff.first == want.begin() + long(n)) {
       ++f.equal_answers;
-    else
-      f.differing.push_back(p);
+    } else {
+      const size_t step = size_t(diff.first - want.begin());
+      char where[96];
+      std::snprintf(where, sizeof where, " (from step %zu, reference top-2 margin %.3f)", step,
+                    margins[step]);
+      f.differing.push_back(p + where);
+    }
   }
   std::fprintf(stderr,
                "fidelity %s: probe worst cosine %.6f over %d rows; reference top-2 margin < %.1f "
