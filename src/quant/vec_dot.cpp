@@ -74,7 +74,8 @@ float dot_q4_0(const void* w, const void* a, int64_t n) {
                                  [](const BlockQ4_0& b, int* L) { nibble_levels(b, L, 8); });
 }
 float dot_q4_1(const void* w, const void* a, int64_t n) {
-  return dot32<BlockQ4_1, true>(w, a, n, [](const BlockQ4_1& b, int* L) { nibble_levels(b, L, 0); });
+  return dot32<BlockQ4_1, true>(w, a, n,
+                                [](const BlockQ4_1& b, int* L) { nibble_levels(b, L, 0); });
 }
 float dot_q5_0(const void* w, const void* a, int64_t n) {
   return dot32<BlockQ5_0, false>(w, a, n,
@@ -443,7 +444,8 @@ void dequantize_activation(TensorType weight_type, const void* act, double* out,
   const TensorType type = activation_type_for(weight_type);
   const auto* bytes = static_cast<const uint8_t*>(act);
   if (type == TensorType::F32) {
-    for (int64_t i = 0; i < n; ++i) out[i] = double(quant::load_f(reinterpret_cast<const float*>(bytes) + i));
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = double(quant::load_f(reinterpret_cast<const float*>(bytes) + i));
     return;
   }
   if (type == TensorType::Q8_0) {

@@ -75,10 +75,9 @@ LS_TARGET float dot_q2_k(const void* wv, const void* av, int64_t n) {
       for (int k = 0; k < 4; ++k, q8 += 32, r8 += 32) {
         const __m256i qk = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), _mm256_set1_epi8(3));
         const __m256i sk = _mm256_shuffle_epi8(s, pick16(2 * k, 2 * k + 1));
-        sumi = _mm256_add_epi32(sumi,
-                                _mm256_madd_epi16(_mm256_maddubs_epi16(qk, load256(q8)), sk));
-        sumi2 = _mm256_add_epi32(sumi2,
-                                 _mm256_madd_epi16(_mm256_maddubs_epi16(qk, load256(r8)), sk));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(qk, load256(q8)), sk));
+        sumi2 =
+            _mm256_add_epi32(sumi2, _mm256_madd_epi16(_mm256_maddubs_epi16(qk, load256(r8)), sk));
       }
     }
     acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * da), combine_terms(sumi, sumi2), acc);
@@ -121,8 +120,8 @@ LS_TARGET float dot_q3_k(const void* wv, const void* av, int64_t n) {
         sumi2 = _mm256_add_epi32(sumi2, _mm256_madd_epi16(p2, sk));
       }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * q8k_d(a[i])), combine_terms(sumi, sumi2),
-                          acc);
+    acc =
+        _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * q8k_d(a[i])), combine_terms(sumi, sumi2), acc);
   }
   return hsum(acc);
 }
@@ -157,14 +156,13 @@ LS_TARGET inline float dot_q45_k(const void* wv, const void* av, int64_t n) {
       }
       const __m256i slo = _mm256_shuffle_epi8(s, pick16(2 * j, 2 * j));
       const __m256i shi = _mm256_shuffle_epi8(s, pick16(2 * j + 1, 2 * j + 1));
-      sumi = _mm256_add_epi32(sumi,
-                              _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(q8)), slo));
+      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(q8)), slo));
       sumi = _mm256_add_epi32(sumi,
                               _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(q8 + 32)), shi));
+      sumi2 =
+          _mm256_add_epi32(sumi2, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(r8)), slo));
       sumi2 = _mm256_add_epi32(sumi2,
-                               _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(r8)), slo));
-      sumi2 = _mm256_add_epi32(
-          sumi2, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(r8 + 32)), shi));
+                               _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(r8 + 32)), shi));
     }
     acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * da), combine_terms(sumi, sumi2), acc);
     accm = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].dmin) * da), summ, accm);
@@ -211,8 +209,8 @@ LS_TARGET float dot_q6_k(const void* wv, const void* av, int64_t n) {
             sumi2, _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], load256(r8 + 32 * k)), sk));
       }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * q8k_d(a[i])), combine_terms(sumi, sumi2),
-                          acc);
+    acc =
+        _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * q8k_d(a[i])), combine_terms(sumi, sumi2), acc);
   }
   return hsum(acc);
 }

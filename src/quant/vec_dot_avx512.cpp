@@ -85,8 +85,7 @@ LS_TARGET float dot_q4_k(const void* wv, const void* av, int64_t n) {
       const __m512i x0 = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));  // chunk 2*c2
       const __m512i x1 = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));  // chunk 2*c2+1
       const int c = 2 * c2;
-      const __m512i s0 =
-          _mm512_permutexvar_epi16(lane_pick(2 * c, 2 * c, 2 * c + 1, 2 * c + 1), s);
+      const __m512i s0 = _mm512_permutexvar_epi16(lane_pick(2 * c, 2 * c, 2 * c + 1, 2 * c + 1), s);
       const __m512i s1 =
           _mm512_permutexvar_epi16(lane_pick(2 * c + 2, 2 * c + 2, 2 * c + 3, 2 * c + 3), s);
       sumi = _mm512_add_epi32(
@@ -96,8 +95,7 @@ LS_TARGET float dot_q4_k(const void* wv, const void* av, int64_t n) {
       sumi2 = _mm512_add_epi32(
           sumi2, _mm512_madd_epi16(_mm512_maddubs_epi16(x0, load512(t2[i].qs + 64 * c)), s0));
       sumi2 = _mm512_add_epi32(
-          sumi2,
-          _mm512_madd_epi16(_mm512_maddubs_epi16(x1, load512(t2[i].qs + 64 * c + 64)), s1));
+          sumi2, _mm512_madd_epi16(_mm512_maddubs_epi16(x1, load512(t2[i].qs + 64 * c + 64)), s1));
     }
     acc = _mm512_fmadd_ps(_mm512_set1_ps(h2f(w[i].d) * da), combine_terms512(sumi, sumi2), acc);
     accm = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].dmin) * da), summ, accm);
@@ -134,16 +132,15 @@ LS_TARGET float dot_q6_k(const void* wv, const void* av, int64_t n) {
       sumi = _mm512_add_epi32(
           sumi, _mm512_madd_epi16(_mm512_maddubs_epi16(q12, load512(a[i].qs + 128 * h)), s12));
       sumi = _mm512_add_epi32(
-          sumi,
-          _mm512_madd_epi16(_mm512_maddubs_epi16(q34, load512(a[i].qs + 128 * h + 64)), s34));
+          sumi, _mm512_madd_epi16(_mm512_maddubs_epi16(q34, load512(a[i].qs + 128 * h + 64)), s34));
       sumi2 = _mm512_add_epi32(
           sumi2, _mm512_madd_epi16(_mm512_maddubs_epi16(q12, load512(t2[i].qs + 128 * h)), s12));
       sumi2 = _mm512_add_epi32(
           sumi2,
           _mm512_madd_epi16(_mm512_maddubs_epi16(q34, load512(t2[i].qs + 128 * h + 64)), s34));
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(h2f(w[i].d) * q8k_d(a[i])),
-                          combine_terms512(sumi, sumi2), acc);
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(h2f(w[i].d) * q8k_d(a[i])), combine_terms512(sumi, sumi2),
+                          acc);
   }
   return _mm512_reduce_add_ps(acc);
 }

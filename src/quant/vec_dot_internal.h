@@ -17,7 +17,7 @@ struct DotKernels {
 // Activations carry two int8 terms per element: with a group's (32 or 256 elements) scale
 // d = max|x| / 127, q1 = rint(x / d) and q2 = rint((x / d - q1) * 254), so that
 // x = d * (q1 + q2 / 254) to within d / 508 (plus float rounding), where one term alone is off by
-// up to d / 2. The kernels compute 254 * dot(w, q1) + dot(w, q2) exactly in integers, so a
+// up to d / 2. The kernels take 254 * dot(w, q1) + dot(w, q2) with exact integer dots, so a
 // product is nearly exact in the activation (the weights' own quantization remains).
 inline constexpr int kTerm2Scale = 254;
 inline constexpr float kInvTerm2Scale = 1.0f / 254.0f;

@@ -87,8 +87,8 @@ Fidelity measure(const std::string& path, bool chat) {
     std::vector<double> margins;
     std::vector<int32_t> want = greedy(ref, prompt, kAnswerTokens, &margins);
     std::vector<int32_t> got = greedy(*fast, prompt, kAnswerTokens);
-    const auto end = std::find_if(want.begin(), want.end(),
-                                  [&](int32_t t) { return vocab.is_eog(t); });
+    const auto end =
+        std::find_if(want.begin(), want.end(), [&](int32_t t) { return vocab.is_eog(t); });
     const size_t n = size_t(end - want.begin()) + (end == want.end() ? 0 : 1);
     ++f.answers;
     const auto diff = std::mismatch(want.begin(), want.begin() + long(n), got.begin());
@@ -107,7 +107,8 @@ Fidelity measure(const std::string& path, bool chat) {
                "on %d rows (top-1 flips %d, of them near ties %d); answers equal %d/%d\n",
                path.c_str(), f.worst_cosine, f.rows, cfg.top1_margin, f.near_ties, f.top1_flips,
                f.near_tie_flips, f.equal_answers, f.answers);
-  for (const std::string& p : f.differing) std::fprintf(stderr, "  answer differs: %s\n", p.c_str());
+  for (const std::string& p : f.differing)
+    std::fprintf(stderr, "  answer differs: %s\n", p.c_str());
   return f;
 }
 

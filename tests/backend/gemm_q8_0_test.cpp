@@ -46,8 +46,8 @@ Activations quantize_tokens(const std::vector<float>& x, int64_t n, int64_t cols
   a.stride = activation_row_bytes(TensorType::Q8_0, cols);
   a.bytes.resize(a.stride * size_t(n));
   for (int64_t t = 0; t < n; ++t)
-    quantize_activation(TensorType::Q8_0, x.data() + t * cols, a.bytes.data() + size_t(t) * a.stride,
-                        cols);
+    quantize_activation(TensorType::Q8_0, x.data() + t * cols,
+                        a.bytes.data() + size_t(t) * a.stride, cols);
   a.update_values(n, cols);
   return a;
 }

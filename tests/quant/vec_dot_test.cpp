@@ -364,8 +364,8 @@ TEST(VecDotApi, TwoTermActivationLayouts) {
 // A value that is not finite reaches the products as NaN, whatever the kernel.
 TEST(VecDotApi, NonFiniteActivationGivesNaN) {
   IsaGuard guard;
-  for (TensorType t : {TensorType::Q5_0, TensorType::Q8_0, TensorType::Q4_1, TensorType::Q4_K,
-                       TensorType::Q6_K}) {
+  for (TensorType t :
+       {TensorType::Q5_0, TensorType::Q8_0, TensorType::Q4_1, TensorType::Q4_K, TensorType::Q6_K}) {
     const int64_t n = 512;
     std::mt19937_64 rng(fresh_seed());
     const std::vector<uint8_t> w = make_weights(t, n, false, Dist::Normal, rng);

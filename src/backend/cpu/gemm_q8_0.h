@@ -1,9 +1,9 @@
 // Matrix products of weights in 32-element blocks (Q4_0, Q5_0, Q8_0) with two-term Q8_0
-// activations (vec_dot.h), computed in register tiles of up to 4 weight rows x 4 tokens: each weight block is
-// unpacked once per tile and multiplied with every token of it, each activation block loaded
-// once per tile and used for every row. Integer block dots of the levels (widened to int16)
-// with the activation's combined int16 terms (AVX-512 VNNI vpdpwssd, or AVX2 pmaddwd), scaled
-// per block in float.
+// activations (vec_dot.h), computed in register tiles of up to 4 weight rows x 4 tokens: each
+// weight block is unpacked once per tile and multiplied with every token of it, each activation
+// block loaded once per tile and used for every row. Integer block dots of the levels (widened to
+// int16) with the activation's combined int16 terms (AVX-512 VNNI vpdpwssd, or AVX2 pmaddwd),
+// scaled per block in float.
 //
 // Every output y(r, t) is computed by the same sequence of operations whatever the tile it falls
 // in (block by block: exact integer dot, convert, multiply by d_w * d_a, accumulate; then a fixed
