@@ -181,7 +181,7 @@ LS_TARGET float dot_q6_k(const void* wv, const void* av, int64_t n) {
   const auto* w = static_cast<const BlockQ6_K*>(wv);
   const auto* a = static_cast<const BlockQ8_K*>(av);
   const Q8KTerm2* t2 = q8_k_term2(av, n / kQKK);
-  __m256 acc = _mm256_setzero_ps();
+  float acc = 0;
   const __m256i m4 = _mm256_set1_epi8(0xF), m30 = _mm256_set1_epi8(0x30);
   for (int64_t i = 0; i < n / kQKK; ++i) {
     const __m128i sc8 = load128(w[i].scales);
@@ -209,10 +209,10 @@ LS_TARGET float dot_q6_k(const void* wv, const void* av, int64_t n) {
             sumi2, _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], load256(r8 + 32 * k)), sk));
       }
     }
-    acc =
-        _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * q8k_d(a[i])), combine_terms(sumi, sumi2), acc);
+    // lanes summed exactly first: the +32 offset in them cancels only across lanes
+    acc += (h2f(w[i].d) * q8k_d(a[i])) * joined_terms(hsum_epi32(sumi), hsum_epi32(sumi2));
   }
-  return hsum(acc);
+  return acc;
 }
 
 // ---- float weights ----

@@ -107,7 +107,7 @@ LS_TARGET float dot_q6_k(const void* wv, const void* av, int64_t n) {
   const auto* w = static_cast<const BlockQ6_K*>(wv);
   const auto* a = static_cast<const BlockQ8_K*>(av);
   const Q8KTerm2* t2 = q8_k_term2(av, n / kQKK);
-  __m512 acc = _mm512_setzero_ps();
+  float acc = 0;
   const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
   // per 256-bit half: shift of the qh bits into bits 4..5
   const __m512i shl12 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
@@ -139,10 +139,11 @@ LS_TARGET float dot_q6_k(const void* wv, const void* av, int64_t n) {
           sumi2,
           _mm512_madd_epi16(_mm512_maddubs_epi16(q34, load512(t2[i].qs + 128 * h + 64)), s34));
     }
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(h2f(w[i].d) * q8k_d(a[i])), combine_terms512(sumi, sumi2),
-                          acc);
+    // lanes summed exactly first: the +32 offset in them cancels only across lanes
+    acc += (h2f(w[i].d) * q8k_d(a[i])) *
+           joined_terms(_mm512_reduce_add_epi32(sumi), _mm512_reduce_add_epi32(sumi2));
   }
-  return _mm512_reduce_add_ps(acc);
+  return acc;
 }
 
 LS_TARGET float dot_f32(const void* w, const void* a, int64_t n) {
