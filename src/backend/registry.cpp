@@ -46,7 +46,7 @@ std::vector<BackendEntry> make_registry() {
 
   BackendEntry cpu;
   cpu.name = "cpu";
-  cpu.help = "the fast CPU path (SIMD, 8-bit activations, F16 KV cache), gated";
+  cpu.help = "the fast CPU path (SIMD, two-term int8 activations, F16 KV cache), gated";
   cpu.auto_rank = 1;
   cpu.available = always;
   cpu.create_gated = [](const Model& m, const BackendOptions& o, GateKey) {

@@ -1,17 +1,22 @@
 // Fast CPU dot products between one weight row (any dequantizable type) and an activation row,
 // the building block of the fast CPU matvec path.
 //
-// Activations are quantized once per matvec to the format the weight type pairs with:
-//   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights   -> Q8_0 activations (32-blocks; ggml's block_q8_0,
-//                                             quantized exactly like quantize_row(Q8_0)),
-//                                             followed by per-block float d and d * sum(qs)
-//                                             that the SIMD kernels use (so the buffer is
-//                                             larger than row_bytes(Q8_0, n); 4-byte aligned)
-//   Q2_K, Q3_K, Q4_K, Q5_K, Q6_K weights   -> Q8_K activations (256-blocks; ggml's block_q8_K:
-//                                             float d, int8 qs[256], int16 bsums[16])
+// Activations are quantized once per matvec to the format the weight type pairs with, each
+// element as two int8 terms over a group's scale d = max|x| / 127: x = d * (q1 + q2 / 254) to
+// within d / 508 (vec_dot_internal.h gives the layouts):
+//   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights   -> Q8_0 activations (32-blocks: the two terms joined
+//                                             as one int16 254 * q1 + q2 per element, then the
+//                                             float unit d / 254 and the sum of each block)
+//   Q2_K, Q3_K, Q4_K, Q5_K, Q6_K weights   -> Q8_K activations (256-blocks: ggml's block_q8_K
+//                                             holding the first term, then the second term with
+//                                             its 16-element sums)
 //   F32, F16, BF16 weights                 -> F32 activations (the floats themselves)
-// so dequantize_row(activation_type_for(t), act, ...) gives the values vec_dot really uses.
-// The quantized activation is the same bytes whichever ISA is active.
+// so the buffer is larger than row_bytes(activation_type_for(t), n); dequantize_activation
+// gives the values vec_dot really uses. The quantized activation is the same bytes whichever ISA
+// is active. The kernels take both integer dots exactly, 254 * dot(w, q1) + dot(w, q2) (joined
+// in integers for the 32-block types, in float per block for the K types): one int8 term alone,
+// as llama.cpp's CPU path uses, moved the default model's logits to cosine 0.993 against the
+// reference and changed its greedy answers (bench/NOTES.md).
 //
 // Kernels exist for a portable scalar path, AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL, DQ); the
 // best one the CPU supports is chosen at run time. Under Avx512, the types without a dedicated
@@ -34,6 +39,8 @@ TensorType activation_type_for(TensorType weight_type);
 size_t activation_row_bytes(TensorType weight_type, int64_t n);
 // x[0..n) -> dst (activation_row_bytes(weight_type, n) bytes).
 void quantize_activation(TensorType weight_type, const float* x, void* dst, int64_t n);
+// The n values an activation made by quantize_activation stands for (exact, in double).
+void dequantize_activation(TensorType weight_type, const void* activation, double* out, int64_t n);
 
 // Dot product of one weight row (row_bytes(weight_type, n) bytes, GGUF layout) with an activation
 // made by quantize_activation for the same weight type and n.

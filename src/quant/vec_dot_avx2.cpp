@@ -46,36 +46,42 @@ LS_TARGET inline __m256i pick16(int lo, int hi) {
   return _mm256_setr_m128i(_mm_set1_epi16(l), _mm_set1_epi16(h));
 }
 
-// ---- K weights x Q8_K ----
+// ---- K weights x two-term Q8_K ----
+// Each level vector meets both activation terms (two maddubs, two scale madds); the two integer
+// sums of a block are combined in float (254 times the first would overflow int32).
 
 LS_TARGET float dot_q2_k(const void* wv, const void* av, int64_t n) {
   const auto* w = static_cast<const BlockQ2_K*>(wv);
   const auto* a = static_cast<const BlockQ8_K*>(av);
+  const Q8KTerm2* t2 = q8_k_term2(av, n / kQKK);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kQKK; ++i) {
     const float da = q8k_d(a[i]);
     const __m128i sc8 = load128(w[i].scales);
     const __m256i mins =
         _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0xF)));
-    const __m256i summ = _mm256_madd_epi16(mins, load_bsums(a[i]));
+    const __m256 summ = combine_terms(_mm256_madd_epi16(mins, load256(a[i].bsums)),
+                                      _mm256_madd_epi16(mins, load256(t2[i].bsums)));
     // scales as int16, both lanes holding scales 0..7 / 8..15 for the two 128-element halves
     const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(sc8, _mm_set1_epi8(0xF)));
-    __m256i sumi = _mm256_setzero_si256();
+    __m256i sumi = _mm256_setzero_si256(), sumi2 = _mm256_setzero_si256();
     const int8_t* q8 = a[i].qs;
+    const int8_t* r8 = t2[i].qs;
     for (int half = 0; half < 2; ++half) {
       const __m256i q = load256(w[i].qs + 32 * half);
       // this half's 8 scales in both 128-bit lanes
       const __m256i s = half == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00)
                                   : _mm256_permute2x128_si256(sc16, sc16, 0x11);
-      for (int k = 0; k < 4; ++k, q8 += 32) {
+      for (int k = 0; k < 4; ++k, q8 += 32, r8 += 32) {
         const __m256i qk = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), _mm256_set1_epi8(3));
-        const __m256i p = _mm256_maddubs_epi16(qk, load256(q8));
-        sumi = _mm256_add_epi32(
-            sumi, _mm256_madd_epi16(p, _mm256_shuffle_epi8(s, pick16(2 * k, 2 * k + 1))));
+        const __m256i sk = _mm256_shuffle_epi8(s, pick16(2 * k, 2 * k + 1));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(qk, load256(q8)), sk));
+        sumi2 =
+            _mm256_add_epi32(sumi2, _mm256_madd_epi16(_mm256_maddubs_epi16(qk, load256(r8)), sk));
       }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * da), _mm256_cvtepi32_ps(sumi), acc);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(-h2f(w[i].dmin) * da), _mm256_cvtepi32_ps(summ), acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * da), combine_terms(sumi, sumi2), acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(-h2f(w[i].dmin) * da), summ, acc);
   }
   return hsum(acc);
 }
@@ -83,33 +89,39 @@ LS_TARGET float dot_q2_k(const void* wv, const void* av, int64_t n) {
 LS_TARGET float dot_q3_k(const void* wv, const void* av, int64_t n) {
   const auto* w = static_cast<const BlockQ3_K*>(wv);
   const auto* a = static_cast<const BlockQ8_K*>(av);
+  const Q8KTerm2* t2 = q8_k_term2(av, n / kQKK);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kQKK; ++i) {
     int8_t s8[16];
     q3k_scales(w[i].scales, s8);
     const __m256i sc16 = _mm256_cvtepi8_epi16(load128(s8));
     const __m256i hm = load256(w[i].hmask);
-    __m256i sumi = _mm256_setzero_si256();
+    __m256i sumi = _mm256_setzero_si256(), sumi2 = _mm256_setzero_si256();
     const int8_t* q8 = a[i].qs;
+    const int8_t* r8 = t2[i].qs;
     for (int half = 0; half < 2; ++half) {
       const __m256i q = load256(w[i].qs + 32 * half);
       const __m256i s = half == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00)
                                   : _mm256_permute2x128_si256(sc16, sc16, 0x11);
-      for (int k = 0; k < 4; ++k, q8 += 32) {
+      for (int k = 0; k < 4; ++k, q8 += 32, r8 += 32) {
         const __m256i low = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), _mm256_set1_epi8(3));
         const __m256i bit = _mm256_set1_epi8(char(1 << (4 * half + k)));
         // 4 where the high bit is clear: level = low - 4
         const __m256i four =
             _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), _mm256_setzero_si256()),
                              _mm256_set1_epi8(4));
-        const __m256i a8 = load256(q8);
+        const __m256i sk = _mm256_shuffle_epi8(s, pick16(2 * k, 2 * k + 1));
+        const __m256i a8 = load256(q8), b8 = load256(r8);
         const __m256i p =
             _mm256_sub_epi16(_mm256_maddubs_epi16(low, a8), _mm256_maddubs_epi16(four, a8));
-        sumi = _mm256_add_epi32(
-            sumi, _mm256_madd_epi16(p, _mm256_shuffle_epi8(s, pick16(2 * k, 2 * k + 1))));
+        const __m256i p2 =
+            _mm256_sub_epi16(_mm256_maddubs_epi16(low, b8), _mm256_maddubs_epi16(four, b8));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sk));
+        sumi2 = _mm256_add_epi32(sumi2, _mm256_madd_epi16(p2, sk));
       }
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * q8k_d(a[i])), _mm256_cvtepi32_ps(sumi), acc);
+    acc =
+        _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * q8k_d(a[i])), combine_terms(sumi, sumi2), acc);
   }
   return hsum(acc);
 }
@@ -119,17 +131,19 @@ LS_TARGET inline float dot_q45_k(const void* wv, const void* av, int64_t n) {
   using Block = std::conditional_t<kFive, BlockQ5_K, BlockQ4_K>;
   const auto* w = static_cast<const Block*>(wv);
   const auto* a = static_cast<const BlockQ8_K*>(av);
+  const Q8KTerm2* t2 = q8_k_term2(av, n / kQKK);
   __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / kQKK; ++i) {
     const float da = q8k_d(a[i]);
     const __m128i sm = k4_scales_mins(w[i].scales);
-    const __m256i summ = k4_mins_term(sm, a[i]);
+    const __m256 summ = k4_mins_terms(sm, a[i], t2[i]);
     const __m256i s = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));  // 8 scales, both lanes
     __m256i hb;
     if constexpr (kFive) hb = load256(w[i].qh);
-    __m256i sumi = _mm256_setzero_si256();
+    __m256i sumi = _mm256_setzero_si256(), sumi2 = _mm256_setzero_si256();
     const int8_t* q8 = a[i].qs;
-    for (int j = 0; j < 4; ++j, q8 += 64) {
+    const int8_t* r8 = t2[i].qs;
+    for (int j = 0; j < 4; ++j, q8 += 64, r8 += 64) {
       const __m256i q = load256(w[i].qs + 32 * j);
       __m256i lo = _mm256_and_si256(q, _mm256_set1_epi8(0xF));
       __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0xF));
@@ -140,15 +154,18 @@ LS_TARGET inline float dot_q45_k(const void* wv, const void* av, int64_t n) {
         hi = _mm256_or_si256(
             hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
       }
-      const __m256i plo = _mm256_maddubs_epi16(lo, load256(q8));
-      const __m256i phi = _mm256_maddubs_epi16(hi, load256(q8 + 32));
+      const __m256i slo = _mm256_shuffle_epi8(s, pick16(2 * j, 2 * j));
+      const __m256i shi = _mm256_shuffle_epi8(s, pick16(2 * j + 1, 2 * j + 1));
+      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(q8)), slo));
       sumi = _mm256_add_epi32(sumi,
-                              _mm256_madd_epi16(plo, _mm256_shuffle_epi8(s, pick16(2 * j, 2 * j))));
-      sumi = _mm256_add_epi32(
-          sumi, _mm256_madd_epi16(phi, _mm256_shuffle_epi8(s, pick16(2 * j + 1, 2 * j + 1))));
+                              _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(q8 + 32)), shi));
+      sumi2 =
+          _mm256_add_epi32(sumi2, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(r8)), slo));
+      sumi2 = _mm256_add_epi32(sumi2,
+                               _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(r8 + 32)), shi));
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * da), _mm256_cvtepi32_ps(sumi), acc);
-    accm = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].dmin) * da), _mm256_cvtepi32_ps(summ), accm);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * da), combine_terms(sumi, sumi2), acc);
+    accm = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].dmin) * da), summ, accm);
   }
   return hsum(_mm256_sub_ps(acc, accm));
 }
@@ -163,42 +180,39 @@ LS_TARGET float dot_q5_k(const void* w, const void* a, int64_t n) {
 LS_TARGET float dot_q6_k(const void* wv, const void* av, int64_t n) {
   const auto* w = static_cast<const BlockQ6_K*>(wv);
   const auto* a = static_cast<const BlockQ8_K*>(av);
-  __m256 acc = _mm256_setzero_ps();
+  const Q8KTerm2* t2 = q8_k_term2(av, n / kQKK);
+  float acc = 0;
   const __m256i m4 = _mm256_set1_epi8(0xF), m30 = _mm256_set1_epi8(0x30);
   for (int64_t i = 0; i < n / kQKK; ++i) {
     const __m128i sc8 = load128(w[i].scales);
     const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
-    const __m256i offset = q6k_offset(sc16, a[i]);
-    __m256i sumi = _mm256_setzero_si256();
-    const int8_t* q8 = a[i].qs;
-    for (int half = 0; half < 2; ++half, q8 += 128) {
+    __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), q6k_offset(sc16, a[i].bsums));
+    __m256i sumi2 = _mm256_sub_epi32(_mm256_setzero_si256(), q6k_offset(sc16, t2[i].bsums));
+    for (int half = 0; half < 2; ++half) {
+      const int8_t* q8 = a[i].qs + 128 * half;
+      const int8_t* r8 = t2[i].qs + 128 * half;
       const uint8_t* ql = w[i].ql + 64 * half;
       const __m256i l0 = load256(ql), l1 = load256(ql + 32), h = load256(w[i].qh + 32 * half);
       const __m256i s = half == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00)
                                   : _mm256_permute2x128_si256(sc16, sc16, 0x11);
-      const __m256i q1 =
-          _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
-      const __m256i q2 =
-          _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
-      const __m256i q3 =
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
-      const __m256i q4 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                         _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
-      const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(q1, load256(q8)),
-                                           _mm256_shuffle_epi8(s, pick16(0, 1)));
-      const __m256i p2 = _mm256_madd_epi16(_mm256_maddubs_epi16(q2, load256(q8 + 32)),
-                                           _mm256_shuffle_epi8(s, pick16(2, 3)));
-      const __m256i p3 = _mm256_madd_epi16(_mm256_maddubs_epi16(q3, load256(q8 + 64)),
-                                           _mm256_shuffle_epi8(s, pick16(4, 5)));
-      const __m256i p4 = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, load256(q8 + 96)),
-                                           _mm256_shuffle_epi8(s, pick16(6, 7)));
-      sumi = _mm256_add_epi32(sumi,
-                              _mm256_add_epi32(_mm256_add_epi32(p1, p2), _mm256_add_epi32(p3, p4)));
+      const __m256i q[4] = {
+          _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30)),
+          _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                          _mm256_and_si256(_mm256_srli_epi16(h, 2), m30))};
+      for (int k = 0; k < 4; ++k) {
+        const __m256i sk = _mm256_shuffle_epi8(s, pick16(2 * k, 2 * k + 1));
+        sumi = _mm256_add_epi32(
+            sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], load256(q8 + 32 * k)), sk));
+        sumi2 = _mm256_add_epi32(
+            sumi2, _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], load256(r8 + 32 * k)), sk));
+      }
     }
-    sumi = _mm256_sub_epi32(sumi, offset);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[i].d) * q8k_d(a[i])), _mm256_cvtepi32_ps(sumi), acc);
+    // lanes summed exactly first: the +32 offset in them cancels only across lanes
+    acc += (h2f(w[i].d) * q8k_d(a[i])) * joined_terms(hsum_epi32(sumi), hsum_epi32(sumi2));
   }
-  return hsum(acc);
+  return acc;
 }
 
 // ---- float weights ----

@@ -23,14 +23,21 @@ struct IsaGuard {
   ~IsaGuard() { force_isa(best_isa()); }
 };
 
-// Activation rows as QuantizedMatmul makes them: vec_dot's format plus the block scales as floats.
+// Activation rows as QuantizedMatmul makes them (vec_dot.h's two-term format).
 struct Activations {
   std::vector<uint8_t> bytes;
-  std::vector<float> d;
   std::vector<float> values;  // dequantized: what the kernel multiplies
   size_t stride = 0;
   int64_t nb = 0;
-  cpu_fast::Q8_0Rows rows() const { return {bytes.data(), stride, d.data(), size_t(nb)}; }
+  cpu_fast::Q8_0Rows rows() const { return {bytes.data(), stride}; }
+  void update_values(int64_t n, int64_t cols) {
+    values.resize(size_t(n * cols));
+    std::vector<double> v(static_cast<size_t>(cols));
+    for (int64_t t = 0; t < n; ++t) {
+      dequantize_activation(TensorType::Q8_0, bytes.data() + size_t(t) * stride, v.data(), cols);
+      for (int64_t c = 0; c < cols; ++c) values[size_t(t * cols + c)] = float(v[size_t(c)]);
+    }
+  }
 };
 
 Activations quantize_tokens(const std::vector<float>& x, int64_t n, int64_t cols) {
@@ -38,18 +45,10 @@ Activations quantize_tokens(const std::vector<float>& x, int64_t n, int64_t cols
   a.nb = cols / 32;
   a.stride = activation_row_bytes(TensorType::Q8_0, cols);
   a.bytes.resize(a.stride * size_t(n));
-  a.d.resize(size_t(n * a.nb));
-  a.values.resize(size_t(n * cols));
-  for (int64_t t = 0; t < n; ++t) {
-    uint8_t* row = a.bytes.data() + size_t(t) * a.stride;
-    quantize_activation(TensorType::Q8_0, x.data() + t * cols, row, cols);
-    dequantize_row(TensorType::Q8_0, row, a.values.data() + t * cols, cols);
-    for (int64_t b = 0; b < a.nb; ++b) {
-      uint16_t h;
-      std::memcpy(&h, row + b * 34, 2);
-      a.d[size_t(t * a.nb + b)] = fp16_to_fp32(h);
-    }
-  }
+  for (int64_t t = 0; t < n; ++t)
+    quantize_activation(TensorType::Q8_0, x.data() + t * cols,
+                        a.bytes.data() + size_t(t) * a.stride, cols);
+  a.update_values(n, cols);
   return a;
 }
 
@@ -139,7 +138,6 @@ TEST(GemmQ8_0, GroupingOfRowsAndTokensDoesNotChangeABit) {
       for (int64_t t = 0; t < n; ++t) {
         cpu_fast::Q8_0Rows one = a.rows();
         one.blocks += size_t(t) * a.stride;
-        one.d += size_t(t * a.nb);
         int64_t r0 = 0;
         for (int64_t group : {3, 5, 2}) {
           cpu_fast::gemm_q8_0(type, w.bytes.data() + size_t(r0) * w.stride, w.stride, group, one, 1,
@@ -152,15 +150,22 @@ TEST(GemmQ8_0, GroupingOfRowsAndTokensDoesNotChangeABit) {
   }
 }
 
-// Q8_0 weights of -128 and 127 against activations of +-127 (and Q5_0 levels 0 and 31): the
-// largest products the integer paths meet. Compared with the exact integer result.
+// Q8_0 weights of -128 and 127 against activations of +-127 in both terms (and Q5_0 levels 0
+// and 31): the largest products the integer paths meet. Compared with the exact integer result.
 TEST(GemmQ8_0, ExtremeLevelsAreExact) {
   IsaGuard restore;
   const int64_t cols = 64;
   // Activations: +-1 patterns quantize to qs = +-127 with d = 1/127.
   std::vector<float> x(cols);
   for (int64_t i = 0; i < cols; ++i) x[size_t(i)] = (i % 3 == 0) ? -1.0f : 1.0f;
-  const Activations a = quantize_tokens(x, 1, cols);
+  Activations a = quantize_tokens(x, 1, cols);
+  // the largest combined activations, A = +-(254 * 127 + 127) (vec_dot_internal.h's layout:
+  // int16 A[32] per block first)
+  for (int64_t i = 0; i < cols; ++i) {
+    const int16_t A = int16_t(i % 5 < 2 ? -32385 : 32385);
+    std::memcpy(&a.bytes[2 * size_t(i)], &A, 2);
+  }
+  a.update_values(1, cols);
   for (TensorType type : {TensorType::Q8_0, TensorType::Q5_0}) {
     const size_t rb = *row_bytes(type, cols);
     std::vector<uint8_t> w(rb);

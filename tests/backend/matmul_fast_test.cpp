@@ -48,9 +48,9 @@ Matrix random_matrix(TensorType type, int64_t cols, int64_t rows, std::mt19937_6
 std::vector<float> effective_activation(TensorType type, const float* x, int64_t cols) {
   std::vector<uint8_t> buf(activation_row_bytes(type, cols));
   quantize_activation(type, x, buf.data(), cols);
-  std::vector<float> out(static_cast<size_t>(cols));
-  dequantize_row(activation_type_for(type), buf.data(), out.data(), cols);
-  return out;
+  std::vector<double> out(static_cast<size_t>(cols));
+  dequantize_activation(type, buf.data(), out.data(), cols);
+  return std::vector<float>(out.begin(), out.end());
 }
 
 void expect_matches_f64(const std::vector<float>& y, const Matrix& w, const std::vector<float>& x,

@@ -50,8 +50,8 @@ namespace vnni {
 LS_TARGET LS_INLINE __m256i fifth_bits(uint32_t qh) {
   return _mm256_maskz_mov_epi8(__mmask32(qh), _mm256_set1_epi8(0x10));
 }
-LS_TARGET LS_INLINE __m256i dot_us(__m256i src, __m256i u, __m256i s) {
-  return _mm256_dpbusd_epi32(src, u, s);
+LS_TARGET LS_INLINE __m256i dot16(__m256i src, __m256i lo, __m256i hi, __m256i a0, __m256i a1) {
+  return _mm256_dpwssd_epi32(_mm256_dpwssd_epi32(src, lo, a0), hi, a1);
 }
 #include "backend/cpu/gemm_q8_0_tiles.inc"
 #undef LS_TARGET
@@ -68,11 +68,10 @@ LS_TARGET LS_INLINE __m256i fifth_bits(uint32_t qh) {
   const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
   return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 }
-// Exact while each pair u0 s0 + u1 s1 stays within int16: levels <= 128 and |a| <= 127 give at
-// most 2 * 128 * 127 = 32512.
-LS_TARGET LS_INLINE __m256i dot_us(__m256i src, __m256i u, __m256i s) {
-  const __m256i pairs = _mm256_maddubs_epi16(u, s);
-  return _mm256_add_epi32(src, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+// Exact: |level| <= 128 and |A| <= 32385 give pair sums below 2^24.
+LS_TARGET LS_INLINE __m256i dot16(__m256i src, __m256i lo, __m256i hi, __m256i a0, __m256i a1) {
+  return _mm256_add_epi32(src,
+                          _mm256_add_epi32(_mm256_madd_epi16(lo, a0), _mm256_madd_epi16(hi, a1)));
 }
 #include "backend/cpu/gemm_q8_0_tiles.inc"
 #undef LS_TARGET

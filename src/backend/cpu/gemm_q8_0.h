@@ -1,8 +1,9 @@
-// Matrix products of weights in 32-element blocks (Q4_0, Q5_0, Q8_0) with Q8_0-quantized
-// activations, computed in register tiles of up to 4 weight rows x 4 tokens: each weight block is
-// unpacked once per tile and multiplied with every token of it, each activation block loaded
-// once per tile and used for every row. Integer block dots (AVX-512 VNNI vpdpbusd, or AVX2
-// maddubs), scaled per block in float.
+// Matrix products of weights in 32-element blocks (Q4_0, Q5_0, Q8_0) with two-term Q8_0
+// activations (vec_dot.h), computed in register tiles of up to 4 weight rows x 4 tokens: each
+// weight block is unpacked once per tile and multiplied with every token of it, each activation
+// block loaded once per tile and used for every row. Integer block dots of the levels (widened to
+// int16) with the activation's combined int16 terms (AVX-512 VNNI vpdpwssd, or AVX2 pmaddwd),
+// scaled per block in float.
 //
 // Every output y(r, t) is computed by the same sequence of operations whatever the tile it falls
 // in (block by block: exact integer dot, convert, multiply by d_w * d_a, accumulate; then a fixed
@@ -17,13 +18,11 @@
 
 namespace lockstep::cpu_fast {
 
-// Token rows of Q8_0 activations: row t's blocks (ggml block_q8_0: fp16 d, int8 qs[32]) start at
-// blocks + t * stride; d + t * d_stride holds the same blocks' scales as floats.
+// Token rows of two-term Q8_0 activations in vec_dot.h's format (quant/vec_dot_internal.h: int16
+// values, then float block units): row t starts at blocks + t * stride (4-byte aligned).
 struct Q8_0Rows {
   const uint8_t* blocks = nullptr;
   size_t stride = 0;  // bytes
-  const float* d = nullptr;
-  size_t d_stride = 0;  // floats
 };
 
 // True for the weight types gemm_q8_0 computes.

@@ -7,7 +7,6 @@
 #include <string>
 
 #include "backend/cpu/gemm_q8_0.h"
-#include "quant/fp16.h"
 #include "quant/vec_dot.h"
 #include "util/error.h"
 
@@ -54,8 +53,6 @@ void QuantizedMatmul::reserve(int64_t max_tokens, int64_t max_cols) {
   };
   size(q8_0_, kQ8_0User, 32);
   size(q8_k_, kQ8_KUser, 256);
-  scales_stride_ = round_up(size_t(max_cols), 32) / 32;
-  q8_0_scales_.assign(scales_stride_ * size_t(max_tokens), 0.0f);
 }
 
 void QuantizedMatmul::set_input(const float* x, int64_t n, int64_t cols) {
@@ -82,21 +79,8 @@ const uint8_t* QuantizedMatmul::activation(TensorType w_type, ThreadPool& pool, 
     const size_t s = c.stride;
     const float* x = x_;
     const int64_t cols = cols_;
-    const bool scales = act == TensorType::Q8_0;
-    float* d = q8_0_scales_.data();
-    const size_t d_stride = scales_stride_;
     pool.parallel_for(n_, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
-        uint8_t* row = dst + t * s;
-        quantize_activation(w_type, x + t * cols, row, cols);
-        // Block layout (vec_dot.h): the row starts with ggml block_q8_0s (fp16 d, 32 x int8).
-        if (scales)
-          for (int64_t blk = 0; blk < cols / 32; ++blk) {
-            uint16_t h;
-            std::memcpy(&h, row + blk * 34, 2);
-            d[size_t(t) * d_stride + size_t(blk)] = fp16_to_fp32(h);
-          }
-      }
+      for (int64_t t = b; t < e; ++t) quantize_activation(w_type, x + t * cols, dst + t * s, cols);
     });
     c.ready = true;
   }
@@ -134,7 +118,6 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
   }
   const size_t n_jobs = products.size();
   const int64_t n = n_, cols = cols_;
-  const Q8_0Rows q8_0{nullptr, 0, q8_0_scales_.data(), scales_stride_};
 
   // Rows [r0, r1) of one product for every token.
   auto run = [&](const Job& job, int64_t r0, int64_t r1) {
@@ -142,9 +125,7 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
     const bool tiled = gemm_q8_0_supports(w.type);
     if (n == 1) {  // decode: stream the rows once
       if (tiled) {
-        Q8_0Rows a = q8_0;
-        a.blocks = job.act;
-        a.stride = job.stride;
+        const Q8_0Rows a{job.act, job.stride};
         gemm_q8_0(w.type, w.row(r0), w.row_bytes, r1 - r0, a, 1, cols / 32, job.y + r0, w.rows);
       } else {
         matvec(w.type, w.row(r0), w.row_bytes, r1 - r0, job.act, cols, job.y + r0);
@@ -155,9 +136,7 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
     for (int64_t b0 = r0; b0 < r1; b0 += kRowBlock) {
       const int64_t nr = std::min(kRowBlock, r1 - b0);
       if (tiled) {
-        Q8_0Rows a = q8_0;
-        a.blocks = job.act;
-        a.stride = job.stride;
+        const Q8_0Rows a{job.act, job.stride};
         gemm_q8_0(w.type, w.row(b0), w.row_bytes, nr, a, n, cols / 32, job.y + b0, w.rows);
       } else {
         for (int64_t t = 0; t < n; ++t)

@@ -1,6 +1,6 @@
 // The fast CPU matrix product: weights in their file format times activations quantized the way
-// vec_dot.h pairs them with the weight type (Q8_0 for 32-element blocks, Q8_K for K-quants,
-// float for F32/F16/BF16), with the SIMD integer dot products of vec_dot.h.
+// vec_dot.h pairs them with the weight type (two-term Q8_0 for 32-element blocks, two-term Q8_K
+// for K-quants, float for F32/F16/BF16), with the SIMD integer dot products of vec_dot.h.
 //
 //  * An input is quantized once (per activation format) and then serves every weight that reads
 //    it: wq, wk and wv share one quantized copy, so do ffn_gate and ffn_up.
@@ -70,8 +70,6 @@ class QuantizedMatmul {
   const uint8_t* activation(TensorType w_type, ThreadPool& pool, size_t* stride);
 
   Copy q8_0_, q8_k_;
-  std::vector<float> q8_0_scales_;  // per token, the Q8_0 blocks' scales as floats
-  size_t scales_stride_ = 0;
   int64_t max_tokens_ = 0, max_cols_ = 0;
   const float* x_ = nullptr;
   int64_t n_ = 0, cols_ = 0;
