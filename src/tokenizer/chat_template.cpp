@@ -1,7 +1,6 @@
 #include "tokenizer/chat_template.h"
 
 #include <cstdio>
-#include <ctime>
 
 #include "tokenizer/jinja/template.h"
 #include "tokenizer/unicode.h"
@@ -204,17 +203,6 @@ RenderedChat ChatTemplate::render_jinja(const std::vector<ChatMessage>& msgs, bo
       {"add_generation_prompt", Value::boolean(gen)},
       {"bos_token", Value::string(jinja::Str(bos_))},
       {"eos_token", Value::string(jinja::Str(eos_))},
-      // transformers' strftime_now (Llama 3.1+ templates write today's date with it).
-      {"strftime_now", Value::function([](jinja::Evaluator&, const jinja::Args& a) {
-         const Value* fmt = a.get(0, "format");
-         if (!fmt || !fmt->is_string()) throw jinja::Error("line 0: strftime_now needs a format");
-         const std::time_t now = std::time(nullptr);
-         std::tm tm{};
-         gmtime_r(&now, &tm);
-         char buf[256];
-         const size_t n = std::strftime(buf, sizeof buf, fmt->s.text.c_str(), &tm);
-         return Value::string(jinja::Str(std::string(buf, n)));
-       })},
   };
   jinja::Str out;
   try {

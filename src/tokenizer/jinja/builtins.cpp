@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <ctime>
 
 #include "tokenizer/jinja/evaluator.h"
 #include "tokenizer/jinja/text.h"
@@ -341,7 +342,8 @@ Value Evaluator::filter(const std::string& name, const Value& v, const Args& arg
     const std::string m = method_v ? need_string(*method_v, "round method", line) : "common";
     const double scale = std::pow(10.0, double(prec));
     double x = v.as_double() * scale;
-    x = m == "ceil" ? std::ceil(x) : m == "floor" ? std::floor(x) : std::round(x);
+    // Python's round(): halves go to the even neighbour.
+    x = m == "ceil" ? std::ceil(x) : m == "floor" ? std::floor(x) : std::nearbyint(x);
     return Value::real(x / scale);
   }
   if (name == "replace") {
@@ -755,6 +757,17 @@ void Evaluator::add_builtin_globals(Dict& globals) {
     }
     for (const auto& e : a.kw) d.push_back(e);
     return Value::make_dict(std::move(d));
+  });
+  // transformers' strftime_now (Llama 3.1+ and Mistral templates write today's date with it).
+  add("strftime_now", [](Evaluator&, const Args& a) {
+    const Value* fmt = a.get(0, "format");
+    if (!fmt || !fmt->is_string()) fail(0, "strftime_now needs a format string");
+    const std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    char buf[256];
+    const size_t n = std::strftime(buf, sizeof buf, fmt->s.text.c_str(), &tm);
+    return Value::string(Str(std::string(buf, n)));
   });
   add("raise_exception", [](Evaluator&, const Args& a) -> Value {
     const Value* msg = a.get(0, "message");

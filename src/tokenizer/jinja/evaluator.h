@@ -44,7 +44,7 @@ class Evaluator {
   bool test(const std::string& name, const Value& v, const Args& args, int line);
   // A method of a string or dict (`"a b".split`, `d.items`), or an undefined value.
   Value method(const Value& object, const std::string& name, int line);
-  // range, namespace, raise_exception, dict.
+  // range, namespace, dict, raise_exception, strftime_now.
   void add_builtin_globals(Dict& globals);
 
   // Registers a namespace() dict so that cycles through it are broken after rendering.
