@@ -102,6 +102,17 @@ ChatTemplate ChatTemplate::detect(const std::string& src, const std::string& bos
   return t;
 }
 
+ChatTemplate ChatTemplate::builtin(const std::string& src, const std::string& bos_text,
+                                   const std::string& eos_text) {
+  ChatTemplate t;
+  t.bos_ = bos_text;
+  t.eos_ = eos_text;
+  if (auto f = family_from_name(src)) return detect(src, bos_text, eos_text);
+  t.family_known_ = t.detect_family(src);
+  t.fell_back_ = !src.empty() && !t.family_known_;
+  return t;
+}
+
 bool ChatTemplate::detect_family(const std::string& src) {
   ChatTemplate& t = *this;
   const bool starts_with_bos = src.rfind("{{ bos_token }}", 0) == 0 ||

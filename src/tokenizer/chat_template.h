@@ -49,6 +49,10 @@ class ChatTemplate {
   // does not parse gets one warning line on stderr and the family fallback.
   static ChatTemplate detect(const std::string& source, const std::string& bos_text = "",
                              const std::string& eos_text = "");
+  // The hand-written renderer of the family `source` resembles (ChatML when none), without
+  // running the template: what a template that does not parse falls back to.
+  static ChatTemplate builtin(const std::string& source, const std::string& bos_text = "",
+                              const std::string& eos_text = "");
   // The vocabulary's own template (tokenizer.chat_template), with its BOS/EOS token texts.
   static ChatTemplate for_vocab(const Vocab& vocab);
   // "chatml", "llama2", "llama3", "mistral", "zephyr", "phi3" -> family; otherwise nullopt.
