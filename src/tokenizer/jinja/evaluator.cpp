@@ -241,6 +241,7 @@ void Evaluator::exec_for(const Node& n, Str& out) {
   if (n.filter) {
     List kept;
     for (const Value& item : items) {
+      step(n.line);
       frame_ = std::make_shared<Frame>();
       frame_->parent = outer;
       bind(item);
@@ -255,6 +256,7 @@ void Evaluator::exec_for(const Node& n, Str& out) {
   }
   const int64_t len = int64_t(items.size());
   for (int64_t k = 0; k < len; ++k) {
+    step(n.line);  // every iteration counts, an empty body too
     frame_ = std::make_shared<Frame>();
     frame_->parent = outer;
     Dict loop = {
