@@ -222,7 +222,7 @@ int chat_command(const ChatFlags& f) {
   std::fprintf(stderr,
                "lockstep chat: template %s; /help lists the commands, /exit or end of input "
                "quits\n",
-               tmpl.name().c_str());
+               tmpl.description().c_str());
   Session session(std::move(m.serving), *m.vocab, sampling);
   const int n_ctx = session.backend().n_ctx();
 

@@ -168,7 +168,7 @@ ChatTemplate ChatTemplate::for_vocab(const Vocab& vocab) {
 }
 
 std::string ChatTemplate::description() const {
-  return jinja_ ? name() + " (the file's Jinja template)" : name() + " (built in)";
+  return jinja_ ? name() + " (the file's template)" : name() + " (built in)";
 }
 
 std::string ChatTemplate::name() const {

@@ -62,7 +62,8 @@ class ChatTemplate {
   // Family plus variant, e.g. "mistral-v3-tekken"; "jinja" for a template that parses but
   // resembles no family.
   std::string name() const;
-  // For logs: the name, and whether the file's own template renders ("llama3 (jinja)").
+  // For logs: the name, and whether the file's own template renders ("llama3 (the file's
+  // template)", "chatml (built in)").
   std::string description() const;
   // True when the file's template renders the chats (it parsed).
   bool uses_jinja() const { return jinja_ != nullptr; }
