@@ -49,8 +49,8 @@ std::vector<tokenizer::ChatMessage> read_messages(const std::string& path) {
   for (size_t k = 0; k < j.size(); ++k) {
     const auto& m = j[k];
     const std::string at = path + ": message " + std::to_string(k);
-    if (!m.is_object() || !m.contains("role") || !m.contains("content") ||
-        !m["role"].is_string() || !m["content"].is_string())
+    if (!m.is_object() || !m.contains("role") || !m.contains("content") || !m["role"].is_string() ||
+        !m["content"].is_string())
       throw InputError(at + ": expected {\"role\": string, \"content\": string}");
     out.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
   }

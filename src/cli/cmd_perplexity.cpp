@@ -37,7 +37,8 @@ int run_perplexity(PerplexityFlags f) {
   LoadedModel m = load_for_generation(f.model, "perplexity", "");
   Backend& backend = *m.serving.backend;
   const tokenizer::Vocab& vocab = *m.vocab;
-  const auto tokens = vocab.tokenize(text, /*add_special=*/vocab.add_bos(), /*parse_special=*/false);
+  const auto tokens =
+      vocab.tokenize(text, /*add_special=*/vocab.add_bos(), /*parse_special=*/false);
   if (tokens.size() < size_t(2) * size_t(n_ctx))
     throw InputError(f.file + ": tokenizes to " + std::to_string(tokens.size()) +
                      " tokens; perplexity with a context of " + std::to_string(n_ctx) +
@@ -66,8 +67,8 @@ int run_perplexity(PerplexityFlags f) {
       for (int v = 0; v < n_vocab; ++v) sum += std::exp(double(row[v]) - max);
       const int32_t target = tokens[size_t(c) * size_t(n_ctx) + size_t(j) + 1];
       const double v = -(double(row[target]) - max - std::log(sum));
-      if (!std::isfinite(v)) throw Error("perplexity: non-finite log-probability in chunk " +
-                                         std::to_string(c + 1));
+      if (!std::isfinite(v))
+        throw Error("perplexity: non-finite log-probability in chunk " + std::to_string(c + 1));
       nll += v;
       nll2 += v * v;
       ++count;

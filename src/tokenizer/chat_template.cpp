@@ -160,7 +160,6 @@ bool ChatTemplate::detect_family(const std::string& src) {
   return true;
 }
 
-
 ChatTemplate ChatTemplate::for_vocab(const Vocab& vocab) {
   const std::string bos = vocab.bos() != kNoToken ? vocab.token_text(vocab.bos()) : "";
   const std::string eos = vocab.eos() != kNoToken ? vocab.token_text(vocab.eos()) : "";
@@ -206,8 +205,9 @@ RenderedChat ChatTemplate::render_jinja(const std::vector<ChatMessage>& msgs, bo
   jinja::List messages;
   for (const ChatMessage& m : msgs) {
     // Contents are marked: the rendered text keeps track of which bytes came from them.
-    messages.push_back(Value::make_dict({{"role", Value::string(jinja::Str(m.role))},
-                                         {"content", Value::string(jinja::Str::marked(m.content))}}));
+    messages.push_back(
+        Value::make_dict({{"role", Value::string(jinja::Str(m.role))},
+                          {"content", Value::string(jinja::Str::marked(m.content))}}));
   }
   jinja::Dict vars = {
       {"messages", Value::make_list(std::move(messages))},

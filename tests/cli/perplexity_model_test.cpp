@@ -34,8 +34,7 @@ TEST(Perplexity, MatchesLlamaCppLogits) {
   const std::vector<tokenizer::TokenId> ids = ref["tokens"].get<std::vector<tokenizer::TokenId>>();
   ASSERT_EQ(ids.size(), 69u);
   const auto vocab = tokenizer::Vocab::load(kStories);
-  const std::string text =
-      vocab.detokenize(std::span<const tokenizer::TokenId>(ids).subspan(1));
+  const std::string text = vocab.detokenize(std::span<const tokenizer::TokenId>(ids).subspan(1));
   ASSERT_EQ(vocab.tokenize(text, true, false), ids) << "the text must tokenize back to the ids";
   const std::string path = test::temp_dir() + "/text.txt";
   std::ofstream(path) << text;

@@ -183,8 +183,9 @@ TEST(ChatTemplate, UnparseableFallsBackToTheFamilyItResembles) {
 
 TEST(ChatTemplate, UnrecognisedTemplateRendersAsWritten) {
   testing::internal::CaptureStderr();
-  const auto t = ChatTemplate::detect("{% for m in messages %}{{ m.role }}: {{ m.content }}\n"
-                                      "{% endfor %}{% if add_generation_prompt %}bot:{% endif %}");
+  const auto t = ChatTemplate::detect(
+      "{% for m in messages %}{{ m.role }}: {{ m.content }}\n"
+      "{% endfor %}{% if add_generation_prompt %}bot:{% endif %}");
   EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
   EXPECT_TRUE(t.uses_jinja());
   EXPECT_FALSE(t.fell_back());
@@ -213,9 +214,12 @@ TEST(ChatTemplate, BuiltinFamiliesAgreeWithTheTemplates) {
     const char* bos;
     const char* eos;
   };
-  const Case cases[] = {{&kSmolLM2, "", ""},        {&kQwen25, "", ""},
-                        {&kLlama2, "<s>", "</s>"},  {&kLlama3, "<|begin_of_text|>", ""},
-                        {&kMistralV1, "<s>", "</s>"}, {&kZephyr, "<s>", "</s>"},
+  const Case cases[] = {{&kSmolLM2, "", ""},
+                        {&kQwen25, "", ""},
+                        {&kLlama2, "<s>", "</s>"},
+                        {&kLlama3, "<|begin_of_text|>", ""},
+                        {&kMistralV1, "<s>", "</s>"},
+                        {&kZephyr, "<s>", "</s>"},
                         {&kPhi3Small, "<|endoftext|>", "<|endoftext|>"},
                         {&kPhi3Mini, "<s>", "<|endoftext|>"}};
   for (const Case& c : cases) {

@@ -50,7 +50,9 @@ TEST(JinjaLexer, NewlinesAndStrings) {
   const auto toks = lex("{{ 'it\\'s\\n\\u00e9\\x41' \"q\" 12 3.5 1e3 }}");
   ASSERT_GE(toks.size(), 7u);
   EXPECT_EQ(toks[1].type, Token::Type::kString);
-  EXPECT_EQ(toks[1].value, "it's\n\xc3\xa9" "A");
+  EXPECT_EQ(toks[1].value,
+            "it's\n\xc3\xa9"
+            "A");
   EXPECT_EQ(toks[2].value, "q");
   EXPECT_EQ(toks[3].int_value, 12);
   EXPECT_EQ(toks[4].float_value, 3.5);
@@ -114,15 +116,16 @@ TEST(JinjaEvaluator, HostileTemplatesEndInErrors) {
             std::string::npos);
   EXPECT_NE(error_of("{{ range(1000000000000) | length }}", {}, small).find("longer than"),
             std::string::npos);
-  EXPECT_NE(error_of("{% for i in range(10000) %}{{ 'abcdefghij' * 1000 }}{% endfor %}", {},
-                     small)
+  EXPECT_NE(error_of("{% for i in range(10000) %}{{ 'abcdefghij' * 1000 }}{% endfor %}", {}, small)
                 .find("longer than"),
             std::string::npos);
-  EXPECT_NE(error_of("{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
-                     "{% endfor %}",
-                     {}, small)
-                .find("longer than"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of(
+          "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+          "{% endfor %}",
+          {}, small)
+          .find("longer than"),
+      std::string::npos);
   // A namespace holding itself: printing it is refused, and the cycle is freed (ASan builds).
   EXPECT_NE(error_of("{% set ns = namespace(a=1) %}{% set ns.self = ns %}{{ ns }}").find("nested"),
             std::string::npos);
@@ -150,8 +153,9 @@ TEST(JinjaEvaluator, ScopesAsJinja) {
 }
 
 TEST(JinjaEvaluator, PythonValueFormatting) {
-  EXPECT_EQ(render("{{ 0.1 + 0.2 }} {{ 1e16 }} {{ 1e-5 }} {{ 123456789.125 }} {{ 2.0 }} {{ -0.5 }}"),
-            "0.30000000000000004 1e+16 1e-05 123456789.125 2.0 -0.5");
+  EXPECT_EQ(
+      render("{{ 0.1 + 0.2 }} {{ 1e16 }} {{ 1e-5 }} {{ 123456789.125 }} {{ 2.0 }} {{ -0.5 }}"),
+      "0.30000000000000004 1e+16 1e-05 123456789.125 2.0 -0.5");
   EXPECT_EQ(render("{{ [1, 'a', none, true, (2,)] }} {{ {'k': \"it's\"} }}"),
             "[1, 'a', None, True, (2,)] {'k': \"it's\"}");
   EXPECT_EQ(render("{{ {'a': [1, 2.5, none]} | tojson }}|{{ 'é\"' | tojson }}"),

@@ -60,7 +60,7 @@ struct Node {
     kMacro,     // macro name(params = defaults): body
     kBreak,
     kContinue,
-    kScope,     // body rendered in place ({% generation %}, {% filter %} through `filter`)
+    kScope,  // body rendered in place ({% generation %}, {% filter %} through `filter`)
   };
   Kind kind = Kind::kText;
   int line = 0;

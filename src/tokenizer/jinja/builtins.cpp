@@ -136,7 +136,8 @@ bool starts_or_ends(const std::string& t, const Value& arg, bool starts, int lin
   auto one = [&](const Value& p) {
     const std::string& s = need_string(p, starts ? "startswith" : "endswith", line);
     if (s.size() > t.size()) return false;
-    return starts ? t.compare(0, s.size(), s) == 0 : t.compare(t.size() - s.size(), s.size(), s) == 0;
+    return starts ? t.compare(0, s.size(), s) == 0
+                  : t.compare(t.size() - s.size(), s.size(), s) == 0;
   };
   if (arg.is_list()) {
     for (const Value& p : *arg.list)
@@ -194,8 +195,8 @@ Value attribute_of(Evaluator& ev, const Value& v, const Value& attr, int line) {
 
 Value Evaluator::filter(const std::string& name, const Value& v, const Args& args, int line) {
   const Value* a0 = args.pos.size() > 0 ? &args.pos[0] : nullptr;
-  if (name == "trim") return Value::string(strip_str(
-                            v.is_string() ? v.s : to_str(v), args.get(0, "chars"), 0, line));
+  if (name == "trim")
+    return Value::string(strip_str(v.is_string() ? v.s : to_str(v), args.get(0, "chars"), 0, line));
   if (name == "tojson") {
     const Value* indent = args.get(0, "indent");
     const Value* sort = args.get(99, "sort_keys");
@@ -260,15 +261,18 @@ Value Evaluator::filter(const std::string& name, const Value& v, const Args& arg
   }
   if (name == "items") {
     if (v.is_undefined()) return Value::make_list({});
-    if (!v.is_dict()) fail(line, std::string("items: expected a mapping, got '") + v.type_name() + "'");
+    if (!v.is_dict())
+      fail(line, std::string("items: expected a mapping, got '") + v.type_name() + "'");
     List out;
-    for (const auto& [k, x] : *v.dict) out.push_back(Value::make_list({Value::string(Str(k)), x}, true));
+    for (const auto& [k, x] : *v.dict)
+      out.push_back(Value::make_list({Value::string(Str(k)), x}, true));
     return Value::make_list(std::move(out));
   }
   if (name == "dictsort") {
     if (!v.is_dict()) fail(line, "dictsort: expected a mapping");
     List out;
-    for (const auto& [k, x] : *v.dict) out.push_back(Value::make_list({Value::string(Str(k)), x}, true));
+    for (const auto& [k, x] : *v.dict)
+      out.push_back(Value::make_list({Value::string(Str(k)), x}, true));
     std::stable_sort(out.begin(), out.end(), [](const Value& a, const Value& b) {
       return py_lower((*a.list)[0].s.text) < py_lower((*b.list)[0].s.text);
     });
@@ -385,8 +389,10 @@ Value Evaluator::filter(const std::string& name, const Value& v, const Args& arg
       keyed.emplace_back(attr ? attribute_of(*this, x, *attr, line) : x, x);
     try {
       std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) {
-        const Value ka = a.first.is_string() ? Value::string(Str(py_lower(a.first.s.text))) : a.first;
-        const Value kb = b.first.is_string() ? Value::string(Str(py_lower(b.first.s.text))) : b.first;
+        const Value ka =
+            a.first.is_string() ? Value::string(Str(py_lower(a.first.s.text))) : a.first;
+        const Value kb =
+            b.first.is_string() ? Value::string(Str(py_lower(b.first.s.text))) : b.first;
         return compare(ka, kb) < 0;
       });
     } catch (const Error& e) {
@@ -502,7 +508,8 @@ Value Evaluator::filter(const std::string& name, const Value& v, const Args& arg
     }
     return Value::string(s.derived(out));
   }
-  if (name == "wordcount") return Value::integer(int64_t(split_str(to_str(v), nullptr, -1, line).size()));
+  if (name == "wordcount")
+    return Value::integer(int64_t(split_str(to_str(v), nullptr, -1, line).size()));
   fail(line, "unknown filter '" + name + "'");
 }
 
@@ -530,7 +537,8 @@ bool Evaluator::test(const std::string& name, const Value& v, const Args& args, 
   if (name == "sequence") return v.is_list() || v.is_dict() || v.is_string();
   if (name == "callable") return v.type == Ty::kFunction;
   if (name == "odd" || name == "even") {
-    if (v.type != Ty::kInt && v.type != Ty::kBool) fail(line, "test '" + name + "' needs an integer");
+    if (v.type != Ty::kInt && v.type != Ty::kBool)
+      fail(line, "test '" + name + "' needs an integer");
     const int64_t x = v.type == Ty::kBool ? v.b : v.i;
     return (x % 2 != 0) == (name == "odd");
   }
@@ -558,7 +566,8 @@ bool Evaluator::test(const std::string& name, const Value& v, const Args& args, 
   }
   if (name == "in") {
     const Value& container = need_arg();
-    if (container.is_string()) return v.is_string() && container.s.text.find(v.s.text) != std::string::npos;
+    if (container.is_string())
+      return v.is_string() && container.s.text.find(v.s.text) != std::string::npos;
     if (container.is_list()) {
       for (const Value& x : *container.list)
         if (equals(v, x)) return true;
@@ -609,7 +618,8 @@ Value Evaluator::method(const Value& object, const std::string& name, int line) 
     }
     if (name == "split") {
       return m([](Evaluator& ev, const Value& s, const Args& a, int ln) {
-        List parts = split_str(s.s, a.get(0, "sep"), need_int(a.get(1, "maxsplit"), -1, "split", ln), ln);
+        List parts =
+            split_str(s.s, a.get(0, "sep"), need_int(a.get(1, "maxsplit"), -1, "split", ln), ln);
         ev.check_items(parts.size(), ln);
         return Value::make_list(std::move(parts));
       });
@@ -672,9 +682,9 @@ Value Evaluator::method(const Value& object, const std::string& name, int line) 
         for (unsigned char c : t) {
           const bool ok = which == "isdigit"   ? (c >= '0' && c <= '9')
                           : which == "isspace" ? (c == ' ' || (c >= 9 && c <= 13))
-                          : which == "isalpha" ? ((c | 32) >= 'a' && (c | 32) <= 'z')
-                                               : ((c | 32) >= 'a' && (c | 32) <= 'z') ||
-                                                     (c >= '0' && c <= '9');
+                          : which == "isalpha"
+                              ? ((c | 32) >= 'a' && (c | 32) <= 'z')
+                              : ((c | 32) >= 'a' && (c | 32) <= 'z') || (c >= '0' && c <= '9');
           if (!ok) return Value::boolean(false);
         }
         return Value::boolean(true);
@@ -735,7 +745,8 @@ void Evaluator::add_builtin_globals(Dict& globals) {
     const double n = std::ceil((double(stop) - double(start)) / double(step));
     ev.check_items(n > 0 ? size_t(std::min(n, 1e18)) : 0, 0);
     List out;
-    for (int64_t x = start; step > 0 ? x < stop : x > stop; x += step) out.push_back(Value::integer(x));
+    for (int64_t x = start; step > 0 ? x < stop : x > stop; x += step)
+      out.push_back(Value::integer(x));
     return Value::make_list(std::move(out));
   });
   add("namespace", [](Evaluator& ev, const Args& a) {
@@ -771,7 +782,8 @@ void Evaluator::add_builtin_globals(Dict& globals) {
   });
   add("raise_exception", [](Evaluator&, const Args& a) -> Value {
     const Value* msg = a.get(0, "message");
-    throw Error("line 0: the template raised an error: " + (msg ? to_str(*msg).text : std::string()));
+    throw Error("line 0: the template raised an error: " +
+                (msg ? to_str(*msg).text : std::string()));
   });
 }
 

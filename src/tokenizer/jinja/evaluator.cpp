@@ -12,11 +12,13 @@ namespace {
 bool is_int_like(const Value& v) {
   return v.type == Value::Type::kInt || v.type == Value::Type::kBool;
 }
-int64_t int_of(const Value& v) { return v.type == Value::Type::kBool ? int64_t(v.b) : v.i; }
+int64_t int_of(const Value& v) {
+  return v.type == Value::Type::kBool ? int64_t(v.b) : v.i;
+}
 
 // Python slice indices for a sequence of length n.
-void slice_indices(int64_t n, const Value* start, const Value* stop, const Value* step,
-                   int64_t& b, int64_t& e, int64_t& s, int line) {
+void slice_indices(int64_t n, const Value* start, const Value* stop, const Value* step, int64_t& b,
+                   int64_t& e, int64_t& s, int line) {
   s = 1;
   if (step && !step->is_none()) {
     if (!is_int_like(*step)) Evaluator::fail(line, "slice step must be an integer");
@@ -482,8 +484,8 @@ bool Evaluator::eval_compare(const std::string& op, const Value& a, const Value&
     bool found = false;
     if (b.is_string()) {
       if (!a.is_string())
-        fail(line, std::string("'in <string>' requires string as left operand, not ") +
-                       a.type_name());
+        fail(line,
+             std::string("'in <string>' requires string as left operand, not ") + a.type_name());
       found = b.s.text.find(a.s.text) != std::string::npos;
     } else if (b.is_list()) {
       for (const Value& x : *b.list) found = found || equals(a, x);
@@ -517,8 +519,9 @@ Value Evaluator::eval_slice(const Expr& e) {
   if (!object.is_list() && !object.is_string())
     fail(e.line, std::string("'") + object.type_name() + "' object is not subscriptable");
   std::vector<size_t> off;
-  const int64_t n = object.is_list() ? int64_t(object.list->size())
-                                     : int64_t((off = code_point_offsets(object.s.text)).size()) - 1;
+  const int64_t n = object.is_list()
+                        ? int64_t(object.list->size())
+                        : int64_t((off = code_point_offsets(object.s.text)).size()) - 1;
   int64_t b, end, s;
   slice_indices(n, &parts[0], &parts[1], &parts[2], b, end, s, e.line);
   if (object.is_list()) {

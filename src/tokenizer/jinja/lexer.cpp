@@ -20,8 +20,12 @@ namespace {
 bool is_name_start(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 // Python's "unicode-escape" decoding of a string literal's body (unknown escapes stay as they
 // are, like Python's).
@@ -335,15 +339,15 @@ class Lexer {
   void number() {
     size_t e = pos_;
     auto digits = [&] {
-      while (e < src_.size() && (is_digit(src_[e]) || (src_[e] == '_' && e + 1 < src_.size() &&
-                                                        is_digit(src_[e + 1]))))
+      while (e < src_.size() && (is_digit(src_[e]) ||
+                                 (src_[e] == '_' && e + 1 < src_.size() && is_digit(src_[e + 1]))))
         ++e;
     };
     digits();
     bool is_float = false;
     // After ".", only an integer: "messages.0.content" is attribute access, not a float.
-    const bool after_dot = !tokens_.empty() && tokens_.back().type == Token::Type::kOp &&
-                           tokens_.back().value == ".";
+    const bool after_dot =
+        !tokens_.empty() && tokens_.back().type == Token::Type::kOp && tokens_.back().value == ".";
     if (!after_dot) {
       if (e + 1 < src_.size() && src_[e] == '.' && is_digit(src_[e + 1])) {
         ++e;
@@ -384,6 +388,8 @@ class Lexer {
 
 }  // namespace
 
-std::vector<Token> lex(const std::string& source) { return Lexer(source).run(); }
+std::vector<Token> lex(const std::string& source) {
+  return Lexer(source).run();
+}
 
 }  // namespace lockstep::tokenizer::jinja

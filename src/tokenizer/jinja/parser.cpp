@@ -333,9 +333,9 @@ class Parser {
     ExprPtr cmp;
     while (true) {
       std::string op;
-      if (cur().type == T::kOp && (cur().value == "==" || cur().value == "!=" ||
-                                   cur().value == "<" || cur().value == ">" ||
-                                   cur().value == "<=" || cur().value == ">=")) {
+      if (cur().type == T::kOp &&
+          (cur().value == "==" || cur().value == "!=" || cur().value == "<" || cur().value == ">" ||
+           cur().value == "<=" || cur().value == ">=")) {
         op = cur().value;
         next();
       } else if (is_name("in")) {
@@ -447,8 +447,7 @@ class Parser {
     }
     if (t.type == T::kInt || t.type == T::kFloat) {
       auto lit = make(Expr::Kind::kLiteral, line);
-      lit->literal =
-          t.type == T::kInt ? Value::integer(t.int_value) : Value::real(t.float_value);
+      lit->literal = t.type == T::kInt ? Value::integer(t.int_value) : Value::real(t.float_value);
       next();
       return lit;
     }
@@ -596,9 +595,8 @@ class Parser {
         add(*t, std::move(node));
         if (is_op("(")) {
           parse_args(*t);
-        } else if ((cur().type == T::kName || cur().type == T::kString ||
-                    cur().type == T::kInt || cur().type == T::kFloat || is_op("[") ||
-                    is_op("{")) &&
+        } else if ((cur().type == T::kName || cur().type == T::kString || cur().type == T::kInt ||
+                    cur().type == T::kFloat || is_op("[") || is_op("{")) &&
                    !is_name("else") && !is_name("or") && !is_name("and")) {
           if (is_name("is")) fail("tests cannot be chained with 'is'");
           add(*t, parse_postfix(parse_primary()));
@@ -620,6 +618,8 @@ class Parser {
 
 }  // namespace
 
-Body parse(const std::string& source) { return Parser(lex(source)).parse_template(); }
+Body parse(const std::string& source) {
+  return Parser(lex(source)).parse_template();
+}
 
 }  // namespace lockstep::tokenizer::jinja

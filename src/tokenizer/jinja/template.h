@@ -20,8 +20,8 @@ class Template {
   explicit Template(const std::string& source);
 
   // Renders with `variables` (messages, add_generation_prompt, bos_token, ...) plus the
-  // builtins range, namespace, dict, raise_exception and strftime_now (UTC). Throws jinja::Error ("line N: ...") when
-  // rendering fails or exceeds `limits`.
+  // builtins range, namespace, dict, raise_exception and strftime_now (UTC). Throws jinja::Error
+  // ("line N: ...") when rendering fails or exceeds `limits`.
   Str render(const Dict& variables, const Limits& limits = Limits()) const;
 
  private:

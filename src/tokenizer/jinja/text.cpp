@@ -38,7 +38,9 @@ uint32_t upper_cp(uint32_t c) {
   if ((c >= 'a' && c <= 'z') || (c >= 0xE0 && c <= 0xFE && c != 0xF7)) return c - 32;
   return c;
 }
-bool cased(uint32_t c) { return lower_cp(c) != c || upper_cp(c) != c; }
+bool cased(uint32_t c) {
+  return lower_cp(c) != c || upper_cp(c) != c;
+}
 
 template <typename F>
 std::string map_cps(const std::string& s, F f) {
@@ -103,8 +105,8 @@ std::string py_title(const std::string& s) {
   });
 }
 std::string py_capitalize(const std::string& s) {
-  return map_cps(s,
-                 [](size_t k, uint32_t c, const auto&) { return k == 0 ? upper_cp(c) : lower_cp(c); });
+  return map_cps(
+      s, [](size_t k, uint32_t c, const auto&) { return k == 0 ? upper_cp(c) : lower_cp(c); });
 }
 
 }  // namespace lockstep::tokenizer::jinja

@@ -212,9 +212,8 @@ int compare_at(const Value& a, const Value& b, int depth) {
     const double x = a.as_double(), y = b.as_double();
     return x < y ? -1 : x > y ? 1 : 0;
   }
-  if (a.is_string() && b.is_string()) return a.s.text.compare(b.s.text) < 0   ? -1
-                                             : a.s.text.compare(b.s.text) > 0 ? 1
-                                                                              : 0;
+  if (a.is_string() && b.is_string())
+    return a.s.text.compare(b.s.text) < 0 ? -1 : a.s.text.compare(b.s.text) > 0 ? 1 : 0;
   if (a.is_list() && b.is_list()) {
     const size_t n = std::min(a.list->size(), b.list->size());
     for (size_t k = 0; k < n; ++k) {
@@ -223,8 +222,8 @@ int compare_at(const Value& a, const Value& b, int depth) {
     }
     return a.list->size() < b.list->size() ? -1 : a.list->size() > b.list->size() ? 1 : 0;
   }
-  throw Error(std::string("'<' not supported between instances of '") + a.type_name() +
-              "' and '" + b.type_name() + "'");
+  throw Error(std::string("'<' not supported between instances of '") + a.type_name() + "' and '" +
+              b.type_name() + "'");
 }
 
 bool equals_at(const Value& a, const Value& b, int depth) {
@@ -507,8 +506,12 @@ std::string to_json(const Value& v, int indent, const std::string& item_sep,
   return out;
 }
 
-bool equals(const Value& a, const Value& b) { return equals_at(a, b, 0); }
+bool equals(const Value& a, const Value& b) {
+  return equals_at(a, b, 0);
+}
 
-int compare(const Value& a, const Value& b) { return compare_at(a, b, 0); }
+int compare(const Value& a, const Value& b) {
+  return compare_at(a, b, 0);
+}
 
 }  // namespace lockstep::tokenizer::jinja
