@@ -209,6 +209,8 @@ int run_main(int argc, char** argv) {
   add_parity(app, action);
   add_qa(app, action);
   add_serve(app, action);
+  add_chat_template(app, action);
+  add_perplexity(app, action);
 
   std::vector<std::string> args(argv + 1, argv + argc);
   // The command is the first argument; flags of the app itself (--help, --version) come alone.

@@ -222,7 +222,7 @@ int chat_command(const ChatFlags& f) {
   std::fprintf(stderr,
                "lockstep chat: template %s; /help lists the commands, /exit or end of input "
                "quits\n",
-               tmpl.name().c_str());
+               tmpl.description().c_str());
   Session session(std::move(m.serving), *m.vocab, sampling);
   const int n_ctx = session.backend().n_ctx();
 
@@ -262,8 +262,17 @@ int chat_command(const ChatFlags& f) {
     }
 
     messages.push_back({"user", text});
-    const auto conversation =
-        tokenizer::tokenize_chat(*m.vocab, tmpl, messages, /*add_generation_prompt=*/true);
+    std::vector<int32_t> conversation;
+    try {
+      conversation =
+          tokenizer::tokenize_chat(*m.vocab, tmpl, messages, /*add_generation_prompt=*/true);
+    } catch (const InputError& e) {
+      // The model's template refuses this conversation (e.g. a system prompt it has no role
+      // for): say so and keep the chat going without the message.
+      messages.pop_back();
+      std::fprintf(stderr, "lockstep chat: %s\n", one_line(e.what()).c_str());
+      continue;
+    }
     if (int(conversation.size()) >= n_ctx) {
       messages.pop_back();
       std::fprintf(stderr,

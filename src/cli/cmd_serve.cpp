@@ -159,7 +159,7 @@ int serve_command(const ServeFlags& f) {
                path.c_str(), served->summary.architecture.c_str(),
                served->summary.file_type.c_str(), served->backend.c_str(),
                resolve_threads(f.model.threads), served->n_ctx(), parallel,
-               served->chat_template.name().c_str(), load_ms);
+               served->chat_template.description().c_str(), load_ms);
   const std::string backend = served->backend;
   const std::string verdict = serving.verdict.summary();
   http.set_model(std::move(served));

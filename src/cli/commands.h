@@ -20,5 +20,7 @@ void add_bench(CLI::App& app, Action& action);
 void add_parity(CLI::App& app, Action& action);
 void add_qa(CLI::App& app, Action& action);
 void add_serve(CLI::App& app, Action& action);
+void add_chat_template(CLI::App& app, Action& action);
+void add_perplexity(CLI::App& app, Action& action);
 
 }  // namespace lockstep::cli

@@ -6,6 +6,7 @@
 #include "server/generation.h"
 #include "server/request_params.h"
 #include "server/routes.h"
+#include "util/error.h"
 
 namespace lockstep::server {
 
@@ -73,6 +74,9 @@ Handler guarded(ServerContext& ctx, Handler fn) {
       fn(req, res);
     } catch (const ApiError& e) {
       send_error(ctx, res, e);
+    } catch (const InputError& e) {
+      // Bad input the engine found, e.g. a conversation the model's chat template refuses.
+      send_error(ctx, res, ApiError(400, e.what(), "invalid_request_error"));
     } catch (const std::exception& e) {
       send_error(ctx, res, ApiError(500, e.what(), "server_error"));
     }

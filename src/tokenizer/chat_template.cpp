@@ -2,7 +2,9 @@
 
 #include <cstdio>
 
+#include "tokenizer/jinja/template.h"
 #include "tokenizer/unicode.h"
+#include "util/error.h"
 
 namespace lockstep::tokenizer {
 
@@ -87,6 +89,32 @@ ChatTemplate ChatTemplate::detect(const std::string& src, const std::string& bos
     if (*f == ChatFamily::kPhi3) t.eos_without_prompt_ = true;
     return t;
   }
+  t.family_known_ = t.detect_family(src);
+  try {
+    t.jinja_ = std::make_shared<const jinja::Template>(src);
+  } catch (const jinja::Error& e) {
+    t.fell_back_ = !t.family_known_;
+    std::fprintf(stderr,
+                 "lockstep: warning: the chat template does not parse (%s), formatting chats as "
+                 "%s\n",
+                 printable(e.what(), 200).c_str(), t.name().c_str());
+  }
+  return t;
+}
+
+ChatTemplate ChatTemplate::builtin(const std::string& src, const std::string& bos_text,
+                                   const std::string& eos_text) {
+  ChatTemplate t;
+  t.bos_ = bos_text;
+  t.eos_ = eos_text;
+  if (auto f = family_from_name(src)) return detect(src, bos_text, eos_text);
+  t.family_known_ = t.detect_family(src);
+  t.fell_back_ = !src.empty() && !t.family_known_;
+  return t;
+}
+
+bool ChatTemplate::detect_family(const std::string& src) {
+  ChatTemplate& t = *this;
   const bool starts_with_bos = src.rfind("{{ bos_token }}", 0) == 0 ||
                                src.rfind("{{bos_token}}", 0) == 0 ||
                                src.rfind("{{- bos_token }}", 0) == 0;
@@ -127,13 +155,9 @@ ChatTemplate ChatTemplate::detect(const std::string& src, const std::string& bos
     t.family_ = ChatFamily::kLlama3;
   } else {
     t.family_ = ChatFamily::kChatML;
-    t.fell_back_ = true;
-    std::fprintf(stderr,
-                 "lockstep: warning: unrecognised chat template (%zu bytes), formatting chats as "
-                 "ChatML\n",
-                 src.size());
+    return false;
   }
-  return t;
+  return true;
 }
 
 ChatTemplate ChatTemplate::for_vocab(const Vocab& vocab) {
@@ -142,7 +166,12 @@ ChatTemplate ChatTemplate::for_vocab(const Vocab& vocab) {
   return detect(vocab.chat_template(), bos, eos);
 }
 
+std::string ChatTemplate::description() const {
+  return jinja_ ? name() + " (the file's template)" : name() + " (built in)";
+}
+
 std::string ChatTemplate::name() const {
+  if (!family_known_ && jinja_) return "jinja";
   switch (family_) {
     case ChatFamily::kChatML:
       return "chatml";
@@ -168,6 +197,37 @@ std::string ChatTemplate::apply(const std::vector<ChatMessage>& msgs, bool gen) 
 }
 
 RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& msgs, bool gen) const {
+  return jinja_ ? render_jinja(msgs, gen) : render_family(msgs, gen);
+}
+
+RenderedChat ChatTemplate::render_jinja(const std::vector<ChatMessage>& msgs, bool gen) const {
+  using jinja::Value;
+  jinja::List messages;
+  for (const ChatMessage& m : msgs) {
+    // Contents are marked: the rendered text keeps track of which bytes came from them.
+    messages.push_back(
+        Value::make_dict({{"role", Value::string(jinja::Str(m.role))},
+                          {"content", Value::string(jinja::Str::marked(m.content))}}));
+  }
+  jinja::Dict vars = {
+      {"messages", Value::make_list(std::move(messages))},
+      {"add_generation_prompt", Value::boolean(gen)},
+      {"bos_token", Value::string(jinja::Str(bos_))},
+      {"eos_token", Value::string(jinja::Str(eos_))},
+  };
+  jinja::Str out;
+  try {
+    out = jinja_->render(vars);
+  } catch (const jinja::Error& e) {
+    throw InputError(std::string("chat template: ") + printable(e.what(), 300));
+  }
+  RenderedChat rendered;
+  rendered.text = std::move(out.text);
+  for (const jinja::Span& m : out.marks) rendered.contents.push_back({m.begin, m.len});
+  return rendered;
+}
+
+RenderedChat ChatTemplate::render_family(const std::vector<ChatMessage>& msgs, bool gen) const {
   RenderedChat rendered;
   std::string& out = rendered.text;
   // Appends a message's content (text from the conversation, not from the template).

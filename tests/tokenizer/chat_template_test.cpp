@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "tokenizer/chat_template.h"
+#include "util/error.h"
 
 namespace lockstep::tokenizer {
 namespace {
@@ -153,15 +154,86 @@ TEST(ChatTemplate, ChatMLIsTheDefault) {
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
 }
 
-TEST(ChatTemplate, UnrecognisedFallsBackToChatMLWithOneWarning) {
+TEST(ChatTemplate, UnparseableAndUnrecognisedFallsBackToChatMLWithOneWarning) {
   testing::internal::CaptureStderr();
-  const auto t = ChatTemplate::detect("{% for m in messages %}{{ m.content }}{% endfor %}");
+  const auto t = ChatTemplate::detect("{% for m in messages %}{{ m.content }}");  // no endfor
   const std::string err = testing::internal::GetCapturedStderr();
   EXPECT_EQ(t.family(), ChatFamily::kChatML);
   EXPECT_TRUE(t.fell_back());
+  EXPECT_FALSE(t.uses_jinja());
   EXPECT_NE(err.find("warning"), std::string::npos);
+  EXPECT_NE(err.find("does not parse"), std::string::npos);
+  EXPECT_NE(err.find("endfor"), std::string::npos);
   EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1);
   EXPECT_EQ(t.apply({{"user", "Hi"}}, false), "<|im_start|>user\nHi<|im_end|>\n");
+}
+
+TEST(ChatTemplate, UnparseableFallsBackToTheFamilyItResembles) {
+  testing::internal::CaptureStderr();
+  const auto t = ChatTemplate::detect(kLlama3 + "{% if %}", "<|begin_of_text|>");
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1);
+  EXPECT_NE(err.find("llama3"), std::string::npos);
+  EXPECT_FALSE(t.uses_jinja());
+  EXPECT_FALSE(t.fell_back());
+  EXPECT_EQ(t.apply({{"user", " Hi "}}, true),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n");
+}
+
+TEST(ChatTemplate, UnrecognisedTemplateRendersAsWritten) {
+  testing::internal::CaptureStderr();
+  const auto t = ChatTemplate::detect(
+      "{% for m in messages %}{{ m.role }}: {{ m.content }}\n"
+      "{% endfor %}{% if add_generation_prompt %}bot:{% endif %}");
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  EXPECT_TRUE(t.uses_jinja());
+  EXPECT_FALSE(t.fell_back());
+  EXPECT_EQ(t.name(), "jinja");
+  EXPECT_EQ(t.apply({{"user", "Hi"}, {"assistant", "Yo"}}, true), "user: Hi\nassistant: Yo\nbot:");
+}
+
+TEST(ChatTemplate, TemplateErrorsAreOneLineInputErrors) {
+  const auto t = ChatTemplate::detect(
+      "{% if messages[0].role == 'system' %}{{ raise_exception('No system\nplease') }}{% endif %}");
+  try {
+    t.apply(kConversation, true);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+    EXPECT_NE(what.find("No system"), std::string::npos) << what;
+  }
+  EXPECT_EQ(t.apply(kNoSystem, true), "");
+}
+
+// The hand-written families render what the published templates render (the Jinja path).
+TEST(ChatTemplate, BuiltinFamiliesAgreeWithTheTemplates) {
+  struct Case {
+    const std::string* src;
+    const char* bos;
+    const char* eos;
+  };
+  const Case cases[] = {{&kSmolLM2, "", ""},
+                        {&kQwen25, "", ""},
+                        {&kLlama2, "<s>", "</s>"},
+                        {&kLlama3, "<|begin_of_text|>", ""},
+                        {&kMistralV1, "<s>", "</s>"},
+                        {&kZephyr, "<s>", "</s>"},
+                        {&kPhi3Small, "<|endoftext|>", "<|endoftext|>"},
+                        {&kPhi3Mini, "<s>", "<|endoftext|>"}};
+  for (const Case& c : cases) {
+    const auto jinja = ChatTemplate::detect(*c.src, c.bos, c.eos);
+    const auto builtin = ChatTemplate::builtin(*c.src, c.bos, c.eos);
+    ASSERT_TRUE(jinja.uses_jinja());
+    ASSERT_FALSE(builtin.uses_jinja());
+    for (const auto* conv : {&kConversation, &kNoSystem}) {
+      for (bool gen : {false, true}) {
+        const RenderedChat a = jinja.render(*conv, gen), b = builtin.render(*conv, gen);
+        EXPECT_EQ(a.text, b.text) << builtin.name();
+      }
+    }
+  }
 }
 
 TEST(ChatTemplate, Llama2) {
@@ -198,7 +270,8 @@ TEST(ChatTemplate, MistralV1) {
 }
 
 TEST(ChatTemplate, MistralV3PutsSystemIntoTheLastUserTurn) {
-  const auto t = ChatTemplate::detect(kMistralV3, "<s>", "</s>");
+  // An excerpt of the template (the rendering lines): the hand-written family renders it.
+  const auto t = ChatTemplate::builtin(kMistralV3, "<s>", "</s>");
   EXPECT_EQ(t.name(), "mistral-v3");
   std::vector<ChatMessage> conv = kConversation;
   conv[2].content = "  Hi there  ";  // |trim
@@ -208,7 +281,7 @@ TEST(ChatTemplate, MistralV3PutsSystemIntoTheLastUserTurn) {
 }
 
 TEST(ChatTemplate, MistralTekken) {
-  const auto t = ChatTemplate::detect(kMistralTekken, "<s>", "</s>");
+  const auto t = ChatTemplate::builtin(kMistralTekken, "<s>", "</s>");
   EXPECT_EQ(t.name(), "mistral-v3-tekken");
   EXPECT_EQ(t.apply(kConversation, true),
             "<s>[INST]Hello[/INST]Hi there</s>[INST]You are a helpful assistant\n\nWho are "
