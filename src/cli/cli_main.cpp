@@ -208,7 +208,18 @@ int run_main(int argc, char** argv) {
   add_bench(app, action);
   add_parity(app, action);
   add_qa(app, action);
+#ifdef LOCKSTEP_HAVE_SERVER
   add_serve(app, action);
+#else
+  app.add_subcommand("serve", "HTTP server (not in this build: cpp-httplib was not found)")
+      ->allow_extras()
+      ->callback([&action] {
+        action = []() -> int {
+          throw Error("this lockstep was built without cpp-httplib, so it cannot serve "
+                      "(install libcpp-httplib-dev and rebuild)");
+        };
+      });
+#endif
   add_chat_template(app, action);
   add_perplexity(app, action);
 
