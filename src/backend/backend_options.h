@@ -67,6 +67,12 @@ struct CudaBackendOptions {
   // reference); set together with the two above by precision "f32".
   bool f32_activations = false;
   bool cuda_graphs = true;  // replay the single-token decode step as a CUDA graph
+  // A batched decode step (several sequences, one token each) of at least this many tokens runs
+  // through the cuBLAS GEMMs instead of the batched matvecs: faster for large batches, but a
+  // token's result then depends on the batch (the F16 GEMM and cuBLAS's choice of kernel by
+  // shape). 0: every step on the batched matvecs, whose rows are bit for bit what each token
+  // alone gets (`--batch-invariant`).
+  int batch_gemm_min = 48;
   // Weight values per dequantized F16 tile of the prefill GEMM (bounds that scratch).
   size_t gemm_tile_elems = size_t(32) << 20;
   CudaKernelTuning tuning;

@@ -78,6 +78,7 @@ void add_bench(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("bench", "Measure prompt and generation throughput");
   auto f = std::make_shared<BenchFlags>();
   add_model_flags(cmd, f->model);
+  add_batch_invariant_flag(cmd, f->model);
   // -t takes a list here, as in llama-bench.
   cmd->remove_option(cmd->get_option("--threads"));
   cmd->add_option("-t,--threads", f->threads,

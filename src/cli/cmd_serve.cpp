@@ -77,31 +77,11 @@ std::string url_host(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
 
-// With a CUDA backend one sequence at a time for now (the CUDA backend's n_seq is 1).
-int effective_parallel(const ServeFlags& f) {
-  bool device = false;
-  if (f.model.backend == "auto") {
-    const auto candidates = auto_candidates();
-    device = !candidates.empty() && candidates.front()->is_device;
-  } else if (const BackendEntry* e = find_backend(f.model.backend)) {
-    device = e->is_device;
-  }
-  if (device && f.parallel > 1) {
-    std::fprintf(stderr,
-                 "lockstep serve: note: the %s backend serves one sequence at a time for now; "
-                 "--parallel %d becomes 1\n",
-                 f.model.backend == "auto" ? "auto-selected device" : f.model.backend.c_str(),
-                 f.parallel);
-    return 1;
-  }
-  return f.parallel;
-}
-
 int serve_command(const ServeFlags& f) {
   catch_stop_signals();
   const ParityConfig parity = resolve_parity(f.model.parity);
   const std::string path = resolve_model_path(f.model.model);
-  const int parallel = effective_parallel(f);
+  const int parallel = f.parallel;
 
   server::ServerOptions options;
   options.api_key = f.api_key;
@@ -186,6 +166,7 @@ void add_serve(CLI::App& app, Action& action) {
       "serve", "Serve a model over HTTP (OpenAI and ollama APIs) with continuous batching");
   auto f = std::make_shared<ServeFlags>();
   add_model_flags(cmd, f->model);
+  add_batch_invariant_flag(cmd, f->model);
   cmd->add_option("--host", f->host, "address to listen on (loopback unless told otherwise)")
       ->capture_default_str();
   cmd->add_option("--port", f->port, "TCP port (0: any free port)")->capture_default_str();

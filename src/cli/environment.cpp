@@ -75,6 +75,8 @@ EnvironmentKnobs read_environment() {
       throw InputError("LOCKSTEP_CUDA_PRECISION = '" + s + "' is not one of f16, f32");
     o.cuda.set_precision_f32(s == "f32");
   }
+  if (const char* v = get("LOCKSTEP_CUDA_BATCH_GEMM_MIN"))
+    o.cuda.batch_gemm_min = int(number("LOCKSTEP_CUDA_BATCH_GEMM_MIN", v, 0, 1 << 20));
   CudaKernelTuning& t = o.cuda.tuning;
   if (const char* v = get("LOCKSTEP_CUDA_PDL")) t.pdl = one_of("LOCKSTEP_CUDA_PDL", v, {0, 1}) == 1;
   if (const char* v = get("LOCKSTEP_CUDA_PREFETCH_MB"))

@@ -192,7 +192,14 @@ OpenRequest ModelFlags::request() const {
   r.verdict_cache_dir = environment_knobs().verdict_cache_dir;
   r.options.threads = threads;
   r.options.n_ctx = n_ctx;
+  if (batch_invariant) r.options.cuda.batch_gemm_min = 0;
   return r;
+}
+
+void add_batch_invariant_flag(CLI::App* cmd, ModelFlags& flags) {
+  cmd->add_flag("--batch-invariant", flags.batch_invariant,
+                "cuda: every batched decode step on the batch-invariant kernels (a request's "
+                "tokens never depend on the others in its batch; slower for large batches)");
 }
 
 nlohmann::ordered_json parity_json(const LoadedModel& m) {

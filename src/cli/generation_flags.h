@@ -31,6 +31,9 @@ struct ModelFlags {
   int batch_size = 0;        // 0: not given
   std::string flash_attn;    // -fa [on|off|auto] as given ("on" when bare); empty: not given
   bool quiet = false;        // --quiet: no progress line on stderr (cli/progress_line.h)
+  // --batch-invariant (serve, bench): CUDA decode steps of several sequences stay on the batched
+  // matvecs at every size (CudaBackendOptions::batch_gemm_min = 0).
+  bool batch_invariant = false;
 
   // The backend request: these flags and the LOCKSTEP_* knobs of the environment
   // (cli/environment.h).
@@ -46,6 +49,8 @@ struct SamplingFlags {
 };
 
 void add_model_flags(CLI::App* cmd, ModelFlags& flags);
+// --batch-invariant (ModelFlags::batch_invariant), for the commands that batch sequences.
+void add_batch_invariant_flag(CLI::App* cmd, ModelFlags& flags);
 void add_sampling_flags(CLI::App* cmd, SamplingFlags& flags);
 
 // Rejects an explicitly empty path option (as in -m ""), which would otherwise read as "not given".

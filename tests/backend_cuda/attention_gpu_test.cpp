@@ -5,6 +5,8 @@
 // Decode covers contexts shorter and longer than one split (128 positions), GQA ratios 1, 2, 7
 // and 10 (more than one block of query heads per KV head); prefill covers tiles with and without
 // a cached past and query counts that are not multiples of the 32-row tile.
+#include <algorithm>
+
 #include "backend_cuda/cuda_test_util.h"
 
 #ifdef LOCKSTEP_HAVE_CUDA
@@ -105,6 +107,82 @@ TEST(CudaAttention, DecodeAgainstFloat64) {
         EXPECT_GUARDS(partials);
         EXPECT_NMSE_BELOW(compare(got.data(), want.data(), got.size()), kAttentionNmse);
       }
+    }
+}
+
+// A batched decode step's rope + KV store + attention (TokenRows: each token at its own position
+// of its own sequence) against the same tokens one at a time through the single-token kernels:
+// the caches and the outputs must be bit for bit equal (batch invariance; the single-token
+// kernels are checked against float64 above and in ops_gpu_test). Sequences are 300 rows apart
+// in one cache, as the backend lays them out; positions span several splits.
+TEST(CudaAttention, TokenRowsEqualEachTokenAlone) {
+  REQUIRE_CUDA_DEVICE();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const int seq_rows = 300, n_seq = 5;
+  const std::vector<int32_t> pos = {0, 299, 31, 32, 150};
+  const std::vector<int32_t> seq = {2, 0, 4, 1, 3};  // each sequence once per step
+  for (const Heads& hs : {Heads{8, 4, 8}, Heads{14, 2, 64}, Heads{28, 4, 128}})
+    for (KvType kv : {KvType::F16, KvType::F32}) {
+      SCOPED_TRACE("heads " + std::to_string(hs.n_head) + "/" + std::to_string(hs.n_head_kv) +
+                   (kv == KvType::F16 ? " f16" : " f32"));
+      const int n_tok = int(pos.size());
+      const int kv_dim = hs.n_head_kv * hs.head_dim, q_dim = hs.n_head * hs.head_dim;
+      const Cache c = random_cache(rng, seq_rows * n_seq, kv_dim, kv);
+      const auto q = random_normal(rng, size_t(n_tok * q_dim), 1.0f);
+      const auto k = random_normal(rng, size_t(n_tok * kv_dim), 1.0f);
+      const auto v = random_normal(rng, size_t(n_tok * kv_dim), 1.0f);
+      double* table = cuda_ops::make_rope_table(1000000.0f, hs.head_dim);
+      const cuda_ops::RopeParams rp{hs.n_head, hs.n_head_kv, hs.head_dim, hs.head_dim,
+                                    RopeType::Neox, 1.0f, table};
+      const cuda_ops::AttentionParams ap{hs.n_head, hs.n_head_kv, hs.head_dim,
+                                         float(1.0 / std::sqrt(double(hs.head_dim)))};
+      const size_t per_token = cuda_ops::attention_decode_scratch_floats(seq_rows, ap);
+
+      // Batched: all tokens in one call of each kernel.
+      DeviceBuffer<uint8_t> kc_b(c.kb), vc_b(c.vb);
+      DeviceBuffer<float> q_b(q), k_b(k), v_b(v), out_b(size_t(n_tok * q_dim));
+      DeviceBuffer<float> part_b(per_token * n_tok);
+      DeviceBuffer<int32_t> d_pos(pos), d_seq(seq);
+      const cuda_ops::TokenRows rows{d_pos.get(), d_seq.get(), seq_rows};
+      const int max_pos = *std::max_element(pos.begin(), pos.end());
+      cuda_ops::rope_and_store_kv_rows(q_b.get(), k_b.get(), v_b.get(), kc_b.get(), vc_b.get(), kv,
+                                       n_tok, rows, rp, nullptr);
+      cuda_ops::attention_decode_rows(q_b.get(), kc_b.get(), vc_b.get(), kv, out_b.get(),
+                                      part_b.get(), per_token, n_tok, rows, max_pos + 1, ap,
+                                      nullptr);
+      cuda_ops::synchronize();
+
+      // Alone: token i through the single-token kernels on its sequence's rows.
+      DeviceBuffer<uint8_t> kc_a(c.kb), vc_a(c.vb);
+      DeviceBuffer<float> q_a(q), out_a(size_t(n_tok * q_dim));
+      DeviceBuffer<float> part_a(cuda_ops::attention_decode_scratch_floats(seq_rows, ap));
+      const size_t eb = cuda_ops::kv_type_bytes(kv);
+      for (int i = 0; i < n_tok; ++i) {
+        DeviceBuffer<int32_t> p1(std::vector<int32_t>{pos[size_t(i)]});
+        const size_t off = size_t(seq[size_t(i)]) * seq_rows * kv_dim * eb;
+        DeviceBuffer<float> k1(
+            std::vector<float>(k.begin() + i * kv_dim, k.begin() + (i + 1) * kv_dim));
+        DeviceBuffer<float> v1(
+            std::vector<float>(v.begin() + i * kv_dim, v.begin() + (i + 1) * kv_dim));
+        cuda_ops::rope_and_store_kv(q_a.get() + i * q_dim, k1.get(), v1.get(), kc_a.get() + off,
+                                    vc_a.get() + off, kv, 1, p1.get(), rp, nullptr);
+        cuda_ops::attention_decode(q_a.get() + i * q_dim, kc_a.get() + off, vc_a.get() + off, kv,
+                                   out_a.get() + i * q_dim, part_a.get(), p1.get(), seq_rows, ap,
+                                   nullptr);
+        cuda_ops::synchronize();
+      }
+      cuda_ops::device_free(table);
+      const auto ob = out_b.download(), oa = out_a.download();
+      for (float x : ob) ASSERT_TRUE(std::isfinite(x));
+      EXPECT_EQ(0, std::memcmp(ob.data(), oa.data(), ob.size() * sizeof(float)))
+          << "attention outputs differ from the tokens alone";
+      EXPECT_EQ(kc_b.download(), kc_a.download()) << "K caches differ";
+      EXPECT_EQ(vc_b.download(), vc_a.download()) << "V caches differ";
+      EXPECT_GUARDS(out_b);
+      EXPECT_GUARDS(part_b);
+      EXPECT_GUARDS(kc_b);
     }
 }
 

@@ -441,6 +441,119 @@ TEST(CudaMatvec, Int8PathSameBitsForAnyRowsPerBlockAndSmallScratchIgnored) {
   }
 }
 
+// The batched entry points (a decode step of several sequences): every token's output row must be
+// bit for bit what the single-token call gives for that token (batch invariance; the single-token
+// kernels are checked against float64 above), on both activation paths, for every entry point
+// and epilogue, with batch sizes below, at and above a pass of the kernels (8 tokens).
+TEST(CudaMatvec, BatchedTokensAreEachTheSingleTokenBits) {
+  REQUIRE_CUDA_DEVICE();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  enum class Entry { Matvec, Multi, Swiglu };
+  struct Case {
+    Entry entry;
+    TensorType type;
+    int64_t rows, cols;
+    bool norm, bias, accumulate;
+  };
+  const Case cases[] = {
+      {Entry::Matvec, TensorType::Q4_K, 300, 512, false, true, true},
+      {Entry::Matvec, TensorType::Q6_K, 77, 1024, false, false, true},
+      {Entry::Matvec, TensorType::Q6_K, 260, 8192, false, false, false},  // float path (wide)
+      {Entry::Matvec, TensorType::Q8_0, 129, 384, false, true, false},
+      {Entry::Matvec, TensorType::F16, 33, 200, false, false, true},
+      {Entry::Multi, TensorType::Q4_K, 520, 768, true, true, false},
+      {Entry::Multi, TensorType::Q4_0, 260, 256, true, true, false},
+      {Entry::Multi, TensorType::F32, 70, 96, true, false, false},
+      {Entry::Multi, TensorType::Q6_K, 1030, 512, true, false, false},
+      {Entry::Swiglu, TensorType::Q4_K, 700, 512, true, false, false},
+      {Entry::Swiglu, TensorType::Q5_0, 90, 256, true, false, false},
+      {Entry::Swiglu, TensorType::Q6_K, 40, 256, false, false, false},
+  };
+  for (const Case& c : cases)
+    for (int64_t n_tok : {1, 5, 8, 19}) {
+      SCOPED_TRACE(std::string(tensor_type_info(c.type).name) + " " + std::to_string(c.rows) +
+                   "x" + std::to_string(c.cols) + " entry " + std::to_string(int(c.entry)) +
+                   " tokens " + std::to_string(n_tok));
+      const int n_targets = c.entry == Entry::Multi ? 3 : 1;
+      const int64_t heights[3] = {c.rows, c.rows / 4 + 1, 37};
+      std::vector<std::unique_ptr<DeviceBuffer<uint8_t>>> d_w, d_up;
+      std::vector<std::unique_ptr<DeviceBuffer<float>>> d_b, d_y;
+      std::vector<std::vector<float>> y0;
+      for (int j = 0; j < n_targets; ++j) {
+        const size_t n_out = size_t(heights[j] * n_tok);
+        d_w.push_back(std::make_unique<DeviceBuffer<uint8_t>>(
+            random_weights(rng, c.type, heights[j], c.cols)));
+        if (c.entry == Entry::Swiglu)
+          d_up.push_back(std::make_unique<DeviceBuffer<uint8_t>>(
+              random_weights(rng, c.type, heights[j], c.cols)));
+        d_b.push_back(
+            std::make_unique<DeviceBuffer<float>>(random_normal(rng, size_t(heights[j]), 1.0f)));
+        d_y.push_back(std::make_unique<DeviceBuffer<float>>(n_out));
+        y0.push_back(random_normal(rng, n_out, 1.0f));
+      }
+      DeviceBuffer<float> d_x(random_normal(rng, size_t(c.cols * n_tok), 2.0f));
+      DeviceBuffer<float> d_nw(random_normal(rng, size_t(c.cols), 1.0f));
+      DeviceBuffer<uint8_t> d_scratch(cuda_ops::act_q8_scratch_bytes(c.cols, n_tok));
+      const cuda_ops::ActQ8Scratch act = cuda_ops::act_q8_scratch(d_scratch.get(), c.cols, n_tok);
+      const float* nw = c.norm ? d_nw.get() : nullptr;
+      const MatvecMode mode = c.accumulate ? MatvecMode::Accumulate : MatvecMode::Store;
+
+      // Token k of the batch alone: input row k, output row k of each target.
+      auto launch = [&](int64_t first, int64_t count) {
+        const float* x = d_x.get() + first * c.cols;
+        if (c.entry == Entry::Matvec) {
+          cuda_ops::matvec_batch(c.type, d_w[0]->get(), c.rows, c.cols, x, count,
+                                 d_y[0]->get() + first * c.rows, c.bias ? d_b[0]->get() : nullptr,
+                                 mode, nullptr, &act);
+        } else if (c.entry == Entry::Multi) {
+          cuda_ops::MatvecTarget t[3];
+          for (int j = 0; j < 3; ++j)
+            t[j] = {d_w[size_t(j)]->get(), heights[j], d_y[size_t(j)]->get() + first * heights[j],
+                    c.bias && j != 1 ? d_b[size_t(j)]->get() : nullptr};
+          cuda_ops::matvec_multi_batch(c.type, c.cols, x, count, t, 3, nullptr, nw, 1e-6f, &act);
+        } else {
+          cuda_ops::matvec_swiglu_batch(c.type, d_w[0]->get(), d_up[0]->get(), c.rows, c.cols, x,
+                                        count, d_y[0]->get() + first * c.rows, nullptr, nw, 1e-6f,
+                                        &act);
+        }
+      };
+      auto outputs = [&] {
+        cuda_ops::synchronize();
+        std::vector<std::vector<float>> out;
+        for (int j = 0; j < n_targets; ++j) {
+          out.push_back(d_y[size_t(j)]->download());
+          EXPECT_GUARDS(*d_y[size_t(j)]);
+        }
+        return out;
+      };
+      for (int j = 0; j < n_targets; ++j) d_y[size_t(j)]->upload(y0[size_t(j)]);
+      launch(0, n_tok);
+      const auto batched = outputs();
+      for (int j = 0; j < n_targets; ++j) d_y[size_t(j)]->upload(y0[size_t(j)]);
+      for (int64_t k = 0; k < n_tok; ++k) launch(k, 1);
+      const auto alone = outputs();
+      EXPECT_GUARDS(d_scratch);
+      for (int j = 0; j < n_targets; ++j) {
+        for (float v : batched[size_t(j)]) ASSERT_TRUE(std::isfinite(v));
+        for (int64_t k = 0; k < n_tok; ++k)
+          EXPECT_EQ(0, std::memcmp(batched[size_t(j)].data() + k * heights[j],
+                                   alone[size_t(j)].data() + k * heights[j],
+                                   size_t(heights[j]) * sizeof(float)))
+              << "target " << j << ", token " << k << " differs from the same token alone";
+      }
+    }
+  // A batch larger than the int8 scratch holds is refused, never silently moved to floats.
+  {
+    DeviceBuffer<uint8_t> d_scratch(cuda_ops::act_q8_scratch_bytes(256, 2));
+    const cuda_ops::ActQ8Scratch act = cuda_ops::act_q8_scratch(d_scratch.get(), 256, 2);
+    EXPECT_THROW(cuda_ops::matvec_batch(TensorType::Q4_K, nullptr, 4, 256, nullptr, 3, nullptr,
+                                        nullptr, MatvecMode::Store, nullptr, &act),
+                 Error);
+  }
+}
+
 TEST(CudaMatvec, RefusesUnsupportedShapes) {
   REQUIRE_CUDA_DEVICE();
   EXPECT_FALSE(cuda_ops::weight_type_supported(TensorType::Q4_K, 300));

@@ -39,9 +39,20 @@ __global__ void __launch_bounds__(kAttnThreads)
     attn_decode_split_kernel(const float* __restrict__ q, const KV* __restrict__ k_cache,
                              const KV* __restrict__ v_cache, float* __restrict__ part_o,
                              float* __restrict__ part_ml, const int32_t* __restrict__ pos,
-                             int n_head, int n_head_kv, int hd, float scale, int n_splits,
-                             int n_gchunk) {
+                             const int32_t* __restrict__ tok_seq, int64_t seq_rows,
+                             int64_t part_stride, int n_head, int n_head_kv, int hd, float scale,
+                             int n_splits, int n_gchunk) {
   pdl_wait();
+  // Token blockIdx.z of a batch (TokenRows): its query row, position, sequence and partials.
+  {
+    const int tok = blockIdx.z;
+    q += int64_t(tok) * n_head * hd;
+    pos += tok;
+    const int64_t row0 = tok_seq ? int64_t(tok_seq[tok]) * seq_rows : 0;
+    k_cache += row0 * n_head_kv * hd, v_cache += row0 * n_head_kv * hd;
+    part_o += tok * part_stride;
+    part_ml += tok * part_stride;
+  }
   extern __shared__ float smem[];
   float* qs = smem;                          // [kGqaChunk][hd]
   float* sc = qs + kGqaChunk * hd;           // [kGqaChunk][kAttnSplit]
@@ -145,8 +156,15 @@ __global__ void __launch_bounds__(kAttnThreads)
 __global__ void __launch_bounds__(kMergeThreads)
     attn_decode_merge_kernel(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                              const int32_t* __restrict__ pos, float* __restrict__ out, int hd,
-                             int n_splits) {
+                             int n_splits, int64_t part_stride, int n_head) {
   pdl_wait();
+  {  // token blockIdx.y of a batch
+    const int tok = blockIdx.y;
+    pos += tok;
+    part_o += tok * part_stride;
+    part_ml += tok * part_stride;
+    out += int64_t(tok) * n_head * hd;
+  }
   __shared__ float e_cache[kMergeCached];
   __shared__ float red[kMergeThreads / 32];
   const int h = blockIdx.x, tid = threadIdx.x;
@@ -335,10 +353,14 @@ size_t attention_decode_scratch_floats(int max_ctx, const AttentionParams& p) {
   return size_t(p.n_head) * size_t(n_splits_for(max_ctx)) * size_t(p.head_dim + 2);
 }
 
-void attention_decode(const float* q, const void* k_cache, const void* v_cache, KvType kv,
-                      float* out, float* partials, const int32_t* pos, int max_ctx,
-                      const AttentionParams& p, void* stream_v) {
+namespace {
+
+void launch_decode(const float* q, const void* k_cache, const void* v_cache, KvType kv, float* out,
+                   float* partials, size_t part_stride, int64_t n_tok, const int32_t* pos,
+                   const int32_t* tok_seq, int64_t seq_rows, int max_ctx, const AttentionParams& p,
+                   void* stream_v) {
   check_params(p, "attention_decode");
+  if (n_tok <= 0) return;
   cudaStream_t stream = as_stream(stream_v);
   const int n_splits = n_splits_for(max_ctx);
   const int gqa = p.n_head / p.n_head_kv;
@@ -347,19 +369,42 @@ void attention_decode(const float* q, const void* k_cache, const void* v_cache, 
   float* part_ml = partials + size_t(p.n_head) * n_splits * p.head_dim;
   const size_t smem =
       (size_t(kGqaChunk) * p.head_dim + 2 * kGqaChunk * kAttnSplit + 2 * kGqaChunk) * sizeof(float);
-  const dim3 grid(unsigned(p.n_head_kv * n_gchunk), unsigned(n_splits));
+  const dim3 grid(unsigned(p.n_head_kv * n_gchunk), unsigned(n_splits), unsigned(n_tok));
   auto launch = [&](const auto* kc, const auto* vc) {
     using KV = std::remove_cv_t<std::remove_pointer_t<decltype(kc)>>;
     launch_pdl("attn_decode_split_kernel", attn_decode_split_kernel<KV>, grid, kAttnThreads, smem,
-               stream, q, kc, vc, part_o, part_ml, pos, p.n_head, p.n_head_kv, p.head_dim, p.scale,
-               n_splits, n_gchunk);
+               stream, q, kc, vc, part_o, part_ml, pos, tok_seq, seq_rows, int64_t(part_stride),
+               p.n_head, p.n_head_kv, p.head_dim, p.scale, n_splits, n_gchunk);
   };
   if (kv == KvType::F16)
     launch(static_cast<const __half*>(k_cache), static_cast<const __half*>(v_cache));
   else
     launch(static_cast<const float*>(k_cache), static_cast<const float*>(v_cache));
-  launch_pdl("attn_decode_merge_kernel", attn_decode_merge_kernel, unsigned(p.n_head),
-             kMergeThreads, 0, stream, part_o, part_ml, pos, out, p.head_dim, n_splits);
+  launch_pdl("attn_decode_merge_kernel", attn_decode_merge_kernel,
+             dim3(unsigned(p.n_head), unsigned(n_tok)), kMergeThreads, 0, stream, part_o, part_ml,
+             pos, out, p.head_dim, n_splits, int64_t(part_stride), p.n_head);
+}
+
+}  // namespace
+
+void attention_decode(const float* q, const void* k_cache, const void* v_cache, KvType kv,
+                      float* out, float* partials, const int32_t* pos, int max_ctx,
+                      const AttentionParams& p, void* stream) {
+  launch_decode(q, k_cache, v_cache, kv, out, partials, 0, 1, pos, nullptr, 0, max_ctx, p, stream);
+}
+
+// The partials of one token are laid out for max_ctx = the split count of this call, which is at
+// most the per-token stride the caller sized for its cache.
+void attention_decode_rows(const float* q, const void* k_cache, const void* v_cache, KvType kv,
+                           float* out, float* partials, size_t partials_per_token, int64_t n_tok,
+                           const TokenRows& rows, int max_ctx, const AttentionParams& p,
+                           void* stream) {
+  if (!rows.pos || !rows.seq) throw Error("cuda attention: token rows without positions or sequences");
+  if (attention_decode_scratch_floats(max_ctx, p) > partials_per_token)
+    throw Error("cuda attention: " + std::to_string(max_ctx) +
+                " positions need more partials than the caller holds per token");
+  launch_decode(q, k_cache, v_cache, kv, out, partials, partials_per_token, n_tok, rows.pos,
+                rows.seq, rows.seq_rows, max_ctx, p, stream);
 }
 
 void attention_prefill(const float* q, const void* k_cache, const void* v_cache, KvType kv,

@@ -14,6 +14,16 @@
 //           weights and flash-style causal attention.
 // Stages mirror the CPU forward pass (backend/cpu/cpu_transformer.cpp) one for one, so
 // `parity --layers` can compare them.
+//
+// Several sequences (BackendOptions::n_seq slots, continuous batching): the KV cache holds n_ctx
+// rows per sequence (layer-major, then sequence). forward_batch() runs each item of several
+// tokens on its own (the paths above, on its sequence's rows) and the single-token items of all
+// sequences together as one decode step (decode_rows): the batched matvecs read each weight once
+// for all of them, and rope and attention take each token's own position and sequence. Every
+// token's arithmetic in that step is what it alone would get (the batched kernels' promise,
+// cuda_ops.h), so a sequence's results do not depend on who else is in the batch. Steps of at
+// least CudaBackendOptions::batch_gemm_min tokens take the cuBLAS GEMMs instead (faster for
+// large batches, not batch-invariant; 0 keeps every step on the batched matvecs).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -62,18 +72,22 @@ std::string gib(double bytes) {
 
 class CudaBackend final : public GatedBackend {
  public:
-  CudaBackend(const Model& model, const CudaBackendOptions& opts, int n_ctx);
+  CudaBackend(const Model& model, const CudaBackendOptions& opts, int n_ctx, int n_seq);
   ~CudaBackend() override;
 
   std::string name() const override { return "cuda"; }
   const Model& model() const override { return model_; }
-  int n_past() const override { return n_past_; }
+  int n_past() const override { return seq_past_[0]; }
+  int seq_past(int seq) const override { return seq_past_.at(size_t(seq)); }
+  int n_seq() const override { return n_seq_; }
   int n_ctx() const override { return n_ctx_; }
-  void truncate(int n_past) override;
+  void truncate(int n_past) override { truncate_seq(0, n_past); }
+  void truncate_seq(int seq, int n_past) override;
   void set_observer(LayerObserver* observer) override { observer_ = observer; }
 
  protected:
   void forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) override;
+  void forward_batch_impl(std::span<const SeqTokens> batch) override;
   void drift_kv(int seq, int64_t pos_begin, int64_t pos_end, float scale) override;
 
  private:
@@ -84,16 +98,27 @@ class CudaBackend final : public GatedBackend {
   DevWeight matrix(const WeightView& w) const;
   const float* vector(const WeightView& w);
 
+  // One token of a batched decode step.
+  struct DecodeRow {
+    int32_t token = 0;
+    int pos = 0, seq = 0;
+    float* logits = nullptr;  // n_vocab floats, or nullptr
+    bool batch_fault = false;  // BatchCorrupt applies to this row
+  };
+
   void decode_token(int32_t token, int pos, float* logits);
   void enqueue_decode(bool eager, int pos);
+  void decode_rows(const std::vector<DecodeRow>& rows);
+  void forward_sequence(const SeqTokens& item, bool batch_fault);
   void prefill_chunk(const int32_t* tokens, int n, int pos0, float* logits, bool all_logits,
-                     bool want_last);
+                     bool want_last, int seq = 0, bool batch_fault = false);
   void matmul(const DevWeight& w, const float* x, int n_tok, float* y, bool accumulate);
   void matvec(const DevWeight& w, const float* x, float* y, const float* bias, MatvecMode mode);
-  void qkv_projection(const DevLayer& L);
-  void after_layer(int layer, const char* stage, int n, int pos0, bool eager);
-  void* k_cache(int layer) const;
-  void* v_cache(int layer) const;
+  void qkv_projection(const DevLayer& L, int n_tok = 1);
+  void after_layer(int layer, const char* stage, int n, int pos0, bool eager,
+                   bool batch_fault = false);
+  void* k_cache(int layer, int seq = 0) const;
+  void* v_cache(int layer, int seq = 0) const;
 
   const Model& model_;
   const HParams hp_;
@@ -101,7 +126,10 @@ class CudaBackend final : public GatedBackend {
   const int64_t q_dim_, kv_dim_;
   int n_ctx_ = 0;
   int max_batch_ = 0;
-  int n_past_ = 0;
+  int n_seq_ = 1;
+  int max_tokens_ = 0;  // rows of the activation buffers: max(max_batch_, n_seq_)
+  std::vector<int> seq_past_;
+  size_t partials_per_token_ = 0;  // attention_decode scratch floats of one token
 
   cudaStream_t stream_ = nullptr;
   cudaGraphExec_t decode_graph_ = nullptr;
@@ -125,9 +153,11 @@ class CudaBackend final : public GatedBackend {
   const cuda_ops::ActQ8Scratch* act_q8() const {
     return opts_.f32_activations ? nullptr : &act_q8_;
   }
-  int32_t* d_ints_ = nullptr;      // [0] = position (of the first token), [1..] = tokens
-  int32_t* h_ints_ = nullptr;      // pinned mirror
-  float* h_logits_ = nullptr;      // pinned, n_vocab floats
+  // [0] = position (of the first token), [1 .. max_tokens_] = tokens; a batched decode step puts
+  // each token's position at [1 + max_tokens_ + i] and its sequence at [1 + 2 max_tokens_ + i].
+  int32_t* d_ints_ = nullptr;
+  int32_t* h_ints_ = nullptr;  // pinned mirror
+  float* h_logits_ = nullptr;  // pinned, n_seq_ * n_vocab floats
   std::unique_ptr<Matmul> matmul_;
 
   DevWeight tok_embd_, output_;
@@ -141,7 +171,7 @@ class CudaBackend final : public GatedBackend {
   std::vector<float> observe_buf_;
 };
 
-CudaBackend::CudaBackend(const Model& model, const CudaBackendOptions& opts, int n_ctx)
+CudaBackend::CudaBackend(const Model& model, const CudaBackendOptions& opts, int n_ctx, int n_seq)
     : model_(model),
       hp_(model.hp),
       opts_(opts),
@@ -152,6 +182,9 @@ CudaBackend::CudaBackend(const Model& model, const CudaBackendOptions& opts, int
   CUDA_CHECK(cudaSetDevice(opts_.device));
   n_ctx_ = resolve_n_ctx(hp_, n_ctx);
   max_batch_ = std::max(1, std::min(opts_.max_batch, n_ctx_));
+  n_seq_ = std::max(1, n_seq);
+  max_tokens_ = std::max(max_batch_, n_seq_);
+  seq_past_.assign(size_t(n_seq_), 0);
   try {
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     plan_and_allocate();
@@ -236,14 +269,15 @@ void CudaBackend::plan_and_allocate() {
   }
 
   kv_type_ = opts_.f32_kv_cache ? KvType::F32 : KvType::F16;
-  const size_t kv_bytes =
-      2 * size_t(hp_.n_layer) * size_t(n_ctx_) * size_t(kv_dim_) * kv_type_bytes(kv_type_);
-  const size_t T = size_t(max_batch_);
+  const size_t kv_bytes = 2 * size_t(hp_.n_layer) * size_t(n_seq_) * size_t(n_ctx_) *
+                          size_t(kv_dim_) * kv_type_bytes(kv_type_);
+  const size_t T = size_t(max_tokens_);
   const size_t E = size_t(hp_.n_embd), F = size_t(hp_.n_ff), V = size_t(hp_.n_vocab);
   const size_t Q = size_t(q_dim_), KV = size_t(kv_dim_);
   attn_ = {int(hp_.n_head), int(hp_.n_head_kv), int(hp_.head_dim),
            float(1.0 / std::sqrt(double(hp_.head_dim)))};
-  const size_t partial_floats = attention_decode_scratch_floats(n_ctx_, attn_);
+  partials_per_token_ = attention_decode_scratch_floats(n_ctx_, attn_);
+  const size_t partial_floats = partials_per_token_ * size_t(n_seq_);
   const size_t act_offsets[] = {T * E, T * E, T * Q, T * KV, T * KV,
                                 T * Q, T * F, T * F, T * V,  partial_floats};
   size_t act_bytes = 0;
@@ -251,7 +285,7 @@ void CudaBackend::plan_and_allocate() {
   const size_t max_cols = std::max({E, Q, F});
   const size_t tile = std::max(opts_.gemm_tile_elems, max_cols);
   const size_t gemm_bytes = (T * max_cols + tile) * 2 * (opts_.precise_prefill ? 2 : 1);
-  const size_t act_q8_bytes = act_q8_scratch_bytes(int64_t(max_cols));
+  const size_t act_q8_bytes = act_q8_scratch_bytes(int64_t(max_cols), n_seq_);
   act_bytes += act_q8_bytes;
   const size_t reserve = size_t(512) << 20;  // cuBLAS workspace, CUDA context growth, graphs
   const size_t need = weights_bytes_ + vector_bytes + kv_bytes + act_bytes + gemm_bytes + reserve;
@@ -261,7 +295,8 @@ void CudaBackend::plan_and_allocate() {
   if (need > free_b)
     throw Error("cuda: model needs " + gib(double(need)) + " (weights " +
                     gib(double(weights_bytes_)) + ", KV cache " + gib(double(kv_bytes)) +
-                    " for n_ctx " + std::to_string(n_ctx_) + ", scratch " +
+                    " for n_ctx " + std::to_string(n_ctx_) +
+                    (n_seq_ > 1 ? " x " + std::to_string(n_seq_) + " sequences" : "") + ", scratch " +
                     gib(double(act_bytes + gemm_bytes)) + "), device has " + gib(double(free_b)) +
                     " free",
                 kExitDevice);
@@ -280,10 +315,10 @@ void CudaBackend::plan_and_allocate() {
     *slots[i] = reinterpret_cast<float*>(d_act_ + off);
     off += align_up(act_offsets[i] * sizeof(float));
   }
-  act_q8_ = act_q8_scratch(d_act_ + off, int64_t(max_cols));
-  CUDA_CHECK(cudaMalloc(&d_ints_, (T + 1) * sizeof(int32_t)));
-  CUDA_CHECK(cudaHostAlloc(&h_ints_, (T + 1) * sizeof(int32_t), cudaHostAllocDefault));
-  CUDA_CHECK(cudaHostAlloc(&h_logits_, V * sizeof(float), cudaHostAllocDefault));
+  act_q8_ = act_q8_scratch(d_act_ + off, int64_t(max_cols), n_seq_);
+  CUDA_CHECK(cudaMalloc(&d_ints_, (3 * T + 1) * sizeof(int32_t)));
+  CUDA_CHECK(cudaHostAlloc(&h_ints_, (3 * T + 1) * sizeof(int32_t), cudaHostAllocDefault));
+  CUDA_CHECK(cudaHostAlloc(&h_logits_, size_t(n_seq_) * V * sizeof(float), cudaHostAllocDefault));
   matmul_ = std::make_unique<Matmul>(T * max_cols, tile, opts_.precise_prefill);
 
   rope_table_ = make_rope_table(hp_.rope_freq_base, int(hp_.rope_dim));
@@ -373,18 +408,24 @@ void CudaBackend::upload_weights() {
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-void* CudaBackend::k_cache(int layer) const {
-  return static_cast<uint8_t*>(d_k_) +
-         size_t(layer) * size_t(n_ctx_) * size_t(kv_dim_) * kv_type_bytes(kv_type_);
+void* CudaBackend::k_cache(int layer, int seq) const {
+  return static_cast<uint8_t*>(d_k_) + (size_t(layer) * size_t(n_seq_) + size_t(seq)) *
+                                           size_t(n_ctx_) * size_t(kv_dim_) *
+                                           kv_type_bytes(kv_type_);
 }
-void* CudaBackend::v_cache(int layer) const {
-  return static_cast<uint8_t*>(d_v_) +
-         size_t(layer) * size_t(n_ctx_) * size_t(kv_dim_) * kv_type_bytes(kv_type_);
+void* CudaBackend::v_cache(int layer, int seq) const {
+  return static_cast<uint8_t*>(d_v_) + (size_t(layer) * size_t(n_seq_) + size_t(seq)) *
+                                           size_t(n_ctx_) * size_t(kv_dim_) *
+                                           kv_type_bytes(kv_type_);
 }
 
-void CudaBackend::truncate(int n_past) {
+void CudaBackend::truncate_seq(int seq, int n_past) {
   if (n_past < 0) throw Error("cuda: truncate(" + std::to_string(n_past) + "): negative length");
-  n_past_ = std::min(n_past_, n_past);
+  if (seq < 0 || seq >= n_seq_)
+    throw Error("cuda: truncate of sequence " + std::to_string(seq) + " of " +
+                std::to_string(n_seq_));
+  int& past = seq_past_[size_t(seq)];
+  past = std::min(past, n_past);
 }
 
 void CudaBackend::matvec(const DevWeight& w, const float* x, float* y, const float* bias,
@@ -396,9 +437,11 @@ void CudaBackend::matmul(const DevWeight& w, const float* x, int n_tok, float* y
   matmul_->run(w.type, w.data, w.rows, w.cols, x, n_tok, y, w.rows, accumulate, stream_);
 }
 
-// Observer callbacks and the LayerCorrupt fault, after a stage of layer `layer` for n rows at
-// positions pos0 ... Only in eager mode (never inside a captured graph).
-void CudaBackend::after_layer(int layer, const char* stage, int n, int pos0, bool eager) {
+// Observer callbacks and the LayerCorrupt fault (BatchCorrupt too when batch_fault), after a
+// stage of layer `layer` for n rows at positions pos0 ... Only in eager mode (never inside a
+// captured graph).
+void CudaBackend::after_layer(int layer, const char* stage, int n, int pos0, bool eager,
+                              bool batch_fault) {
   if (!eager) return;
   const int64_t E = hp_.n_embd;
   if (std::strcmp(stage, "ffn_out") == 0 && fault().kind == FaultSpec::LayerCorrupt &&
@@ -407,6 +450,9 @@ void CudaBackend::after_layer(int layer, const char* stage, int n, int pos0, boo
     if (t >= 0 && t < n)
       fault_corrupt_hidden(d_h_ + t * E, E, layer, fault().position, fault().magnitude, stream_);
   }
+  if (batch_fault && std::strcmp(stage, "ffn_out") == 0 && fault().layer == layer)
+    for (int t = 0; t < n; ++t)
+      fault_corrupt_hidden(d_h_ + t * E, E, layer, pos0 + t, fault().magnitude, stream_, 3);
   if (!observer_) return;
   observe_buf_.resize(size_t(n * E));
   CUDA_CHECK(cudaMemcpyAsync(observe_buf_.data(), d_h_, size_t(n * E) * sizeof(float),
@@ -420,7 +466,7 @@ void CudaBackend::after_layer(int layer, const char* stage, int n, int pos0, boo
 // Attention pre-norm and Q, K, V of one token: one launch per run of same-typed projections
 // (one for most files; two where Q4_K_M stores attn_v in Q6_K), each with the norm fused in
 // (recomputing it in each launch is cheaper than a separate norm launch; bench/NOTES.md).
-void CudaBackend::qkv_projection(const DevLayer& L) {
+void CudaBackend::qkv_projection(const DevLayer& L, int n_tok) {
   const DevWeight* w[3] = {&L.wq, &L.wk, &L.wv};
   float* y[3] = {d_q_, d_k_new_, d_v_new_};
   const float* bias[3] = {L.bq, L.bk, L.bv};
@@ -430,8 +476,8 @@ void CudaBackend::qkv_projection(const DevLayer& L) {
     MatvecTarget targets[3];
     for (int k = 0; k < n; ++k)
       targets[k] = {w[first + k]->data, w[first + k]->rows, y[first + k], bias[first + k]};
-    matvec_multi(w[first]->type, w[first]->cols, d_h_, targets, n, stream_, L.attn_norm,
-                 hp_.rms_eps, act_q8());
+    matvec_multi_batch(w[first]->type, w[first]->cols, d_h_, n_tok, targets, n, stream_,
+                       L.attn_norm, hp_.rms_eps, act_q8());
     first += n;
   }
 }
@@ -517,7 +563,7 @@ void CudaBackend::decode_token(int32_t token, int pos, float* logits) {
 // n tokens at positions pos0 .. pos0 + n - 1 through the GEMM path. logits: n rows (all_logits),
 // the last row (want_last), or nothing.
 void CudaBackend::prefill_chunk(const int32_t* tokens, int n, int pos0, float* logits,
-                                bool all_logits, bool want_last) {
+                                bool all_logits, bool want_last, int seq, bool batch_fault) {
   const int64_t E = hp_.n_embd;
   h_ints_[0] = pos0;
   std::memcpy(h_ints_ + 1, tokens, size_t(n) * sizeof(int32_t));
@@ -534,9 +580,10 @@ void CudaBackend::prefill_chunk(const int32_t* tokens, int n, int pos0, float* l
     if (L.bq) add_bias(d_q_, L.bq, n, q_dim_, stream_);
     if (L.bk) add_bias(d_k_new_, L.bk, n, kv_dim_, stream_);
     if (L.bv) add_bias(d_v_new_, L.bv, n, kv_dim_, stream_);
-    rope_and_store_kv(d_q_, d_k_new_, d_v_new_, k_cache(l), v_cache(l), kv_type_, n, d_pos, rope_,
+    rope_and_store_kv(d_q_, d_k_new_, d_v_new_, k_cache(l, seq), v_cache(l, seq), kv_type_, n,
+                      d_pos, rope_, stream_);
+    attention_prefill(d_q_, k_cache(l, seq), v_cache(l, seq), kv_type_, d_att_, n, d_pos, attn_,
                       stream_);
-    attention_prefill(d_q_, k_cache(l), v_cache(l), kv_type_, d_att_, n, d_pos, attn_, stream_);
     matmul(L.wo, d_att_, n, d_h_, true);
     after_layer(l, "attn_out", n, pos0, true);
 
@@ -545,7 +592,7 @@ void CudaBackend::prefill_chunk(const int32_t* tokens, int n, int pos0, float* l
     matmul(L.up, d_xn_, n, d_u_, false);
     swiglu(d_g_, d_u_, d_g_, int64_t(n) * hp_.n_ff, stream_);
     matmul(L.down, d_g_, n, d_h_, true);
-    after_layer(l, "ffn_out", n, pos0, true);
+    after_layer(l, "ffn_out", n, pos0, true, batch_fault);
   }
   const size_t V = size_t(hp_.n_vocab);
   if (all_logits) {
@@ -565,7 +612,7 @@ void CudaBackend::prefill_chunk(const int32_t* tokens, int n, int pos0, float* l
 
 void CudaBackend::forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) {
   const int n = int(tokens.size());
-  const int pos_begin = n_past_;
+  const int pos_begin = seq_past_[0];
   const size_t V = size_t(hp_.n_vocab);
   if (n < opts_.min_gemm_batch) {
     for (int i = 0; i < n; ++i) {
@@ -583,15 +630,150 @@ void CudaBackend::forward_impl(std::span<const int32_t> tokens, float* logits, b
     }
   }
   CUDA_CHECK(cudaStreamSynchronize(stream_));
-  n_past_ = pos_begin + n;
+  seq_past_[0] = pos_begin + n;
+}
+
+// One sequence's tokens (more than one) inside a batched call: the prefill GEMMs on its rows, or
+// token by token through batched decode steps of one row.
+void CudaBackend::forward_sequence(const SeqTokens& item, bool batch_fault) {
+  const int n = int(item.tokens.size());
+  const int pos_begin = seq_past_[size_t(item.seq)];
+  const size_t V = size_t(hp_.n_vocab);
+  if (n < opts_.min_gemm_batch) {
+    for (int i = 0; i < n; ++i) {
+      float* out = !item.logits      ? nullptr
+                   : item.all_logits ? item.logits + size_t(i) * V
+                                     : (i == n - 1 ? item.logits : nullptr);
+      decode_rows({{item.tokens[size_t(i)], pos_begin + i, item.seq, out, batch_fault}});
+    }
+  } else {
+    for (int done = 0; done < n; done += max_batch_) {
+      const int b = std::min(max_batch_, n - done);
+      float* out = item.all_logits && item.logits ? item.logits + size_t(done) * V : item.logits;
+      prefill_chunk(item.tokens.data() + done, b, pos_begin + done, out,
+                    item.all_logits && item.logits, item.logits && done + b == n, item.seq,
+                    batch_fault);
+    }
+  }
+  seq_past_[size_t(item.seq)] = pos_begin + n;
+}
+
+// One token of each of rows.size() sequences (each at most once), at their own positions. Eager
+// launches (the shapes change from step to step).
+void CudaBackend::decode_rows(const std::vector<DecodeRow>& rows) {
+  const int B = int(rows.size());
+  const int64_t E = hp_.n_embd, F = hp_.n_ff, V = hp_.n_vocab, T = max_tokens_;
+  int max_pos = 0;
+  for (int i = 0; i < B; ++i) {
+    h_ints_[1 + i] = rows[size_t(i)].token;
+    h_ints_[1 + T + i] = rows[size_t(i)].pos;
+    h_ints_[1 + 2 * T + i] = rows[size_t(i)].seq;
+    max_pos = std::max(max_pos, rows[size_t(i)].pos);
+  }
+  CUDA_CHECK(cudaMemcpyAsync(d_ints_, h_ints_, size_t(3 * T + 1) * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, stream_));
+  const int32_t* d_tok = d_ints_ + 1;
+  const TokenRows where = {d_ints_ + 1 + T, d_ints_ + 1 + 2 * T, n_ctx_};
+  // Large steps through the GEMMs (faster, not batch-invariant); the rest through the batched
+  // matvecs, whose every row is what it would be alone.
+  const bool gemm = opts_.batch_gemm_min > 0 && B >= opts_.batch_gemm_min;
+  // Faults of single rows (LayerCorrupt at its position, BatchCorrupt), after layer l's FFN.
+  auto row_faults = [&](int l) {
+    for (int i = 0; i < B; ++i) {
+      const DecodeRow& r = rows[size_t(i)];
+      if (fault().kind == FaultSpec::LayerCorrupt && fault().layer == l &&
+          fault().position == r.pos)
+        fault_corrupt_hidden(d_h_ + i * E, E, l, r.pos, fault().magnitude, stream_);
+      if (r.batch_fault && fault().layer == l)
+        fault_corrupt_hidden(d_h_ + i * E, E, l, r.pos, fault().magnitude, stream_, 3);
+    }
+  };
+
+  get_rows(tok_embd_.type, tok_embd_.data, E, V, d_tok, B, d_h_, stream_);
+  for (int l = 0; l < int(layers_.size()); ++l) {
+    const DevLayer& L = layers_[size_t(l)];
+    if (gemm) {
+      rmsnorm(d_h_, L.attn_norm, d_xn_, B, E, hp_.rms_eps, stream_);
+      matmul(L.wq, d_xn_, B, d_q_, false);
+      matmul(L.wk, d_xn_, B, d_k_new_, false);
+      matmul(L.wv, d_xn_, B, d_v_new_, false);
+      if (L.bq) add_bias(d_q_, L.bq, B, q_dim_, stream_);
+      if (L.bk) add_bias(d_k_new_, L.bk, B, kv_dim_, stream_);
+      if (L.bv) add_bias(d_v_new_, L.bv, B, kv_dim_, stream_);
+    } else {
+      qkv_projection(L, B);
+    }
+    rope_and_store_kv_rows(d_q_, d_k_new_, d_v_new_, k_cache(l), v_cache(l), kv_type_, B, where,
+                           rope_, stream_);
+    attention_decode_rows(d_q_, k_cache(l), v_cache(l), kv_type_, d_att_, d_partials_,
+                          partials_per_token_, B, where, max_pos + 1, attn_, stream_);
+    if (gemm)
+      matmul(L.wo, d_att_, B, d_h_, true);
+    else
+      matvec_batch(L.wo.type, L.wo.data, L.wo.rows, L.wo.cols, d_att_, B, d_h_, nullptr,
+                   MatvecMode::Accumulate, stream_, act_q8());
+
+    if (gemm) {
+      rmsnorm(d_h_, L.ffn_norm, d_xn_, B, E, hp_.rms_eps, stream_);
+      matmul(L.gate, d_xn_, B, d_g_, false);
+      matmul(L.up, d_xn_, B, d_u_, false);
+      swiglu(d_g_, d_u_, d_g_, int64_t(B) * F, stream_);
+      matmul(L.down, d_g_, B, d_h_, true);
+    } else {
+      if (L.gate.type == L.up.type) {
+        matvec_swiglu_batch(L.gate.type, L.gate.data, L.up.data, L.gate.rows, L.gate.cols, d_h_,
+                            B, d_g_, stream_, L.ffn_norm, hp_.rms_eps, act_q8());
+      } else {
+        rmsnorm(d_h_, L.ffn_norm, d_xn_, B, E, hp_.rms_eps, stream_);
+        matvec_batch(L.gate.type, L.gate.data, L.gate.rows, L.gate.cols, d_xn_, B, d_g_, nullptr,
+                     MatvecMode::Store, stream_, act_q8());
+        matvec_batch(L.up.type, L.up.data, L.up.rows, L.up.cols, d_xn_, B, d_u_, nullptr,
+                     MatvecMode::Store, stream_, act_q8());
+        swiglu(d_g_, d_u_, d_g_, int64_t(B) * F, stream_);
+      }
+      matvec_batch(L.down.type, L.down.data, L.down.rows, L.down.cols, d_g_, B, d_h_, nullptr,
+                   MatvecMode::Accumulate, stream_, act_q8());
+    }
+    row_faults(l);
+  }
+  if (gemm) {
+    rmsnorm(d_h_, output_norm_, d_xn_, B, E, hp_.rms_eps, stream_);
+    matmul(output_, d_xn_, B, d_logits_, false);
+  } else {
+    const MatvecTarget out = {output_.data, output_.rows, d_logits_, nullptr};
+    matvec_multi_batch(output_.type, output_.cols, d_h_, B, &out, 1, stream_, output_norm_,
+                       hp_.rms_eps, act_q8());
+  }
+  CUDA_CHECK(cudaMemcpyAsync(h_logits_, d_logits_, size_t(B) * size_t(V) * sizeof(float),
+                             cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));  // also before h_ints_ may be rewritten
+  for (int i = 0; i < B; ++i)
+    if (rows[size_t(i)].logits)
+      std::memcpy(rows[size_t(i)].logits, h_logits_ + size_t(i) * size_t(V),
+                  size_t(V) * sizeof(float));
+}
+
+void CudaBackend::forward_batch_impl(std::span<const SeqTokens> batch) {
+  // BatchCorrupt (TEST KNOB): every sequence but the call's first, in calls of several.
+  const bool batch_fault = fault().kind == FaultSpec::BatchCorrupt && batch.size() > 1;
+  std::vector<DecodeRow> rows;
+  for (const SeqTokens& item : batch) {
+    const bool corrupt = batch_fault && item.seq != batch[0].seq;
+    if (item.tokens.size() == 1)
+      rows.push_back({item.tokens[0], seq_past_[size_t(item.seq)], item.seq, item.logits, corrupt});
+    else
+      forward_sequence(item, corrupt);
+  }
+  if (rows.empty()) return;
+  decode_rows(rows);
+  for (const DecodeRow& r : rows) seq_past_[size_t(r.seq)] = r.pos + 1;
 }
 
 // TEST KNOB (backend/fault.h), with the CPU reference's values.
-void CudaBackend::drift_kv(int /*seq: always 0*/, int64_t pos_begin, int64_t pos_end,
-                           float scale) {
+void CudaBackend::drift_kv(int seq, int64_t pos_begin, int64_t pos_end, float scale) {
   for (int l = 0; l < int(hp_.n_layer); ++l)
-    fault_drift_kv(k_cache(l), v_cache(l), kv_type_, kv_dim_, l, pos_begin, pos_end, scale,
-                   stream_);
+    fault_drift_kv(k_cache(l, seq), v_cache(l, seq), kv_type_, kv_dim_, l, pos_begin, pos_end,
+                   scale, stream_);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
@@ -600,12 +782,11 @@ void CudaBackend::drift_kv(int /*seq: always 0*/, int64_t pos_begin, int64_t pos
 std::unique_ptr<GatedBackend> create_cuda_backend(const Model& model, const BackendOptions& options,
                                                   GateKey key) {
   (void)key;  // its existence is the proof that the parity gate asked
-  // Batched decode over several sequences is not written for CUDA yet: one sequence, one cache.
-  if (options.n_seq != 1)
-    throw InputError("cuda backend: serves one sequence at a time (asked for " +
-                     std::to_string(options.n_seq) + "); use --parallel 1 or a CPU backend");
+  if (options.n_seq < 1 || options.n_seq > kMaxCudaSequences)
+    throw InputError("cuda backend: " + std::to_string(options.n_seq) +
+                     " sequences asked for; 1 to " + std::to_string(kMaxCudaSequences));
   cuda_ops::set_kernel_tuning(options.cuda.tuning);
-  return std::make_unique<CudaBackend>(model, options.cuda, options.n_ctx);
+  return std::make_unique<CudaBackend>(model, options.cuda, options.n_ctx, options.n_seq);
 }
 
 }  // namespace lockstep

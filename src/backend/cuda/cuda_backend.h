@@ -32,10 +32,14 @@ bool cuda_device_available(std::string* why = nullptr);
 CudaDeviceInfo cuda_device_info(int index = 0);
 
 
+// Sequences (continuous batching slots) one CUDA backend holds at most.
+constexpr int kMaxCudaSequences = 256;
+
 // Uploads the model's weights (in their file formats) and allocates the KV cache (options.n_ctx
 // positions) and scratch, per options.cuda (backend/backend_options.h). Throws Error(kExitDevice)
 // "model needs X GiB, device has Y GiB free" when the device cannot hold them, and InputError for
-// a weight type or head size the kernels do not handle. The kernels' tuning knobs
+// a weight type or head size the kernels do not handle. options.n_seq sequences (1 to
+// kMaxCudaSequences) of options.n_ctx positions each. The kernels' tuning knobs
 // (options.cuda.tuning) are process-wide: the last CUDA backend created sets them.
 std::unique_ptr<GatedBackend> create_cuda_backend(const Model& model, const BackendOptions& options,
                                                   GateKey key);

@@ -48,16 +48,19 @@ enum class MatvecMode {
 // each group. Given one, a Q4_K/Q6_K matvec quantizes its input into it (a small launch before
 // the product) and dots the weights with dp4a; without one it uses float activations.
 // One scratch per stream: its contents live from the quantizing launch to the product after it.
+// A batched product (matvec_batch and friends) needs room for each of its tokens.
 struct ActQ8Scratch {
-  int8_t* xq = nullptr;   // max_cols values: rint(x / dx)
-  int8_t* xq2 = nullptr;  // max_cols values: rint((x / dx - xq) * 254)
-  float* dx = nullptr;    // max_cols / 32 scales
-  float* xs = nullptr;    // max_cols / 32 sums
+  int8_t* xq = nullptr;   // max_cols * max_tokens values: rint(x / dx)
+  int8_t* xq2 = nullptr;  // max_cols * max_tokens values: rint((x / dx - xq) * 254)
+  float* dx = nullptr;    // max_cols / 32 * max_tokens scales
+  float* xs = nullptr;    // max_cols / 32 * max_tokens sums
   int64_t max_cols = 0;
+  int64_t max_tokens = 1;
 };
-size_t act_q8_scratch_bytes(int64_t max_cols);
-// Carves a scratch out of act_q8_scratch_bytes(max_cols) bytes of device memory (256-aligned).
-ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols);
+size_t act_q8_scratch_bytes(int64_t max_cols, int64_t max_tokens = 1);
+// Carves a scratch out of act_q8_scratch_bytes(max_cols, max_tokens) bytes of device memory
+// (256-aligned).
+ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols, int64_t max_tokens = 1);
 // True when a product of this weight type and row width, given `act`, takes the int8 path (Q4_K,
 // Q6_K up to kernel_tuning().q6k_int8_max_cols wide, a scratch wide enough); else its input stays
 // float.
@@ -87,6 +90,22 @@ void matvec_swiglu(TensorType type, const void* w_gate, const void* w_up, int64_
                    int64_t cols, const float* x, float* y, void* stream,
                    const float* norm_weight = nullptr, float eps = 0.0f,
                    const ActQ8Scratch* act = nullptr);
+
+// The same three products for n_tok tokens at once (a batched decode step): x holds n_tok rows of
+// cols floats, y (each target's) n_tok rows of `rows` floats. The weights are read once per call,
+// and each token's row is bit for bit what the single-token call gives for that token alone (batch
+// invariance). With an int8 scratch, it must hold n_tok tokens (Error otherwise).
+void matvec_batch(TensorType type, const void* w, int64_t rows, int64_t cols, const float* x,
+                  int64_t n_tok, float* y, const float* bias, MatvecMode mode, void* stream,
+                  const ActQ8Scratch* act = nullptr);
+void matvec_multi_batch(TensorType type, int64_t cols, const float* x, int64_t n_tok,
+                        const MatvecTarget* targets, int n, void* stream,
+                        const float* norm_weight = nullptr, float eps = 0.0f,
+                        const ActQ8Scratch* act = nullptr);
+void matvec_swiglu_batch(TensorType type, const void* w_gate, const void* w_up, int64_t rows,
+                         int64_t cols, const float* x, int64_t n_tok, float* y, void* stream,
+                         const float* norm_weight = nullptr, float eps = 0.0f,
+                         const ActQ8Scratch* act = nullptr);
 
 // ---- dequantization (prefill GEMM tiles, embeddings, norm weights) --------------------------
 // Rows row0 .. row0 + n_rows - 1 of W to F16 (dst_hi, n_rows x cols). When dst_lo is not null it
@@ -153,6 +172,19 @@ void rope_and_store_kv(float* q, const float* k, const float* v, void* k_cache, 
                        KvType kv, int64_t n_tok, const int32_t* pos0, const RopeParams& p,
                        void* stream);
 
+// Where the tokens of a batched decode step go (device arrays of n_tok entries each): token i is
+// at position pos[i] of sequence seq[i], whose cache rows start seq[i] * seq_rows rows into the
+// layer's cache (k_cache / v_cache point at sequence 0).
+struct TokenRows {
+  const int32_t* pos = nullptr;
+  const int32_t* seq = nullptr;
+  int64_t seq_rows = 0;
+};
+// rope_and_store_kv for tokens at their own positions and sequences.
+void rope_and_store_kv_rows(float* q, const float* k, const float* v, void* k_cache,
+                            void* v_cache, KvType kv, int64_t n_tok, const TokenRows& rows,
+                            const RopeParams& p, void* stream);
+
 // ---- attention ----------------------------------------------------------------------------
 struct AttentionParams {
   int n_head = 0, n_head_kv = 0, head_dim = 0;
@@ -169,6 +201,15 @@ void attention_decode(const float* q, const void* k_cache, const void* v_cache, 
                       float* out, float* partials, const int32_t* pos, int max_ctx,
                       const AttentionParams& p, void* stream);
 
+// attention_decode for n_tok query tokens (rows of q and out), each over its own sequence's
+// positions 0..rows.pos[i]; every token's arithmetic is the single-token kernel's. max_ctx bounds
+// the positions of this call (the grid); partials holds n_tok * attention_decode_scratch_floats(
+// max_ctx_of_the_cache, p) floats, token i's at i * that.
+void attention_decode_rows(const float* q, const void* k_cache, const void* v_cache, KvType kv,
+                           float* out, float* partials, size_t partials_per_token, int64_t n_tok,
+                           const TokenRows& rows, int max_ctx, const AttentionParams& p,
+                           void* stream);
+
 // Causal attention for n_tok query tokens at positions *pos0 .. *pos0 + n_tok - 1 whose keys and
 // values (and all earlier ones) are already in the caches. Online softmax over key tiles: the
 // score matrix is never materialised. q, out: n_tok x n_head*head_dim.
@@ -178,9 +219,10 @@ void attention_prefill(const float* q, const void* k_cache, const void* v_cache,
 
 // ---- fault injection (TEST KNOB, backend/fault.h) ------------------------------------------
 // Same pseudo-random values as the CPU reference's faults (splitmix64 of the same keys).
-// LayerCorrupt: h[i] += (hash4(1, layer, position, i) & 1 ? -magnitude : magnitude), i < n.
+// LayerCorrupt: h[i] += (hash4(key, layer, position, i) & 1 ? -magnitude : magnitude), i < n;
+// key 1 (LayerCorrupt) or 3 (BatchCorrupt), as the CPU backends use them.
 void fault_corrupt_hidden(float* h, int64_t n, int layer, int position, float magnitude,
-                          void* stream);
+                          void* stream, uint64_t key = 1);
 // KvDrift: every K and V value of positions [pos_begin, pos_end) of one layer's cache moves by
 // scale * unit_noise(hash4(2, layer, pos << 32 | i, 0 for K / 1 for V)).
 void fault_drift_kv(void* k_cache, void* v_cache, KvType kv, int64_t kv_dim, int layer,

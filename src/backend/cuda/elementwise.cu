@@ -24,10 +24,11 @@ __global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__
   if (i < rows * cols) y[i] += b[i % cols];
 }
 
-__global__ void corrupt_hidden_kernel(float* h, int64_t n, int layer, int position, float mag) {
+__global__ void corrupt_hidden_kernel(float* h, int64_t n, int layer, int position, float mag,
+                                      uint64_t key) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const bool negative = hash4(1, uint64_t(layer), uint64_t(position), uint64_t(i)) & 1;
+  const bool negative = hash4(key, uint64_t(layer), uint64_t(position), uint64_t(i)) & 1;
   h[i] += negative ? -mag : mag;
 }
 
@@ -64,10 +65,10 @@ void add_bias(float* y, const float* bias, int64_t rows, int64_t cols, void* str
 }
 
 void fault_corrupt_hidden(float* h, int64_t n, int layer, int position, float magnitude,
-                          void* stream) {
+                          void* stream, uint64_t key) {
   if (n <= 0) return;
   corrupt_hidden_kernel<<<unsigned(ceil_div(n, 256)), 256, 0, as_stream(stream)>>>(
-      h, n, layer, position, magnitude);
+      h, n, layer, position, magnitude, key);
   CUDA_CHECK_LAUNCH("corrupt_hidden_kernel");
 }
 

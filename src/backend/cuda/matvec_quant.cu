@@ -21,6 +21,13 @@
 // dx = NaN, so non-finite inputs still reach the output. Without a scratch (or one too small; the
 // CUDA backend passes none with CudaBackendOptions::f32_activations, the mode closest to the CPU
 // reference), the float-activation kernels run for every type.
+//
+// Batches (continuous batching's decode step: one token of each of B sequences) run the same
+// kernels over n_tok input rows, kBatchTokens at a time: a thread block decodes its weight rows
+// once per pass and dots them with every token of the pass, so the weights cross memory once per
+// step rather than once per sequence. Each token's arithmetic is exactly the single-token
+// kernel's (the same lanes, the same order of blocks and of the reductions), so a row's result
+// does not depend on the batch it is computed in: batch invariance, tested bit for bit.
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/quant_blocks.cuh"
 
@@ -59,6 +66,8 @@ struct Args {
   int n_jobs = 0;
   int64_t n_blocks = 0, row_bytes = 0;
   const float* x = nullptr;
+  int64_t n_tok = 1;     // input rows: x row k at x + k * x_stride, y row k at job.y + k * job.rows
+  int64_t x_stride = 0;  // floats between input rows (the product's cols)
   bool accumulate = false;
   const float* norm_w = nullptr;  // fused pre-norm: x is RMS-normalised and scaled by norm_w
   float eps = 0.0f;
@@ -106,34 +115,41 @@ __device__ __forceinline__ void prefetch_rows_then_wait(const Args& args, const 
   pdl_wait();
 }
 
-// Sums acc over the thread block and writes rows row0 .. row0 + R - 1 (with the epilogue).
-template <int NMAT, int R, bool SWIGLU>
+// Sums acc over the thread block and writes rows row0 .. row0 + R - 1 (with the epilogue) of the
+// nt tokens t0 .. t0 + nt - 1. Each (matrix, row, token) sum meets in the same order at every NT.
+template <int NMAT, int R, bool SWIGLU, int NT>
 __device__ __forceinline__ void reduce_and_store(const Args& args, const Job& job, int64_t row0,
-                                                 const float (&acc)[NMAT][R]) {
-  __shared__ float red[kThreads / 32][NMAT * R];
+                                                 const float (&acc)[NMAT][R][NT], int64_t t0,
+                                                 int nt) {
+  __shared__ float red[kThreads / 32][NMAT * R * NT];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 #pragma unroll
   for (int m = 0; m < NMAT; ++m)
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const float v = warp_sum(acc[m][r]);
-      if (lane == 0) red[warp][m * R + r] = v;
-    }
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int k = 0; k < NT; ++k) {
+        const float v = warp_sum(acc[m][r][k]);
+        if (lane == 0) red[warp][(m * R + r) * NT + k] = v;
+      }
   __syncthreads();
-  if (tid < R && row0 + tid < job.rows) {
-    const int64_t row = row0 + tid;
+  static_assert(R * NT <= kThreads, "one thread per (row, token)");
+  const int r = tid % R, k = tid / R;
+  if (tid < R * NT && k < nt && row0 + r < job.rows) {
+    const int64_t row = row0 + r;
+    float* y = job.y + (t0 + k) * job.rows;
     float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll
     for (int w = 0; w < kThreads / 32; ++w) {
-      s0 += red[w][tid];
-      if constexpr (SWIGLU) s1 += red[w][R + tid];
+      s0 += red[w][r * NT + k];
+      if constexpr (SWIGLU) s1 += red[w][(R + r) * NT + k];
     }
     if constexpr (SWIGLU) {
-      job.y[row] = g_silu(s0) * s1;
+      y[row] = g_silu(s0) * s1;
     } else {
       if (job.bias) s0 += job.bias[row];
-      if (args.accumulate) s0 += job.y[row];
-      job.y[row] = s0;
+      if (args.accumulate) s0 += y[row];
+      y[row] = s0;
     }
   }
 }
@@ -159,6 +175,7 @@ __device__ __forceinline__ void load_x(const float* __restrict__ xb, int t, floa
 
 // 1 / sqrt(mean(x^2) + eps) over the n values of x, computed by the whole thread block (the fused
 // RMS norm; the standalone kernel in norm.cu gives the same value up to float rounding).
+// Called by every thread of the block; consecutive calls are separated by a barrier (the caller's).
 __device__ __forceinline__ float rms_scale(const float* __restrict__ x, int64_t n, float eps) {
   __shared__ float partial[kThreads / 32];
   float ss = 0.0f;
@@ -193,7 +210,7 @@ __device__ __forceinline__ float block_dot(const uint8_t* blk, int t, const floa
   return acc;
 }
 
-template <class B, int R, bool SWIGLU, bool NORM>
+template <class B, int R, bool SWIGLU, bool NORM, int NT>
 __global__ void __launch_bounds__(kThreads) matvec_kernel(const Args args) {
   constexpr int NMAT = SWIGLU ? 2 : 1;
   constexpr int kSlots = kThreads / B::TPB;
@@ -211,39 +228,57 @@ __global__ void __launch_bounds__(kThreads) matvec_kernel(const Args args) {
     if constexpr (SWIGLU) wr[1][r] = job.w_up + row * args.row_bytes;
   }
   prefetch_rows_then_wait<NMAT, R>(args, job, row0);
-  float scale = 1.0f;
-  if constexpr (NORM) scale = rms_scale(args.x, args.n_blocks * B::QK, args.eps);
-  float acc[NMAT][R];
+  for (int64_t t0 = 0; t0 < args.n_tok; t0 += NT) {
+    const int nt = int(min(int64_t(NT), args.n_tok - t0));
+    float scale[NT];
 #pragma unroll
-  for (int m = 0; m < NMAT; ++m)
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[m][r] = 0.0f;
-
-  for (int64_t b = slot; b < args.n_blocks; b += kSlots) {
-    float xv[E], xs[B::G];
-    load_x<B>(args.x + b * B::QK, t, xv);
-    if constexpr (NORM) {
-      float nw[E];
-      load_x<B>(args.norm_w + b * B::QK, t, nw);
-#pragma unroll
-      for (int e = 0; e < E; ++e) xv[e] = (xv[e] * scale) * nw[e];  // as norm.cu computes it
-    }
-    if constexpr (B::kOffset) {
-#pragma unroll
-      for (int g = 0; g < B::G; ++g) {
-        float s = 0.0f;
-#pragma unroll
-        for (int c = 0; c < B::C; ++c) s += xv[g * B::C + c];
-        xs[g] = s;
+    for (int k = 0; k < NT; ++k) {
+      scale[k] = 1.0f;
+      if constexpr (NORM) {
+        if (k > 0) __syncthreads();  // rms_scale's shared partial sums are reused
+        if (k < nt)
+          scale[k] = rms_scale(args.x + (t0 + k) * args.x_stride, args.n_blocks * B::QK, args.eps);
       }
     }
+    float acc[NMAT][R][NT];
 #pragma unroll
     for (int m = 0; m < NMAT; ++m)
 #pragma unroll
-      for (int r = 0; r < R; ++r) acc[m][r] += block_dot<B>(wr[m][r] + b * B::BYTES, t, xv, xs);
-  }
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int k = 0; k < NT; ++k) acc[m][r][k] = 0.0f;
 
-  reduce_and_store<NMAT, R, SWIGLU>(args, job, row0, acc);
+    for (int64_t b = slot; b < args.n_blocks; b += kSlots) {
+#pragma unroll
+      for (int k = 0; k < NT; ++k) {
+        if (k >= nt) break;
+        float xv[E], xs[B::G];
+        load_x<B>(args.x + (t0 + k) * args.x_stride + b * B::QK, t, xv);
+        if constexpr (NORM) {
+          float nw[E];
+          load_x<B>(args.norm_w + b * B::QK, t, nw);
+#pragma unroll
+          for (int e = 0; e < E; ++e) xv[e] = (xv[e] * scale[k]) * nw[e];  // as norm.cu does
+        }
+        if constexpr (B::kOffset) {
+#pragma unroll
+          for (int g = 0; g < B::G; ++g) {
+            float s = 0.0f;
+#pragma unroll
+            for (int c = 0; c < B::C; ++c) s += xv[g * B::C + c];
+            xs[g] = s;
+          }
+        }
+#pragma unroll
+        for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+            acc[m][r][k] += block_dot<B>(wr[m][r] + b * B::BYTES, t, xv, xs);
+      }
+    }
+    reduce_and_store<NMAT, R, SWIGLU, NT>(args, job, row0, acc, t0, nt);
+    if (t0 + NT < args.n_tok) __syncthreads();  // red and partial are reused by the next pass
+  }
 }
 
 // ---- int8-activation path (Q4_K, Q6_K) ----------------------------------------------------
@@ -256,12 +291,18 @@ __global__ void __launch_bounds__(kThreads) matvec_kernel(const Args args) {
 // rows of random-weight test models to cosine 0.9986 against the reference; two keep them at
 // the f16 prefill's level for one more dp4a per 4 weights. dx is NaN for a group holding a
 // non-finite value (the sum, which any NaN or inf reaches, is tested), so those still propagate;
-// xs = the group's float sum (Q4_K's min term), summed in warp order.
+// xs = the group's float sum (Q4_K's min term), summed in warp order. Token blockIdx.y's input
+// is at x + blockIdx.y * x_stride; its quantized row at xq + blockIdx.y * n_groups * 32 (and its
+// n_groups scales and sums likewise).
 template <bool NORM>
 __global__ void __launch_bounds__(kThreads)
-    quantize_act_kernel(const float* __restrict__ x, const float* __restrict__ norm_w, float eps,
-                        int64_t n_groups, int8_t* xq, int8_t* xq2, float* dx, float* xs) {
+    quantize_act_kernel(const float* __restrict__ x, int64_t x_stride,
+                        const float* __restrict__ norm_w, float eps, int64_t n_groups, int8_t* xq,
+                        int8_t* xq2, float* dx, float* xs) {
   pdl_wait();
+  x += int64_t(blockIdx.y) * x_stride;
+  xq += int64_t(blockIdx.y) * n_groups * 32, xq2 += int64_t(blockIdx.y) * n_groups * 32;
+  dx += int64_t(blockIdx.y) * n_groups, xs += int64_t(blockIdx.y) * n_groups;
   float scale = 1.0f;
   if constexpr (NORM) scale = rms_scale(x, n_groups * 32, eps);
   const int64_t g = int64_t(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5);
@@ -298,105 +339,123 @@ __device__ __forceinline__ float dp4a_two_terms(uint32_t w0, uint32_t w1, uint32
 // Q4_K: thread t of a block (TPB 8) takes qs[32j + 16h .. +15], j = t/2, h = t%2: low nibbles are
 // elements 64j + 16h + 0..15 of sub-block 2j, high nibbles the same of sub-block 2j + 1. The min
 // term -dmin * m * sum(x) is added once per sub-block, by the h = 0 thread, with the float sum.
-template <int NMAT, int R>
+// The weights are decoded once and dotted with the nt tokens t0 .. of the pass.
+template <int NMAT, int R, int NT>
 __device__ __forceinline__ void q4k_step(const uint8_t* const (&wr)[NMAT][R], int64_t b, int t,
-                                         const Args& args, float (&acc)[NMAT][R]) {
+                                         const Args& args, float (&acc)[NMAT][R][NT], int64_t t0,
+                                         int nt) {
   const int j = t >> 1, h = t & 1;
   const int64_t e0 = b * 256 + 64 * j + 16 * h, g0 = b * 8 + 2 * j;
-  const int4 x0 = *reinterpret_cast<const int4*>(args.xq + e0);
-  const int4 x1 = *reinterpret_cast<const int4*>(args.xq + e0 + 32);
-  const int4 y0 = *reinterpret_cast<const int4*>(args.xq2 + e0);
-  const int4 y1 = *reinterpret_cast<const int4*>(args.xq2 + e0 + 32);
-  const float dx0 = args.dx[g0], dx1 = args.dx[g0 + 1];
-  const float xs0 = h ? 0.0f : args.xs[g0], xs1 = h ? 0.0f : args.xs[g0 + 1];
-  uint4 hdr[NMAT][R], qs[NMAT][R];
+  const int64_t cols = args.n_blocks * 256;
+  uint4 qs[NMAT][R];
+  float sc0[NMAT][R], m0[NMAT][R], sc1[NMAT][R], m1[NMAT][R], d[NMAT][R], dmin[NMAT][R];
 #pragma unroll
   for (int m = 0; m < NMAT; ++m)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = wr[m][r] + b * 144;
-      hdr[m][r] = __ldg(reinterpret_cast<const uint4*>(blk));
+      const uint4 hd = __ldg(reinterpret_cast<const uint4*>(blk));
       qs[m][r] = __ldg(reinterpret_cast<const uint4*>(blk + 16 + 16 * t));
+      k4_scale_min(hd.y, hd.z, hd.w, 2 * j, sc0[m][r], m0[m][r]);
+      k4_scale_min(hd.y, hd.z, hd.w, 2 * j + 1, sc1[m][r], m1[m][r]);
+      d[m][r] = half_lo(hd.x), dmin[m][r] = half_hi(hd.x);
     }
 #pragma unroll
-  for (int m = 0; m < NMAT; ++m)
+  for (int k = 0; k < NT; ++k) {
+    if (k >= nt) break;
+    const int8_t* xq = args.xq + (t0 + k) * cols;
+    const int8_t* xq2 = args.xq2 + (t0 + k) * cols;
+    const float* dx = args.dx + (t0 + k) * (cols / 32);
+    const float* xsum = args.xs + (t0 + k) * (cols / 32);
+    const int4 x0 = *reinterpret_cast<const int4*>(xq + e0);
+    const int4 x1 = *reinterpret_cast<const int4*>(xq + e0 + 32);
+    const int4 y0 = *reinterpret_cast<const int4*>(xq2 + e0);
+    const int4 y1 = *reinterpret_cast<const int4*>(xq2 + e0 + 32);
+    const float dx0 = dx[g0], dx1 = dx[g0 + 1];
+    const float xs0 = h ? 0.0f : xsum[g0], xs1 = h ? 0.0f : xsum[g0 + 1];
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const uint4 hd = hdr[m][r], q = qs[m][r];
-      float sc0, m0, sc1, m1;
-      k4_scale_min(hd.y, hd.z, hd.w, 2 * j, sc0, m0);
-      k4_scale_min(hd.y, hd.z, hd.w, 2 * j + 1, sc1, m1);
-      constexpr uint32_t kLo = 0x0F0F0F0Fu;
-      const float s0 = dp4a_two_terms(q.x & kLo, q.y & kLo, q.z & kLo, q.w & kLo, x0, y0);
-      const float s1 = dp4a_two_terms((q.x >> 4) & kLo, (q.y >> 4) & kLo, (q.z >> 4) & kLo,
-                                      (q.w >> 4) & kLo, x1, y1);
-      const float d = half_lo(hd.x), dmin = half_hi(hd.x);
-      const float dot = fmaf(sc0 * dx0, s0, sc1 * dx1 * s1);
-      const float mins = fmaf(m0, xs0, m1 * xs1);
-      acc[m][r] += fmaf(d, dot, -(dmin * mins));
-    }
+    for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const uint4 q = qs[m][r];
+        constexpr uint32_t kLo = 0x0F0F0F0Fu;
+        const float s0 = dp4a_two_terms(q.x & kLo, q.y & kLo, q.z & kLo, q.w & kLo, x0, y0);
+        const float s1 = dp4a_two_terms((q.x >> 4) & kLo, (q.y >> 4) & kLo, (q.z >> 4) & kLo,
+                                        (q.w >> 4) & kLo, x1, y1);
+        const float dot = fmaf(sc0[m][r] * dx0, s0, sc1[m][r] * dx1 * s1);
+        const float mins = fmaf(m0[m][r], xs0, m1[m][r] * xs1);
+        acc[m][r][k] += fmaf(d[m][r], dot, -(dmin[m][r] * mins));
+      }
+  }
 }
 
 // Q6_K: thread t (TPB 8) takes n = t/4, l = 8(t%4) .. +7 of all four k (as BlockQ6_K): elements
 // 128n + 32k + l, i.e. 8 elements of int8 group 8b + 4n + k, with scale scales[8n + l/16 + 2k].
-// The 6-bit q - 32 is formed per byte with __vsub4 and dotted signed.
-template <int NMAT, int R>
+// The 6-bit q - 32 is formed per byte with __vsub4 and dotted signed, once for the nt tokens.
+template <int NMAT, int R, int NT>
 __device__ __forceinline__ void q6k_step(const uint8_t* const (&wr)[NMAT][R], int64_t b, int t,
-                                         const Args& args, float (&acc)[NMAT][R]) {
+                                         const Args& args, float (&acc)[NMAT][R][NT], int64_t t0,
+                                         int nt) {
   const int n = t >> 2, l0 = 8 * (t & 3);
   const int64_t e0 = b * 256 + 128 * n + l0, g0 = b * 8 + 4 * n;
-  int2 xk[4], yk[4];
-  float dxk[4];
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    xk[k] = *reinterpret_cast<const int2*>(args.xq + e0 + 32 * k);
-    yk[k] = *reinterpret_cast<const int2*>(args.xq2 + e0 + 32 * k);
-    dxk[k] = args.dx[g0 + k];
-  }
-  uint32_t a0[NMAT][R], a1[NMAT][R], c0[NMAT][R], c1[NMAT][R], h0[NMAT][R], h1[NMAT][R];
-  uint32_t scw[NMAT][R];
-  float d[NMAT][R];
+  const int64_t cols = args.n_blocks * 256;
+  int w0[NMAT][R][4], w1[NMAT][R][4];
+  float sc[NMAT][R][4], d[NMAT][R];
 #pragma unroll
   for (int m = 0; m < NMAT; ++m)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = wr[m][r] + b * 210;
       const uint8_t* ql = blk + 64 * n + l0;
-      a0[m][r] = load_u32_a2(ql), a1[m][r] = load_u32_a2(ql + 4);
-      c0[m][r] = load_u32_a2(ql + 32), c1[m][r] = load_u32_a2(ql + 36);
-      h0[m][r] = load_u32_a2(blk + 128 + 32 * n + l0);
-      h1[m][r] = load_u32_a2(blk + 132 + 32 * n + l0);
+      const uint32_t a0 = load_u32_a2(ql), a1 = load_u32_a2(ql + 4);
+      const uint32_t c0 = load_u32_a2(ql + 32), c1 = load_u32_a2(ql + 36);
+      const uint32_t h0 = load_u32_a2(blk + 128 + 32 * n + l0);
+      const uint32_t h1 = load_u32_a2(blk + 132 + 32 * n + l0);
       // scales[8n + l0/16 + 2k], k = 0..3: bytes 0, 2, 4, 6 of the 8 from 192 + 8n + l0/16
       const uint8_t* sp = blk + 192 + 8 * n + (l0 >> 4);
-      scw[m][r] = uint32_t(sp[0]) | (uint32_t(sp[2]) << 8) | (uint32_t(sp[4]) << 16) |
-                  (uint32_t(sp[6]) << 24);
       d[m][r] = load_half(blk + 208);
-    }
-#pragma unroll
-  for (int m = 0; m < NMAT; ++m)
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      float sum = 0.0f;
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        const uint32_t lo0 = (k & 1) ? c0[m][r] : a0[m][r], lo1 = (k & 1) ? c1[m][r] : a1[m][r];
+        const uint32_t lo0 = (k & 1) ? c0 : a0, lo1 = (k & 1) ? c1 : a1;
         const int sh = (k & 2) ? 4 : 0;
-        const uint32_t u0 =
-            ((lo0 >> sh) & 0x0F0F0F0Fu) | (((h0[m][r] >> (2 * k)) & 0x03030303u) << 4);
-        const uint32_t u1 =
-            ((lo1 >> sh) & 0x0F0F0F0Fu) | (((h1[m][r] >> (2 * k)) & 0x03030303u) << 4);
-        const int w0 = int(__vsub4(u0, 0x20202020u)), w1 = int(__vsub4(u1, 0x20202020u));
-        const int si = __dp4a(w1, xk[k].y, __dp4a(w0, xk[k].x, 0));
-        const int ti = __dp4a(w1, yk[k].y, __dp4a(w0, yk[k].x, 0));
-        const float sc = float(int8_t(uint8_t(scw[m][r] >> (8 * k))));
-        sum = fmaf(sc * dxk[k], fmaf(float(ti), kInv254, float(si)), sum);
+        const uint32_t u0 = ((lo0 >> sh) & 0x0F0F0F0Fu) | (((h0 >> (2 * k)) & 0x03030303u) << 4);
+        const uint32_t u1 = ((lo1 >> sh) & 0x0F0F0F0Fu) | (((h1 >> (2 * k)) & 0x03030303u) << 4);
+        w0[m][r][k] = int(__vsub4(u0, 0x20202020u)), w1[m][r][k] = int(__vsub4(u1, 0x20202020u));
+        sc[m][r][k] = float(int8_t(sp[2 * k]));
       }
-      acc[m][r] = fmaf(d[m][r], sum, acc[m][r]);
     }
+#pragma unroll
+  for (int tk = 0; tk < NT; ++tk) {
+    if (tk >= nt) break;
+    const int8_t* xq = args.xq + (t0 + tk) * cols;
+    const int8_t* xq2 = args.xq2 + (t0 + tk) * cols;
+    const float* dx = args.dx + (t0 + tk) * (cols / 32);
+    int2 xk[4], yk[4];
+    float dxk[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      xk[k] = *reinterpret_cast<const int2*>(xq + e0 + 32 * k);
+      yk[k] = *reinterpret_cast<const int2*>(xq2 + e0 + 32 * k);
+      dxk[k] = dx[g0 + k];
+    }
+#pragma unroll
+    for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const int si = __dp4a(w1[m][r][k], xk[k].y, __dp4a(w0[m][r][k], xk[k].x, 0));
+          const int ti = __dp4a(w1[m][r][k], yk[k].y, __dp4a(w0[m][r][k], yk[k].x, 0));
+          sum = fmaf(sc[m][r][k] * dxk[k], fmaf(float(ti), kInv254, float(si)), sum);
+        }
+        acc[m][r][tk] = fmaf(d[m][r], sum, acc[m][r][tk]);
+      }
+  }
 }
 
 // The product over the quantized input (args.xq, xq2, dx, xs, written by quantize_act_kernel).
-template <bool Q6, int R, bool SWIGLU>
+template <bool Q6, int R, bool SWIGLU, int NT>
 __global__ void __launch_bounds__(kThreads) matvec_q8_kernel(const Args args) {
   constexpr int NMAT = SWIGLU ? 2 : 1;
   constexpr int kTpb = 8, kSlots = kThreads / kTpb;
@@ -413,28 +472,35 @@ __global__ void __launch_bounds__(kThreads) matvec_q8_kernel(const Args args) {
   }
   prefetch_rows_then_wait<NMAT, R>(args, job, row0);
 
-  float acc[NMAT][R];
+  for (int64_t t0 = 0; t0 < args.n_tok; t0 += NT) {
+    const int nt = int(min(int64_t(NT), args.n_tok - t0));
+    float acc[NMAT][R][NT];
 #pragma unroll
-  for (int m = 0; m < NMAT; ++m)
+    for (int m = 0; m < NMAT; ++m)
 #pragma unroll
-    for (int r = 0; r < R; ++r) acc[m][r] = 0.0f;
-  for (int64_t b = slot; b < args.n_blocks; b += kSlots) {
-    if constexpr (Q6)
-      q6k_step<NMAT, R>(wr, b, t, args, acc);
-    else
-      q4k_step<NMAT, R>(wr, b, t, args, acc);
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int k = 0; k < NT; ++k) acc[m][r][k] = 0.0f;
+    for (int64_t b = slot; b < args.n_blocks; b += kSlots) {
+      if constexpr (Q6)
+        q6k_step<NMAT, R, NT>(wr, b, t, args, acc, t0, nt);
+      else
+        q4k_step<NMAT, R, NT>(wr, b, t, args, acc, t0, nt);
+    }
+    reduce_and_store<NMAT, R, SWIGLU, NT>(args, job, row0, acc, t0, nt);
+    if (t0 + NT < args.n_tok) __syncthreads();  // red is reused by the next pass
   }
-  reduce_and_store<NMAT, R, SWIGLU>(args, job, row0, acc);
 }
 
 // Quantizes args.x (normalised first when args.norm_w) into act, then runs the product over it.
-template <bool Q6, int R, bool SWIGLU>
+template <bool Q6, int R, bool SWIGLU, int NT>
 void launch_q8(Args& args, int64_t cols, const ActQ8Scratch& act, cudaStream_t stream) {
   const int64_t n_groups = cols / 32;
+  const dim3 qgrid(unsigned(ceil_div(n_groups, kThreads / 32)), unsigned(args.n_tok));
   launch_pdl("quantize_act_kernel",
-             args.norm_w ? quantize_act_kernel<true> : quantize_act_kernel<false>,
-             unsigned(ceil_div(n_groups, kThreads / 32)), kThreads, 0, stream, args.x, args.norm_w,
-             args.eps, n_groups, act.xq, act.xq2, act.dx, act.xs);
+             args.norm_w ? quantize_act_kernel<true> : quantize_act_kernel<false>, qgrid, kThreads,
+             0, stream, args.x, args.x_stride, args.norm_w, args.eps, n_groups, act.xq, act.xq2,
+             act.dx, act.xs);
   args.xq = act.xq, args.xq2 = act.xq2, args.dx = act.dx, args.xs = act.xs;
   args.n_blocks = cols / 256;
   args.row_bytes = args.n_blocks * (Q6 ? 210 : 144);
@@ -444,13 +510,27 @@ void launch_q8(Args& args, int64_t cols, const ActQ8Scratch& act, cudaStream_t s
   const int64_t grid = args.first_cta[args.n_jobs];
   if (grid == 0) return;
   args.prefetch = prefetch_wanted(args, SWIGLU);
-  launch_pdl("matvec_q8_kernel", matvec_q8_kernel<Q6, R, SWIGLU>, unsigned(grid), kThreads, 0,
+  launch_pdl("matvec_q8_kernel", matvec_q8_kernel<Q6, R, SWIGLU, NT>, unsigned(grid), kThreads, 0,
              stream, args);
 }
+
+// Tokens per pass of a batched product (Args::n_tok > 1): each weight block a thread decodes is
+// dotted with this many inputs before the next is loaded.
+constexpr int kBatchTokens = 8;
 
 template <bool Q6>
 void run_q8(int64_t cols, int64_t max_rows, Args& args, bool swiglu, const ActQ8Scratch& act,
             cudaStream_t stream) {
+  if (args.n_tok > 1) {  // a batch: at most 2 rows per block keeps acc[][][kBatchTokens] in registers
+    const bool two = max_rows >= 256;
+    if (swiglu)
+      two ? launch_q8<Q6, 2, true, kBatchTokens>(args, cols, act, stream)
+          : launch_q8<Q6, 1, true, kBatchTokens>(args, cols, act, stream);
+    else
+      two ? launch_q8<Q6, 2, false, kBatchTokens>(args, cols, act, stream)
+          : launch_q8<Q6, 1, false, kBatchTokens>(args, cols, act, stream);
+    return;
+  }
   int r = max_rows >= 16384 && !swiglu ? 8 : max_rows >= 1024 ? 4 : max_rows >= 256 ? 2 : 1;
   // kernel_tuning().q8_rows = 1|2|4|8: rows per thread block for every size (bench knob, same
   // bits: a row's sum does not depend on which block computes it; SwiGLU takes at most 4).
@@ -458,23 +538,23 @@ void run_q8(int64_t cols, int64_t max_rows, Args& args, bool swiglu, const ActQ8
     r = swiglu ? std::min(v, 4) : v;
   if (swiglu) {
     if (r == 1)
-      launch_q8<Q6, 1, true>(args, cols, act, stream);
+      launch_q8<Q6, 1, true, 1>(args, cols, act, stream);
     else if (r == 2)
-      launch_q8<Q6, 2, true>(args, cols, act, stream);
+      launch_q8<Q6, 2, true, 1>(args, cols, act, stream);
     else
-      launch_q8<Q6, 4, true>(args, cols, act, stream);
+      launch_q8<Q6, 4, true, 1>(args, cols, act, stream);
   } else if (r == 1) {
-    launch_q8<Q6, 1, false>(args, cols, act, stream);
+    launch_q8<Q6, 1, false, 1>(args, cols, act, stream);
   } else if (r == 2) {
-    launch_q8<Q6, 2, false>(args, cols, act, stream);
+    launch_q8<Q6, 2, false, 1>(args, cols, act, stream);
   } else if (r == 4) {
-    launch_q8<Q6, 4, false>(args, cols, act, stream);
+    launch_q8<Q6, 4, false, 1>(args, cols, act, stream);
   } else {
-    launch_q8<Q6, 8, false>(args, cols, act, stream);
+    launch_q8<Q6, 8, false, 1>(args, cols, act, stream);
   }
 }
 
-template <class B, int R, bool SWIGLU, bool NORM>
+template <class B, int R, bool SWIGLU, bool NORM, int NT>
 void launch_kernel(Args& args, int64_t cols, cudaStream_t stream) {
   args.n_blocks = cols / B::QK;
   args.row_bytes = args.n_blocks * B::BYTES;
@@ -484,16 +564,16 @@ void launch_kernel(Args& args, int64_t cols, cudaStream_t stream) {
   const int64_t grid = args.first_cta[args.n_jobs];
   if (grid == 0) return;
   args.prefetch = prefetch_wanted(args, SWIGLU);
-  launch_pdl("matvec_kernel", matvec_kernel<B, R, SWIGLU, NORM>, unsigned(grid), kThreads, 0,
+  launch_pdl("matvec_kernel", matvec_kernel<B, R, SWIGLU, NORM, NT>, unsigned(grid), kThreads, 0,
              stream, args);
 }
 
-template <class B, int R, bool SWIGLU>
+template <class B, int R, bool SWIGLU, int NT = 1>
 void launch(Args& args, int64_t cols, cudaStream_t stream) {
   if (args.norm_w)
-    launch_kernel<B, R, SWIGLU, true>(args, cols, stream);
+    launch_kernel<B, R, SWIGLU, true, NT>(args, cols, stream);
   else
-    launch_kernel<B, R, SWIGLU, false>(args, cols, stream);
+    launch_kernel<B, R, SWIGLU, false, NT>(args, cols, stream);
 }
 
 void check_shape(TensorType type, int64_t rows, int64_t cols, const char* op) {
@@ -523,6 +603,14 @@ void run(TensorType type, int64_t cols, Args& args, bool swiglu, const ActQ8Scra
       run_q8<true>(cols, max_rows, args, swiglu, *act, stream);
     else
       run_q8<false>(cols, max_rows, args, swiglu, *act, stream);
+    return;
+  }
+  if (args.n_tok > 1) {  // a batch: one row per block, kBatchTokens tokens per pass
+    dispatch_decoder(decoder_for(type, cols), [&](auto blk) {
+      using B = decltype(blk);
+      swiglu ? launch<B, 1, true, kBatchTokens>(args, cols, stream)
+             : launch<B, 1, false, kBatchTokens>(args, cols, stream);
+    });
     return;
   }
   // Short rows (the 0.5B's 896) give each thread one step per row, so the fixed cost of a block
@@ -565,36 +653,62 @@ bool matvec_uses_int8(TensorType type, int64_t cols, const ActQ8Scratch* act) {
          cols % 256 == 0 && act && act->max_cols >= cols;
 }
 
-size_t act_q8_scratch_bytes(int64_t max_cols) {
+size_t act_q8_scratch_bytes(int64_t max_cols, int64_t max_tokens) {
   const int64_t groups = (max_cols + 31) / 32;
-  return size_t(2 * align_up_256(max_cols) + 2 * align_up_256(groups * 4));
+  return size_t(2 * align_up_256(max_cols * max_tokens) + 2 * align_up_256(groups * max_tokens * 4));
 }
 
-ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols) {
+ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols, int64_t max_tokens) {
   const int64_t groups = (max_cols + 31) / 32;
+  const int64_t q_bytes = align_up_256(max_cols * max_tokens);
+  const int64_t g_bytes = align_up_256(groups * max_tokens * 4);
   uint8_t* p = static_cast<uint8_t*>(device_buffer);
   ActQ8Scratch s;
   s.xq = reinterpret_cast<int8_t*>(p);
-  s.xq2 = reinterpret_cast<int8_t*>(p + align_up_256(max_cols));
-  s.dx = reinterpret_cast<float*>(p + 2 * align_up_256(max_cols));
-  s.xs = reinterpret_cast<float*>(p + 2 * align_up_256(max_cols) + align_up_256(groups * 4));
+  s.xq2 = reinterpret_cast<int8_t*>(p + q_bytes);
+  s.dx = reinterpret_cast<float*>(p + 2 * q_bytes);
+  s.xs = reinterpret_cast<float*>(p + 2 * q_bytes + g_bytes);
   s.max_cols = max_cols;
+  s.max_tokens = max_tokens;
   return s;
 }
 
-void matvec(TensorType type, const void* w, int64_t rows, int64_t cols, const float* x, float* y,
-            const float* bias, MatvecMode mode, void* stream, const ActQ8Scratch* act) {
+namespace {
+
+void set_tokens(Args& args, int64_t n_tok, int64_t cols, const ActQ8Scratch* act, const char* op) {
+  if (n_tok < 1) throw Error(std::string("cuda ") + op + ": no tokens");
+  // A scratch too small for the batch would silently switch the batch to float activations (other
+  // bits than the same tokens alone): refuse instead.
+  if (act && act->max_cols >= cols && n_tok > act->max_tokens)
+    throw Error(std::string("cuda ") + op + ": " + std::to_string(n_tok) +
+                " tokens, but the int8 scratch holds " + std::to_string(act->max_tokens));
+  args.n_tok = n_tok;
+  args.x_stride = cols;
+}
+
+}  // namespace
+
+void matvec_batch(TensorType type, const void* w, int64_t rows, int64_t cols, const float* x,
+                  int64_t n_tok, float* y, const float* bias, MatvecMode mode, void* stream,
+                  const ActQ8Scratch* act) {
   check_shape(type, rows, cols, "matvec");
   Args args;
   args.job[0] = {static_cast<const uint8_t*>(w), nullptr, y, bias, rows};
   args.n_jobs = 1;
   args.x = x;
+  set_tokens(args, n_tok, cols, act, "matvec");
   args.accumulate = mode == MatvecMode::Accumulate;
   run(type, cols, args, false, act, as_stream(stream));
 }
 
-void matvec_multi(TensorType type, int64_t cols, const float* x, const MatvecTarget* targets, int n,
-                  void* stream, const float* norm_weight, float eps, const ActQ8Scratch* act) {
+void matvec(TensorType type, const void* w, int64_t rows, int64_t cols, const float* x, float* y,
+            const float* bias, MatvecMode mode, void* stream, const ActQ8Scratch* act) {
+  matvec_batch(type, w, rows, cols, x, 1, y, bias, mode, stream, act);
+}
+
+void matvec_multi_batch(TensorType type, int64_t cols, const float* x, int64_t n_tok,
+                        const MatvecTarget* targets, int n, void* stream, const float* norm_weight,
+                        float eps, const ActQ8Scratch* act) {
   if (n < 1 || n > kMaxJobs) throw Error("cuda matvec_multi: 1 to 3 targets");
   Args args;
   for (int j = 0; j < n; ++j) {
@@ -604,21 +718,34 @@ void matvec_multi(TensorType type, int64_t cols, const float* x, const MatvecTar
   }
   args.n_jobs = n;
   args.x = x;
+  set_tokens(args, n_tok, cols, act, "matvec_multi");
   args.norm_w = norm_weight, args.eps = eps;
   run(type, cols, args, false, act, as_stream(stream));
 }
 
-void matvec_swiglu(TensorType type, const void* w_gate, const void* w_up, int64_t rows,
-                   int64_t cols, const float* x, float* y, void* stream, const float* norm_weight,
-                   float eps, const ActQ8Scratch* act) {
+void matvec_multi(TensorType type, int64_t cols, const float* x, const MatvecTarget* targets, int n,
+                  void* stream, const float* norm_weight, float eps, const ActQ8Scratch* act) {
+  matvec_multi_batch(type, cols, x, 1, targets, n, stream, norm_weight, eps, act);
+}
+
+void matvec_swiglu_batch(TensorType type, const void* w_gate, const void* w_up, int64_t rows,
+                         int64_t cols, const float* x, int64_t n_tok, float* y, void* stream,
+                         const float* norm_weight, float eps, const ActQ8Scratch* act) {
   check_shape(type, rows, cols, "matvec_swiglu");
   Args args;
   args.job[0] = {static_cast<const uint8_t*>(w_gate), static_cast<const uint8_t*>(w_up), y, nullptr,
                  rows};
   args.n_jobs = 1;
   args.x = x;
+  set_tokens(args, n_tok, cols, act, "matvec_swiglu");
   args.norm_w = norm_weight, args.eps = eps;
   run(type, cols, args, true, act, as_stream(stream));
+}
+
+void matvec_swiglu(TensorType type, const void* w_gate, const void* w_up, int64_t rows,
+                   int64_t cols, const float* x, float* y, void* stream, const float* norm_weight,
+                   float eps, const ActQ8Scratch* act) {
+  matvec_swiglu_batch(type, w_gate, w_up, rows, cols, x, 1, y, stream, norm_weight, eps, act);
 }
 
 }  // namespace lockstep::cuda_ops

@@ -25,20 +25,23 @@ template <typename KV>
 __global__ void __launch_bounds__(kRopeThreads)
     rope_store_kernel(float* __restrict__ q, const float* __restrict__ k,
                       const float* __restrict__ v, KV* __restrict__ k_cache,
-                      KV* __restrict__ v_cache, const int32_t* __restrict__ pos0, int n_head,
-                      int n_head_kv, int hd, int rope_dim, bool neox, float freq_scale,
-                      const double* __restrict__ inv_freq) {
+                      KV* __restrict__ v_cache, const int32_t* __restrict__ pos0,
+                      const int32_t* __restrict__ tok_pos, const int32_t* __restrict__ tok_seq,
+                      int64_t seq_rows, int n_head, int n_head_kv, int hd, int rope_dim, bool neox,
+                      float freq_scale, const double* __restrict__ inv_freq) {
   pdl_wait();
   __shared__ float2 cos_sin[kMaxRopeHalf];
   const int tok = blockIdx.x;
-  const int64_t pos = int64_t(*pos0) + tok;
+  // Consecutive positions from *pos0, or each token's own position and sequence (TokenRows).
+  const int64_t pos = tok_pos ? int64_t(tok_pos[tok]) : int64_t(*pos0) + tok;
+  const int64_t cache_row = (tok_seq ? int64_t(tok_seq[tok]) * seq_rows : 0) + pos;
   const int half_dim = rope_dim / 2;
   const int q_dim = n_head * hd, kv_dim = n_head_kv * hd;
   float* qr = q + int64_t(tok) * q_dim;
   const float* kr = k + int64_t(tok) * kv_dim;
   const float* vr = v + int64_t(tok) * kv_dim;
-  KV* kc = k_cache + pos * kv_dim;
-  KV* vc = v_cache + pos * kv_dim;
+  KV* kc = k_cache + cache_row * kv_dim;
+  KV* vc = v_cache + cache_row * kv_dim;
 
   for (int i = threadIdx.x; i < half_dim; i += blockDim.x) {
     double s, c;
@@ -84,25 +87,45 @@ double* make_rope_table(float freq_base, int rope_dim) {
   return d;
 }
 
-void rope_and_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache,
-                       KvType kv, int64_t n_tok, const int32_t* pos0, const RopeParams& p,
-                       void* stream) {
+namespace {
+
+void launch_rope(float* q, const float* k, const float* v, void* k_cache, void* v_cache, KvType kv,
+                 int64_t n_tok, const int32_t* pos0, const TokenRows* rows, const RopeParams& p,
+                 void* stream) {
   if (n_tok <= 0) return;
   if (p.head_dim % 2 != 0 || p.rope_dim % 2 != 0 || p.rope_dim > p.head_dim ||
       p.rope_dim / 2 > kMaxRopeHalf || !p.inv_freq)
     throw Error("cuda rope: unsupported head_dim " + std::to_string(p.head_dim) + " / rope_dim " +
                 std::to_string(p.rope_dim));
   const dim3 grid(unsigned(n_tok), unsigned(ceil_div(p.n_head + p.n_head_kv, kRopeHeads)));
+  const int32_t* tok_pos = rows ? rows->pos : nullptr;
+  const int32_t* tok_seq = rows ? rows->seq : nullptr;
+  const int64_t seq_rows = rows ? rows->seq_rows : 0;
   auto launch = [&](auto* kc, auto* vc) {
     using KV = std::remove_pointer_t<decltype(kc)>;
     launch_pdl("rope_store_kernel", rope_store_kernel<KV>, grid, kRopeThreads, 0, as_stream(stream),
-               q, k, v, kc, vc, pos0, p.n_head, p.n_head_kv, p.head_dim, p.rope_dim,
-               p.type == RopeType::Neox, p.freq_scale, p.inv_freq);
+               q, k, v, kc, vc, pos0, tok_pos, tok_seq, seq_rows, p.n_head, p.n_head_kv,
+               p.head_dim, p.rope_dim, p.type == RopeType::Neox, p.freq_scale, p.inv_freq);
   };
   if (kv == KvType::F16)
     launch(static_cast<__half*>(k_cache), static_cast<__half*>(v_cache));
   else
     launch(static_cast<float*>(k_cache), static_cast<float*>(v_cache));
+}
+
+}  // namespace
+
+void rope_and_store_kv(float* q, const float* k, const float* v, void* k_cache, void* v_cache,
+                       KvType kv, int64_t n_tok, const int32_t* pos0, const RopeParams& p,
+                       void* stream) {
+  launch_rope(q, k, v, k_cache, v_cache, kv, n_tok, pos0, nullptr, p, stream);
+}
+
+void rope_and_store_kv_rows(float* q, const float* k, const float* v, void* k_cache,
+                            void* v_cache, KvType kv, int64_t n_tok, const TokenRows& rows,
+                            const RopeParams& p, void* stream) {
+  if (!rows.pos || !rows.seq) throw Error("cuda rope: token rows without positions or sequences");
+  launch_rope(q, k, v, k_cache, v_cache, kv, n_tok, nullptr, &rows, p, stream);
 }
 
 }  // namespace lockstep::cuda_ops
