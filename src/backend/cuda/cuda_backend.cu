@@ -109,6 +109,11 @@ class CudaBackend final : public GatedBackend {
   void decode_token(int32_t token, int pos, float* logits);
   void enqueue_decode(bool eager, int pos);
   void decode_rows(const std::vector<DecodeRow>& rows);
+  void enqueue_rows(int n_rows, int max_ctx, bool gemm, const std::vector<DecodeRow>* faults);
+  // Replays `exec` (capturing enqueue() into it on first use); launches eagerly when capture or
+  // instantiation fails, for good (graph_failed_).
+  template <class Enqueue>
+  void replay_graph(cudaGraphExec_t& exec, Enqueue enqueue);
   void forward_sequence(const SeqTokens& item, bool batch_fault);
   void prefill_chunk(const int32_t* tokens, int n, int pos0, float* logits, bool all_logits,
                      bool want_last, int seq = 0, bool batch_fault = false);
@@ -133,6 +138,9 @@ class CudaBackend final : public GatedBackend {
 
   cudaStream_t stream_ = nullptr;
   cudaGraphExec_t decode_graph_ = nullptr;
+  // Batched decode steps of up to kGraphRows rows, one graph per row count (index rows - 1).
+  static constexpr int kGraphRows = 16;
+  cudaGraphExec_t rows_graphs_[kGraphRows] = {};
   bool graph_failed_ = false;
 
   // Device memory: weights (one block), KV cache, activations.
@@ -203,6 +211,8 @@ CudaBackend::~CudaBackend() {
 void CudaBackend::release() {
   if (stream_) cudaStreamSynchronize(stream_);
   if (decode_graph_) cudaGraphExecDestroy(decode_graph_), decode_graph_ = nullptr;
+  for (cudaGraphExec_t& g : rows_graphs_)
+    if (g) cudaGraphExecDestroy(g), g = nullptr;
   matmul_.reset();
   for (void* p : owned_) cudaFree(p);
   owned_.clear();
@@ -515,6 +525,36 @@ void CudaBackend::enqueue_decode(bool eager, int pos) {
                act_q8());
 }
 
+template <class Enqueue>
+void CudaBackend::replay_graph(cudaGraphExec_t& exec, Enqueue enqueue) {
+  if (!exec) {
+    cudaGraph_t graph = nullptr;
+    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      enqueue(true);
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (err != cudaSuccess) {
+      // Fall back to eager launches for the rest of this backend's life; same results.
+      std::fprintf(stderr, "[lockstep] cuda: decode graph unavailable (%s); launching eagerly\n",
+                   cudaGetErrorString(err));
+      cudaGetLastError();
+      exec = nullptr;
+      graph_failed_ = true;
+    }
+  }
+  if (exec)
+    CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+  else
+    enqueue(false);
+}
+
 void CudaBackend::decode_token(int32_t token, int pos, float* logits) {
   h_ints_[0] = pos;
   h_ints_[1] = token;
@@ -522,36 +562,10 @@ void CudaBackend::decode_token(int32_t token, int pos, float* logits) {
       cudaMemcpyAsync(d_ints_, h_ints_, 2 * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   const bool eager = !opts_.cuda_graphs || graph_failed_ || observer_ != nullptr ||
                      fault().kind == FaultSpec::LayerCorrupt;
-  if (eager) {
+  if (eager)
     enqueue_decode(true, pos);
-  } else {
-    if (!decode_graph_) {
-      cudaGraph_t graph = nullptr;
-      CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-      try {
-        enqueue_decode(false, pos);
-      } catch (...) {
-        cudaStreamEndCapture(stream_, &graph);
-        if (graph) cudaGraphDestroy(graph);
-        throw;
-      }
-      CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
-      const cudaError_t err = cudaGraphInstantiate(&decode_graph_, graph, 0);
-      cudaGraphDestroy(graph);
-      if (err != cudaSuccess) {
-        // Fall back to eager launches for the rest of this backend's life; same results.
-        std::fprintf(stderr, "[lockstep] cuda: decode graph unavailable (%s); launching eagerly\n",
-                     cudaGetErrorString(err));
-        cudaGetLastError();
-        decode_graph_ = nullptr;
-        graph_failed_ = true;
-      }
-    }
-    if (decode_graph_)
-      CUDA_CHECK(cudaGraphLaunch(decode_graph_, stream_));
-    else
-      enqueue_decode(true, pos);
-  }
+  else
+    replay_graph(decode_graph_, [&](bool captured) { enqueue_decode(!captured, pos); });
   if (logits)
     CUDA_CHECK(cudaMemcpyAsync(h_logits_, d_logits_, size_t(hp_.n_vocab) * sizeof(float),
                                cudaMemcpyDeviceToHost, stream_));
@@ -658,29 +672,54 @@ void CudaBackend::forward_sequence(const SeqTokens& item, bool batch_fault) {
   seq_past_[size_t(item.seq)] = pos_begin + n;
 }
 
-// One token of each of rows.size() sequences (each at most once), at their own positions. Eager
-// launches (the shapes change from step to step).
+// One token of each of rows.size() sequences (each at most once), at their own positions. Steps
+// of up to kGraphRows rows on the batched matvecs replay a CUDA graph per row count (everything
+// they read from the host is in d_ints_, and their attention grid covers the whole context, as
+// the single-token step's does; the same bits as a grid cut at the step's last position);
+// larger ones, GEMM steps and steps with a fault of single rows launch eagerly.
 void CudaBackend::decode_rows(const std::vector<DecodeRow>& rows) {
   const int B = int(rows.size());
-  const int64_t E = hp_.n_embd, F = hp_.n_ff, V = hp_.n_vocab, T = max_tokens_;
+  const int64_t V = hp_.n_vocab, T = max_tokens_;
   int max_pos = 0;
+  bool row_faults = fault().kind == FaultSpec::LayerCorrupt;
   for (int i = 0; i < B; ++i) {
     h_ints_[1 + i] = rows[size_t(i)].token;
     h_ints_[1 + T + i] = rows[size_t(i)].pos;
     h_ints_[1 + 2 * T + i] = rows[size_t(i)].seq;
     max_pos = std::max(max_pos, rows[size_t(i)].pos);
+    row_faults = row_faults || rows[size_t(i)].batch_fault;
   }
   CUDA_CHECK(cudaMemcpyAsync(d_ints_, h_ints_, size_t(3 * T + 1) * sizeof(int32_t),
                              cudaMemcpyHostToDevice, stream_));
-  const int32_t* d_tok = d_ints_ + 1;
-  const TokenRows where = {d_ints_ + 1 + T, d_ints_ + 1 + 2 * T, n_ctx_};
   // Large steps through the GEMMs (faster, not batch-invariant); the rest through the batched
   // matvecs, whose every row is what it would be alone.
   const bool gemm = opts_.batch_gemm_min > 0 && B >= opts_.batch_gemm_min;
+  if (gemm || row_faults || B > kGraphRows || !opts_.cuda_graphs || graph_failed_)
+    enqueue_rows(B, max_pos + 1, gemm, row_faults ? &rows : nullptr);
+  else
+    replay_graph(rows_graphs_[B - 1], [&](bool) { enqueue_rows(B, n_ctx_, false, nullptr); });
+  CUDA_CHECK(cudaMemcpyAsync(h_logits_, d_logits_, size_t(B) * size_t(V) * sizeof(float),
+                             cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));  // also before h_ints_ may be rewritten
+  for (int i = 0; i < B; ++i)
+    if (rows[size_t(i)].logits)
+      std::memcpy(rows[size_t(i)].logits, h_logits_ + size_t(i) * size_t(V),
+                  size_t(V) * sizeof(float));
+}
+
+// The launches of a batched decode step of n_rows rows (tokens, positions and sequences in
+// d_ints_), attention over positions < max_ctx. faults: the rows, when single-row faults apply.
+void CudaBackend::enqueue_rows(int n_rows, int max_ctx, bool gemm,
+                               const std::vector<DecodeRow>* faults) {
+  const int B = n_rows;
+  const int64_t E = hp_.n_embd, F = hp_.n_ff, V = hp_.n_vocab, T = max_tokens_;
+  const int32_t* d_tok = d_ints_ + 1;
+  const TokenRows where = {d_ints_ + 1 + T, d_ints_ + 1 + 2 * T, n_ctx_};
   // Faults of single rows (LayerCorrupt at its position, BatchCorrupt), after layer l's FFN.
   auto row_faults = [&](int l) {
+    if (!faults) return;
     for (int i = 0; i < B; ++i) {
-      const DecodeRow& r = rows[size_t(i)];
+      const DecodeRow& r = (*faults)[size_t(i)];
       if (fault().kind == FaultSpec::LayerCorrupt && fault().layer == l &&
           fault().position == r.pos)
         fault_corrupt_hidden(d_h_ + i * E, E, l, r.pos, fault().magnitude, stream_);
@@ -706,7 +745,7 @@ void CudaBackend::decode_rows(const std::vector<DecodeRow>& rows) {
     rope_and_store_kv_rows(d_q_, d_k_new_, d_v_new_, k_cache(l), v_cache(l), kv_type_, B, where,
                            rope_, stream_);
     attention_decode_rows(d_q_, k_cache(l), v_cache(l), kv_type_, d_att_, d_partials_,
-                          partials_per_token_, B, where, max_pos + 1, attn_, stream_);
+                          partials_per_token_, B, where, max_ctx, attn_, stream_);
     if (gemm)
       matmul(L.wo, d_att_, B, d_h_, true);
     else
@@ -744,13 +783,6 @@ void CudaBackend::decode_rows(const std::vector<DecodeRow>& rows) {
     matvec_multi_batch(output_.type, output_.cols, d_h_, B, &out, 1, stream_, output_norm_,
                        hp_.rms_eps, act_q8());
   }
-  CUDA_CHECK(cudaMemcpyAsync(h_logits_, d_logits_, size_t(B) * size_t(V) * sizeof(float),
-                             cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));  // also before h_ints_ may be rewritten
-  for (int i = 0; i < B; ++i)
-    if (rows[size_t(i)].logits)
-      std::memcpy(rows[size_t(i)].logits, h_logits_ + size_t(i) * size_t(V),
-                  size_t(V) * sizeof(float));
 }
 
 void CudaBackend::forward_batch_impl(std::span<const SeqTokens> batch) {
