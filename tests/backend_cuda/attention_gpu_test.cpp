@@ -134,8 +134,8 @@ TEST(CudaAttention, TokenRowsEqualEachTokenAlone) {
       const auto k = random_normal(rng, size_t(n_tok * kv_dim), 1.0f);
       const auto v = random_normal(rng, size_t(n_tok * kv_dim), 1.0f);
       double* table = cuda_ops::make_rope_table(1000000.0f, hs.head_dim);
-      const cuda_ops::RopeParams rp{hs.n_head, hs.n_head_kv, hs.head_dim, hs.head_dim,
-                                    RopeType::Neox, 1.0f, table};
+      const cuda_ops::RopeParams rp{hs.n_head,      hs.n_head_kv, hs.head_dim, hs.head_dim,
+                                    RopeType::Neox, 1.0f,         table};
       const cuda_ops::AttentionParams ap{hs.n_head, hs.n_head_kv, hs.head_dim,
                                          float(1.0 / std::sqrt(double(hs.head_dim)))};
       const size_t per_token = cuda_ops::attention_decode_scratch_floats(seq_rows, ap);

@@ -173,8 +173,8 @@ TEST(CudaBatched, ASequenceGetsTheSameBitsAloneAndAmong31Others) {
     for (int s = 0; s < kSeqs; ++s) {
       cuda->truncate_seq(s, 0);
       const int slot = s == 0 ? 7 : (s == 7 ? 0 : s);
-      batch.push_back({slot, prompts[size_t(s)], s == 0 ? among.data() : scratch.data() + s * V,
-                       false});
+      batch.push_back(
+          {slot, prompts[size_t(s)], s == 0 ? among.data() : scratch.data() + s * V, false});
     }
     cuda->forward_batch(batch);
     for (int k = 0; k < kSteps; ++k) {
@@ -183,7 +183,8 @@ TEST(CudaBatched, ASequenceGetsTheSameBitsAloneAndAmong31Others) {
       for (int s = 0; s < kSeqs; ++s) {
         const int slot = s == 0 ? 7 : (s == 7 ? 0 : s);
         const int32_t* t = s == 0 ? &tokens[size_t(k)] : &next[size_t(s)];
-        batch.push_back({slot, {t, 1},
+        batch.push_back({slot,
+                         {t, 1},
                          s == 0 ? among.data() + size_t(k + 1) * V : scratch.data() + s * V,
                          false});
       }

@@ -473,9 +473,9 @@ TEST(CudaMatvec, BatchedTokensAreEachTheSingleTokenBits) {
   };
   for (const Case& c : cases)
     for (int64_t n_tok : {1, 5, 8, 19}) {
-      SCOPED_TRACE(std::string(tensor_type_info(c.type).name) + " " + std::to_string(c.rows) +
-                   "x" + std::to_string(c.cols) + " entry " + std::to_string(int(c.entry)) +
-                   " tokens " + std::to_string(n_tok));
+      SCOPED_TRACE(std::string(tensor_type_info(c.type).name) + " " + std::to_string(c.rows) + "x" +
+                   std::to_string(c.cols) + " entry " + std::to_string(int(c.entry)) + " tokens " +
+                   std::to_string(n_tok));
       const int n_targets = c.entry == Entry::Multi ? 3 : 1;
       const int64_t heights[3] = {c.rows, c.rows / 4 + 1, 37};
       std::vector<std::unique_ptr<DeviceBuffer<uint8_t>>> d_w, d_up;

@@ -399,7 +399,8 @@ void attention_decode_rows(const float* q, const void* k_cache, const void* v_ca
                            float* out, float* partials, size_t partials_per_token, int64_t n_tok,
                            const TokenRows& rows, int max_ctx, const AttentionParams& p,
                            void* stream) {
-  if (!rows.pos || !rows.seq) throw Error("cuda attention: token rows without positions or sequences");
+  if (!rows.pos || !rows.seq)
+    throw Error("cuda attention: token rows without positions or sequences");
   if (attention_decode_scratch_floats(max_ctx, p) > partials_per_token)
     throw Error("cuda attention: " + std::to_string(max_ctx) +
                 " positions need more partials than the caller holds per token");

@@ -102,7 +102,7 @@ class CudaBackend final : public GatedBackend {
   struct DecodeRow {
     int32_t token = 0;
     int pos = 0, seq = 0;
-    float* logits = nullptr;  // n_vocab floats, or nullptr
+    float* logits = nullptr;   // n_vocab floats, or nullptr
     bool batch_fault = false;  // BatchCorrupt applies to this row
   };
 
@@ -303,13 +303,12 @@ void CudaBackend::plan_and_allocate() {
   size_t free_b = 0, total_b = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   if (need > free_b)
-    throw Error("cuda: model needs " + gib(double(need)) + " (weights " +
-                    gib(double(weights_bytes_)) + ", KV cache " + gib(double(kv_bytes)) +
-                    " for n_ctx " + std::to_string(n_ctx_) +
-                    (n_seq_ > 1 ? " x " + std::to_string(n_seq_) + " sequences" : "") + ", scratch " +
-                    gib(double(act_bytes + gemm_bytes)) + "), device has " + gib(double(free_b)) +
-                    " free",
-                kExitDevice);
+    throw Error(
+        "cuda: model needs " + gib(double(need)) + " (weights " + gib(double(weights_bytes_)) +
+            ", KV cache " + gib(double(kv_bytes)) + " for n_ctx " + std::to_string(n_ctx_) +
+            (n_seq_ > 1 ? " x " + std::to_string(n_seq_) + " sequences" : "") + ", scratch " +
+            gib(double(act_bytes + gemm_bytes)) + "), device has " + gib(double(free_b)) + " free",
+        kExitDevice);
 
   CUDA_CHECK(cudaMalloc(&d_weights_, std::max<size_t>(weights_bytes_, 1)));
   CUDA_CHECK(cudaMalloc(&d_k_, kv_bytes / 2));
@@ -760,8 +759,8 @@ void CudaBackend::enqueue_rows(int n_rows, int max_ctx, bool gemm,
       matmul(L.down, d_g_, B, d_h_, true);
     } else {
       if (L.gate.type == L.up.type) {
-        matvec_swiglu_batch(L.gate.type, L.gate.data, L.up.data, L.gate.rows, L.gate.cols, d_h_,
-                            B, d_g_, stream_, L.ffn_norm, hp_.rms_eps, act_q8());
+        matvec_swiglu_batch(L.gate.type, L.gate.data, L.up.data, L.gate.rows, L.gate.cols, d_h_, B,
+                            d_g_, stream_, L.ffn_norm, hp_.rms_eps, act_q8());
       } else {
         rmsnorm(d_h_, L.ffn_norm, d_xn_, B, E, hp_.rms_eps, stream_);
         matvec_batch(L.gate.type, L.gate.data, L.gate.rows, L.gate.cols, d_xn_, B, d_g_, nullptr,

@@ -31,7 +31,6 @@ bool cuda_device_available(std::string* why = nullptr);
 // Name and memory of device `index`. Throws Error (kExitDevice) when there is no such device.
 CudaDeviceInfo cuda_device_info(int index = 0);
 
-
 // Sequences (continuous batching slots) one CUDA backend holds at most.
 constexpr int kMaxCudaSequences = 256;
 

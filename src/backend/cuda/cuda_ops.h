@@ -152,8 +152,8 @@ void add_bias(float* y, const float* bias, int64_t rows, int64_t cols, void* str
 
 // ---- rotary embedding and the KV cache ----------------------------------------------------
 // Element type of the KV cache (backend/kv_type.h): F16 by default, F32 on request.
-using lockstep::KvType;
 using lockstep::kv_type_bytes;
+using lockstep::KvType;
 
 // Table of the rope_dim/2 inverse frequencies base^(-2i/rope_dim), in float64 on the device.
 double* make_rope_table(float freq_base, int rope_dim);  // free with device_free
@@ -181,9 +181,9 @@ struct TokenRows {
   int64_t seq_rows = 0;
 };
 // rope_and_store_kv for tokens at their own positions and sequences.
-void rope_and_store_kv_rows(float* q, const float* k, const float* v, void* k_cache,
-                            void* v_cache, KvType kv, int64_t n_tok, const TokenRows& rows,
-                            const RopeParams& p, void* stream);
+void rope_and_store_kv_rows(float* q, const float* k, const float* v, void* k_cache, void* v_cache,
+                            KvType kv, int64_t n_tok, const TokenRows& rows, const RopeParams& p,
+                            void* stream);
 
 // ---- attention ----------------------------------------------------------------------------
 struct AttentionParams {

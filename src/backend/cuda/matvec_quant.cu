@@ -521,7 +521,8 @@ constexpr int kBatchTokens = 8;
 template <bool Q6>
 void run_q8(int64_t cols, int64_t max_rows, Args& args, bool swiglu, const ActQ8Scratch& act,
             cudaStream_t stream) {
-  if (args.n_tok > 1) {  // a batch: at most 2 rows per block keeps acc[][][kBatchTokens] in registers
+  if (args.n_tok >
+      1) {  // a batch: at most 2 rows per block keeps acc[][][kBatchTokens] in registers
     const bool two = max_rows >= 256;
     if (swiglu)
       two ? launch_q8<Q6, 2, true, kBatchTokens>(args, cols, act, stream)
@@ -655,7 +656,8 @@ bool matvec_uses_int8(TensorType type, int64_t cols, const ActQ8Scratch* act) {
 
 size_t act_q8_scratch_bytes(int64_t max_cols, int64_t max_tokens) {
   const int64_t groups = (max_cols + 31) / 32;
-  return size_t(2 * align_up_256(max_cols * max_tokens) + 2 * align_up_256(groups * max_tokens * 4));
+  return size_t(2 * align_up_256(max_cols * max_tokens) +
+                2 * align_up_256(groups * max_tokens * 4));
 }
 
 ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols, int64_t max_tokens) {

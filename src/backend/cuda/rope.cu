@@ -104,8 +104,8 @@ void launch_rope(float* q, const float* k, const float* v, void* k_cache, void* 
   auto launch = [&](auto* kc, auto* vc) {
     using KV = std::remove_pointer_t<decltype(kc)>;
     launch_pdl("rope_store_kernel", rope_store_kernel<KV>, grid, kRopeThreads, 0, as_stream(stream),
-               q, k, v, kc, vc, pos0, tok_pos, tok_seq, seq_rows, p.n_head, p.n_head_kv,
-               p.head_dim, p.rope_dim, p.type == RopeType::Neox, p.freq_scale, p.inv_freq);
+               q, k, v, kc, vc, pos0, tok_pos, tok_seq, seq_rows, p.n_head, p.n_head_kv, p.head_dim,
+               p.rope_dim, p.type == RopeType::Neox, p.freq_scale, p.inv_freq);
   };
   if (kv == KvType::F16)
     launch(static_cast<__half*>(k_cache), static_cast<__half*>(v_cache));
@@ -121,9 +121,9 @@ void rope_and_store_kv(float* q, const float* k, const float* v, void* k_cache, 
   launch_rope(q, k, v, k_cache, v_cache, kv, n_tok, pos0, nullptr, p, stream);
 }
 
-void rope_and_store_kv_rows(float* q, const float* k, const float* v, void* k_cache,
-                            void* v_cache, KvType kv, int64_t n_tok, const TokenRows& rows,
-                            const RopeParams& p, void* stream) {
+void rope_and_store_kv_rows(float* q, const float* k, const float* v, void* k_cache, void* v_cache,
+                            KvType kv, int64_t n_tok, const TokenRows& rows, const RopeParams& p,
+                            void* stream) {
   if (!rows.pos || !rows.seq) throw Error("cuda rope: token rows without positions or sequences");
   launch_rope(q, k, v, k_cache, v_cache, kv, n_tok, nullptr, &rows, p, stream);
 }
