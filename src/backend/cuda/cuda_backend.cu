@@ -785,6 +785,13 @@ void CudaBackend::enqueue_rows(int n_rows, int max_ctx, bool gemm,
 }
 
 void CudaBackend::forward_batch_impl(std::span<const SeqTokens> batch) {
+  // One call of sequence 0 alone (run, chat, the gate's probe, `parity --layers`): the
+  // single-sequence path, with its decode graph and the layer observer. The batched path gives
+  // the same bits (batched_gpu_test.cpp).
+  if (batch.size() == 1 && batch[0].seq == 0) {
+    forward_impl(batch[0].tokens, batch[0].logits, batch[0].all_logits);
+    return;
+  }
   // BatchCorrupt (TEST KNOB): every sequence but the call's first, in calls of several.
   const bool batch_fault = fault().kind == FaultSpec::BatchCorrupt && batch.size() > 1;
   std::vector<DecodeRow> rows;

@@ -54,6 +54,9 @@ struct ActQ8Scratch {
   int8_t* xq2 = nullptr;  // max_cols * max_tokens values: rint((x / dx - xq) * 254)
   float* dx = nullptr;    // max_cols / 32 * max_tokens scales
   float* xs = nullptr;    // max_cols / 32 * max_tokens sums
+  // max_tokens RMS-norm scales of a batched product's inputs, computed once per product rather
+  // than in every thread block (the fused pre-norm of the float path)
+  float* norm_scale = nullptr;
   int64_t max_cols = 0;
   int64_t max_tokens = 1;
 };

@@ -71,6 +71,9 @@ struct Args {
   bool accumulate = false;
   const float* norm_w = nullptr;  // fused pre-norm: x is RMS-normalised and scaled by norm_w
   float eps = 0.0f;
+  // The pre-norm's per-token scales, computed beforehand by rms_scales_kernel (batches), or
+  // nullptr: each thread block computes them (the same arithmetic, so the same bits).
+  const float* norm_scale = nullptr;
   // The quantized input of matvec_q8_kernel: two int8 terms, scales, sums.
   const int8_t* xq = nullptr;
   const int8_t* xq2 = nullptr;
@@ -237,7 +240,9 @@ __global__ void __launch_bounds__(kThreads) matvec_kernel(const Args args) {
       if constexpr (NORM) {
         if (k > 0) __syncthreads();  // rms_scale's shared partial sums are reused
         if (k < nt)
-          scale[k] = rms_scale(args.x + (t0 + k) * args.x_stride, args.n_blocks * B::QK, args.eps);
+          scale[k] = args.norm_scale ? args.norm_scale[t0 + k]
+                                     : rms_scale(args.x + (t0 + k) * args.x_stride,
+                                                 args.n_blocks * B::QK, args.eps);
       }
     }
     float acc[NMAT][R][NT];
@@ -281,6 +286,17 @@ __global__ void __launch_bounds__(kThreads) matvec_kernel(const Args args) {
   }
 }
 
+// The per-token scales of a batched product's fused pre-norm, once per product: one block of
+// kThreads per token, rms_scale's arithmetic exactly (so the same bits as computing them in each
+// matvec block).
+__global__ void __launch_bounds__(kThreads)
+    rms_scales_kernel(const float* __restrict__ x, int64_t x_stride, int64_t n, float eps,
+                      float* __restrict__ out) {
+  pdl_wait();
+  const float s = rms_scale(x + int64_t(blockIdx.x) * x_stride, n, eps);
+  if (threadIdx.x == 0) out[blockIdx.x] = s;
+}
+
 // ---- int8-activation path (Q4_K, Q6_K) ----------------------------------------------------
 
 // The input quantized once per product into global scratch: one warp per group of 32 (lane i
@@ -297,14 +313,16 @@ __global__ void __launch_bounds__(kThreads) matvec_kernel(const Args args) {
 template <bool NORM>
 __global__ void __launch_bounds__(kThreads)
     quantize_act_kernel(const float* __restrict__ x, int64_t x_stride,
-                        const float* __restrict__ norm_w, float eps, int64_t n_groups, int8_t* xq,
-                        int8_t* xq2, float* dx, float* xs) {
+                        const float* __restrict__ norm_w, const float* __restrict__ pre_scale,
+                        float eps, int64_t n_groups, int8_t* xq, int8_t* xq2, float* dx,
+                        float* xs) {
   pdl_wait();
   x += int64_t(blockIdx.y) * x_stride;
   xq += int64_t(blockIdx.y) * n_groups * 32, xq2 += int64_t(blockIdx.y) * n_groups * 32;
   dx += int64_t(blockIdx.y) * n_groups, xs += int64_t(blockIdx.y) * n_groups;
   float scale = 1.0f;
-  if constexpr (NORM) scale = rms_scale(x, n_groups * 32, eps);
+  // pre_scale: the token's norm scale from rms_scales_kernel (batches; the same bits)
+  if constexpr (NORM) scale = pre_scale ? pre_scale[blockIdx.y] : rms_scale(x, n_groups * 32, eps);
   const int64_t g = int64_t(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (g >= n_groups) return;
@@ -497,10 +515,16 @@ template <bool Q6, int R, bool SWIGLU, int NT>
 void launch_q8(Args& args, int64_t cols, const ActQ8Scratch& act, cudaStream_t stream) {
   const int64_t n_groups = cols / 32;
   const dim3 qgrid(unsigned(ceil_div(n_groups, kThreads / 32)), unsigned(args.n_tok));
+  const float* pre_scale = nullptr;
+  if (args.norm_w && args.n_tok > 1 && act.norm_scale) {  // once per token, not per block
+    launch_pdl("rms_scales_kernel", rms_scales_kernel, unsigned(args.n_tok), kThreads, 0, stream,
+               args.x, args.x_stride, cols, args.eps, act.norm_scale);
+    pre_scale = act.norm_scale;
+  }
   launch_pdl("quantize_act_kernel",
              args.norm_w ? quantize_act_kernel<true> : quantize_act_kernel<false>, qgrid, kThreads,
-             0, stream, args.x, args.x_stride, args.norm_w, args.eps, n_groups, act.xq, act.xq2,
-             act.dx, act.xs);
+             0, stream, args.x, args.x_stride, args.norm_w, pre_scale, args.eps, n_groups, act.xq,
+             act.xq2, act.dx, act.xs);
   args.xq = act.xq, args.xq2 = act.xq2, args.dx = act.dx, args.xs = act.xs;
   args.n_blocks = cols / 256;
   args.row_bytes = args.n_blocks * (Q6 ? 210 : 144);
@@ -606,11 +630,16 @@ void run(TensorType type, int64_t cols, Args& args, bool swiglu, const ActQ8Scra
       run_q8<false>(cols, max_rows, args, swiglu, *act, stream);
     return;
   }
-  if (args.n_tok > 1) {  // a batch: one row per block, kBatchTokens tokens per pass
+  if (args.n_tok > 1) {  // a batch: two rows per block, kBatchTokens tokens per pass
+    if (args.norm_w && act && act->norm_scale && args.n_tok <= act->max_tokens) {
+      launch_pdl("rms_scales_kernel", rms_scales_kernel, unsigned(args.n_tok), kThreads, 0, stream,
+                 args.x, args.x_stride, cols, args.eps, act->norm_scale);
+      args.norm_scale = act->norm_scale;
+    }
     dispatch_decoder(decoder_for(type, cols), [&](auto blk) {
       using B = decltype(blk);
-      swiglu ? launch<B, 1, true, kBatchTokens>(args, cols, stream)
-             : launch<B, 1, false, kBatchTokens>(args, cols, stream);
+      swiglu ? launch<B, 2, true, kBatchTokens>(args, cols, stream)
+             : launch<B, 2, false, kBatchTokens>(args, cols, stream);
     });
     return;
   }
@@ -657,7 +686,7 @@ bool matvec_uses_int8(TensorType type, int64_t cols, const ActQ8Scratch* act) {
 size_t act_q8_scratch_bytes(int64_t max_cols, int64_t max_tokens) {
   const int64_t groups = (max_cols + 31) / 32;
   return size_t(2 * align_up_256(max_cols * max_tokens) +
-                2 * align_up_256(groups * max_tokens * 4));
+                2 * align_up_256(groups * max_tokens * 4) + align_up_256(max_tokens * 4));
 }
 
 ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols, int64_t max_tokens) {
@@ -670,6 +699,7 @@ ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols, int64_t max_t
   s.xq2 = reinterpret_cast<int8_t*>(p + q_bytes);
   s.dx = reinterpret_cast<float*>(p + 2 * q_bytes);
   s.xs = reinterpret_cast<float*>(p + 2 * q_bytes + g_bytes);
+  s.norm_scale = reinterpret_cast<float*>(p + 2 * q_bytes + 2 * g_bytes);
   s.max_cols = max_cols;
   s.max_tokens = max_tokens;
   return s;
