@@ -74,7 +74,7 @@ for preset in ${PRESETS:-qwen2.5-0.5b}; do
     timeout 200 build-gpu/lockstep bench -m "$f" --backend cuda --batch 1,8,32,64,128 -p 256 \
       -n 128 -r 1 $extra 2>>"$LOGS/bench-$preset.log" | tee -a "$S"
   done
-  if [ "$SERVE" = 1 ]; then
+  if [ "$SERVE" = 1 ] && [[ " ${SERVE_PRESETS:-$preset} " == *" $preset "* ]]; then
     echo "-- serve --parallel 64 + serve_load.py -c 64" | tee -a "$S"
     build-gpu/lockstep serve -m "$f" --backend cuda --parallel 64 -c 512 --port 18080 \
       >"$LOGS/serve-$preset.log" 2>&1 &
