@@ -20,18 +20,20 @@ const char* arch_name(Arch arch) {
       return "gemma2";
     case Arch::Gemma3:
       return "gemma3";
+    case Arch::Phi3:
+      return "phi3";
   }
   return "?";
 }
 
 bool is_supported_architecture(const std::string& name) {
-  for (Arch a : {Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Gemma2, Arch::Gemma3})
+  for (Arch a : {Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Gemma2, Arch::Gemma3, Arch::Phi3})
     if (name == arch_name(a)) return true;
   return false;
 }
 
 const char* supported_architectures() {
-  return "llama, qwen2, qwen3, gemma2, gemma3";
+  return "llama, qwen2, qwen3, gemma2, gemma3, phi3";
 }
 
 std::vector<std::string> extended_features(const HParams& hp) {
@@ -45,6 +47,7 @@ std::vector<std::string> extended_features(const HParams& hp) {
   if (hp.attn_softcap > 0) f.push_back("attention logit soft-capping");
   if (hp.final_softcap > 0) f.push_back("final logit soft-capping");
   if (hp.sliding_window > 0) f.push_back("sliding-window attention layers");
+  if (hp.fused_qkv || hp.fused_gate_up) f.push_back("fused QKV and gate/up tensors");
   return f;
 }
 
@@ -116,6 +119,18 @@ HParams read_hparams(const gguf::GgufFile& f) {
     hp.has_post_norms = true;
     hp.has_qk_norm = hp.arch == Arch::Gemma3;
     hp.ffn_act = FfnActivation::GeluTanh;
+  } else if (*arch == "phi3") {
+    // llama's block with NeoX rope, the gate and up projections in one tensor, and q/k/v in one
+    // (converters also write them separately; both are accepted). The sliding window that
+    // Phi-3 files declare is ignored, as llama.cpp ignores it.
+    hp.arch = Arch::Phi3;
+    hp.rope_type = RopeType::Neox;
+    hp.fused_gate_up = true;
+    hp.fused_qkv = f.find_tensor("blk.0.attn_qkv.weight") != nullptr;
+    if (f.find_tensor("rope_factors_long.weight") || f.find_tensor("rope_factors_short.weight"))
+      throw InputError(f.path() +
+                       ": phi3 LongRoPE (rope_factors_long/short, the 128k-context models) is "
+                       "not supported");
   } else {
     throw InputError(f.path() + ": unknown architecture '" + gguf::printable_name(*arch) +
                      "' (supported: " + supported_architectures() + ")");

@@ -122,8 +122,10 @@ SyntheticPlan plan_synthetic_model(const ModelPreset& preset, std::optional<Arch
   hp.has_qkv_bias = hp.arch == Arch::Qwen2;
   hp.has_qk_norm = hp.arch == Arch::Qwen3;
   hp.has_rope_freqs = preset.rope_scaling.has_value();
-  if (hp.arch != Arch::Llama && hp.arch != Arch::Qwen2 && hp.arch != Arch::Qwen3)
-    throw InputError("make-model writes llama, qwen2 and qwen3 models, not " +
+  hp.fused_qkv = hp.fused_gate_up = hp.arch == Arch::Phi3;
+  if (hp.arch != Arch::Llama && hp.arch != Arch::Qwen2 && hp.arch != Arch::Qwen3 &&
+      hp.arch != Arch::Phi3)
+    throw InputError("make-model writes llama, qwen2, qwen3 and phi3 models, not " +
                      std::string(arch_name(hp.arch)));
   hp.tied_embeddings = preset.tied_embeddings;
   if ((preset.head_dim == 0 && preset.n_embd % preset.n_head != 0) ||
@@ -167,9 +169,13 @@ SyntheticPlan plan_synthetic_model(const ModelPreset& preset, std::optional<Arch
   for (int64_t l = 0; l < L; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     add(b + "attn_norm.weight", {E}, l, true, 0);
-    add(b + "attn_q.weight", {E, q_dim}, l, false, reader_std(E));
-    add(b + "attn_k.weight", {E, kv_dim}, l, false, reader_std(E));
-    add(b + "attn_v.weight", {E, kv_dim}, l, false, reader_std(E));
+    if (hp.fused_qkv) {
+      add(b + "attn_qkv.weight", {E, q_dim + 2 * kv_dim}, l, false, reader_std(E));
+    } else {
+      add(b + "attn_q.weight", {E, q_dim}, l, false, reader_std(E));
+      add(b + "attn_k.weight", {E, kv_dim}, l, false, reader_std(E));
+      add(b + "attn_v.weight", {E, kv_dim}, l, false, reader_std(E));
+    }
     if (hp.has_qkv_bias) {
       add(b + "attn_q.bias", {q_dim}, l, false, 0.02f);
       add(b + "attn_k.bias", {kv_dim}, l, false, 0.02f);
@@ -181,8 +187,12 @@ SyntheticPlan plan_synthetic_model(const ModelPreset& preset, std::optional<Arch
     }
     add(b + "attn_output.weight", {q_dim, E}, l, false, writer_std(q_dim));
     add(b + "ffn_norm.weight", {E}, l, true, 0);
-    add(b + "ffn_gate.weight", {E, F}, l, false, reader_std(E));
-    add(b + "ffn_up.weight", {E, F}, l, false, reader_std(E));
+    if (hp.fused_gate_up) {
+      add(b + "ffn_up.weight", {E, 2 * F}, l, false, reader_std(E));
+    } else {
+      add(b + "ffn_gate.weight", {E, F}, l, false, reader_std(E));
+      add(b + "ffn_up.weight", {E, F}, l, false, reader_std(E));
+    }
     add(b + "ffn_down.weight", {F, E}, l, false, writer_std(F));
   }
   add("output_norm.weight", {E}, -1, true, 0);

@@ -138,7 +138,10 @@ TEST(ModelLoad, NewArchitecturesNameWhatTheyNeed) {
   };
   for (const Case c : {Case{"qwen3", "missing tensor 'blk.0.attn_q_norm.weight'"},
                        Case{"gemma2", "missing tensor 'blk.0.post_attention_norm.weight'"},
-                       Case{"gemma3", "missing metadata key 'gemma3.attention.sliding_window'"}}) {
+                       Case{"gemma3", "missing metadata key 'gemma3.attention.sliding_window'"},
+                       // Separate q/k/v are accepted for phi3; its ffn_up holds gate and up.
+                       Case{"phi3", "tensor 'blk.0.ffn_up.weight' has shape [256, 512], "
+                                    "expected [256, 1024]"}}) {
     SCOPED_TRACE(c.arch);
     auto plan =
         plan_synthetic_model(*find_model_preset("tiny"), Arch::Llama, *find_quant_scheme("f32"), 7);
@@ -154,6 +157,23 @@ TEST(ModelLoad, NewArchitecturesNameWhatTheyNeed) {
       w.add_tensor(t.name, t.type, t.ne, std::vector<uint8_t>(t.data, t.data + t.n_bytes));
     const std::string err = load_error(w.to_bytes());
     EXPECT_NE(err.find(c.needs), std::string::npos) << err;
+  }
+}
+
+// phi3's 128k models scale rope with per-dimension LongRoPE factors, which lockstep does not
+// implement: refused by name rather than run with the short-context rope.
+TEST(ModelLoad, Phi3LongRopeIsRefusedByName) {
+  Model m = Model::from_file(
+      GgufFile::from_bytes(tiny_model_with([](GgufWriter&) {}, Arch::Phi3), "tiny-phi3.gguf"));
+  EXPECT_TRUE(m.hp.fused_qkv);
+  EXPECT_TRUE(m.hp.fused_gate_up);
+  for (const char* name : {"rope_factors_long.weight", "rope_factors_short.weight"}) {
+    auto err = load_error(tiny_model_with(
+        [&](GgufWriter& w) {
+          w.add_tensor(name, TensorType::F32, {32}, f32_bytes(std::vector<float>(32, 1.5f)));
+        },
+        Arch::Phi3));
+    EXPECT_NE(err.find("phi3 LongRoPE"), std::string::npos) << err;
   }
 }
 
