@@ -67,8 +67,8 @@ const std::vector<ModelPreset>& model_presets() {
        32768, 32768, 1000000.0f, 1e-5f, false},
       // microsoft/Phi-3-mini-4k-instruct: q/k/v fused in attn_qkv, gate/up in ffn_up; its
       // sliding_window (2047) is not written, as llama.cpp ignores it.
-      {"phi-3-mini", "Phi-3 mini 4k (synthetic weights)", Arch::Phi3, 3072, 32, 32, 32, 8192,
-       32064, 4096, 10000.0f, 1e-5f, false},
+      {"phi-3-mini", "Phi-3 mini 4k (synthetic weights)", Arch::Phi3, 3072, 32, 32, 32, 8192, 32064,
+       4096, 10000.0f, 1e-5f, false},
       // HuggingFaceTB/SmolLM2-135M(-Instruct)
       {"smollm2-135m", "SmolLM2 135M (synthetic weights)", Arch::Llama, 576, 30, 9, 3, 1536, 49152,
        8192, 100000.0f, 1e-5f, true},

@@ -95,7 +95,8 @@ void synthetic_row(const SyntheticTensor& t, int64_t row, float* dst) {
 SyntheticPlan plan_synthetic_model(const ModelPreset& preset, std::optional<Arch> arch,
                                    const QuantScheme& quant, uint64_t seed) {
   if (!preset.arch && !arch)
-    throw InputError("preset '" + preset.name + "' needs an architecture (--arch qwen2|qwen3|llama)");
+    throw InputError("preset '" + preset.name +
+                     "' needs an architecture (--arch qwen2|qwen3|llama|phi3)");
   if (preset.arch && arch && *preset.arch != *arch)
     throw InputError("preset '" + preset.name + "' is a " + arch_name(*preset.arch) +
                      " model; --arch " + arch_name(*arch) + " does not match");

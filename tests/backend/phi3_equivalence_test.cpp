@@ -127,7 +127,8 @@ Model write_model(const Weights& w, bool phi3, TensorType type, Twin twin = Twin
   auto matrix = [&](const std::string& name, const Matrix& m) {
     const uint64_t rb = *row_bytes(type, m.cols);
     std::vector<uint8_t> bytes(size_t(rb * uint64_t(m.rows)));
-    for (int64_t r = 0; r < m.rows; ++r) quantize_row(type, m.row(r), bytes.data() + r * rb, m.cols);
+    for (int64_t r = 0; r < m.rows; ++r)
+      quantize_row(type, m.row(r), bytes.data() + r * rb, m.cols);
     g.add_tensor(name, type, {m.cols, m.rows}, std::move(bytes));
   };
   auto vec = [&](const std::string& name, const std::vector<float>& v) {

@@ -140,8 +140,9 @@ TEST(ModelLoad, NewArchitecturesNameWhatTheyNeed) {
                        Case{"gemma2", "missing tensor 'blk.0.post_attention_norm.weight'"},
                        Case{"gemma3", "missing metadata key 'gemma3.attention.sliding_window'"},
                        // Separate q/k/v are accepted for phi3; its ffn_up holds gate and up.
-                       Case{"phi3", "tensor 'blk.0.ffn_up.weight' has shape [256, 512], "
-                                    "expected [256, 1024]"}}) {
+                       Case{"phi3",
+                            "tensor 'blk.0.ffn_up.weight' has shape [256, 512], "
+                            "expected [256, 1024]"}}) {
     SCOPED_TRACE(c.arch);
     auto plan =
         plan_synthetic_model(*find_model_preset("tiny"), Arch::Llama, *find_quant_scheme("f32"), 7);
