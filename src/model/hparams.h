@@ -29,6 +29,15 @@ struct HParams {
   float rms_eps = 1e-5f;
   float rope_freq_base = 10000.0f;
   float rope_freq_scale = 1.0f;  // linear rope scaling: positions are multiplied by this
+  // YaRN rope scaling (rope.scaling.type yarn; rope_freq_scale = 1 / factor): pairs that turn
+  // fewer than beta_slow times over the original context are interpolated (scaled like linear),
+  // those turning more than beta_fast times keep their angle, a linear blend between; cos and sin
+  // are multiplied by attn_factor * (1 + 0.1 ln factor). See ops_ref.h rope().
+  bool rope_yarn = false;
+  int64_t rope_yarn_orig_ctx = 0;  // rope.scaling.original_context_length
+  float rope_yarn_beta_fast = 32.0f;
+  float rope_yarn_beta_slow = 1.0f;
+  float rope_attn_factor = 1.0f;  // rope.scaling.attn_factor
   int64_t rope_dim = 0;          // rotated dimensions per head (usually head_dim)
   RopeType rope_type = RopeType::Normal;
   bool has_qkv_bias = false;     // qwen2
