@@ -64,6 +64,9 @@ TEST(SyntheticPresets, MatchPublishedConfigs) {
       {"qwen3-8b", 4096, 36, 32, 8, 12288, 151936, 1e6f, 1e-6f, false},
       {"mistral-7b", 4096, 32, 32, 8, 14336, 32768, 1e6f, 1e-5f, false},
       {"phi-3-mini", 3072, 32, 32, 32, 8192, 32064, 10000.0f, 1e-5f, false},
+      {"gemma-3-1b", 1152, 26, 4, 1, 6912, 262144, 1e6f, 1e-6f, true},
+      {"gemma-3-4b", 2560, 34, 8, 4, 10240, 262208, 1e6f, 1e-6f, true},
+      {"gemma-2-2b", 2304, 26, 8, 4, 9216, 256000, 10000.0f, 1e-6f, true},
   };
   for (const auto& w : want) {
     SCOPED_TRACE(w.name);
@@ -92,7 +95,8 @@ TEST(SyntheticPresets, MatchPublishedConfigs) {
 TEST(SyntheticPlan, EveryPresetMatchesExpectedTensors) {
   for (const auto& preset : model_presets()) {
     for (const auto& q : quant_schemes()) {
-      for (Arch arch : {Arch::Qwen2, Arch::Qwen3, Arch::Llama, Arch::Phi3}) {
+      for (Arch arch :
+           {Arch::Qwen2, Arch::Qwen3, Arch::Llama, Arch::Phi3, Arch::Gemma2, Arch::Gemma3}) {
         if (preset.arch && *preset.arch != arch) continue;
         SCOPED_TRACE(preset.name + " " + q.name + " " + arch_name(arch));
         const SyntheticPlan plan = plan_synthetic_model(preset, arch, q, 7);
@@ -115,10 +119,12 @@ TEST(SyntheticPlan, EveryPresetMatchesExpectedTensors) {
           ++matched;
         }
         EXPECT_EQ(matched, plan.tensors.size()) << "the plan has tensors the binding ignores";
-        const size_t per_layer = arch == Arch::Qwen2   ? 12
-                                 : arch == Arch::Qwen3 ? 11
-                                 : arch == Arch::Phi3  ? 6
-                                                       : 9;
+        const size_t per_layer = arch == Arch::Qwen2    ? 12
+                                 : arch == Arch::Qwen3  ? 11
+                                 : arch == Arch::Phi3   ? 6
+                                 : arch == Arch::Gemma2 ? 11
+                                 : arch == Arch::Gemma3 ? 13
+                                                        : 9;
         EXPECT_EQ(plan.tensors.size(), 2 + size_t(preset.n_layer) * per_layer +
                                            (preset.tied_embeddings ? 0 : 1) +
                                            (preset.rope_scaling ? 1 : 0));
@@ -287,6 +293,45 @@ TEST(SyntheticQ4KM, Phi3MiniMixAndFusedLayout) {
   EXPECT_EQ(L.ffn_up.data, up_fused->data + 8192 * L.ffn_gate.row_bytes);
   EXPECT_EQ(L.ffn_up.rows, 8192);
   std::filesystem::remove(path);
+}
+
+// The Gemma presets: the files read back with the sliding windows, rope bases and scaling,
+// soft-capping and head size of the real models, and the tied embedding is the output matrix
+// for Q4_K_M (Q6_K, or Q8_0 where 1152-wide rows rule Q6_K out).
+TEST(SyntheticPresets, GemmaFilesReadBackAsTheRealModels) {
+  struct Want {
+    const char* name;
+    Arch arch;
+    int64_t window;
+    float scale, softcap;
+    TensorType embd;
+  };
+  for (const Want& w : {Want{"gemma-3-1b", Arch::Gemma3, 512, 1.0f, 0, TensorType::Q8_0},
+                        Want{"gemma-3-4b", Arch::Gemma3, 1024, 0.125f, 0, TensorType::Q6_K},
+                        Want{"gemma-2-2b", Arch::Gemma2, 4096, 1.0f, 50.0f, TensorType::Q6_K}}) {
+    SCOPED_TRACE(w.name);
+    const auto plan =
+        plan_synthetic_model(*find_model_preset(w.name), std::nullopt, scheme("q4_k_m"), 1);
+    EXPECT_EQ(plan.tensors.front().name, "token_embd.weight");
+    EXPECT_EQ(plan.tensors.front().type, w.embd);
+    const std::string path = sparse_model_file(plan);
+    Model m = Model::load(path);
+    EXPECT_EQ(m.hp.arch, w.arch);
+    EXPECT_EQ(m.hp.head_dim, 256);
+    EXPECT_EQ(m.hp.sliding_window, w.window);
+    EXPECT_EQ(m.hp.swa_pattern, w.arch == Arch::Gemma3 ? 6 : 2);
+    EXPECT_EQ(m.hp.rope_freq_scale, w.scale);
+    EXPECT_EQ(m.hp.rope_freq_scale_swa, w.arch == Arch::Gemma3 ? 1.0f : w.scale);
+    EXPECT_EQ(m.hp.rope_freq_base_swa, w.arch == Arch::Gemma3 ? 10000.0f : m.hp.rope_freq_base);
+    EXPECT_EQ(m.hp.attn_softcap, w.softcap);
+    EXPECT_EQ(m.hp.has_qk_norm, w.arch == Arch::Gemma3);
+    EXPECT_TRUE(m.hp.has_post_norms);
+    EXPECT_TRUE(m.hp.tied_embeddings);
+    EXPECT_EQ(m.hp.embd_scale, plan.hp.embd_scale);
+    EXPECT_EQ(m.hp.sliding_window, plan.hp.sliding_window);
+    EXPECT_EQ(m.hp.final_softcap, plan.hp.final_softcap);
+    std::filesystem::remove(path);
+  }
 }
 
 TEST(SyntheticQ4KM, Qwen25_05bMixFallsBackFor896WideRows) {
