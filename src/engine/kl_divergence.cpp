@@ -111,7 +111,12 @@ KlBaseWriter::KlBaseWriter(const std::string& path, uint32_t n_vocab, uint32_t n
 }
 
 KlBaseWriter::~KlBaseWriter() {
-  if (file_) std::fclose(file_);
+  // Not finished: the run failed midway. A partial base would only be refused later as
+  // truncated; better that it never exists.
+  if (file_) {
+    std::fclose(file_);
+    std::remove(path_.c_str());
+  }
 }
 
 void KlBaseWriter::write_bytes(const void* data, size_t n) {

@@ -68,6 +68,7 @@ TokenKl compare_with_kl_base(const KlBaseRow& base, std::span<const float> logit
 
 // Writes a base file row by row: the header at construction, then exactly
 // n_chunk * rows_per_chunk rows; finish() checks the count and closes (throws on I/O failure).
+// A writer destroyed before finish() removes the file.
 class KlBaseWriter {
  public:
   KlBaseWriter(const std::string& path, uint32_t n_vocab, uint32_t n_ctx, uint32_t n_chunk,
