@@ -165,10 +165,10 @@ TEST_F(PerplexityKl, AFaultOrAnotherModelIsFarOff) {
   EXPECT_NE(nan.run.err.find("non-finite"), std::string::npos) << nan.run.err;
   // A base whose run fails midway is not left behind.
   const std::string partial = test::temp_dir() + "/partial.kld";
-  const auto failed = test::run_lockstep(
-      {"perplexity", "-m", kStories, "-f", kSample, "-c", "128", "--backend", "cpu", "--parity",
-       "off", "--kl-divergence-base", partial},
-      "", {{"LOCKSTEP_FAULT", "nan:70"}});
+  const auto failed =
+      test::run_lockstep({"perplexity", "-m", kStories, "-f", kSample, "-c", "128", "--backend",
+                          "cpu", "--parity", "off", "--kl-divergence-base", partial},
+                         "", {{"LOCKSTEP_FAULT", "nan:70"}});
   EXPECT_EQ(failed.exit_code, 1) << failed.err;
   EXPECT_EQ(failed.out, "");
   EXPECT_FALSE(std::filesystem::exists(partial));
