@@ -42,6 +42,9 @@ int make_model(const MakeModelOptions& o) {
   if (o.arch == "qwen2") arch = Arch::Qwen2;
   if (o.arch == "llama") arch = Arch::Llama;
   if (o.arch == "qwen3") arch = Arch::Qwen3;
+  if (o.arch == "phi3") arch = Arch::Phi3;
+  if (o.arch == "gemma2") arch = Arch::Gemma2;
+  if (o.arch == "gemma3") arch = Arch::Gemma3;
   // Parsed here rather than by CLI11, which would wrap "-1" around to 2^64 - 1.
   uint64_t seed = 0;
   const char* end = o.seed.data() + o.seed.size();
@@ -89,7 +92,7 @@ void add_make_model(CLI::App& app, Action& action) {
       "make-model", "Write a synthetic model: random weights with a real model's shapes");
   cmd->add_option("--preset", o->preset, "Model shape: " + model_preset_names())->required();
   cmd->add_option("--arch", o->arch, "Architecture (required for tiny; must match the others)")
-      ->check(CLI::IsMember({"qwen2", "qwen3", "llama"}));
+      ->check(CLI::IsMember({"qwen2", "qwen3", "llama", "phi3", "gemma2", "gemma3"}));
   cmd->add_option("--quant", o->quant, "Tensor types like llama-quantize: " + quant_scheme_names())
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of the weights")->capture_default_str();

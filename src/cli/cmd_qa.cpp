@@ -44,6 +44,7 @@ int run_qa_command(const QaFlags& f) {
     nlohmann::ordered_json j;
     j["model"] = path;
     j["passed"] = r.passed();
+    j["mode"] = r.completion ? "completion" : "chat";
     j["checks"] = nlohmann::json::array();
     for (const auto& c : r.checks)
       j["checks"].push_back(
@@ -57,7 +58,8 @@ int run_qa_command(const QaFlags& f) {
                            {"ms", v.ms}};
     std::printf("%s\n", j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
-    std::printf("qa: %s\n\n", path.c_str());
+    std::printf("qa: %s (%s)\n\n", path.c_str(),
+                r.completion ? "no chat template: plain-text completions" : "chat answers");
     for (const auto& c : r.checks) {
       std::string d = c.detail;
       for (char& ch : d)

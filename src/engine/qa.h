@@ -1,5 +1,6 @@
 // `lockstep qa`: golden-output checks on every available backend, plus each backend's parity
-// verdict. Meant for instruction-tuned chat models (the default SmolLM2 model and the like).
+// verdict. Chat answers for models with a chat template (the default SmolLM2 model and the like),
+// plain-text completions for models without one (pretrained models such as Gemma 3 270M).
 #pragma once
 
 #include <string>
@@ -19,6 +20,9 @@ struct QaCheck {
 struct QaReport {
   std::vector<QaCheck> checks;
   std::vector<std::pair<std::string, ParityVerdict>> verdicts;  // per backend
+  // The model has no chat template (a pretrained model such as Gemma 3 270M): plain-text
+  // completions are checked instead of chat answers.
+  bool completion = false;
   bool passed() const;
 };
 
@@ -35,8 +39,8 @@ QaReport run_qa(const Model& model, const tokenizer::Vocab& vocab, const QaOptio
 // alphabetic characters, over-long runs without spaces, or one word repeated many times in a row.
 bool looks_like_gibberish(const std::string& text, std::string* why = nullptr);
 bool looks_like_greeting(const std::string& text);
-// Two identical control/special tokens in a row, or any special token other than a final
-// end-of-generation one.
+// Any control (or unknown) token other than a final end-of-generation one; user-defined tokens
+// are text.
 bool has_stray_special_tokens(const tokenizer::Vocab& vocab, const std::vector<int32_t>& tokens,
                               std::string* why = nullptr);
 

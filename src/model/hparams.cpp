@@ -20,18 +20,20 @@ const char* arch_name(Arch arch) {
       return "gemma2";
     case Arch::Gemma3:
       return "gemma3";
+    case Arch::Phi3:
+      return "phi3";
   }
   return "?";
 }
 
 bool is_supported_architecture(const std::string& name) {
-  for (Arch a : {Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Gemma2, Arch::Gemma3})
+  for (Arch a : {Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Gemma2, Arch::Gemma3, Arch::Phi3})
     if (name == arch_name(a)) return true;
   return false;
 }
 
 const char* supported_architectures() {
-  return "llama, qwen2, qwen3, gemma2, gemma3";
+  return "llama, qwen2, qwen3, gemma2, gemma3, phi3";
 }
 
 std::vector<std::string> extended_features(const HParams& hp) {
@@ -45,6 +47,8 @@ std::vector<std::string> extended_features(const HParams& hp) {
   if (hp.attn_softcap > 0) f.push_back("attention logit soft-capping");
   if (hp.final_softcap > 0) f.push_back("final logit soft-capping");
   if (hp.sliding_window > 0) f.push_back("sliding-window attention layers");
+  if (hp.fused_qkv || hp.fused_gate_up) f.push_back("fused QKV and gate/up tensors");
+  if (hp.rope_yarn) f.push_back("YaRN rope scaling");
   return f;
 }
 
@@ -116,6 +120,18 @@ HParams read_hparams(const gguf::GgufFile& f) {
     hp.has_post_norms = true;
     hp.has_qk_norm = hp.arch == Arch::Gemma3;
     hp.ffn_act = FfnActivation::GeluTanh;
+  } else if (*arch == "phi3") {
+    // llama's block with NeoX rope, the gate and up projections in one tensor, and q/k/v in one
+    // (converters also write them separately; both are accepted). The sliding window that
+    // Phi-3 files declare is ignored, as llama.cpp ignores it.
+    hp.arch = Arch::Phi3;
+    hp.rope_type = RopeType::Neox;
+    hp.fused_gate_up = true;
+    hp.fused_qkv = f.find_tensor("blk.0.attn_qkv.weight") != nullptr;
+    if (f.find_tensor("rope_factors_long.weight") || f.find_tensor("rope_factors_short.weight"))
+      throw InputError(f.path() +
+                       ": phi3 LongRoPE (rope_factors_long/short, the 128k-context models) is "
+                       "not supported");
   } else {
     throw InputError(f.path() + ": unknown architecture '" + gguf::printable_name(*arch) +
                      "' (supported: " + supported_architectures() + ")");
@@ -167,15 +183,32 @@ HParams read_hparams(const gguf::GgufFile& f) {
   hp.rope_freq_base =
       float(float_in_range(f, p + "rope.freq_base", hp.rope_freq_base, 1, true, 1e12));
 
-  // Rope scaling: linear is supported; anything else is refused rather than run wrongly. A linear
-  // factor divides the positions; real ones are 2 to 32.
+  // Rope scaling: linear and YaRN are supported; anything else is refused rather than run
+  // wrongly. A linear factor divides the positions; real ones are 2 to 32.
   std::string scaling = f.get_string(p + "rope.scaling.type").value_or("none");
   if (scaling == "linear") {
     const double factor = float_in_range(f, p + "rope.scaling.factor", 1.0, 1, false, 1024);
     hp.rope_freq_scale = float(1.0 / factor);
+  } else if (scaling == "yarn") {
+    // Qwen2.5's long-context setting: factor 4 over an original context of 32768. The original
+    // context defaults to the trained one, as in llama.cpp.
+    const double factor = float_in_range(f, p + "rope.scaling.factor", 1.0, 1, false, 1024);
+    hp.rope_freq_scale = float(1.0 / factor);
+    hp.rope_yarn = true;
+    hp.rope_yarn_orig_ctx = f.find(p + "rope.scaling.original_context_length")
+                                ? require_positive(f, p + "rope.scaling.original_context_length")
+                                : hp.n_ctx_train;
+    hp.rope_attn_factor =
+        float(float_in_range(f, p + "rope.scaling.attn_factor", 1.0, 0, true, 100));
+    hp.rope_yarn_beta_fast =
+        float(float_in_range(f, p + "rope.scaling.yarn_beta_fast", 32.0, 0, true, 1e6));
+    hp.rope_yarn_beta_slow =
+        float(float_in_range(f, p + "rope.scaling.yarn_beta_slow", 1.0, 0, true, 1e6));
+    if (hp.rope_yarn_beta_slow > hp.rope_yarn_beta_fast)
+      throw InputError(f.path() + ": rope.scaling.yarn_beta_slow exceeds yarn_beta_fast");
   } else if (scaling != "none") {
     throw InputError(f.path() + ": rope scaling type '" + gguf::printable_name(scaling) +
-                     "' is not supported (supported: none, linear)");
+                     "' is not supported (supported: none, linear, yarn)");
   } else if (f.find(p + "rope.scale_linear")) {
     const double scale = float_in_range(f, p + "rope.scale_linear", 1.0, 0.001, false, 1024);
     hp.rope_freq_scale = float(1.0 / scale);
@@ -213,6 +246,11 @@ HParams read_hparams(const gguf::GgufFile& f) {
       hp.rope_freq_scale_swa = 1.0f;
     }
   }
+
+  // Sliding-window layers keep their own, unscaled rope (gemma3); YaRN is implemented for one rope
+  // per model.
+  if (hp.rope_yarn && hp.sliding_window > 0)
+    throw InputError(f.path() + ": YaRN rope scaling with sliding-window layers is not supported");
 
   // Vocabulary size: the embedding matrix is the authority; the metadata must agree with it.
   const auto* embd = f.find_tensor("token_embd.weight");

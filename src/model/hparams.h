@@ -10,7 +10,7 @@
 
 namespace lockstep {
 
-enum class Arch { Llama, Qwen2, Qwen3, Gemma2, Gemma3 };
+enum class Arch { Llama, Qwen2, Qwen3, Gemma2, Gemma3, Phi3 };
 enum class RopeType { Normal, Neox };  // Normal: rotate pairs (2i, 2i+1); Neox: (i, i + d/2)
 // The gated feed-forward's activation: down(act(gate x) * up x).
 enum class FfnActivation { Silu, GeluTanh };
@@ -29,10 +29,23 @@ struct HParams {
   float rms_eps = 1e-5f;
   float rope_freq_base = 10000.0f;
   float rope_freq_scale = 1.0f;  // linear rope scaling: positions are multiplied by this
+  // YaRN rope scaling (rope.scaling.type yarn; rope_freq_scale = 1 / factor): pairs that turn
+  // fewer than beta_slow times over the original context are interpolated (scaled like linear),
+  // those turning more than beta_fast times keep their angle, a linear blend between; cos and sin
+  // are multiplied by attn_factor * (1 + 0.1 ln factor). See ops_ref.h rope().
+  bool rope_yarn = false;
+  int64_t rope_yarn_orig_ctx = 0;  // rope.scaling.original_context_length
+  float rope_yarn_beta_fast = 32.0f;
+  float rope_yarn_beta_slow = 1.0f;
+  float rope_attn_factor = 1.0f;  // rope.scaling.attn_factor
   int64_t rope_dim = 0;          // rotated dimensions per head (usually head_dim)
   RopeType rope_type = RopeType::Normal;
   bool has_qkv_bias = false;     // qwen2
   bool tied_embeddings = false;  // no output.weight: the token embedding is reused
+  // phi3 stores q, k and v as one matrix (attn_qkv: q rows, then k, then v) and the FFN's gate
+  // and up as one (ffn_up: gate rows, then up); Model binds each part as a view of its rows.
+  bool fused_qkv = false;
+  bool fused_gate_up = false;
 
   // What qwen3, gemma2 and gemma3 add to the llama block (each off for llama and qwen2). A
   // backend that does not implement one of them refuses the model: extended_features() names
@@ -70,7 +83,7 @@ HParams read_hparams(const gguf::GgufFile& file);
 
 const char* arch_name(Arch arch);
 // Whether general.architecture = `name` is one lockstep runs, and the list for messages
-// ("llama, qwen2, qwen3, gemma2, gemma3").
+// ("llama, qwen2, qwen3, gemma2, gemma3, phi3").
 bool is_supported_architecture(const std::string& name);
 const char* supported_architectures();
 

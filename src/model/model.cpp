@@ -19,9 +19,13 @@ std::vector<ExpectedTensor> expected_tensors(const HParams& hp) {
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     t.push_back({b + "attn_norm.weight", {hp.n_embd}});
-    t.push_back({b + "attn_q.weight", {hp.n_embd, q_dim}});
-    t.push_back({b + "attn_k.weight", {hp.n_embd, kv_dim}});
-    t.push_back({b + "attn_v.weight", {hp.n_embd, kv_dim}});
+    if (hp.fused_qkv) {
+      t.push_back({b + "attn_qkv.weight", {hp.n_embd, q_dim + 2 * kv_dim}});
+    } else {
+      t.push_back({b + "attn_q.weight", {hp.n_embd, q_dim}});
+      t.push_back({b + "attn_k.weight", {hp.n_embd, kv_dim}});
+      t.push_back({b + "attn_v.weight", {hp.n_embd, kv_dim}});
+    }
     t.push_back({b + "attn_output.weight", {q_dim, hp.n_embd}});
     if (hp.has_qkv_bias) {
       t.push_back({b + "attn_q.bias", {q_dim}});
@@ -34,8 +38,12 @@ std::vector<ExpectedTensor> expected_tensors(const HParams& hp) {
     }
     if (hp.has_post_norms) t.push_back({b + "post_attention_norm.weight", {hp.n_embd}});
     t.push_back({b + "ffn_norm.weight", {hp.n_embd}});
-    t.push_back({b + "ffn_gate.weight", {hp.n_embd, hp.n_ff}});
-    t.push_back({b + "ffn_up.weight", {hp.n_embd, hp.n_ff}});
+    if (hp.fused_gate_up) {
+      t.push_back({b + "ffn_up.weight", {hp.n_embd, 2 * hp.n_ff}});
+    } else {
+      t.push_back({b + "ffn_gate.weight", {hp.n_embd, hp.n_ff}});
+      t.push_back({b + "ffn_up.weight", {hp.n_embd, hp.n_ff}});
+    }
     t.push_back({b + "ffn_down.weight", {hp.n_ff, hp.n_embd}});
     if (hp.has_post_norms) t.push_back({b + "post_ffw_norm.weight", {hp.n_embd}});
   }
@@ -76,6 +84,15 @@ WeightView bind(const gguf::GgufFile& f, const ExpectedTensor& e) {
   return w;
 }
 
+// Rows [first, first + count) of a fused matrix, as a matrix of their own.
+WeightView row_range(const WeightView& fused, int64_t first, int64_t count, const char* part) {
+  WeightView w = fused;
+  w.name = fused.name + "[" + part + "]";
+  w.rows = count;
+  w.data = fused.row(first);
+  return w;
+}
+
 }  // namespace
 
 Model Model::load(const std::string& path) {
@@ -97,9 +114,17 @@ Model Model::from_file(gguf::GgufFile file) {
   m.layers.resize(size_t(m.hp.n_layer));
   for (auto& L : m.layers) {
     L.attn_norm = bind(f, expected[k++]);
-    L.wq = bind(f, expected[k++]);
-    L.wk = bind(f, expected[k++]);
-    L.wv = bind(f, expected[k++]);
+    if (m.hp.fused_qkv) {
+      const WeightView qkv = bind(f, expected[k++]);
+      const int64_t q_dim = m.hp.n_head * m.hp.head_dim, kv_dim = m.hp.n_head_kv * m.hp.head_dim;
+      L.wq = row_range(qkv, 0, q_dim, "q");
+      L.wk = row_range(qkv, q_dim, kv_dim, "k");
+      L.wv = row_range(qkv, q_dim + kv_dim, kv_dim, "v");
+    } else {
+      L.wq = bind(f, expected[k++]);
+      L.wk = bind(f, expected[k++]);
+      L.wv = bind(f, expected[k++]);
+    }
     L.wo = bind(f, expected[k++]);
     if (m.hp.has_qkv_bias) {
       L.bq = bind(f, expected[k++]);
@@ -112,8 +137,14 @@ Model Model::from_file(gguf::GgufFile file) {
     }
     if (m.hp.has_post_norms) L.post_attn_norm = bind(f, expected[k++]);
     L.ffn_norm = bind(f, expected[k++]);
-    L.ffn_gate = bind(f, expected[k++]);
-    L.ffn_up = bind(f, expected[k++]);
+    if (m.hp.fused_gate_up) {
+      const WeightView gate_up = bind(f, expected[k++]);
+      L.ffn_gate = row_range(gate_up, 0, m.hp.n_ff, "gate");
+      L.ffn_up = row_range(gate_up, m.hp.n_ff, m.hp.n_ff, "up");
+    } else {
+      L.ffn_gate = bind(f, expected[k++]);
+      L.ffn_up = bind(f, expected[k++]);
+    }
     L.ffn_down = bind(f, expected[k++]);
     if (m.hp.has_post_norms) L.post_ffn_norm = bind(f, expected[k++]);
   }

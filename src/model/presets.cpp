@@ -58,6 +58,27 @@ const std::vector<ModelPreset>& model_presets() {
       // Qwen/Qwen3-0.6B: head_dim 128 (not 1024 / 16), q/k norms, tied.
       {"qwen3-0.6b", "Qwen3 0.6B (synthetic weights)", Arch::Qwen3, 1024, 28, 16, 8, 3072, 151936,
        40960, 1000000.0f, 1e-6f, true, 128},
+      // Qwen/Qwen3-8B: head_dim 128 = 4096 / 32, untied.
+      {"qwen3-8b", "Qwen3 8B (synthetic weights)", Arch::Qwen3, 4096, 36, 32, 8, 12288, 151936,
+       40960, 1000000.0f, 1e-6f, false, 128},
+      // mistralai/Mistral-7B-Instruct-v0.3 (a llama-architecture file in GGUF; no sliding window
+      // since v0.2).
+      {"mistral-7b", "Mistral 7B v0.3 (synthetic weights)", Arch::Llama, 4096, 32, 32, 8, 14336,
+       32768, 32768, 1000000.0f, 1e-5f, false},
+      // microsoft/Phi-3-mini-4k-instruct: q/k/v fused in attn_qkv, gate/up in ffn_up; its
+      // sliding_window (2047) is not written, as llama.cpp ignores it.
+      {"phi-3-mini", "Phi-3 mini 4k (synthetic weights)", Arch::Phi3, 3072, 32, 32, 32, 8192, 32064,
+       4096, 10000.0f, 1e-5f, false},
+      // google/gemma-3-1b-it: head_dim 256 (4 heads over 1152), one KV head, window 512.
+      {"gemma-3-1b", "Gemma 3 1B (synthetic weights)", Arch::Gemma3, 1152, 26, 4, 1, 6912, 262144,
+       32768, 1000000.0f, 1e-6f, true, 256, std::nullopt, 0, 512},
+      // google/gemma-3-4b-it, its language model: 262208 tokens (image tokens included), window
+      // 1024, rope_scaling linear factor 8 on the global layers.
+      {"gemma-3-4b", "Gemma 3 4B (synthetic weights)", Arch::Gemma3, 2560, 34, 8, 4, 10240, 262208,
+       131072, 1000000.0f, 1e-6f, true, 256, std::nullopt, 8, 1024},
+      // google/gemma-2-2b-it: head_dim 256, window 4096, soft-capping 50 / 30.
+      {"gemma-2-2b", "Gemma 2 2B (synthetic weights)", Arch::Gemma2, 2304, 26, 8, 4, 9216, 256000,
+       8192, 10000.0f, 1e-6f, true, 256, std::nullopt, 0, 4096},
       // HuggingFaceTB/SmolLM2-135M(-Instruct)
       {"smollm2-135m", "SmolLM2 135M (synthetic weights)", Arch::Llama, 576, 30, 9, 3, 1536, 49152,
        8192, 100000.0f, 1e-5f, true},

@@ -46,6 +46,9 @@ struct ModelPreset {
   bool tied_embeddings = false;  // no output.weight: logits reuse token_embd
   int64_t head_dim = 0;          // 0: n_embd / n_head (qwen3 sets its own: key_length)
   std::optional<Llama3RopeScaling> rope_scaling;  // written as rope_freqs.weight
+  float rope_linear_factor = 0;  // > 1: rope.scaling.type linear (gemma3 4B: its global layers)
+  int64_t sliding_window = 0;    // gemma: the sliding layers' window (0: 4096 for gemma2, 16
+                                 // for gemma3; a preset of its own sets the real one)
 };
 
 const std::vector<ModelPreset>& model_presets();

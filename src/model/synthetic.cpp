@@ -95,7 +95,8 @@ void synthetic_row(const SyntheticTensor& t, int64_t row, float* dst) {
 SyntheticPlan plan_synthetic_model(const ModelPreset& preset, std::optional<Arch> arch,
                                    const QuantScheme& quant, uint64_t seed) {
   if (!preset.arch && !arch)
-    throw InputError("preset '" + preset.name + "' needs an architecture (--arch qwen2|qwen3|llama)");
+    throw InputError("preset '" + preset.name +
+                     "' needs an architecture (--arch qwen2|qwen3|llama|phi3|gemma2|gemma3)");
   if (preset.arch && arch && *preset.arch != *arch)
     throw InputError("preset '" + preset.name + "' is a " + arch_name(*preset.arch) +
                      " model; --arch " + arch_name(*arch) + " does not match");
@@ -122,9 +123,21 @@ SyntheticPlan plan_synthetic_model(const ModelPreset& preset, std::optional<Arch
   hp.has_qkv_bias = hp.arch == Arch::Qwen2;
   hp.has_qk_norm = hp.arch == Arch::Qwen3;
   hp.has_rope_freqs = preset.rope_scaling.has_value();
-  if (hp.arch != Arch::Llama && hp.arch != Arch::Qwen2 && hp.arch != Arch::Qwen3)
-    throw InputError("make-model writes llama, qwen2 and qwen3 models, not " +
-                     std::string(arch_name(hp.arch)));
+  hp.fused_qkv = hp.fused_gate_up = hp.arch == Arch::Phi3;
+  hp.rope_freq_scale = preset.rope_linear_factor > 1 ? 1.0f / preset.rope_linear_factor : 1.0f;
+  if (hp.arch == Arch::Gemma2 || hp.arch == Arch::Gemma3) {
+    // What read_hparams derives for these files (hparams.cpp).
+    const bool g3 = hp.arch == Arch::Gemma3;
+    hp.has_post_norms = true;
+    hp.has_qk_norm = g3;
+    hp.ffn_act = FfnActivation::GeluTanh;
+    hp.embd_scale = std::sqrt(float(hp.n_embd));
+    hp.swa_pattern = g3 ? 6 : 2;
+    hp.sliding_window = preset.sliding_window > 0 ? preset.sliding_window : g3 ? 16 : 4096;
+    hp.rope_freq_base_swa = g3 ? 10000.0f : hp.rope_freq_base;
+    hp.rope_freq_scale_swa = g3 ? 1.0f : hp.rope_freq_scale;
+    if (!g3) hp.attn_softcap = 50.0f, hp.final_softcap = 30.0f;
+  }
   hp.tied_embeddings = preset.tied_embeddings;
   if ((preset.head_dim == 0 && preset.n_embd % preset.n_head != 0) ||
       preset.n_head % preset.n_head_kv != 0)
@@ -167,9 +180,13 @@ SyntheticPlan plan_synthetic_model(const ModelPreset& preset, std::optional<Arch
   for (int64_t l = 0; l < L; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     add(b + "attn_norm.weight", {E}, l, true, 0);
-    add(b + "attn_q.weight", {E, q_dim}, l, false, reader_std(E));
-    add(b + "attn_k.weight", {E, kv_dim}, l, false, reader_std(E));
-    add(b + "attn_v.weight", {E, kv_dim}, l, false, reader_std(E));
+    if (hp.fused_qkv) {
+      add(b + "attn_qkv.weight", {E, q_dim + 2 * kv_dim}, l, false, reader_std(E));
+    } else {
+      add(b + "attn_q.weight", {E, q_dim}, l, false, reader_std(E));
+      add(b + "attn_k.weight", {E, kv_dim}, l, false, reader_std(E));
+      add(b + "attn_v.weight", {E, kv_dim}, l, false, reader_std(E));
+    }
     if (hp.has_qkv_bias) {
       add(b + "attn_q.bias", {q_dim}, l, false, 0.02f);
       add(b + "attn_k.bias", {kv_dim}, l, false, 0.02f);
@@ -180,10 +197,16 @@ SyntheticPlan plan_synthetic_model(const ModelPreset& preset, std::optional<Arch
       add(b + "attn_k_norm.weight", {hp.head_dim}, l, true, 0);
     }
     add(b + "attn_output.weight", {q_dim, E}, l, false, writer_std(q_dim));
+    if (hp.has_post_norms) add(b + "post_attention_norm.weight", {E}, l, true, 0);
     add(b + "ffn_norm.weight", {E}, l, true, 0);
-    add(b + "ffn_gate.weight", {E, F}, l, false, reader_std(E));
-    add(b + "ffn_up.weight", {E, F}, l, false, reader_std(E));
+    if (hp.fused_gate_up) {
+      add(b + "ffn_up.weight", {E, 2 * F}, l, false, reader_std(E));
+    } else {
+      add(b + "ffn_gate.weight", {E, F}, l, false, reader_std(E));
+      add(b + "ffn_up.weight", {E, F}, l, false, reader_std(E));
+    }
     add(b + "ffn_down.weight", {F, E}, l, false, writer_std(F));
+    if (hp.has_post_norms) add(b + "post_ffw_norm.weight", {E}, l, true, 0);
   }
   add("output_norm.weight", {E}, -1, true, 0);
   if (!hp.tied_embeddings) add("output.weight", {E, hp.n_vocab}, -1, false, logit_std);
@@ -211,6 +234,15 @@ gguf::GgufWriter synthetic_writer(const SyntheticPlan& plan) {
   w.set(a + "attention.layer_norm_rms_epsilon", Value::of_f32(hp.rms_eps));
   w.set(a + "rope.freq_base", Value::of_f32(hp.rope_freq_base));
   w.set(a + "rope.dimension_count", u32(hp.rope_dim));
+  if (hp.rope_freq_scale != 1.0f) {
+    w.set(a + "rope.scaling.type", Value::of_string("linear"));
+    w.set(a + "rope.scaling.factor", Value::of_f32(plan.preset.rope_linear_factor));
+  }
+  if (hp.sliding_window > 0) w.set(a + "attention.sliding_window", u32(hp.sliding_window));
+  if (hp.attn_softcap > 0) {
+    w.set(a + "attn_logit_softcapping", Value::of_f32(hp.attn_softcap));
+    w.set(a + "final_logit_softcapping", Value::of_f32(hp.final_softcap));
+  }
   if (hp.head_dim * hp.n_head != hp.n_embd) {
     w.set(a + "attention.key_length", u32(hp.head_dim));
     w.set(a + "attention.value_length", u32(hp.head_dim));

@@ -61,8 +61,9 @@ int64_t block_of(TensorType t) {
 //     type's block size, else Q6_K, unless the target is Q8_0 (then it stays Q8_0).
 //  4. For Q4_K_M: attn_v.weight and ffn_down of the layers that use_more_bits() picks get Q6_K.
 //     The layer index is the tensor's position among its kind, which equals the block index
-//     because llama.cpp visits tensors sorted by block number. Nothing else changes for Q4_K_M
-//     in a dense llama/qwen2 model (the 70B and 8-expert special cases do not apply here).
+//     because llama.cpp visits tensors sorted by block number. A fused attn_qkv.weight (phi3)
+//     gets Q5_K in every layer. Nothing else changes for Q4_K_M in a dense llama/qwen2/phi3
+//     model (the 70B and 8-expert special cases do not apply here).
 //  5. A type whose block does not divide the row length falls back: Q4_K -> Q5_0, Q5_K -> Q5_1,
 //     Q6_K -> Q8_0; and if that still does not divide it, F16. For the 32-element types the
 //     fallback is F16 directly (llama.cpp's stories260K Q8_0/Q4_0 files keep the 172-wide
@@ -83,6 +84,7 @@ TensorType llama_cpp_tensor_type(const QuantScheme& scheme, const std::string& n
     else if (scheme.base != TensorType::Q8_0)
       t = TensorType::Q6_K;
   } else if (scheme.file_type == 15 /* Q4_K_M */) {
+    if (contains(name, "attn_qkv.weight")) t = TensorType::Q5_K;
     if ((contains(name, "attn_v.weight") || contains(name, "ffn_down")) &&
         use_more_bits(layer, n_layer))
       t = TensorType::Q6_K;

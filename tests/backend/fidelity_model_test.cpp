@@ -1,5 +1,6 @@
 // Fidelity of the fast CPU path on real models (the stories260K files of ../shared in every
-// quantization, and SmolLM2-135M-Instruct Q4_1 when scripts/get-default-model.sh has fetched it):
+// quantization, SmolLM2-135M-Instruct Q4_1 when scripts/get-default-model.sh has fetched it, and
+// Gemma 3 270M Q4_K_M when scripts/get-gemma3-270m.sh has):
 //  * over the parity gate's own probe (the built-in text, 64 positions + 3 steps, every row
 //    computed), the worst logit cosine against the reference is >= 0.999;
 //  * the 20 short chat prompts of tests/data/chat_prompts.txt, answered greedily (64 tokens) by
@@ -7,7 +8,8 @@
 //    end-of-generation token) for at least 19 of 20.
 // Each model's numbers (and how often the reference's top-2 margin on the probe is under the
 // gate's 0.5) are printed, for bench/NOTES.md. Missing stories260K files fail; a missing
-// SmolLM2 skips visibly.
+// SmolLM2 or Gemma 3 skips visibly. Gemma 3 270M is a pretrained model without a chat template:
+// it continues the prompts as plain text.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -128,6 +130,14 @@ TEST(FastPathFidelity, SmolLM2ChatAnswers) {
   if (path.empty())
     GTEST_SKIP() << "skipped: SmolLM2-135M-Instruct absent (scripts/get-default-model.sh)";
   const Fidelity f = measure(path, true);
+  EXPECT_GE(f.worst_cosine, kMinProbeCosine);
+  EXPECT_GE(f.equal_answers, kMinEqualAnswers) << "of " << f.answers;
+}
+
+TEST(FastPathFidelity, Gemma3_270mContinuations) {
+  const std::string path = test::gemma3_270m_path();
+  if (path.empty()) GTEST_SKIP() << "skipped: Gemma 3 270M absent (scripts/get-gemma3-270m.sh)";
+  const Fidelity f = measure(path, false);
   EXPECT_GE(f.worst_cosine, kMinProbeCosine);
   EXPECT_GE(f.equal_answers, kMinEqualAnswers) << "of " << f.answers;
 }

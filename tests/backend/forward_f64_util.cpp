@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 #include <complex>
+#include <numbers>
 
 #include "backend/forward_f64.h"
 #include "quant/quantize.h"
@@ -43,17 +44,45 @@ std::vector<double> rms_normalise(const std::vector<double>& x, const std::vecto
   return y;
 }
 
+// YaRN's frequency of pair i ("NTK-by-parts" of the YaRN paper): with r(i) the number of turns
+// pair i makes over the original context L, r(i) = L / (2 pi base^(2i/d)), a pair with
+// r < beta_slow is interpolated (frequency / s), one with r > beta_fast keeps its frequency, and
+// gamma blends the two between. The paper's gamma is linear in r; Hugging Face and llama.cpp
+// (whose output GGUF models are held to) make it linear in the pair index between the indices,
+// rounded outwards to whole pairs, where r crosses beta_fast and beta_slow: so here.
+double yarn_frequency(const HParams& hp, int64_t i) {
+  const double d = double(hp.rope_dim), base = double(hp.rope_freq_base);
+  const double s = 1.0 / double(hp.rope_freq_scale);
+  const double L = double(hp.rope_yarn_orig_ctx);
+  // r(i) = L / (2 pi base^(2i/d)) solved for i.
+  auto index_where_turns = [&](double r) {
+    return d / 2 * std::log(L / (2 * std::numbers::pi * r)) / std::log(base);
+  };
+  const double first = std::max(0.0, std::floor(index_where_turns(hp.rope_yarn_beta_fast)));
+  const double last = std::min(d - 1, std::ceil(index_where_turns(hp.rope_yarn_beta_slow)));
+  const double gamma =
+      last > first ? std::clamp((last - double(i)) / (last - first), 0.0, 1.0) : double(i) < first;
+  const double freq = std::pow(base, -2.0 * double(i) / d);
+  return gamma * freq + (1 - gamma) * freq / s;
+}
+
 // Rotary embedding written as a complex rotation of each pair: Normal pairs neighbours
-// (2i, 2i+1), Neox pairs the two halves of the rotated part (i, i + rope_dim/2).
+// (2i, 2i+1), Neox pairs the two halves of the rotated part (i, i + rope_dim/2). YaRN scales the
+// rotated pairs by attn_factor * (0.1 ln s + 1).
 void rotate(double* head, const HParams& hp, int64_t pos) {
   const int64_t half = hp.rope_dim / 2;
+  const double magnitude =
+      hp.rope_yarn ? double(hp.rope_attn_factor) * (0.1 * std::log(1.0 / hp.rope_freq_scale) + 1)
+                   : 1.0;
   for (int64_t i = 0; i < half; ++i) {
     const double freq =
         1.0 / std::pow(double(hp.rope_freq_base), double(2 * i) / double(hp.rope_dim));
-    const double angle = double(pos) * double(hp.rope_freq_scale) * freq;
+    const double angle = hp.rope_yarn ? double(pos) * yarn_frequency(hp, i)
+                                      : double(pos) * double(hp.rope_freq_scale) * freq;
     const int64_t a = hp.rope_type == RopeType::Normal ? 2 * i : i;
     const int64_t b = hp.rope_type == RopeType::Normal ? 2 * i + 1 : i + half;
-    const std::complex<double> z = std::complex<double>(head[a], head[b]) * std::polar(1.0, angle);
+    const std::complex<double> z =
+        std::complex<double>(head[a], head[b]) * std::polar(magnitude, angle);
     head[a] = z.real();
     head[b] = z.imag();
   }

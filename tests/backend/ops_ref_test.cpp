@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <numbers>
@@ -13,6 +14,7 @@
 #include "backend/cpu/ops_ref.h"
 #include "backend/error_stats.h"
 #include "backend/random_data.h"
+#include "model/hparams.h"
 
 namespace lockstep::backend_test {
 namespace {
@@ -183,6 +185,124 @@ TEST(OpsRef, RopeWithFrequencyFactorsMatchesFloat64) {
       cpu_ref::rope(plain.data(), 2, pos, q);
       EXPECT_NE(plain, got);
     }
+  }
+}
+
+// YaRN written independently, the way Hugging Face's _compute_yarn_parameters states it: each
+// pair's inverse frequency blends the interpolated (1/factor) and the original one by an
+// "extrapolation factor" that is 1 - ramp(i) over the band [low, high] of pair indices between
+// the pairs turning beta_fast and beta_slow times over the original context; cos and sin carry
+// attn_factor * (0.1 ln(factor) + 1).
+struct YarnF64 {
+  double base, factor, orig_ctx, beta_fast = 32, beta_slow = 1, attn_factor = 1;
+  int64_t dim;
+  double correction_dim(double rotations) const {
+    return double(dim) * std::log(orig_ctx / (rotations * 2 * std::numbers::pi)) /
+           (2 * std::log(base));
+  }
+  double inv_freq(int64_t i) const {
+    const double low = std::max(std::floor(correction_dim(beta_fast)), 0.0);
+    double high = std::min(std::ceil(correction_dim(beta_slow)), double(dim - 1));
+    if (high == low) high += 0.001;
+    const double ramp = std::clamp((double(i) - low) / (high - low), 0.0, 1.0);
+    const double extrapolation = 1 - ramp;
+    const double original = 1 / std::pow(base, double(2 * i) / double(dim));
+    return original / factor * (1 - extrapolation) + original * extrapolation;
+  }
+  double magnitude() const { return attn_factor * (0.1 * std::log(factor) + 1); }
+};
+
+TEST(OpsRef, RopeYarnMatchesFloat64) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  for (int trial = 0; trial < 24; ++trial) {
+    HParams hp;
+    hp.rope_type = trial % 2 ? RopeType::Neox : RopeType::Normal;
+    hp.head_dim = trial % 3 == 0 ? 128 : 64;
+    hp.rope_dim = trial % 4 == 3 ? hp.head_dim / 2 : hp.head_dim;
+    hp.rope_freq_base = float(std::array<double, 3>{10000, 1e6, 500000}[trial % 3]);
+    const double factor = 1.5 + 14 * u(rng);
+    hp.rope_freq_scale = float(1 / factor);
+    hp.rope_yarn = true;
+    hp.rope_yarn_orig_ctx = std::array<int64_t, 3>{4096, 32768, 8192}[rng() % 3];
+    hp.rope_attn_factor = trial % 5 == 0 ? float(0.5 + u(rng)) : 1.0f;
+    if (trial % 7 == 1) {
+      hp.rope_yarn_beta_fast = float(8 + 40 * u(rng));
+      hp.rope_yarn_beta_slow = float(0.5 + u(rng));
+    }
+    const RopeParams p = cpu_ref::rope_params(hp);
+    const YarnF64 y{double(hp.rope_freq_base),
+                    1.0 / double(hp.rope_freq_scale),
+                    double(hp.rope_yarn_orig_ctx),
+                    double(hp.rope_yarn_beta_fast),
+                    double(hp.rope_yarn_beta_slow),
+                    double(hp.rope_attn_factor),
+                    hp.rope_dim};
+    const int64_t pos = int64_t(u(rng) * 131072);
+    SCOPED_TRACE("trial " + std::to_string(trial) + " pos " + std::to_string(pos));
+    const int64_t n_heads = 2;
+    const auto x = normal(rng, size_t(n_heads * hp.head_dim), 1.0f);
+    std::vector<float> got = x;
+    cpu_ref::rope(got.data(), n_heads, pos, p);
+    WorstError err;
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const float* in = x.data() + h * hp.head_dim;
+      const float* out = got.data() + h * hp.head_dim;
+      for (int64_t i = 0; i < hp.rope_dim / 2; ++i) {
+        const int64_t a = hp.rope_type == RopeType::Normal ? 2 * i : i;
+        const int64_t b = hp.rope_type == RopeType::Normal ? 2 * i + 1 : i + hp.rope_dim / 2;
+        const double angle = double(pos) * y.inv_freq(i);
+        const double m = y.magnitude();
+        const double want_a = (in[a] * std::cos(angle) - in[b] * std::sin(angle)) * m;
+        const double want_b = (in[a] * std::sin(angle) + in[b] * std::cos(angle)) * m;
+        // Angles up to ~1.3e5 rad: the float32 result of a double computation, plus the angle's
+        // double rounding (2^-52 relative) times |x|.
+        const double tol = (4 * kU32 + 1e-10) * m * (std::fabs(in[a]) + std::fabs(in[b]));
+        err.add(out[a], want_a, tol);
+        err.add(out[b], want_b, tol);
+        // The magnitude of each pair grows by exactly YaRN's factor.
+        const double r_in = std::hypot(double(in[a]), double(in[b]));
+        const double r_out = std::hypot(double(out[a]), double(out[b]));
+        EXPECT_NEAR(r_out, m * r_in, 4 * kU32 * m * r_in + 1e-30) << "pair " << i;
+      }
+      for (int64_t k = hp.rope_dim; k < hp.head_dim; ++k) EXPECT_EQ(out[k], in[k]);
+    }
+    EXPECT_LE(err.excess(), 1.0) << "abs error " << err.abs();
+    // The blend matters: plain linear scaling at the same factor gives other values.
+    RopeParams linear = p;
+    linear.yarn = false;
+    linear.mscale = 1;
+    std::vector<float> lin = x;
+    cpu_ref::rope(lin.data(), n_heads, pos, linear);
+    if (pos > 0) {
+      EXPECT_NE(lin, got);
+    }
+  }
+}
+
+// YaRN at factor 1 is no scaling at all: the same bits as the unscaled rope.
+TEST(OpsRef, RopeYarnAtFactorOneIsTheUnscaledRope) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  HParams hp;
+  hp.rope_type = RopeType::Neox;
+  hp.head_dim = hp.rope_dim = 128;
+  hp.rope_freq_base = 1e6f;
+  const RopeParams plain = cpu_ref::rope_params(hp);
+  hp.rope_yarn = true;
+  hp.rope_yarn_orig_ctx = 32768;
+  const RopeParams yarn = cpu_ref::rope_params(hp);
+  EXPECT_TRUE(yarn.yarn);
+  EXPECT_EQ(yarn.mscale, 1.0);
+  for (int64_t pos : {int64_t(1), int64_t(rng() % 131072)}) {
+    const auto x = normal(rng, 2 * 128, 1.0f);
+    std::vector<float> a = x, b = x;
+    cpu_ref::rope(a.data(), 2, pos, plain);
+    cpu_ref::rope(b.data(), 2, pos, yarn);
+    EXPECT_EQ(a, b) << pos;
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include "backend/cpu/reference_backend.h"
 #include "backend/error_stats.h"
+#include "backend/fast_compare.h"
 #include "backend/forward_f64.h"
 #include "backend/random_data.h"
 #include "backend/synthetic_model.h"
@@ -44,6 +45,15 @@ std::vector<Variant> variants() {
   s.arch = Arch::Qwen2;
   s.type = TensorType::Q8_0;
   v.push_back({"qwen2-q8_0-partial-rope-linear-tied", s});
+  // YaRN: base 100 and an original context of 64 put the blend band inside the 8 pairs of a
+  // 16-wide head (pair 0 keeps its frequency, 1..4 blend, 5..7 are interpolated), so every part
+  // of it is exercised.
+  s = {};
+  s.arch = Arch::Qwen2;
+  s.rope_freq_base = 100.0f;
+  s.rope_yarn_factor = 4;
+  s.rope_yarn_orig_ctx = 64;
+  v.push_back({"qwen2-yarn", s});
   return v;
 }
 
@@ -94,6 +104,39 @@ TEST(ReferenceForward, MatchesFloat64ForwardOnSyntheticModels) {
     std::printf("[ %s ] max |logit - f64| = %.3g (logit scale %.3g)\n", variant.name, err.abs(),
                 scale);
   }
+}
+
+// A YaRN file with factor 1 is the unscaled model: the same logits, bit for bit, on the reference
+// and on the fast path (every pair's blend is of two equal angles, the magnitude 1). At factor 4
+// the logits move (the scaling is not ignored).
+TEST(ReferenceForward, YarnAtFactorOneEqualsTheUnscaledFile) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  SyntheticSpec spec;
+  spec.arch = Arch::Qwen2;
+  spec.type = TensorType::Q8_0;
+  spec.rope_freq_base = 1000.0f;
+  spec.seed = rng();
+  const Model plain = make_synthetic_model(spec);
+  spec.rope_yarn_factor = 1;
+  spec.rope_yarn_orig_ctx = 128;
+  const Model yarn1 = make_synthetic_model(spec);
+  spec.rope_yarn_factor = 4;
+  const Model yarn4 = make_synthetic_model(spec);
+  ASSERT_TRUE(yarn1.hp.rope_yarn);
+  const auto tokens = random_tokens(rng, 40, plain.hp.n_vocab);
+  auto logits = [&](auto& backend) {
+    std::vector<float> out(tokens.size() * size_t(plain.hp.n_vocab));
+    backend.forward(tokens, out.data(), true);
+    return out;
+  };
+  ReferenceBackend ref_plain(plain, 2, 64), ref_yarn1(yarn1, 2, 64), ref_yarn4(yarn4, 2, 64);
+  const auto a = logits(ref_plain);
+  EXPECT_EQ(logits(ref_yarn1), a);
+  EXPECT_GT(max_abs_diff(logits(ref_yarn4).data(), a.data(), int64_t(a.size())), 1e-3);
+  auto fast_plain = make_fast(plain, 2, 64), fast_yarn1 = make_fast(yarn1, 2, 64);
+  EXPECT_EQ(logits(*fast_yarn1), logits(*fast_plain));
 }
 
 TEST(ReferenceForward, IndependentOfBatchingAndThreadCount) {

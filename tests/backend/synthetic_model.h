@@ -21,7 +21,9 @@ struct SyntheticSpec {
   int64_t n_ctx_train = 256;
   int64_t rope_dim = 0;  // 0: the whole head
   float rope_freq_base = 10000.0f;
-  float rope_linear_factor = 0;  // > 1: rope.scaling.type linear with this factor
+  float rope_linear_factor = 0;    // > 1: rope.scaling.type linear with this factor
+  float rope_yarn_factor = 0;      // > 0: rope.scaling.type yarn with this factor
+  int64_t rope_yarn_orig_ctx = 0;  // its rope.scaling.original_context_length (0: not written)
   bool tied_embeddings = false;
   float rms_eps = 1e-5f;
   uint64_t seed = 1;

@@ -59,6 +59,13 @@ Model make_synthetic_model(const SyntheticSpec& s) {
     w.set(arch + ".rope.scaling.type", Value::of_string("linear"));
     w.set(arch + ".rope.scaling.factor", Value::of_f32(s.rope_linear_factor));
   }
+  if (s.rope_yarn_factor > 0) {
+    w.set(arch + ".rope.scaling.type", Value::of_string("yarn"));
+    w.set(arch + ".rope.scaling.factor", Value::of_f32(s.rope_yarn_factor));
+    if (s.rope_yarn_orig_ctx > 0)
+      w.set(arch + ".rope.scaling.original_context_length",
+            Value::of_u32(uint32_t(s.rope_yarn_orig_ctx)));
+  }
 
   auto matrix = [&](const std::string& name, int64_t cols, int64_t rows, float sigma) {
     w.add_tensor(name, s.type, {cols, rows}, random_matrix(s.type, cols, rows, sigma, rng));

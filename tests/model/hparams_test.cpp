@@ -2,6 +2,7 @@
 // refusal is an InputError (exit 2) naming the file and what is wrong, before any compute.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -63,8 +64,57 @@ TEST(ModelLoad, UnknownArchitectureIsRefused) {
 
 TEST(ModelLoad, UnsupportedRopeScalingIsRefused) {
   auto err = load_error(tiny_model_with(
-      [](GgufWriter& w) { w.set("llama.rope.scaling.type", Value::of_string("yarn")); }));
-  EXPECT_NE(err.find("rope scaling type 'yarn'"), std::string::npos) << err;
+      [](GgufWriter& w) { w.set("llama.rope.scaling.type", Value::of_string("longrope")); }));
+  EXPECT_NE(err.find("rope scaling type 'longrope'"), std::string::npos) << err;
+  EXPECT_NE(err.find("(supported: none, linear, yarn)"), std::string::npos) << err;
+}
+
+// Qwen2.5's YaRN keys: factor 4 over 32768 positions; attn_factor and the betas optional; the
+// original context defaults to the trained one; nonsense is refused naming the key.
+TEST(ModelLoad, YarnRopeScalingKeys) {
+  auto load = [](const std::function<void(GgufWriter&)>& edit) {
+    return Model::from_file(
+        GgufFile::from_bytes(tiny_model_with(edit, Arch::Qwen2), "tiny-yarn.gguf"));
+  };
+  Model m = load([](GgufWriter& w) {
+    w.set("qwen2.rope.scaling.type", Value::of_string("yarn"));
+    w.set("qwen2.rope.scaling.factor", Value::of_f32(4.0f));
+    w.set("qwen2.rope.scaling.original_context_length", Value::of_u32(32768));
+  });
+  EXPECT_TRUE(m.hp.rope_yarn);
+  EXPECT_EQ(m.hp.rope_freq_scale, 0.25f);
+  EXPECT_EQ(m.hp.rope_yarn_orig_ctx, 32768);
+  EXPECT_EQ(m.hp.rope_attn_factor, 1.0f);
+  EXPECT_EQ(m.hp.rope_yarn_beta_fast, 32.0f);
+  EXPECT_EQ(m.hp.rope_yarn_beta_slow, 1.0f);
+  const auto features = extended_features(m.hp);
+  EXPECT_NE(std::find(features.begin(), features.end(), "YaRN rope scaling"), features.end());
+  Model d = load([](GgufWriter& w) {
+    w.set("qwen2.rope.scaling.type", Value::of_string("yarn"));
+    w.set("qwen2.rope.scaling.factor", Value::of_f32(2.0f));
+    w.set("qwen2.rope.scaling.attn_factor", Value::of_f32(0.8f));
+  });
+  EXPECT_EQ(d.hp.rope_yarn_orig_ctx, d.hp.n_ctx_train);
+  EXPECT_EQ(d.hp.rope_attn_factor, 0.8f);
+  for (const auto& [key, value] :
+       {std::pair<std::string, float>{"qwen2.rope.scaling.factor", 0.5f},
+        {"qwen2.rope.scaling.attn_factor", -1.0f},
+        {"qwen2.rope.scaling.yarn_beta_fast", std::numeric_limits<float>::quiet_NaN()}}) {
+    auto err = load_error(tiny_model_with(
+        [&](GgufWriter& w) {
+          w.set("qwen2.rope.scaling.type", Value::of_string("yarn"));
+          w.set(key, Value::of_f32(value));
+        },
+        Arch::Qwen2));
+    EXPECT_NE(err.find("'" + key + "'"), std::string::npos) << err;
+  }
+  auto err = load_error(tiny_model_with(
+      [](GgufWriter& w) {
+        w.set("qwen2.rope.scaling.type", Value::of_string("yarn"));
+        w.set("qwen2.rope.scaling.yarn_beta_slow", Value::of_f32(64.0f));
+      },
+      Arch::Qwen2));
+  EXPECT_NE(err.find("yarn_beta_slow exceeds yarn_beta_fast"), std::string::npos) << err;
 }
 
 std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
@@ -138,7 +188,11 @@ TEST(ModelLoad, NewArchitecturesNameWhatTheyNeed) {
   };
   for (const Case c : {Case{"qwen3", "missing tensor 'blk.0.attn_q_norm.weight'"},
                        Case{"gemma2", "missing tensor 'blk.0.post_attention_norm.weight'"},
-                       Case{"gemma3", "missing metadata key 'gemma3.attention.sliding_window'"}}) {
+                       Case{"gemma3", "missing metadata key 'gemma3.attention.sliding_window'"},
+                       // Separate q/k/v are accepted for phi3; its ffn_up holds gate and up.
+                       Case{"phi3",
+                            "tensor 'blk.0.ffn_up.weight' has shape [256, 512], "
+                            "expected [256, 1024]"}}) {
     SCOPED_TRACE(c.arch);
     auto plan =
         plan_synthetic_model(*find_model_preset("tiny"), Arch::Llama, *find_quant_scheme("f32"), 7);
@@ -154,6 +208,23 @@ TEST(ModelLoad, NewArchitecturesNameWhatTheyNeed) {
       w.add_tensor(t.name, t.type, t.ne, std::vector<uint8_t>(t.data, t.data + t.n_bytes));
     const std::string err = load_error(w.to_bytes());
     EXPECT_NE(err.find(c.needs), std::string::npos) << err;
+  }
+}
+
+// phi3's 128k models scale rope with per-dimension LongRoPE factors, which lockstep does not
+// implement: refused by name rather than run with the short-context rope.
+TEST(ModelLoad, Phi3LongRopeIsRefusedByName) {
+  Model m = Model::from_file(
+      GgufFile::from_bytes(tiny_model_with([](GgufWriter&) {}, Arch::Phi3), "tiny-phi3.gguf"));
+  EXPECT_TRUE(m.hp.fused_qkv);
+  EXPECT_TRUE(m.hp.fused_gate_up);
+  for (const char* name : {"rope_factors_long.weight", "rope_factors_short.weight"}) {
+    auto err = load_error(tiny_model_with(
+        [&](GgufWriter& w) {
+          w.add_tensor(name, TensorType::F32, {32}, f32_bytes(std::vector<float>(32, 1.5f)));
+        },
+        Arch::Phi3));
+    EXPECT_NE(err.find("phi3 LongRoPE"), std::string::npos) << err;
   }
 }
 

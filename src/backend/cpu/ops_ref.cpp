@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numbers>
 
 #include "backend/cpu/lane_tiles.h"
 #include "backend/cpu/simd_level.h"
@@ -61,17 +62,38 @@ RopeParams rope_params(const HParams& hp, bool sliding) {
   p.rope_dim = hp.rope_dim;
   p.freq_base = sliding ? hp.rope_freq_base_swa : hp.rope_freq_base;
   p.freq_scale = sliding ? hp.rope_freq_scale_swa : hp.rope_freq_scale;
+  if (hp.rope_yarn && !sliding) {
+    // The pair index at which a pair turns `rotations` times over the original context: pair i
+    // has wavelength 2 pi base^(2i/d), so i = d ln(ctx / (2 pi rotations)) / (2 ln base). The
+    // band is widened to whole pairs and clipped to the rotated ones.
+    const double d = double(hp.rope_dim), base = double(hp.rope_freq_base);
+    auto pair_turning = [&](double rotations) {
+      return d * std::log(double(hp.rope_yarn_orig_ctx) / (2 * std::numbers::pi * rotations)) /
+             (2 * std::log(base));
+    };
+    p.yarn = true;
+    p.yarn_low = std::max(0.0, std::floor(pair_turning(hp.rope_yarn_beta_fast)));
+    p.yarn_high = std::min(d - 1, std::ceil(pair_turning(hp.rope_yarn_beta_slow)));
+    // The YaRN paper's attention temperature, sqrt(1/t) = 0.1 ln(s) + 1, applied to q and k.
+    p.mscale = double(hp.rope_attn_factor) * (1 + 0.1 * std::log(1 / double(hp.rope_freq_scale)));
+  }
   return p;
 }
 
 void rope(float* x, int64_t n_heads, int64_t pos, const RopeParams& p) {
   const int64_t half = p.rope_dim / 2;
-  const double position = double(pos) * p.freq_scale;
   for (int64_t i = 0; i < half; ++i) {
-    double theta = position * std::pow(p.freq_base, -2.0 * double(i) / double(p.rope_dim));
-    if (p.freq_factors) theta /= double(p.freq_factors[i]);
-    const float c = float(std::cos(theta));
-    const float s = float(std::sin(theta));
+    double theta_extrap =
+        double(pos) * std::pow(p.freq_base, -2.0 * double(i) / double(p.rope_dim));
+    if (p.freq_factors) theta_extrap /= double(p.freq_factors[i]);
+    double theta = theta_extrap * p.freq_scale;
+    if (p.yarn) {
+      const double ramp = (double(i) - p.yarn_low) / std::max(0.001, p.yarn_high - p.yarn_low);
+      const double mix = 1 - std::clamp(ramp, 0.0, 1.0);
+      theta = theta * (1 - mix) + theta_extrap * mix;
+    }
+    const float c = float(std::cos(theta) * p.mscale);
+    const float s = float(std::sin(theta) * p.mscale);
     const int64_t i0 = p.type == RopeType::Normal ? 2 * i : i;
     const int64_t i1 = p.type == RopeType::Normal ? 2 * i + 1 : i + half;
     for (int64_t h = 0; h < n_heads; ++h) {

@@ -38,13 +38,21 @@ struct RopeParams {
   // Llama 3.1+ frequency factors: pair i's frequency is divided by freq_factors[i]
   // (rope_dim / 2 values), or nullptr for none.
   const float* freq_factors = nullptr;
+  // YaRN: pair i's angle is theta_interp * (1 - mix_i) + theta_extrap * mix_i, where
+  // theta_extrap is the unscaled angle, theta_interp = freq_scale * theta_extrap, and mix_i is 1
+  // for i <= yarn_low, 0 for i >= yarn_high, linear between; cos and sin are multiplied by
+  // mscale. Off: every pair takes theta_interp, mscale 1.
+  bool yarn = false;
+  double yarn_low = 0, yarn_high = 0;
+  double mscale = 1.0;
 };
 // The rope of hp's global layers, or (sliding = true) of its sliding-window layers, which may
 // have a base of their own (gemma3). freq_factors is left for the caller (they are a tensor).
 RopeParams rope_params(const HParams& hp, bool sliding = false);
 
 // Rotates n_heads consecutive heads of x (head_dim floats each) in place for position pos:
-// pair i turns by the angle pos * freq_scale * freq_base^(-2i / rope_dim) / freq_factors[i].
+// pair i turns by the angle pos * freq_scale * freq_base^(-2i / rope_dim) / freq_factors[i]
+// (YaRN: blended with the unscaled angle and the pair scaled by mscale, see RopeParams).
 void rope(float* x, int64_t n_heads, int64_t pos, const RopeParams& p);
 
 // One attention head for one query: softmax of the scores of q . k_j (attention_scoring.h: by
