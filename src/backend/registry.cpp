@@ -8,6 +8,9 @@
 #ifdef LOCKSTEP_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
+#ifdef LOCKSTEP_HAVE_VULKAN
+#include "backend/vulkan/vulkan_backend.h"
+#endif
 
 namespace lockstep {
 
@@ -31,6 +34,24 @@ bool cuda_available(std::string* why) {
 }
 std::unique_ptr<GatedBackend> create_cuda_backend(const Model&, const BackendOptions&, GateKey) {
   throw Error(kNoCuda, kExitDevice);
+}
+#endif
+
+#ifdef LOCKSTEP_HAVE_VULKAN
+// `auto` takes a Vulkan GPU only; a CPU implementation (lavapipe) serves when forced.
+bool vulkan_available(std::string* why) {
+  return vulkan_device_available(why);
+}
+#else
+constexpr const char* kNoVulkan =
+    "this lockstep was built without Vulkan (LOCKSTEP_VULKAN=OFF, or no Vulkan headers or glslc "
+    "at build time)";
+bool vulkan_available(std::string* why) {
+  if (why) *why = kNoVulkan;
+  return false;
+}
+std::unique_ptr<GatedBackend> create_vulkan_backend(const Model&, const BackendOptions&, GateKey) {
+  throw Error(kNoVulkan, kExitDevice);
 }
 #endif
 
@@ -69,6 +90,18 @@ std::vector<BackendEntry> make_registry() {
     return create_cuda_backend(m, o, key);
   };
   r.push_back(cuda);
+
+  BackendEntry vulkan;
+  vulkan.name = "vulkan";
+  vulkan.help = "a Vulkan GPU (any vendor; Mesa's lavapipe when forced), gated";
+  vulkan.auto_rank = 5;  // after cuda, before the CPU
+  vulkan.is_device = true;
+  vulkan.available = vulkan_available;
+  vulkan.create_gated = [](const Model& m, const BackendOptions& o, GateKey key) {
+    require_plain_architecture(m, "vulkan");
+    return create_vulkan_backend(m, o, key);
+  };
+  r.push_back(vulkan);
   return r;
 }
 
