@@ -16,19 +16,19 @@ namespace lockstep {
 
 namespace {
 
-bool always(std::string*) {
+bool always(const BackendOptions&, std::string*) {
   return true;
 }
 
 #ifdef LOCKSTEP_HAVE_CUDA
-bool cuda_available(std::string* why) {
+bool cuda_available(const BackendOptions&, std::string* why) {
   return cuda_device_available(why);
 }
 #else
 // A build without CUDA still knows the name, so that --backend cuda says why it cannot run.
 constexpr const char* kNoCuda =
     "this lockstep was built without CUDA (LOCKSTEP_CUDA=OFF or no nvcc)";
-bool cuda_available(std::string* why) {
+bool cuda_available(const BackendOptions&, std::string* why) {
   if (why) *why = kNoCuda;
   return false;
 }
@@ -38,15 +38,16 @@ std::unique_ptr<GatedBackend> create_cuda_backend(const Model&, const BackendOpt
 #endif
 
 #ifdef LOCKSTEP_HAVE_VULKAN
-// `auto` takes a Vulkan GPU only; a CPU implementation (lavapipe) serves when forced.
-bool vulkan_available(std::string* why) {
-  return vulkan_device_available(why);
+// `auto` takes a Vulkan GPU only, or the device named by options.vulkan.device (which may be a CPU
+// implementation such as lavapipe: the user asked for it); any device serves when forced.
+bool vulkan_available(const BackendOptions& options, std::string* why) {
+  return vulkan_device_available(why, options.vulkan.device);
 }
 #else
 constexpr const char* kNoVulkan =
     "this lockstep was built without Vulkan (LOCKSTEP_VULKAN=OFF, or no Vulkan headers or glslc "
     "at build time)";
-bool vulkan_available(std::string* why) {
+bool vulkan_available(const BackendOptions&, std::string* why) {
   if (why) *why = kNoVulkan;
   return false;
 }
@@ -135,20 +136,20 @@ std::string validate_backend_name(const std::string& name) {
   return "--backend must be one of " + backend_choices() + "; got '" + name + "'";
 }
 
-std::vector<const BackendEntry*> auto_candidates() {
+std::vector<const BackendEntry*> auto_candidates(const BackendOptions& options) {
   std::vector<const BackendEntry*> out;
   for (const BackendEntry& e : backend_registry())
-    if (e.auto_rank > 0 && e.available(nullptr)) out.push_back(&e);
+    if (e.auto_rank > 0 && e.available(options, nullptr)) out.push_back(&e);
   std::stable_sort(out.begin(), out.end(), [](const BackendEntry* a, const BackendEntry* b) {
     return a->auto_rank > b->auto_rank;
   });
   return out;
 }
 
-std::vector<std::string> available_backends() {
+std::vector<std::string> available_backends(const BackendOptions& options) {
   std::vector<std::string> names;
   for (const BackendEntry& e : backend_registry())
-    if (e.available(nullptr)) names.push_back(e.name);
+    if (e.available(options, nullptr)) names.push_back(e.name);
   return names;
 }
 

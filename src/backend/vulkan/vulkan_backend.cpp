@@ -497,7 +497,7 @@ void VulkanBackend::drift_kv(int /*seq: always 0*/, int64_t pos_begin, int64_t p
 
 }  // namespace
 
-bool vulkan_device_available(std::string* why, bool allow_cpu) {
+bool vulkan_device_available(std::string* why, int device) {
   // One look per process: `auto` asks on every open, and creating an instance costs time.
   static std::once_flag once;
   static std::vector<vk::DeviceSummary> devices;
@@ -514,8 +514,15 @@ bool vulkan_device_available(std::string* why, bool allow_cpu) {
     if (why) *why = error;
     return false;
   }
+  if (device >= 0) {
+    if (size_t(device) < devices.size()) return true;
+    if (why)
+      *why = "no Vulkan device " + std::to_string(device) + " (there are " +
+             std::to_string(devices.size()) + ")";
+    return false;
+  }
   for (const auto& d : devices)
-    if (allow_cpu || !d.is_cpu()) return true;
+    if (!d.is_cpu()) return true;
   if (why)
     *why = "only a CPU Vulkan implementation (" + devices.front().name +
            "), which auto does not choose; --backend vulkan forces it";
@@ -529,6 +536,12 @@ std::unique_ptr<GatedBackend> create_vulkan_backend(const Model& model,
     throw InputError("vulkan backend: serves one sequence at a time (asked for " +
                      std::to_string(options.n_seq) + "); use --parallel 1 or a CPU backend");
   return std::make_unique<VulkanBackend>(model, options.vulkan, options.n_ctx);
+}
+
+std::vector<VulkanDeviceInfo> vulkan_devices() {
+  std::vector<VulkanDeviceInfo> out;
+  for (const vk::DeviceSummary& d : vk::list_devices()) out.push_back({d.name, d.is_cpu()});
+  return out;
 }
 
 uint64_t vulkan_validation_errors() {

@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend_options.h"
 #include "backend/gate_key.h"
@@ -17,10 +18,18 @@
 namespace lockstep {
 
 // True when a Vulkan GPU can be used (what `auto` asks: a CPU implementation such as lavapipe
-// does not count, and `why` then says so); with allow_cpu, any Vulkan device counts. Otherwise
-// `why` (if given) says why not, in one line. Never throws; the answer is computed once per
-// process.
-bool vulkan_device_available(std::string* why = nullptr, bool allow_cpu = false);
+// does not count, and `why` then says so); with device >= 0, whether device number `device`
+// exists, whatever its kind (the user named it). Otherwise `why` (if given) says why not, in one
+// line. Never throws; the device list is read once per process.
+bool vulkan_device_available(std::string* why = nullptr, int device = -1);
+
+struct VulkanDeviceInfo {
+  std::string name;
+  bool is_cpu = false;  // a CPU implementation (Mesa's lavapipe)
+};
+// The devices the loader reports, in its order (what --backend vulkan's device index counts).
+// Throws Error(kExitDevice) when there is no loader or no driver.
+std::vector<VulkanDeviceInfo> vulkan_devices();
 
 // Uploads the model's weights (in their file formats) and allocates the F16 KV cache and
 // scratch. Throws Error(kExitDevice) naming the cause when there is no loader or device, a
