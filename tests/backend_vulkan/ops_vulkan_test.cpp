@@ -13,6 +13,7 @@
 #ifdef LOCKSTEP_HAVE_VULKAN
 
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <random>
 
@@ -41,6 +42,12 @@ class VulkanOps : public ::testing::Test {
     o.device = test_device();
     o.validation = true;
     ctx_ = std::make_unique<vk::Context>(o);
+    static bool said = false;  // once per binary: which device, and whether validation is on
+    if (!said) {
+      std::printf("[ vulkan   ] %s, validation layer %s\n", ctx_->device_name().c_str(),
+                  ctx_->validation_enabled() ? "on" : "NOT installed");
+      said = true;
+    }
     seed_ = fresh_seed();
     rng_.seed(seed_);
     errors_before_ = vulkan_validation_errors();
