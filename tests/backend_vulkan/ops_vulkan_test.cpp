@@ -20,6 +20,7 @@
 #include "backend_cuda/cuda_test_util.h"
 #include "quant/fp16.h"
 #include "quant/quantize.h"
+#include "util/error.h"
 
 namespace lockstep::vulkan_test {
 namespace {
@@ -380,6 +381,37 @@ TEST_F(VulkanOps, NaNInputIsCaught) {
   std::vector<double> want(g.size(), 0.0);
   const auto got = dg.read();
   EXPECT_FALSE(compare(got.data(), want.data(), got.size()).all_finite);
+}
+
+// The harness's other guard: an error the validation layer reports fails the submission. A
+// barrier whose source access (host read) its source stage (compute) cannot perform is invalid
+// usage that every driver executes harmlessly.
+TEST(VulkanValidation, AReportedErrorFailsTheSubmission) {
+  REQUIRE_VULKAN_DEVICE();
+  vk::ContextOptions o;
+  o.device = test_device();
+  o.validation = true;
+  vk::Context ctx(o);
+  if (!ctx.validation_enabled())
+    GTEST_SKIP() << "skipped: VK_LAYER_KHRONOS_validation is not installed";
+  const uint64_t before = vulkan_validation_errors();
+  try {
+    run_commands(ctx, [&](vk::Recorder& rec) {
+      VkMemoryBarrier m{};
+      m.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+      m.srcAccessMask = VK_ACCESS_HOST_READ_BIT;
+      m.dstAccessMask = VK_ACCESS_SHADER_READ_BIT;
+      ctx.api().vkCmdPipelineBarrier(rec.command_buffer(), VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                                     VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &m, 0, nullptr, 0,
+                                     nullptr);
+    });
+    ADD_FAILURE() << "the invalid barrier was not reported";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.exit_code(), kExitDevice);
+    EXPECT_NE(std::string(e.what()).find("validation layer reported"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_GT(vulkan_validation_errors(), before);
 }
 
 }  // namespace

@@ -371,7 +371,6 @@ Buffer Context::create_buffer(size_t bytes, bool host_visible, const std::string
            " on " + device_name_);
     check(r, "vkAllocateMemory (" + what + ")");
   }
-  b.memory = b.memory;
   check(api_.vkBindBufferMemory(device_, b.buffer, b.memory, 0), "vkBindBufferMemory");
   VkBufferDeviceAddressInfo addr{};
   addr.sType = VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO;
