@@ -236,6 +236,17 @@ Context::Context(const ContextOptions& options) {
         p.limits.maxComputeWorkGroupInvocations < 256 || p.limits.maxComputeSharedMemorySize < 8192)
       fail(device_name_ + ": compute limits below what the shaders need");
 
+    // The matmul shader's reductions use subgroup arithmetic (core since Vulkan 1.1, optional).
+    VkPhysicalDeviceSubgroupProperties subgroup{};
+    subgroup.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES;
+    VkPhysicalDeviceProperties2 p2{};
+    p2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2;
+    p2.pNext = &subgroup;
+    api_.vkGetPhysicalDeviceProperties2(physical_, &p2);
+    if (!(subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) ||
+        !(subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT))
+      fail(device_name_ + " lacks subgroup arithmetic in compute shaders");
+
     VkPhysicalDeviceVulkan12Features f12{};
     f12.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES;
     VkPhysicalDeviceFeatures2 f2{};

@@ -4,6 +4,7 @@
 // scores row in device memory (n_ctx floats per (token, head)): scores q.k_j * scale and their
 // maximum; exp(score - max) and their sum; then each thread owns a pair of output dimensions and
 // sums weight_j * v_j over j. Query head h reads KV head h / (n_head / n_head_kv).
+#extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common.glsl"
 
 layout(local_size_x = 128) in;
@@ -26,26 +27,24 @@ layout(push_constant) uniform Push {
 shared float q_row[2u * kThreads];
 shared float partial[kThreads];
 
-float reduce_max(float v, uint tid) {
-  partial[tid] = v;
+// Workgroup reductions: per subgroup, then across the subgroups in a fixed order. The barrier
+// at the end lets `partial` be reused by the next reduction.
+float reduce_max(float v) {
+  v = subgroupMax(v);
+  if (subgroupElect()) partial[gl_SubgroupID] = v;
   barrier();
-  for (uint h = kThreads / 2u; h > 0u; h >>= 1) {
-    if (tid < h) partial[tid] = max(partial[tid], partial[tid + h]);
-    barrier();
-  }
-  const float r = partial[0];
+  float r = partial[0];
+  for (uint g = 1u; g < gl_NumSubgroups; ++g) r = max(r, partial[g]);
   barrier();
   return r;
 }
 
-float reduce_sum(float v, uint tid) {
-  partial[tid] = v;
+float reduce_sum(float v) {
+  v = subgroupAdd(v);
+  if (subgroupElect()) partial[gl_SubgroupID] = v;
   barrier();
-  for (uint h = kThreads / 2u; h > 0u; h >>= 1) {
-    if (tid < h) partial[tid] += partial[tid + h];
-    barrier();
-  }
-  const float r = partial[0];
+  float r = 0.0;
+  for (uint g = 0u; g < gl_NumSubgroups; ++g) r += partial[g];
   barrier();
   return r;
 }
@@ -73,7 +72,7 @@ void main() {
     pc.scores.f[so + j] = s;
     m = max(m, s);
   }
-  m = reduce_max(m, tid);
+  m = reduce_max(m);
 
   float sum = 0.0;
   for (uint j = tid; j < n_kv; j += kThreads) {
@@ -81,7 +80,7 @@ void main() {
     pc.scores.f[so + j] = e;
     sum += e;
   }
-  sum = reduce_sum(sum, tid);  // its barriers also make every thread's weights visible
+  sum = reduce_sum(sum);  // its barriers also make every thread's weights visible
 
   for (uint p = tid; p < hd / 2u; p += kThreads) {
     vec2 acc = vec2(0.0);

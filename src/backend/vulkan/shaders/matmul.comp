@@ -2,8 +2,10 @@
 // y[t][r] (+)= sum_c W[r][c] x[t][c] (+ bias[r]) for up to kTile tokens per workgroup: the weight
 // row is dequantized once per 32-element chunk and dotted with every token of the tile, so a
 // batch of n tokens reads the weights ceil(n / kTile) times. One workgroup per (row, token tile);
-// its 64 threads take the row's chunks in turn and their partial sums meet in a tree reduction.
+// its 64 threads take the row's chunks in turn; their partial sums are added per subgroup
+// (subgroupAdd) and then across the workgroup's subgroups, in a fixed order.
 // With n = 1 this is the decode matrix-vector product.
+#extension GL_KHR_shader_subgroup_arithmetic : require
 #include "dequant.glsl"
 
 layout(local_size_x = 64) in;
@@ -25,7 +27,7 @@ layout(push_constant) uniform Push {
   uint flags;     // 1: accumulate into y; 2: add bias
 } pc;
 
-shared float partial[kTile][kThreads];
+shared float partial[kTile][kThreads];  // [token][subgroup]: at most kThreads subgroups
 
 void main() {
   const uint row = gl_WorkGroupID.x + gl_WorkGroupID.y * kRowsPerGridX;
@@ -48,15 +50,14 @@ void main() {
       acc[t] += s;
     }
   }
-  for (uint t = 0u; t < kTile; ++t) partial[t][tid] = acc[t];
-  barrier();
-  for (uint half_width = kThreads / 2u; half_width > 0u; half_width >>= 1) {
-    if (tid < half_width)
-      for (uint t = 0u; t < kTile; ++t) partial[t][tid] += partial[t][tid + half_width];
-    barrier();
+  for (uint t = 0u; t < n; ++t) {  // n is the same in the whole workgroup: uniform control flow
+    const float s = subgroupAdd(acc[t]);
+    if (subgroupElect()) partial[t][gl_SubgroupID] = s;
   }
+  barrier();
   if (tid < n) {
-    float r = partial[tid][0];
+    float r = 0.0;
+    for (uint g = 0u; g < gl_NumSubgroups; ++g) r += partial[tid][g];
     if ((pc.flags & 2u) != 0u) r += pc.bias.f[row];
     const uint yo = (t0 + tid) * pc.y_stride + row;
     if ((pc.flags & 1u) != 0u) r += pc.y.f[yo];

@@ -1,6 +1,7 @@
 #version 450
 // RMSNorm of row in_first + t of x into row t of y: y = x / sqrt(mean(x^2) + eps) * weight.
-// One workgroup per row; the sum of squares is a tree reduction in float.
+// One workgroup per row; the sum of squares is added per subgroup, then across subgroups.
+#extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common.glsl"
 
 layout(local_size_x = 256) in;
@@ -23,13 +24,12 @@ void main() {
   const uint xo = (pc.in_first + t) * pc.n;
   float s = 0.0;
   for (uint i = tid; i < pc.n; i += kThreads) s += pc.x.f[xo + i] * pc.x.f[xo + i];
-  partial[tid] = s;
+  s = subgroupAdd(s);
+  if (subgroupElect()) partial[gl_SubgroupID] = s;
   barrier();
-  for (uint h = kThreads / 2u; h > 0u; h >>= 1) {
-    if (tid < h) partial[tid] += partial[tid + h];
-    barrier();
-  }
-  const float scale = 1.0 / sqrt(partial[0] / float(pc.n) + pc.eps);
+  float total = 0.0;
+  for (uint g = 0u; g < gl_NumSubgroups; ++g) total += partial[g];
+  const float scale = 1.0 / sqrt(total / float(pc.n) + pc.eps);
   for (uint i = tid; i < pc.n; i += kThreads)
     pc.y.f[t * pc.n + i] = (pc.x.f[xo + i] * scale) * pc.weight.f[i];
 }
