@@ -14,6 +14,10 @@
 # How the lead runs it (from the repository root, with .gl prepared here once by
 # `bash scripts/fetch-vulkan-debs.sh`; .gl is git-ignored, so it must be carried):
 #   run(command="bash scripts/gpu-vulkan.sh", carry=[".gl"], timeout_s=600)
+# The CUDA + Vulkan build, the tests and both benchmarks may not fit one 10-minute call: then
+# `SKIP_BENCH=1 bash scripts/gpu-vulkan.sh` first and `SKIP_TESTS=1 bash scripts/gpu-vulkan.sh`
+# second, on the same warm machine (build-gpu is kept between calls, so the second rebuilds
+# nothing).
 # Environment: PRESETS (default "qwen2.5-0.5b qwen2.5-7b"), JOBS (default nproc),
 # SKIP_TESTS=1, SKIP_BENCH=1.
 set -uo pipefail
@@ -102,12 +106,19 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
     timeout 240 $L make-model --arch qwen2 --preset "$preset" --quant q4_k_m --seed 1 -o "$f" \
       >>"$LOGS/bench.log" 2>&1 || { echo "make-model failed" | tee -a "$S"; continue; }
     # The gate with the default probe; the worst cosine is in the --json parity object.
-    timeout 180 $L run -m "$f" -p "Hello" -n 4 --temp 0 --backend vulkan --json \
-      2>>"$LOGS/bench.log" | python3 scripts/gate_line.py vulkan 2>&1 | tee -a "$S"
+    if ! timeout 180 $L run -m "$f" -p "Hello" -n 4 --temp 0 --backend vulkan --json \
+      2>"$LOGS/gate.log" | python3 scripts/gate_line.py vulkan 2>/dev/null | tee -a "$S"; then
+      echo "gate run failed:" | tee -a "$S"
+      tail -3 "$LOGS/gate.log" | tee -a "$S"
+    fi
     for backend in vulkan cuda; do
       echo "-- bench --backend $backend" | tee -a "$S"
-      timeout 200 $L bench -m "$f" --backend "$backend" -p 512 -n 128 -r 2 \
-        2>>"$LOGS/bench.log" | tee -a "$S"
+      if ! timeout 200 $L bench -m "$f" --backend "$backend" -p 512 -n 128 -r 2 \
+        2>"$LOGS/bench-err.log" | tee -a "$S"; then
+        echo "bench failed or timed out:" | tee -a "$S"
+        tail -3 "$LOGS/bench-err.log" | tee -a "$S"
+      fi
+      cat "$LOGS/bench-err.log" >>"$LOGS/bench.log"
     done
     rm -f "$f"
   done
