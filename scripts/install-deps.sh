@@ -9,10 +9,25 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# The Vulkan backend's build (headers, glslc, SPIR-V headers) and its test device: Mesa's lavapipe
+# (a Vulkan 1.3 device on the CPU) with the Khronos validation layer. Optional: where a
+# distribution lacks one of them, the build goes on without Vulkan and its tests skip visibly.
+vulkan_pkgs=(libvulkan-dev glslc spirv-headers mesa-vulkan-drivers vulkan-validationlayers)
+vulkan_missing=()
+for p in "${vulkan_pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || vulkan_missing+=("$p")
+done
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if [ ${#missing[@]} -gt 0 ] || [ ${#vulkan_missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}" >&2
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ ${#vulkan_missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${vulkan_missing[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${vulkan_missing[@]}" >/dev/null ||
+    echo "install-deps: warning: could not install ${vulkan_missing[*]}; building without Vulkan" >&2
 fi

@@ -82,6 +82,17 @@ struct CudaBackendOptions {
   void set_precision_f32(bool f32) { f32_kv_cache = precise_prefill = f32_activations = f32; }
 };
 
+// The Vulkan backend (src/backend/vulkan, docs/vulkan.md).
+struct VulkanBackendOptions {
+  // Index into the loader's device list; -1: the first GPU (a CPU implementation such as Mesa's
+  // lavapipe only when --backend vulkan is forced: `auto` never picks one).
+  int device = -1;
+  int max_batch = 64;  // tokens per forward chunk (bounds the activation and score scratch)
+  // Enable the Khronos validation layer (when installed); any error it reports fails the backend
+  // with exit code 4. The tests turn it on.
+  bool validation = false;
+};
+
 // What a backend is created with: the common settings, each family's own, and the TEST KNOB fault
 // (backend/fault.h) the parity gate's candidate is told to inject.
 struct BackendOptions {
@@ -90,6 +101,7 @@ struct BackendOptions {
   int n_seq = 1;    // sequences (slots) the KV cache holds (continuous batching)
   CpuBackendOptions cpu;
   CudaBackendOptions cuda;
+  VulkanBackendOptions vulkan;
   std::optional<FaultSpec> fault;
 };
 

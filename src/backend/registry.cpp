@@ -8,29 +8,51 @@
 #ifdef LOCKSTEP_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
+#ifdef LOCKSTEP_HAVE_VULKAN
+#include "backend/vulkan/vulkan_backend.h"
+#endif
 
 namespace lockstep {
 
 namespace {
 
-bool always(std::string*) {
+bool always(const BackendOptions&, std::string*) {
   return true;
 }
 
 #ifdef LOCKSTEP_HAVE_CUDA
-bool cuda_available(std::string* why) {
+bool cuda_available(const BackendOptions&, std::string* why) {
   return cuda_device_available(why);
 }
 #else
 // A build without CUDA still knows the name, so that --backend cuda says why it cannot run.
 constexpr const char* kNoCuda =
     "this lockstep was built without CUDA (LOCKSTEP_CUDA=OFF or no nvcc)";
-bool cuda_available(std::string* why) {
+bool cuda_available(const BackendOptions&, std::string* why) {
   if (why) *why = kNoCuda;
   return false;
 }
 std::unique_ptr<GatedBackend> create_cuda_backend(const Model&, const BackendOptions&, GateKey) {
   throw Error(kNoCuda, kExitDevice);
+}
+#endif
+
+#ifdef LOCKSTEP_HAVE_VULKAN
+// `auto` takes a Vulkan GPU only, or the device named by options.vulkan.device (which may be a CPU
+// implementation such as lavapipe: the user asked for it); any device serves when forced.
+bool vulkan_available(const BackendOptions& options, std::string* why) {
+  return vulkan_device_available(why, options.vulkan.device);
+}
+#else
+constexpr const char* kNoVulkan =
+    "this lockstep was built without Vulkan (LOCKSTEP_VULKAN=OFF, or no Vulkan headers or glslc "
+    "at build time)";
+bool vulkan_available(const BackendOptions&, std::string* why) {
+  if (why) *why = kNoVulkan;
+  return false;
+}
+std::unique_ptr<GatedBackend> create_vulkan_backend(const Model&, const BackendOptions&, GateKey) {
+  throw Error(kNoVulkan, kExitDevice);
 }
 #endif
 
@@ -69,6 +91,18 @@ std::vector<BackendEntry> make_registry() {
     return create_cuda_backend(m, o, key);
   };
   r.push_back(cuda);
+
+  BackendEntry vulkan;
+  vulkan.name = "vulkan";
+  vulkan.help = "a Vulkan GPU (any vendor; Mesa's lavapipe when forced), gated";
+  vulkan.auto_rank = 5;  // after cuda, before the CPU
+  vulkan.is_device = true;
+  vulkan.available = vulkan_available;
+  vulkan.create_gated = [](const Model& m, const BackendOptions& o, GateKey key) {
+    require_plain_architecture(m, "vulkan");
+    return create_vulkan_backend(m, o, key);
+  };
+  r.push_back(vulkan);
   return r;
 }
 
@@ -102,20 +136,20 @@ std::string validate_backend_name(const std::string& name) {
   return "--backend must be one of " + backend_choices() + "; got '" + name + "'";
 }
 
-std::vector<const BackendEntry*> auto_candidates() {
+std::vector<const BackendEntry*> auto_candidates(const BackendOptions& options) {
   std::vector<const BackendEntry*> out;
   for (const BackendEntry& e : backend_registry())
-    if (e.auto_rank > 0 && e.available(nullptr)) out.push_back(&e);
+    if (e.auto_rank > 0 && e.available(options, nullptr)) out.push_back(&e);
   std::stable_sort(out.begin(), out.end(), [](const BackendEntry* a, const BackendEntry* b) {
     return a->auto_rank > b->auto_rank;
   });
   return out;
 }
 
-std::vector<std::string> available_backends() {
+std::vector<std::string> available_backends(const BackendOptions& options) {
   std::vector<std::string> names;
   for (const BackendEntry& e : backend_registry())
-    if (e.available(nullptr)) names.push_back(e.name);
+    if (e.available(options, nullptr)) names.push_back(e.name);
   return names;
 }
 

@@ -25,8 +25,9 @@ struct BackendEntry {
   // A device backend: under `auto`, failing to create it (no device, out of memory) moves on to
   // the next candidate with a note instead of failing the run.
   bool is_device = false;
-  // True when this build and machine can run it; otherwise `why` (if given) says why not.
-  bool (*available)(std::string* why) = nullptr;
+  // True when this build and machine can run it with these options; otherwise `why` (if given)
+  // says why not.
+  bool (*available)(const BackendOptions& options, std::string* why) = nullptr;
   // Creates the backend. Gated backends come out unverified: only the gate (the holder of the
   // GateKey) may create them and let them compute.
   std::unique_ptr<GatedBackend> (*create_gated)(const Model&, const BackendOptions&,
@@ -48,10 +49,11 @@ const BackendEntry& reference_backend_entry();
 std::string backend_choices();
 // An empty string when `name` is "auto" or a registered backend, else the usage message.
 std::string validate_backend_name(const std::string& name);
-// The registered backends `auto` would try, best first, that are available here.
-std::vector<const BackendEntry*> auto_candidates();
+// The registered backends `auto` would try, best first, that are available here (with
+// `options`: e.g. a named Vulkan device counts even when it is a CPU implementation).
+std::vector<const BackendEntry*> auto_candidates(const BackendOptions& options = {});
 // The names of the backends this build and machine can run.
-std::vector<std::string> available_backends();
+std::vector<std::string> available_backends(const BackendOptions& options = {});
 // What llama.cpp's -ngl N means here: N > 0, the preferred device backend (the GPU); N = 0, the
 // preferred backend that is not a device (the fast CPU path). Whether it is available is the
 // gate's business, as for --backend.

@@ -68,6 +68,14 @@ EnvironmentKnobs read_environment() {
   if (const char* v = get("LOCKSTEP_REF_SLAB_KB"))
     o.cpu.ref_matmul.slab_bytes = int64_t(number("LOCKSTEP_REF_SLAB_KB", v, 0, 1 << 30)) * 1024;
 
+  // Vulkan.
+  if (const char* v = get("LOCKSTEP_VULKAN_DEVICE"))
+    o.vulkan.device = int(number("LOCKSTEP_VULKAN_DEVICE", v, 0, 1 << 10));
+  if (const char* v = get("LOCKSTEP_VULKAN_VALIDATION"))
+    o.vulkan.validation = one_of("LOCKSTEP_VULKAN_VALIDATION", v, {0, 1}) == 1;
+  if (const char* v = get("LOCKSTEP_VULKAN_MAX_BATCH"))
+    o.vulkan.max_batch = int(number("LOCKSTEP_VULKAN_MAX_BATCH", v, 1, 4096));
+
   // CUDA.
   if (const char* v = get("LOCKSTEP_CUDA_PRECISION")) {
     const std::string s = v;

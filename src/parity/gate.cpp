@@ -87,7 +87,7 @@ std::unique_ptr<GatedBackend> ParityGate::create_candidate(const Model& model,
   if (request.backend == "auto") {
     // The best available candidate; a device that cannot take the model (e.g. out of memory) is
     // not an error under auto: the next one serves.
-    const auto candidates = auto_candidates();
+    const auto candidates = auto_candidates(request.options);
     for (size_t i = 0; i < candidates.size() && !candidate; ++i) {
       try {
         candidate = candidates[i]->create_gated(model, request.options, GateKey{});
@@ -146,7 +146,7 @@ ServingBackend ParityGate::open(const Model& model, const OpenRequest& request,
   const VerdictCache cache(request.verdict_cache_dir);
   const BackendEntry* planned = nullptr;
   if (request.backend == "auto") {
-    if (const auto c = auto_candidates(); !c.empty()) planned = c.front();
+    if (const auto c = auto_candidates(request.options); !c.empty()) planned = c.front();
   } else {
     planned = find_backend(request.backend);
   }

@@ -2,6 +2,8 @@
 // the real stories260K model. The candidate is whatever `--backend auto` picks: the fast CPU path
 // on a machine without a GPU (CI), the CUDA backend where one is present. Faults come from the
 // documented LOCKSTEP_FAULT test knob and are injected into the candidate only.
+// falsification_vulkan_test.cpp runs this same suite with the Vulkan backend as the candidate
+// (it defines the LOCKSTEP_FALSIFICATION_* hooks below and includes this file).
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -15,8 +17,24 @@ namespace lockstep {
 namespace {
 
 using test::CliRun;
-using test::run_lockstep;
 using Env = std::map<std::string, std::optional<std::string>>;
+
+// Runs lockstep with the candidate's environment (none unless a including file sets it) under
+// the caller's changes.
+CliRun run_lockstep(const std::vector<std::string>& args, const std::string& stdin_text = "",
+                    Env env = {}) {
+#ifdef LOCKSTEP_FALSIFICATION_CANDIDATE_ENV
+  for (const auto& [name, value] : LOCKSTEP_FALSIFICATION_CANDIDATE_ENV()) env.emplace(name, value);
+#endif
+  return test::run_lockstep(args, stdin_text, env);
+}
+
+// Skips the calling test when the candidate cannot run here (a including file's hook).
+#ifndef LOCKSTEP_FALSIFICATION_REQUIRE_CANDIDATE
+#define LOCKSTEP_FALSIFICATION_REQUIRE_CANDIDATE() \
+  do {                                             \
+  } while (0)
+#endif
 
 const std::string kModel = "../shared/models/stories260K.gguf";
 const std::string kTag = "[lockstep-parity-v1]";
@@ -39,6 +57,7 @@ std::vector<std::string> tagged(const CliRun& r) {
 class ParityFalsification : public ::testing::Test {
  protected:
   void SetUp() override {
+    LOCKSTEP_FALSIFICATION_REQUIRE_CANDIDATE();
     ASSERT_TRUE(std::filesystem::exists(kModel)) << kModel << " is missing (../shared)";
   }
   // What the CPU reference says: the answer every fallback must reproduce.
@@ -61,6 +80,9 @@ TEST_F(ParityFalsification, HealthyCandidatePasses) {
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["parity"]["status"], "passed") << r.out;
   EXPECT_NE(j["backend_used"], "cpu-ref");
+#ifdef LOCKSTEP_FALSIFICATION_CANDIDATE
+  EXPECT_EQ(j["backend_used"], LOCKSTEP_FALSIFICATION_CANDIDATE);
+#endif
   EXPECT_EQ(j["backend_used"], j["parity"]["candidate"]);
   EXPECT_EQ(j["parity"]["steps"], 3);
   EXPECT_EQ(j["parity"]["positions"], 64);
@@ -206,6 +228,7 @@ TEST_F(ParityFalsification, LongPromptIsTheProbeAndIsNotProcessedTwice) {
 }
 
 TEST(ParityTool, LayersLocaliseInjectedFault) {
+  LOCKSTEP_FALSIFICATION_REQUIRE_CANDIDATE();
   ASSERT_TRUE(std::filesystem::exists(kModel));
   for (int layer : {1, 3}) {
     const std::string spec = "layer_corrupt:" + std::to_string(layer) + ":10:4";
@@ -225,6 +248,7 @@ TEST(ParityTool, LayersLocaliseInjectedFault) {
 }
 
 TEST(ParityTool, TableAndAuditOnAHealthyCandidate) {
+  LOCKSTEP_FALSIFICATION_REQUIRE_CANDIDATE();
   CliRun t =
       run_lockstep({"parity", "-m", kModel, "--json"}, "", {{"LOCKSTEP_FAULT", std::nullopt}});
   ASSERT_EQ(t.exit_code, 0) << t.err;

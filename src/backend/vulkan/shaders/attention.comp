@@ -1,0 +1,92 @@
+#version 450
+// Causal grouped-query attention over one layer's F16 cache: one workgroup per (query head,
+// token). Token t (position ids[0] + t) sees cache positions 0 .. its own. Three passes through a
+// scores row in device memory (n_ctx floats per (token, head)): scores q.k_j * scale and their
+// maximum; exp(score - max) and their sum; then each thread owns a pair of output dimensions and
+// sums weight_j * v_j over j. Query head h reads KV head h / (n_head / n_head_kv).
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#include "common.glsl"
+
+layout(local_size_x = 128) in;
+const uint kThreads = 128u;
+
+layout(push_constant) uniform Push {
+  Floats q;
+  Halves k_cache;
+  Halves v_cache;
+  Floats out_rows;
+  Floats scores;  // [token][head][n_ctx]
+  Ints ids;
+  uint n_head;
+  uint n_head_kv;
+  uint head_dim;  // even, <= 2 * kThreads
+  uint n_ctx;
+  float scale;
+} pc;
+
+shared float q_row[2u * kThreads];
+shared float partial[kThreads];
+
+// Workgroup reductions: per subgroup, then across the subgroups in a fixed order. The barrier
+// at the end lets `partial` be reused by the next reduction.
+float reduce_max(float v) {
+  v = subgroupMax(v);
+  if (subgroupElect()) partial[gl_SubgroupID] = v;
+  barrier();
+  float r = partial[0];
+  for (uint g = 1u; g < gl_NumSubgroups; ++g) r = max(r, partial[g]);
+  barrier();
+  return r;
+}
+
+float reduce_sum(float v) {
+  v = subgroupAdd(v);
+  if (subgroupElect()) partial[gl_SubgroupID] = v;
+  barrier();
+  float r = 0.0;
+  for (uint g = 0u; g < gl_NumSubgroups; ++g) r += partial[g];
+  barrier();
+  return r;
+}
+
+void main() {
+  const uint h = gl_WorkGroupID.x, t = gl_WorkGroupID.y;
+  const uint tid = gl_LocalInvocationID.x;
+  const uint hd = pc.head_dim, kv_dim = pc.n_head_kv * hd;
+  const uint kv_head = h / (pc.n_head / pc.n_head_kv);
+  const uint n_kv = uint(pc.ids.i[0]) + t + 1u;
+  const uint qo = (t * pc.n_head + h) * hd;
+  const uint so = (t * pc.n_head + h) * pc.n_ctx;
+  for (uint d = tid; d < hd; d += kThreads) q_row[d] = pc.q.f[qo + d];
+  barrier();
+
+  float m = -1.0 / 0.0;
+  for (uint j = tid; j < n_kv; j += kThreads) {
+    const uint ko = (j * kv_dim + kv_head * hd) / 2u;
+    float s = 0.0;
+    for (uint d = 0u; d < hd / 2u; ++d) {
+      const vec2 k = unpackHalf2x16(pc.k_cache.w[ko + d]);
+      s += q_row[2u * d] * k.x + q_row[2u * d + 1u] * k.y;
+    }
+    s *= pc.scale;
+    pc.scores.f[so + j] = s;
+    m = max(m, s);
+  }
+  m = reduce_max(m);
+
+  float sum = 0.0;
+  for (uint j = tid; j < n_kv; j += kThreads) {
+    const float e = exp(pc.scores.f[so + j] - m);
+    pc.scores.f[so + j] = e;
+    sum += e;
+  }
+  sum = reduce_sum(sum);  // its barriers also make every thread's weights visible
+
+  for (uint p = tid; p < hd / 2u; p += kThreads) {
+    vec2 acc = vec2(0.0);
+    for (uint j = 0u; j < n_kv; ++j)
+      acc += pc.scores.f[so + j] * unpackHalf2x16(pc.v_cache.w[(j * kv_dim + kv_head * hd) / 2u + p]);
+    pc.out_rows.f[qo + 2u * p] = acc.x / sum;
+    pc.out_rows.f[qo + 2u * p + 1u] = acc.y / sum;
+  }
+}

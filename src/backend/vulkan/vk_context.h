@@ -1,0 +1,144 @@
+// The Vulkan plumbing of the Vulkan backend: the loader (libvulkan.so.1, opened at run time so
+// the binary needs no Vulkan library to start), one instance + device + compute queue per
+// Context, buffers in device memory reached by device address, and a command recorder.
+//
+// Every failure is an Error(kExitDevice) whose one line names the cause (no loader, no device,
+// a missing feature, out of device memory, a pipeline that does not build): the parity gate
+// turns that into "exit 4" for a forced --backend vulkan and into "try the next backend" under
+// auto.
+#pragma once
+
+#define VK_NO_PROTOTYPES
+#include <vulkan/vulkan.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lockstep::vk {
+
+// The Vulkan entry points the backend uses, loaded from the loader at run time.
+struct Api {
+#define LOCKSTEP_VK_GLOBAL(fn) PFN_##fn fn = nullptr;
+#define LOCKSTEP_VK_INSTANCE(fn) PFN_##fn fn = nullptr;
+#define LOCKSTEP_VK_DEVICE(fn) PFN_##fn fn = nullptr;
+#include "backend/vulkan/vk_functions.inc"
+#undef LOCKSTEP_VK_GLOBAL
+#undef LOCKSTEP_VK_INSTANCE
+#undef LOCKSTEP_VK_DEVICE
+};
+
+struct DeviceSummary {
+  std::string name;
+  VkPhysicalDeviceType type = VK_PHYSICAL_DEVICE_TYPE_OTHER;
+  bool is_cpu() const { return type == VK_PHYSICAL_DEVICE_TYPE_CPU; }
+};
+
+// The devices the loader reports (empty when there are none). Throws Error(kExitDevice) when the
+// loader or an instance is missing.
+std::vector<DeviceSummary> list_devices();
+
+// Validation-layer errors reported in this process so far (VK_LAYER_KHRONOS_validation, when a
+// Context was created with validation on), and the first one's text.
+uint64_t validation_error_count();
+std::string first_validation_error();
+
+struct ContextOptions {
+  int device = -1;  // index into list_devices(); -1: the first GPU, else the first device
+  bool allow_cpu_device = true;  // whether a CPU implementation (lavapipe) may be chosen
+  bool validation = false;       // enable VK_LAYER_KHRONOS_validation when it is installed
+};
+
+// A buffer and its memory; device-local unless created host-visible (then mapped).
+struct Buffer {
+  VkBuffer buffer = VK_NULL_HANDLE;
+  VkDeviceMemory memory = VK_NULL_HANDLE;
+  VkDeviceAddress address = 0;
+  size_t bytes = 0;
+  void* mapped = nullptr;
+};
+
+class Context {
+ public:
+  explicit Context(const ContextOptions& options);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  const Api& api() const { return api_; }
+  VkDevice device() const { return device_; }
+  const std::string& device_name() const { return device_name_; }
+  bool validation_enabled() const { return validation_; }
+  // Bytes of the largest device-local heap (what the backend's plan is compared with).
+  uint64_t device_local_bytes() const { return device_local_bytes_; }
+  uint32_t max_workgroups_x() const { return max_groups_x_; }
+
+  // Throws Error(kExitDevice) naming `what` when the device has no memory for it.
+  Buffer create_buffer(size_t bytes, bool host_visible, const std::string& what);
+  void destroy(Buffer& b);
+
+  // A pipeline from the embedded SPIR-V module `name`; all share one layout of 128 bytes of push
+  // constants. Throws Error(kExitDevice) when the module is missing or does not build.
+  VkPipeline pipeline(const char* name);
+
+  VkCommandBuffer allocate_command_buffer();
+  void free_command_buffer(VkCommandBuffer cmd);
+  // Submits `cmd` and waits for it; then throws Error(kExitDevice) if the device was lost or the
+  // validation layer reported an error since the last check.
+  void submit_and_wait(VkCommandBuffer cmd);
+  // Throws when the validation layer has reported errors since the last call.
+  void check_validation();
+
+  VkPipelineLayout pipeline_layout() const { return layout_; }
+
+ private:
+  void release();
+  uint32_t memory_type(uint32_t allowed, bool host_visible) const;
+
+  Api api_;
+  VkInstance instance_ = VK_NULL_HANDLE;
+  VkDebugUtilsMessengerEXT messenger_ = VK_NULL_HANDLE;
+  VkPhysicalDevice physical_ = VK_NULL_HANDLE;
+  VkDevice device_ = VK_NULL_HANDLE;
+  VkQueue queue_ = VK_NULL_HANDLE;
+  uint32_t queue_family_ = 0;
+  VkCommandPool pool_ = VK_NULL_HANDLE;
+  VkFence fence_ = VK_NULL_HANDLE;
+  VkPipelineLayout layout_ = VK_NULL_HANDLE;
+  std::vector<std::pair<std::string, VkPipeline>> pipelines_;
+  VkPhysicalDeviceMemoryProperties memory_{};
+  std::string device_name_;
+  uint64_t device_local_bytes_ = 0;
+  uint32_t max_groups_x_ = 65535;
+  bool validation_ = false;
+  uint64_t validation_seen_ = 0;
+};
+
+// Records compute dispatches into a command buffer, each followed by a barrier that makes its
+// writes visible to everything after it (the backend's steps are a chain, each reading the
+// previous one's output).
+class Recorder {
+ public:
+  Recorder(Context& ctx, VkCommandBuffer cmd);
+  void begin();
+  void end();
+  template <typename Push>
+  void dispatch(const char* pipeline, const Push& push, uint32_t gx, uint32_t gy = 1,
+                uint32_t gz = 1) {
+    static_assert(sizeof(Push) <= 128, "push constants are limited to 128 bytes");
+    dispatch_raw(pipeline, &push, sizeof(Push), gx, gy, gz);
+  }
+  void copy(const Buffer& src, size_t src_offset, const Buffer& dst, size_t dst_offset,
+            size_t bytes);
+  VkCommandBuffer command_buffer() const { return cmd_; }
+
+ private:
+  void dispatch_raw(const char* pipeline, const void* push, size_t bytes, uint32_t gx, uint32_t gy,
+                    uint32_t gz);
+  void barrier();
+  Context& ctx_;
+  VkCommandBuffer cmd_;
+};
+
+}  // namespace lockstep::vk

@@ -1,0 +1,184 @@
+#include "backend/vulkan/vk_ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "util/error.h"
+
+namespace lockstep::vk {
+
+namespace {
+
+// Must match the shaders' kRowsPerGridX and kTile (shaders/matmul.comp).
+constexpr uint32_t kRowsPerGridX = 32768;
+constexpr uint32_t kMatmulTile = 8;
+
+const char* type_suffix(TensorType type) {
+  switch (type) {
+    case TensorType::F32:
+      return "f32";
+    case TensorType::F16:
+      return "f16";
+    case TensorType::Q4_0:
+      return "q4_0";
+    case TensorType::Q5_0:
+      return "q5_0";
+    case TensorType::Q8_0:
+      return "q8_0";
+    case TensorType::Q4_K:
+      return "q4_k";
+    case TensorType::Q6_K:
+      return "q6_k";
+    default:
+      return nullptr;
+  }
+}
+
+std::string module_name(const char* shader, TensorType type) {
+  const char* suffix = type_suffix(type);
+  if (!suffix)
+    throw Error(std::string("vulkan: no shader for weight type ") + tensor_type_info(type).name);
+  return std::string(shader) + "_" + suffix;
+}
+
+uint32_t ceil_div(uint64_t a, uint64_t b) {
+  return uint32_t((a + b - 1) / b);
+}
+
+struct MatmulPush {
+  uint64_t w, x, y, bias;
+  uint32_t rows, cols, row_bytes, n_tok, x_stride, y_stride, flags;
+};
+struct GetRowsPush {
+  uint64_t w, ids, out;
+  uint32_t cols, row_bytes, n_tok;
+};
+struct RmsnormPush {
+  uint64_t x, weight, y;
+  uint32_t n, in_first;
+  float eps;
+};
+struct RopePush {
+  uint64_t q, k, table, ids;
+  uint32_t n_head, n_head_kv, head_dim, rope_dim, neox, n_tok;
+};
+struct KvStorePush {
+  uint64_t k, v, k_cache, v_cache, ids;
+  uint32_t kv_dim, n_tok;
+};
+struct AttentionPush {
+  uint64_t q, k_cache, v_cache, out, scores, ids;
+  uint32_t n_head, n_head_kv, head_dim, n_ctx;
+  float scale;
+};
+struct SwigluPush {
+  uint64_t gate, up;
+  uint32_t n;
+};
+
+}  // namespace
+
+bool weight_type_supported(TensorType type, int64_t cols) {
+  // Plain types: any length (the shaders mask the last chunk); block types: whole blocks.
+  return type_suffix(type) != nullptr && cols % tensor_type_info(type).block_elems == 0;
+}
+
+void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
+                   VkDeviceAddress y, uint32_t y_stride, int n_tok, bool accumulate,
+                   VkDeviceAddress bias) {
+  MatmulPush p{w.data,
+               x,
+               y,
+               bias,
+               uint32_t(w.rows),
+               uint32_t(w.cols),
+               uint32_t(w.row_bytes),
+               uint32_t(n_tok),
+               x_stride,
+               y_stride,
+               (accumulate ? 1u : 0u) | (bias ? 2u : 0u)};
+  rec.dispatch(module_name("matmul", w.type).c_str(), p,
+               std::min<uint32_t>(uint32_t(w.rows), kRowsPerGridX), ceil_div(w.rows, kRowsPerGridX),
+               ceil_div(n_tok, kMatmulTile));
+}
+
+void record_get_rows(Recorder& rec, const DeviceMatrix& table, VkDeviceAddress ids,
+                     VkDeviceAddress out, int n_tok) {
+  GetRowsPush p{table.data,     ids, out, uint32_t(table.cols), uint32_t(table.row_bytes),
+                uint32_t(n_tok)};
+  rec.dispatch(module_name("get_rows", table.type).c_str(), p,
+               ceil_div(ceil_div(table.cols, 32), 64), uint32_t(n_tok));
+}
+
+void record_rmsnorm(Recorder& rec, VkDeviceAddress x, VkDeviceAddress weight, VkDeviceAddress y,
+                    uint32_t n, int n_rows, uint32_t in_first, float eps) {
+  RmsnormPush p{x, weight, y, n, in_first, eps};
+  rec.dispatch("rmsnorm", p, uint32_t(n_rows));
+}
+
+void record_rope(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k, VkDeviceAddress table,
+                 VkDeviceAddress ids, const AttentionShape& s, uint32_t rope_dim, bool neox,
+                 int n_tok) {
+  RopePush p{q,
+             k,
+             table,
+             ids,
+             s.n_head,
+             s.n_head_kv,
+             s.head_dim,
+             rope_dim,
+             neox ? 1u : 0u,
+             uint32_t(n_tok)};
+  rec.dispatch("rope", p, ceil_div(uint64_t(s.n_head + s.n_head_kv) * (rope_dim / 2), 64),
+               uint32_t(n_tok));
+}
+
+std::vector<float> rope_table(const HParams& hp, int n_ctx) {
+  const int64_t half = hp.rope_dim / 2;
+  std::vector<float> t(size_t(n_ctx) * size_t(half) * 2);
+  for (int64_t pos = 0; pos < n_ctx; ++pos) {
+    const double position = double(pos) * double(hp.rope_freq_scale);
+    for (int64_t i = 0; i < half; ++i) {
+      const double theta =
+          position * std::pow(double(hp.rope_freq_base), -2.0 * double(i) / double(hp.rope_dim));
+      t[size_t(2 * (pos * half + i))] = float(std::cos(theta));
+      t[size_t(2 * (pos * half + i) + 1)] = float(std::sin(theta));
+    }
+  }
+  return t;
+}
+
+void record_kv_store(Recorder& rec, VkDeviceAddress k, VkDeviceAddress v, VkDeviceAddress k_cache,
+                     VkDeviceAddress v_cache, VkDeviceAddress ids, uint32_t kv_dim, int n_tok) {
+  KvStorePush p{k, v, k_cache, v_cache, ids, kv_dim, uint32_t(n_tok)};
+  rec.dispatch("kv_store", p, ceil_div(kv_dim / 2, 64), uint32_t(n_tok));
+}
+
+void record_attention(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k_cache,
+                      VkDeviceAddress v_cache, VkDeviceAddress out, VkDeviceAddress scores,
+                      VkDeviceAddress ids, const AttentionShape& s, uint32_t n_ctx, float scale,
+                      int n_tok) {
+  AttentionPush p{q,        k_cache,     v_cache,    out,   scores, ids,
+                  s.n_head, s.n_head_kv, s.head_dim, n_ctx, scale};
+  rec.dispatch("attention", p, s.n_head, uint32_t(n_tok));
+}
+
+void record_swiglu(Recorder& rec, VkDeviceAddress gate, VkDeviceAddress up, uint64_t n) {
+  SwigluPush p{gate, up, uint32_t(n)};
+  const uint32_t groups = ceil_div(n, 256);
+  rec.dispatch("swiglu", p, std::min<uint32_t>(groups, 65535), ceil_div(groups, 65535));
+}
+
+std::vector<std::string> pipeline_names(const std::vector<TensorType>& weight_types) {
+  std::vector<std::string> names = {"rmsnorm", "rope", "kv_store", "attention", "swiglu"};
+  for (TensorType t : weight_types) {
+    for (const char* s : {"matmul", "get_rows"}) {
+      const std::string n = module_name(s, t);
+      if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+    }
+  }
+  return names;
+}
+
+}  // namespace lockstep::vk

@@ -1,0 +1,73 @@
+// The Vulkan backend's operations, one function per shader: each records one dispatch into a
+// Recorder (nothing runs until the command buffer is submitted). Buffers are passed as device
+// addresses; shapes as counts. The op tests (tests/backend_vulkan) call these directly.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "backend/vulkan/vk_context.h"
+#include "model/hparams.h"
+#include "quant/tensor_type.h"
+
+namespace lockstep::vk {
+
+// The weight formats the shaders decode: F32, F16 (rows of any length), Q4_0, Q5_0, Q8_0, Q4_K,
+// Q6_K (rows of whole blocks).
+bool weight_type_supported(TensorType type, int64_t cols);
+
+// A matrix in its file format in device memory: row r starts at data + r * row_bytes.
+struct DeviceMatrix {
+  TensorType type = TensorType::F32;
+  int64_t rows = 0, cols = 0;
+  uint64_t row_bytes = 0;
+  VkDeviceAddress data = 0;
+};
+
+// y[t][r] (+)= W[r] . x[t] (+ bias[r]) for t < n_tok; x rows x_stride floats apart, y rows
+// y_stride apart. bias 0: none.
+void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
+                   VkDeviceAddress y, uint32_t y_stride, int n_tok, bool accumulate,
+                   VkDeviceAddress bias = 0);
+
+// out[t] = row ids[1 + t] of `table`, as floats (table.cols each), t < n_tok.
+void record_get_rows(Recorder& rec, const DeviceMatrix& table, VkDeviceAddress ids,
+                     VkDeviceAddress out, int n_tok);
+
+// Row t of y = RMSNorm(row in_first + t of x) * weight, t < n_rows; rows of n floats.
+void record_rmsnorm(Recorder& rec, VkDeviceAddress x, VkDeviceAddress weight, VkDeviceAddress y,
+                    uint32_t n, int n_rows, uint32_t in_first, float eps);
+
+struct AttentionShape {
+  uint32_t n_head = 0, n_head_kv = 0, head_dim = 0;
+};
+
+// RoPE in place of n_tok tokens' q and k rows at positions ids[0] + t, from `table`
+// (rope_table()).
+void record_rope(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k, VkDeviceAddress table,
+                 VkDeviceAddress ids, const AttentionShape& shape, uint32_t rope_dim, bool neox,
+                 int n_tok);
+
+// (cos, sin) of every (position < n_ctx, pair < rope_dim / 2), computed in double as the CPU
+// reference computes its angles (cpu_ref::rope), then rounded to float as it rounds them.
+std::vector<float> rope_table(const HParams& hp, int n_ctx);
+
+// k and v rows (kv_dim floats each) of n_tok tokens into one layer's F16 caches at positions
+// ids[0] + t.
+void record_kv_store(Recorder& rec, VkDeviceAddress k, VkDeviceAddress v, VkDeviceAddress k_cache,
+                     VkDeviceAddress v_cache, VkDeviceAddress ids, uint32_t kv_dim, int n_tok);
+
+// Causal attention of n_tok query rows (positions ids[0] + t) over one layer's F16 caches into
+// out; scores: n_tok * n_head * n_ctx floats of scratch.
+void record_attention(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k_cache,
+                      VkDeviceAddress v_cache, VkDeviceAddress out, VkDeviceAddress scores,
+                      VkDeviceAddress ids, const AttentionShape& shape, uint32_t n_ctx, float scale,
+                      int n_tok);
+
+// gate[i] = silu(gate[i]) * up[i], i < n.
+void record_swiglu(Recorder& rec, VkDeviceAddress gate, VkDeviceAddress up, uint64_t n);
+
+// Every shader module the ops above use for these weight types (to build them up front).
+std::vector<std::string> pipeline_names(const std::vector<TensorType>& weight_types);
+
+}  // namespace lockstep::vk

@@ -1,0 +1,426 @@
+// Every Vulkan shader against a float64 CPU computation on fresh random inputs (a new seed per
+// run; LOCKSTEP_TEST_SEED=N replays one). Output buffers start as NaN bytes and are surrounded by
+// guard regions, so an element a shader forgot to write, a NaN it produced or a write out of
+// bounds fails. The Khronos validation layer is on (when installed): any error it reports fails
+// the submission and so the test.
+//
+// Bounds: matmul rows are dot products, judged relative to their own scale sum |w x|
+// (dot_error_ratio) below 64 * 2^-24 (float32 accumulation stays near 1e-7 of it; one wrongly
+// decoded 32-element chunk is ~1e-2). The other ops are elementwise or short reductions: NMSE
+// below 1e-11 (float32 rounding gives ~1e-14; a wrong index or formula gives ~1).
+#include "backend_vulkan/vulkan_test_util.h"
+
+#ifdef LOCKSTEP_HAVE_VULKAN
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <random>
+
+#include "backend_cuda/cuda_test_util.h"
+#include "quant/fp16.h"
+#include "quant/quantize.h"
+#include "util/error.h"
+
+namespace lockstep::vulkan_test {
+namespace {
+
+using cuda_test::compare;
+using cuda_test::dot_error_ratio;
+using cuda_test::fresh_seed;
+using cuda_test::random_normal;
+using cuda_test::random_weights;
+using cuda_test::reference_matvec;
+
+constexpr double kDotErrorRatio = 64.0 / double(1 << 24);
+constexpr double kNmse = 1e-11;
+
+class VulkanOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    REQUIRE_VULKAN_DEVICE();
+    vk::ContextOptions o;
+    o.device = test_device();
+    o.validation = true;
+    ctx_ = std::make_unique<vk::Context>(o);
+    static bool said = false;  // once per binary: which device, and whether validation is on
+    if (!said) {
+      std::printf("[ vulkan   ] %s, validation layer %s\n", ctx_->device_name().c_str(),
+                  ctx_->validation_enabled() ? "on" : "NOT installed");
+      said = true;
+    }
+    seed_ = fresh_seed();
+    rng_.seed(seed_);
+    errors_before_ = vulkan_validation_errors();
+  }
+  void TearDown() override {
+    if (ctx_) {
+      EXPECT_EQ(vulkan_validation_errors(), errors_before_) << "validation errors";
+    }
+    ctx_.reset();
+  }
+  std::string trace() const {
+    return "LOCKSTEP_TEST_SEED=" + std::to_string(seed_) + " on " + ctx_->device_name() +
+           (ctx_->validation_enabled() ? " (validation layer on)" : " (no validation layer)");
+  }
+
+  std::unique_ptr<vk::Context> ctx_;
+  uint64_t seed_ = 0;
+  std::mt19937_64 rng_;
+  uint64_t errors_before_ = 0;
+};
+
+// ---- matmul: every weight type, token counts across tile boundaries, accumulate and bias ------
+
+struct MatmulCase {
+  TensorType type;
+  int64_t cols;
+};
+
+class VulkanMatmul : public VulkanOps, public ::testing::WithParamInterface<MatmulCase> {};
+
+TEST_P(VulkanMatmul, MatchesFloat64) {
+  const TensorType type = GetParam().type;
+  const int64_t rows = 77, cols = GetParam().cols;
+  SCOPED_TRACE(trace() + " " + tensor_type_info(type).name + " cols " + std::to_string(cols));
+  const std::vector<uint8_t> w = random_weights(rng_, type, rows, cols);
+  TestBuffer<uint8_t> dw(*ctx_, w);
+  const vk::DeviceMatrix m{type, rows, cols, *row_bytes(type, cols), dw.address()};
+  for (int n_tok : {1, 5, 8, 19}) {
+    for (int variant = 0; variant < 3; ++variant) {  // plain, accumulate, bias
+      SCOPED_TRACE("n_tok " + std::to_string(n_tok) + " variant " + std::to_string(variant));
+      const bool accumulate = variant == 1, with_bias = variant == 2;
+      const std::vector<float> x = random_normal(rng_, size_t(n_tok * cols), 1.0f);
+      const std::vector<float> y0 = random_normal(rng_, size_t(n_tok * rows), 1.0f);
+      const std::vector<float> bias = random_normal(rng_, size_t(rows), 1.0f);
+      TestBuffer<float> dx(*ctx_, x), dbias(*ctx_, bias);
+      TestBuffer<float> dy(*ctx_, size_t(n_tok * rows));
+      if (accumulate) std::memcpy(dy.data(), y0.data(), dy.bytes());
+      run_commands(*ctx_, [&](vk::Recorder& rec) {
+        vk::record_matmul(rec, m, dx.address(), uint32_t(cols), dy.address(), uint32_t(rows), n_tok,
+                          accumulate, with_bias ? dbias.address() : 0);
+      });
+      std::vector<double> want, scale;
+      for (int t = 0; t < n_tok; ++t) {
+        std::vector<double> abs_sum;
+        const auto y = reference_matvec(type, w.data(), rows, cols, x.data() + t * cols, &abs_sum);
+        for (int64_t r = 0; r < rows; ++r) {
+          double extra = 0;
+          if (accumulate) extra = y0[size_t(t * rows + r)];
+          if (with_bias) extra = bias[size_t(r)];
+          want.push_back(y[size_t(r)] + extra);
+          scale.push_back(abs_sum[size_t(r)] + std::fabs(extra));
+        }
+      }
+      const double ratio = dot_error_ratio(dy.read(), want, scale);
+      EXPECT_LE(ratio, kDotErrorRatio);
+      EXPECT_GUARDS(dy);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Types, VulkanMatmul,
+    ::testing::Values(MatmulCase{TensorType::F32, 172}, MatmulCase{TensorType::F32, 256},
+                      MatmulCase{TensorType::F16, 172}, MatmulCase{TensorType::F16, 320},
+                      MatmulCase{TensorType::Q4_0, 320}, MatmulCase{TensorType::Q5_0, 320},
+                      MatmulCase{TensorType::Q8_0, 320}, MatmulCase{TensorType::Q4_K, 512},
+                      MatmulCase{TensorType::Q6_K, 512}),
+    [](const ::testing::TestParamInfo<MatmulCase>& info) {
+      return std::string(tensor_type_info(info.param.type).name) + "_" +
+             std::to_string(info.param.cols);
+    });
+
+// More rows than one grid dimension holds (the rows continue in the grid's y dimension).
+TEST_F(VulkanOps, MatmulRowsBeyondOneGridDimension) {
+  SCOPED_TRACE(trace());
+  const TensorType type = TensorType::Q8_0;
+  const int64_t rows = 33000, cols = 64;
+  const std::vector<uint8_t> w = random_weights(rng_, type, rows, cols);
+  const std::vector<float> x = random_normal(rng_, size_t(cols), 1.0f);
+  TestBuffer<uint8_t> dw(*ctx_, w);
+  TestBuffer<float> dx(*ctx_, x), dy(*ctx_, size_t(rows));
+  const vk::DeviceMatrix m{type, rows, cols, *row_bytes(type, cols), dw.address()};
+  run_commands(*ctx_, [&](vk::Recorder& rec) {
+    vk::record_matmul(rec, m, dx.address(), uint32_t(cols), dy.address(), uint32_t(rows), 1, false);
+  });
+  std::vector<double> abs_sum;
+  const auto want = reference_matvec(type, w.data(), rows, cols, x.data(), &abs_sum);
+  EXPECT_LE(dot_error_ratio(dy.read(), want, abs_sum), kDotErrorRatio);
+  EXPECT_GUARDS(dy);
+}
+
+// ---- embedding rows --------------------------------------------------------------------------
+
+class VulkanGetRows : public VulkanOps, public ::testing::WithParamInterface<MatmulCase> {};
+
+TEST_P(VulkanGetRows, MatchesDequantizeRow) {
+  const TensorType type = GetParam().type;
+  const int64_t rows = 50, cols = GetParam().cols;
+  SCOPED_TRACE(trace() + " " + tensor_type_info(type).name);
+  const std::vector<uint8_t> w = random_weights(rng_, type, rows, cols);
+  const std::vector<int32_t> ids = {123, 7, 0, 49, 7, 31};  // [0]: the position (unused here)
+  const int n_tok = int(ids.size()) - 1;
+  TestBuffer<uint8_t> dw(*ctx_, w);
+  TestBuffer<int32_t> dids(*ctx_, ids);
+  TestBuffer<float> out(*ctx_, size_t(n_tok * cols));
+  const uint64_t rb = *row_bytes(type, cols);
+  run_commands(*ctx_, [&](vk::Recorder& rec) {
+    vk::record_get_rows(rec, {type, rows, cols, rb, dw.address()}, dids.address(), out.address(),
+                        n_tok);
+  });
+  std::vector<double> want;
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int t = 0; t < n_tok; ++t) {
+    dequantize_row(type, w.data() + uint64_t(ids[size_t(t + 1)]) * rb, row.data(), cols);
+    want.insert(want.end(), row.begin(), row.end());
+  }
+  const auto got = out.read();
+  const auto stats = compare(got.data(), want.data(), got.size());
+  EXPECT_NMSE_BELOW(stats, 1e-13);
+  EXPECT_GUARDS(out);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Types, VulkanGetRows,
+    ::testing::Values(MatmulCase{TensorType::F32, 172}, MatmulCase{TensorType::F16, 172},
+                      MatmulCase{TensorType::Q4_0, 96}, MatmulCase{TensorType::Q5_0, 96},
+                      MatmulCase{TensorType::Q8_0, 96}, MatmulCase{TensorType::Q4_K, 512},
+                      MatmulCase{TensorType::Q6_K, 512}),
+    [](const ::testing::TestParamInfo<MatmulCase>& info) {
+      return std::string(tensor_type_info(info.param.type).name);
+    });
+
+// ---- RMSNorm, RoPE, KV store, attention, SwiGLU --------------------------------------------
+
+TEST_F(VulkanOps, RmsNorm) {
+  SCOPED_TRACE(trace());
+  const uint32_t n = 300;
+  const int rows = 3;
+  const float eps = 1e-5f;
+  const auto x = random_normal(rng_, size_t(rows * n), 2.0f);
+  const auto weight = random_normal(rng_, n, 1.0f);
+  TestBuffer<float> dx(*ctx_, x), dw(*ctx_, weight);
+  for (uint32_t first : {0u, 1u}) {
+    const int n_rows = rows - int(first);
+    TestBuffer<float> y(*ctx_, size_t(n_rows) * n);
+    run_commands(*ctx_, [&](vk::Recorder& rec) {
+      vk::record_rmsnorm(rec, dx.address(), dw.address(), y.address(), n, n_rows, first, eps);
+    });
+    std::vector<double> want;
+    for (int r = 0; r < n_rows; ++r) {
+      const float* xr = x.data() + (first + uint32_t(r)) * n;
+      double ss = 0;
+      for (uint32_t i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
+      const double s = 1.0 / std::sqrt(ss / n + eps);
+      for (uint32_t i = 0; i < n; ++i) want.push_back(xr[i] * s * weight[i]);
+    }
+    const auto got = y.read();
+    EXPECT_NMSE_BELOW(compare(got.data(), want.data(), got.size()), kNmse);
+    EXPECT_GUARDS(y);
+  }
+}
+
+TEST_F(VulkanOps, RopeNormalAndNeoxAtLargePositions) {
+  SCOPED_TRACE(trace());
+  const vk::AttentionShape shape{4, 2, 64};
+  const int n_tok = 3, pos0 = 1000, n_ctx = 1010;
+  for (bool neox : {false, true}) {
+    for (uint32_t rope_dim : {64u, 32u}) {
+      SCOPED_TRACE(std::string(neox ? "neox" : "normal") + " rope_dim " + std::to_string(rope_dim));
+      HParams hp;
+      hp.rope_dim = rope_dim;
+      hp.rope_freq_base = 10000.0f + float(rng_() % 1000000);
+      hp.rope_freq_scale = 0.5f;
+      const auto table = vk::rope_table(hp, n_ctx);
+      const size_t qn = size_t(n_tok) * shape.n_head * shape.head_dim;
+      const size_t kn = size_t(n_tok) * shape.n_head_kv * shape.head_dim;
+      const auto q = random_normal(rng_, qn, 1.0f), k = random_normal(rng_, kn, 1.0f);
+      TestBuffer<float> dq(*ctx_, q), dk(*ctx_, k), dt(*ctx_, table);
+      TestBuffer<int32_t> ids(*ctx_, std::vector<int32_t>{pos0, 0, 0, 0});
+      run_commands(*ctx_, [&](vk::Recorder& rec) {
+        vk::record_rope(rec, dq.address(), dk.address(), dt.address(), ids.address(), shape,
+                        rope_dim, neox, n_tok);
+      });
+      auto rotate = [&](const std::vector<float>& in, uint32_t heads) {
+        std::vector<double> out(in.begin(), in.end());
+        const uint32_t half = rope_dim / 2;
+        for (int t = 0; t < n_tok; ++t)
+          for (uint32_t h = 0; h < heads; ++h)
+            for (uint32_t i = 0; i < half; ++i) {
+              const double theta = double(pos0 + t) * double(hp.rope_freq_scale) *
+                                   std::pow(double(hp.rope_freq_base), -2.0 * i / rope_dim);
+              const size_t o = (size_t(t) * heads + h) * shape.head_dim;
+              const size_t i0 = o + (neox ? i : 2 * i), i1 = o + (neox ? i + half : 2 * i + 1);
+              const double a = in[i0], b = in[i1];
+              out[i0] = a * std::cos(theta) - b * std::sin(theta);
+              out[i1] = a * std::sin(theta) + b * std::cos(theta);
+            }
+        return out;
+      };
+      const auto wq = rotate(q, shape.n_head), wk = rotate(k, shape.n_head_kv);
+      const auto gq = dq.read(), gk = dk.read();
+      EXPECT_NMSE_BELOW(compare(gq.data(), wq.data(), qn), kNmse);
+      EXPECT_NMSE_BELOW(compare(gk.data(), wk.data(), kn), kNmse);
+      EXPECT_GUARDS(dq);
+      EXPECT_GUARDS(dk);
+    }
+  }
+}
+
+TEST_F(VulkanOps, KvStoreRoundsToHalfAtItsPositions) {
+  SCOPED_TRACE(trace());
+  const uint32_t kv_dim = 128;
+  const int n_tok = 3, pos0 = 5, n_ctx = 10;
+  const auto k = random_normal(rng_, size_t(n_tok) * kv_dim, 3.0f);
+  const auto v = random_normal(rng_, size_t(n_tok) * kv_dim, 3.0f);
+  TestBuffer<float> dk(*ctx_, k), dv(*ctx_, v);
+  TestBuffer<uint16_t> kc(*ctx_, size_t(n_ctx) * kv_dim, 0x5A),
+      vc(*ctx_, size_t(n_ctx) * kv_dim, 0x5A);
+  TestBuffer<int32_t> ids(*ctx_, std::vector<int32_t>{pos0, 0, 0, 0});
+  run_commands(*ctx_, [&](vk::Recorder& rec) {
+    vk::record_kv_store(rec, dk.address(), dv.address(), kc.address(), vc.address(), ids.address(),
+                        kv_dim, n_tok);
+  });
+  const auto gk = kc.read(), gv = vc.read();
+  int wrong = 0;
+  for (int p = 0; p < n_ctx; ++p)
+    for (uint32_t i = 0; i < kv_dim; ++i) {
+      const size_t at = size_t(p) * kv_dim + i;
+      const bool written = p >= pos0 && p < pos0 + n_tok;
+      const size_t src = size_t(p - pos0) * kv_dim + i;
+      const uint16_t want_k = written ? fp32_to_fp16(k[src]) : uint16_t(0x5A5A);
+      const uint16_t want_v = written ? fp32_to_fp16(v[src]) : uint16_t(0x5A5A);
+      if ((gk[at] != want_k || gv[at] != want_v) && ++wrong <= 5)
+        ADD_FAILURE() << "position " << p << " element " << i << ": " << gk[at] << "/" << gv[at]
+                      << " vs " << want_k << "/" << want_v;
+    }
+  EXPECT_GUARDS(kc);
+  EXPECT_GUARDS(vc);
+}
+
+class VulkanAttention : public VulkanOps, public ::testing::WithParamInterface<uint32_t> {};
+
+TEST_P(VulkanAttention, CausalGroupedQueryMatchesFloat64) {
+  SCOPED_TRACE(trace());
+  const vk::AttentionShape shape{4, 2, GetParam()};
+  const uint32_t hd = shape.head_dim, kv_dim = shape.n_head_kv * hd;
+  const int n_tok = 3, pos0 = 40, n_ctx = 300;
+  const float scale = float(1.0 / std::sqrt(double(hd)));
+  const auto q = random_normal(rng_, size_t(n_tok) * shape.n_head * hd, 1.0f);
+  // The cache: random halves up to the last query's position, NaN beyond it (causality: a
+  // position no query may see must not reach any output).
+  std::vector<uint16_t> kc(size_t(n_ctx) * kv_dim, 0x7E00), vc(kc);
+  const auto kr = random_normal(rng_, kc.size(), 1.0f), vr = random_normal(rng_, vc.size(), 1.0f);
+  for (size_t i = 0; i < size_t(pos0 + n_tok) * kv_dim; ++i)
+    kc[i] = fp32_to_fp16(kr[i]), vc[i] = fp32_to_fp16(vr[i]);
+  TestBuffer<float> dq(*ctx_, q), out(*ctx_, q.size());
+  TestBuffer<float> scores(*ctx_, size_t(n_tok) * shape.n_head * n_ctx);
+  TestBuffer<uint16_t> dk(*ctx_, kc), dv(*ctx_, vc);
+  TestBuffer<int32_t> ids(*ctx_, std::vector<int32_t>{pos0, 0, 0, 0});
+  run_commands(*ctx_, [&](vk::Recorder& rec) {
+    vk::record_attention(rec, dq.address(), dk.address(), dv.address(), out.address(),
+                         scores.address(), ids.address(), shape, uint32_t(n_ctx), scale, n_tok);
+  });
+  std::vector<double> want;
+  for (int t = 0; t < n_tok; ++t)
+    for (uint32_t h = 0; h < shape.n_head; ++h) {
+      const uint32_t kvh = h / (shape.n_head / shape.n_head_kv);
+      const float* qh = q.data() + (size_t(t) * shape.n_head + h) * hd;
+      const int n_kv = pos0 + t + 1;
+      std::vector<double> s(static_cast<size_t>(n_kv));
+      double m = -INFINITY;
+      for (int j = 0; j < n_kv; ++j) {
+        double d = 0;
+        for (uint32_t i = 0; i < hd; ++i)
+          d += double(qh[i]) * fp16_to_fp32(kc[size_t(j) * kv_dim + kvh * hd + i]);
+        s[size_t(j)] = d * scale;
+        m = std::max(m, s[size_t(j)]);
+      }
+      double sum = 0;
+      for (auto& e : s) sum += (e = std::exp(e - m));
+      for (uint32_t i = 0; i < hd; ++i) {
+        double acc = 0;
+        for (int j = 0; j < n_kv; ++j)
+          acc += s[size_t(j)] * fp16_to_fp32(vc[size_t(j) * kv_dim + kvh * hd + i]);
+        want.push_back(acc / sum);
+      }
+    }
+  const auto got = out.read();
+  EXPECT_NMSE_BELOW(compare(got.data(), want.data(), got.size()), kNmse);
+  EXPECT_GUARDS(out);
+  EXPECT_GUARDS(scores);
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadDims, VulkanAttention, ::testing::Values(8u, 64u, 128u, 256u));
+
+TEST_F(VulkanOps, SwiGlu) {
+  SCOPED_TRACE(trace());
+  const size_t n = 1000;
+  const auto g = random_normal(rng_, n, 3.0f), u = random_normal(rng_, n, 1.0f);
+  TestBuffer<float> dg(*ctx_, g), du(*ctx_, u);
+  run_commands(*ctx_,
+               [&](vk::Recorder& rec) { vk::record_swiglu(rec, dg.address(), du.address(), n); });
+  std::vector<double> want(n);
+  for (size_t i = 0; i < n; ++i) want[i] = double(g[i]) / (1.0 + std::exp(-double(g[i]))) * u[i];
+  const auto got = dg.read();
+  EXPECT_NMSE_BELOW(compare(got.data(), want.data(), n), kNmse);
+  EXPECT_GUARDS(dg);
+}
+
+// The harness itself: a NaN in the input must fail the comparison (so a shader that produced NaN
+// could never pass).
+TEST_F(VulkanOps, NaNInputIsCaught) {
+  SCOPED_TRACE(trace());
+  std::vector<float> g = random_normal(rng_, 64, 1.0f), u = random_normal(rng_, 64, 1.0f);
+  g[17] = NAN;
+  TestBuffer<float> dg(*ctx_, g), du(*ctx_, u);
+  run_commands(*ctx_, [&](vk::Recorder& rec) {
+    vk::record_swiglu(rec, dg.address(), du.address(), g.size());
+  });
+  std::vector<double> want(g.size(), 0.0);
+  const auto got = dg.read();
+  EXPECT_FALSE(compare(got.data(), want.data(), got.size()).all_finite);
+}
+
+// The harness's other guard: an error the validation layer reports fails the submission. A
+// barrier whose source access (host read) its source stage (compute) cannot perform is invalid
+// usage that every driver executes harmlessly.
+TEST(VulkanValidation, AReportedErrorFailsTheSubmission) {
+  REQUIRE_VULKAN_DEVICE();
+  vk::ContextOptions o;
+  o.device = test_device();
+  o.validation = true;
+  vk::Context ctx(o);
+  if (!ctx.validation_enabled())
+    GTEST_SKIP() << "skipped: VK_LAYER_KHRONOS_validation is not installed";
+  const uint64_t before = vulkan_validation_errors();
+  try {
+    run_commands(ctx, [&](vk::Recorder& rec) {
+      VkMemoryBarrier m{};
+      m.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+      m.srcAccessMask = VK_ACCESS_HOST_READ_BIT;
+      m.dstAccessMask = VK_ACCESS_SHADER_READ_BIT;
+      ctx.api().vkCmdPipelineBarrier(rec.command_buffer(), VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                                     VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &m, 0, nullptr, 0,
+                                     nullptr);
+    });
+    ADD_FAILURE() << "the invalid barrier was not reported";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.exit_code(), kExitDevice);
+    EXPECT_NE(std::string(e.what()).find("validation layer reported"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_GT(vulkan_validation_errors(), before);
+}
+
+}  // namespace
+}  // namespace lockstep::vulkan_test
+
+#else
+
+TEST(VulkanOps, Skipped) {
+  REQUIRE_VULKAN_DEVICE();
+}
+
+#endif
