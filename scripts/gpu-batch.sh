@@ -9,6 +9,11 @@
 #     and --batch-invariant
 #   - lockstep serve --parallel 64 + bench/serve_load.py with 64 streaming clients, when the
 #     carried cpp-httplib (.device/httplib) works on this machine
+# With .gl carried (scripts/fetch-vulkan-debs.sh), PART=1 builds the Vulkan backend too, so that
+# scripts/gpu-vulkan.sh afterwards on the same warm machine rebuilds nothing.
+# PART=1 also runs tests/server/verified_serving_test.py with CUDA as the audited candidate.
+# AUDIT_RATES (default "0.02"): the serve measurement once per --audit-rate (the audits' cost).
+# PRESETS="" runs no benchmark.
 # Logs under $OUT; $OUT/summary.txt is the digest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +37,12 @@ if [ -d .device/httplib ]; then
   echo "carried cpp-httplib usable: $SERVE" | tee -a "$S"
 fi
 
+VULKAN=0
+if ls .gl/*.deb >/dev/null 2>&1 && source scripts/vulkan-env.sh; then
+  export EXTRA_CMAKE_ARGS="$VULKAN_CMAKE_ARGS"
+  VULKAN=1
+fi
+
 if [ "$PART" = 1 ]; then
   TEST_TIMEOUT=300 SKIP_BENCH=1 SKIP_SANITIZER=1 bash scripts/gpu-check.sh ||
     echo "gpu-check status $?" | tee -a "$S"
@@ -43,7 +54,10 @@ if [ "$PART" = 1 ]; then
     TEST_TIMEOUT=300 SKIP_BENCH=1 SKIP_SANITIZER=1 bash scripts/gpu-check.sh ||
       echo "gpu-check status $?" | tee -a "$S"
   fi
-  ninja -C build-gpu -j"$(nproc)" parity_model_tests >>"$LOGS/build.log" 2>&1
+  extra_targets=""
+  [ "$VULKAN" = 1 ] && extra_targets="backend_vulkan_vulkan_tests parity_vulkan_tests"
+  ninja -C build-gpu -j"$(nproc)" parity_model_tests $extra_targets >>"$LOGS/build.log" 2>&1
+  grep -E "lockstep: (CUDA|Vulkan) backend" "$LOGS/build.log" | sort -u | tee -a "$S"
 
   echo "== memcheck, batched kernels ($(date +%T))" | tee -a "$S"
   SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
@@ -57,9 +71,17 @@ if [ "$PART" = 1 ]; then
   timeout 120 build-gpu/tests/parity_model_tests \
     --gtest_filter='ParityFalsification.*:ParityTool.*' >"$LOGS/falsification.log" 2>&1
   grep -E "^\[  (PASSED|FAILED) |FAILED TEST" "$LOGS/falsification.log" | tee -a "$S"
+
+  if [ "$SERVE" = 1 ]; then
+    echo "== audits with cuda as the served candidate ($(date +%T))" | tee -a "$S"
+    LOCKSTEP_TEST_CANDIDATE=cuda LOCKSTEP_VERDICT_CACHE=off timeout 200 python3 \
+      tests/server/verified_serving_test.py build-gpu/lockstep >"$LOGS/verified-serving-cuda.log" 2>&1
+    echo "exit code $?" | tee -a "$S"
+    grep -E "^(PASS|FAIL|SKIP)|passed," "$LOGS/verified-serving-cuda.log" | tee -a "$S"
+  fi
 fi
 
-for preset in ${PRESETS:-qwen2.5-0.5b}; do
+for preset in ${PRESETS-qwen2.5-0.5b}; do
   f="/tmp/$preset-q4_k_m.gguf"
   echo "== $preset ($(date +%T))" | tee -a "$S"
   [ -f "$f" ] || build-gpu/lockstep make-model --arch qwen2 --preset "$preset" --quant q4_k_m \
@@ -75,20 +97,23 @@ for preset in ${PRESETS:-qwen2.5-0.5b}; do
       -n 128 -r 1 $extra 2>>"$LOGS/bench-$preset.log" | tee -a "$S"
   done
   if [ "$SERVE" = 1 ] && [[ " ${SERVE_PRESETS:-$preset} " == *" $preset "* ]]; then
-    echo "-- serve --parallel 64 + serve_load.py -c 64" | tee -a "$S"
-    build-gpu/lockstep serve -m "$f" --backend cuda --parallel 64 -c 512 --port 18080 \
-      >"$LOGS/serve-$preset.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 1 120); do
-      curl -sf http://127.0.0.1:18080/health >/dev/null 2>&1 && break
-      sleep 1
+    for rate in ${AUDIT_RATES:-0.02}; do
+      echo "-- serve --parallel 64 --audit-rate $rate + serve_load.py -c 64" | tee -a "$S"
+      build-gpu/lockstep serve -m "$f" --backend cuda --parallel 64 -c 512 --port 18080 \
+        --audit-rate "$rate" >"$LOGS/serve-$preset-$rate.log" 2>&1 &
+      pid=$!
+      for _ in $(seq 1 120); do
+        curl -sf http://127.0.0.1:18080/health >/dev/null 2>&1 && break
+        sleep 1
+      done
+      grep -m3 -E "parity|listening|http://" "$LOGS/serve-$preset-$rate.log" | tee -a "$S"
+      timeout 240 python3 bench/serve_load.py --url http://127.0.0.1:18080 -c 64 -n 192 \
+        --max-tokens 128 2>&1 | tee -a "$S"
+      curl -s http://127.0.0.1:18080/metrics | grep -E "^lockstep_audit" | tee -a "$S"
+      kill -INT "$pid"
+      wait "$pid"
+      echo "serve exit code $?" | tee -a "$S"
     done
-    grep -m3 -E "parity|listening|http://" "$LOGS/serve-$preset.log" | tee -a "$S"
-    timeout 240 python3 bench/serve_load.py --url http://127.0.0.1:18080 -c 64 -n 192 \
-      --max-tokens 128 2>&1 | tee -a "$S"
-    kill -INT "$pid"
-    wait "$pid"
-    echo "serve exit code $?" | tee -a "$S"
   fi
 done
 echo "== done ($(date +%T))" | tee -a "$S"

@@ -8,7 +8,7 @@
 # Logs go to $OUT (the device tool's output folder) when set, else build-gpu/gpu-check-logs/.
 # Needs ../shared, or a copy of it in .device/shared (which the device tool can carry).
 # Environment: CUDA_ARCH (default 90), JOBS (default nproc), ALL=1, SKIP_SANITIZER=1,
-# SKIP_BENCH=1, CLI_BENCH=1.
+# SKIP_BENCH=1, CLI_BENCH=1, EXTRA_CMAKE_ARGS (more configure flags, e.g. a Vulkan build's).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGS="${OUT:-build-gpu/gpu-check-logs}"
@@ -28,7 +28,7 @@ step "configure + build"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCKSTEP_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
   -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 \
-  -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 >"$LOGS/build.log" 2>&1 &&
+  -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 ${EXTRA_CMAKE_ARGS:-} >"$LOGS/build.log" 2>&1 &&
   ninja -C build-gpu -j"$JOBS" backend_cuda_gpu_tests lockstep >>"$LOGS/build.log" 2>&1
 if [ $? -ne 0 ]; then
   grep -E "error|FAILED" "$LOGS/build.log" | head -40

@@ -8,6 +8,8 @@
 #   3. the Vulkan tests (op, end-to-end, CLI, falsification; label `vulkan`), validation on
 #   4. synthetic Qwen2.5 0.5B and 7B Q4_K_M (make-model --seed 1): the gate with --backend vulkan
 #      (--json: worst cosine), `lockstep bench` tg128 and pp512 with --backend vulkan and cuda
+# Steps 1 and 2 are the same as scripts/gpu-batch.sh's with .gl carried (scripts/vulkan-env.sh):
+# after it, on the same warm machine, nothing is rebuilt.
 # Logs under $OUT (else build-gpu/gpu-vulkan-logs); $OUT/summary.txt is the digest (the device
 # tool returns at most 8 files).
 #
@@ -33,43 +35,17 @@ for copy in shared .device/shared; do
   if [ ! -e ../shared ] && [ -d "$copy" ]; then ln -sfn "$PWD/$copy" ../shared; fi
 done
 
-step "vulkan packages"
-if ! ls .gl/*.deb >/dev/null 2>&1; then
-  echo "no .gl/*.deb here: run scripts/fetch-vulkan-debs.sh and carry .gl" | tee -a "$S"
-  exit 1
+source scripts/vulkan-env.sh || exit 1
+# A build made by scripts/gpu-batch.sh links the carried cpp-httplib.
+if [ -d .device/httplib/lib ]; then
+  export LD_LIBRARY_PATH="$PWD/.device/httplib/lib:$LD_LIBRARY_PATH"
+  export PKG_CONFIG_PATH="$PWD/.device/httplib/pkgconfig"
 fi
-PREFIX=/tmp/lockstep-vulkan-root
-mkdir -p "$PREFIX"
-for f in .gl/*.deb; do
-  case "$(basename "$f")" in
-    libvulkan1_*) dpkg -x "$f" / ;;  # the loader, where the system looks for it
-    *) dpkg -x "$f" "$PREFIX" ;;
-  esac
-done
-ldconfig
-export PATH="$PREFIX/usr/bin:$PATH"
-export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# The validation layer's manifest names its library by file name: found via LD_LIBRARY_PATH.
-export VK_LAYER_PATH="$PREFIX/usr/share/vulkan/explicit_layer.d"
-ldconfig -p | grep libvulkan.so.1 | head -1 | tee -a "$S"
-glslc --version 2>&1 | head -1 | tee -a "$S"
-# NVIDIA's ICD: the loader's standard places first, else where the device tool's README says.
-if ! ls /usr/share/vulkan/icd.d/nvidia*.json /etc/vulkan/icd.d/nvidia*.json >/dev/null 2>&1; then
-  for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json \
-             /usr/share/vulkan/icd.d/nvidia_icd.x86_64.json; do
-    if [ -f "$icd" ]; then
-      export VK_DRIVER_FILES="$icd" VK_ICD_FILENAMES="$icd"
-      break
-    fi
-  done
-fi
-echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-(loader default)}" | tee -a "$S"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$S"
 
 step "configure + build (build-gpu, LOCKSTEP_VULKAN=ON, LOCKSTEP_CUDA=ON)"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCKSTEP_CUDA=ON \
-  -DLOCKSTEP_VULKAN=ON -DLOCKSTEP_VULKAN_INCLUDE_DIR="$PREFIX/usr/include" \
-  -DLOCKSTEP_GLSLC="$PREFIX/usr/bin/glslc" \
+  $VULKAN_CMAKE_ARGS \
   -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
   -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 \
   -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 >"$LOGS/build.log" 2>&1 &&

@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Serving stays verified: online parity audits, quarantine, re-probe, /metrics and /parity of
-`lockstep serve` on stories260K, with the fast `cpu` path as the audited candidate and the TEST
+`lockstep serve` on stories260K, with the fast `cpu` path (or the backend named by
+$LOCKSTEP_TEST_CANDIDATE, e.g. `cuda` on the GPU machine, where `--backend auto` picks it: a
+forced backend has no fallback to quarantine to) as the audited candidate and the TEST
 KNOB faults that pass the load-time gate (docs/parity.md: after_calls, from_position).
 
 Usage (from the repository root, as ctest runs it):
     python3 tests/server/verified_serving_test.py PATH/TO/lockstep
+With a candidate other than `cpu` that this machine cannot open, it says so and exits 77 (ctest's
+SKIP_RETURN_CODE).
 
 Standard library only. Prints one line per check and a closing `N passed, M failed`; exits
 non-zero on failure. Fails (does not skip) when ../shared is missing.
@@ -21,7 +25,8 @@ import urllib.error
 import urllib.request
 
 MODEL = "../shared/models/stories260K.gguf"
-TAG_RE = re.compile(r"\[lockstep-parity-v1\] cpu path rejected while serving: "
+CANDIDATE = os.environ.get("LOCKSTEP_TEST_CANDIDATE", "cpu")
+TAG_RE = re.compile(r"\[lockstep-parity-v1\] " + CANDIDATE + r" path rejected while serving: "
                     r"(cosine|KL|top-1 margin) vs CPU = \S+ \(.*\) at token (\d+) of request "
                     r"(req-\d+)")
 
@@ -152,6 +157,16 @@ def main():
         print("FAIL: %s is missing (tests need ../shared beside the checkout)" % MODEL)
         print("0 passed, 1 failed")
         return 1
+    if CANDIDATE != "cpu":
+        r = subprocess.run([binary, "run", "-m", MODEL, "--backend", CANDIDATE, "--parity", "off",
+                            "-n", "1", "-p", "Once"], capture_output=True, text=True, timeout=120)
+        if r.returncode == 4:  # the device exit code: no such device or backend here
+            print("SKIP: the %s backend cannot run here: %s" % (CANDIDATE, r.stderr.strip()[-300:]))
+            return 77
+        if r.returncode != 0:
+            print("FAIL: --backend %s exited %d: %s" % (CANDIDATE, r.returncode, r.stderr[-300:]))
+            print("0 passed, 1 failed")
+            return 1
     results = []
 
     def test(fn):
@@ -167,10 +182,10 @@ def main():
     def honest_run_passes_every_audit_and_metrics_move():
         s = Server(binary, "--parallel", "2", "--audit-rate", "1")
         try:
-            check(s.backend == "cpu", "candidate " + s.backend)
+            check(s.backend == CANDIDATE, "candidate " + s.backend)
             samples = parse_metrics(request(s, "GET", "/metrics")[2])
             check(metric(samples, "lockstep_audits_total") == 0, "audits before any request")
-            check(metric(samples, "lockstep_parity_gate_verdict", candidate="cpu",
+            check(metric(samples, "lockstep_parity_gate_verdict", candidate=CANDIDATE,
                          status="passed") == 1, "gate verdict metric")
             prompts = ["Once upon a time", "Lily and Ben", "The cat sat", "One day, a big"]
             out = [None] * len(prompts)
@@ -184,11 +199,11 @@ def main():
                 t.join()
             for status, hdrs, body in out:
                 check(status == 200, "status %s %s" % (status, body))
-                check(hdrs["X-Lockstep-Backend"] == "cpu", "served by " + hdrs["X-Lockstep-Backend"])
+                check(hdrs["X-Lockstep-Backend"] == CANDIDATE, "served by " + hdrs["X-Lockstep-Backend"])
                 check(re.fullmatch(r"req-\d+", hdrs["X-Lockstep-Request"] or ""), "request id")
             p = wait_for("4 audits", lambda: (lambda p: p if p["audits"]["run"] == 4 else None)(
                 parity(s)))
-            check(p["state"] == "serving" and p["serving"] == "cpu", "state %s" % p["state"])
+            check(p["state"] == "serving" and p["serving"] == CANDIDATE, "state %s" % p["state"])
             check(p["load"]["status"] == "passed" and p["load"]["positions"] == 64, "load %s" % p)
             check(p["audits"]["failed"] == 0, "failed audits on an honest run: %s" % p)
             check(len(p["recent_audits"]) == 4, "history %s" % p["recent_audits"])
@@ -196,7 +211,7 @@ def main():
                 check(a["passed"] and a["generated_tokens"] == 24 and a["worst_cosine"] > 0.99 and
                       a["worst_kl"] < 0.05, "audit %s" % a)
             samples = parse_metrics(request(s, "GET", "/metrics")[2])
-            check(metric(samples, "lockstep_requests_total", backend="cpu") == 4, "requests")
+            check(metric(samples, "lockstep_requests_total", backend=CANDIDATE) == 4, "requests")
             check(metric(samples, "lockstep_completion_tokens_total") == 96, "tokens out")
             check(metric(samples, "lockstep_prompt_tokens_total") > 8, "tokens in")
             check(metric(samples, "lockstep_time_to_first_token_seconds_count") == 4, "ttft count")
@@ -207,7 +222,7 @@ def main():
             check(metric(samples, "lockstep_audits_total") == 4, "audits metric")
             check(metric(samples, "lockstep_audits_failed_total") == 0, "failed metric")
             check(0.99 < metric(samples, "lockstep_audit_worst_cosine") <= 1, "worst cosine")
-            check(metric(samples, "lockstep_serving_backend", backend="cpu", state="serving") == 1,
+            check(metric(samples, "lockstep_serving_backend", backend=CANDIDATE, state="serving") == 1,
                   "serving backend metric")
             for name in ("lockstep_queue_depth", "lockstep_batch_size", "lockstep_audit_worst_kl",
                          "lockstep_audits_dropped_total", "lockstep_quarantined"):
@@ -222,10 +237,10 @@ def main():
         s = Server(binary, "--parallel", "2", "--audit-rate", "1", "--reprobe-after", "1",
                    env={"LOCKSTEP_FAULT": "after_calls:30:8"})
         try:
-            check(s.backend == "cpu" and s.verdict.startswith("parity passed"),
+            check(s.backend == CANDIDATE and s.verdict.startswith("parity passed"),
                   "the gate should pass: %s %s" % (s.backend, s.verdict))
             status, hdrs, _ = complete(s)
-            check(status == 200 and hdrs["X-Lockstep-Backend"] == "cpu", "first request")
+            check(status == 200 and hdrs["X-Lockstep-Backend"] == CANDIDATE, "first request")
             complete(s)  # calls 21..41: corrupted from call 30
             p = wait_for("quarantine", lambda: (lambda p: p if p["state"] == "quarantined"
                                                 else None)(parity(s)))
@@ -254,10 +269,10 @@ def main():
 
     def deep_fault_with_a_forced_strict_backend_stops_serving():
         # Corrupt logits at positions >= 80: the probe covers 0..66.
-        s = Server(binary, "--backend", "cpu", "--parity", "strict", "--audit-rate", "1",
+        s = Server(binary, "--backend", CANDIDATE, "--parity", "strict", "--audit-rate", "1",
                    env={"LOCKSTEP_FAULT": "from_position:80:8"})
         try:
-            check(s.backend == "cpu" and s.verdict.startswith("parity passed"), s.verdict)
+            check(s.backend == CANDIDATE and s.verdict.startswith("parity passed"), s.verdict)
             status, _, _ = complete(s, max_tokens=20)  # positions < 30: clean
             wait_for("an audit", lambda: parity(s)["audits"]["run"] == 1)
             check(parity(s)["audits"]["failed"] == 0, "short request failed its audit")
