@@ -81,6 +81,16 @@ if [ "$PART" = 1 ]; then
   fi
 fi
 
+if [ "$PART" != 1 ] && [ ! -x build-gpu/lockstep ]; then  # a fresh machine: build what PART 2 runs
+  echo "== build lockstep ($(date +%T))" | tee -a "$S"
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCKSTEP_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
+    -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 \
+    -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 ${EXTRA_CMAKE_ARGS:-} \
+    >"$LOGS/build.log" 2>&1 && ninja -C build-gpu -j"$(nproc)" lockstep >>"$LOGS/build.log" 2>&1 ||
+    { grep -E "error|FAILED" "$LOGS/build.log" | head -20 | tee -a "$S"; exit 1; }
+fi
+
 for preset in ${PRESETS-qwen2.5-0.5b}; do
   f="/tmp/$preset-q4_k_m.gguf"
   echo "== $preset ($(date +%T))" | tee -a "$S"
