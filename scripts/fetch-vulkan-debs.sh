@@ -14,6 +14,8 @@ if [ "$(dpkg --print-architecture)" != amd64 ]; then
   o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64)
   apt-get "${o[@]}" update -qq
 fi
+# NVIDIA's Vulkan ICD (libGLX_nvidia) needs the GL vendor-neutral dispatch libraries, which the
+# GPU machine lacks: without them the loader finds "no Vulkan driver".
 (cd .gl && apt-get "${o[@]}" download libvulkan1 libvulkan-dev glslc libshaderc1 \
-  vulkan-validationlayers)
+  vulkan-validationlayers libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 ls -la .gl

@@ -13,7 +13,7 @@
 # scripts/gpu-vulkan.sh afterwards on the same warm machine rebuilds nothing.
 # PART=1 also runs tests/server/verified_serving_test.py with CUDA as the audited candidate.
 # AUDIT_RATES (default "0.02"): the serve measurement once per --audit-rate (the audits' cost).
-# PRESETS="" runs no benchmark.
+# PRESETS="" runs no benchmark; BENCH=0 only the serve measurement.
 # Logs under $OUT; $OUT/summary.txt is the digest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -96,16 +96,18 @@ for preset in ${PRESETS-qwen2.5-0.5b}; do
   echo "== $preset ($(date +%T))" | tee -a "$S"
   [ -f "$f" ] || build-gpu/lockstep make-model --arch qwen2 --preset "$preset" --quant q4_k_m \
     --seed 1 -o "$f" >>"$LOGS/make-model.log" 2>&1
-  echo "-- bench, one sequence" | tee -a "$S"
-  timeout 120 build-gpu/lockstep bench -m "$f" --backend cuda -p 512 -n 128 -r 2 \
-    2>>"$LOGS/bench-$preset.log" | tee -a "$S"
-  for mode in default --batch-invariant; do
-    echo "-- bench --batch, $mode" | tee -a "$S"
-    extra=""
-    [ "$mode" = default ] || extra="$mode"
-    timeout 200 build-gpu/lockstep bench -m "$f" --backend cuda --batch 1,8,32,64,128 -p 256 \
-      -n 128 -r 1 $extra 2>>"$LOGS/bench-$preset.log" | tee -a "$S"
-  done
+  if [ "${BENCH:-1}" = 1 ]; then
+    echo "-- bench, one sequence" | tee -a "$S"
+    timeout 120 build-gpu/lockstep bench -m "$f" --backend cuda -p 512 -n 128 -r 2 \
+      2>>"$LOGS/bench-$preset.log" | tee -a "$S"
+    for mode in default --batch-invariant; do
+      echo "-- bench --batch, $mode" | tee -a "$S"
+      extra=""
+      [ "$mode" = default ] || extra="$mode"
+      timeout 200 build-gpu/lockstep bench -m "$f" --backend cuda --batch 1,8,32,64,128 -p 256 \
+        -n 128 -r 1 $extra 2>>"$LOGS/bench-$preset.log" | tee -a "$S"
+    done
+  fi
   if [ "$SERVE" = 1 ] && [[ " ${SERVE_PRESETS:-$preset} " == *" $preset "* ]]; then
     for rate in ${AUDIT_RATES:-0.02}; do
       echo "-- serve --parallel 64 --audit-rate $rate + serve_load.py -c 64" | tee -a "$S"
@@ -119,7 +121,7 @@ for preset in ${PRESETS-qwen2.5-0.5b}; do
       grep -m3 -E "parity|listening|http://" "$LOGS/serve-$preset-$rate.log" | tee -a "$S"
       timeout 240 python3 bench/serve_load.py --url http://127.0.0.1:18080 -c 64 -n 192 \
         --max-tokens 128 2>&1 | tee -a "$S"
-      curl -s http://127.0.0.1:18080/metrics | grep -E "^lockstep_audit" | tee -a "$S"
+      curl -s http://127.0.0.1:18080/metrics | grep -E "^lockstep_(audit|step)" | tee -a "$S"
       kill -INT "$pid"
       wait "$pid"
       echo "serve exit code $?" | tee -a "$S"

@@ -13,7 +13,9 @@ PREFIX=/tmp/lockstep-vulkan-root
 mkdir -p "$PREFIX"
 for f in .gl/*.deb; do
   case "$(basename "$f")" in
-    libvulkan1_*) dpkg -x "$f" / ;;  # the loader, where the system looks for it
+    # The loader and the GL dispatch libraries NVIDIA's ICD needs, where the system looks.
+    libvulkan1_* | libegl1_* | libglvnd0_* | libopengl0_* | libgl1_* | libglx0_* | libgles2_*)
+      dpkg -x "$f" / ;;
     *) dpkg -x "$f" "$PREFIX" ;;
   esac
 done
@@ -30,6 +32,8 @@ if ! ls /usr/share/vulkan/icd.d/nvidia*.json /etc/vulkan/icd.d/nvidia*.json >/de
              /usr/share/vulkan/icd.d/nvidia_icd.x86_64.json; do
     if [ -f "$icd" ]; then
       export VK_DRIVER_FILES="$icd" VK_ICD_FILENAMES="$icd"
+      egl=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+      [ -f "$egl" ] && export __EGL_VENDOR_LIBRARY_FILENAMES="$egl"
       break
     fi
   done

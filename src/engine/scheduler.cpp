@@ -20,6 +20,10 @@ struct Scheduler::Slot {
   std::optional<StopFilter> stops;
   std::vector<float> logits;
   int32_t pending = -1;  // the sampled token the next step feeds
+  // This step's sample (filled side by side on the sample pool, then used in slot order).
+  int32_t sampled = 0;
+  std::string sample_error;
+  TokenLogprobs sampled_logprobs;
   int generated = 0;
   // An audited request's sampled tokens and their logits rows (ScheduledRequest::on_logits).
   std::vector<int32_t> audit_tokens;
@@ -35,6 +39,8 @@ Scheduler::Scheduler(std::unique_ptr<Backend> backend, const tokenizer::Vocab& v
   n_ctx_ = backend_->n_ctx();
   n_logits_ = size_t(backend_->model().hp.n_vocab);
   n_sample_ = std::min(n_logits_, size_t(vocab_.n_tokens()));
+  sample_pool_ = std::make_unique<ThreadPool>(
+      options_.sample_threads > 0 ? options_.sample_threads : std::min(8, default_thread_count()));
   for (int s = 0; s < n_slots_; ++s) {
     auto slot = std::make_unique<Slot>();
     slot->seq = s;
@@ -46,6 +52,11 @@ Scheduler::Scheduler(std::unique_ptr<Backend> backend, const tokenizer::Vocab& v
 
 Scheduler::~Scheduler() {
   shutdown(std::chrono::milliseconds(0));
+}
+
+StepTimes Scheduler::step_times() const {
+  std::lock_guard<std::mutex> lock(times_mutex_);
+  return times_;
 }
 
 size_t Scheduler::queued() const {
@@ -298,6 +309,7 @@ void Scheduler::step() {
   }
   if (batch.empty()) return;
 
+  const auto t0 = std::chrono::steady_clock::now();
   try {
     backend_->forward_batch(batch);
   } catch (const std::exception& e) {
@@ -307,6 +319,26 @@ void Scheduler::step() {
     return;
   }
   ++steps_;
+  const auto t1 = std::chrono::steady_clock::now();
+
+  // Each slot samples from its own row with its own sampler: side by side, then the rest in
+  // slot order on this thread.
+  sample_pool_->parallel_for(int64_t(batch.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (!batch[size_t(i)].logits) continue;
+      Slot& slot = *in_batch[size_t(i)];
+      slot.sample_error.clear();
+      try {
+        slot.sampled = slot.sampler->sample({slot.logits.data(), n_sample_});
+        if (slot.req.logprobs >= 0 && !vocab_.is_eog(slot.sampled))  // the end token is not text
+          slot.sampled_logprobs =
+              token_logprobs({slot.logits.data(), n_sample_}, slot.sampled, slot.req.logprobs);
+      } catch (const std::exception& e) {
+        slot.sample_error = e.what();
+        if (slot.sample_error.empty()) slot.sample_error = "sampling failed";
+      }
+    }
+  });
 
   for (size_t i = 0; i < batch.size(); ++i) {
     Slot& slot = *in_batch[i];
@@ -314,13 +346,11 @@ void Scheduler::step() {
     if (prompt_item) slot.fed += batch[i].tokens.size();
     if (!batch[i].logits) continue;
 
-    int32_t token = 0;
-    try {
-      token = slot.sampler->sample({slot.logits.data(), n_sample_});
-    } catch (const std::exception& e) {
-      finish(slot, "error", e.what());
+    if (!slot.sample_error.empty()) {
+      finish(slot, "error", slot.sample_error);
       continue;
     }
+    const int32_t token = slot.sampled;
     slot.sampler->accept_generated(token);
     ++slot.generated;
     if (slot.req.on_logits) {
@@ -329,11 +359,7 @@ void Scheduler::step() {
     }
     StreamEvent ev;
     ev.token = token;
-    TokenLogprobs logprobs;
-    if (slot.req.logprobs >= 0 && !vocab_.is_eog(token)) {  // the end token is not text
-      logprobs = token_logprobs({slot.logits.data(), n_sample_}, token, slot.req.logprobs);
-      ev.logprobs = &logprobs;
-    }
+    if (slot.req.logprobs >= 0 && !vocab_.is_eog(token)) ev.logprobs = &slot.sampled_logprobs;
     ev.prompt_tokens = int(slot.req.prompt.size());
     ev.completion_tokens = slot.generated;
     if (vocab_.is_eog(token)) {
@@ -354,6 +380,12 @@ void Scheduler::step() {
       slot.pending = token;
     }
   }
+  const auto t2 = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(times_mutex_);
+  ++times_.steps;
+  times_.rows += int64_t(batch.size());
+  times_.forward_s += std::chrono::duration<double>(t1 - t0).count();
+  times_.host_s += std::chrono::duration<double>(t2 - t1).count();
 }
 
 }  // namespace lockstep

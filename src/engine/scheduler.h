@@ -25,6 +25,7 @@
 #include "backend/backend.h"
 #include "engine/sampler.h"
 #include "tokenizer/vocab.h"
+#include "util/thread_pool.h"
 
 namespace lockstep {
 
@@ -83,6 +84,18 @@ struct SubmitResult {
 struct SchedulerOptions {
   size_t queue_capacity = 64;  // requests waiting for a slot; more are answered kBusy
   int prompt_chunk = 256;      // prompt tokens a slot feeds per step
+  // Threads that sample the slots of a step side by side: each row is a pass over the whole
+  // vocabulary (151 936 logits for Qwen), and a GPU's step of 64 rows is about as short as the
+  // 64 passes on one thread (bench/NOTES.md). <= 0: min(8, the physical cores).
+  int sample_threads = 0;
+};
+
+// Where the scheduler thread's time went, summed over its steps (for /metrics).
+struct StepTimes {
+  int64_t steps = 0;
+  int64_t rows = 0;      // sequences over all steps (rows / steps: the mean batch)
+  double forward_s = 0;  // in Backend::forward_batch
+  double host_s = 0;     // sampling, detokenizing, stop strings, notifying the clients
 };
 
 class Scheduler {
@@ -117,6 +130,7 @@ class Scheduler {
   int active_slots() const { return active_.load(); }
   size_t queued() const;
   int64_t steps() const { return steps_.load(); }
+  StepTimes step_times() const;
 
  private:
   struct Slot;
@@ -151,6 +165,9 @@ class Scheduler {
   std::vector<std::unique_ptr<Slot>> slots_;  // scheduler thread only
   std::atomic<int> active_{0};
   std::atomic<int64_t> steps_{0};
+  mutable std::mutex times_mutex_;
+  StepTimes times_;
+  std::unique_ptr<ThreadPool> sample_pool_;
   std::thread thread_;
 };
 

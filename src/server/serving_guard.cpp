@@ -338,6 +338,21 @@ std::string ServingGuard::metrics_text() const {
   metric_line(out, "lockstep_batch_size", "", double(busy));
   metric_header(out, "lockstep_slots", "gauge", "Slots of the serving scheduler (--parallel).");
   metric_line(out, "lockstep_slots", "", double(candidate_.n_slots()));
+  // The candidate's scheduler thread: how long its steps spent in the backend and on the host.
+  const StepTimes times = candidate_.step_times();
+  metric_header(out, "lockstep_steps_total", "counter",
+                "Scheduler steps (one forward of every busy slot) of the candidate backend.");
+  metric_line(out, "lockstep_steps_total", "", double(times.steps));
+  metric_header(out, "lockstep_step_rows_total", "counter",
+                "Sequences summed over those steps (divided by the steps: the mean batch).");
+  metric_line(out, "lockstep_step_rows_total", "", double(times.rows));
+  metric_header(out, "lockstep_step_forward_seconds_total", "counter",
+                "Time of those steps in the backend's forward pass.");
+  metric_line(out, "lockstep_step_forward_seconds_total", "", times.forward_s);
+  metric_header(out, "lockstep_step_host_seconds_total", "counter",
+                "Time of those steps after the forward pass: sampling, detokenizing, stop strings, "
+                "handing tokens to the clients.");
+  metric_line(out, "lockstep_step_host_seconds_total", "", times.host_s);
   metric_header(out, "lockstep_parity_gate_verdict", "gauge",
                 "The load-time parity gate's verdict on the candidate (1 for the status it has).");
   metric_line(

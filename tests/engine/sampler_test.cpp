@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <unordered_map>
@@ -61,6 +62,36 @@ TEST(Sampler, ArgmaxTiesGoToTheLowestId) {
   EXPECT_EQ(Sampler::argmax(std::vector<float>{1, 3, 2, 3, 3}), 1);
   EXPECT_EQ(Sampler::argmax(std::vector<float>{-5, -1, -1}), 1);
   EXPECT_EQ(Sampler::argmax(std::vector<float>{7}), 0);
+}
+
+// The blocked argmax against a plain first-maximum scan, on rows of every length around the
+// block and lane sizes, with planted ties (the lowest id wins), NaNs (never win) and -inf.
+TEST(Sampler, ArgmaxEqualsAPlainScanOnRandomRows) {
+  std::mt19937 rng(20261205);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  auto plain = [](const std::vector<float>& x) {
+    size_t best = 0;
+    for (size_t i = 1; i < x.size(); ++i)
+      if (x[i] > x[best]) best = i;
+    return int32_t(best);
+  };
+  for (size_t n : {1u, 2u, 15u, 16u, 17u, 511u, 512u, 513u, 1024u, 1500u, 151936u}) {
+    for (int trial = 0; trial < 12; ++trial) {
+      std::vector<float> x(n);
+      for (float& v : x) v = normal(rng);
+      std::uniform_int_distribution<size_t> pick(0, n - 1);
+      if (trial % 3 == 1) {  // a tie for the maximum at two or three places
+        const float top = *std::max_element(x.begin(), x.end()) + 1.0f;
+        for (int k = 0; k < 3; ++k) x[pick(rng)] = top;
+      }
+      if (trial % 4 == 2)  // NaNs and -inf scattered, the first element included sometimes
+        for (int k = 0; k < 5; ++k)
+          x[pick(rng)] = k % 2 ? std::numeric_limits<float>::quiet_NaN()
+                               : -std::numeric_limits<float>::infinity();
+      if (trial == 11) std::fill(x.begin(), x.end(), -std::numeric_limits<float>::infinity());
+      ASSERT_EQ(Sampler::argmax(x), plain(x)) << "n " << n << " trial " << trial;
+    }
+  }
 }
 
 TEST(Sampler, TemperatureZeroIsArgmaxOnRandomLogits) {

@@ -227,6 +227,12 @@ def main():
             for name in ("lockstep_queue_depth", "lockstep_batch_size", "lockstep_audit_worst_kl",
                          "lockstep_audits_dropped_total", "lockstep_quarantined"):
                 check(name in samples, "missing " + name)
+            # 4 requests of 24 tokens, 2 slots: at least 48 steps, each with 1 or 2 rows.
+            steps = metric(samples, "lockstep_steps_total")
+            check(steps >= 48 and steps <= metric(samples, "lockstep_step_rows_total") <= 2 * steps,
+                  "steps %s rows %s" % (steps, metric(samples, "lockstep_step_rows_total")))
+            check(metric(samples, "lockstep_step_forward_seconds_total") > 0 and
+                  metric(samples, "lockstep_step_host_seconds_total") > 0, "step times")
             check("[lockstep-parity-v1]" not in s.log().split("listening on")[1],
                   "tagged line on an honest run: " + s.log())
         finally:
