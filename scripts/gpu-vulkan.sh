@@ -79,7 +79,7 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   for preset in ${PRESETS:-qwen2.5-0.5b qwen2.5-7b}; do
     f="/tmp/$preset-q4_k_m.gguf"
     step "$preset q4_k_m"
-    timeout 240 $L make-model --arch qwen2 --preset "$preset" --quant q4_k_m --seed 1 -o "$f" \
+    [ -f "$f" ] || timeout 240 $L make-model --arch qwen2 --preset "$preset" --quant q4_k_m --seed 1 -o "$f" \
       >>"$LOGS/bench.log" 2>&1 || { echo "make-model failed" | tee -a "$S"; continue; }
     # The gate with the default probe; the worst cosine is in the --json parity object.
     if ! timeout 180 $L run -m "$f" -p "Hello" -n 4 --temp 0 --backend vulkan --json \
