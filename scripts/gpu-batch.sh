@@ -13,7 +13,8 @@
 # scripts/gpu-vulkan.sh afterwards on the same warm machine rebuilds nothing.
 # PART=1 also runs tests/server/verified_serving_test.py with CUDA as the audited candidate.
 # AUDIT_RATES (default "0.02"): the serve measurement once per --audit-rate (the audits' cost).
-# PRESETS="" runs no benchmark; BENCH=0 only the serve measurement.
+# PRESETS="" runs no benchmark; BENCH=0 only the serve measurement. BATCHES: the batch sizes
+# (default 1,8,32,64,128); GEMM_MINS: LOCKSTEP_CUDA_BATCH_GEMM_MIN values to bench besides.
 # Logs under $OUT; $OUT/summary.txt is the digest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -100,12 +101,18 @@ for preset in ${PRESETS-qwen2.5-0.5b}; do
     echo "-- bench, one sequence" | tee -a "$S"
     timeout 120 build-gpu/lockstep bench -m "$f" --backend cuda -p 512 -n 128 -r 2 \
       2>>"$LOGS/bench-$preset.log" | tee -a "$S"
-    for mode in default --batch-invariant; do
+    for mode in default --batch-invariant ${GEMM_MINS:-}; do
       echo "-- bench --batch, $mode" | tee -a "$S"
       extra=""
-      [ "$mode" = default ] || extra="$mode"
-      timeout 200 build-gpu/lockstep bench -m "$f" --backend cuda --batch 1,8,32,64,128 -p 256 \
-        -n 128 -r 1 $extra 2>>"$LOGS/bench-$preset.log" | tee -a "$S"
+      gemm_min=""
+      case "$mode" in
+        default) ;;
+        --*) extra="$mode" ;;
+        *) gemm_min="$mode" ;;  # a LOCKSTEP_CUDA_BATCH_GEMM_MIN value
+      esac
+      env ${gemm_min:+LOCKSTEP_CUDA_BATCH_GEMM_MIN=$gemm_min} timeout 200 build-gpu/lockstep bench -m "$f" \
+        --backend cuda --batch "${BATCHES:-1,8,32,64,128}" -p 256 -n 128 -r 1 $extra \
+        2>>"$LOGS/bench-$preset.log" | tee -a "$S"
     done
   fi
   if [ "$SERVE" = 1 ] && [[ " ${SERVE_PRESETS:-$preset} " == *" $preset "* ]]; then

@@ -24,6 +24,7 @@ struct Scheduler::Slot {
   int32_t sampled = 0;
   std::string sample_error;
   TokenLogprobs sampled_logprobs;
+  std::string shown;  // the text the sampled token adds, after the stop filter
   int generated = 0;
   // An audited request's sampled tokens and their logits rows (ScheduledRequest::on_logits).
   std::vector<int32_t> audit_tokens;
@@ -321,18 +322,27 @@ void Scheduler::step() {
   ++steps_;
   const auto t1 = std::chrono::steady_clock::now();
 
-  // Each slot samples from its own row with its own sampler: side by side, then the rest in
-  // slot order on this thread.
+  // Each slot samples from its own row with its own sampler, detokenizer and stop filter: side
+  // by side on the sample pool. Then, in slot order on this thread, the events and the ends.
   sample_pool_->parallel_for(int64_t(batch.size()), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      if (!batch[size_t(i)].logits) continue;
       Slot& slot = *in_batch[size_t(i)];
+      if (slot.fed < slot.req.prompt.size()) slot.fed += batch[size_t(i)].tokens.size();
+      if (!batch[size_t(i)].logits) continue;
       slot.sample_error.clear();
+      slot.shown.clear();
       try {
-        slot.sampled = slot.sampler->sample({slot.logits.data(), n_sample_});
-        if (slot.req.logprobs >= 0 && !vocab_.is_eog(slot.sampled))  // the end token is not text
+        const int32_t token = slot.sampler->sample({slot.logits.data(), n_sample_});
+        slot.sampled = token;
+        if (slot.req.logprobs >= 0 && !vocab_.is_eog(token))  // the end token is not text
           slot.sampled_logprobs =
-              token_logprobs({slot.logits.data(), n_sample_}, slot.sampled, slot.req.logprobs);
+              token_logprobs({slot.logits.data(), n_sample_}, token, slot.req.logprobs);
+        slot.sampler->accept_generated(token);
+        if (slot.req.on_logits) {
+          slot.audit_tokens.push_back(token);
+          slot.audit_rows.insert(slot.audit_rows.end(), slot.logits.begin(), slot.logits.end());
+        }
+        if (!vocab_.is_eog(token)) slot.shown = slot.stops->push(slot.detok->push(token));
       } catch (const std::exception& e) {
         slot.sample_error = e.what();
         if (slot.sample_error.empty()) slot.sample_error = "sampling failed";
@@ -342,21 +352,13 @@ void Scheduler::step() {
 
   for (size_t i = 0; i < batch.size(); ++i) {
     Slot& slot = *in_batch[i];
-    const bool prompt_item = slot.fed < slot.req.prompt.size();
-    if (prompt_item) slot.fed += batch[i].tokens.size();
     if (!batch[i].logits) continue;
-
     if (!slot.sample_error.empty()) {
       finish(slot, "error", slot.sample_error);
       continue;
     }
     const int32_t token = slot.sampled;
-    slot.sampler->accept_generated(token);
     ++slot.generated;
-    if (slot.req.on_logits) {
-      slot.audit_tokens.push_back(token);
-      slot.audit_rows.insert(slot.audit_rows.end(), slot.logits.begin(), slot.logits.end());
-    }
     StreamEvent ev;
     ev.token = token;
     if (slot.req.logprobs >= 0 && !vocab_.is_eog(token)) ev.logprobs = &slot.sampled_logprobs;
@@ -367,8 +369,7 @@ void Scheduler::step() {
       finish(slot, "eos");
       continue;
     }
-    const std::string shown = slot.stops->push(slot.detok->push(token));
-    ev.text = shown;
+    ev.text = slot.shown;
     notify(slot.req, ev);
     if (slot.stops->stopped()) {
       finish(slot, "stop");
