@@ -59,6 +59,10 @@ class Backend {
   // Sequences the KV cache holds, each of n_ctx() positions (slots; 1 unless the backend was
   // created with BackendOptions::n_seq).
   virtual int n_seq() const { return 1; }
+  // A decode step of at least this many sequences takes another route through the backend (CUDA:
+  // the GEMMs instead of the batch-invariant matvecs); 0: every step takes the same one. The
+  // parity gate feeds a step of this size, so that the route is checked before it serves.
+  virtual int batch_route_rows() const { return 0; }
   virtual int n_ctx() const = 0;
   // Sequence 0's cached length, and any sequence's.
   virtual int n_past() const = 0;

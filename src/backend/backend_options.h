@@ -71,8 +71,9 @@ struct CudaBackendOptions {
   // through the cuBLAS GEMMs instead of the batched matvecs: faster for large batches, but a
   // token's result then depends on the batch (the F16 GEMM and cuBLAS's choice of kernel by
   // shape). 0: every step on the batched matvecs, whose rows are bit for bit what each token
-  // alone gets (`--batch-invariant`).
-  int batch_gemm_min = 48;
+  // alone gets (`--batch-invariant`). 16: from there on the GEMMs were as fast or faster on the
+  // H100 for Qwen2.5 0.5B and 7B (bench/NOTES.md, "Continuous batching on CUDA").
+  int batch_gemm_min = 16;
   // Weight values per dequantized F16 tile of the prefill GEMM (bounds that scratch).
   size_t gemm_tile_elems = size_t(32) << 20;
   CudaKernelTuning tuning;

@@ -274,24 +274,31 @@ ParityVerdict ParityComparison::compare_with(const ReferenceProbe& ref, Backend&
   // A backend serving several sequences decodes them in one batch. Then every step also feeds a
   // second sequence that holds the probe's first `side` tokens, one more probe token per step: its
   // rows are the reference's prefill rows side + k, already computed, so the batched path (other
-  // sequence, other position, one call) is compared at no cost to the reference.
+  // sequence, other position, one call) is compared at no cost to the reference. A backend whose
+  // larger steps take another route (batch_route_rows) gets that many rows per step when it has
+  // the sequences: sequences 1 .. n_side all hold the same tokens and must all give those rows.
   const int side = batched_side_length(candidate, P, cfg.steps);
-  std::vector<float> side_rows;
+  const int route = candidate.batch_route_rows();
+  const int n_side = side == 0 ? 0 : (route > 2 && candidate.n_seq() >= route ? route - 1 : 1);
   if (side > 0) {
-    candidate.truncate_seq(1, 0);
-    side_rows.assign(size_t(side) * V, nan);
+    std::vector<SeqTokens> prefixes;
+    for (int s = 1; s <= n_side; ++s) {
+      candidate.truncate_seq(s, 0);
+      prefixes.push_back({s, probe.first(size_t(side)), nullptr, false});
+    }
     c0 = Clock::now();
-    candidate.forward_batch(
-        std::vector<SeqTokens>{{1, probe.first(size_t(side)), side_rows.data(), true}});
+    candidate.forward_batch(prefixes);
     v.candidate_ms += ms_since(c0);
   }
-  std::vector<float> step(V), side_step(V);
+  std::vector<float> step(V), side_steps(size_t(n_side) * V);
   for (int k = 0; k < cfg.steps; ++k) {
     const int32_t token = ref.step_tokens[size_t(k)];
     std::fill(step.begin(), step.end(), nan);
-    std::fill(side_step.begin(), side_step.end(), nan);
+    std::fill(side_steps.begin(), side_steps.end(), nan);
     std::vector<SeqTokens> batch = {{0, {&token, 1}, step.data(), false}};
-    if (side > 0) batch.push_back({1, probe.subspan(size_t(side + k), 1), side_step.data(), false});
+    for (int s = 1; s <= n_side; ++s)
+      batch.push_back(
+          {s, probe.subspan(size_t(side + k), 1), side_steps.data() + size_t(s - 1) * V, false});
     c0 = Clock::now();
     candidate.forward_batch(batch);
     v.candidate_ms += ms_since(c0);
@@ -302,16 +309,17 @@ ParityVerdict ParityComparison::compare_with(const ReferenceProbe& ref, Backend&
     row.token = token;
     row.m = compare_logits({ref.steps.data() + size_t(k) * V, V}, step);
     if (!check(row)) return finish();
-    if (side > 0) {
+    for (int s = 1; s <= n_side; ++s) {
       ParityRow side_row = row;
-      side_row.seq = 1;
+      side_row.seq = s;
       side_row.position = side + k;
       side_row.token = probe[size_t(side + k)];
-      side_row.m = compare_logits({ref.prefill.data() + size_t(side + k) * V, V}, side_step);
+      side_row.m = compare_logits({ref.prefill.data() + size_t(side + k) * V, V},
+                                  {side_steps.data() + size_t(s - 1) * V, V});
       if (!check(side_row)) return finish();
     }
   }
-  if (side > 0) candidate.truncate_seq(1, 0);
+  for (int s = 1; s <= n_side; ++s) candidate.truncate_seq(s, 0);
   return finish();
 }
 

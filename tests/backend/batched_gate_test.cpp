@@ -7,8 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/reference_backend.h"
+#include "backend/fast_compare.h"
 #include "backend/random_data.h"
 #include "backend/synthetic_model.h"
+#include "parity/comparison.h"
 #include "parity/gate.h"
 #include "parity/parity_config.h"
 #include "util/error.h"
@@ -97,6 +100,78 @@ TEST_F(BatchedGate, AFaultOfTheBatchedPathAloneIsCaughtOnlyWhenTheGateBatches) {
     EXPECT_EQ(fell_back.verdict.status, ParityVerdict::Status::Rejected);
     EXPECT_EQ(fell_back.backend_used, "cpu-ref");
     EXPECT_EQ(fell_back.backend->n_seq(), 2);
+  }
+}
+
+// A backend whose steps of at least `route` sequences take another route (CUDA: the GEMMs), here
+// the fast path with that route's rows corrupted when `broken`.
+class RoutedFast final : public cpu::TransformerBackend<Backend> {
+ public:
+  RoutedFast(const Model& model, int n_seq, int route, bool broken)
+      : TransformerBackend(model, cpu::make_fast_kernels(), options(n_seq)),
+        route_(route),
+        broken_(broken) {}
+  std::string name() const override { return "cpu"; }
+  int batch_route_rows() const override { return route_; }
+  int64_t route_steps = 0;
+
+ protected:
+  void forward_batch_impl(std::span<const SeqTokens> batch) override {
+    TransformerBackend::forward_batch_impl(batch);
+    if (int(batch.size()) < route_) return;
+    for (const SeqTokens& item : batch)
+      if (item.tokens.size() != 1) return;
+    ++route_steps;
+    if (!broken_) return;
+    const size_t V = size_t(model().hp.n_vocab);
+    for (const SeqTokens& item : batch)
+      for (size_t i = 0; i < V; ++i) item.logits[i] += 4.0f * float((i * 7919) % 13) - 24.0f;
+  }
+
+ private:
+  static cpu::TransformerOptions options(int n_seq) {
+    cpu::TransformerOptions o;
+    o.name = "cpu";
+    o.n_threads = 2;
+    o.n_ctx = 64;
+    o.n_seq = n_seq;
+    return o;
+  }
+  int route_;
+  bool broken_;
+};
+
+// The gate's batched steps reach a backend's large-batch route when it has the sequences: all
+// route - 1 side sequences give the reference's rows (a healthy route passes, with a row for each),
+// a broken route is rejected at its first step, and a backend of fewer sequences than the route
+// never takes it (nor is it asked to).
+TEST_F(BatchedGate, StepsAsLargeAsTheBackendsOtherRouteCheckThatRoute) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  ReferenceBackend reference(*model_, 2, 64);
+  ParityConfig config;
+  {
+    RoutedFast healthy(*model_, 5, 5, false);
+    const ParityVerdict v = ParityComparison::compare(reference, healthy, probe_, config);
+    EXPECT_EQ(v.status, ParityVerdict::Status::Passed) << v.failure_text();
+    EXPECT_EQ(healthy.route_steps, 3);
+    ASSERT_EQ(v.rows.size(), 24u + 3u + 3u * 4u);
+    for (int s = 1; s <= 4; ++s) EXPECT_EQ(v.rows[size_t(24 + 1 + s - 1)].seq, s);
+    for (int s = 1; s <= 4; ++s) EXPECT_EQ(healthy.seq_past(s), 0);  // left empty
+  }
+  {
+    RoutedFast broken(*model_, 5, 5, true);
+    const ParityVerdict v = ParityComparison::compare(reference, broken, probe_, config);
+    EXPECT_EQ(v.status, ParityVerdict::Status::Rejected);
+    // The route's first step, where sequence 0's row is already wrong.
+    EXPECT_NE(v.failure_text().find("at step 0/3"), std::string::npos) << v.failure_text();
+    EXPECT_EQ(broken.route_steps, 1);
+  }
+  {
+    RoutedFast small(*model_, 4, 5, true);  // four sequences: steps of two, the route unused
+    const ParityVerdict v = ParityComparison::compare(reference, small, probe_, config);
+    EXPECT_EQ(v.status, ParityVerdict::Status::Passed) << v.failure_text();
+    EXPECT_EQ(small.route_steps, 0);
+    EXPECT_EQ(v.rows.size(), 24u + 3u + 3u);
   }
 }
 

@@ -81,6 +81,7 @@ class CudaBackend final : public GatedBackend {
   int n_past() const override { return seq_past_[0]; }
   int seq_past(int seq) const override { return seq_past_.at(size_t(seq)); }
   int n_seq() const override { return n_seq_; }
+  int batch_route_rows() const override { return opts_.batch_gemm_min; }
   int n_ctx() const override { return n_ctx_; }
   void truncate(int n_past) override { truncate_seq(0, n_past); }
   void truncate_seq(int seq, int n_past) override;
