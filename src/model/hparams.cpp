@@ -234,8 +234,7 @@ HParams read_hparams(const gguf::GgufFile& f) {
       hp.sliding_window = f.find(p + "attention.sliding_window")
                               ? require_positive(f, p + "attention.sliding_window")
                               : 4096;
-      hp.attn_softcap =
-          float(float_in_range(f, p + "attn_logit_softcapping", 50.0, 0, true, 1e6));
+      hp.attn_softcap = float(float_in_range(f, p + "attn_logit_softcapping", 50.0, 0, true, 1e6));
       hp.final_softcap =
           float(float_in_range(f, p + "final_logit_softcapping", 30.0, 0, true, 1e6));
     } else {
@@ -265,10 +264,9 @@ HParams read_hparams(const gguf::GgufFile& f) {
   // within that bound but short of some layer's tensors is told which tensors are missing.
   const auto n_tensors = int64_t(f.tensors().size());
   if (hp.n_layer > n_tensors)
-    throw InputError(f.path() + ": metadata key '" + p +
-                     "block_count' = " + std::to_string(hp.n_layer) +
-                     " is more layers than the file's " + std::to_string(n_tensors) +
-                     " tensors can hold");
+    throw InputError(
+        f.path() + ": metadata key '" + p + "block_count' = " + std::to_string(hp.n_layer) +
+        " is more layers than the file's " + std::to_string(n_tensors) + " tensors can hold");
   int64_t largest_dim = 0;
   for (const auto& t : f.tensors())
     for (int64_t d : t.ne) largest_dim = std::max(largest_dim, d);

@@ -38,7 +38,7 @@ struct HParams {
   float rope_yarn_beta_fast = 32.0f;
   float rope_yarn_beta_slow = 1.0f;
   float rope_attn_factor = 1.0f;  // rope.scaling.attn_factor
-  int64_t rope_dim = 0;          // rotated dimensions per head (usually head_dim)
+  int64_t rope_dim = 0;           // rotated dimensions per head (usually head_dim)
   RopeType rope_type = RopeType::Normal;
   bool has_qkv_bias = false;     // qwen2
   bool tied_embeddings = false;  // no output.weight: the token embedding is reused
@@ -50,20 +50,20 @@ struct HParams {
   // What qwen3, gemma2 and gemma3 add to the llama block (each off for llama and qwen2). A
   // backend that does not implement one of them refuses the model: extended_features() names
   // them.
-  bool has_rope_freqs = false;     // llama 3.1+: rope_freqs.weight divides pair i's frequency
-  bool has_qk_norm = false;        // qwen3, gemma3: RMSNorm over each head of q and of k
-  bool has_post_norms = false;     // gemma: RMSNorm of the attention and FFN outputs before the
-                                   // residual add (post_attention_norm, post_ffw_norm)
+  bool has_rope_freqs = false;  // llama 3.1+: rope_freqs.weight divides pair i's frequency
+  bool has_qk_norm = false;     // qwen3, gemma3: RMSNorm over each head of q and of k
+  bool has_post_norms = false;  // gemma: RMSNorm of the attention and FFN outputs before the
+                                // residual add (post_attention_norm, post_ffw_norm)
   FfnActivation ffn_act = FfnActivation::Silu;  // gemma: GELU (tanh approximation)
-  float embd_scale = 1.0f;         // gemma: token embeddings are multiplied by sqrt(n_embd)
-  float attn_scale = 0;            // attention score = (q . k) * attn_scale; 0: 1/sqrt(head_dim)
-                                   // (gemma 27B: 1/sqrt(n_embd / n_head))
-  float attn_softcap = 0;          // gemma2: score = cap * tanh(score / cap); 0: none
-  float final_softcap = 0;         // gemma2: logit = cap * tanh(logit / cap); 0: none
-  int64_t sliding_window = 0;      // tokens a sliding layer's query sees, itself included; 0: none
-  int64_t swa_pattern = 0;         // layer l slides when l % swa_pattern < swa_pattern - 1
-                                   // (gemma2: 2, even layers; gemma3: 6, five of every six)
-  float rope_freq_base_swa = 0;    // the sliding layers' rope base (gemma3: 10000; else the same)
+  float embd_scale = 1.0f;       // gemma: token embeddings are multiplied by sqrt(n_embd)
+  float attn_scale = 0;          // attention score = (q . k) * attn_scale; 0: 1/sqrt(head_dim)
+                                 // (gemma 27B: 1/sqrt(n_embd / n_head))
+  float attn_softcap = 0;        // gemma2: score = cap * tanh(score / cap); 0: none
+  float final_softcap = 0;       // gemma2: logit = cap * tanh(logit / cap); 0: none
+  int64_t sliding_window = 0;    // tokens a sliding layer's query sees, itself included; 0: none
+  int64_t swa_pattern = 0;       // layer l slides when l % swa_pattern < swa_pattern - 1
+                                 // (gemma2: 2, even layers; gemma3: 6, five of every six)
+  float rope_freq_base_swa = 0;  // the sliding layers' rope base (gemma3: 10000; else the same)
   float rope_freq_scale_swa = 1.0f;
 
   // Whether layer l attends over a sliding window of sliding_window positions.

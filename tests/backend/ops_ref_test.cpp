@@ -403,9 +403,9 @@ TEST(OpsRef, AttentionWithScaleAndSoftcapMatchesFloat64) {
   SCOPED_TRACE(seed_trace(seed));
   std::mt19937_64 rng(seed);
   const int64_t hd = 32, stride = 3 * hd;
-  for (const cpu::AttentionScoring sc : {cpu::AttentionScoring{0.3f, 5.0f},
-                                         cpu::AttentionScoring{0, 5.0f},
-                                         cpu::AttentionScoring{0.05f, 0}}) {
+  for (const cpu::AttentionScoring sc :
+       {cpu::AttentionScoring{0.3f, 5.0f}, cpu::AttentionScoring{0, 5.0f},
+        cpu::AttentionScoring{0.05f, 0}}) {
     for (int64_t n_kv : {1, 9, 200}) {
       SCOPED_TRACE("scale " + std::to_string(sc.scale) + " cap " + std::to_string(sc.softcap) +
                    " n_kv " + std::to_string(n_kv));
@@ -424,8 +424,8 @@ TEST(OpsRef, AttentionWithScaleAndSoftcapMatchesFloat64) {
           dot += double(q[size_t(d)]) * k[size_t(j * stride + d)];
           mag += std::fabs(double(q[size_t(d)]) * k[size_t(j * stride + d)]);
         }
-        w[size_t(j)] = sc.softcap > 0 ? sc.softcap * std::tanh(dot * scale / sc.softcap)
-                                      : dot * scale;
+        w[size_t(j)] =
+            sc.softcap > 0 ? sc.softcap * std::tanh(dot * scale / sc.softcap) : dot * scale;
         mx = std::max(mx, w[size_t(j)]);
         max_qk = std::max(max_qk, mag);
       }

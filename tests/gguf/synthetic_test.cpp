@@ -180,8 +180,8 @@ TEST(SyntheticPresets, LlamaRopeScalingAndQwen3HeadSize) {
     EXPECT_TRUE(m.hp.has_rope_freqs);
     std::filesystem::remove(path);
   }
-  const auto q3 = plan_synthetic_model(*find_model_preset("qwen3-0.6b"), std::nullopt,
-                                       scheme("f32"), 1);
+  const auto q3 =
+      plan_synthetic_model(*find_model_preset("qwen3-0.6b"), std::nullopt, scheme("f32"), 1);
   EXPECT_EQ(q3.hp.arch, Arch::Qwen3);
   EXPECT_EQ(q3.hp.head_dim, 128);
   EXPECT_TRUE(q3.hp.has_qk_norm);

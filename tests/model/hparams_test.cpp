@@ -140,8 +140,7 @@ TEST(ModelLoad, RopeFrequencyFactorsAreBoundAndChecked) {
   auto err = load_error(tiny_model_with([&](GgufWriter& w) {
     w.add_tensor("rope_freqs.weight", TensorType::F32, {16}, f32_bytes(std::vector<float>(16, 1)));
   }));
-  EXPECT_NE(err.find("tensor 'rope_freqs.weight' has shape [16], expected [32]"),
-            std::string::npos)
+  EXPECT_NE(err.find("tensor 'rope_freqs.weight' has shape [16], expected [32]"), std::string::npos)
       << err;
   // Values are checked when a backend reads them (loading reads no tensor data).
   EXPECT_EQ(rope_freq_factors(m), factors);
@@ -149,9 +148,11 @@ TEST(ModelLoad, RopeFrequencyFactorsAreBoundAndChecked) {
                           std::numeric_limits<float>::infinity()}) {
     auto f = factors;
     f[9] = bad;
-    Model bad_model = Model::from_file(GgufFile::from_bytes(tiny_model_with([&](GgufWriter& w) {
-      w.add_tensor("rope_freqs.weight", TensorType::F32, {32}, f32_bytes(f));
-    }), "bad.gguf"));
+    Model bad_model = Model::from_file(GgufFile::from_bytes(
+        tiny_model_with([&](GgufWriter& w) {
+          w.add_tensor("rope_freqs.weight", TensorType::F32, {32}, f32_bytes(f));
+        }),
+        "bad.gguf"));
     try {
       (void)rope_freq_factors(bad_model);
       ADD_FAILURE() << "factor " << bad << " accepted";
