@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "backend/greedy_pick.h"
 #include "util/error.h"
 #include "util/hash.h"
 
@@ -33,6 +34,9 @@ void Backend::validate(std::span<const SeqTokens> batch, std::vector<int>& pos_b
         throw InputError(who + "token id " + std::to_string(item.tokens[size_t(i)]) +
                          " at batch index " + std::to_string(i) +
                          " is outside the vocabulary (n_vocab " + std::to_string(n_vocab) + ")");
+    if (item.argmax && (item.argmax_cols < 0 || item.argmax_cols > n_vocab))
+      throw Error(name() + ": " + who + "argmax over " + std::to_string(item.argmax_cols) +
+                  " logits of " + std::to_string(n_vocab));
     const int64_t past = seq_past(item.seq);
     if (past + n > n_ctx())
       throw Error(who + "context overflow: " + std::to_string(past) + " cached + " +
@@ -46,9 +50,40 @@ void Backend::forward_batch(std::span<const SeqTokens> batch) {
   // A member, so that a steady stream of calls allocates nothing once it has grown.
   pos_begin_.clear();
   validate(batch, pos_begin_);
-  forward_batch_impl(batch);
+  // Argmax picks the backend does not make itself are made here, from the row (a scratch row when
+  // the caller asked for none); so are all of them while a fault that edits logits is in force,
+  // so that the fault reaches the pick as it reaches a sampled row.
+  const bool logits_fault = fault_.kind == FaultSpec::NaN || fault_.kind == FaultSpec::AfterCalls ||
+                            fault_.kind == FaultSpec::FromPosition;
+  std::span<const SeqTokens> run = batch;
+  bool host_picks = false;
+  for (size_t i = 0; i < batch.size(); ++i)
+    host_picks = host_picks || (batch[i].argmax && (logits_fault || !picks_argmax(batch, i)));
+  const size_t V = size_t(model().hp.n_vocab);
+  if (host_picks) {
+    host_pick_items_.assign(batch.begin(), batch.end());
+    size_t scratch = 0;
+    for (const SeqTokens& item : host_pick_items_) scratch += item.argmax && !item.logits;
+    host_pick_rows_.resize(scratch * V);
+    scratch = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      SeqTokens& item = host_pick_items_[i];
+      if (!item.argmax || (!logits_fault && picks_argmax(batch, i))) continue;
+      if (!item.logits) item.logits = host_pick_rows_.data() + V * scratch++;
+      item.argmax = nullptr;  // the backend need not pick: it is done below
+    }
+    run = host_pick_items_;
+  }
+  forward_batch_impl(run);
   const int64_t call = fault_calls_++;
-  for (size_t i = 0; i < batch.size(); ++i) apply_fault(batch[i], pos_begin_[i], call);
+  for (size_t i = 0; i < run.size(); ++i) apply_fault(run[i], pos_begin_[i], call);
+  if (!host_picks) return;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!batch[i].argmax || run[i].argmax) continue;
+    const SeqTokens& item = run[i];
+    const float* row = item.logits + (item.all_logits ? V * (item.tokens.size() - 1) : 0);
+    *batch[i].argmax = greedy_pick({row, item.argmax_cols ? size_t(item.argmax_cols) : V});
+  }
 }
 
 void Backend::set_fault(const FaultSpec& fault) {

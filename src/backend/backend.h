@@ -33,6 +33,11 @@ struct SeqTokens {
   std::span<const int32_t> tokens;  // appended at that sequence's positions n_past .. n_past+n-1
   float* logits = nullptr;          // n rows (all_logits) or the last token's row; nullptr: none
   bool all_logits = false;
+  // The greedy choice after the last token (greedy_pick over the first argmax_cols logits of its
+  // row; 0: all n_vocab), with or without the row itself: a greedy decode step needs B ids, not
+  // B rows of the vocabulary. nullptr: none.
+  int32_t* argmax = nullptr;
+  int argmax_cols = 0;
 };
 
 class Backend {
@@ -63,6 +68,10 @@ class Backend {
   // the GEMMs instead of the batch-invariant matvecs); 0: every step takes the same one. The
   // parity gate feeds a step of this size, so that the route is checked before it serves.
   virtual int batch_route_rows() const { return 0; }
+  // The memory bandwidth a device-to-device copy reaches on this backend's device, read plus
+  // written bytes per second / 1e9, measured when called (bench's yardstick for its weight
+  // bandwidth; it takes a fraction of a second and scratch memory); 0 where not measured.
+  virtual double measured_copy_gb_per_s() { return 0; }
   virtual int n_ctx() const = 0;
   // Sequence 0's cached length, and any sequence's.
   virtual int n_past() const = 0;
@@ -92,6 +101,14 @@ class Backend {
   virtual void forward_batch_impl(std::span<const SeqTokens> batch) {
     for (const SeqTokens& item : batch) forward_impl(item.tokens, item.logits, item.all_logits);
   }
+  // Whether forward_batch_impl fills batch[i].argmax itself (from the row on its device); the
+  // default, no: forward_batch then computes that row into a scratch row (when the caller gave
+  // none) and picks on the host.
+  virtual bool picks_argmax(std::span<const SeqTokens> batch, size_t i) const {
+    (void)batch;
+    (void)i;
+    return false;
+  }
   // Throws when this backend may not compute now (GatedBackend: before the parity gate).
   virtual void check_may_compute() const {}
   // KvDrift: move every K and V value at positions [pos_begin, pos_end) of sequence `seq`, in
@@ -106,6 +123,9 @@ class Backend {
   void apply_fault(const SeqTokens& item, int64_t pos_begin, int64_t call);
 
   std::vector<int> pos_begin_;  // forward_batch(): each item's first position
+  // forward_batch(): the batch with scratch rows for the argmax picks made here, and those rows
+  std::vector<SeqTokens> host_pick_items_;
+  std::vector<float> host_pick_rows_;
   FaultSpec fault_;
   int64_t fault_calls_ = 0;  // forward calls since set_fault
   bool fault_nan_done_ = false;

@@ -1,10 +1,11 @@
-// `lockstep bench -m MODEL [-p 512[,N...]] [-n 128[,N...]] [-t N[,N...]] [-r REPS] [--backend ...]
-// [-o md|json|csv] [--batch B[,B...]]`: prompt-processing and generation throughput, llama-bench
-// style. Every -p value and every -n value is a test of its own, measured at every -t thread
-// count: one row each. With --batch, llama-batched-bench's shape instead: for each B, B sequences
-// with a -p token prompt (default 256) each, then -n decode steps (default 128) of all B at once,
-// on a backend opened through the gate with max B sequences. The table (or JSON array, or CSV)
-// goes to stdout; progress lines go to stderr.
+// `lockstep bench -m MODEL [-p 512[,N...]] [-n 128[,N...]] [-d 0[,D...]] [-t N[,N...]] [-r REPS]
+// [--backend ...] [-o md|json|csv] [--batch B[,B...]]`: prompt-processing and generation
+// throughput, llama-bench style. Every -p value and every -n value is a test of its own, measured
+// at every -d depth (tokens already in the KV cache) and every -t thread count: one row each. With
+// --batch, llama-batched-bench's shape instead: for each B, B sequences with a -p token prompt
+// (default 256) each, then -n decode steps (default 128) of all B at once, on a backend opened
+// through the gate with max B sequences. The table (or JSON array, or CSV) goes to stdout; progress
+// lines go to stderr.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -100,12 +101,18 @@ void add_bench(CLI::App& app, Action& action) {
                       "generated tokens, a comma-separated list: one tg test per value (0: none)")
           ->delimiter(',')
           ->default_str("128");
+  auto* n_depth =
+      cmd->add_option("-d,--n-depth", f->params.n_depth,
+                      "tokens in the KV cache before each test, a comma-separated list: every "
+                      "test runs at every depth (llama-bench's -d)")
+          ->delimiter(',')
+          ->default_str("0");
   cmd->add_option("-r,--repetitions", f->params.reps, "repetitions of each test")
       ->capture_default_str();
   auto* output = cmd->add_option("-o,--output", f->output, "output format: md | json | csv")
                      ->capture_default_str();
   cmd->add_flag("--json", f->json, "the same as -o json");
-  cmd->callback([&action, f, output, batch, n_prompt, n_gen] {
+  cmd->callback([&action, f, output, batch, n_prompt, n_gen, n_depth] {
     check_model_flags(f->model);
     for (int t : f->threads)
       if (t < 0 || t > max_thread_count())
@@ -127,13 +134,20 @@ void add_bench(CLI::App& app, Action& action) {
       if (f->params.n_prompt.size() != 1 || f->params.n_gen.size() != 1)
         throw CLI::ValidationError("--batch", "takes one -p and one -n value");
       if (f->params.n_prompt[0] < 1) throw CLI::ValidationError("--n-prompt", "must be >= 1");
+      if (n_depth->count() > 0)
+        throw CLI::ValidationError("--n-depth", "is not available with --batch");
       if (any_below(f->params.batch, 1) ||
           *std::max_element(f->params.batch.begin(), f->params.batch.end()) > 256)
         throw CLI::ValidationError("--batch", "sizes must be in [1, 256]");
     }
     if (any_below(f->params.n_prompt, 0)) throw CLI::ValidationError("--n-prompt", "must be >= 0");
     if (any_below(f->params.n_gen, 0)) throw CLI::ValidationError("--n-gen", "must be >= 0");
-    if (bench_max_tokens(f->params) == 0)
+    if (any_below(f->params.n_depth, 0)) throw CLI::ValidationError("--n-depth", "must be >= 0");
+    if (f->params.n_depth.empty()) f->params.n_depth = {0};
+    auto max_of = [](const std::vector<int>& v) {
+      return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
+    };
+    if (std::max(max_of(f->params.n_prompt), max_of(f->params.n_gen)) <= 0)
       throw CLI::ValidationError("--n-prompt/--n-gen", "at least one must be > 0");
     if (any_below(f->threads, 0)) throw CLI::ValidationError("--threads", "must be >= 0 (0: all)");
     if (f->params.reps < 1) throw CLI::ValidationError("--repetitions", "must be >= 1");

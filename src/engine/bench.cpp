@@ -25,17 +25,37 @@ std::vector<int32_t> random_tokens(int n, int64_t n_vocab, uint64_t seed) {
   return t;
 }
 
-// One prompt-processing run: a single batched forward of all tokens. Returns tok/s.
-double run_pp(Backend& b, const std::vector<int32_t>& tokens, std::vector<float>& logits) {
+// Leaves exactly `depth` positions in the cache: the ones there already when it holds that many
+// (a test only appends after them, so truncating restores the same context), else `depth` random
+// tokens prefilled in chunks (not measured; chunks keep the prefill's scratch at its usual size).
+void set_depth(Backend& b, int depth, int64_t n_vocab, uint64_t seed, std::vector<float>& logits) {
+  if (b.n_past() >= depth) {
+    b.truncate(depth);
+    return;
+  }
   b.truncate(0);
+  const auto tokens = random_tokens(depth, n_vocab, seed ^ 0xde9711ULL);
+  constexpr int kChunk = 512;
+  for (int i = 0; i < depth; i += kChunk) {
+    const int n = std::min(kChunk, depth - i);
+    b.forward({tokens.data() + i, size_t(n)}, logits.data(), false);
+  }
+}
+
+// One prompt-processing run: a single batched forward of all tokens after `depth` cached ones.
+// Returns tok/s.
+double run_pp(Backend& b, int depth, const std::vector<int32_t>& tokens,
+              std::vector<float>& logits) {
+  set_depth(b, depth, b.model().hp.n_vocab, 0, logits);
   const auto t0 = Clock::now();
   b.forward(tokens, logits.data(), false);
   return double(tokens.size()) / seconds_since(t0);
 }
 
-// One generation run: one forward per token from an empty cache. Returns tok/s.
-double run_tg(Backend& b, const std::vector<int32_t>& tokens, std::vector<float>& logits) {
-  b.truncate(0);
+// One generation run: one forward per token after `depth` cached ones. Returns tok/s.
+double run_tg(Backend& b, int depth, const std::vector<int32_t>& tokens,
+              std::vector<float>& logits) {
+  set_depth(b, depth, b.model().hp.n_vocab, 0, logits);
   const auto t0 = Clock::now();
   for (int32_t t : tokens) b.forward({&t, 1}, logits.data(), false);
   return double(tokens.size()) / seconds_since(t0);
@@ -74,18 +94,20 @@ void summarize_stat(BenchStat& s) {
 }
 
 int bench_max_tokens(const BenchParams& p) {
-  int need = 0;
+  int need = 0, depth = 0;
   for (int n : p.n_prompt) need = std::max(need, n);
   for (int n : p.n_gen) need = std::max(need, n);
-  return need;
+  for (int d : p.n_depth) depth = std::max(depth, d);
+  return need + depth;
 }
 
 BenchReport run_bench(Backend& backend, const BenchParams& p, const ModelSummary& model,
                       int threads, const std::function<void(const std::string&)>& progress) {
-  const bool negative =
-      std::any_of(p.n_prompt.begin(), p.n_prompt.end(), [](int n) { return n < 0; }) ||
-      std::any_of(p.n_gen.begin(), p.n_gen.end(), [](int n) { return n < 0; });
-  if (negative || p.reps < 1) throw InputError("bench: -p and -n must be >= 0 and -r >= 1");
+  auto negative = [](const std::vector<int>& v) {
+    return std::any_of(v.begin(), v.end(), [](int n) { return n < 0; });
+  };
+  if (negative(p.n_prompt) || negative(p.n_gen) || negative(p.n_depth) || p.reps < 1)
+    throw InputError("bench: -p, -n and -d must be >= 0 and -r >= 1");
   const int need = bench_max_tokens(p);
   if (need > backend.n_ctx())
     throw InputError("bench: a test needs " + std::to_string(need) +
@@ -98,6 +120,7 @@ BenchReport run_bench(Backend& backend, const BenchParams& p, const ModelSummary
   r.backend = backend.name();
   r.threads = threads;
   r.weight_bytes_per_token = weight_bytes_per_token(backend.model());
+  r.copy_gb_per_s = backend.measured_copy_gb_per_s();
 
   auto first_positive = [](const std::vector<int>& v) {
     for (int n : v)
@@ -106,17 +129,20 @@ BenchReport run_bench(Backend& backend, const BenchParams& p, const ModelSummary
   };
   // Warm-up (not measured): page the weights in, let the backend size its buffers.
   if (const int n = first_positive(p.n_prompt); n > 0)
-    run_pp(backend, random_tokens(std::min(n, 32), n_vocab, p.seed), logits);
+    run_pp(backend, 0, random_tokens(std::min(n, 32), n_vocab, p.seed), logits);
   if (const int n = first_positive(p.n_gen); n > 0)
-    run_tg(backend, random_tokens(std::min(n, 4), n_vocab, p.seed), logits);
+    run_tg(backend, 0, random_tokens(std::min(n, 4), n_vocab, p.seed), logits);
+  backend.truncate(0);
 
-  auto measure = [&](const char* kind, int n, auto run_once) {
+  auto measure = [&](const char* kind, int n, int depth, auto run_once) {
     BenchStat s;
     s.test = kind + std::to_string(n);
+    if (depth > 0) s.test += " @ d" + std::to_string(depth);  // llama-bench's name for it
     s.n_tokens = n;
+    s.n_depth = depth;
     for (int rep = 0; rep < p.reps; ++rep) {
       const auto tokens = random_tokens(n, n_vocab, p.seed + uint64_t(rep) + 1);
-      s.tok_per_s.push_back(run_once(backend, tokens, logits));
+      s.tok_per_s.push_back(run_once(backend, depth, tokens, logits));
       if (progress)
         progress(s.test + " rep " + std::to_string(rep + 1) + "/" + std::to_string(p.reps) + ": " +
                  fixed(s.tok_per_s.back(), 2) + " tok/s");
@@ -124,15 +150,17 @@ BenchReport run_bench(Backend& backend, const BenchParams& p, const ModelSummary
     summarize_stat(s);
     r.stats.push_back(std::move(s));
   };
-  for (int n : p.n_prompt)
-    if (n > 0) measure("pp", n, run_pp);
-  for (int n : p.n_gen) {
-    if (n == 0) continue;
-    measure("tg", n, run_tg);
-    BenchStat& s = r.stats.back();
-    s.is_gen = true;
-    s.gb_per_s = double(r.weight_bytes_per_token) * s.median / 1e9;
-    r.gen_gb_per_s = s.gb_per_s;
+  for (int depth : p.n_depth) {
+    for (int n : p.n_prompt)
+      if (n > 0) measure("pp", n, depth, run_pp);
+    for (int n : p.n_gen) {
+      if (n == 0) continue;
+      measure("tg", n, depth, run_tg);
+      BenchStat& s = r.stats.back();
+      s.is_gen = true;
+      s.gb_per_s = double(r.weight_bytes_per_token) * s.median / 1e9;
+      r.gen_gb_per_s = s.gb_per_s;
+    }
   }
   backend.truncate(0);
   return r;
@@ -168,6 +196,7 @@ BenchReport run_batched_bench(Backend& backend, const BenchParams& p, const Mode
   r.backend = backend.name();
   r.threads = threads;
   r.weight_bytes_per_token = weight_bytes_per_token(backend.model());
+  r.copy_gb_per_s = backend.measured_copy_gb_per_s();
 
   // One run of B sequences; returns {prompt tok/s, aggregate decode tok/s}.
   auto run_once = [&](int B, uint64_t seed, int n_prompt, int n_gen) {
@@ -226,6 +255,18 @@ BenchReport run_batched_bench(Backend& backend, const BenchParams& p, const Mode
   return r;
 }
 
+namespace {
+
+// A tg row's weight bandwidth, and its share of the device's measured copy bandwidth when known.
+std::string weights_cell(const BenchReport& r, const BenchStat& s) {
+  if (!s.is_gen) return "-";
+  std::string cell = fixed(s.gb_per_s, 2);
+  if (r.copy_gb_per_s > 0) cell += " (" + fixed(100 * s.gb_per_s / r.copy_gb_per_s, 1) + " %)";
+  return cell;
+}
+
+}  // namespace
+
 std::string bench_markdown(const std::vector<BenchReport>& reports) {
   std::string out =
       "| model | type | size | params | backend | threads | test | t/s (median) | min | max | "
@@ -237,8 +278,7 @@ std::string bench_markdown(const std::vector<BenchReport>& reports) {
              human_bytes(r.model.file_bytes) + " | " + human_params(r.model.n_params) + " | " +
              r.backend + " | " + std::to_string(r.threads) + " | " + s.test + " | " +
              fixed(s.median, 2) + " | " + fixed(s.min, 2) + " | " + fixed(s.max, 2) + " | " +
-             fixed(s.stddev, 2) + " | " + (s.is_gen ? fixed(s.gb_per_s, 2) : std::string("-")) +
-             " |\n";
+             fixed(s.stddev, 2) + " | " + weights_cell(r, s) + " |\n";
   return out;
 }
 
@@ -259,6 +299,7 @@ std::string bench_json(const std::vector<BenchReport>& reports) {
       j["test"] = s.test;
       j["n_prompt"] = s.is_gen ? 0 : s.n_tokens;
       j["n_gen"] = s.is_gen ? s.n_tokens : 0;
+      j["n_depth"] = s.n_depth;
       j["n_tokens"] = s.n_tokens;
       j["n_seq"] = s.n_seq;
       j["tok_per_s"] = s.tok_per_s;
@@ -267,6 +308,9 @@ std::string bench_json(const std::vector<BenchReport>& reports) {
       j["max"] = s.max;
       j["stddev"] = s.stddev;
       j["gen_weights_gb_per_s"] = s.gb_per_s;
+      j["copy_gb_per_s"] = r.copy_gb_per_s;  // 0: not measured
+      if (s.is_gen && r.copy_gb_per_s > 0)
+        j["percent_of_copy_bandwidth"] = 100 * s.gb_per_s / r.copy_gb_per_s;
       rows.push_back(std::move(j));
     }
   return rows.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -287,7 +331,8 @@ std::string csv_field(const std::string& v) {
 std::string bench_csv(const std::vector<BenchReport>& reports) {
   std::string out =
       "model,file_type,file_bytes,n_params,backend,threads,test,n_prompt,n_gen,median_tok_per_s,"
-      "min_tok_per_s,max_tok_per_s,stddev_tok_per_s,gen_weights_gb_per_s,n_seq\n";
+      "min_tok_per_s,max_tok_per_s,stddev_tok_per_s,gen_weights_gb_per_s,n_seq,n_depth,"
+      "copy_gb_per_s\n";
   for (const auto& r : reports)
     for (const auto& s : r.stats) {
       const std::vector<std::string> fields = {r.model.name,
@@ -304,7 +349,9 @@ std::string bench_csv(const std::vector<BenchReport>& reports) {
                                                fixed(s.max, 3),
                                                fixed(s.stddev, 3),
                                                fixed(s.gb_per_s, 3),
-                                               std::to_string(s.n_seq)};
+                                               std::to_string(s.n_seq),
+                                               std::to_string(s.n_depth),
+                                               fixed(r.copy_gb_per_s, 3)};
       for (size_t k = 0; k < fields.size(); ++k) {
         if (k) out += ',';
         out += csv_field(fields[k]);

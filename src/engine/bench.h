@@ -18,6 +18,9 @@ namespace lockstep {
 struct BenchParams {
   std::vector<int> n_prompt = {512};  // one pp test per value; 0: skipped
   std::vector<int> n_gen = {128};     // one tg test per value; 0: skipped
+  // llama-bench's -d: the KV cache holds this many tokens before each test (random tokens,
+  // prefilled once per depth and not measured); every test runs at every depth.
+  std::vector<int> n_depth = {0};
   int reps = 5;
   uint64_t seed = 1;  // the input token ids are random (the values do not change the work)
   // llama-batched-bench mode when not empty (run_batched_bench): for each B, B sequences each
@@ -26,7 +29,7 @@ struct BenchParams {
 };
 
 struct BenchStat {
-  std::string test;  // "pp512", "tg128"
+  std::string test;  // "pp512", "tg128", "pp512 @ d4096"
   int n_tokens = 0;
   bool is_gen = false;  // a tg test
   // weight bytes per token x median tok/s, for tg tests (0 for pp)
@@ -36,6 +39,7 @@ struct BenchStat {
   // Sequences in the test (--batch): n_tokens is per sequence, tok/s counts all of them (prompt
   // tok/s, or the aggregate decode tok/s), and gb_per_s counts the weights once per step.
   int n_seq = 1;
+  int n_depth = 0;  // tokens in the cache before the test (-d)
 };
 
 struct BenchReport {
@@ -46,9 +50,12 @@ struct BenchReport {
   uint64_t weight_bytes_per_token = 0;
   // weight_bytes_per_token x median tok/s of the last tg test; 0 when no tg test ran.
   double gen_gb_per_s = 0;
+  // What a device-to-device copy reaches on the backend's device (Backend::measured_copy_gb_per_s;
+  // 0: not measured), the yardstick for gb_per_s.
+  double copy_gb_per_s = 0;
 };
 
-// The largest test, in positions (the context a run needs).
+// The largest test plus the largest depth, in positions (the context a run needs).
 int bench_max_tokens(const BenchParams& params);
 
 // Fills median/min/max/stddev (sample standard deviation) from tok_per_s.

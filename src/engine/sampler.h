@@ -62,6 +62,12 @@ class Sampler {
   explicit Sampler(SamplingParams params);
 
   const SamplingParams& params() const { return params_; }
+  // Greedy with no penalty: sample() is greedy_pick of the row (an error for -1), so a backend's
+  // own pick can stand in for the row.
+  bool plain_greedy() const {
+    return params_.temperature <= 0.0f && params_.repeat_penalty == 1.0f &&
+           params_.presence_penalty == 0.0f && params_.frequency_penalty == 0.0f;
+  }
 
   // Picks the next token from n_vocab logits. Throws Error when a logit is NaN (a backend fault
   // must never turn into a plausible-looking token). Does not record the token: call accept().

@@ -4,6 +4,7 @@
 #include <optional>
 #include <utility>
 
+#include "backend/greedy_pick.h"
 #include "engine/stop_filter.h"
 #include "util/error.h"
 
@@ -20,6 +21,10 @@ struct Scheduler::Slot {
   std::optional<StopFilter> stops;
   std::vector<float> logits;
   int32_t pending = -1;  // the sampled token the next step feeds
+  // The backend's greedy pick for this step (SeqTokens::argmax), when the slot asked for it
+  // instead of the logits row: plain greedy sampling, no logprobs, no audit.
+  int32_t picked = -1;
+  bool pick_only = false;
   // This step's sample (filled side by side on the sample pool, then used in slot order).
   int32_t sampled = 0;
   std::string sample_error;
@@ -283,6 +288,15 @@ void Scheduler::run() {
   idle_cv_.notify_all();
 }
 
+namespace {
+
+// Whether a batch item asked for the prediction after its tokens (a row or a greedy pick).
+bool predicts(const SeqTokens& item) {
+  return item.logits || item.argmax;
+}
+
+}  // namespace
+
 void Scheduler::step() {
   std::vector<SeqTokens> batch;
   std::vector<Slot*> in_batch;
@@ -296,13 +310,21 @@ void Scheduler::step() {
     const auto& prompt = slot.req.prompt;
     SeqTokens item;
     item.seq = slot.seq;
+    bool wants_next = true;
     if (slot.fed < prompt.size()) {
       const size_t n = std::min(prompt.size() - slot.fed, size_t(options_.prompt_chunk));
       item.tokens = std::span<const int32_t>(prompt).subspan(slot.fed, n);
       // Only the chunk that completes the prompt needs the prediction after it.
-      item.logits = slot.fed + n == prompt.size() ? slot.logits.data() : nullptr;
+      wants_next = slot.fed + n == prompt.size();
     } else {
       item.tokens = {&slot.pending, 1};
+    }
+    slot.pick_only =
+        wants_next && slot.sampler->plain_greedy() && slot.req.logprobs < 0 && !slot.req.on_logits;
+    if (slot.pick_only) {
+      item.argmax = &slot.picked;
+      item.argmax_cols = int(n_sample_);
+    } else if (wants_next) {
       item.logits = slot.logits.data();
     }
     batch.push_back(item);
@@ -328,11 +350,14 @@ void Scheduler::step() {
     for (int64_t i = begin; i < end; ++i) {
       Slot& slot = *in_batch[size_t(i)];
       if (slot.fed < slot.req.prompt.size()) slot.fed += batch[size_t(i)].tokens.size();
-      if (!batch[size_t(i)].logits) continue;
+      if (!predicts(batch[size_t(i)])) continue;
       slot.sample_error.clear();
       slot.shown.clear();
       try {
-        const int32_t token = slot.sampler->sample({slot.logits.data(), n_sample_});
+        if (slot.pick_only && slot.picked == kNoGreedyPick)
+          throw Error("sampler: the backend produced a NaN or +inf logit, or none finite");
+        const int32_t token =
+            slot.pick_only ? slot.picked : slot.sampler->sample({slot.logits.data(), n_sample_});
         slot.sampled = token;
         if (slot.req.logprobs >= 0 && !vocab_.is_eog(token))  // the end token is not text
           slot.sampled_logprobs =
@@ -352,7 +377,7 @@ void Scheduler::step() {
 
   for (size_t i = 0; i < batch.size(); ++i) {
     Slot& slot = *in_batch[i];
-    if (!batch[i].logits) continue;
+    if (!predicts(batch[i])) continue;
     if (!slot.sample_error.empty()) {
       finish(slot, "error", slot.sample_error);
       continue;

@@ -10,6 +10,7 @@
 
 #include "backend/cpu/reference_backend.h"
 #include "backend/fast_compare.h"
+#include "backend/greedy_pick.h"
 #include "backend/random_data.h"
 #include "backend/synthetic_model.h"
 #include "util/error.h"
@@ -235,6 +236,58 @@ TEST_P(MultiSequence, BadBatchesAreRefusedBeforeAnythingRuns) {
   b->forward_batch(std::vector<SeqTokens>{{1, two, logits.data(), true}});
   EXPECT_EQ(b->seq_past(1), 2);
   EXPECT_EQ(b->n_past(), kCtx);  // sequence 0
+}
+
+// SeqTokens::argmax: a row asked only for its greedy pick gets greedy_pick of the row it would
+// have got (here: computed by the same backend in a twin step with the rows), over the first
+// argmax_cols logits; with a logits fault in force the pick sees the faulted row (NaN: -1).
+TEST_P(MultiSequence, AGreedyPickIsThePickOfTheRow) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  SyntheticSpec spec;
+  spec.arch = Arch::Llama;
+  spec.type = TensorType::Q8_0;
+  spec.n_embd = 64;
+  spec.seed = rng();
+  const Model model = make_synthetic_model(spec);
+  const size_t V = size_t(model.hp.n_vocab);
+  constexpr int kSeqs = 3;
+  auto with_rows = make(GetParam(), model, kSeqs);
+  auto with_picks = make(GetParam(), model, kSeqs);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int s = 0; s < kSeqs; ++s) prompts.push_back(random_tokens(rng, size_t(3 + s), int64_t(V)));
+  std::vector<std::vector<float>> rows(kSeqs, std::vector<float>(V));
+  std::vector<int32_t> picks(kSeqs, -7);
+  const int cols = int(V) - 5;  // a model vocabulary padded past the tokenizer's
+  std::vector<SeqTokens> a, b;
+  for (int s = 0; s < kSeqs; ++s) {
+    a.push_back({s, prompts[size_t(s)], rows[size_t(s)].data(), false});
+    b.push_back({s, prompts[size_t(s)], nullptr, false, &picks[size_t(s)], cols});
+  }
+  std::vector<int32_t> next(kSeqs);       // outlives the steps that feed it
+  for (int step = 0; step < 4; ++step) {  // the prompts, then greedy decode steps
+    with_rows->forward_batch(a);
+    with_picks->forward_batch(b);
+    for (int s = 0; s < kSeqs; ++s) {
+      const int32_t want = greedy_pick({rows[size_t(s)].data(), size_t(cols)});
+      ASSERT_NE(want, kNoGreedyPick);
+      EXPECT_EQ(picks[size_t(s)], want) << "sequence " << s << " step " << step;
+      next[size_t(s)] = want;
+      a[size_t(s)].tokens = b[size_t(s)].tokens = {&next[size_t(s)], 1};
+    }
+  }
+  FaultSpec nan;
+  nan.kind = FaultSpec::NaN;
+  nan.position = 0;
+  with_picks->set_fault(nan);
+  const int32_t t = 1;
+  std::vector<SeqTokens> one = {{1, {&t, 1}, nullptr, false, &picks[1], 0}};
+  with_picks->forward_batch(one);
+  EXPECT_EQ(picks[1], kNoGreedyPick);  // the NaN row is refused, not turned into a token
+
+  std::vector<SeqTokens> too_wide = {{2, {&t, 1}, nullptr, false, &picks[2], int(V) + 1}};
+  EXPECT_THROW(with_picks->forward_batch(too_wide), Error);
 }
 
 INSTANTIATE_TEST_SUITE_P(CpuBackends, MultiSequence, ::testing::Values(false, true),

@@ -10,6 +10,7 @@
 #ifdef LOCKSTEP_HAVE_CUDA
 
 #include "backend/cpu/reference_backend.h"
+#include "backend/greedy_pick.h"
 #include "parity/gate.h"
 
 namespace lockstep::cuda_test {
@@ -197,6 +198,66 @@ TEST(CudaBatched, ASequenceGetsTheSameBitsAloneAndAmong31Others) {
           << "row " << k << ": forward_batch alone differs from forward()";
       EXPECT_EQ(0, std::memcmp(alone.data() + off, among.data() + off, V * sizeof(float)))
           << "row " << k << ": among 31 others differs from alone";
+    }
+  }
+}
+
+// Greedy picks made on the device in a batched step (SeqTokens::argmax) are greedy_pick of the
+// rows: checked against the row where an item asks for both, and, for items that ask only for the
+// pick (over fewer columns than the vocabulary), against the rows of a twin backend fed the same
+// steps of the same size (on both routes: the batched matvecs and the GEMMs).
+TEST(CudaBatched, DevicePicksAreTheGreedyPicksOfTheRows) {
+  REQUIRE_CUDA_DEVICE();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Model m = make_tiny_model(q4_k_m_like(rng()));
+  const size_t V = size_t(m.hp.n_vocab);
+  const int cols = int(V) - 3;
+  constexpr int kSeqs = 20, kSteps = 6;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int s = 0; s < kSeqs; ++s)
+    prompts.push_back(random_tokens(rng, 1 + int(rng() % 12), m.hp.n_vocab));
+  for (int gemm_min : {0, 2}) {
+    SCOPED_TRACE("batch_gemm_min " + std::to_string(gemm_min));
+    auto cuda = open_cuda(m, kSeqs, 64, gemm_min);
+    auto twin = open_cuda(m, kSeqs, 64, gemm_min);
+    std::vector<float> rows(kSeqs * V), twin_rows(kSeqs * V);
+    std::vector<int32_t> picks(kSeqs, -7), next(kSeqs);
+    std::vector<SeqTokens> a, b;
+    for (int s = 0; s < kSeqs; ++s) {
+      a.push_back({s, prompts[size_t(s)], rows.data() + s * V, false});
+      b.push_back({s, prompts[size_t(s)], twin_rows.data() + s * V, false});
+    }
+    cuda->forward_batch(a);
+    twin->forward_batch(b);
+    for (int s = 0; s < kSeqs; ++s) next[size_t(s)] = argmax(rows.data() + s * V, V);
+    for (int k = 0; k < kSteps; ++k) {
+      a.clear();
+      b.clear();
+      for (int s = 0; s < kSeqs; ++s) {
+        const bool both = s % 2 == 0;
+        a.push_back({s,
+                     {&next[size_t(s)], 1},
+                     both ? rows.data() + s * V : nullptr,
+                     false,
+                     &picks[size_t(s)],
+                     both ? 0 : cols});
+        b.push_back({s, {&next[size_t(s)], 1}, twin_rows.data() + s * V, false});
+      }
+      cuda->forward_batch(a);
+      twin->forward_batch(b);
+      for (int s = 0; s < kSeqs; ++s) {
+        const bool both = s % 2 == 0;
+        const float* row = both ? rows.data() + s * V : twin_rows.data() + s * V;
+        const int32_t want = greedy_pick({row, both ? V : size_t(cols)});
+        ASSERT_NE(want, kNoGreedyPick);
+        EXPECT_EQ(picks[size_t(s)], want) << "sequence " << s << " step " << k;
+        if (both) {  // the twin agrees bit for bit, so the odd rows' check means what it says
+          EXPECT_EQ(0, std::memcmp(row, twin_rows.data() + s * V, V * sizeof(float)));
+        }
+        next[size_t(s)] = want;
+      }
     }
   }
 }

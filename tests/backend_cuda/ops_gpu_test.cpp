@@ -1,10 +1,14 @@
 // Small CUDA ops against float64 references on fresh random inputs: RMS norm, SwiGLU, bias rows,
 // RoPE (both layouts, partial rotation, linear scaling, far positions) with the KV-cache write,
-// and the fault-injection kernels of the parity gate's falsification tests.
+// the fault-injection kernels of the parity gate's falsification tests, and greedy picks.
 #include "backend_cuda/cuda_test_util.h"
 
 #ifdef LOCKSTEP_HAVE_CUDA
 
+#include <algorithm>
+#include <limits>
+
+#include "backend/greedy_pick.h"
 #include "quant/fp16.h"
 
 namespace lockstep::cuda_test {
@@ -225,6 +229,62 @@ TEST(CudaOps, FaultKernels) {
   EXPECT_GUARDS(d_h);
   EXPECT_GUARDS(k);
   EXPECT_GUARDS(nan_buf);
+}
+
+// Device greedy picks hold greedy_pick's rule on every row: the lowest id among ties for the
+// maximum, only the first `cols` of a row's `stride`, and -1 for a row with a NaN (also at id 0),
+// a +inf, or nothing finite; -inf values elsewhere do not matter.
+TEST(CudaOps, GreedyPicksAreTheHostsPicks) {
+  REQUIRE_CUDA_DEVICE();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  for (int64_t cols : {1, 7, 512, 513, 32000, 151936}) {
+    const int64_t stride = cols + 3, rows = 24;
+    auto x = random_normal(rng, size_t(rows * stride), 4.0f);
+    std::uniform_int_distribution<int64_t> at(0, cols - 1);
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = x.data() + r * stride;
+      switch (r % 8) {
+        case 1: {  // a tie for the maximum at up to three places
+          const float top = *std::max_element(row, row + cols) + 1.0f;
+          for (int k = 0; k < 3; ++k) row[at(rng)] = top;
+          break;
+        }
+        case 2:
+          row[at(rng)] = nan;
+          break;
+        case 3:
+          row[0] = nan;
+          break;
+        case 4:
+          row[at(rng)] = inf;
+          break;
+        case 5:
+          std::fill(row, row + cols, -inf);
+          break;
+        case 6:  // -inf scattered among finite values
+          for (int k = 0; k < 5; ++k) row[at(rng)] = -inf;
+          break;
+        case 7:  // the largest value past cols, in the stride's padding: not a candidate
+          row[cols] = 1e30f;
+          break;
+        default:
+          break;
+      }
+    }
+    DeviceBuffer<float> d_x(x);
+    DeviceBuffer<int32_t> d_out{size_t(rows)};
+    cuda_ops::greedy_pick_rows(d_x.get(), stride, rows, cols, d_out.get(), nullptr);
+    cuda_ops::synchronize();
+    const auto got = d_out.download();
+    EXPECT_GUARDS(d_out);
+    for (int64_t r = 0; r < rows; ++r)
+      EXPECT_EQ(got[size_t(r)], greedy_pick({x.data() + r * stride, size_t(cols)}))
+          << "cols " << cols << " row " << r;
+  }
 }
 
 }  // namespace

@@ -104,5 +104,78 @@ TEST(BatchedBench, OneRowPairPerBatchSizeOnAMultiSequenceBackend) {
   EXPECT_THROW(run_batched_bench(backend, too_long, ModelSummary{}, 2, nullptr), InputError);
 }
 
+// Records where each forward of a bench run starts, delegating the work to a real backend.
+class StartRecorder : public Backend {
+ public:
+  explicit StartRecorder(Backend& inner) : inner_(inner) {}
+  std::string name() const override { return inner_.name(); }
+  const Model& model() const override { return inner_.model(); }
+  int n_ctx() const override { return inner_.n_ctx(); }
+  int n_past() const override { return inner_.n_past(); }
+  void truncate(int n_past) override { inner_.truncate(n_past); }
+  double measured_copy_gb_per_s() override { return 2000; }
+  std::vector<std::pair<int, size_t>> starts;  // (n_past, tokens) per forward
+
+ protected:
+  void forward_impl(std::span<const int32_t> tokens, float* logits, bool all_logits) override {
+    starts.emplace_back(inner_.n_past(), tokens.size());
+    inner_.forward(tokens, logits, all_logits);
+  }
+  void drift_kv(int, int64_t, int64_t, float) override {}
+
+ private:
+  Backend& inner_;
+};
+
+// -d: every test runs at every depth, after exactly that many cached tokens (the prefill of the
+// depth is not a measured forward), named as llama-bench names it; the context covers the
+// deepest test; the copy bandwidth a backend measures is the yardstick of tg rows.
+TEST(Bench, DepthPutsThatManyTokensInTheCacheBeforeEveryTest) {
+  const auto plan =
+      plan_synthetic_model(*find_model_preset("tiny"), Arch::Llama, *find_quant_scheme("q8_0"), 3);
+  const Model model =
+      Model::from_file(gguf::GgufFile::from_bytes(synthetic_model_bytes(plan), "tiny.gguf"));
+  cpu::TransformerOptions o;
+  o.name = "cpu";
+  o.n_threads = 1;
+  o.n_ctx = 32;
+  backend_test::UngatedFast inner(model, o);
+  StartRecorder backend(inner);
+  BenchParams p;
+  p.n_prompt = {5};
+  p.n_gen = {3};
+  p.n_depth = {0, 9};
+  p.reps = 2;
+  EXPECT_EQ(bench_max_tokens(p), 14);
+  const BenchReport r = run_bench(backend, p, ModelSummary{}, 1, nullptr);
+  ASSERT_EQ(r.stats.size(), 4u);
+  EXPECT_EQ(r.stats[0].test, "pp5");
+  EXPECT_EQ(r.stats[1].test, "tg3");
+  EXPECT_EQ(r.stats[2].test, "pp5 @ d9");
+  EXPECT_EQ(r.stats[3].test, "tg3 @ d9");
+  EXPECT_EQ(r.stats[3].n_depth, 9);
+  EXPECT_EQ(r.copy_gb_per_s, 2000);
+  // Measured forwards: pp at 0 (x2), tg at 0,1,2 (x2), then the depth prefill (9 tokens, once),
+  // pp at 9 (x2), tg at 9,10,11 (x2); the warm-up's come first.
+  const std::vector<std::pair<int, size_t>> want = {
+      {0, 5}, {0, 5}, {0, 1}, {1, 1},  {2, 1},  {0, 1}, {1, 1},  {2, 1}, {0, 9},
+      {9, 5}, {9, 5}, {9, 1}, {10, 1}, {11, 1}, {9, 1}, {10, 1}, {11, 1}};
+  ASSERT_GE(backend.starts.size(), want.size());
+  const std::vector<std::pair<int, size_t>> measured(backend.starts.end() - ptrdiff_t(want.size()),
+                                                     backend.starts.end());
+  EXPECT_EQ(measured, want);
+  const std::string md = bench_markdown(r);
+  EXPECT_NE(md.find("tg3 @ d9"), std::string::npos) << md;
+  EXPECT_NE(md.find(" %)"), std::string::npos) << md;  // share of the copy bandwidth
+  const auto j = nlohmann::json::parse(bench_json(std::vector<BenchReport>{r}));
+  EXPECT_EQ(j[2]["n_depth"], 9);
+  EXPECT_TRUE(j[3].contains("percent_of_copy_bandwidth"));
+  EXPECT_FALSE(j[2].contains("percent_of_copy_bandwidth"));  // a pp row
+
+  BenchParams too_deep = p;
+  too_deep.n_depth = {28};
+  EXPECT_THROW(run_bench(backend, too_deep, ModelSummary{}, 1, nullptr), InputError);
+}
+
 }  // namespace
 }  // namespace lockstep

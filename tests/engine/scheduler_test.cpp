@@ -297,6 +297,58 @@ TEST(Scheduler, LogprobsAreTheLogSoftmaxOfTheRawLogits) {
   EXPECT_GT(checked, 0u);
 }
 
+// Counts what each step's items asked the backend for, delegating the work to a real backend.
+class AskCounter : public Backend {
+ public:
+  explicit AskCounter(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  std::string name() const override { return inner_->name(); }
+  const Model& model() const override { return inner_->model(); }
+  int n_ctx() const override { return inner_->n_ctx(); }
+  int n_seq() const override { return inner_->n_seq(); }
+  int n_past() const override { return inner_->n_past(); }
+  int seq_past(int seq) const override { return inner_->seq_past(seq); }
+  void truncate(int n_past) override { inner_->truncate(n_past); }
+  void truncate_seq(int seq, int n_past) override { inner_->truncate_seq(seq, n_past); }
+  std::atomic<int> picks_only{0}, rows{0};
+
+ protected:
+  void forward_impl(std::span<const int32_t>, float*, bool) override { ADD_FAILURE(); }
+  void forward_batch_impl(std::span<const SeqTokens> batch) override {
+    for (const SeqTokens& item : batch) {
+      picks_only += item.argmax && !item.logits;
+      rows += item.logits != nullptr;
+    }
+    inner_->forward_batch(batch);
+  }
+  bool picks_argmax(std::span<const SeqTokens>, size_t) const override { return true; }
+  void drift_kv(int, int64_t, int64_t, float) override {}
+
+ private:
+  std::unique_ptr<Backend> inner_;
+};
+
+// A plain greedy request asks the backend only for its greedy pick (a GPU then copies an id, not
+// a row of the vocabulary) and gets the tokens it gets alone; one that wants logprobs, samples or
+// is penalised asks for rows.
+TEST(Scheduler, PlainGreedyRequestsAskForThePickNotTheRow) {
+  constexpr int kCtx = 64;
+  for (int variant = 0; variant < 3; ++variant) {
+    auto counter = std::make_unique<AskCounter>(make_backend(true, 2, kCtx));
+    AskCounter& asked = *counter;
+    Scheduler sched(std::move(counter), *tiny().vocab);
+    Job job{prompt_of(6, variant), greedy(), 8};
+    if (variant == 1) job.sampling.frequency_penalty = 0.5f;
+    Collector c;
+    ScheduledRequest r = to_request(job, c);
+    if (variant == 2) r.logprobs = 0;
+    ASSERT_TRUE(sched.submit(std::move(r)).accepted());
+    ASSERT_TRUE(c.wait());
+    EXPECT_EQ(c.tokens, alone(true, job, kCtx).tokens) << "variant " << variant;
+    EXPECT_EQ(asked.picks_only.load(), variant == 0 ? int(c.tokens.size()) : 0);
+    EXPECT_EQ(asked.rows.load(), variant == 0 ? 0 : int(c.tokens.size()));
+  }
+}
+
 TEST(Scheduler, OpenAiPenaltiesChangeTheTokensAsInASession) {
   constexpr int kCtx = 96;
   Scheduler sched(make_backend(true, 2, kCtx), *tiny().vocab);

@@ -82,6 +82,17 @@ class CudaBackend final : public GatedBackend {
   int seq_past(int seq) const override { return seq_past_.at(size_t(seq)); }
   int n_seq() const override { return n_seq_; }
   int batch_route_rows() const override { return opts_.batch_gemm_min; }
+  // Decode rows of a batched step (not the single-sequence path) that share one column count.
+  bool picks_argmax(std::span<const SeqTokens> batch, size_t i) const override {
+    if ((batch.size() == 1 && batch[0].seq == 0) || batch[i].tokens.size() != 1) return false;
+    for (const SeqTokens& item : batch)
+      if (item.argmax && item.tokens.size() == 1) return item.argmax_cols == batch[i].argmax_cols;
+    return false;
+  }
+  double measured_copy_gb_per_s() override {
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return cuda_copy_gb_per_s();
+  }
   int n_ctx() const override { return n_ctx_; }
   void truncate(int n_past) override { truncate_seq(0, n_past); }
   void truncate_seq(int seq, int n_past) override;
@@ -106,6 +117,8 @@ class CudaBackend final : public GatedBackend {
     int pos = 0, seq = 0;
     float* logits = nullptr;   // n_vocab floats, or nullptr
     bool batch_fault = false;  // BatchCorrupt applies to this row
+    int32_t* argmax = nullptr;  // the greedy pick over the first argmax_cols logits, or nullptr
+    int64_t argmax_cols = 0;
   };
 
   void decode_token(int32_t token, int pos, float* logits);
@@ -164,7 +177,8 @@ class CudaBackend final : public GatedBackend {
     return opts_.f32_activations ? nullptr : &act_q8_;
   }
   // [0] = position (of the first token), [1 .. max_tokens_] = tokens; a batched decode step puts
-  // each token's position at [1 + max_tokens_ + i] and its sequence at [1 + 2 max_tokens_ + i].
+  // each token's position at [1 + max_tokens_ + i] and its sequence at [1 + 2 max_tokens_ + i],
+  // and gets each row's greedy pick back at [1 + 3 max_tokens_ + i].
   int32_t* d_ints_ = nullptr;
   int32_t* h_ints_ = nullptr;  // pinned mirror
   float* h_logits_ = nullptr;  // pinned, n_seq_ * n_vocab floats
@@ -330,8 +344,8 @@ void CudaBackend::plan_and_allocate() {
     off += align_up(act_offsets[i] * sizeof(float));
   }
   act_q8_ = act_q8_scratch(d_act_ + off, int64_t(max_cols), n_seq_);
-  CUDA_CHECK(cudaMalloc(&d_ints_, (3 * T + 1) * sizeof(int32_t)));
-  CUDA_CHECK(cudaHostAlloc(&h_ints_, (3 * T + 1) * sizeof(int32_t), cudaHostAllocDefault));
+  CUDA_CHECK(cudaMalloc(&d_ints_, (4 * T + 1) * sizeof(int32_t)));
+  CUDA_CHECK(cudaHostAlloc(&h_ints_, (4 * T + 1) * sizeof(int32_t), cudaHostAllocDefault));
   CUDA_CHECK(cudaHostAlloc(&h_logits_, size_t(n_seq_) * V * sizeof(float), cudaHostAllocDefault));
   if (n_seq_ > 1) copy_pool_ = std::make_unique<ThreadPool>(std::min(4, default_thread_count()));
   matmul_ = std::make_unique<Matmul>(T * max_cols, tile, opts_.precise_prefill);
@@ -703,16 +717,39 @@ void CudaBackend::decode_rows(const std::vector<DecodeRow>& rows) {
     enqueue_rows(B, max_pos + 1, gemm, row_faults ? &rows : nullptr);
   else
     replay_graph(rows_graphs_[B - 1], [&](bool) { enqueue_rows(B, n_ctx_, false, nullptr); });
-  CUDA_CHECK(cudaMemcpyAsync(h_logits_, d_logits_, size_t(B) * size_t(V) * sizeof(float),
-                             cudaMemcpyDeviceToHost, stream_));
+  // Greedy picks where the logits are: B ids cross to the host instead of B rows.
+  int64_t pick_cols = 0;
+  int with_rows = 0;
+  for (const DecodeRow& r : rows) {
+    if (r.argmax) pick_cols = r.argmax_cols;  // one count for the step (picks_argmax)
+    with_rows += r.logits != nullptr;
+  }
+  int32_t* picks = h_ints_ + 1 + 3 * T;
+  if (pick_cols > 0) {
+    cuda_ops::greedy_pick_rows(d_logits_, V, B, pick_cols, d_ints_ + 1 + 3 * T, stream_);
+    CUDA_CHECK(cudaMemcpyAsync(picks, d_ints_ + 1 + 3 * T, size_t(B) * sizeof(int32_t),
+                               cudaMemcpyDeviceToHost, stream_));
+  }
+  if (with_rows == B) {
+    CUDA_CHECK(cudaMemcpyAsync(h_logits_, d_logits_, size_t(B) * size_t(V) * sizeof(float),
+                               cudaMemcpyDeviceToHost, stream_));
+  } else {
+    for (int i = 0; i < B; ++i)
+      if (rows[size_t(i)].logits)
+        CUDA_CHECK(cudaMemcpyAsync(h_logits_ + size_t(i) * size_t(V),
+                                   d_logits_ + size_t(i) * size_t(V), size_t(V) * sizeof(float),
+                                   cudaMemcpyDeviceToHost, stream_));
+  }
   CUDA_CHECK(cudaStreamSynchronize(stream_));  // also before h_ints_ may be rewritten
+  for (int i = 0; i < B; ++i)
+    if (rows[size_t(i)].argmax) *rows[size_t(i)].argmax = picks[i];
   auto copy_rows = [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
       if (rows[size_t(i)].logits)
         std::memcpy(rows[size_t(i)].logits, h_logits_ + size_t(i) * size_t(V),
                     size_t(V) * sizeof(float));
   };
-  if (copy_pool_ && B >= 4)
+  if (copy_pool_ && with_rows >= 4)
     copy_pool_->parallel_for(B, copy_rows);
   else
     copy_rows(0, B);
@@ -810,7 +847,8 @@ void CudaBackend::forward_batch_impl(std::span<const SeqTokens> batch) {
   for (const SeqTokens& item : batch) {
     const bool corrupt = batch_fault && item.seq != batch[0].seq;
     if (item.tokens.size() == 1)
-      rows.push_back({item.tokens[0], seq_past_[size_t(item.seq)], item.seq, item.logits, corrupt});
+      rows.push_back({item.tokens[0], seq_past_[size_t(item.seq)], item.seq, item.logits, corrupt,
+                      item.argmax, item.argmax_cols ? item.argmax_cols : hp_.n_vocab});
     else
       forward_sequence(item, corrupt);
   }

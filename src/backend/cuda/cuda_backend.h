@@ -31,6 +31,11 @@ bool cuda_device_available(std::string* why = nullptr);
 // Name and memory of device `index`. Throws Error (kExitDevice) when there is no such device.
 CudaDeviceInfo cuda_device_info(int index = 0);
 
+// Read plus written bytes per second / 1e9 of device-to-device copies of a buffer as large as
+// fits in a quarter of the free memory (at most 1 GiB), the best of several; 0 when the buffers
+// cannot be had. The yardstick for "% of the card's bandwidth" in bench reports.
+double cuda_copy_gb_per_s();
+
 // Sequences (continuous batching slots) one CUDA backend holds at most.
 constexpr int kMaxCudaSequences = 256;
 

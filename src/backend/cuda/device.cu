@@ -1,4 +1,6 @@
 // Device discovery and plain device-memory helpers.
+#include <algorithm>
+
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/cuda_ops.h"
@@ -42,6 +44,38 @@ CudaDeviceInfo cuda_device_info(int index) {
   info.cc_major = prop.major;
   info.cc_minor = prop.minor;
   return info;
+}
+
+double cuda_copy_gb_per_s() {
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return 0;
+  const size_t bytes = std::min<size_t>(size_t(1) << 30, free_b / 8) / 256 * 256;
+  if (bytes < (size_t(1) << 20)) return 0;
+  void *a = nullptr, *b = nullptr;
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  double best = 0;
+  if (cudaMalloc(&a, bytes) == cudaSuccess && cudaMalloc(&b, bytes) == cudaSuccess &&
+      cudaEventCreate(&e0) == cudaSuccess && cudaEventCreate(&e1) == cudaSuccess) {
+    cudaMemset(a, 1, bytes);
+    for (int rep = 0; rep < 6; ++rep) {  // the first is a warm-up
+      constexpr int kCopies = 4;
+      cudaEventRecord(e0);
+      for (int i = 0; i < kCopies; ++i)
+        cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice);
+      cudaEventRecord(e1);
+      float ms = 0;
+      if (cudaEventSynchronize(e1) != cudaSuccess ||
+          cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess)
+        break;
+      if (rep > 0 && ms > 0) best = std::max(best, 2.0 * double(bytes) * kCopies / (ms * 1e6));
+    }
+  }
+  if (e0) cudaEventDestroy(e0);
+  if (e1) cudaEventDestroy(e1);
+  cudaFree(a);
+  cudaFree(b);
+  cudaGetLastError();  // a failed allocation must not linger as the runtime's last error
+  return best;
 }
 
 }  // namespace lockstep
