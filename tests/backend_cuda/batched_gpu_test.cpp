@@ -252,7 +252,7 @@ TEST(CudaBatched, MmqRouteRowsDoNotDependOnTheBatch) {
         batch.push_back({s, prompts[size_t(s)], nullptr, false});
       }
       cuda->forward_batch(batch);
-      std::vector<int32_t> other(size_t(n));
+      std::vector<int32_t> other(static_cast<size_t>(n));
       for (int k = 0; k < kSteps; ++k) {
         batch.clear();
         for (int s = 0; s < n; ++s) {
