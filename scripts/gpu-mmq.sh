@@ -13,8 +13,10 @@
 #        old      the previous default: GEMMs from 16 (LOCKSTEP_CUDA_BATCH_GEMM_MIN=16), mmq off
 #        matvec   both off (--batch-invariant: the batched matvecs at every size)
 # Logs under $OUT (else build-gpu/gpu-mmq-logs); $OUT/summary.txt is the digest.
-# Environment: PRESETS (default "qwen2.5-0.5b qwen2.5-7b"), MODES (default "default mmq2 old"),
-# BATCHES (default 1,8,16,32,64,128), SKIP_TESTS=1, SKIP_SANITIZER=1, JOBS (default nproc).
+# Environment: PRESETS (default "qwen2.5-0.5b qwen2.5-7b"), MODES (default "default old mmq2"),
+# BATCHES (default 1,8,16,32,64,128), SKIP_TESTS=1, SKIP_SANITIZER=1, JOBS (default nproc),
+# BUDGET_S (default 520): a step that would start with less than its need left of this many
+# seconds since the start is skipped (and says so), so the call ends inside the device's limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGS="${OUT:-build-gpu/gpu-mmq-logs}"
@@ -23,7 +25,9 @@ S="$LOGS/summary.txt"
 JOBS="${JOBS:-$(nproc)}"
 if [ ! -d ../shared ] && [ -d .device/shared ]; then ln -sfn "$PWD/.device/shared" ../shared; fi
 if [ ! -d ../shared ] && [ -d .device/shared ]; then export LOCKSTEP_SHARED_DIR="$PWD/.device/shared"; fi
-step() { echo "== $* ($(date +%T))" | tee -a "$S"; }
+START=$(date +%s)
+step() { echo "== $* ($(date +%T), $(($(date +%s) - START)) s)" | tee -a "$S"; }
+left() { echo $((${BUDGET_S:-520} - ($(date +%s) - START))); }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$S" || true
 
 step "configure + build"
@@ -41,7 +45,7 @@ BIN=build-gpu/tests/backend_cuda_gpu_tests
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   step "tests: CudaMmq.*, CudaBatched.*, CudaMatvec.Batched*"
-  timeout 240 "$BIN" --gtest_filter='CudaMmq.*:CudaBatched.*:CudaMatvec.Batched*' \
+  timeout 200 "$BIN" --gtest_filter='CudaMmq.*:CudaBatched.*:CudaMatvec.Batched*' \
     >"$LOGS/tests.log" 2>&1
   echo "exit code $?" | tee -a "$S"
   grep -E "^\[ +(OK|FAILED|SKIPPED) |tests ran|FAILED TEST" "$LOGS/tests.log" | tee -a "$S"
@@ -52,7 +56,7 @@ fi
 if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
   step "compute-sanitizer memcheck: CudaMmq small shapes"
   SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  timeout 150 "$SAN" --tool memcheck --error-exitcode 9 "$BIN" \
+  timeout 120 "$SAN" --tool memcheck --error-exitcode 9 "$BIN" \
     --gtest_filter='CudaMmq.SmallShapes*:CudaMmq.NonFinite*' >"$LOGS/memcheck.log" 2>&1
   echo "memcheck exit code $?" | tee -a "$S"
   grep -E "ERROR SUMMARY|PASSED|FAILED" "$LOGS/memcheck.log" | tail -4 | tee -a "$S"
@@ -61,6 +65,10 @@ fi
 for preset in ${PRESETS:-qwen2.5-0.5b qwen2.5-7b}; do
   f="/tmp/$preset-q4_k_m.gguf"
   step "$preset"
+  if [ ! -f "$f" ] && [ "$(left)" -lt 100 ]; then
+    echo "skipped: $(left) s left" | tee -a "$S"
+    continue
+  fi
   [ -f "$f" ] || timeout 150 build-gpu/lockstep make-model --arch qwen2 --preset "$preset" \
     --quant q4_k_m --seed 1 -o "$f" >>"$LOGS/make-model.log" 2>&1
   [ -f "$f" ] || { echo "make-model failed (make-model.log)" | tee -a "$S"; continue; }
@@ -72,8 +80,13 @@ for preset in ${PRESETS:-qwen2.5-0.5b qwen2.5-7b}; do
     echo "exit code $?" | tee -a "$S"
     grep -E "lockstep-parity|parity" "$LOGS/gated-$preset.log" | head -4 | tee -a "$S"
   fi
-  for mode in ${MODES:-default mmq2 old}; do
+  for mode in ${MODES:-default old mmq2}; do
     echo "-- bench --batch, $mode" | tee -a "$S"
+    t=$(left)
+    if [ "$t" -lt 30 ]; then
+      echo "skipped: $t s left" | tee -a "$S"
+      continue
+    fi
     envs=()
     extra=""
     case "$mode" in
@@ -83,7 +96,7 @@ for preset in ${PRESETS:-qwen2.5-0.5b qwen2.5-7b}; do
       matvec) extra="--batch-invariant" ;;
       *) echo "unknown mode $mode" | tee -a "$S"; continue ;;
     esac
-    env "${envs[@]}" timeout 200 build-gpu/lockstep bench -m "$f" --backend cuda --parity off \
+    env "${envs[@]}" timeout "$((t < 200 ? t : 200))" build-gpu/lockstep bench -m "$f" --backend cuda --parity off \
       --batch "${BATCHES:-1,8,16,32,64,128}" -p 256 -n 128 -r 1 $extra \
       2>>"$LOGS/bench-$preset.log" | tee -a "$S"
     echo "exit code ${PIPESTATUS[0]}" >>"$S"

@@ -231,8 +231,10 @@ struct Args {
   bool accumulate = false;
 };
 
+// Two thread blocks per SM (16 warps to hide the loads' latency) need at most 128 registers; the
+// gate/up pair, with twice the accumulators, runs one.
 template <class F, bool SWIGLU>
-__global__ void __launch_bounds__(kWarps * 32) mmq_kernel(const Args args) {
+__global__ void __launch_bounds__(kWarps * 32, SWIGLU ? 1 : 2) mmq_kernel(const Args args) {
   constexpr int NMAT = SWIGLU ? 2 : 1;
   constexpr int NACC = NMAT * kTiles * 4;
   int j = 0;
