@@ -240,7 +240,10 @@ TEST(CudaBatched, MmqRouteRowsDoNotDependOnTheBatch) {
     constexpr int kSeqs = 32, kSteps = 12;
     std::vector<std::vector<int32_t>> prompts;
     for (int s = 0; s < kSeqs; ++s)
-      prompts.push_back(random_tokens(rng, 1 + int(rng() % 30), m.hp.n_vocab));
+      // At least 2 tokens: a one-token prompt would be decoded together with the other
+      // sequences' one-token prompts, on the matvecs or the mmq route depending on how many
+      // there are, so sequence 0's cache would depend on the batch.
+      prompts.push_back(random_tokens(rng, 2 + int(rng() % 30), m.hp.n_vocab));
     const std::vector<int32_t> steps = random_tokens(rng, kSteps, m.hp.n_vocab);
     auto cuda = open_cuda(m, kSeqs, 96, 0, 2);
     // Sequence 0's step rows when decoded with n - 1 others (each fed its own random tokens).
