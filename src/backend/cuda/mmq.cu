@@ -45,7 +45,7 @@ constexpr int kWarps = 8;  // split of K inside a thread block
 constexpr int kTiles = 8;  // token tiles of 8 per thread block: 64 tokens
 constexpr int kRows = 16;  // weight rows per thread block (the mma's M)
 constexpr int kMaxJobs = 3;
-constexpr int kQuantThreads = 128;
+constexpr int kQuantThreads = 256;
 constexpr float kInv254 = 1.0f / 254.0f;
 
 // ---- weight formats as mma A fragments ------------------------------------------------------
@@ -158,54 +158,53 @@ __device__ __forceinline__ float g_silu(float g) {
 
 // ---- input quantization -----------------------------------------------------------------------
 
-// 1 / sqrt(mean(x^2) + eps) of token blockIdx.x's n values (the fused pre-norm), once per token.
-__global__ void __launch_bounds__(kQuantThreads)
-    mmq_rms_kernel(const float* __restrict__ x, int64_t x_stride, int64_t n, float eps,
-                   float* __restrict__ out) {
-  __shared__ float partial[kQuantThreads / 32];
-  pdl_wait();
-  x += int64_t(blockIdx.x) * x_stride;
-  float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < n; i += kQuantThreads) ss = fmaf(x[i], x[i], ss);
-  ss = warp_sum(ss);
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
-  __syncthreads();
-  if (threadIdx.x != 0) return;
-  float total = 0.0f;
-#pragma unroll
-  for (int w = 0; w < kQuantThreads / 32; ++w) total += partial[w];
-  out[blockIdx.x] = 1.0f / sqrtf(total / float(n) + eps);
-}
-
-// One warp per (group, token): lane i holds element i. The rounding is quantize_act_kernel's
-// (matvec_quant.cu); only the layout differs (see the top of the file).
+// Token blockIdx.y's input, groups g = 8 blockIdx.x + warp, stepping by 8 gridDim.x; lane i holds
+// element i of its group. The rounding is quantize_act_kernel's (matvec_quant.cu); only the
+// layout differs (see the top of the file). With NORM the grid has one block per token, which
+// first computes the token's RMS scale itself (the fused pre-norm: one launch per product).
 template <bool NORM>
 __global__ void __launch_bounds__(kQuantThreads)
     mmq_quantize_kernel(const float* __restrict__ x, int64_t x_stride,
-                        const float* __restrict__ norm_w, const float* __restrict__ norm_scale,
-                        int64_t n_groups, int n_tok, int8_t* __restrict__ q, float* __restrict__ dx,
-                        float* __restrict__ xs) {
+                        const float* __restrict__ norm_w, float eps, int64_t n_groups, int n_tok,
+                        int8_t* __restrict__ q, float* __restrict__ dx, float* __restrict__ xs) {
+  constexpr int kWarpsQ = kQuantThreads / 32;
   pdl_wait();
   const int tok = blockIdx.y;
-  const int64_t g = int64_t(blockIdx.x) * (kQuantThreads / 32) + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  if (g >= n_groups) return;
-  float v = x[int64_t(tok) * x_stride + g * 32 + lane];
-  if constexpr (NORM) v = (v * norm_scale[tok]) * __ldg(norm_w + g * 32 + lane);
-  const float amax = warp_max(fmaxf(0.0f, fabsf(v)));  // a NaN counts as 0
-  const float sum = warp_sum(v);
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-  const float scaled = v * inv;
-  const int q1 = max(-127, min(127, __float2int_rn(scaled)));
-  const int q2 = max(-127, min(127, __float2int_rn((scaled - float(q1)) * 254.0f)));
-  int8_t* rec = q + (int64_t(tok) * n_groups + g) * 64;
-  const int slot = (lane & 15) >> 2, half = lane >> 4, byte = lane & 3;
-  rec[16 * slot + 4 * half + byte] = int8_t(q1);
-  rec[16 * slot + 8 + 4 * half + byte] = int8_t(q2);
-  if (lane == 0) {
-    dx[g * n_tok + tok] =
-        isfinite(sum) && isfinite(amax) ? amax / 127.0f : __int_as_float(0x7FC00000);
-    xs[g * n_tok + tok] = sum;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  x += int64_t(tok) * x_stride;
+  float scale = 1.0f;
+  if constexpr (NORM) {
+    __shared__ float partial[kWarpsQ];
+    const int64_t n = n_groups * 32;
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += kQuantThreads) ss = fmaf(x[i], x[i], ss);
+    ss = warp_sum(ss);
+    if (lane == 0) partial[warp] = ss;
+    __syncthreads();
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarpsQ; ++w) total += partial[w];
+    scale = 1.0f / sqrtf(total / float(n) + eps);
+  }
+  for (int64_t g = int64_t(blockIdx.x) * kWarpsQ + warp; g < n_groups;
+       g += int64_t(gridDim.x) * kWarpsQ) {
+    float v = x[g * 32 + lane];
+    if constexpr (NORM) v = (v * scale) * __ldg(norm_w + g * 32 + lane);
+    const float amax = warp_max(fmaxf(0.0f, fabsf(v)));  // a NaN counts as 0
+    const float sum = warp_sum(v);
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const float scaled = v * inv;
+    const int q1 = max(-127, min(127, __float2int_rn(scaled)));
+    const int q2 = max(-127, min(127, __float2int_rn((scaled - float(q1)) * 254.0f)));
+    int8_t* rec = q + (int64_t(tok) * n_groups + g) * 64;
+    const int slot = (lane & 15) >> 2, half = lane >> 4, byte = lane & 3;
+    rec[16 * slot + 4 * half + byte] = int8_t(q1);
+    rec[16 * slot + 8 + 4 * half + byte] = int8_t(q2);
+    if (lane == 0) {
+      dx[g * n_tok + tok] =
+          isfinite(sum) && isfinite(amax) ? amax / 127.0f : __int_as_float(0x7FC00000);
+      xs[g * n_tok + tok] = sum;
+    }
   }
 }
 
@@ -406,13 +405,12 @@ void run(TensorType type, int64_t cols, const float* x, const float* norm_w, flo
   if (act.xq2 - act.xq < cols * args.n_tok)
     throw Error("cuda mmq: the int8 scratch's xq and xq2 are not one region");
   int8_t* q = act.xq;
-  if (norm_w)
-    launch_pdl("mmq_rms_kernel", mmq_rms_kernel, unsigned(args.n_tok), kQuantThreads, 0, stream, x,
-               cols, cols, eps, act.norm_scale);
-  const dim3 qgrid(unsigned(ceil_div(n_groups, kQuantThreads / 32)), unsigned(args.n_tok));
+  // Without the norm, 4 groups per warp spread over the GPU; with it, one block per token.
+  const unsigned blocks =
+      norm_w ? 1u : unsigned(ceil_div(n_groups, int64_t(4 * kQuantThreads / 32)));
   launch_pdl("mmq_quantize_kernel", norm_w ? mmq_quantize_kernel<true> : mmq_quantize_kernel<false>,
-             qgrid, kQuantThreads, 0, stream, x, cols, norm_w, act.norm_scale, n_groups, args.n_tok,
-             q, act.dx, act.xs);
+             dim3(blocks, unsigned(args.n_tok)), kQuantThreads, 0, stream, x, cols, norm_w, eps,
+             n_groups, args.n_tok, q, act.dx, act.xs);
   args.q = reinterpret_cast<const int4*>(q);
   args.dx = act.dx, args.xs = act.xs;
   args.n_groups = n_groups;
