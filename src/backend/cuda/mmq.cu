@@ -25,11 +25,12 @@
 // Larger batches run several token tiles; the tile index varies fastest over the grid, so the
 // thread blocks reading the same weight rows run together and the second read hits L2.
 //
-// Batch invariance within this route: a (row, token) result is the same float operations in the
-// same order whatever the batch size and wherever the token sits in its tile (the mma sums are
-// exact integers; the float steps are explicit _rn intrinsics, so contraction cannot differ),
-// so a token's row is bit for bit the same at every B >= 2 (mmq_gpu_test.cpp checks B = 7, 33,
-// 128). It differs in the last bits from the batched matvecs' row (another summation order).
+// Batch invariance within this route: a token's index alone fixes its tile and lane, and a
+// (row, token) result is the same float operations in the same order whatever the batch size
+// (the mma sums are exact integers; the float steps are explicit _rn intrinsics, so contraction
+// cannot differ; lanes of tokens past the batch compute a copy of the last token, never stored),
+// so a token's row is bit for bit the same at every B (mmq_gpu_test.cpp compares B = 2 .. 128).
+// It differs in the last bits from the batched matvecs' row (another summation order).
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/quant_blocks.cuh"
 
