@@ -18,7 +18,7 @@
 # BUDGET_S (default 520): a step that would start with less than its need left of this many
 # seconds since the start is skipped (and says so), so the call ends inside the device's limit.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 LOGS="${OUT:-build-gpu/gpu-mmq-logs}"
 mkdir -p "$LOGS"
 S="$LOGS/summary.txt"
@@ -31,12 +31,11 @@ left() { echo $((${BUDGET_S:-520} - ($(date +%s) - START))); }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$S" || true
 
 step "configure + build"
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCKSTEP_CUDA=ON \
+if ! { cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCKSTEP_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
   -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 \
   -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 >"$LOGS/build.log" 2>&1 &&
-  ninja -C build-gpu -j"$JOBS" lockstep backend_cuda_gpu_tests >>"$LOGS/build.log" 2>&1
-if [ $? -ne 0 ]; then
+  ninja -C build-gpu -j"$JOBS" lockstep backend_cuda_gpu_tests >>"$LOGS/build.log" 2>&1; }; then
   grep -E "error|FAILED" "$LOGS/build.log" | head -40 | tee -a "$S"
   echo "build FAILED (see build.log)" | tee -a "$S"
   exit 1
@@ -48,7 +47,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   timeout 200 "$BIN" --gtest_filter='CudaMmq.*:CudaBatched.*:CudaMatvec.Batched*' \
     >"$LOGS/tests.log" 2>&1
   echo "exit code $?" | tee -a "$S"
-  grep -E "^\[ +(OK|FAILED|SKIPPED) |tests ran|FAILED TEST" "$LOGS/tests.log" | tee -a "$S"
+  grep -E "^\[ +(OK|FAILED|SKIPPED|PASSED) |tests ran|FAILED TEST" "$LOGS/tests.log" | tee -a "$S"
   # Failure details (with the seeds of SCOPED_TRACE) in the digest too.
   grep -E -B2 -A10 "Failure$" "$LOGS/tests.log" | head -80 | tee -a "$S"
 fi
