@@ -4,7 +4,8 @@
 #   1. configure + build build-gpu (as gpu-check.sh), lockstep and backend_cuda_gpu_tests
 #   2. the op tests CudaMmq.* and the end-to-end CudaBatched.* (every route against the CPU
 #      reference, the mmq route's batch invariance, the gate's batched probe), CudaMatvec.Batched*
-#   3. compute-sanitizer memcheck of the op tests' small shapes
+#   3. compute-sanitizer memcheck of the op tests' small shapes; the per-product timings of the
+#      three routes (CudaThroughput.DISABLED_MmqAgainstOtherRoutes)
 #   4. make-model qwen2.5-0.5b and qwen2.5-7b (q4_k_m, seed 1), one gated 0.5B bench (the parity
 #      line: the gate probes each route's step size), then
 #      `bench --parity off --batch $BATCHES -p 256 -n 128` per route setting of MODES:
@@ -59,6 +60,14 @@ if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
     --gtest_filter='CudaMmq.SmallShapes*:CudaMmq.NonFinite*' >"$LOGS/memcheck.log" 2>&1
   echo "memcheck exit code $?" | tee -a "$S"
   grep -E "ERROR SUMMARY|PASSED|FAILED" "$LOGS/memcheck.log" | tail -4 | tee -a "$S"
+fi
+
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  step "per-product timings: mmq / batched matvec / F16 GEMM (7B and 0.5B shapes)"
+  timeout 120 "$BIN" --gtest_also_run_disabled_tests \
+    --gtest_filter='CudaThroughput.DISABLED_MmqAgainstOtherRoutes' >"$LOGS/routes.log" 2>&1
+  echo "exit code $?" | tee -a "$S"
+  grep -E "^\[bench\]|FAILED|Failure" "$LOGS/routes.log" | tee -a "$S"
 fi
 
 for preset in ${PRESETS:-qwen2.5-0.5b qwen2.5-7b}; do
