@@ -64,10 +64,11 @@ class Backend {
   // Sequences the KV cache holds, each of n_ctx() positions (slots; 1 unless the backend was
   // created with BackendOptions::n_seq).
   virtual int n_seq() const { return 1; }
-  // A decode step of at least this many sequences takes another route through the backend (CUDA:
-  // the GEMMs instead of the batch-invariant matvecs); 0: every step takes the same one. The
-  // parity gate feeds a step of this size, so that the route is checked before it serves.
-  virtual int batch_route_rows() const { return 0; }
+  // The step sizes (sequences per decode step) from which another route through the backend runs
+  // (CUDA: the mmq products, the GEMMs, instead of the batch-invariant matvecs), ascending; empty:
+  // every step takes the same one. The parity gate feeds steps of each size it has the sequences
+  // for, so that every route is checked before it serves.
+  virtual std::vector<int> batch_route_rows() const { return {}; }
   // The memory bandwidth a device-to-device copy reaches on this backend's device, read plus
   // written bytes per second / 1e9, measured when called (bench's yardstick for its weight
   // bandwidth; it takes a fraction of a second and scratch memory); 0 where not measured.

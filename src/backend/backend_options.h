@@ -67,13 +67,19 @@ struct CudaBackendOptions {
   // reference); set together with the two above by precision "f32".
   bool f32_activations = false;
   bool cuda_graphs = true;  // replay the single-token decode step as a CUDA graph
-  // A batched decode step (several sequences, one token each) of at least this many tokens runs
-  // through the cuBLAS GEMMs instead of the batched matvecs: faster for large batches, but a
-  // token's result then depends on the batch (the F16 GEMM and cuBLAS's choice of kernel by
-  // shape). 0: every step on the batched matvecs, whose rows are bit for bit what each token
-  // alone gets (`--batch-invariant`). 16: from there on the GEMMs were as fast or faster on the
-  // H100 for Qwen2.5 0.5B and 7B (bench/NOTES.md, "Continuous batching on CUDA").
-  int batch_gemm_min = 16;
+  // A batched decode step (several sequences, one token each) takes one of three routes:
+  //   B < batch_mmq_min (or the mmq route off): the batched matvecs, whose rows are bit for bit
+  //     what each token alone gets;
+  //   batch_mmq_min <= B (< batch_gemm_min when that is on): the int8 tensor-core products of
+  //     mmq.cu (Q4_0, Q5_0, Q8_0, Q4_K, Q6_K; other types stay on the matvecs), which read each
+  //     weight once per 64 tokens; a token's row is the same at every such B but differs in the
+  //     last bits from the matvecs' (needs the int8 activations: off with f32_activations);
+  //   B >= batch_gemm_min: the cuBLAS GEMMs on F16 weight tiles (a token's result depends on the
+  //     batch: cuBLAS picks its kernel by shape).
+  // 0 turns a route off; both 0 keeps every step on the matvecs (`--batch-invariant`). The
+  // defaults: see bench/NOTES.md, "Continuous batching on CUDA".
+  int batch_mmq_min = 16;
+  int batch_gemm_min = 0;
   // Weight values per dequantized F16 tile of the prefill GEMM (bounds that scratch).
   size_t gemm_tile_elems = size_t(32) << 20;
   CudaKernelTuning tuning;

@@ -85,6 +85,8 @@ EnvironmentKnobs read_environment() {
   }
   if (const char* v = get("LOCKSTEP_CUDA_BATCH_GEMM_MIN"))
     o.cuda.batch_gemm_min = int(number("LOCKSTEP_CUDA_BATCH_GEMM_MIN", v, 0, 1 << 20));
+  if (const char* v = get("LOCKSTEP_CUDA_BATCH_MMQ_MIN"))
+    o.cuda.batch_mmq_min = int(number("LOCKSTEP_CUDA_BATCH_MMQ_MIN", v, 0, 1 << 20));
   CudaKernelTuning& t = o.cuda.tuning;
   if (const char* v = get("LOCKSTEP_CUDA_PDL")) t.pdl = one_of("LOCKSTEP_CUDA_PDL", v, {0, 1}) == 1;
   if (const char* v = get("LOCKSTEP_CUDA_PREFETCH_MB"))

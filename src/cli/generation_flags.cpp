@@ -192,7 +192,7 @@ OpenRequest ModelFlags::request() const {
   r.verdict_cache_dir = environment_knobs().verdict_cache_dir;
   r.options.threads = threads;
   r.options.n_ctx = n_ctx;
-  if (batch_invariant) r.options.cuda.batch_gemm_min = 0;
+  if (batch_invariant) r.options.cuda.batch_gemm_min = r.options.cuda.batch_mmq_min = 0;
   return r;
 }
 

@@ -32,7 +32,7 @@ struct ModelFlags {
   std::string flash_attn;    // -fa [on|off|auto] as given ("on" when bare); empty: not given
   bool quiet = false;        // --quiet: no progress line on stderr (cli/progress_line.h)
   // --batch-invariant (serve, bench): CUDA decode steps of several sequences stay on the batched
-  // matvecs at every size (CudaBackendOptions::batch_gemm_min = 0).
+  // matvecs at every size (CudaBackendOptions::batch_mmq_min = batch_gemm_min = 0).
   bool batch_invariant = false;
 
   // The backend request: these flags and the LOCKSTEP_* knobs of the environment

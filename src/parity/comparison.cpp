@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <limits>
 #include <sstream>
 #include <thread>
@@ -271,15 +272,25 @@ ParityVerdict ParityComparison::compare_with(const ReferenceProbe& ref, Backend&
     row.m = prefill[size_t(p)];
     if (!check(row)) return finish();
   }
-  // A backend serving several sequences decodes them in one batch. Then every step also feeds a
-  // second sequence that holds the probe's first `side` tokens, one more probe token per step: its
-  // rows are the reference's prefill rows side + k, already computed, so the batched path (other
-  // sequence, other position, one call) is compared at no cost to the reference. A backend whose
-  // larger steps take another route (batch_route_rows) gets that many rows per step when it has
-  // the sequences: sequences 1 .. n_side all hold the same tokens and must all give those rows.
+  // A backend serving several sequences decodes them in one batch. Then every step also feeds
+  // side sequences that hold the probe's first `side` tokens, one more probe token each time they
+  // are fed: their rows are the reference's prefill rows, already computed, so the batched path
+  // (other sequences, other positions, one call) is compared at no cost to the reference. A
+  // backend whose larger steps take other routes (batch_route_rows) gets steps of each route's
+  // size it has the sequences for, largest first, then of two, in turn (step k has sizes[k % n]
+  // rows): every route is checked, and sequences 1 .. sizes[0] - 1 all hold the same tokens and
+  // must all give those rows.
   const int side = batched_side_length(candidate, P, cfg.steps);
-  const int route = candidate.batch_route_rows();
-  const int n_side = side == 0 ? 0 : (route > 2 && candidate.n_seq() >= route ? route - 1 : 1);
+  std::vector<int> sizes;
+  if (side > 0) {
+    for (int r : candidate.batch_route_rows())
+      if (r > 2 && r <= candidate.n_seq()) sizes.push_back(r);
+    std::sort(sizes.begin(), sizes.end(), std::greater<int>());
+    sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+    sizes.push_back(2);
+  }
+  const int n_side = sizes.empty() ? 0 : sizes[0] - 1;
+  std::vector<int> side_pos(size_t(n_side), side);  // each side sequence's next position
   if (side > 0) {
     std::vector<SeqTokens> prefixes;
     for (int s = 1; s <= n_side; ++s) {
@@ -293,12 +304,13 @@ ParityVerdict ParityComparison::compare_with(const ReferenceProbe& ref, Backend&
   std::vector<float> step(V), side_steps(size_t(n_side) * V);
   for (int k = 0; k < cfg.steps; ++k) {
     const int32_t token = ref.step_tokens[size_t(k)];
+    const int n_fed = sizes.empty() ? 0 : sizes[size_t(k) % sizes.size()] - 1;
     std::fill(step.begin(), step.end(), nan);
     std::fill(side_steps.begin(), side_steps.end(), nan);
     std::vector<SeqTokens> batch = {{0, {&token, 1}, step.data(), false}};
-    for (int s = 1; s <= n_side; ++s)
-      batch.push_back(
-          {s, probe.subspan(size_t(side + k), 1), side_steps.data() + size_t(s - 1) * V, false});
+    for (int s = 1; s <= n_fed; ++s)
+      batch.push_back({s, probe.subspan(size_t(side_pos[size_t(s - 1)]), 1),
+                       side_steps.data() + size_t(s - 1) * V, false});
     c0 = Clock::now();
     candidate.forward_batch(batch);
     v.candidate_ms += ms_since(c0);
@@ -309,12 +321,13 @@ ParityVerdict ParityComparison::compare_with(const ReferenceProbe& ref, Backend&
     row.token = token;
     row.m = compare_logits({ref.steps.data() + size_t(k) * V, V}, step);
     if (!check(row)) return finish();
-    for (int s = 1; s <= n_side; ++s) {
+    for (int s = 1; s <= n_fed; ++s) {
+      const int pos = side_pos[size_t(s - 1)]++;
       ParityRow side_row = row;
       side_row.seq = s;
-      side_row.position = side + k;
-      side_row.token = probe[size_t(side + k)];
-      side_row.m = compare_logits({ref.prefill.data() + size_t(side + k) * V, V},
+      side_row.position = pos;
+      side_row.token = probe[size_t(pos)];
+      side_row.m = compare_logits({ref.prefill.data() + size_t(pos) * V, V},
                                   {side_steps.data() + size_t(s - 1) * V, V});
       if (!check(side_row)) return finish();
     }

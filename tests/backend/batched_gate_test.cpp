@@ -103,26 +103,36 @@ TEST_F(BatchedGate, AFaultOfTheBatchedPathAloneIsCaughtOnlyWhenTheGateBatches) {
   }
 }
 
-// A backend whose steps of at least `route` sequences take another route (CUDA: the GEMMs), here
-// the fast path with that route's rows corrupted when `broken`.
+// A backend whose steps of at least routes[i] sequences take another route i (CUDA: the mmq
+// products, the GEMMs), here the fast path with route `broken`'s rows corrupted (-1: none).
 class RoutedFast final : public cpu::TransformerBackend<Backend> {
  public:
-  RoutedFast(const Model& model, int n_seq, int route, bool broken)
+  RoutedFast(const Model& model, int n_seq, std::vector<int> routes, int broken)
       : TransformerBackend(model, cpu::make_fast_kernels(), options(n_seq)),
-        route_(route),
-        broken_(broken) {}
+        routes_(std::move(routes)),
+        broken_(broken),
+        route_steps(routes_.size(), 0) {}
   std::string name() const override { return "cpu"; }
-  int batch_route_rows() const override { return route_; }
-  int64_t route_steps = 0;
+  std::vector<int> batch_route_rows() const override { return routes_; }
+
+ private:
+  std::vector<int> routes_;
+  int broken_;
+
+ public:
+  std::vector<int64_t> route_steps;  // steps taken by each route
 
  protected:
   void forward_batch_impl(std::span<const SeqTokens> batch) override {
     TransformerBackend::forward_batch_impl(batch);
-    if (int(batch.size()) < route_) return;
     for (const SeqTokens& item : batch)
       if (item.tokens.size() != 1) return;
-    ++route_steps;
-    if (!broken_) return;
+    int route = -1;
+    for (size_t i = 0; i < routes_.size(); ++i)
+      if (int(batch.size()) >= routes_[i]) route = int(i);
+    if (route < 0) return;
+    ++route_steps[size_t(route)];
+    if (route != broken_) return;
     const size_t V = size_t(model().hp.n_vocab);
     for (const SeqTokens& item : batch)
       for (size_t i = 0; i < V; ++i) item.logits[i] += 4.0f * float((i * 7919) % 13) - 24.0f;
@@ -137,41 +147,65 @@ class RoutedFast final : public cpu::TransformerBackend<Backend> {
     o.n_seq = n_seq;
     return o;
   }
-  int route_;
-  bool broken_;
 };
 
-// The gate's batched steps reach a backend's large-batch route when it has the sequences: all
-// route - 1 side sequences give the reference's rows (a healthy route passes, with a row for each),
-// a broken route is rejected at its first step, and a backend of fewer sequences than the route
+// The gate's batched steps reach each of a backend's large-batch routes when it has the
+// sequences, largest first, then a step of two, in turn (3 steps: route 5, two, route 5): all
+// side sequences fed give the reference's rows (a healthy route passes, with a row for each), a
+// broken route is rejected at its first step, and a backend of fewer sequences than the route
 // never takes it (nor is it asked to).
 TEST_F(BatchedGate, StepsAsLargeAsTheBackendsOtherRouteCheckThatRoute) {
   SCOPED_TRACE("seed " + std::to_string(seed_));
   ReferenceBackend reference(*model_, 2, 64);
   ParityConfig config;
   {
-    RoutedFast healthy(*model_, 5, 5, false);
+    RoutedFast healthy(*model_, 5, {5}, -1);
     const ParityVerdict v = ParityComparison::compare(reference, healthy, probe_, config);
     EXPECT_EQ(v.status, ParityVerdict::Status::Passed) << v.failure_text();
-    EXPECT_EQ(healthy.route_steps, 3);
-    ASSERT_EQ(v.rows.size(), 24u + 3u + 3u * 4u);
+    EXPECT_EQ(healthy.route_steps[0], 2);
+    // steps of 5, 2 and 5 rows: 4 + 1 + 4 side rows
+    ASSERT_EQ(v.rows.size(), 24u + 3u + 9u);
     for (int s = 1; s <= 4; ++s) EXPECT_EQ(v.rows[size_t(24 + 1 + s - 1)].seq, s);
+    EXPECT_EQ(v.rows[size_t(24 + 5 + 1)].seq, 1);                    // step 1: sequence 1 only
     for (int s = 1; s <= 4; ++s) EXPECT_EQ(healthy.seq_past(s), 0);  // left empty
   }
   {
-    RoutedFast broken(*model_, 5, 5, true);
+    RoutedFast broken(*model_, 5, {5}, 0);
     const ParityVerdict v = ParityComparison::compare(reference, broken, probe_, config);
     EXPECT_EQ(v.status, ParityVerdict::Status::Rejected);
     // The route's first step, where sequence 0's row is already wrong.
     EXPECT_NE(v.failure_text().find("at step 0/3"), std::string::npos) << v.failure_text();
-    EXPECT_EQ(broken.route_steps, 1);
+    EXPECT_EQ(broken.route_steps[0], 1);
   }
   {
-    RoutedFast small(*model_, 4, 5, true);  // four sequences: steps of two, the route unused
+    RoutedFast small(*model_, 4, {5}, 0);  // four sequences: steps of two, the route unused
     const ParityVerdict v = ParityComparison::compare(reference, small, probe_, config);
     EXPECT_EQ(v.status, ParityVerdict::Status::Passed) << v.failure_text();
-    EXPECT_EQ(small.route_steps, 0);
+    EXPECT_EQ(small.route_steps[0], 0);
     EXPECT_EQ(v.rows.size(), 24u + 3u + 3u);
+  }
+}
+
+// Two routes (CUDA: mmq from 3, GEMMs from 5): steps of 5, 3 and 2 rows, so each route serves
+// one step, and a broken middle route is caught at its step (step 1) although the larger one
+// passed step 0.
+TEST_F(BatchedGate, EveryRouteOfTheBackendIsChecked) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  ReferenceBackend reference(*model_, 2, 64);
+  ParityConfig config;
+  {
+    RoutedFast healthy(*model_, 5, {3, 5}, -1);
+    const ParityVerdict v = ParityComparison::compare(reference, healthy, probe_, config);
+    EXPECT_EQ(v.status, ParityVerdict::Status::Passed) << v.failure_text();
+    EXPECT_EQ(healthy.route_steps, (std::vector<int64_t>{1, 1}));
+    EXPECT_EQ(v.rows.size(), 24u + 3u + 4u + 2u + 1u);
+  }
+  {
+    RoutedFast broken(*model_, 5, {3, 5}, 0);
+    const ParityVerdict v = ParityComparison::compare(reference, broken, probe_, config);
+    EXPECT_EQ(v.status, ParityVerdict::Status::Rejected);
+    EXPECT_NE(v.failure_text().find("at step 1/3"), std::string::npos) << v.failure_text();
+    EXPECT_EQ(broken.route_steps, (std::vector<int64_t>{1, 1}));
   }
 }
 

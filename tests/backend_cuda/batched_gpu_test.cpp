@@ -1,9 +1,11 @@
 // The CUDA backend with several sequences (continuous batching), end to end:
 //   - every sequence's rows agree with the CPU reference run on that sequence alone (cosine
-//     0.999, top-1 where the reference's lead is clear), on the batched matvecs and on the GEMM
-//     path of large steps;
+//     0.999, top-1 where the reference's lead is clear), on the batched matvecs, on the mmq route
+//     (int8 tensor cores) and on the GEMM path of large steps, for the weight types of Q4_K_M
+//     files (Q4_K, Q6_K, Q8_0) and of the mmq kernels' other formats (Q4_0, Q5_0);
 //   - batch invariance: a sequence decoded among 31 others gets bit for bit the logits it gets
-//     alone, and the same as the single-sequence forward() path;
+//     alone, and the same as the single-sequence forward() path; on the mmq route, bit for bit
+//     the same rows among 2 others as among 31 others;
 //   - the gate runs batched steps on CUDA too: a fault of the batched path alone is caught.
 #include "backend_cuda/cuda_test_util.h"
 
@@ -18,6 +20,17 @@ namespace {
 
 constexpr double kCosineMin = 0.999;
 constexpr double kF16ClearMargin = 0.1;  // as in backend_gpu_test.cpp
+
+// The mmq kernels' 32-wide formats: Q5_0 matrices, Q8_0 ffn_down, Q4_0 embeddings/output.
+TinyModelSpec q5_0_mix(uint64_t seed) {
+  TinyModelSpec s;
+  s.arch = Arch::Qwen2;
+  s.matrix_type = TensorType::Q5_0, s.down_type = TensorType::Q8_0;
+  s.embd_type = TensorType::Q4_0;
+  s.n_head = 4, s.n_head_kv = 2;
+  s.seed = seed;
+  return s;
+}
 
 TinyModelSpec q4_k_m_like(uint64_t seed) {
   TinyModelSpec s;
@@ -36,12 +49,15 @@ std::vector<int32_t> random_tokens(std::mt19937_64& rng, int n, int64_t n_vocab)
   return t;
 }
 
-std::unique_ptr<Backend> open_cuda(const Model& m, int n_seq, int n_ctx, int batch_gemm_min) {
+// batch_mmq_min, batch_gemm_min: CudaBackendOptions' route thresholds (0: that route off).
+std::unique_ptr<Backend> open_cuda(const Model& m, int n_seq, int n_ctx, int batch_gemm_min,
+                                   int batch_mmq_min = 0) {
   OpenRequest req;
   req.backend = "cuda";
   req.options.n_ctx = n_ctx;
   req.options.n_seq = n_seq;
   req.options.cuda.batch_gemm_min = batch_gemm_min;
+  req.options.cuda.batch_mmq_min = batch_mmq_min;
   ParityConfig cfg;
   cfg.policy = ParityPolicy::Off;
   ServingBackend r = ParityGate::open(m, req, cfg, {}, false);
@@ -88,43 +104,49 @@ TEST(CudaBatched, SequencesMatchCpuReferenceRowByRow) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  const Model m = make_tiny_model(q4_k_m_like(rng()));
-  const size_t V = size_t(m.hp.n_vocab);
-  const std::vector<int> lengths = {1, 5, 12, 40, 3, 9};
-  std::vector<std::vector<int32_t>> prompts, steps;
-  for (int n : lengths) {
-    prompts.push_back(random_tokens(rng, n, m.hp.n_vocab));
-    steps.push_back(random_tokens(rng, 24, m.hp.n_vocab));
-  }
-  // The reference: each sequence alone, prompt then its steps.
-  std::vector<std::vector<float>> want;
-  for (size_t s = 0; s < prompts.size(); ++s) {
-    ReferenceBackend ref(m, 0, 128);
-    std::vector<int32_t> all = prompts[s];
-    all.insert(all.end(), steps[s].begin(), steps[s].end());
-    want.emplace_back(all.size() * V);
-    ref.forward(all, want.back().data(), true);
-  }
-  // Batched matvecs (0), and the GEMMs for every step of at least 4 tokens.
-  for (int gemm_min : {0, 4}) {
-    SCOPED_TRACE("batch_gemm_min " + std::to_string(gemm_min));
-    auto cuda = open_cuda(m, 8, 128, gemm_min);
-    ASSERT_EQ(cuda->n_seq(), 8);
-    const auto got = run_batched(*cuda, prompts, steps);
+  for (const bool k_quants : {true, false}) {
+    SCOPED_TRACE(k_quants ? "Q4_K / Q6_K / Q8_0 model" : "Q5_0 / Q8_0 / Q4_0 model");
+    const Model m = make_tiny_model(k_quants ? q4_k_m_like(rng()) : q5_0_mix(rng()));
+    const size_t V = size_t(m.hp.n_vocab);
+    const std::vector<int> lengths = {1, 5, 12, 40, 3, 9};
+    std::vector<std::vector<int32_t>> prompts, steps;
+    for (int n : lengths) {
+      prompts.push_back(random_tokens(rng, n, m.hp.n_vocab));
+      steps.push_back(random_tokens(rng, 24, m.hp.n_vocab));
+    }
+    // The reference: each sequence alone, prompt then its steps.
+    std::vector<std::vector<float>> want;
     for (size_t s = 0; s < prompts.size(); ++s) {
-      EXPECT_EQ(cuda->seq_past(int(s)), int(prompts[s].size() + steps[s].size()));
-      int failures = 0;
-      for (size_t r = 0; r * V < got[s].size() && failures < 5; ++r) {
-        const float* g = got[s].data() + r * V;
-        const float* w = want[s].data() + r * V;
-        const double cos = cosine(g, w, V);
-        if (!(cos >= kCosineMin)) {
-          ADD_FAILURE() << "sequence " << s << " row " << r << ": cosine " << cos;
-          ++failures;
-        }
-        if (argmax(g, V) != argmax(w, V) && top2_margin(w, V) > kF16ClearMargin) {
-          ADD_FAILURE() << "sequence " << s << " row " << r << ": top-1 differs";
-          ++failures;
+      ReferenceBackend ref(m, 0, 128);
+      std::vector<int32_t> all = prompts[s];
+      all.insert(all.end(), steps[s].begin(), steps[s].end());
+      want.emplace_back(all.size() * V);
+      ref.forward(all, want.back().data(), true);
+    }
+    // Batched matvecs (0, 0), the GEMMs for every step of at least 4 tokens, the mmq route for
+    // every step of at least 2 (and the matvecs for the one-token steps of the prompts).
+    const std::pair<int, int> routes[] = {{0, 0}, {4, 0}, {0, 2}};
+    for (const auto& [gemm_min, mmq_min] : routes) {
+      SCOPED_TRACE("batch_gemm_min " + std::to_string(gemm_min) + ", batch_mmq_min " +
+                   std::to_string(mmq_min));
+      auto cuda = open_cuda(m, 8, 128, gemm_min, mmq_min);
+      ASSERT_EQ(cuda->n_seq(), 8);
+      const auto got = run_batched(*cuda, prompts, steps);
+      for (size_t s = 0; s < prompts.size(); ++s) {
+        EXPECT_EQ(cuda->seq_past(int(s)), int(prompts[s].size() + steps[s].size()));
+        int failures = 0;
+        for (size_t r = 0; r * V < got[s].size() && failures < 5; ++r) {
+          const float* g = got[s].data() + r * V;
+          const float* w = want[s].data() + r * V;
+          const double cos = cosine(g, w, V);
+          if (!(cos >= kCosineMin)) {
+            ADD_FAILURE() << "sequence " << s << " row " << r << ": cosine " << cos;
+            ++failures;
+          }
+          if (argmax(g, V) != argmax(w, V) && top2_margin(w, V) > kF16ClearMargin) {
+            ADD_FAILURE() << "sequence " << s << " row " << r << ": top-1 differs";
+            ++failures;
+          }
         }
       }
     }
@@ -134,8 +156,9 @@ TEST(CudaBatched, SequencesMatchCpuReferenceRowByRow) {
 // Greedy decoding of one sequence: alone (forward(), and forward_batch with it alone) and as one
 // of 32 sequences decoding together (the others on their own prompts). Every logits row must be
 // bit for bit the same, with the batch-invariant setting and with a GEMM threshold above this
-// batch (the default, 16, is below it: those steps take the GEMMs, checked against the reference
-// in SequencesMatchCpuReferenceRowByRow).
+// batch (the mmq route stays off here: from its default, 16, steps take the int8 tensor-core
+// products, checked against the reference in SequencesMatchCpuReferenceRowByRow and for their own
+// batch invariance in MmqRouteRowsDoNotDependOnTheBatch).
 TEST(CudaBatched, ASequenceGetsTheSameBitsAloneAndAmong31Others) {
   REQUIRE_CUDA_DEVICE();
   const uint64_t seed = fresh_seed();
@@ -202,10 +225,64 @@ TEST(CudaBatched, ASequenceGetsTheSameBitsAloneAndAmong31Others) {
   }
 }
 
+// The mmq route's promise (mmq.cu): a token's row does not depend on the batch it is computed in.
+// Sequence 0's teacher-forced steps among 2 others and among 31 others (at other positions, on
+// their own prompts), both on the mmq route (from 2 rows): every row bit for bit the same, and
+// finite. For both weight mixes, so that each mmq format is covered.
+TEST(CudaBatched, MmqRouteRowsDoNotDependOnTheBatch) {
+  REQUIRE_CUDA_DEVICE();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (const bool k_quants : {true, false}) {
+    SCOPED_TRACE(k_quants ? "Q4_K / Q6_K / Q8_0 model" : "Q5_0 / Q8_0 / Q4_0 model");
+    const Model m = make_tiny_model(k_quants ? q4_k_m_like(rng()) : q5_0_mix(rng()));
+    const size_t V = size_t(m.hp.n_vocab);
+    constexpr int kSeqs = 32, kSteps = 12;
+    std::vector<std::vector<int32_t>> prompts;
+    for (int s = 0; s < kSeqs; ++s)
+      // At least 2 tokens: a one-token prompt would be decoded together with the other
+      // sequences' one-token prompts, on the matvecs or the mmq route depending on how many
+      // there are, so sequence 0's cache would depend on the batch.
+      prompts.push_back(random_tokens(rng, 2 + int(rng() % 30), m.hp.n_vocab));
+    const std::vector<int32_t> steps = random_tokens(rng, kSteps, m.hp.n_vocab);
+    auto cuda = open_cuda(m, kSeqs, 96, 0, 2);
+    // Sequence 0's step rows when decoded with n - 1 others (each fed its own random tokens).
+    auto rows_among = [&](int n) {
+      std::vector<float> rows(size_t(kSteps) * V), scratch(V);
+      std::vector<SeqTokens> batch;
+      for (int s = 0; s < n; ++s) {
+        cuda->truncate_seq(s, 0);
+        batch.push_back({s, prompts[size_t(s)], nullptr, false});
+      }
+      cuda->forward_batch(batch);
+      std::vector<int32_t> other(static_cast<size_t>(n));
+      for (int k = 0; k < kSteps; ++k) {
+        batch.clear();
+        for (int s = 0; s < n; ++s) {
+          other[size_t(s)] = int32_t((rng() % uint64_t(m.hp.n_vocab)));
+          batch.push_back({s,
+                           {s == 0 ? &steps[size_t(k)] : &other[size_t(s)], 1},
+                           s == 0 ? rows.data() + size_t(k) * V : scratch.data(),
+                           false});
+        }
+        cuda->forward_batch(batch);
+      }
+      return rows;
+    };
+    const std::vector<float> three = rows_among(3), all = rows_among(kSeqs);
+    for (float x : three) ASSERT_TRUE(std::isfinite(x));
+    for (int k = 0; k < kSteps; ++k)
+      EXPECT_EQ(0, std::memcmp(three.data() + size_t(k) * V, all.data() + size_t(k) * V,
+                               V * sizeof(float)))
+          << "step " << k << ": among 31 others differs from among 2 others";
+  }
+}
+
 // Greedy picks made on the device in a batched step (SeqTokens::argmax) are greedy_pick of the
 // rows: checked against the row where an item asks for both, and, for items that ask only for the
 // pick (over fewer columns than the vocabulary), against the rows of a twin backend fed the same
-// steps of the same size (on both routes: the batched matvecs and the GEMMs).
+// steps of the same size (on every route: the batched matvecs, the GEMMs and the mmq products).
 TEST(CudaBatched, DevicePicksAreTheGreedyPicksOfTheRows) {
   REQUIRE_CUDA_DEVICE();
   const uint64_t seed = fresh_seed();
@@ -218,10 +295,11 @@ TEST(CudaBatched, DevicePicksAreTheGreedyPicksOfTheRows) {
   std::vector<std::vector<int32_t>> prompts;
   for (int s = 0; s < kSeqs; ++s)
     prompts.push_back(random_tokens(rng, 1 + int(rng() % 12), m.hp.n_vocab));
-  for (int gemm_min : {0, 2}) {
-    SCOPED_TRACE("batch_gemm_min " + std::to_string(gemm_min));
-    auto cuda = open_cuda(m, kSeqs, 64, gemm_min);
-    auto twin = open_cuda(m, kSeqs, 64, gemm_min);
+  for (const auto& [gemm_min, mmq_min] : {std::pair{0, 0}, std::pair{2, 0}, std::pair{0, 2}}) {
+    SCOPED_TRACE("batch_gemm_min " + std::to_string(gemm_min) + " batch_mmq_min " +
+                 std::to_string(mmq_min));
+    auto cuda = open_cuda(m, kSeqs, 64, gemm_min, mmq_min);
+    auto twin = open_cuda(m, kSeqs, 64, gemm_min, mmq_min);
     std::vector<float> rows(kSeqs * V), twin_rows(kSeqs * V);
     std::vector<int32_t> picks(kSeqs, -7), next(kSeqs);
     std::vector<SeqTokens> a, b;

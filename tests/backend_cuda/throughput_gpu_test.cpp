@@ -224,6 +224,61 @@ double time_us(F&& fn, int reps = 20) {
   return double(ms) * 1e3 / reps;
 }
 
+// The three routes of a batched decode step's products, per product, at the Qwen2.5 7B and 0.5B
+// Q4_K_M shapes: the mmq kernels (with their input-quantizing launch), the batched matvecs (with
+// theirs) and the F16 GEMMs (dequantized tiles + cuBLAS), for B = 8 .. 128 tokens. mmq also as
+// weight bandwidth (bytes of the matrix / time) and int8 tensor throughput (2 terms x 2 B rows x
+// cols ops / time).
+TEST(CudaThroughput, DISABLED_MmqAgainstOtherRoutes) {
+  REQUIRE_CUDA_DEVICE();
+  struct Case {
+    TensorType type;
+    int64_t rows, cols;
+  };
+  const Case cases[] = {{TensorType::Q4_K, 18944, 3584},  {TensorType::Q4_K, 3584, 3584},
+                        {TensorType::Q4_K, 3584, 18944},  {TensorType::Q6_K, 3584, 18944},
+                        {TensorType::Q6_K, 152064, 3584}, {TensorType::Q5_0, 4864, 896},
+                        {TensorType::Q5_0, 896, 896},     {TensorType::Q6_K, 896, 4864},
+                        {TensorType::Q8_0, 151936, 896}};
+  constexpr int64_t kMaxTok = 128;
+  std::mt19937_64 rng(4);
+  for (const auto& c : cases) {
+    const auto w = random_weights(rng, c.type, 64, c.cols, 0.02f, false);
+    const uint64_t rb = *row_bytes(c.type, c.cols), bytes = rb * uint64_t(c.rows);
+    uint8_t* d_w = static_cast<uint8_t*>(cuda_ops::device_alloc(bytes));
+    for (uint64_t off = 0; off < bytes; off += w.size())
+      cuda_ops::copy_to_device(d_w + off, w.data(), std::min<uint64_t>(w.size(), bytes - off));
+    DeviceBuffer<float> x(random_normal(rng, size_t(c.cols * kMaxTok), 1.0f));
+    DeviceBuffer<float> y(size_t(c.rows * kMaxTok));
+    DeviceBuffer<uint8_t> scratch(cuda_ops::act_q8_scratch_bytes(c.cols, kMaxTok));
+    const cuda_ops::ActQ8Scratch act = cuda_ops::act_q8_scratch(scratch.get(), c.cols, kMaxTok);
+    cuda_ops::Matmul gemm(size_t(c.cols * kMaxTok), size_t(32) << 20, false);
+    for (int64_t n : {8, 16, 32, 64, 128}) {
+      const double mmq = time_us([&] {
+        cuda_ops::mmq(c.type, d_w, c.rows, c.cols, x.get(), n, y.get(), nullptr,
+                      cuda_ops::MatvecMode::Store, nullptr, act);
+      });
+      const double mv = time_us([&] {
+        cuda_ops::matvec_batch(c.type, d_w, c.rows, c.cols, x.get(), n, y.get(), nullptr,
+                               cuda_ops::MatvecMode::Store, nullptr, &act);
+      });
+      const double gm = time_us([&] {
+        gemm.run(c.type, d_w, c.rows, c.cols, x.get(), n, y.get(), c.rows, false, nullptr);
+      });
+      std::fprintf(stderr,
+                   "[bench] B %3lld %s %lld x %lld: mmq %8.1f us (%5.0f GB/s, %5.1f int8 TOPS)"
+                   "  matvec %8.1f us  gemm %8.1f us\n",
+                   (long long)n, tensor_type_info(c.type).name, (long long)c.rows,
+                   (long long)c.cols, mmq, double(bytes) / (mmq * 1e3),
+                   4.0 * double(n) * double(c.rows) * double(c.cols) / (mmq * 1e6), mv, gm);
+    }
+    cuda_ops::synchronize();
+    const std::vector<float> out = y.download();
+    for (size_t i = 0; i < 1000; ++i) ASSERT_TRUE(std::isfinite(out[i])) << i;
+    cuda_ops::device_free(d_w);
+  }
+}
+
 // Where prefill and decode time goes, op by op, at Qwen2.5-7B shapes.
 TEST(CudaThroughput, DISABLED_OpBreakdown7B) {
   REQUIRE_CUDA_DEVICE();

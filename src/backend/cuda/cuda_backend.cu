@@ -22,8 +22,10 @@
 // for all of them, and rope and attention take each token's own position and sequence. Every
 // token's arithmetic in that step is what it alone would get (the batched kernels' promise,
 // cuda_ops.h), so a sequence's results do not depend on who else is in the batch. Steps of at
-// least CudaBackendOptions::batch_gemm_min tokens take the cuBLAS GEMMs instead (faster for
-// large batches, not batch-invariant; 0 keeps every step on the batched matvecs).
+// least CudaBackendOptions::batch_mmq_min tokens take the int8 tensor-core products of mmq.cu
+// instead (weights read once per 64 tokens; a token's row then depends on the route but not on
+// the batch size within it), and steps of at least batch_gemm_min the cuBLAS GEMMs (F16 tiles,
+// not batch-invariant); 0 turns either route off.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -81,7 +83,12 @@ class CudaBackend final : public GatedBackend {
   int n_past() const override { return seq_past_[0]; }
   int seq_past(int seq) const override { return seq_past_.at(size_t(seq)); }
   int n_seq() const override { return n_seq_; }
-  int batch_route_rows() const override { return opts_.batch_gemm_min; }
+  std::vector<int> batch_route_rows() const override {
+    std::vector<int> starts;
+    if (mmq_route_on()) starts.push_back(opts_.batch_mmq_min);
+    if (opts_.batch_gemm_min > 0) starts.push_back(opts_.batch_gemm_min);
+    return starts;
+  }
   // Decode rows of a batched step (not the single-sequence path) that share one column count.
   bool picks_argmax(std::span<const SeqTokens> batch, size_t i) const override {
     if ((batch.size() == 1 && batch[0].seq == 0) || batch[i].tokens.size() != 1) return false;
@@ -124,7 +131,17 @@ class CudaBackend final : public GatedBackend {
   void decode_token(int32_t token, int pos, float* logits);
   void enqueue_decode(bool eager, int pos);
   void decode_rows(const std::vector<DecodeRow>& rows);
-  void enqueue_rows(int n_rows, int max_ctx, bool gemm, const std::vector<DecodeRow>* faults);
+  // The kernels a batched decode step takes (CudaBackendOptions::batch_mmq_min, batch_gemm_min).
+  enum class Route { Matvec, Mmq, Gemm };
+  bool mmq_route_on() const { return opts_.batch_mmq_min > 0 && act_q8() != nullptr; }
+  Route route_of(int rows) const {
+    if (opts_.batch_gemm_min > 0 && rows >= opts_.batch_gemm_min) return Route::Gemm;
+    if (mmq_route_on() && rows >= opts_.batch_mmq_min) return Route::Mmq;
+    return Route::Matvec;
+  }
+  void enqueue_rows(int n_rows, int max_ctx, Route route, const std::vector<DecodeRow>* faults);
+  // A product of the mmq route: mmq.cu where it has the weight type, else the batched matvec.
+  void mmq_product(const DevWeight& w, const float* x, int n_tok, float* y, MatvecMode mode);
   // Replays `exec` (capturing enqueue() into it on first use); launches eagerly when capture or
   // instantiation fails, for good (graph_failed_).
   template <class Enqueue>
@@ -134,7 +151,7 @@ class CudaBackend final : public GatedBackend {
                      bool want_last, int seq = 0, bool batch_fault = false);
   void matmul(const DevWeight& w, const float* x, int n_tok, float* y, bool accumulate);
   void matvec(const DevWeight& w, const float* x, float* y, const float* bias, MatvecMode mode);
-  void qkv_projection(const DevLayer& L, int n_tok = 1);
+  void qkv_projection(const DevLayer& L, int n_tok = 1, bool mmq = false);
   void after_layer(int layer, const char* stage, int n, int pos0, bool eager,
                    bool batch_fault = false);
   void* k_cache(int layer, int seq = 0) const;
@@ -462,6 +479,14 @@ void CudaBackend::matvec(const DevWeight& w, const float* x, float* y, const flo
   cuda_ops::matvec(w.type, w.data, w.rows, w.cols, x, y, bias, mode, stream_, act_q8());
 }
 
+void CudaBackend::mmq_product(const DevWeight& w, const float* x, int n_tok, float* y,
+                              MatvecMode mode) {
+  if (mmq_supported(w.type, w.cols))
+    mmq(w.type, w.data, w.rows, w.cols, x, n_tok, y, nullptr, mode, stream_, act_q8_);
+  else
+    matvec_batch(w.type, w.data, w.rows, w.cols, x, n_tok, y, nullptr, mode, stream_, act_q8());
+}
+
 void CudaBackend::matmul(const DevWeight& w, const float* x, int n_tok, float* y, bool accumulate) {
   matmul_->run(w.type, w.data, w.rows, w.cols, x, n_tok, y, w.rows, accumulate, stream_);
 }
@@ -495,7 +520,7 @@ void CudaBackend::after_layer(int layer, const char* stage, int n, int pos0, boo
 // Attention pre-norm and Q, K, V of one token: one launch per run of same-typed projections
 // (one for most files; two where Q4_K_M stores attn_v in Q6_K), each with the norm fused in
 // (recomputing it in each launch is cheaper than a separate norm launch; bench/NOTES.md).
-void CudaBackend::qkv_projection(const DevLayer& L, int n_tok) {
+void CudaBackend::qkv_projection(const DevLayer& L, int n_tok, bool mmq) {
   const DevWeight* w[3] = {&L.wq, &L.wk, &L.wv};
   float* y[3] = {d_q_, d_k_new_, d_v_new_};
   const float* bias[3] = {L.bq, L.bk, L.bv};
@@ -505,8 +530,12 @@ void CudaBackend::qkv_projection(const DevLayer& L, int n_tok) {
     MatvecTarget targets[3];
     for (int k = 0; k < n; ++k)
       targets[k] = {w[first + k]->data, w[first + k]->rows, y[first + k], bias[first + k]};
-    matvec_multi_batch(w[first]->type, w[first]->cols, d_h_, n_tok, targets, n, stream_,
-                       L.attn_norm, hp_.rms_eps, act_q8());
+    if (mmq && mmq_supported(w[first]->type, w[first]->cols))
+      mmq_multi(w[first]->type, w[first]->cols, d_h_, n_tok, targets, n, stream_, L.attn_norm,
+                hp_.rms_eps, act_q8_);
+    else
+      matvec_multi_batch(w[first]->type, w[first]->cols, d_h_, n_tok, targets, n, stream_,
+                         L.attn_norm, hp_.rms_eps, act_q8());
     first += n;
   }
 }
@@ -710,13 +739,14 @@ void CudaBackend::decode_rows(const std::vector<DecodeRow>& rows) {
   }
   CUDA_CHECK(cudaMemcpyAsync(d_ints_, h_ints_, size_t(3 * T + 1) * sizeof(int32_t),
                              cudaMemcpyHostToDevice, stream_));
-  // Large steps through the GEMMs (faster, not batch-invariant); the rest through the batched
+  // Large steps through the mmq products or the GEMMs (faster); the rest through the batched
   // matvecs, whose every row is what it would be alone.
-  const bool gemm = opts_.batch_gemm_min > 0 && B >= opts_.batch_gemm_min;
-  if (gemm || row_faults || B > kGraphRows || !opts_.cuda_graphs || graph_failed_)
-    enqueue_rows(B, max_pos + 1, gemm, row_faults ? &rows : nullptr);
+  const Route route = route_of(B);
+  if (route != Route::Matvec || row_faults || B > kGraphRows || !opts_.cuda_graphs || graph_failed_)
+    enqueue_rows(B, max_pos + 1, route, row_faults ? &rows : nullptr);
   else
-    replay_graph(rows_graphs_[B - 1], [&](bool) { enqueue_rows(B, n_ctx_, false, nullptr); });
+    replay_graph(rows_graphs_[B - 1],
+                 [&](bool) { enqueue_rows(B, n_ctx_, Route::Matvec, nullptr); });
   // Greedy picks where the logits are: B ids cross to the host instead of B rows.
   int64_t pick_cols = 0;
   int with_rows = 0;
@@ -757,8 +787,9 @@ void CudaBackend::decode_rows(const std::vector<DecodeRow>& rows) {
 
 // The launches of a batched decode step of n_rows rows (tokens, positions and sequences in
 // d_ints_), attention over positions < max_ctx. faults: the rows, when single-row faults apply.
-void CudaBackend::enqueue_rows(int n_rows, int max_ctx, bool gemm,
+void CudaBackend::enqueue_rows(int n_rows, int max_ctx, Route route,
                                const std::vector<DecodeRow>* faults) {
+  const bool gemm = route == Route::Gemm, mmq = route == Route::Mmq;
   const int B = n_rows;
   const int64_t E = hp_.n_embd, F = hp_.n_ff, V = hp_.n_vocab, T = max_tokens_;
   const int32_t* d_tok = d_ints_ + 1;
@@ -788,7 +819,7 @@ void CudaBackend::enqueue_rows(int n_rows, int max_ctx, bool gemm,
       if (L.bk) add_bias(d_k_new_, L.bk, B, kv_dim_, stream_);
       if (L.bv) add_bias(d_v_new_, L.bv, B, kv_dim_, stream_);
     } else {
-      qkv_projection(L, B);
+      qkv_projection(L, B, mmq);
     }
     rope_and_store_kv_rows(d_q_, d_k_new_, d_v_new_, k_cache(l), v_cache(l), kv_type_, B, where,
                            rope_, stream_);
@@ -796,6 +827,8 @@ void CudaBackend::enqueue_rows(int n_rows, int max_ctx, bool gemm,
                           partials_per_token_, B, where, max_ctx, attn_, stream_);
     if (gemm)
       matmul(L.wo, d_att_, B, d_h_, true);
+    else if (mmq)
+      mmq_product(L.wo, d_att_, B, d_h_, MatvecMode::Accumulate);
     else
       matvec_batch(L.wo.type, L.wo.data, L.wo.rows, L.wo.cols, d_att_, B, d_h_, nullptr,
                    MatvecMode::Accumulate, stream_, act_q8());
@@ -806,6 +839,17 @@ void CudaBackend::enqueue_rows(int n_rows, int max_ctx, bool gemm,
       matmul(L.up, d_xn_, B, d_u_, false);
       swiglu(d_g_, d_u_, d_g_, int64_t(B) * F, stream_);
       matmul(L.down, d_g_, B, d_h_, true);
+    } else if (mmq) {
+      if (L.gate.type == L.up.type && mmq_supported(L.gate.type, L.gate.cols)) {
+        mmq_swiglu(L.gate.type, L.gate.data, L.up.data, L.gate.rows, L.gate.cols, d_h_, B, d_g_,
+                   stream_, L.ffn_norm, hp_.rms_eps, act_q8_);
+      } else {
+        rmsnorm(d_h_, L.ffn_norm, d_xn_, B, E, hp_.rms_eps, stream_);
+        mmq_product(L.gate, d_xn_, B, d_g_, MatvecMode::Store);
+        mmq_product(L.up, d_xn_, B, d_u_, MatvecMode::Store);
+        swiglu(d_g_, d_u_, d_g_, int64_t(B) * F, stream_);
+      }
+      mmq_product(L.down, d_g_, B, d_h_, MatvecMode::Accumulate);
     } else {
       if (L.gate.type == L.up.type) {
         matvec_swiglu_batch(L.gate.type, L.gate.data, L.up.data, L.gate.rows, L.gate.cols, d_h_, B,
@@ -826,6 +870,10 @@ void CudaBackend::enqueue_rows(int n_rows, int max_ctx, bool gemm,
   if (gemm) {
     rmsnorm(d_h_, output_norm_, d_xn_, B, E, hp_.rms_eps, stream_);
     matmul(output_, d_xn_, B, d_logits_, false);
+  } else if (mmq && mmq_supported(output_.type, output_.cols)) {
+    const MatvecTarget out = {output_.data, output_.rows, d_logits_, nullptr};
+    mmq_multi(output_.type, output_.cols, d_h_, B, &out, 1, stream_, output_norm_, hp_.rms_eps,
+              act_q8_);
   } else {
     const MatvecTarget out = {output_.data, output_.rows, d_logits_, nullptr};
     matvec_multi_batch(output_.type, output_.cols, d_h_, B, &out, 1, stream_, output_norm_,

@@ -110,6 +110,24 @@ void matvec_swiglu_batch(TensorType type, const void* w_gate, const void* w_up, 
                          const float* norm_weight = nullptr, float eps = 0.0f,
                          const ActQ8Scratch* act = nullptr);
 
+// ---- quantized matrix products for small batches (mmq.cu) -----------------------------------
+// The batched decode step's products on the int8 tensor cores: each token's input is quantized
+// once into `act` (which must hold n_tok tokens of cols) as the int8 matvecs do, and each weight
+// block is read once per 64 tokens. Shapes, targets, bias, mode and norm_weight as for the
+// matvec_*_batch functions above. A row's result does not depend on the batch (any n_tok >= 1
+// gives the same bits for a token), but it differs in the last bits from the matvecs' (another
+// summation order); both stay within the two-term input's error bound (mmq_gpu_test.cpp).
+// True for Q4_0, Q5_0, Q8_0 (cols % 32 == 0) and Q4_K, Q6_K (cols % 256 == 0).
+bool mmq_supported(TensorType type, int64_t cols);
+void mmq(TensorType type, const void* w, int64_t rows, int64_t cols, const float* x, int64_t n_tok,
+         float* y, const float* bias, MatvecMode mode, void* stream, const ActQ8Scratch& act);
+void mmq_multi(TensorType type, int64_t cols, const float* x, int64_t n_tok,
+               const MatvecTarget* targets, int n, void* stream, const float* norm_weight,
+               float eps, const ActQ8Scratch& act);
+void mmq_swiglu(TensorType type, const void* w_gate, const void* w_up, int64_t rows, int64_t cols,
+                const float* x, int64_t n_tok, float* y, void* stream, const float* norm_weight,
+                float eps, const ActQ8Scratch& act);
+
 // ---- dequantization (prefill GEMM tiles, embeddings, norm weights) --------------------------
 // Rows row0 .. row0 + n_rows - 1 of W to F16 (dst_hi, n_rows x cols). When dst_lo is not null it
 // receives the F16 rounding residual, so that hi + lo represents each value to ~22 bits.
