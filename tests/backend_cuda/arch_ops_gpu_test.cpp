@@ -97,7 +97,8 @@ TEST(CudaArchOps, GegluSoftcapAndScale) {
   const auto u = random_normal(rng, size_t(n), 1.0f);
   auto logits = random_normal(rng, size_t(n), 40.0f);  // well past the cap of 30
   const float cap = 30.0f, s = 33.941125f;             // gemma2's cap; sqrt(1152)
-  std::vector<double> want_ge(size_t(n)), want_cap(size_t(n)), want_scale(size_t(n));
+  std::vector<double> want_ge(static_cast<size_t>(n)), want_cap(static_cast<size_t>(n)),
+      want_scale(static_cast<size_t>(n));
   int capped = 0;
   for (size_t i = 0; i < size_t(n); ++i) {
     want_ge[i] = gelu_tanh64(g[i]) * u[i];
@@ -106,7 +107,7 @@ TEST(CudaArchOps, GegluSoftcapAndScale) {
     capped += std::fabs(logits[i]) > cap;
   }
   EXPECT_GT(capped, n / 10);  // the cap changes many values, not just rounding
-  DeviceBuffer<float> d_g(g), d_u(u), d_y(size_t(n)), d_l(logits), d_s(u);
+  DeviceBuffer<float> d_g(g), d_u(u), d_y(static_cast<size_t>(n)), d_l(logits), d_s(u);
   cuda_ops::geglu(d_g.get(), d_u.get(), d_y.get(), n, nullptr);
   cuda_ops::softcap(d_l.get(), n, cap, nullptr);
   cuda_ops::scale(d_s.get(), n, s, nullptr);
@@ -295,9 +296,10 @@ TEST(CudaArchOps, RopeWithFactorsYarnAndPerLayerBase) {
       EXPECT_NMSE_BELOW(
           compare(kc.data() + size_t(pos0) * kv_dim, want_k.data(), size_t(n_tok * kv_dim)),
           kRopeNmse);
-      if (pos0 > 0 && std::string(c.what) != "sliding base")
+      if (pos0 > 0 && std::string(c.what) != "sliding base") {
         EXPECT_GT(compare(got_q.data(), plain_q.data(), got_q.size()).nmse, 1e-6)
             << "indistinguishable from the plain rope";
+      }
     }
 }
 
@@ -365,14 +367,14 @@ TEST(CudaArchOps, DecodeAttentionWithSoftcapAndWindow) {
                      " x " + std::to_string(hs.head_dim) + " cap " + std::to_string(c.softcap) +
                      " window " + std::to_string(c.window) + " pos " + std::to_string(pos));
         const auto q = random_normal(rng, size_t(q_dim), 3.0f);
-        std::vector<double> want(size_t(q_dim)), full(size_t(q_dim));
+        std::vector<double> want(static_cast<size_t>(q_dim)), full(static_cast<size_t>(q_dim));
         for (int h = 0; h < hs.n_head; ++h) {
           reference_head(q.data() + h * hs.head_dim, kc, vc, hs, h, pos, p.scale, c.softcap,
                          c.window, want.data() + h * hs.head_dim);
           reference_head(q.data() + h * hs.head_dim, kc, vc, hs, h, pos, p.scale, 0, 0,
                          full.data() + h * hs.head_dim);
         }
-        DeviceBuffer<float> d_q(q), out(size_t(q_dim));
+        DeviceBuffer<float> d_q(q), out(static_cast<size_t>(q_dim));
         DeviceBuffer<int32_t> d_pos(std::vector<int32_t>{pos});
         cuda_ops::attention_decode(d_q.get(), d_k.get(), d_v.get(), cuda_ops::KvType::F32,
                                    out.get(), partials.get(), d_pos.get(), max_ctx, p, nullptr);
@@ -382,8 +384,9 @@ TEST(CudaArchOps, DecodeAttentionWithSoftcapAndWindow) {
         EXPECT_GUARDS(partials);
         EXPECT_NMSE_BELOW(compare(got.data(), want.data(), got.size()), kAttentionNmse);
         // Past the window's reach the result differs from plain attention (the mask is used).
-        if (pos >= 2 * std::max(c.window, 1))
+        if (pos >= 2 * std::max(c.window, 1)) {
           EXPECT_GT(compare(got.data(), full.data(), got.size()).nmse, 1e-6);
+        }
       }
     }
 }
@@ -404,7 +407,8 @@ TEST(CudaArchOps, DecodeRowsWithWindowEqualEachTokenAlone) {
   const auto kc = random_normal(rng, size_t(seq_rows * n_seq) * kv_dim, 1.0f);
   const auto vc = random_normal(rng, size_t(seq_rows * n_seq) * kv_dim, 1.0f);
   const auto q = random_normal(rng, size_t(n_tok * q_dim), 3.0f);
-  DeviceBuffer<float> d_k(kc), d_v(vc), d_q(q), out(size_t(n_tok * q_dim)), one(size_t(q_dim));
+  DeviceBuffer<float> d_k(kc), d_v(vc), d_q(q), out(size_t(n_tok * q_dim)),
+      one(static_cast<size_t>(q_dim));
   cuda_ops::AttentionParams p{hs.n_head, hs.n_head_kv, hs.head_dim, 0.125f, 5.0f, 37};
   const size_t per_tok = cuda_ops::attention_decode_scratch_floats(seq_rows, p);
   DeviceBuffer<float> partials(per_tok * n_tok);
