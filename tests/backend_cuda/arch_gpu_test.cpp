@@ -51,12 +51,14 @@ struct SynthSpec {
   int64_t sliding_window = 0;  // 0: the preset's
   bool yarn = false;
   bool rope_factors = false;
+  float rope_base = 0;  // the global layers' rope base; 0: the preset's (10000)
 };
 
 Model make_synthetic(const SynthSpec& s, uint64_t seed) {
   ModelPreset preset = *find_model_preset("tiny");
   preset.n_layer = s.n_layer;
   preset.sliding_window = s.sliding_window;
+  if (s.rope_base > 0) preset.rope_freq_base = s.rope_base;
   // A short original context, so that the 64-wide heads' factors span 1 .. 8.
   if (s.rope_factors) preset.rope_scaling = Llama3RopeScaling{8, 1, 4, 64};
   SyntheticPlan plan = plan_synthetic_model(preset, s.arch, *find_quant_scheme(s.quant), seed);
@@ -83,7 +85,8 @@ std::vector<SynthSpec> synthetic_specs() {
   for (const char* q : {"f32", "q4_k_m"}) {
     const std::string sq = q;
     v.push_back({"phi3-" + sq, Arch::Phi3, sq});
-    v.push_back({"gemma3-" + sq, Arch::Gemma3, sq, 6, 8});
+    // Global layers at base 1e6, sliding ones at 10000, as in Gemma 3.
+    v.push_back({"gemma3-" + sq, Arch::Gemma3, sq, 6, 8, false, false, 1e6f});
     v.push_back({"gemma2-" + sq, Arch::Gemma2, sq, 2, 8});
     v.push_back({"qwen3-" + sq, Arch::Qwen3, sq});
     v.push_back({"qwen2-yarn-" + sq, Arch::Qwen2, sq, 2, 0, true});
