@@ -31,8 +31,8 @@ namespace {
 constexpr double kCosineMin = 0.999;     // as backend_gpu_test.cpp
 constexpr double kF16ClearMargin = 0.1;  // as backend_gpu_test.cpp
 // F32 precision (F32 KV cache, split-F16 GEMMs, float activations): top-1 wherever the lead is
-// above float noise.
-constexpr double kF32ClearMargin = 1e-3;
+// above float noise (logits of magnitude ~15 agree to ~1e-4 there).
+constexpr double kF32ClearMargin = 5e-3;
 constexpr int kPromptTokens = 120;
 constexpr int kCtx = 160;
 
