@@ -132,7 +132,7 @@ class Backend {
   bool fault_nan_done_ = false;
 };
 
-// For a backend that implements only the llama/qwen2 forward pass (the CUDA backend): an
+// For a backend that implements only the llama/qwen2 forward pass (the Vulkan backend): an
 // Error(kExitDevice) naming the backend and the model's features beyond that pass
 // (extended_features in model/hparams.h), or nothing for a plain model. The gate treats it like
 // a device that cannot take the model: under --backend auto the next backend serves (with a

@@ -234,7 +234,12 @@ gguf::GgufWriter synthetic_writer(const SyntheticPlan& plan) {
   w.set(a + "attention.layer_norm_rms_epsilon", Value::of_f32(hp.rms_eps));
   w.set(a + "rope.freq_base", Value::of_f32(hp.rope_freq_base));
   w.set(a + "rope.dimension_count", u32(hp.rope_dim));
-  if (hp.rope_freq_scale != 1.0f) {
+  if (hp.rope_yarn) {
+    // No preset uses YaRN; tests set it in a plan's hp to get a YaRN file of any shape.
+    w.set(a + "rope.scaling.type", Value::of_string("yarn"));
+    w.set(a + "rope.scaling.factor", Value::of_f32(1.0f / hp.rope_freq_scale));
+    w.set(a + "rope.scaling.original_context_length", u32(hp.rope_yarn_orig_ctx));
+  } else if (hp.rope_freq_scale != 1.0f) {
     w.set(a + "rope.scaling.type", Value::of_string("linear"));
     w.set(a + "rope.scaling.factor", Value::of_f32(plan.preset.rope_linear_factor));
   }

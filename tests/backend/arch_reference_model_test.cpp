@@ -142,16 +142,16 @@ TEST(ArchReference, FreeRunningGreedyMatchesLlamaCpp) {
       for (; s < want.size(); ++s) {
         const auto& top = steps[s].at("top");
         if (top[0][1].get<double>() - top[1][1].get<double>() <= kClearMargin) break;
-        EXPECT_EQ(got[s], want[s]) << "step " << s << " of \"" << r.at("prompt").get<std::string>()
-                                   << "\"";
+        EXPECT_EQ(got[s], want[s])
+            << "step " << s << " of \"" << r.at("prompt").get<std::string>() << "\"";
       }
       size_t equal = 0;
       while (equal < want.size() && got[equal] == want[equal]) ++equal;
       per_prompt += (per_prompt.empty() ? "" : ", ") + std::to_string(equal) + "/" +
                     std::to_string(want.size());
     }
-    std::printf("[ %s ] free-running greedy tokens equal to llama.cpp's, per prompt: %s\n",
-                c.model, per_prompt.c_str());
+    std::printf("[ %s ] free-running greedy tokens equal to llama.cpp's, per prompt: %s\n", c.model,
+                per_prompt.c_str());
   }
 }
 
@@ -193,9 +193,10 @@ TEST(ArchReference, WrongVariantsAreFarOutsideTheTolerance) {
       const auto logits = teacher_forced(b, seq);
       for (size_t i = 0; i < gen.size(); ++i)
         for (const auto& e : r.at("steps")[i].at("top"))
-          worst = std::max(worst, std::fabs(double(logits[(prompt.size() - 1 + i) * size_t(V) +
-                                                          e[0].get<size_t>()]) -
-                                            e[1].get<double>()));
+          worst = std::max(
+              worst,
+              std::fabs(double(logits[(prompt.size() - 1 + i) * size_t(V) + e[0].get<size_t>()]) -
+                        e[1].get<double>()));
     }
     std::printf("[ %s without: %s ] max |d| %.3g\n", v.model, v.what, worst);
     EXPECT_GT(worst, 10 * kLogitTolerance);
@@ -254,9 +255,10 @@ TEST(ArchReference, FastPathPassesTheGateAndFollowsTheReference) {
         worst_cos = std::isnan(cs) ? cs : std::min(worst_cos, cs);
       }
     }
-    std::printf("[ %s fast ] %d greedy steps compared (all equal), teacher-forced cosine worst "
-                "%.7f\n",
-                c.model, compared, worst_cos);
+    std::printf(
+        "[ %s fast ] %d greedy steps compared (all equal), teacher-forced cosine worst "
+        "%.7f\n",
+        c.model, compared, worst_cos);
     EXPECT_GT(compared, 0);
   }
 }
@@ -285,27 +287,28 @@ TEST(ArchReference, BatchedPrefillEqualsTokenByToken) {
   }
 }
 
-// The CUDA backend implements only the llama/qwen2 forward pass: forced on these models it is
+// The Vulkan backend implements only the llama/qwen2 forward pass: forced on these models it is
 // refused with exit code 4 and a message naming the missing features (before any device is
-// touched, so this holds with or without a GPU and in a build without CUDA). Under auto the
-// gate moves on to the fast CPU path (gate.cpp, as for a device that cannot take a model).
-TEST(ArchReference, CudaRefusesWhatItDoesNotImplement) {
+// touched, so this holds with or without a GPU and in a build without Vulkan). Under auto the
+// gate moves on to the next candidate (gate.cpp, as for a device that cannot take a model). The
+// CUDA backend runs them all (tests/backend_cuda/arch_gpu_test.cpp).
+TEST(ArchReference, VulkanRefusesWhatItDoesNotImplement) {
   for (const ArchCase& c : kArchCases) {
     SCOPED_TRACE(c.model);
     Model model = load_model(arch_model(c.model));
     ASSERT_FALSE(extended_features(model.hp).empty());
     OpenRequest request;
-    request.backend = "cuda";
+    request.backend = "vulkan";
     request.options.threads = 2;
     request.options.n_ctx = 64;
     const auto probe = ids(arch_reference(c.model).at("results")[0].at("prompt_tokens"));
     try {
       ParityGate::open(model, request, ParityConfig{}, probe, true);
-      ADD_FAILURE() << "forced cuda accepted a model it does not implement";
+      ADD_FAILURE() << "forced vulkan accepted a model it does not implement";
     } catch (const Error& e) {
       EXPECT_EQ(e.exit_code(), kExitDevice) << e.what();
       const std::string what = e.what();
-      EXPECT_NE(what.find("the cuda backend does not implement " + std::string(c.arch) + "'s "),
+      EXPECT_NE(what.find("the vulkan backend does not implement " + std::string(c.arch) + "'s "),
                 std::string::npos)
           << what;
     }
@@ -313,7 +316,7 @@ TEST(ArchReference, CudaRefusesWhatItDoesNotImplement) {
   // A plain llama model has nothing beyond the pass every backend implements.
   Model plain = load_model("stories260K.gguf");
   EXPECT_TRUE(extended_features(plain.hp).empty());
-  EXPECT_NO_THROW(require_plain_architecture(plain, "cuda"));
+  EXPECT_NO_THROW(require_plain_architecture(plain, "vulkan"));
 }
 
 }  // namespace

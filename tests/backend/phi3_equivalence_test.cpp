@@ -247,9 +247,9 @@ TEST(Phi3, EachWrongReadingIsFarFromTheTwin) {
 }
 
 // A make-model phi3 file (the tiny preset in Q4_K_M: fused attn_qkv in Q5_K, ffn_down Q6_K where
-// llama.cpp gives it more bits) passes the gate on the fast CPU path; CUDA refuses phi3 by name
-// before touching a device.
-TEST(Phi3, MakeModelFilePassesTheGateOnTheFastPathAndCudaRefusesIt) {
+// llama.cpp gives it more bits) passes the gate on the fast CPU path; Vulkan refuses phi3 by name
+// before touching a device (CUDA runs it: tests/backend_cuda/arch_gpu_test.cpp).
+TEST(Phi3, MakeModelFilePassesTheGateOnTheFastPathAndVulkanRefusesIt) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE(seed_trace(seed));
   const QuantScheme& q4km = *find_quant_scheme("q4_k_m");
@@ -272,10 +272,10 @@ TEST(Phi3, MakeModelFilePassesTheGateOnTheFastPathAndCudaRefusesIt) {
   ASSERT_EQ(served.verdict.status, ParityVerdict::Status::Passed) << served.verdict.failure_text();
   EXPECT_EQ(served.backend_used, "cpu");
 
-  request.backend = "cuda";
+  request.backend = "vulkan";
   try {
     ParityGate::open(model, request, config, probe, true);
-    ADD_FAILURE() << "forced cuda accepted phi3";
+    ADD_FAILURE() << "forced vulkan accepted phi3";
   } catch (const Error& e) {
     EXPECT_EQ(e.exit_code(), kExitDevice) << e.what();
     EXPECT_NE(std::string(e.what()).find("does not implement phi3's fused QKV and gate/up"),

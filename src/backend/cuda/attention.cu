@@ -10,6 +10,11 @@
 // Prefill (many query tokens): a flash-attention style kernel in FP32 on CUDA cores. A block
 // takes 32 query rows of one head and walks key tiles of 64, keeping a running max and sum per
 // row (online softmax), so the n_tok x n_kv score matrix is never materialised.
+//
+// Both take gemma2's score soft-cap (cap * tanh(score / cap), before the mask) and a sliding
+// window (AttentionParams::window: a query at p sees p - window + 1 .. p): decode chunks wholly
+// before the window exit and are left out of the merge, positions before it in the first chunk
+// are masked; prefill tiles start at the first tile any of the block's queries sees.
 #include <cmath>
 #include <type_traits>
 
@@ -41,7 +46,7 @@ __global__ void __launch_bounds__(kAttnThreads)
                              float* __restrict__ part_ml, const int32_t* __restrict__ pos,
                              const int32_t* __restrict__ tok_seq, int64_t seq_rows,
                              int64_t part_stride, int n_head, int n_head_kv, int hd, float scale,
-                             int n_splits, int n_gchunk) {
+                             int n_splits, int n_gchunk, float softcap, int window) {
   pdl_wait();
   // Token blockIdx.z of a batch (TokenRows): its query row, position, sequence and partials.
   {
@@ -65,8 +70,9 @@ __global__ void __launch_bounds__(kAttnThreads)
   const int head0 = kvh * gqa + g0;
   const int split = blockIdx.y;
   const int n_kv = *pos + 1;
+  const int first = window > 0 ? max(0, n_kv - window) : 0;  // first position in the window
   const int p0 = split * kAttnSplit;
-  if (p0 >= n_kv) return;
+  if (p0 >= n_kv || p0 + kAttnSplit <= first) return;
   const int np = min(kAttnSplit, n_kv - p0);
   const int64_t kv_dim = int64_t(n_head_kv) * hd;
   const int tid = threadIdx.x;
@@ -103,7 +109,9 @@ __global__ void __launch_bounds__(kAttnThreads)
   for (int g = warp; g < ng; g += n_warps) {
     float m = -INFINITY;
     for (int i = lane; i < np; i += 32) {
-      const float v = sc[g * kAttnSplit + i] + sc2[g * kAttnSplit + i];
+      float v = sc[g * kAttnSplit + i] + sc2[g * kAttnSplit + i];
+      if (softcap > 0.0f) v = softcap * tanhf(v / softcap);
+      if (p0 + i < first) v = -INFINITY;  // the chunk holding `first` has a visible position
       sc[g * kAttnSplit + i] = v;
       m = fmaxf(m, v);
     }
@@ -156,7 +164,7 @@ __global__ void __launch_bounds__(kAttnThreads)
 __global__ void __launch_bounds__(kMergeThreads)
     attn_decode_merge_kernel(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                              const int32_t* __restrict__ pos, float* __restrict__ out, int hd,
-                             int n_splits, int64_t part_stride, int n_head) {
+                             int n_splits, int64_t part_stride, int n_head, int window) {
   pdl_wait();
   {  // token blockIdx.y of a batch
     const int tok = blockIdx.y;
@@ -169,10 +177,12 @@ __global__ void __launch_bounds__(kMergeThreads)
   __shared__ float red[kMergeThreads / 32];
   const int h = blockIdx.x, tid = threadIdx.x;
   const int n_used = int(ceil_div(int64_t(*pos) + 1, kAttnSplit));
+  // The first chunk the split kernel wrote: the one holding the window's first position.
+  const int s0 = window > 0 ? max(0, *pos + 1 - window) / kAttnSplit : 0;
   const float* ml = part_ml + int64_t(h) * n_splits * 2;
 
   float m = -INFINITY;
-  for (int s = tid; s < n_used; s += kMergeThreads) m = fmaxf(m, ml[2 * s]);
+  for (int s = s0 + tid; s < n_used; s += kMergeThreads) m = fmaxf(m, ml[2 * s]);
   m = warp_max(m);
   if ((tid & 31) == 0) red[tid >> 5] = m;
   __syncthreads();
@@ -180,7 +190,7 @@ __global__ void __launch_bounds__(kMergeThreads)
 #pragma unroll
   for (int w = 1; w < kMergeThreads / 32; ++w) m = fmaxf(m, red[w]);
   float l = 0.0f;
-  for (int s = tid; s < n_used; s += kMergeThreads) {
+  for (int s = s0 + tid; s < n_used; s += kMergeThreads) {
     const float e = expf(ml[2 * s] - m);
     if (s < kMergeCached) e_cache[s] = e;
     l += e * ml[2 * s + 1];
@@ -189,7 +199,7 @@ __global__ void __launch_bounds__(kMergeThreads)
   const float inv_l = 1.0f / l;
   for (int d = tid; d < hd; d += kMergeThreads) {
     float o = 0.0f;
-    for (int s = 0; s < n_used; ++s) {
+    for (int s = s0; s < n_used; ++s) {
       const float e = s < kMergeCached ? e_cache[s] : expf(ml[2 * s] - m);
       o = fmaf(e, part_o[(int64_t(h) * n_splits + s) * hd + d], o);
     }
@@ -213,7 +223,7 @@ __global__ void __launch_bounds__(kPrefillThreads)
     attn_prefill_kernel(const float* __restrict__ q, const KV* __restrict__ k_cache,
                         const KV* __restrict__ v_cache, float* __restrict__ out, int n_tok,
                         const int32_t* __restrict__ pos0p, int n_head, int n_head_kv, int hd,
-                        float scale) {
+                        float scale, float softcap, int window) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
   const int ld = hd + 4;  // row stride of Qs and Ks: keeps float4 alignment, spreads banks
@@ -238,12 +248,15 @@ __global__ void __launch_bounds__(kPrefillThreads)
   const int qpos = pos0 + min(q0 + row, n_tok - 1);
   const int k_end = pos0 + min(q0 + kBQ, n_tok);  // keys [0, k_end) are visible to this tile
 
+  // The first key tile any query of the block sees (its first query is at pos0 + q0).
+  const int kt_begin = window > 0 ? max(0, pos0 + q0 + 1 - window) / kBK * kBK : 0;
+
   float m = -INFINITY, l = 0.0f;
   float4 acc[kChunks];
 #pragma unroll
   for (int j = 0; j < kChunks; ++j) acc[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 
-  for (int kt = 0; kt < k_end; kt += kBK) {
+  for (int kt = kt_begin; kt < k_end; kt += kBK) {
     __syncthreads();  // the previous tile is no longer read
     for (int i = tid; i < kBK * (hd / 2); i += kPrefillThreads) {
       const int kk = i / (hd / 2), d = 2 * (i % (hd / 2));
@@ -272,18 +285,22 @@ __global__ void __launch_bounds__(kPrefillThreads)
     float tmax = -INFINITY;
 #pragma unroll
     for (int i = 0; i < kBK / 4; ++i) {
+      if (softcap > 0.0f) s[i] = softcap * tanhf(s[i] / softcap);
       const int kpos = kt + sub + 4 * i;
-      if (kpos > qpos || kpos >= k_end) s[i] = -INFINITY;
+      if (kpos > qpos || kpos >= k_end || (window > 0 && kpos <= qpos - window)) s[i] = -INFINITY;
       tmax = fmaxf(tmax, s[i]);
     }
     tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
     tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
-    const float m_new = fmaxf(m, tmax);  // finite: key 0 is in the first tile and visible to all
-    const float alpha = expf(m - m_new);
+    // Without a window m_new is finite (key 0 is in the first tile and visible to all); with one,
+    // a row may see nothing of a tile yet: exponents against 0 then give 0 (never NaN).
+    const float m_new = fmaxf(m, tmax);
+    const float m_ref = m_new == -INFINITY ? 0.0f : m_new;
+    const float alpha = expf(m - m_ref);
     float lsum = 0.0f;
 #pragma unroll
     for (int i = 0; i < kBK / 4; ++i) {
-      const float p = expf(s[i] - m_new);
+      const float p = expf(s[i] - m_ref);
       Ps[row * kPld + sub + 4 * i] = p;
       lsum += p;
     }
@@ -335,7 +352,8 @@ void launch_prefill(const float* q, const KV* kc, const KV* vc, float* out, int6
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const dim3 grid(unsigned(ceil_div(n_tok, kBQ)), unsigned(p.n_head));
   attn_prefill_kernel<HD_MAX, KV><<<grid, kPrefillThreads, smem, stream>>>(
-      q, kc, vc, out, int(n_tok), pos0, p.n_head, p.n_head_kv, p.head_dim, p.scale);
+      q, kc, vc, out, int(n_tok), pos0, p.n_head, p.n_head_kv, p.head_dim, p.scale, p.softcap,
+      p.window);
   CUDA_CHECK_LAUNCH("attn_prefill_kernel");
 }
 
@@ -374,7 +392,7 @@ void launch_decode(const float* q, const void* k_cache, const void* v_cache, KvT
     using KV = std::remove_cv_t<std::remove_pointer_t<decltype(kc)>>;
     launch_pdl("attn_decode_split_kernel", attn_decode_split_kernel<KV>, grid, kAttnThreads, smem,
                stream, q, kc, vc, part_o, part_ml, pos, tok_seq, seq_rows, int64_t(part_stride),
-               p.n_head, p.n_head_kv, p.head_dim, p.scale, n_splits, n_gchunk);
+               p.n_head, p.n_head_kv, p.head_dim, p.scale, n_splits, n_gchunk, p.softcap, p.window);
   };
   if (kv == KvType::F16)
     launch(static_cast<const __half*>(k_cache), static_cast<const __half*>(v_cache));
@@ -382,7 +400,7 @@ void launch_decode(const float* q, const void* k_cache, const void* v_cache, KvT
     launch(static_cast<const float*>(k_cache), static_cast<const float*>(v_cache));
   launch_pdl("attn_decode_merge_kernel", attn_decode_merge_kernel,
              dim3(unsigned(p.n_head), unsigned(n_tok)), kMergeThreads, 0, stream, part_o, part_ml,
-             pos, out, p.head_dim, n_splits, int64_t(part_stride), p.n_head);
+             pos, out, p.head_dim, n_splits, int64_t(part_stride), p.n_head, p.window);
 }
 
 }  // namespace

@@ -13,7 +13,13 @@
 //   prefill (longer batches, max_batch tokens at a time): cuBLAS GEMMs on F16 tiles of the
 //           weights and flash-style causal attention.
 // Stages mirror the CPU forward pass (backend/cpu/cpu_transformer.cpp) one for one, so
-// `parity --layers` can compare them.
+// `parity --layers` can compare them. The architectures beyond llama/qwen2 add stages only where
+// their hyperparameters ask (a plain llama or qwen2 model runs the same launches as without
+// them): gemma's embedding scale, per-head q/k RMSNorm (qwen3, gemma3), rope with Llama 3.1
+// frequency factors, YaRN or a sliding layers' own base (gemma3), the sliding window and score
+// soft-cap inside attention, gemma's post-norms (fused with the residual add), the GeGLU FFN and
+// the final logits soft-cap. phi3's fused qkv / gate_up tensors reach the backend as row views
+// (Model), each uploaded as its own contiguous rows.
 //
 // Several sequences (BackendOptions::n_seq slots, continuous batching): the KV cache holds n_ctx
 // rows per sequence (layer-major, then sequence). forward_batch() runs each item of several
@@ -34,6 +40,7 @@
 #include <iterator>
 #include <vector>
 
+#include "backend/cpu/ops_ref.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/cuda_ops.h"
@@ -55,6 +62,10 @@ struct DevLayer {
   DevWeight wq, wk, wv, wo, gate, up, down;
   const float* attn_norm = nullptr;
   const float* ffn_norm = nullptr;
+  const float* q_norm = nullptr;  // has_qk_norm: per-head RMSNorm weights (head_dim floats)
+  const float* k_norm = nullptr;
+  const float* post_attn_norm = nullptr;  // has_post_norms
+  const float* post_ffn_norm = nullptr;
   const float* bq = nullptr;
   const float* bk = nullptr;
   const float* bv = nullptr;
@@ -152,6 +163,21 @@ class CudaBackend final : public GatedBackend {
   void matmul(const DevWeight& w, const float* x, int n_tok, float* y, bool accumulate);
   void matvec(const DevWeight& w, const float* x, float* y, const float* bias, MatvecMode mode);
   void qkv_projection(const DevLayer& L, int n_tok = 1, bool mmq = false);
+  // The per-head q/k norms of n_tok tokens (has_qk_norm), in place on d_q_ and d_k_new_.
+  void qk_norm(const DevLayer& L, int n_tok);
+  // h += the block output `out` (n_tok rows of n_embd), through the post-norm when there is one;
+  // without one the caller's product has already accumulated into d_h_.
+  void post_norm_add(const float* post_norm, const float* out, int n_tok);
+  void scale_embeddings(int n_tok);
+  void cap_logits(int n_rows);
+  // The gated FFN's activation on n elements of d_g_ (gate) and d_u_ (up), into d_g_.
+  void gated_activation(int64_t n);
+  const RopeParams& layer_rope(int l) const { return hp_.layer_slides(l) ? rope_sliding_ : rope_; }
+  AttentionParams layer_attn(int l) const {
+    AttentionParams a = attn_;
+    if (hp_.layer_slides(l)) a.window = int(hp_.sliding_window);
+    return a;
+  }
   void after_layer(int layer, const char* stage, int n, int pos0, bool eager,
                    bool batch_fault = false);
   void* k_cache(int layer, int seq = 0) const;
@@ -208,7 +234,8 @@ class CudaBackend final : public GatedBackend {
   const float* output_norm_ = nullptr;
   std::vector<DevLayer> layers_;
   double* rope_table_ = nullptr;
-  RopeParams rope_;
+  RopeParams rope_;          // the global layers' rope (every layer's without a sliding window)
+  RopeParams rope_sliding_;  // the sliding layers' (gemma3: base 10000)
   AttentionParams attn_;
 
   LayerObserver* observer_ = nullptr;
@@ -264,10 +291,6 @@ void CudaBackend::release() {
 }
 
 void CudaBackend::check_supported() const {
-  // Only the llama/qwen2 forward pass is written for CUDA (no q/k norms, post norms, GeGLU,
-  // sliding windows, soft-caps or rope factors): refuse anything more rather than compute it
-  // wrongly.
-  require_plain_architecture(model_, "cuda");
   const std::string where = model_.file ? model_.file->path() + ": " : std::string();
   if (hp_.head_dim % 4 != 0 || hp_.head_dim > 256)
     throw InputError(where + "cuda backend: head size " + std::to_string(hp_.head_dim) +
@@ -283,8 +306,9 @@ void CudaBackend::check_supported() const {
   check(model_.output);
   check(model_.output_norm);
   for (const auto& L : model_.layers)
-    for (const WeightView* w : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv,
-                                &L.ffn_norm, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+    for (const WeightView* w :
+         {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm,
+          &L.post_attn_norm, &L.ffn_norm, &L.ffn_gate, &L.ffn_up, &L.ffn_down, &L.post_ffn_norm})
       check(*w);
 }
 
@@ -311,8 +335,11 @@ void CudaBackend::plan_and_allocate() {
   for (const auto& L : model_.layers) {
     for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
       add(*w);
-    for (const WeightView* w : {&L.attn_norm, &L.ffn_norm, &L.bq, &L.bk, &L.bv}) add_vec(*w);
+    for (const WeightView* w : {&L.attn_norm, &L.ffn_norm, &L.bq, &L.bk, &L.bv, &L.q_norm,
+                                &L.k_norm, &L.post_attn_norm, &L.post_ffn_norm})
+      add_vec(*w);
   }
+  if (hp_.has_rope_freqs) vector_bytes += align_up(size_t(hp_.rope_dim / 2) * 4);
 
   kv_type_ = opts_.f32_kv_cache ? KvType::F32 : KvType::F16;
   const size_t kv_bytes = 2 * size_t(hp_.n_layer) * size_t(n_seq_) * size_t(n_ctx_) *
@@ -320,8 +347,12 @@ void CudaBackend::plan_and_allocate() {
   const size_t T = size_t(max_tokens_);
   const size_t E = size_t(hp_.n_embd), F = size_t(hp_.n_ff), V = size_t(hp_.n_vocab);
   const size_t Q = size_t(q_dim_), KV = size_t(kv_dim_);
-  attn_ = {int(hp_.n_head), int(hp_.n_head_kv), int(hp_.head_dim),
-           float(1.0 / std::sqrt(double(hp_.head_dim)))};
+  attn_ = {int(hp_.n_head),
+           int(hp_.n_head_kv),
+           int(hp_.head_dim),
+           hp_.attn_scale > 0 ? hp_.attn_scale : float(1.0 / std::sqrt(double(hp_.head_dim))),
+           hp_.attn_softcap,
+           0};
   partials_per_token_ = attention_decode_scratch_floats(n_ctx_, attn_);
   const size_t partial_floats = partials_per_token_ * size_t(n_seq_);
   const size_t act_offsets[] = {T * E, T * E, T * Q, T * KV, T * KV,
@@ -371,6 +402,33 @@ void CudaBackend::plan_and_allocate() {
   owned_.push_back(rope_table_);
   rope_ = {int(hp_.n_head), int(hp_.n_head_kv),  int(hp_.head_dim), int(hp_.rope_dim),
            hp_.rope_type,   hp_.rope_freq_scale, rope_table_};
+  // The extensions' parameters come from the CPU reference's rope_params(), so both compute the
+  // same angles (YaRN's band and magnitude; the sliding layers' base and scale).
+  const float* freq_factors = nullptr;
+  if (hp_.has_rope_freqs) {
+    const std::vector<float> f = rope_freq_factors(model_);
+    float* d = static_cast<float*>(device_alloc(f.size() * sizeof(float)));
+    owned_.push_back(d);
+    copy_to_device(d, f.data(), f.size() * sizeof(float));
+    freq_factors = d;
+  }
+  rope_.freq_factors = freq_factors;
+  if (hp_.rope_yarn) {
+    const cpu_ref::RopeParams ref = cpu_ref::rope_params(hp_, false);
+    rope_.yarn = true;
+    rope_.yarn_low = ref.yarn_low, rope_.yarn_high = ref.yarn_high, rope_.mscale = ref.mscale;
+  }
+  rope_sliding_ = rope_;
+  if (hp_.sliding_window > 0 && hp_.swa_pattern > 0) {
+    const cpu_ref::RopeParams ref = cpu_ref::rope_params(hp_, true);
+    double* table = make_rope_table(float(ref.freq_base), int(hp_.rope_dim));
+    owned_.push_back(table);
+    rope_sliding_.inv_freq = table;
+    rope_sliding_.freq_scale = float(ref.freq_scale);
+    rope_sliding_.yarn = ref.yarn;  // false: YaRN scales the global layers only
+    rope_sliding_.yarn_low = ref.yarn_low, rope_sliding_.yarn_high = ref.yarn_high;
+    rope_sliding_.mscale = ref.mscale;
+  }
 }
 
 DevWeight CudaBackend::matrix(const WeightView& w) const {
@@ -410,7 +468,8 @@ void CudaBackend::upload_weights() {
         if (w->data == ptr) return w->row_bytes * uint64_t(w->rows);
       for (const auto& L : model_.layers)
         for (const WeightView* w : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv,
-                                    &L.ffn_norm, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+                                    &L.q_norm, &L.k_norm, &L.post_attn_norm, &L.ffn_norm,
+                                    &L.ffn_gate, &L.ffn_up, &L.ffn_down, &L.post_ffn_norm})
           if (w->data == ptr) return w->row_bytes * uint64_t(w->rows);
       return 0;
     };
@@ -450,6 +509,8 @@ void CudaBackend::upload_weights() {
     D.gate = matrix(L.ffn_gate), D.up = matrix(L.ffn_up), D.down = matrix(L.ffn_down);
     D.attn_norm = vector(L.attn_norm), D.ffn_norm = vector(L.ffn_norm);
     D.bq = vector(L.bq), D.bk = vector(L.bk), D.bv = vector(L.bv);
+    D.q_norm = vector(L.q_norm), D.k_norm = vector(L.k_norm);
+    D.post_attn_norm = vector(L.post_attn_norm), D.post_ffn_norm = vector(L.post_ffn_norm);
   }
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
@@ -540,37 +601,76 @@ void CudaBackend::qkv_projection(const DevLayer& L, int n_tok, bool mmq) {
   }
 }
 
+void CudaBackend::qk_norm(const DevLayer& L, int n_tok) {
+  if (!L.q_norm) return;
+  const int64_t hd = hp_.head_dim;
+  rmsnorm(d_q_, L.q_norm, d_q_, int64_t(n_tok) * hp_.n_head, hd, hp_.rms_eps, stream_);
+  rmsnorm(d_k_new_, L.k_norm, d_k_new_, int64_t(n_tok) * hp_.n_head_kv, hd, hp_.rms_eps, stream_);
+}
+
+void CudaBackend::post_norm_add(const float* post_norm, const float* out, int n_tok) {
+  if (post_norm) rmsnorm_add(out, post_norm, d_h_, n_tok, hp_.n_embd, hp_.rms_eps, stream_);
+}
+
+void CudaBackend::scale_embeddings(int n_tok) {
+  if (hp_.embd_scale != 1.0f) scale(d_h_, int64_t(n_tok) * hp_.n_embd, hp_.embd_scale, stream_);
+}
+
+void CudaBackend::cap_logits(int n_rows) {
+  if (hp_.final_softcap > 0)
+    softcap(d_logits_, int64_t(n_rows) * hp_.n_vocab, hp_.final_softcap, stream_);
+}
+
+void CudaBackend::gated_activation(int64_t n) {
+  if (hp_.ffn_act == FfnActivation::GeluTanh)
+    geglu(d_g_, d_u_, d_g_, n, stream_);
+  else
+    swiglu(d_g_, d_u_, d_g_, n, stream_);
+}
+
 // One token; its id and position are in d_ints_[1] and d_ints_[0]. With eager = false this is
 // being captured into the decode graph: nothing here may depend on host values.
 void CudaBackend::enqueue_decode(bool eager, int pos) {
   const int64_t E = hp_.n_embd, F = hp_.n_ff;
   const int32_t* d_pos = d_ints_;
   get_rows(tok_embd_.type, tok_embd_.data, E, hp_.n_vocab, d_ints_ + 1, 1, d_h_, stream_);
+  scale_embeddings(1);
   for (int l = 0; l < int(layers_.size()); ++l) {
     const DevLayer& L = layers_[size_t(l)];
     qkv_projection(L);
-    rope_and_store_kv(d_q_, d_k_new_, d_v_new_, k_cache(l), v_cache(l), kv_type_, 1, d_pos, rope_,
-                      stream_);
+    qk_norm(L, 1);
+    rope_and_store_kv(d_q_, d_k_new_, d_v_new_, k_cache(l), v_cache(l), kv_type_, 1, d_pos,
+                      layer_rope(l), stream_);
     attention_decode(d_q_, k_cache(l), v_cache(l), kv_type_, d_att_, d_partials_, d_pos, n_ctx_,
-                     attn_, stream_);
-    matvec(L.wo, d_att_, d_h_, nullptr, MatvecMode::Accumulate);
+                     layer_attn(l), stream_);
+    // Without a post-norm the residual add is fused into the product.
+    if (L.post_attn_norm)
+      matvec(L.wo, d_att_, d_xn_, nullptr, MatvecMode::Store);
+    else
+      matvec(L.wo, d_att_, d_h_, nullptr, MatvecMode::Accumulate);
+    post_norm_add(L.post_attn_norm, d_xn_, 1);
     after_layer(l, "attn_out", 1, pos, eager);
 
     if (L.gate.type == L.up.type) {  // FFN pre-norm fused into the gate/up product
       matvec_swiglu(L.gate.type, L.gate.data, L.up.data, L.gate.rows, L.gate.cols, d_h_, d_g_,
-                    stream_, L.ffn_norm, hp_.rms_eps, act_q8());
+                    stream_, L.ffn_norm, hp_.rms_eps, act_q8(), hp_.ffn_act);
     } else {
       rmsnorm(d_h_, L.ffn_norm, d_xn_, 1, E, hp_.rms_eps, stream_);
       matvec(L.gate, d_xn_, d_g_, nullptr, MatvecMode::Store);
       matvec(L.up, d_xn_, d_u_, nullptr, MatvecMode::Store);
-      swiglu(d_g_, d_u_, d_g_, F, stream_);
+      gated_activation(F);
     }
-    matvec(L.down, d_g_, d_h_, nullptr, MatvecMode::Accumulate);
+    if (L.post_ffn_norm)
+      matvec(L.down, d_g_, d_xn_, nullptr, MatvecMode::Store);
+    else
+      matvec(L.down, d_g_, d_h_, nullptr, MatvecMode::Accumulate);
+    post_norm_add(L.post_ffn_norm, d_xn_, 1);
     after_layer(l, "ffn_out", 1, pos, eager);
   }
   const MatvecTarget out = {output_.data, output_.rows, d_logits_, nullptr};
   matvec_multi(output_.type, output_.cols, d_h_, &out, 1, stream_, output_norm_, hp_.rms_eps,
                act_q8());
+  cap_logits(1);
 }
 
 template <class Enqueue>
@@ -633,6 +733,7 @@ void CudaBackend::prefill_chunk(const int32_t* tokens, int n, int pos0, float* l
                              cudaMemcpyHostToDevice, stream_));
   const int32_t* d_pos = d_ints_;
   get_rows(tok_embd_.type, tok_embd_.data, E, hp_.n_vocab, d_ints_ + 1, n, d_h_, stream_);
+  scale_embeddings(n);
   for (int l = 0; l < int(layers_.size()); ++l) {
     const DevLayer& L = layers_[size_t(l)];
     rmsnorm(d_h_, L.attn_norm, d_xn_, n, E, hp_.rms_eps, stream_);
@@ -642,29 +743,40 @@ void CudaBackend::prefill_chunk(const int32_t* tokens, int n, int pos0, float* l
     if (L.bq) add_bias(d_q_, L.bq, n, q_dim_, stream_);
     if (L.bk) add_bias(d_k_new_, L.bk, n, kv_dim_, stream_);
     if (L.bv) add_bias(d_v_new_, L.bv, n, kv_dim_, stream_);
+    qk_norm(L, n);
     rope_and_store_kv(d_q_, d_k_new_, d_v_new_, k_cache(l, seq), v_cache(l, seq), kv_type_, n,
-                      d_pos, rope_, stream_);
-    attention_prefill(d_q_, k_cache(l, seq), v_cache(l, seq), kv_type_, d_att_, n, d_pos, attn_,
-                      stream_);
-    matmul(L.wo, d_att_, n, d_h_, true);
+                      d_pos, layer_rope(l), stream_);
+    attention_prefill(d_q_, k_cache(l, seq), v_cache(l, seq), kv_type_, d_att_, n, d_pos,
+                      layer_attn(l), stream_);
+    if (L.post_attn_norm)
+      matmul(L.wo, d_att_, n, d_xn_, false);
+    else
+      matmul(L.wo, d_att_, n, d_h_, true);
+    post_norm_add(L.post_attn_norm, d_xn_, n);
     after_layer(l, "attn_out", n, pos0, true);
 
     rmsnorm(d_h_, L.ffn_norm, d_xn_, n, E, hp_.rms_eps, stream_);
     matmul(L.gate, d_xn_, n, d_g_, false);
     matmul(L.up, d_xn_, n, d_u_, false);
-    swiglu(d_g_, d_u_, d_g_, int64_t(n) * hp_.n_ff, stream_);
-    matmul(L.down, d_g_, n, d_h_, true);
+    gated_activation(int64_t(n) * hp_.n_ff);
+    if (L.post_ffn_norm)
+      matmul(L.down, d_g_, n, d_xn_, false);
+    else
+      matmul(L.down, d_g_, n, d_h_, true);
+    post_norm_add(L.post_ffn_norm, d_xn_, n);
     after_layer(l, "ffn_out", n, pos0, true, batch_fault);
   }
   const size_t V = size_t(hp_.n_vocab);
   if (all_logits) {
     rmsnorm(d_h_, output_norm_, d_xn_, n, E, hp_.rms_eps, stream_);
     matmul(output_, d_xn_, n, d_logits_, false);
+    cap_logits(n);
     CUDA_CHECK(cudaMemcpyAsync(logits, d_logits_, size_t(n) * V * sizeof(float),
                                cudaMemcpyDeviceToHost, stream_));
   } else if (want_last) {
     rmsnorm(d_h_ + int64_t(n - 1) * E, output_norm_, d_xn_, 1, E, hp_.rms_eps, stream_);
     matvec(output_, d_xn_, d_logits_, nullptr, MatvecMode::Store);
+    cap_logits(1);
     CUDA_CHECK(
         cudaMemcpyAsync(h_logits_, d_logits_, V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   }
@@ -808,6 +920,7 @@ void CudaBackend::enqueue_rows(int n_rows, int max_ctx, Route route,
   };
 
   get_rows(tok_embd_.type, tok_embd_.data, E, V, d_tok, B, d_h_, stream_);
+  scale_embeddings(B);
   for (int l = 0; l < int(layers_.size()); ++l) {
     const DevLayer& L = layers_[size_t(l)];
     if (gemm) {
@@ -821,50 +934,61 @@ void CudaBackend::enqueue_rows(int n_rows, int max_ctx, Route route,
     } else {
       qkv_projection(L, B, mmq);
     }
+    qk_norm(L, B);
     rope_and_store_kv_rows(d_q_, d_k_new_, d_v_new_, k_cache(l), v_cache(l), kv_type_, B, where,
-                           rope_, stream_);
+                           layer_rope(l), stream_);
     attention_decode_rows(d_q_, k_cache(l), v_cache(l), kv_type_, d_att_, d_partials_,
-                          partials_per_token_, B, where, max_ctx, attn_, stream_);
+                          partials_per_token_, B, where, max_ctx, layer_attn(l), stream_);
+    // The block outputs go straight into the residual stream, or through a post-norm (d_xn_).
+    const bool post_attn = L.post_attn_norm != nullptr, post_ffn = L.post_ffn_norm != nullptr;
     if (gemm)
-      matmul(L.wo, d_att_, B, d_h_, true);
+      matmul(L.wo, d_att_, B, post_attn ? d_xn_ : d_h_, !post_attn);
     else if (mmq)
-      mmq_product(L.wo, d_att_, B, d_h_, MatvecMode::Accumulate);
+      mmq_product(L.wo, d_att_, B, post_attn ? d_xn_ : d_h_,
+                  post_attn ? MatvecMode::Store : MatvecMode::Accumulate);
     else
-      matvec_batch(L.wo.type, L.wo.data, L.wo.rows, L.wo.cols, d_att_, B, d_h_, nullptr,
-                   MatvecMode::Accumulate, stream_, act_q8());
+      matvec_batch(L.wo.type, L.wo.data, L.wo.rows, L.wo.cols, d_att_, B, post_attn ? d_xn_ : d_h_,
+                   nullptr, post_attn ? MatvecMode::Store : MatvecMode::Accumulate, stream_,
+                   act_q8());
+    post_norm_add(L.post_attn_norm, d_xn_, B);
 
     if (gemm) {
       rmsnorm(d_h_, L.ffn_norm, d_xn_, B, E, hp_.rms_eps, stream_);
       matmul(L.gate, d_xn_, B, d_g_, false);
       matmul(L.up, d_xn_, B, d_u_, false);
-      swiglu(d_g_, d_u_, d_g_, int64_t(B) * F, stream_);
-      matmul(L.down, d_g_, B, d_h_, true);
+      gated_activation(int64_t(B) * F);
+      matmul(L.down, d_g_, B, post_ffn ? d_xn_ : d_h_, !post_ffn);
     } else if (mmq) {
-      if (L.gate.type == L.up.type && mmq_supported(L.gate.type, L.gate.cols)) {
+      // mmq_swiglu's epilogue is SwiGLU only: a GELU-gated FFN takes the two products.
+      if (L.gate.type == L.up.type && mmq_supported(L.gate.type, L.gate.cols) &&
+          hp_.ffn_act == FfnActivation::Silu) {
         mmq_swiglu(L.gate.type, L.gate.data, L.up.data, L.gate.rows, L.gate.cols, d_h_, B, d_g_,
                    stream_, L.ffn_norm, hp_.rms_eps, act_q8_);
       } else {
         rmsnorm(d_h_, L.ffn_norm, d_xn_, B, E, hp_.rms_eps, stream_);
         mmq_product(L.gate, d_xn_, B, d_g_, MatvecMode::Store);
         mmq_product(L.up, d_xn_, B, d_u_, MatvecMode::Store);
-        swiglu(d_g_, d_u_, d_g_, int64_t(B) * F, stream_);
+        gated_activation(int64_t(B) * F);
       }
-      mmq_product(L.down, d_g_, B, d_h_, MatvecMode::Accumulate);
+      mmq_product(L.down, d_g_, B, post_ffn ? d_xn_ : d_h_,
+                  post_ffn ? MatvecMode::Store : MatvecMode::Accumulate);
     } else {
       if (L.gate.type == L.up.type) {
         matvec_swiglu_batch(L.gate.type, L.gate.data, L.up.data, L.gate.rows, L.gate.cols, d_h_, B,
-                            d_g_, stream_, L.ffn_norm, hp_.rms_eps, act_q8());
+                            d_g_, stream_, L.ffn_norm, hp_.rms_eps, act_q8(), hp_.ffn_act);
       } else {
         rmsnorm(d_h_, L.ffn_norm, d_xn_, B, E, hp_.rms_eps, stream_);
         matvec_batch(L.gate.type, L.gate.data, L.gate.rows, L.gate.cols, d_xn_, B, d_g_, nullptr,
                      MatvecMode::Store, stream_, act_q8());
         matvec_batch(L.up.type, L.up.data, L.up.rows, L.up.cols, d_xn_, B, d_u_, nullptr,
                      MatvecMode::Store, stream_, act_q8());
-        swiglu(d_g_, d_u_, d_g_, int64_t(B) * F, stream_);
+        gated_activation(int64_t(B) * F);
       }
-      matvec_batch(L.down.type, L.down.data, L.down.rows, L.down.cols, d_g_, B, d_h_, nullptr,
-                   MatvecMode::Accumulate, stream_, act_q8());
+      matvec_batch(L.down.type, L.down.data, L.down.rows, L.down.cols, d_g_, B,
+                   post_ffn ? d_xn_ : d_h_, nullptr,
+                   post_ffn ? MatvecMode::Store : MatvecMode::Accumulate, stream_, act_q8());
     }
+    post_norm_add(L.post_ffn_norm, d_xn_, B);
     row_faults(l);
   }
   if (gemm) {
@@ -879,6 +1003,7 @@ void CudaBackend::enqueue_rows(int n_rows, int max_ctx, Route route,
     matvec_multi_batch(output_.type, output_.cols, d_h_, B, &out, 1, stream_, output_norm_,
                        hp_.rms_eps, act_q8());
   }
+  cap_logits(B);
 }
 
 void CudaBackend::forward_batch_impl(std::span<const SeqTokens> batch) {

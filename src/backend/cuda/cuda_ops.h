@@ -88,11 +88,13 @@ void matvec_multi(TensorType type, int64_t cols, const float* x, const MatvecTar
                   const ActQ8Scratch* act = nullptr);
 
 // y = silu(W_gate x) * (W_up x), both weights of the same type and shape (the fused FFN input);
-// norm_weight as for matvec_multi.
+// norm_weight as for matvec_multi. activation GeluTanh: y = gelu_tanh(W_gate x) * (W_up x)
+// (gemma's GeGLU), the GELU computed in float64 as the CPU reference does.
 void matvec_swiglu(TensorType type, const void* w_gate, const void* w_up, int64_t rows,
                    int64_t cols, const float* x, float* y, void* stream,
                    const float* norm_weight = nullptr, float eps = 0.0f,
-                   const ActQ8Scratch* act = nullptr);
+                   const ActQ8Scratch* act = nullptr,
+                   FfnActivation activation = FfnActivation::Silu);
 
 // The same three products for n_tok tokens at once (a batched decode step): x holds n_tok rows of
 // cols floats, y (each target's) n_tok rows of `rows` floats. The weights are read once per call,
@@ -108,7 +110,8 @@ void matvec_multi_batch(TensorType type, int64_t cols, const float* x, int64_t n
 void matvec_swiglu_batch(TensorType type, const void* w_gate, const void* w_up, int64_t rows,
                          int64_t cols, const float* x, int64_t n_tok, float* y, void* stream,
                          const float* norm_weight = nullptr, float eps = 0.0f,
-                         const ActQ8Scratch* act = nullptr);
+                         const ActQ8Scratch* act = nullptr,
+                         FfnActivation activation = FfnActivation::Silu);
 
 // ---- quantized matrix products for small batches (mmq.cu) -----------------------------------
 // The batched decode step's products on the int8 tensor cores: each token's input is quantized
@@ -173,8 +176,18 @@ void greedy_pick_rows(const float* logits, int64_t stride, int64_t rows, int64_t
 // y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, for each of `rows` rows (in place allowed).
 void rmsnorm(const float* x, const float* weight, float* y, int64_t rows, int64_t cols, float eps,
              void* stream);
+// Gemma's post-norms: h[r] += x[r] / sqrt(mean(x[r]^2) + eps) * weight, for each of `rows` rows
+// (the block output normalised, then the residual add; the same arithmetic as rmsnorm).
+void rmsnorm_add(const float* x, const float* weight, float* h, int64_t rows, int64_t cols,
+                 float eps, void* stream);
 // y = silu(gate) * up, n elements.
 void swiglu(const float* gate, const float* up, float* y, int64_t n, void* stream);
+// y = gelu_tanh(gate) * up, n elements (GeGLU; the GELU in float64 like the CPU reference).
+void geglu(const float* gate, const float* up, float* y, int64_t n, void* stream);
+// x[i] = cap * tanh(x[i] / cap) in float64, n elements (gemma2's final logits soft-cap).
+void softcap(float* x, int64_t n, float cap, void* stream);
+// x[i] *= s, n elements (gemma's embedding scale).
+void scale(float* x, int64_t n, float s, void* stream);
 // y[r][c] += bias[c] for rows x cols.
 void add_bias(float* y, const float* bias, int64_t rows, int64_t cols, void* stream);
 
@@ -191,6 +204,14 @@ struct RopeParams {
   RopeType type = RopeType::Normal;
   float freq_scale = 1.0f;
   const double* inv_freq = nullptr;  // make_rope_table
+  // Llama 3.1+ frequency factors (device, rope_dim/2 floats): pair i's frequency is divided by
+  // freq_factors[i]; nullptr: none.
+  const float* freq_factors = nullptr;
+  // YaRN, as the CPU reference's RopeParams (backend/cpu/ops_ref.h): pair i's angle blends the
+  // scaled and unscaled angle by a ramp over pairs [yarn_low, yarn_high]; cos and sin are
+  // multiplied by mscale.
+  bool yarn = false;
+  double yarn_low = 0, yarn_high = 0, mscale = 1.0;
 };
 
 // For token i (position *pos0 + i, pos0 read from device memory so CUDA graphs stay valid):
@@ -217,6 +238,11 @@ void rope_and_store_kv_rows(float* q, const float* k, const float* v, void* k_ca
 struct AttentionParams {
   int n_head = 0, n_head_kv = 0, head_dim = 0;
   float scale = 1.0f;  // usually 1/sqrt(head_dim)
+  // gemma2: score = softcap * tanh(score / softcap) before the mask and softmax; 0: none.
+  float softcap = 0;
+  // Sliding window: a query at position p sees positions p - window + 1 .. p (itself included);
+  // 0: all of 0 .. p.
+  int window = 0;
 };
 
 // One query token at position *pos (device memory), keys 0..*pos from the caches. The sequence is

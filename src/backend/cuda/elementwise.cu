@@ -1,6 +1,6 @@
-// Elementwise kernels: SwiGLU, bias rows, and the fault-injection helpers (TEST KNOB) of the
-// parity gate's falsification tests. (The residual add is fused into the matvec / GEMM epilogues,
-// the embedding lookup lives with the dequantizers in dequant.cu.)
+// Elementwise kernels: SwiGLU and GeGLU, bias rows, soft-cap and scale, and the fault-injection
+// helpers (TEST KNOB) of the parity gate's falsification tests. (The residual add is fused into the
+// matvec / GEMM epilogues, the embedding lookup lives with the dequantizers in dequant.cu.)
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "util/hash.h"
@@ -16,6 +16,32 @@ __global__ void swiglu_kernel(const float* __restrict__ g, const float* __restri
   pdl_wait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+// The CPU reference's gelu_tanh (backend/cpu/ops_ref.cpp), in float64 as there.
+__device__ __forceinline__ float gelu_tanh_f64(float x) {
+  const double v = x;
+  const double c = sqrt(2.0 / 3.14159265358979323846);
+  return float(0.5 * v * (1.0 + tanh(c * (v + 0.044715 * v * v * v))));
+}
+
+__global__ void geglu_kernel(const float* __restrict__ g, const float* __restrict__ u,
+                             float* __restrict__ y, int64_t n) {
+  pdl_wait();
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = gelu_tanh_f64(g[i]) * u[i];
+}
+
+__global__ void softcap_kernel(float* __restrict__ x, int64_t n, float cap) {
+  pdl_wait();
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = float(double(cap) * tanh(double(x[i]) / cap));
+}
+
+__global__ void scale_kernel(float* __restrict__ x, int64_t n, float s) {
+  pdl_wait();
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] *= s;
 }
 
 __global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__ b, int64_t rows,
@@ -55,6 +81,24 @@ void swiglu(const float* gate, const float* up, float* y, int64_t n, void* strea
   if (n <= 0) return;
   launch_pdl("swiglu_kernel", swiglu_kernel, unsigned(ceil_div(n, 256)), 256, 0, as_stream(stream),
              gate, up, y, n);
+}
+
+void geglu(const float* gate, const float* up, float* y, int64_t n, void* stream) {
+  if (n <= 0) return;
+  launch_pdl("geglu_kernel", geglu_kernel, unsigned(ceil_div(n, 256)), 256, 0, as_stream(stream),
+             gate, up, y, n);
+}
+
+void softcap(float* x, int64_t n, float cap, void* stream) {
+  if (n <= 0) return;
+  launch_pdl("softcap_kernel", softcap_kernel, unsigned(ceil_div(n, 256)), 256, 0,
+             as_stream(stream), x, n, cap);
+}
+
+void scale(float* x, int64_t n, float s, void* stream) {
+  if (n <= 0) return;
+  launch_pdl("scale_kernel", scale_kernel, unsigned(ceil_div(n, 256)), 256, 0, as_stream(stream), x,
+             n, s);
 }
 
 void add_bias(float* y, const float* bias, int64_t rows, int64_t cols, void* stream) {

@@ -52,6 +52,14 @@ __device__ __forceinline__ float g_silu(float g) {
   return g / (1.0f + expf(-g));
 }
 
+// The CPU reference's gelu_tanh (backend/cpu/ops_ref.cpp), in float64 as there: one per output
+// row, nothing next to the row's dot product.
+__device__ __forceinline__ float g_gelu_tanh(float g) {
+  const double v = g;
+  const double c = sqrt(2.0 / 3.14159265358979323846);
+  return float(0.5 * v * (1.0 + tanh(c * (v + 0.044715 * v * v * v))));
+}
+
 struct Job {
   const uint8_t* w = nullptr;
   const uint8_t* w_up = nullptr;  // SwiGLU only
@@ -69,6 +77,7 @@ struct Args {
   int64_t n_tok = 1;     // input rows: x row k at x + k * x_stride, y row k at job.y + k * job.rows
   int64_t x_stride = 0;  // floats between input rows (the product's cols)
   bool accumulate = false;
+  bool gelu = false;              // the gated product's activation: GELU (tanh) instead of SiLU
   const float* norm_w = nullptr;  // fused pre-norm: x is RMS-normalised and scaled by norm_w
   float eps = 0.0f;
   // The pre-norm's per-token scales, computed beforehand by rms_scales_kernel (batches), or
@@ -148,7 +157,7 @@ __device__ __forceinline__ void reduce_and_store(const Args& args, const Job& jo
       if constexpr (SWIGLU) s1 += red[w][(R + r) * NT + k];
     }
     if constexpr (SWIGLU) {
-      y[row] = g_silu(s0) * s1;
+      y[row] = (args.gelu ? g_gelu_tanh(s0) : g_silu(s0)) * s1;
     } else {
       if (job.bias) s0 += job.bias[row];
       if (args.accumulate) s0 += y[row];
@@ -762,7 +771,8 @@ void matvec_multi(TensorType type, int64_t cols, const float* x, const MatvecTar
 
 void matvec_swiglu_batch(TensorType type, const void* w_gate, const void* w_up, int64_t rows,
                          int64_t cols, const float* x, int64_t n_tok, float* y, void* stream,
-                         const float* norm_weight, float eps, const ActQ8Scratch* act) {
+                         const float* norm_weight, float eps, const ActQ8Scratch* act,
+                         FfnActivation activation) {
   check_shape(type, rows, cols, "matvec_swiglu");
   Args args;
   args.job[0] = {static_cast<const uint8_t*>(w_gate), static_cast<const uint8_t*>(w_up), y, nullptr,
@@ -771,13 +781,15 @@ void matvec_swiglu_batch(TensorType type, const void* w_gate, const void* w_up, 
   args.x = x;
   set_tokens(args, n_tok, cols, act, "matvec_swiglu");
   args.norm_w = norm_weight, args.eps = eps;
+  args.gelu = activation == FfnActivation::GeluTanh;
   run(type, cols, args, true, act, as_stream(stream));
 }
 
 void matvec_swiglu(TensorType type, const void* w_gate, const void* w_up, int64_t rows,
                    int64_t cols, const float* x, float* y, void* stream, const float* norm_weight,
-                   float eps, const ActQ8Scratch* act) {
-  matvec_swiglu_batch(type, w_gate, w_up, rows, cols, x, 1, y, stream, norm_weight, eps, act);
+                   float eps, const ActQ8Scratch* act, FfnActivation activation) {
+  matvec_swiglu_batch(type, w_gate, w_up, rows, cols, x, 1, y, stream, norm_weight, eps, act,
+                      activation);
 }
 
 }  // namespace lockstep::cuda_ops

@@ -2,6 +2,9 @@
 // Angles are computed in float64 (theta = pos * freq_scale * base^(-2i/rope_dim), sin and cos in
 // float64, then rounded), so the GPU agrees with a float64 reference to float32 rounding even at
 // positions in the tens of thousands; the rotation itself is done in float32 as ggml does it.
+// Llama 3.1's frequency factors and YaRN change only the angles (and YaRN's magnitude), computed
+// as the CPU reference's rope() computes them (backend/cpu/ops_ref.cpp); without either, the
+// plain expression above runs unchanged.
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -28,7 +31,9 @@ __global__ void __launch_bounds__(kRopeThreads)
                       KV* __restrict__ v_cache, const int32_t* __restrict__ pos0,
                       const int32_t* __restrict__ tok_pos, const int32_t* __restrict__ tok_seq,
                       int64_t seq_rows, int n_head, int n_head_kv, int hd, int rope_dim, bool neox,
-                      float freq_scale, const double* __restrict__ inv_freq) {
+                      float freq_scale, const double* __restrict__ inv_freq,
+                      const float* __restrict__ freq_factors, bool yarn, double yarn_low,
+                      double yarn_high, double mscale) {
   pdl_wait();
   __shared__ float2 cos_sin[kMaxRopeHalf];
   const int tok = blockIdx.x;
@@ -45,8 +50,21 @@ __global__ void __launch_bounds__(kRopeThreads)
 
   for (int i = threadIdx.x; i < half_dim; i += blockDim.x) {
     double s, c;
-    sincos(double(pos) * double(freq_scale) * inv_freq[i], &s, &c);
-    cos_sin[i] = make_float2(float(c), float(s));
+    if (!freq_factors && !yarn) {
+      sincos(double(pos) * double(freq_scale) * inv_freq[i], &s, &c);
+      cos_sin[i] = make_float2(float(c), float(s));
+      continue;
+    }
+    double theta_extrap = double(pos) * inv_freq[i];
+    if (freq_factors) theta_extrap /= double(freq_factors[i]);
+    double theta = theta_extrap * double(freq_scale);
+    if (yarn) {
+      const double ramp = (double(i) - yarn_low) / fmax(0.001, yarn_high - yarn_low);
+      const double mix = 1.0 - fmin(fmax(ramp, 0.0), 1.0);
+      theta = theta * (1.0 - mix) + theta_extrap * mix;
+    }
+    sincos(theta, &s, &c);
+    cos_sin[i] = make_float2(float(c * mscale), float(s * mscale));
   }
   __syncthreads();
 
@@ -105,7 +123,8 @@ void launch_rope(float* q, const float* k, const float* v, void* k_cache, void* 
     using KV = std::remove_pointer_t<decltype(kc)>;
     launch_pdl("rope_store_kernel", rope_store_kernel<KV>, grid, kRopeThreads, 0, as_stream(stream),
                q, k, v, kc, vc, pos0, tok_pos, tok_seq, seq_rows, p.n_head, p.n_head_kv, p.head_dim,
-               p.rope_dim, p.type == RopeType::Neox, p.freq_scale, p.inv_freq);
+               p.rope_dim, p.type == RopeType::Neox, p.freq_scale, p.inv_freq, p.freq_factors,
+               p.yarn, p.yarn_low, p.yarn_high, p.mscale);
   };
   if (kv == KvType::F16)
     launch(static_cast<__half*>(k_cache), static_cast<__half*>(v_cache));
