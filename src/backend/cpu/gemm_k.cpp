@@ -93,6 +93,15 @@ LS_TARGET LS_INLINE FV mins(FV acc, __m256i wm, __m256i bm, float s) {
   return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(_mm256_madd_epi16(wm, bm))),
                          _mm512_set1_ps(s), acc);
 }
+LS_TARGET LS_INLINE IV join(__m256i lo, __m256i hi) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+LS_TARGET LS_INLINE void store32(int16_t* dst, __m256i lo, __m256i hi) {
+  _mm512_storeu_si512(dst, join(lo, hi));
+}
+LS_TARGET LS_INLINE IV dot32(IV s, __m256i lo, __m256i hi, const int16_t* a) {
+  return dot(s, join(lo, hi), ld(a));
+}
 #include "backend/cpu/gemm_k_tiles.inc"
 #undef LS_TARGET
 }  // namespace vnni
@@ -125,6 +134,13 @@ LS_TARGET LS_INLINE float hsum(FV v) {
 }
 LS_TARGET LS_INLINE FV mins(FV acc, __m256i wm, __m256i bm, float s) {
   return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(wm, bm)), _mm256_set1_ps(s), acc);
+}
+LS_TARGET LS_INLINE void store32(int16_t* dst, __m256i lo, __m256i hi) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), lo);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16), hi);
+}
+LS_TARGET LS_INLINE IV dot32(IV s, __m256i lo, __m256i hi, const int16_t* a) {
+  return dot(dot(s, lo, ld(a)), hi, ld(a + 16));
 }
 #include "backend/cpu/gemm_k_tiles.inc"
 #undef LS_TARGET
