@@ -93,14 +93,28 @@ LS_TARGET LS_INLINE FV mins(FV acc, __m256i wm, __m256i bm, float s) {
   return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(_mm256_madd_epi16(wm, bm))),
                          _mm512_set1_ps(s), acc);
 }
-LS_TARGET LS_INLINE IV join(__m256i lo, __m256i hi) {
-  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+// 32 levels in one register: widened, offset and scaled at 512 bits (one op each).
+using L32 = __m512i;
+LS_TARGET LS_INLINE L32 widen32(__m256i bytes) {
+  return _mm512_cvtepu8_epi16(bytes);
 }
-LS_TARGET LS_INLINE void store32(int16_t* dst, __m256i lo, __m256i hi) {
-  _mm512_storeu_si512(dst, join(lo, hi));
+LS_TARGET LS_INLINE L32 sub32(L32 l, int k) {
+  return _mm512_sub_epi16(l, _mm512_set1_epi16(short(k)));
 }
-LS_TARGET LS_INLINE IV dot32(IV s, __m256i lo, __m256i hi, const int16_t* a) {
-  return dot(s, join(lo, hi), ld(a));
+LS_TARGET LS_INLINE L32 mul32(L32 l, L32 scale) {
+  return _mm512_mullo_epi16(l, scale);
+}
+LS_TARGET LS_INLINE L32 scale32(int16_t s) {
+  return _mm512_set1_epi16(s);
+}
+LS_TARGET LS_INLINE L32 scale32(int16_t lo, int16_t hi) {
+  return _mm512_inserti64x4(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi), 1);
+}
+LS_TARGET LS_INLINE void store32(int16_t* dst, L32 l) {
+  _mm512_storeu_si512(dst, l);
+}
+LS_TARGET LS_INLINE IV dot32(IV s, L32 l, const int16_t* a) {
+  return dot(s, l, ld(a));
 }
 #include "backend/cpu/gemm_k_tiles.inc"
 #undef LS_TARGET
@@ -135,12 +149,33 @@ LS_TARGET LS_INLINE float hsum(FV v) {
 LS_TARGET LS_INLINE FV mins(FV acc, __m256i wm, __m256i bm, float s) {
   return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(wm, bm)), _mm256_set1_ps(s), acc);
 }
-LS_TARGET LS_INLINE void store32(int16_t* dst, __m256i lo, __m256i hi) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), lo);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16), hi);
+struct L32 {
+  __m256i lo, hi;  // elements 0..15, 16..31
+};
+LS_TARGET LS_INLINE L32 widen32(__m256i bytes) {
+  return {_mm256_cvtepu8_epi16(_mm256_castsi256_si128(bytes)),
+          _mm256_cvtepu8_epi16(_mm256_extracti128_si256(bytes, 1))};
 }
-LS_TARGET LS_INLINE IV dot32(IV s, __m256i lo, __m256i hi, const int16_t* a) {
-  return dot(dot(s, lo, ld(a)), hi, ld(a + 16));
+LS_TARGET LS_INLINE L32 sub32(L32 l, int k) {
+  const __m256i kk = _mm256_set1_epi16(short(k));
+  return {_mm256_sub_epi16(l.lo, kk), _mm256_sub_epi16(l.hi, kk)};
+}
+LS_TARGET LS_INLINE L32 mul32(L32 l, L32 scale) {
+  return {_mm256_mullo_epi16(l.lo, scale.lo), _mm256_mullo_epi16(l.hi, scale.hi)};
+}
+LS_TARGET LS_INLINE L32 scale32(int16_t s) {
+  const __m256i v = _mm256_set1_epi16(s);
+  return {v, v};
+}
+LS_TARGET LS_INLINE L32 scale32(int16_t lo, int16_t hi) {
+  return {_mm256_set1_epi16(lo), _mm256_set1_epi16(hi)};
+}
+LS_TARGET LS_INLINE void store32(int16_t* dst, L32 l) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), l.lo);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16), l.hi);
+}
+LS_TARGET LS_INLINE IV dot32(IV s, L32 l, const int16_t* a) {
+  return dot(dot(s, l.lo, ld(a)), l.hi, ld(a + 16));
 }
 #include "backend/cpu/gemm_k_tiles.inc"
 #undef LS_TARGET
