@@ -200,6 +200,44 @@ TEST(GemmK, GroupingOfRowsAndTokensDoesNotChangeABit) {
   }
 }
 
+// Rows longer than a thread's scratch (2048 superblocks) take the tiles that unpack as they go:
+// still the same bits as one token at a time, and still the float64 products.
+TEST(GemmK, RowsLongerThanTheScratch) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  IsaGuard restore;
+  const int64_t cols = 2049 * 256, rows = 5, n = 2;
+  const Weights w = random_weights(TensorType::Q4_K, rows, cols, rng);
+  const Activations a = quantize_tokens(normal(rng, size_t(n * cols), 1.0f), n, cols);
+  for (Isa isa : kernel_isas()) {
+    force_isa(isa);
+    SCOPED_TRACE(isa_name(isa));
+    std::vector<float> all(size_t(rows * n), std::nanf("")), one(size_t(rows * n), std::nanf(""));
+    cpu_fast::gemm_k(TensorType::Q4_K, w.bytes.data(), w.stride, rows, a.rows(), n, cols / 256,
+                     all.data(), rows);
+    for (int64_t t = 0; t < n; ++t) {
+      cpu_fast::K16Rows at = a.rows();
+      at.blocks += size_t(t) * a.stride;
+      cpu_fast::gemm_k(TensorType::Q4_K, w.bytes.data(), w.stride, rows, at, 1, cols / 256,
+                       one.data() + t * rows, rows);
+    }
+    EXPECT_EQ(all, one);
+    WorstError err;
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t r = 0; r < rows; ++r) {
+        double want = 0, mag = 0;
+        for (int64_t c = 0; c < cols; ++c) {
+          const double x = a.value(t, c);
+          want += double(w.values[size_t(r * cols + c)]) * x;
+          mag += w.bound[size_t(r * cols + c)] * std::fabs(x);
+        }
+        err.add(all[size_t(t * rows + r)], want, (8.0 * double(cols / 256) + 24) * kU32 * mag);
+      }
+    EXPECT_LE(err.excess(), 1.0) << "max |error| " << err.abs();
+  }
+}
+
 // The largest integer products: Q6_K levels -32 at scale -128 (4096 per element) and Q4_K / Q5_K
 // levels 15 / 31 at scale 63 with mins 63, against A = +-32385 in every element (all of one sign
 // per superblock, so a part's lanes reach their bound). Compared with the exact sum.
