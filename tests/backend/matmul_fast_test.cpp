@@ -85,8 +85,9 @@ TEST(QuantizedMatmul, MatchesFloat64ForEveryWeightTypeShapeAndThreadCount) {
   for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
     if (!isa_supported(isa)) continue;
     force_isa(isa);
-    for (TensorType type : {TensorType::F32, TensorType::F16, TensorType::Q4_0, TensorType::Q5_0,
-                            TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K}) {
+    for (TensorType type :
+         {TensorType::F32, TensorType::F16, TensorType::Q4_0, TensorType::Q5_0, TensorType::Q8_0,
+          TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
       const int64_t cols = tensor_type_info(type).block_elems >= 256 ? 512 : 96;
       const Matrix w = random_matrix(type, cols, 37, rng);  // 37: two full row blocks + 5
       for (int threads : {1, 2, 3}) {

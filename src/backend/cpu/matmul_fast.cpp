@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "backend/cpu/gemm_k.h"
 #include "backend/cpu/gemm_q8_0.h"
 #include "quant/vec_dot.h"
 #include "util/error.h"
@@ -53,6 +54,12 @@ void QuantizedMatmul::reserve(int64_t max_tokens, int64_t max_cols) {
   };
   size(q8_0_, kQ8_0User, 32);
   size(q8_k_, kQ8_KUser, 256);
+  k16_.capacity = round_up(k16_row_bytes((max_cols + 255) / 256), kAlign) * size_t(max_tokens);
+  k16_.data.reset(static_cast<uint8_t*>(std::aligned_alloc(kAlign, k16_.capacity)));
+  if (!k16_.data)
+    throw Error("cpu: cannot allocate " + std::to_string(k16_.capacity) +
+                " bytes of activation buffers");
+  k16_.ready = false;
 }
 
 void QuantizedMatmul::set_input(const float* x, int64_t n, int64_t cols) {
@@ -63,7 +70,7 @@ void QuantizedMatmul::set_input(const float* x, int64_t n, int64_t cols) {
   x_ = x;
   n_ = n;
   cols_ = cols;
-  q8_0_.ready = q8_k_.ready = false;
+  q8_0_.ready = q8_k_.ready = k16_.ready = false;
 }
 
 const uint8_t* QuantizedMatmul::activation(TensorType w_type, ThreadPool& pool, size_t* stride) {
@@ -88,6 +95,25 @@ const uint8_t* QuantizedMatmul::activation(TensorType w_type, ThreadPool& pool, 
   return c.data.get();
 }
 
+const uint8_t* QuantizedMatmul::k16_activation(TensorType w_type, ThreadPool& pool,
+                                               size_t* stride) {
+  if (!k16_.ready) {
+    size_t q8_k_stride = 0;
+    const uint8_t* q8_k = activation(w_type, pool, &q8_k_stride);
+    const int64_t nb = cols_ / 256;
+    k16_.stride = round_up(k16_row_bytes(nb), kAlign);
+    uint8_t* dst = k16_.data.get();
+    const size_t s = k16_.stride;
+    pool.parallel_for(n_, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t)
+        k16_from_q8_k(q8_k + size_t(t) * q8_k_stride, nb, dst + size_t(t) * s);
+    });
+    k16_.ready = true;
+  }
+  *stride = k16_.stride;
+  return k16_.data.get();
+}
+
 void QuantizedMatmul::multiply(float* y, const WeightView& w, ThreadPool& pool) {
   const Product one{y, &w};
   multiply(std::span(&one, 1), pool);
@@ -104,6 +130,7 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
     const uint8_t* act;
     size_t stride;
     int64_t first_unit;
+    bool k16;  // K weights through gemm_k (activation in its layout)
   };
   std::array<Job, kMaxProducts> jobs;
   int64_t units = 0;
@@ -112,8 +139,10 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
     if (w.cols != cols_)
       throw Error("fast matmul: '" + w.name + "' has " + std::to_string(w.cols) +
                   " columns but the input rows have " + std::to_string(cols_));
-    jobs[i] = {&w, products[i].y, nullptr, 0, units};
-    jobs[i].act = activation(w.type, pool, &jobs[i].stride);
+    jobs[i] = {&w, products[i].y, nullptr, 0, units, false};
+    jobs[i].k16 = gemm_k_available(w.type);
+    jobs[i].act = jobs[i].k16 ? k16_activation(w.type, pool, &jobs[i].stride)
+                              : activation(w.type, pool, &jobs[i].stride);
     units += (w.rows + kRowBlock - 1) / kRowBlock;
   }
   const size_t n_jobs = products.size();
@@ -122,6 +151,14 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
   // Rows [r0, r1) of one product for every token.
   auto run = [&](const Job& job, int64_t r0, int64_t r1) {
     const WeightView& w = *job.w;
+    if (job.k16) {  // decode and batches alike, so a token's bits do not depend on the batch
+      const K16Rows a{job.act, job.stride};
+      const int64_t step = n == 1 ? r1 - r0 : kRowBlock;  // a batch: blocks of rows kept in L1
+      for (int64_t b0 = r0; b0 < r1; b0 += step)
+        gemm_k(w.type, w.row(b0), w.row_bytes, std::min(step, r1 - b0), a, n, cols / 256,
+               job.y + b0, w.rows);
+      return;
+    }
     const bool tiled = gemm_q8_0_supports(w.type);
     if (n == 1) {  // decode: stream the rows once
       if (tiled) {

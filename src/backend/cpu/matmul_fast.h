@@ -10,7 +10,8 @@
 //    rows, multiplied with every token of the batch while those rows sit in L1, so the weights
 //    are read from memory once per batch instead of once per token.
 // Q4_0, Q5_0 and Q8_0 weights go through gemm_q8_0.h's register-tiled kernel (rows x tokens),
-// every other type through vec_dot.h's matvec. Either way each output is computed the same way
+// Q4_K, Q5_K and Q6_K through gemm_k.h's (with AVX2 or AVX-512 VNNI), every other type through
+// vec_dot.h's matvec. Either way each output is computed the same way
 // whatever the thread count or the batching, so results do not depend on them.
 #pragma once
 
@@ -69,7 +70,10 @@ class QuantizedMatmul {
   // row stride in bytes.
   const uint8_t* activation(TensorType w_type, ThreadPool& pool, size_t* stride);
 
-  Copy q8_0_, q8_k_;
+  // The K16 layout of gemm_k.h, made from the Q8_K copy.
+  const uint8_t* k16_activation(TensorType w_type, ThreadPool& pool, size_t* stride);
+
+  Copy q8_0_, q8_k_, k16_;
   int64_t max_tokens_ = 0, max_cols_ = 0;
   const float* x_ = nullptr;
   int64_t n_ = 0, cols_ = 0;
