@@ -145,7 +145,7 @@ void bm_gate_workload(benchmark::State& state, const Shape* shape) {
 }
 
 // One Q4_K matmul of rows x cols for n_tokens tokens (range 0) on range 1 threads with panels of
-// range 2 rows.
+// range 2 rows (0: by the size of the input slab).
 void bm_matmul_q4k(benchmark::State& state, int64_t rows, int64_t cols) {
   const int64_t n_tokens = state.range(0);
   const uint64_t rb = *row_bytes(TensorType::Q4_K, cols);
@@ -218,8 +218,8 @@ const int kRegistered = [] {
     benchmark::RegisterBenchmark(
         ("MatmulQ4K_" + std::to_string(rows) + "x" + std::to_string(cols)).c_str(), bm_matmul_q4k,
         rows, cols)
-        ->Args({1, threads, cpu_ref::kMatmulPanelRows})
-        ->ArgsProduct({{64}, {threads}, {8, 32, 64}})
+        ->Args({1, threads, 0})
+        ->ArgsProduct({{64}, {threads}, {0, 8, 32, 64}})
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
   benchmark::RegisterBenchmark("DequantizeRow/Q4_K", bm_dequantize_row, TensorType::Q4_K);

@@ -202,18 +202,27 @@ TEST(MatmulRef, BitIdenticalAcrossThreadsAndBatchesCloseToDot) {
       cpu_ref::MatmulScratch scratch(4, cols);
       scratch.set_input_slab_bytes(int64_t(1) << 20);
       EXPECT_EQ(scratch.token_group(cols), cols > 8192 ? 28 : 64);
+      // The default panel height follows the group's input slab: at most 921 KB here (28 x 8224
+      // floats), so short panels.
+      EXPECT_EQ(scratch.panel_rows(cols, n_tokens), 8);
       std::vector<float> y1(size_t(rows * n_tokens)), y4(y1.size());
       cpu_ref::matmul(y1.data(), w.view, x.data(), n_tokens, one, scratch);
       cpu_ref::matmul(y4.data(), w.view, x.data(), n_tokens, four, scratch);
       EXPECT_EQ(y1, y4);
       // Every panel height gives the same bits: a lane's order of operations does not depend on
       // how many rows share a pass over the tokens.
-      for (int64_t panel : {8, 16, 64}) {
+      for (int64_t panel : {8, 16, 32, 64}) {
         scratch.set_panel_rows(panel);
         std::vector<float> yp(y1.size());
         cpu_ref::matmul(yp.data(), w.view, x.data(), n_tokens, four, scratch);
         EXPECT_EQ(yp, y1) << "panel rows " << panel;
       }
+      // Without the slab limit, 64 x 8224 floats (2.1 MB) take tall panels.
+      cpu_ref::MatmulScratch unlimited(4, cols);
+      EXPECT_EQ(unlimited.panel_rows(cols, n_tokens), cols > 8192 ? 32 : 8);
+      std::vector<float> yu(y1.size());
+      cpu_ref::matmul(yu.data(), w.view, x.data(), n_tokens, four, unlimited);
+      EXPECT_EQ(yu, y1);
       for (int64_t t = 0; t < n_tokens; ++t) {
         std::vector<float> single(static_cast<size_t>(rows));
         cpu_ref::matmul(single.data(), w.view, x.data() + t * cols, 1, four, scratch);
@@ -289,6 +298,9 @@ TEST(MatmulRef, RejectsScratchTooSmall) {
   EXPECT_THROW(cpu_ref::matmul(y.data(), w.view, x.data(), 1, pool, narrow), Error);
   EXPECT_THROW(cpu_ref::matmul(y.data(), w.view, x.data(), 1, pool, few_threads), Error);
   EXPECT_THROW(narrow.set_panel_rows(24), InputError);
+  narrow.set_panel_rows(64);
+  EXPECT_EQ(narrow.panel_rows(64, 3), 64);
+  EXPECT_EQ(narrow.panel_rows(64, 2), 8);  // decode batches always take short panels
 }
 
 }  // namespace

@@ -123,16 +123,23 @@ MatmulScratch::MatmulScratch(int n_threads, int64_t max_cols, int64_t max_tokens
                      ")");
   // Room for the tallest panel, so that set_panel_rows never reallocates.
   weights_floats_ =
-      std::max(kMatmulDecodePanelRows * decode_chunk_, kMatmulMaxPanelRows * prefill_chunk_);
+      std::max(kMatmulShortPanelRows * decode_chunk_, kMatmulMaxPanelRows * prefill_chunk_);
   stride_ = weights_floats_ + max_tokens_ * kMatmulMaxPanelRows * kLanes;
   buf_ = std::make_unique_for_overwrite<float[]>(size_t(n_threads) * size_t(stride_));
 }
 
 void MatmulScratch::set_panel_rows(int64_t rows) {
   if (!valid_panel_rows(rows))
-    throw InputError("reference matmul: panel rows must be 8, 16, 32 or 64 (got " +
+    throw InputError("reference matmul: panel rows must be 0 (auto), 8, 16, 32 or 64 (got " +
                      std::to_string(rows) + ")");
   panel_rows_ = rows;
+}
+
+int64_t MatmulScratch::panel_rows(int64_t cols, int64_t n_tokens) const {
+  if (n_tokens <= kMatmulSmallBatch) return kMatmulShortPanelRows;
+  if (panel_rows_ > 0) return panel_rows_;
+  const int64_t slab = std::min(n_tokens, token_group(cols)) * cols * int64_t(sizeof(float));
+  return slab > kMatmulTallPanelSlabBytes ? kMatmulTallPanelRows : kMatmulShortPanelRows;
 }
 
 int64_t MatmulScratch::token_group(int64_t cols) const {
@@ -149,11 +156,9 @@ void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, Thr
                 std::to_string(w.cols) + " columns, " + std::to_string(pool.size()) + " threads)");
   const int64_t rows = w.rows;
   const int64_t cols = w.cols;
-  const bool small_batch = n_tokens <= kMatmulSmallBatch;
-  // A panel's rows share one pass over the tokens' columns: taller panels read the input slab
-  // from L3 fewer times. A decode batch uses each weight once, so its panel stays short.
-  const int64_t panel = small_batch ? kMatmulDecodePanelRows : scratch.panel_rows();
-  const int64_t chunk = small_batch ? scratch.decode_chunk() : scratch.prefill_chunk();
+  const int64_t panel = scratch.panel_rows(cols, n_tokens);
+  const int64_t chunk =
+      n_tokens <= kMatmulSmallBatch ? scratch.decode_chunk() : scratch.prefill_chunk();
   const int64_t n_panels = (rows + panel - 1) / panel;
   const int64_t block_elems = tensor_type_info(w.type).block_elems;
   const int64_t block_bytes = tensor_type_info(w.type).block_bytes;

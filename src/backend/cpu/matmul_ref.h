@@ -1,8 +1,9 @@
 // The reference matrix multiplication: a weight matrix in its file format (any type
 // dequantize_row knows) times float32 activations, one row per token. Activations are never
-// quantized; weight rows are dequantized on the fly, a panel of rows (32) x 512 columns at a time,
-// and each dequantized piece is used for every token of the batch while it is in cache, so a
-// prefill batch pays for dequantization once, not once per token. Work is split over the panels.
+// quantized; weight rows are dequantized on the fly, a panel of rows (8 or 32) x 512 columns at a
+// time, and each dequantized piece is used for every token of the batch while it is in cache, so
+// a prefill batch pays for dequantization once, not once per token. Work is split over the
+// panels.
 #pragma once
 
 #include <cstdint>
@@ -14,18 +15,20 @@
 
 namespace lockstep::cpu_ref {
 
-// Rows of a prefill panel: they are dequantized a column chunk at a time and share one pass over
-// the tokens' columns (the register tiles take 4 of them at a time), so the input slab is read
-// from L3 once per panel. 8, 16, 32 or 64 (MatmulScratch::set_panel_rows); the partial sums take
-// panel x tokens x 64 bytes per thread (128 KB at 32 x 64).
-inline constexpr int64_t kMatmulPanelRows = 32;
+// Rows of a panel: they are dequantized a column chunk at a time and share one pass over the
+// tokens' columns (the register tiles take 4 of them at a time). Short panels keep the partial
+// sums (rows x tokens x 64 bytes) and the dequantized piece near L1 and win while a token group's
+// input slab (tokens x columns floats) stays in L2 from one panel to the next; past
+// kMatmulTallPanelSlabBytes the slab comes from L3 for every panel, and tall panels, which need a
+// quarter of the passes, win (bench/NOTES.md). Decode batches always take short panels: they use
+// each dequantized value once or twice, so there is nothing to share.
+inline constexpr int64_t kMatmulShortPanelRows = 8;
+inline constexpr int64_t kMatmulTallPanelRows = 32;
+inline constexpr int64_t kMatmulTallPanelSlabBytes = int64_t(1) << 20;
 inline constexpr int64_t kMatmulMaxPanelRows = 64;
-// The same for batches of at most kMatmulSmallBatch tokens (decode), which use each dequantized
-// value once or twice: nothing to share, so the panel stays short.
-inline constexpr int64_t kMatmulDecodePanelRows = 8;
 // Columns dequantized together: a multiple of every block size (1, 32, 256) and of the 16
 // lanes, small enough that a register tile's 4 rows of it (8 KB) stay in L1 while every token of
-// a batch uses them, and a panel's rows (64 KB at 32) in L2.
+// a batch uses them, and a tall panel's rows (64 KB) in L2.
 inline constexpr int64_t kMatmulColumnChunk = 512;
 // The same for batches of at most kMatmulSmallBatch tokens (decode), which use each dequantized
 // value once or twice, so L1 residency gains little and wider pieces mean fewer of them. Whether
@@ -53,7 +56,7 @@ class MatmulScratch {
   // 512, 1024 or 2048: a multiple of every block size that the weights buffer holds.
   static constexpr bool valid_chunk(int64_t c) { return c == 512 || c == 1024 || c == 2048; }
   static constexpr bool valid_panel_rows(int64_t r) {
-    return r == 8 || r == 16 || r == 32 || r == 64;
+    return r == 0 || r == 8 || r == 16 || r == 32 || r == 64;
   }
   float* weights(int thread) const { return buf_.get() + int64_t(thread) * stride_; }
   float* partial_sums(int thread) const { return weights(thread) + weights_floats_; }
@@ -68,8 +71,10 @@ class MatmulScratch {
   // Columns dequantized together for batches of more / at most kMatmulSmallBatch tokens.
   int64_t prefill_chunk() const { return prefill_chunk_; }
   int64_t decode_chunk() const { return decode_chunk_; }
-  // Rows of a prefill panel: kMatmulPanelRows unless set (8, 16, 32 or 64, else InputError).
-  int64_t panel_rows() const { return panel_rows_; }
+  // Rows of a panel for a batch of n_tokens tokens of rows `cols` wide: as set_panel_rows set it
+  // for batches of more than kMatmulSmallBatch tokens, else chosen by the rule above.
+  int64_t panel_rows(int64_t cols, int64_t n_tokens) const;
+  // 8, 16, 32 or 64 (else InputError), or 0: by the rule (the default).
   void set_panel_rows(int64_t rows);
 
  private:
@@ -81,7 +86,7 @@ class MatmulScratch {
   int64_t slab_bytes_ = 0;
   int64_t prefill_chunk_ = kMatmulColumnChunk;
   int64_t decode_chunk_ = kMatmulSmallBatchChunk;
-  int64_t panel_rows_ = kMatmulPanelRows;
+  int64_t panel_rows_ = 0;
   int n_threads_ = 0;
 };
 
