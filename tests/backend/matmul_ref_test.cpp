@@ -130,14 +130,18 @@ const Case kCases[] = {
 
 // Every type dequantize_row reads (the reference's weight types).
 TEST(MatmulRef, CasesCoverEveryReadableType) {
+  int readable = 0;
   for (uint32_t id = 0; id < 64; ++id) {
     const auto info = tensor_type_info(id);
     if (!info || !info->can_dequantize) continue;
+    ++readable;
     const TensorType type = info->type;
     bool covered = false;
     for (const Case& c : kCases) covered = covered || c.type == type;
     EXPECT_TRUE(covered) << tensor_type_info(type).name << " has no matmul case";
   }
+  // F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K and Q8_K at least.
+  EXPECT_GE(readable, 14);
 }
 
 TEST(MatmulRef, MatchesFloat64ForEveryWeightType) {
