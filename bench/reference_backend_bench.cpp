@@ -144,7 +144,8 @@ void bm_gate_workload(benchmark::State& state, const Shape* shape) {
   state.counters["threads"] = b.n_threads();
 }
 
-// One Q4_K matmul of a 7B shape (rows x cols) for n_tokens tokens.
+// One Q4_K matmul of rows x cols for n_tokens tokens (range 0) on range 1 threads with panels of
+// range 2 rows (0: by the size of the input slab).
 void bm_matmul_q4k(benchmark::State& state, int64_t rows, int64_t cols) {
   const int64_t n_tokens = state.range(0);
   const uint64_t rb = *row_bytes(TensorType::Q4_K, cols);
@@ -159,6 +160,7 @@ void bm_matmul_q4k(benchmark::State& state, int64_t rows, int64_t cols) {
   w.data = data.data();
   ThreadPool pool(int(state.range(1)));
   cpu_ref::MatmulScratch scratch(pool.size(), cols);
+  scratch.set_panel_rows(state.range(2));
   std::mt19937 rng(1);
   std::normal_distribution<float> nd;
   std::vector<float> x(size_t(cols * n_tokens)), y(size_t(rows * n_tokens));
@@ -210,12 +212,14 @@ const int kRegistered = [] {
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime()
         ->Iterations(2);
-  // Llama-2-7B's FFN, Qwen2.5-7B's ffn_down (the widest input: 64 tokens of it are 4.8 MB).
-  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{11008, 4096}, {3584, 18944}})
+  // Llama-2-7B's FFN, Qwen2.5-7B's ffn_down (the widest input: 64 tokens of it are 4.8 MB),
+  // Qwen2.5-0.5B's ffn_down; decode, and prefill with the panel heights worth comparing.
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{11008, 4096}, {3584, 18944}, {896, 4864}})
     benchmark::RegisterBenchmark(
         ("MatmulQ4K_" + std::to_string(rows) + "x" + std::to_string(cols)).c_str(), bm_matmul_q4k,
         rows, cols)
-        ->ArgsProduct({{1, 64}, {threads}})
+        ->Args({1, threads, 0})
+        ->ArgsProduct({{64}, {threads}, {0, 8, 32, 64}})
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
   benchmark::RegisterBenchmark("DequantizeRow/Q4_K", bm_dequantize_row, TensorType::Q4_K);

@@ -162,6 +162,9 @@ int run_parity(const ParityCmdFlags& f) {
         {"failure", v.failure_text()},
         {"worst", {{"cosine", v.worst_cosine}, {"kl", v.worst_kl}, {"max_abs", v.worst_max_abs}}},
         {"ms", v.ms},
+        {"reference_ms", v.reference_ms},
+        {"reference_prefill_ms", v.reference_prefill_ms},
+        {"candidate_ms", v.candidate_ms},
         {"rows", nlohmann::json::array()}};
     for (const auto& r : v.rows) j["rows"].push_back(row_json(r));
     std::printf("%s\n", j.dump(1).c_str());

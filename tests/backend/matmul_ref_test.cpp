@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -15,6 +17,8 @@
 #include "backend/cpu/simd_level.h"
 #include "backend/error_stats.h"
 #include "backend/random_data.h"
+#include "quant/blocks.h"
+#include "quant/fp16.h"
 #include "quant/quantize.h"
 #include "util/error.h"
 
@@ -28,15 +32,40 @@ struct TestWeight {
   WeightView view;
 };
 
+// Random bytes for a row of Q2_K or Q3_K blocks (types lockstep reads but does not write), with
+// each block's fp16 scales set to random sane values: every bit pattern of the quants is valid.
+void random_k_blocks(TensorType type, uint8_t* dst, int64_t cols, std::mt19937_64& rng) {
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.005f, 0.05f);
+  const int64_t n_blocks = cols / 256;
+  const size_t block_bytes = tensor_type_info(type).block_bytes;
+  for (size_t i = 0; i < size_t(n_blocks) * block_bytes; ++i) dst[i] = uint8_t(byte(rng));
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    uint8_t* block = dst + size_t(b) * block_bytes;
+    const uint16_t d = fp32_to_fp16(scale(rng)), dmin = fp32_to_fp16(scale(rng));
+    if (type == TensorType::Q2_K) {
+      std::memcpy(block + offsetof(quant::BlockQ2_K, d), &d, 2);
+      std::memcpy(block + offsetof(quant::BlockQ2_K, dmin), &dmin, 2);
+    } else {
+      std::memcpy(block + offsetof(quant::BlockQ3_K, d), &d, 2);
+    }
+  }
+}
+
 TestWeight make_weight(TensorType type, int64_t cols, int64_t rows, std::mt19937_64& rng) {
   TestWeight w;
   const uint64_t rb = *row_bytes(type, cols);
   w.bytes.resize(size_t(rb * uint64_t(rows)));
   w.values.resize(size_t(cols * rows));
   for (int64_t r = 0; r < rows; ++r) {
-    auto src = normal(rng, size_t(cols), 0.5f);
-    quantize_row(type, src.data(), w.bytes.data() + uint64_t(r) * rb, cols);
-    dequantize_row(type, w.bytes.data() + uint64_t(r) * rb, w.values.data() + r * cols, cols);
+    uint8_t* row = w.bytes.data() + uint64_t(r) * rb;
+    if (tensor_type_info(type).can_quantize) {
+      auto src = normal(rng, size_t(cols), 0.5f);
+      quantize_row(type, src.data(), row, cols);
+    } else {
+      random_k_blocks(type, row, cols, rng);
+    }
+    dequantize_row(type, row, w.values.data() + r * cols, cols);
   }
   w.view.name = "test." + std::string(tensor_type_info(type).name);
   w.view.type = type;
@@ -86,11 +115,34 @@ const Case kCases[] = {
     {TensorType::Q4_K, 256},
     {TensorType::Q4_K, 512},
     {TensorType::Q6_K, 256},
+    {TensorType::BF16, 80},
+    {TensorType::Q4_1, 160},
+    {TensorType::Q5_1, 96},
+    {TensorType::Q2_K, 256},
+    {TensorType::Q3_K, 512},
+    {TensorType::Q5_K, 256},
+    {TensorType::Q8_K, 512},
     // Several 1024-column chunks, the last one partial (and with a 12-element lane tail for F16).
     {TensorType::F16, 1100},
     {TensorType::Q4_K, 2560},
     {TensorType::Q8_0, 2080},
 };
+
+// Every type dequantize_row reads (the reference's weight types).
+TEST(MatmulRef, CasesCoverEveryReadableType) {
+  int readable = 0;
+  for (uint32_t id = 0; id < 64; ++id) {
+    const auto info = tensor_type_info(id);
+    if (!info || !info->can_dequantize) continue;
+    ++readable;
+    const TensorType type = info->type;
+    bool covered = false;
+    for (const Case& c : kCases) covered = covered || c.type == type;
+    EXPECT_TRUE(covered) << tensor_type_info(type).name << " has no matmul case";
+  }
+  // F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K and Q8_K at least.
+  EXPECT_GE(readable, 14);
+}
 
 TEST(MatmulRef, MatchesFloat64ForEveryWeightType) {
   const uint64_t seed = fresh_seed();
@@ -99,14 +151,17 @@ TEST(MatmulRef, MatchesFloat64ForEveryWeightType) {
   ThreadPool pool(3);
   for_each_simd_level([&] {
     for (const Case& c : kCases) {
-      for (int64_t rows : {1, 37, 64}) {
-        for (int64_t n_tokens : {1, 5}) {
+      // rows: a panel's 4-row groups with and without single rows left over, several panels and
+      // a short last one; tokens: decode (1), a 4-token tile plus one, and 4-token tiles plus 3.
+      for (int64_t rows : {1, 37, 64, 101}) {
+        for (int64_t n_tokens : {1, 5, 11}) {
           SCOPED_TRACE(std::string(tensor_type_info(c.type).name) + " cols " +
                        std::to_string(c.cols) + " rows " + std::to_string(rows) + " tokens " +
                        std::to_string(n_tokens));
           TestWeight w = make_weight(c.type, c.cols, rows, rng);
           auto x = normal(rng, size_t(c.cols * n_tokens), 1.0f);
           cpu_ref::MatmulScratch scratch(pool.size(), c.cols);
+          scratch.set_panel_rows(rows == 101 ? 16 : 32);
           std::vector<float> y(size_t(rows * n_tokens), std::nanf(""));
           cpu_ref::matmul(y.data(), w.view, x.data(), n_tokens, pool, scratch);
           WorstError err;
@@ -151,10 +206,27 @@ TEST(MatmulRef, BitIdenticalAcrossThreadsAndBatchesCloseToDot) {
       cpu_ref::MatmulScratch scratch(4, cols);
       scratch.set_input_slab_bytes(int64_t(1) << 20);
       EXPECT_EQ(scratch.token_group(cols), cols > 8192 ? 28 : 64);
+      // The default panel height follows the group's input slab: at most 921 KB here (28 x 8224
+      // floats), so short panels.
+      EXPECT_EQ(scratch.panel_rows(cols, n_tokens), 8);
       std::vector<float> y1(size_t(rows * n_tokens)), y4(y1.size());
       cpu_ref::matmul(y1.data(), w.view, x.data(), n_tokens, one, scratch);
       cpu_ref::matmul(y4.data(), w.view, x.data(), n_tokens, four, scratch);
       EXPECT_EQ(y1, y4);
+      // Every panel height gives the same bits: a lane's order of operations does not depend on
+      // how many rows share a pass over the tokens.
+      for (int64_t panel : {8, 16, 32, 64}) {
+        scratch.set_panel_rows(panel);
+        std::vector<float> yp(y1.size());
+        cpu_ref::matmul(yp.data(), w.view, x.data(), n_tokens, four, scratch);
+        EXPECT_EQ(yp, y1) << "panel rows " << panel;
+      }
+      // Without the slab limit, 64 x 8224 floats (2.1 MB) take tall panels.
+      cpu_ref::MatmulScratch unlimited(4, cols);
+      EXPECT_EQ(unlimited.panel_rows(cols, n_tokens), cols > 8192 ? 32 : 8);
+      std::vector<float> yu(y1.size());
+      cpu_ref::matmul(yu.data(), w.view, x.data(), n_tokens, four, unlimited);
+      EXPECT_EQ(yu, y1);
       for (int64_t t = 0; t < n_tokens; ++t) {
         std::vector<float> single(static_cast<size_t>(rows));
         cpu_ref::matmul(single.data(), w.view, x.data() + t * cols, 1, four, scratch);
@@ -177,6 +249,49 @@ TEST(MatmulRef, BitIdenticalAcrossThreadsAndBatchesCloseToDot) {
   });
 }
 
+// A NaN in a token's input reaches every output of that token and no other; a NaN weight (an F32
+// element, or a quantized block's scale) every output of its row, for every token.
+TEST(MatmulRef, NanPropagatesToItsRowAndToken) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  ThreadPool pool(2);
+  for_each_simd_level([&] {
+    for (const Case& c :
+         {Case{TensorType::F32, 300}, Case{TensorType::Q8_0, 640}, Case{TensorType::Q4_K, 768}}) {
+      for (int64_t n_tokens : {1, 7}) {  // the decode and the prefill panels
+        SCOPED_TRACE(std::string(tensor_type_info(c.type).name) + " tokens " +
+                     std::to_string(n_tokens));
+        const int64_t rows = 45, cols = c.cols;
+        TestWeight w = make_weight(c.type, cols, rows, rng);
+        const int64_t bad_row = int64_t(rng() % uint64_t(rows));
+        const int64_t bad_col = int64_t(rng() % uint64_t(cols));
+        uint8_t* row = w.bytes.data() + uint64_t(bad_row) * w.view.row_bytes;
+        if (c.type == TensorType::F32) {
+          const float nan = std::nanf("");
+          std::memcpy(row + bad_col * 4, &nan, 4);
+        } else {
+          // Q8_0 and Q4_K blocks start with their fp16 scale d.
+          const int64_t block = bad_col / tensor_type_info(c.type).block_elems;
+          const uint16_t nan16 = 0x7e00;
+          std::memcpy(row + block * tensor_type_info(c.type).block_bytes, &nan16, 2);
+        }
+        auto x = normal(rng, size_t(cols * n_tokens), 1.0f);
+        const int64_t bad_token = n_tokens == 1 ? -1 : int64_t(rng() % uint64_t(n_tokens));
+        if (bad_token >= 0) x[size_t(bad_token * cols + int64_t(rng() % uint64_t(cols)))] = NAN;
+        cpu_ref::MatmulScratch scratch(pool.size(), cols);
+        std::vector<float> y(size_t(rows * n_tokens), 0.0f);
+        cpu_ref::matmul(y.data(), w.view, x.data(), n_tokens, pool, scratch);
+        for (int64_t t = 0; t < n_tokens; ++t)
+          for (int64_t r = 0; r < rows; ++r)
+            ASSERT_EQ(std::isnan(y[size_t(t * rows + r)]), t == bad_token || r == bad_row)
+                << "token " << t << " row " << r << " (NaN at token " << bad_token << ", row "
+                << bad_row << ")";
+      }
+    }
+  });
+}
+
 TEST(MatmulRef, RejectsScratchTooSmall) {
   std::mt19937_64 rng(fresh_seed());
   TestWeight w = make_weight(TensorType::F32, 128, 4, rng);
@@ -186,6 +301,10 @@ TEST(MatmulRef, RejectsScratchTooSmall) {
   cpu_ref::MatmulScratch narrow(2, 64), few_threads(1, 128);
   EXPECT_THROW(cpu_ref::matmul(y.data(), w.view, x.data(), 1, pool, narrow), Error);
   EXPECT_THROW(cpu_ref::matmul(y.data(), w.view, x.data(), 1, pool, few_threads), Error);
+  EXPECT_THROW(narrow.set_panel_rows(24), InputError);
+  narrow.set_panel_rows(64);
+  EXPECT_EQ(narrow.panel_rows(64, 3), 64);
+  EXPECT_EQ(narrow.panel_rows(64, 2), 8);  // decode batches always take short panels
 }
 
 }  // namespace

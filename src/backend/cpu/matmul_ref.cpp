@@ -17,61 +17,65 @@ namespace lockstep::cpu_ref {
 
 namespace {
 
-static_assert(kMatmulRowBlock == 8);
 static_assert(kMatmulColumnChunk % 256 == 0 && kMatmulColumnChunk % kLanes == 0);
 static_assert(kMatmulSmallBatchChunk % 256 == 0 && kMatmulSmallBatchChunk >= kMatmulColumnChunk);
 
-// Loads the partial sums of R rows x T tokens (token t, row r at acc + (t * kMatmulRowBlock + r)
-// * kLanes), adds one column chunk to them and stores them back.
+// Loads the partial sums of R rows x T tokens (token t, row r at acc + t * token_step + r *
+// kLanes), adds one column chunk to them and stores them back.
 template <int R, int T>
 LOCKSTEP_INLINE void accumulate_stored_tile(const float* w, int64_t w_stride, const float* x,
-                                            int64_t x_stride, int64_t n_cols, float* acc) {
+                                            int64_t x_stride, int64_t n_cols, float* acc,
+                                            int64_t token_step) {
   Lanes a[R][T];
   for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) a[r][t] = load_lanes(acc + (t * kMatmulRowBlock + r) * kLanes);
+    for (int t = 0; t < T; ++t) a[r][t] = load_lanes(acc + t * token_step + r * kLanes);
   accumulate_tile<R, T>(a, w, w_stride, x, x_stride, n_cols);
   for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) store_lanes(acc + (t * kMatmulRowBlock + r) * kLanes, a[r][t]);
+    for (int t = 0; t < T; ++t) store_lanes(acc + t * token_step + r * kLanes, a[r][t]);
+}
+
+// R rows of one column chunk times every token: tiles of TOKENS tokens, the rest one at a time.
+// The R dequantized rows (R x n_cols floats) stay in L1 while the tokens' columns stream past.
+template <int R, int TOKENS>
+LOCKSTEP_INLINE void accumulate_rows(const float* w, int64_t w_stride, const float* x,
+                                     int64_t x_stride, int64_t n_tokens, int64_t n_cols, float* acc,
+                                     int64_t token_step) {
+  int64_t t = 0;
+  for (; t + TOKENS <= n_tokens; t += TOKENS)
+    accumulate_stored_tile<R, TOKENS>(w, w_stride, x + t * x_stride, x_stride, n_cols,
+                                      acc + t * token_step, token_step);
+  for (; t < n_tokens; ++t)
+    accumulate_stored_tile<R, 1>(w, w_stride, x + t * x_stride, x_stride, n_cols,
+                                 acc + t * token_step, token_step);
 }
 
 // Adds one column chunk (n_cols columns; the dequantized rows at w with row stride w_stride, the
 // tokens' matching columns at x with row stride x_stride) to the partial sums of n_rows rows x
-// n_tokens tokens. A full row block goes in tiles of ROWS rows x TOKENS tokens (the remainder one
-// token at a time), the tail block one row and token at a time. The tile is what the level's
-// registers hold without spilling much: 4 x 4 accumulators of 16 lanes need AVX-512's 32
-// registers; AVX2, where 16 lanes are two registers, does 4 x 2. A taller tile (8 x 3) would
-// halve the activation traffic from L2, but GCC folds each weight load into all three of its
-// multiply-adds unless an asm register pin stops it, and clang rejects that pin (bench/NOTES.md).
+// n_tokens tokens (token t, row r at acc + (t * acc_rows + r) * kLanes). Rows go in groups of
+// ROWS, the last n_rows % ROWS one at a time; each group in tiles of ROWS rows x TOKENS tokens.
+// The tile is what the level's registers hold without spilling much: 4 x 4 accumulators of 16
+// lanes need AVX-512's 32 registers; AVX2, where 16 lanes are two registers, does 4 x 2. A
+// taller tile (8 x 3) would halve the activation traffic from L2, but GCC folds each weight load
+// into all three of its multiply-adds unless an asm register pin stops it, and clang rejects that
+// pin (bench/NOTES.md).
 template <int ROWS, int TOKENS>
 LOCKSTEP_INLINE void accumulate_chunk(const float* w, int64_t w_stride, int64_t n_rows,
                                       const float* x, int64_t x_stride, int64_t n_tokens,
-                                      int64_t n_cols, float* acc) {
-  static_assert(kMatmulRowBlock % ROWS == 0);
-  const int64_t token_step = kMatmulRowBlock * kLanes;  // floats of partial sums per token
-  if (n_rows == kMatmulRowBlock) {
-    for (int64_t r0 = 0; r0 < kMatmulRowBlock; r0 += ROWS) {
-      const float* wr = w + r0 * w_stride;
-      float* ar = acc + r0 * kLanes;
-      int64_t t = 0;
-      for (; t + TOKENS <= n_tokens; t += TOKENS)
-        accumulate_stored_tile<ROWS, TOKENS>(wr, w_stride, x + t * x_stride, x_stride, n_cols,
-                                             ar + t * token_step);
-      for (; t < n_tokens; ++t)
-        accumulate_stored_tile<ROWS, 1>(wr, w_stride, x + t * x_stride, x_stride, n_cols,
-                                        ar + t * token_step);
-    }
-    return;
-  }
-  for (int64_t r = 0; r < n_rows; ++r)
-    for (int64_t t = 0; t < n_tokens; ++t)
-      accumulate_stored_tile<1, 1>(w + r * w_stride, w_stride, x + t * x_stride, x_stride, n_cols,
-                                   acc + t * token_step + r * kLanes);
+                                      int64_t n_cols, float* acc, int64_t acc_rows) {
+  const int64_t token_step = acc_rows * kLanes;  // floats of partial sums per token
+  int64_t r = 0;
+  for (; r + ROWS <= n_rows; r += ROWS)
+    accumulate_rows<ROWS, TOKENS>(w + r * w_stride, w_stride, x, x_stride, n_tokens, n_cols,
+                                  acc + r * kLanes, token_step);
+  for (; r < n_rows; ++r)
+    accumulate_rows<1, TOKENS>(w + r * w_stride, w_stride, x, x_stride, n_tokens, n_cols,
+                               acc + r * kLanes, token_step);
 }
 
 #define LOCKSTEP_CHUNK_ARGS                                                           \
   const float *w, int64_t w_stride, int64_t n_rows, const float *x, int64_t x_stride, \
-      int64_t n_tokens, int64_t n_cols, float *acc
-#define LOCKSTEP_CHUNK_PASS w, w_stride, n_rows, x, x_stride, n_tokens, n_cols, acc
+      int64_t n_tokens, int64_t n_cols, float *acc, int64_t acc_rows
+#define LOCKSTEP_CHUNK_PASS w, w_stride, n_rows, x, x_stride, n_tokens, n_cols, acc, acc_rows
 
 void chunk_baseline(LOCKSTEP_CHUNK_ARGS) {
   accumulate_chunk<4, 1>(LOCKSTEP_CHUNK_PASS);
@@ -107,8 +111,7 @@ ChunkKernel chunk_kernel() {
 
 MatmulScratch::MatmulScratch(int n_threads, int64_t max_cols, int64_t max_tokens,
                              const RefMatmulTuning& tuning)
-    : stride_(weights_floats() + std::max<int64_t>(max_tokens, 1) * kMatmulRowBlock * kLanes),
-      max_cols_(max_cols),
+    : max_cols_(max_cols),
       max_tokens_(std::max<int64_t>(max_tokens, 1)),
       slab_bytes_(std::max<int64_t>(0, tuning.slab_bytes)),
       prefill_chunk_(tuning.prefill_chunk),
@@ -118,7 +121,25 @@ MatmulScratch::MatmulScratch(int n_threads, int64_t max_cols, int64_t max_tokens
     throw InputError("reference matmul: column chunks must be 512, 1024 or 2048 (got " +
                      std::to_string(prefill_chunk_) + " and " + std::to_string(decode_chunk_) +
                      ")");
+  // Room for the tallest panel, so that set_panel_rows never reallocates.
+  weights_floats_ =
+      std::max(kMatmulShortPanelRows * decode_chunk_, kMatmulMaxPanelRows * prefill_chunk_);
+  stride_ = weights_floats_ + max_tokens_ * kMatmulMaxPanelRows * kLanes;
   buf_ = std::make_unique_for_overwrite<float[]>(size_t(n_threads) * size_t(stride_));
+}
+
+void MatmulScratch::set_panel_rows(int64_t rows) {
+  if (!valid_panel_rows(rows))
+    throw InputError("reference matmul: panel rows must be 0 (auto), 8, 16, 32 or 64 (got " +
+                     std::to_string(rows) + ")");
+  panel_rows_ = rows;
+}
+
+int64_t MatmulScratch::panel_rows(int64_t cols, int64_t n_tokens) const {
+  if (n_tokens <= kMatmulSmallBatch) return kMatmulShortPanelRows;
+  if (panel_rows_ > 0) return panel_rows_;
+  const int64_t slab = std::min(n_tokens, token_group(cols)) * cols * int64_t(sizeof(float));
+  return slab > kMatmulTallPanelSlabBytes ? kMatmulTallPanelRows : kMatmulShortPanelRows;
 }
 
 int64_t MatmulScratch::token_group(int64_t cols) const {
@@ -135,7 +156,10 @@ void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, Thr
                 std::to_string(w.cols) + " columns, " + std::to_string(pool.size()) + " threads)");
   const int64_t rows = w.rows;
   const int64_t cols = w.cols;
-  const int64_t n_blocks = (rows + kMatmulRowBlock - 1) / kMatmulRowBlock;
+  const int64_t panel = scratch.panel_rows(cols, n_tokens);
+  const int64_t chunk =
+      n_tokens <= kMatmulSmallBatch ? scratch.decode_chunk() : scratch.prefill_chunk();
+  const int64_t n_panels = (rows + panel - 1) / panel;
   const int64_t block_elems = tensor_type_info(w.type).block_elems;
   const int64_t block_bytes = tensor_type_info(w.type).block_bytes;
   // F32 rows are used in place: the file's rows are already contiguous floats.
@@ -146,17 +170,15 @@ void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, Thr
   // decode matmul dequantizes its rows in hundreds of thousands of small pieces.
   const quant::DequantFn simd_dequantize =
       in_place ? nullptr : quant::simd_dequantizer(active_isa(), w.type);
-  pool.parallel_for(n_blocks, [&](int64_t block_begin, int64_t block_end, int thread) {
+  pool.parallel_for(n_panels, [&](int64_t panel_begin, int64_t panel_end, int thread) {
     float* wbuf = scratch.weights(thread);
     float* acc = scratch.partial_sums(thread);
-    for (int64_t block = block_begin; block < block_end; ++block) {
-      const int64_t r0 = block * kMatmulRowBlock;
-      const int64_t n_rows = std::min(kMatmulRowBlock, rows - r0);
+    for (int64_t p = panel_begin; p < panel_end; ++p) {
+      const int64_t r0 = p * panel;
+      const int64_t n_rows = std::min(panel, rows - r0);
       for (int64_t t0 = 0; t0 < n_tokens; t0 += group) {
         const int64_t nt = std::min(group, n_tokens - t0);
-        std::fill(acc, acc + nt * kMatmulRowBlock * kLanes, 0.0f);
-        const int64_t chunk =
-            nt <= kMatmulSmallBatch ? scratch.decode_chunk() : scratch.prefill_chunk();
+        std::fill(acc, acc + nt * panel * kLanes, 0.0f);
         for (int64_t c0 = 0; c0 < cols; c0 += chunk) {
           const int64_t nc = std::min(chunk, cols - c0);
           const float* wc = wbuf;
@@ -174,12 +196,11 @@ void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, Thr
                 dequantize_row(w.type, src, wbuf + j * chunk, nc);
             }
           }
-          kernel(wc, w_stride, n_rows, x + t0 * cols + c0, cols, nt, nc, acc);
+          kernel(wc, w_stride, n_rows, x + t0 * cols + c0, cols, nt, nc, acc, panel);
         }
         for (int64_t t = 0; t < nt; ++t)
           for (int64_t j = 0; j < n_rows; ++j)
-            y[(t0 + t) * rows + r0 + j] =
-                reduce_lanes(load_lanes(acc + (t * kMatmulRowBlock + j) * kLanes));
+            y[(t0 + t) * rows + r0 + j] = reduce_lanes(load_lanes(acc + (t * panel + j) * kLanes));
       }
     }
   });
