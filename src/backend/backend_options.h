@@ -77,9 +77,11 @@ struct CudaBackendOptions {
   //   B >= batch_gemm_min: the cuBLAS GEMMs on F16 weight tiles (a token's result depends on the
   //     batch: cuBLAS picks its kernel by shape).
   // 0 turns a route off; both 0 keeps every step on the matvecs (`--batch-invariant`). The
-  // defaults: see bench/NOTES.md, "Continuous batching on CUDA".
+  // defaults, measured on the H100 (bench/NOTES.md, "the mmq route"): mmq beat the GEMMs and the
+  // matvecs at 16 sequences (0.5B 4917 vs 3758 tok/s, 7B 1411 vs 987) and lost to the GEMMs from
+  // 32 on (7B B=64 2038 vs 3116, B=128 2234 vs 4923).
   int batch_mmq_min = 16;
-  int batch_gemm_min = 0;
+  int batch_gemm_min = 32;
   // Weight values per dequantized F16 tile of the prefill GEMM (bounds that scratch).
   size_t gemm_tile_elems = size_t(32) << 20;
   CudaKernelTuning tuning;
