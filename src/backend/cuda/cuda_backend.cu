@@ -133,8 +133,8 @@ class CudaBackend final : public GatedBackend {
   struct DecodeRow {
     int32_t token = 0;
     int pos = 0, seq = 0;
-    float* logits = nullptr;   // n_vocab floats, or nullptr
-    bool batch_fault = false;  // BatchCorrupt applies to this row
+    float* logits = nullptr;    // n_vocab floats, or nullptr
+    bool batch_fault = false;   // BatchCorrupt applies to this row
     int32_t* argmax = nullptr;  // the greedy pick over the first argmax_cols logits, or nullptr
     int64_t argmax_cols = 0;
   };

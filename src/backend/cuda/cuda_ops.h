@@ -169,8 +169,8 @@ class Matmul {
 // out[r] = greedy_pick (backend/greedy_pick.h) of the first `cols` of row r of `logits` (rows of
 // `stride` floats): the lowest id of the largest value, or -1 for a row with a NaN or +inf or no
 // finite value.
-void greedy_pick_rows(const float* logits, int64_t stride, int64_t rows, int64_t cols,
-                      int32_t* out, void* stream);
+void greedy_pick_rows(const float* logits, int64_t stride, int64_t rows, int64_t cols, int32_t* out,
+                      void* stream);
 
 // ---- normalisation, activation, elementwise -----------------------------------------------
 // y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, for each of `rows` rows (in place allowed).
