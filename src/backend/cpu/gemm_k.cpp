@@ -4,25 +4,10 @@
 #include <array>
 #include <cstring>
 
+#include "backend/cpu/gemm_x86.h"
 #include "quant/blocks.h"
 #include "quant/vec_dot.h"
 #include "quant/vec_dot_internal.h"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-// GCC 12's AVX-512 headers trip -Wuninitialized on their own _mm512_undefined_*() idiom.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#if !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#define LS_GEMM_X86 1
-#define LS_VNNI \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
-#define LS_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define LS_INLINE inline __attribute__((always_inline))
-#else
-#define LS_GEMM_X86 0
-#endif
 
 namespace lockstep::cpu_fast {
 
