@@ -7,7 +7,9 @@
 # panels (8 is the loop order before panels). Everything goes to $OUT/summary.txt (or
 # build-cpu/gate-host-logs). About 4-6 minutes on a 16-core host.
 # Environment: PRESET (default qwen2.5-7b), RUNS (default 3), THREADS (lockstep's -t; default:
-# lockstep's own choice), MICRO=0 skips the matmul benchmark.
+# lockstep's own choice), MICRO=0 skips the matmul benchmark, LOCKSTEP_BIN: a lockstep binary
+# already built (no build, no matmul benchmark), BACKEND (default cpu; cuda: the gate's whole cost
+# with CUDA as the candidate).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGS="${OUT:-build-cpu/gate-host-logs}"
@@ -21,16 +23,19 @@ lscpu | grep -E "^(Model name|CPU\(s\)|Thread\(s\) per core|L2 cache|L3 cache|CP
 grep -o -m1 -E "avx512f" /proc/cpuinfo >/dev/null && say "avx512f: yes" || say "avx512f: no"
 say "load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-t0=$(date +%s)
-cmake -S . -B build-cpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCKSTEP_CUDA=OFF \
-  >"$LOGS/build.log" 2>&1 &&
-  ninja -C build-cpu -j"$(nproc)" lockstep reference_backend_bench >>"$LOGS/build.log" 2>&1 ||
-  { say "build FAILED"; tail -30 "$LOGS/build.log"; exit 1; }
-say "build: $(($(date +%s) - t0)) s"
+LS="${LOCKSTEP_BIN:-build-cpu/lockstep}"
+if [ -z "${LOCKSTEP_BIN:-}" ]; then
+  t0=$(date +%s)
+  cmake -S . -B build-cpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCKSTEP_CUDA=OFF \
+    >"$LOGS/build.log" 2>&1 &&
+    ninja -C build-cpu -j"$(nproc)" lockstep reference_backend_bench >>"$LOGS/build.log" 2>&1 ||
+    { say "build FAILED"; tail -30 "$LOGS/build.log"; exit 1; }
+  say "build: $(($(date +%s) - t0)) s"
+fi
 
 F="/tmp/$PRESET-q4_k_m.gguf"
 t0=$(date +%s)
-[ -s "$F" ] || build-cpu/lockstep make-model --arch qwen2 --preset "$PRESET" --quant q4_k_m \
+[ -s "$F" ] || "$LS" make-model --arch qwen2 --preset "$PRESET" --quant q4_k_m \
   --seed 1 -o "$F" >>"$LOGS/make-model.log" 2>&1 ||
   { say "make-model FAILED"; tail -5 "$LOGS/make-model.log" | tee -a "$S"; exit 1; }
 say "model: $F ($(du -h "$F" | cut -f1), $(($(date +%s) - t0)) s)"
@@ -49,7 +54,7 @@ say "probe prefill: $GFLOP GFLOP of matmul (0 = unknown preset)"
 THREADS_FLAG=()
 [ -n "${THREADS:-}" ] && THREADS_FLAG=(-t "$THREADS")
 for i in $(seq 1 "${RUNS:-3}"); do
-  timeout 120 build-cpu/lockstep parity -m "$F" --backend cpu "${THREADS_FLAG[@]}" --json \
+  timeout 120 "$LS" parity -m "$F" --backend "${BACKEND:-cpu}" "${THREADS_FLAG[@]}" --json \
     2>>"$LOGS/parity.log" >"$LOGS/parity-$i.json"
   python3 - "$GFLOP" "$LOGS/parity-$i.json" <<'EOF' 2>&1 | tee -a "$S"
 import json, sys
@@ -64,7 +69,7 @@ print("reference %6.0f ms (probe prefill %6.0f ms = %6.1f GFLOP/s), candidate %s
          p.get("candidate", "?"), p.get("candidate_ms", 0), p.get("status", "?")))
 EOF
 done
-if [ "${MICRO:-1}" = 1 ]; then
+if [ "${MICRO:-1}" = 1 ] && [ -x build-cpu/bench/reference_backend_bench ]; then
   say "reference matmul alone (Q4_K, all threads; args: tokens/threads/panel rows):"
   timeout 150 build-cpu/bench/reference_backend_bench --benchmark_filter='MatmulQ4K' \
     --benchmark_min_time=0.3 2>&1 | grep -E "^MatmulQ4K" | tee -a "$S"

@@ -4,7 +4,9 @@
 # every CUDA GPU test, the gate on the tiny models of each architecture, then as the budget allows:
 # the batched bench of the routes on 0.5B (and 7B), the HTTP measurement with greedy clients, and
 # bench -d on 0.5B. Logs under $OUT (else build-gpu/gpu-round-logs); $OUT/summary.txt the digest.
-# BUDGET_S (default 540): steps that would not fit are skipped and say so.
+# BUDGET_S (default 540): steps that would not fit are skipped and say so. EXTRA_FILTER: a gtest
+# filter run after the suite with the disabled tests allowed; MEMCHECK_FILTER: one run under
+# compute-sanitizer memcheck.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 LOGS="${OUT:-build-gpu/gpu-round-logs}"
@@ -41,6 +43,22 @@ echo "exit $?" | tee -a "$S"
 grep -E "^\[  (PASSED|FAILED) |^\[==========\]|FAILED TEST" "$LOGS/cuda-tests.log" | tail -30 | tee -a "$S"
 grep -E -B3 -A12 "Failure$" "$LOGS/cuda-tests.log" | head -120 | tee -a "$S"
 grep -E "^\[ RUN" "$LOGS/cuda-tests.log" | tail -1 | tee -a "$S"
+
+if [ -n "${EXTRA_FILTER:-}" ]; then  # e.g. a DISABLED_ diagnosis
+  step "extra: $EXTRA_FILTER"
+  timeout 120 build-gpu/tests/backend_cuda_gpu_tests --gtest_also_run_disabled_tests \
+    --gtest_filter="$EXTRA_FILTER" >"$LOGS/extra.log" 2>&1
+  echo "exit $?" | tee -a "$S"
+  grep -E "^\[diag|^\[  (PASSED|FAILED) " "$LOGS/extra.log" | head -150 | tee -a "$S"
+fi
+if [ -n "${MEMCHECK_FILTER:-}" ]; then
+  step "compute-sanitizer memcheck: $MEMCHECK_FILTER"
+  SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  timeout "${MEMCHECK_S:-120}" "$SAN" --tool memcheck --error-exitcode 9 \
+    build-gpu/tests/backend_cuda_gpu_tests --gtest_filter="$MEMCHECK_FILTER" >"$LOGS/memcheck.log" 2>&1
+  echo "memcheck exit $?" | tee -a "$S"
+  grep -E "ERROR SUMMARY|^\[  (PASSED|FAILED) " "$LOGS/memcheck.log" | tail -4 | tee -a "$S"
+fi
 
 step "parity --backend cuda on the tiny models of each architecture"
 for f in ../shared/models/arch/tiny-*.gguf ../shared/models/stories260K-Q4_K_M.gguf; do

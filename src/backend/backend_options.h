@@ -82,6 +82,9 @@ struct CudaBackendOptions {
   // 32 on (7B B=64 2038 vs 3116, B=128 2234 vs 4923).
   int batch_mmq_min = 16;
   int batch_gemm_min = 32;
+  // TEST KNOB: the GEMM route also for fused-tensor models (phi3), where it is off
+  // (cuda_backend.cu, gemm_route_on); for the test that looks for why.
+  bool gemm_route_fused = false;
   // Weight values per dequantized F16 tile of the prefill GEMM (bounds that scratch).
   size_t gemm_tile_elems = size_t(32) << 20;
   CudaKernelTuning tuning;

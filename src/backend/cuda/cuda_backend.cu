@@ -150,7 +150,8 @@ class CudaBackend final : public GatedBackend {
   // step) while prefill's GEMMs on the same views agree; until that is found, such models keep
   // their batched steps on the other routes.
   bool gemm_route_on() const {
-    return opts_.batch_gemm_min > 0 && !hp_.fused_qkv && !hp_.fused_gate_up;
+    return opts_.batch_gemm_min > 0 &&
+           (opts_.gemm_route_fused || (!hp_.fused_qkv && !hp_.fused_gate_up));
   }
   Route route_of(int rows) const {
     if (gemm_route_on() && rows >= opts_.batch_gemm_min) return Route::Gemm;
