@@ -6,7 +6,8 @@
 # bench -d on 0.5B. Logs under $OUT (else build-gpu/gpu-round-logs); $OUT/summary.txt the digest.
 # BUDGET_S (default 540): steps that would not fit are skipped and say so. EXTRA_FILTER: a gtest
 # filter run after the suite with the disabled tests allowed; MEMCHECK_FILTER: one run under
-# compute-sanitizer memcheck.
+# compute-sanitizer (SANITIZER, default memcheck). SKIP: words of steps to leave out (tests
+# parity bench depth); PRESETS: the bench models; CPU_HOST=1: the CPU benches of issue 13 at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 LOGS="${OUT:-build-gpu/gpu-round-logs}"
@@ -15,6 +16,7 @@ S="$LOGS/summary.txt"
 START=$(date +%s)
 step() { echo "== $* ($(date +%T), +$(($(date +%s) - START)) s)" | tee -a "$S"; }
 left() { echo $((${BUDGET_S:-540} - ($(date +%s) - START))); }
+skip() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
 if [ ! -d ../shared ] && [ -d .device/shared ]; then ln -sfn "$PWD/.device/shared" ../shared; fi
 export LOCKSTEP_VERDICT_CACHE=off
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$S" || true
@@ -37,12 +39,14 @@ if grep -q "building without .lockstep serve" "$LOGS/build.log"; then
   echo "no serve in this build (cpp-httplib not found)" | tee -a "$S"
 fi
 
+if ! skip tests; then
 step "every CUDA GPU test"
 timeout "${TEST_S:-230}" build-gpu/tests/backend_cuda_gpu_tests >"$LOGS/cuda-tests.log" 2>&1
 echo "exit $?" | tee -a "$S"
 grep -E "^\[  (PASSED|FAILED) |^\[==========\]|FAILED TEST" "$LOGS/cuda-tests.log" | tail -30 | tee -a "$S"
 grep -E -B3 -A12 "Failure$" "$LOGS/cuda-tests.log" | head -120 | tee -a "$S"
 grep -E "^\[ RUN" "$LOGS/cuda-tests.log" | tail -1 | tee -a "$S"
+fi
 
 if [ -n "${EXTRA_FILTER:-}" ]; then  # e.g. a DISABLED_ diagnosis
   step "extra: $EXTRA_FILTER"
@@ -52,19 +56,21 @@ if [ -n "${EXTRA_FILTER:-}" ]; then  # e.g. a DISABLED_ diagnosis
   grep -E "^\[diag|^\[  (PASSED|FAILED) " "$LOGS/extra.log" | head -150 | tee -a "$S"
 fi
 if [ -n "${MEMCHECK_FILTER:-}" ]; then
-  step "compute-sanitizer memcheck: $MEMCHECK_FILTER"
+  step "compute-sanitizer ${SANITIZER:-memcheck}: $MEMCHECK_FILTER"
   SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  timeout "${MEMCHECK_S:-120}" "$SAN" --tool memcheck --error-exitcode 9 \
+  timeout "${MEMCHECK_S:-120}" "$SAN" --tool "${SANITIZER:-memcheck}" --error-exitcode 9 \
     build-gpu/tests/backend_cuda_gpu_tests --gtest_filter="$MEMCHECK_FILTER" >"$LOGS/memcheck.log" 2>&1
   echo "memcheck exit $?" | tee -a "$S"
   grep -E "ERROR SUMMARY|^\[  (PASSED|FAILED) " "$LOGS/memcheck.log" | tail -4 | tee -a "$S"
 fi
 
+if ! skip parity; then
 step "parity --backend cuda on the tiny models of each architecture"
 for f in ../shared/models/arch/tiny-*.gguf ../shared/models/stories260K-Q4_K_M.gguf; do
-  timeout 60 "$L" parity -m "$f" --backend cuda >"$LOGS/parity-$(basename "$f").log" 2>&1
-  echo "$(basename "$f"): exit $? $(grep -m1 -E 'worst|cosine' "$LOGS/parity-$(basename "$f").log")" | tee -a "$S"
+  timeout 60 "$L" parity -m "$f" --backend cuda >"$LOGS/parity.log" 2>&1
+  echo "$(basename "$f"): exit $? $(grep -m1 -E 'worst|cosine' "$LOGS/parity.log")" | tee -a "$S"
 done
+fi
 
 for preset in ${PRESETS:-qwen2.5-0.5b qwen2.5-7b}; do
   f=/tmp/$preset-q4_k_m.gguf
@@ -73,6 +79,7 @@ for preset in ${PRESETS:-qwen2.5-0.5b qwen2.5-7b}; do
   step "$preset"
   [ -f "$f" ] || "$L" make-model --arch qwen2 --preset "$preset" --quant q4_k_m --seed 1 -o "$f" --quiet >>"$LOGS/make-model.log" 2>&1
   for mode in default old; do
+    skip bench && break
     envs=(); [ "$mode" = old ] && envs=(LOCKSTEP_CUDA_BATCH_MMQ_MIN=0 LOCKSTEP_CUDA_BATCH_GEMM_MIN=16)
     echo "-- bench --batch ($mode)" | tee -a "$S"
     env "${envs[@]}" timeout 120 "$L" bench -m "$f" --backend cuda --parity off --batch "${BATCHES:-1,16,32,64,128}" \
@@ -90,10 +97,22 @@ for preset in ${PRESETS:-qwen2.5-0.5b qwen2.5-7b}; do
     curl -s http://127.0.0.1:18080/metrics | grep -E "^lockstep_step" | tee -a "$S"
     kill -INT "$SP"; wait "$SP"
   fi
-  if [ "$preset" = qwen2.5-0.5b ] && [ "$(left)" -gt 60 ]; then
+  if [ "$preset" = qwen2.5-0.5b ] && [ "$(left)" -gt 60 ] && ! skip depth; then
     echo "-- bench -d 0,4096,16384 (0.5B)" | tee -a "$S"
     timeout 60 "$L" bench -m "$f" --backend cuda --parity off -p 512 -n 128 -d 0,4096,16384 -r 1 \
       2>>"$LOGS/bench-d.log" | tee -a "$S"
   fi
 done
+# The fast CPU path on this host's cores (issue 13): its speed, then the gate's cost on the 7B
+# with the CPU and with CUDA as the candidate (the models made above are reused).
+if [ "${CPU_HOST:-0}" = 1 ]; then
+  step "CPU host: cpu-bench-host.sh"
+  LOCKSTEP_BIN="$PWD/$L" OUT="$LOGS/cpu-bench" bash scripts/cpu-bench-host.sh >/dev/null 2>&1
+  cat "$LOGS/cpu-bench/summary.txt" >>"$S"
+  for be in cpu cuda; do
+    step "CPU host: gate-host.sh --backend $be"
+    LOCKSTEP_BIN="$PWD/$L" BACKEND=$be MICRO=0 OUT="$LOGS/gate-$be" bash scripts/gate-host.sh >/dev/null 2>&1
+    cat "$LOGS/gate-$be/summary.txt" >>"$S"
+  done
+fi
 step "done"

@@ -270,7 +270,9 @@ void expect_batched_matches_alone(const Model& m, const std::string& label, uint
   for (int s = 0; s < kSeqs; ++s) prompts.push_back(random_tokens(rng, lengths[s], m.hp.n_vocab));
   for (int gemm_min : {0, 2}) {
     SCOPED_TRACE("batch_gemm_min " + std::to_string(gemm_min));
-    auto batched = open_cuda(m, {false, 512, kSeqs, gemm_min});
+    // The GEMM route forced on for fused-tensor models too (off when serving them): it gave
+    // phi3 wrong rows once on the H100 inside the whole suite and never alone; kept under test.
+    auto batched = open_cuda(m, {false, 512, kSeqs, gemm_min, true});
     std::vector<std::vector<float>> rows(kSeqs);  // each sequence's logits, one row per step
     std::vector<float> scratch(size_t(kSeqs) * V);
     std::vector<SeqTokens> batch;
