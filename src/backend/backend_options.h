@@ -85,6 +85,9 @@ struct CudaBackendOptions {
   // TEST KNOB: the GEMM route also for fused-tensor models (phi3), where it is off
   // (cuda_backend.cu, gemm_route_on); for the test that looks for why.
   bool gemm_route_fused = false;
+  // TEST KNOB: the activation scratch starts as NaN (0xFF bytes) instead of whatever the
+  // allocator hands back, so that a read of a value never written shows in every process.
+  bool poison_scratch = false;
   // Weight values per dequantized F16 tile of the prefill GEMM (bounds that scratch).
   size_t gemm_tile_elems = size_t(32) << 20;
   CudaKernelTuning tuning;

@@ -15,9 +15,12 @@
 // Batch invariance (mmq.cu's promise): a token's row is bit for bit the same at every batch
 // size, so the first tokens' rows are compared across B = 2, 7, 16, 33, 64, 128.
 #include "backend_cuda/cuda_test_util.h"
+#include "quant/blocks.h"
+#include "quant/fp16.h"
 #include "quant/quantize.h"
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 
 #ifdef LOCKSTEP_HAVE_CUDA
@@ -72,14 +75,44 @@ std::vector<float> normalised(const std::vector<float>& x, const std::vector<flo
   return out;
 }
 
+// What the input's rounding error is multiplied by, per weight element: the dequantized weight,
+// except for Q4_K, whose min term the kernel takes with the exact float sum of the group's input
+// (xs, mmq.cu), so only the scale part d * sc * q meets the rounded input. That part can exceed
+// |w| where the min cancels it (|w| alone under-bounded a Q4_K output by ~7 % on the H100,
+// 2026-12-06, seed 12610894426978239321).
+std::vector<float> bound_weights(TensorType type, const std::vector<uint8_t>& w, int64_t rows,
+                                 int64_t cols) {
+  if (type != TensorType::Q4_K) return dequantized(type, w, rows, cols);
+  std::vector<float> out(size_t(rows * cols));
+  const uint64_t rb = *row_bytes(type, cols);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < cols / 256; ++b) {
+      quant::BlockQ4_K blk;
+      std::memcpy(&blk, w.data() + r * int64_t(rb) + b * int64_t(sizeof(quant::BlockQ4_K)),
+                  sizeof blk);
+      const float d = fp16_to_fp32(blk.d);
+      for (int j = 0; j < 8; ++j) {
+        uint8_t sc = 0, m = 0;
+        quant::k4_scale_min(j, blk.scales, &sc, &m);
+        for (int l = 0; l < 32; ++l) {
+          const uint8_t byte = blk.qs[32 * (j / 2) + l];
+          const int q = j % 2 ? byte >> 4 : byte & 0xF;
+          out[size_t(r * cols + 256 * b + 32 * j + l)] = d * float(sc) * float(q);
+        }
+      }
+    }
+  return out;
+}
+
 // Products of n_tok input rows with the dequantized weights: want, sum |w x| and the
-// quantization bound B, each [token][row].
+// quantization bound B, each [token][row]. bw: bound_weights (wf where empty).
 struct Reference {
   std::vector<double> want, abs_sum, bound;
 };
 
 Reference reference(const std::vector<float>& wf, int64_t rows, int64_t cols,
-                    const std::vector<float>& x, int64_t n_tok) {
+                    const std::vector<float>& x, int64_t n_tok, const std::vector<float>& bw = {}) {
+  const std::vector<float>& wb = bw.empty() ? wf : bw;
   Reference r;
   r.want.assign(size_t(n_tok * rows), 0.0);
   r.abs_sum = r.bound = r.want;
@@ -98,10 +131,11 @@ Reference reference(const std::vector<float>& wf, int64_t rows, int64_t cols,
         }
       }
       const float* w = wf.data() + row * cols;
+      const float* wbr = wb.data() + row * cols;
       double s = 0, a = 0, b = 0;
       for (int64_t i = 0; i < cols; ++i) {
         const double p = double(w[i]) * double(xt[i]);
-        s += p, a += std::fabs(p), b += std::fabs(double(w[i])) * half_dx[size_t(i / 32)];
+        s += p, a += std::fabs(p), b += std::fabs(double(wbr[i])) * half_dx[size_t(i / 32)];
       }
       r.want[size_t(k)] = s, r.abs_sum[size_t(k)] = a, r.bound[size_t(k)] = b;
     }
@@ -159,7 +193,8 @@ TEST(CudaMmq, ProductsMatchFloat64ReferenceWithinTheTwoTermBound) {
       const std::vector<float> x = wide_range_input(rng, kMaxTok * cols);
       const std::vector<float> bias = random_normal(rng, size_t(rows), 1.0f);
       const std::vector<float> y0 = random_normal(rng, size_t(kMaxTok * rows), 1.0f);
-      const Reference ref = reference(dequantized(type, w, rows, cols), rows, cols, x, kMaxTok);
+      const Reference ref = reference(dequantized(type, w, rows, cols), rows, cols, x, kMaxTok,
+                                      bound_weights(type, w, rows, cols));
       DeviceBuffer<uint8_t> d_w(w);
       DeviceBuffer<float> d_x(x), d_bias(bias);
       DeviceBuffer<uint8_t> d_scratch(cuda_ops::act_q8_scratch_bytes(cols, kMaxTok));
@@ -210,7 +245,8 @@ TEST(CudaMmq, NonFiniteInputsStayInTheirTokensRows) {
     SCOPED_TRACE(tensor_type_info(type).name);
     const std::vector<uint8_t> w = random_weights(rng, type, kRows, kCols);
     std::vector<float> x = wide_range_input(rng, kTok * kCols);
-    const Reference ref = reference(dequantized(type, w, kRows, kCols), kRows, kCols, x, kTok);
+    const Reference ref = reference(dequantized(type, w, kRows, kCols), kRows, kCols, x, kTok,
+                                    bound_weights(type, w, kRows, kCols));
     for (size_t i = 0; i < bad.size(); ++i)
       x[size_t(bad[i] * kCols + int64_t(rng() % kCols))] = i % 2 ? INFINITY : NAN;
     DeviceBuffer<uint8_t> d_w(w);
@@ -269,7 +305,8 @@ TEST(CudaMmq, SmallShapesFusedEntries) {
           SCOPED_TRACE("target " + std::to_string(j));
           const int64_t rows = heights[j];
           const Reference ref =
-              reference(dequantized(type, w[size_t(j)], rows, kCols), rows, kCols, xn, n_tok);
+              reference(dequantized(type, w[size_t(j)], rows, kCols), rows, kCols, xn, n_tok,
+                        bound_weights(type, w[size_t(j)], rows, kCols));
           std::vector<double> want(ref.want), slack(ref.want.size());
           for (size_t k = 0; k < want.size(); ++k) {
             if (j != 1) want[k] += double(b[size_t(j)][k % size_t(rows)]);
@@ -288,8 +325,10 @@ TEST(CudaMmq, SmallShapesFusedEntries) {
         cuda_ops::mmq_swiglu(type, d_wg.get(), d_wu.get(), kRows, kCols, d_x.get(), n_tok,
                              d_y.get(), nullptr, d_nw.get(), kEps, act);
         cuda_ops::synchronize();
-        const Reference g = reference(dequantized(type, wg, kRows, kCols), kRows, kCols, xn, n_tok);
-        const Reference u = reference(dequantized(type, wu, kRows, kCols), kRows, kCols, xn, n_tok);
+        const Reference g = reference(dequantized(type, wg, kRows, kCols), kRows, kCols, xn, n_tok,
+                                      bound_weights(type, wg, kRows, kCols));
+        const Reference u = reference(dequantized(type, wu, kRows, kCols), kRows, kCols, xn, n_tok,
+                                      bound_weights(type, wu, kRows, kCols));
         std::vector<double> want(g.want.size()), slack(g.want.size());
         for (size_t k = 0; k < want.size(); ++k) {
           const double sg = g.want[k] / (1.0 + std::exp(-g.want[k]));

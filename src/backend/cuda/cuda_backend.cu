@@ -392,6 +392,7 @@ void CudaBackend::plan_and_allocate() {
   CUDA_CHECK(cudaMemsetAsync(d_k_, 0, kv_bytes / 2, stream_));
   CUDA_CHECK(cudaMemsetAsync(d_v_, 0, kv_bytes / 2, stream_));
   CUDA_CHECK(cudaMalloc(&d_act_, act_bytes));
+  if (opts_.poison_scratch) CUDA_CHECK(cudaMemsetAsync(d_act_, 0xFF, act_bytes, stream_));
   float** slots[] = {&d_h_,   &d_xn_, &d_q_, &d_k_new_,  &d_v_new_,
                      &d_att_, &d_g_,  &d_u_, &d_logits_, &d_partials_};
   size_t off = 0;
