@@ -49,6 +49,10 @@ struct CudaKernelTuning {
   // Q6_K rows wider than this take the float-activation path (both paths are within the op
   // tests' bounds; they differ in the last bits).
   int64_t q6k_int8_max_cols = 4096;
+  // Prefill attention over an F16 cache on tensor cores (attention_flash.cu) where the head
+  // size is a multiple of 16; off: the FP32 CUDA-core kernel, which an F32 cache always takes.
+  // Changes results: q and the softmax weights are rounded to F16 (within the op tests' bounds).
+  bool flash_prefill = true;
 };
 
 struct CudaBackendOptions {

@@ -290,13 +290,26 @@ TEST(CudaThroughput, DISABLED_OpBreakdown7B) {
   DeviceBuffer<float> q(random_normal(rng, size_t(T) * n_head * hd, 1.0f)),
       out(size_t(T) * n_head * hd);
   DeviceBuffer<int32_t> pos0(std::vector<int32_t>{0}), pos_far(std::vector<int32_t>{4000});
-  const double us_pf = time_us([&] {
-    cuda_ops::attention_prefill(q.get(), kc.get(), vc.get(), cuda_ops::KvType::F16, out.get(), T,
-                                pos0.get(), ap, nullptr);
-  });
-  const double flops = 4.0 * n_head * hd * (double(T) * (T + 1) / 2);
-  std::fprintf(stderr, "[bench] attention_prefill 28/4x128, 512 tokens: %.0f us (%.1f TFLOP/s)\n",
-               us_pf, flops / us_pf * 1e-6);
+  // Both prefill kernels: the tensor-core one (the default on F16) and the FP32 one, from an
+  // empty cache and after 3584 cached positions (the chunk's last query then sees 4096 keys).
+  DeviceBuffer<int32_t> pos_chunk(std::vector<int32_t>{ctx - T});
+  for (bool flash : {true, false})
+    for (auto* p : {&pos0, &pos_chunk}) {
+      CudaKernelTuning t = cuda_ops::kernel_tuning(), saved = t;
+      t.flash_prefill = flash;
+      cuda_ops::set_kernel_tuning(t);
+      const double us_pf = time_us([&] {
+        cuda_ops::attention_prefill(q.get(), kc.get(), vc.get(), cuda_ops::KvType::F16, out.get(),
+                                    T, p->get(), ap, nullptr);
+      });
+      cuda_ops::set_kernel_tuning(saved);
+      const double past = p == &pos0 ? 0.0 : double(ctx - T);
+      const double flops = 4.0 * n_head * hd * (double(T) * (T + 1) / 2 + double(T) * past);
+      std::fprintf(stderr,
+                   "[bench] attention_prefill (%s) 28/4x128, 512 tokens after %.0f: %.0f us "
+                   "(%.1f TFLOP/s)\n",
+                   flash ? "tensor cores" : "fp32", past, us_pf, flops / us_pf * 1e-6);
+    }
   DeviceBuffer<float> part(cuda_ops::attention_decode_scratch_floats(ctx, ap));
   for (auto* p : {&pos0, &pos_far}) {
     const double us = time_us([&] {

@@ -7,9 +7,11 @@
 // their maxima and sums. The grid covers the whole context and chunks past pos exit at once, so
 // the launch configuration never changes and the decode step can be replayed as a CUDA graph.
 //
-// Prefill (many query tokens): a flash-attention style kernel in FP32 on CUDA cores. A block
-// takes 32 query rows of one head and walks key tiles of 64, keeping a running max and sum per
-// row (online softmax), so the n_tok x n_kv score matrix is never materialised.
+// Prefill (many query tokens): over an F16 cache with head sizes that are multiples of 16, the
+// tensor-core kernel of attention_flash.cu. Otherwise (F32 cache, other head sizes, or
+// CudaKernelTuning::flash_prefill off) a flash-attention style kernel in FP32 on CUDA cores: a
+// block takes 32 query rows of one head and walks key tiles of 64, keeping a running max and sum
+// per row (online softmax), so the n_tok x n_kv score matrix is never materialised.
 //
 // Both take gemma2's score soft-cap (cap * tanh(score / cap), before the mask) and a sliding
 // window (AttentionParams::window: a query at p sees p - window + 1 .. p): decode chunks wholly
@@ -431,6 +433,10 @@ void attention_prefill(const float* q, const void* k_cache, const void* v_cache,
                        void* stream_v) {
   check_params(p, "attention_prefill");
   if (n_tok <= 0) return;
+  if (attention_prefill_uses_flash(kv, p)) {
+    attention_prefill_flash(q, k_cache, v_cache, out, n_tok, pos0, p, stream_v);
+    return;
+  }
   cudaStream_t stream = as_stream(stream_v);
   auto by_head_size = [&](const auto* kc, const auto* vc) {
     if (p.head_dim <= 64)

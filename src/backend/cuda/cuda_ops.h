@@ -271,6 +271,15 @@ void attention_prefill(const float* q, const void* k_cache, const void* v_cache,
                        float* out, int64_t n_tok, const int32_t* pos0, const AttentionParams& p,
                        void* stream);
 
+// Whether attention_prefill takes the tensor-core kernel (attention_flash.cu): an F16 cache,
+// head_dim a multiple of 16 (at most 256), and CudaKernelTuning::flash_prefill on. Otherwise
+// it runs the FP32 CUDA-core kernel.
+bool attention_prefill_uses_flash(KvType kv, const AttentionParams& p);
+// The tensor-core kernel itself, for what attention_prefill_uses_flash accepts (F16 caches).
+void attention_prefill_flash(const float* q, const void* k_cache, const void* v_cache, float* out,
+                             int64_t n_tok, const int32_t* pos0, const AttentionParams& p,
+                             void* stream);
+
 // ---- fault injection (TEST KNOB, backend/fault.h) ------------------------------------------
 // Same pseudo-random values as the CPU reference's faults (splitmix64 of the same keys).
 // LayerCorrupt: h[i] += (hash4(key, layer, position, i) & 1 ? -magnitude : magnitude), i < n;
