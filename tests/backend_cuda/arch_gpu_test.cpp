@@ -265,11 +265,18 @@ TEST(CudaArch, SyntheticModelsMatchCpuReference) {
 
 // ---- batched multi-sequence decode -------------------------------------------------------
 
+// The routes of a batched decode step (CudaBackendOptions::batch_mmq_min, batch_gemm_min).
+enum class StepRoute { Matvec, Mmq, Gemm };
+
 // Four sequences with prompts of 3 to 50 tokens, then 16 greedy steps of all four together
 // (each step one batched decode step; positions run past the window): every row equals, bit for
 // bit, what the sequence gets alone through forward(), and agrees with the CPU reference. The
-// same with GEMM steps (batch_gemm_min 2, not batch-invariant): reference agreement only.
-void expect_batched_matches_alone(const Model& m, const std::string& label, uint64_t seed) {
+// same with mmq steps (batch_mmq_min 2) or GEMM steps (batch_gemm_min 2, off by default, forced
+// on for fused-tensor models too): reference agreement only. The scratch starts poisoned, so a
+// read of a value never written fails in every process.
+void expect_batched_matches_alone(const Model& m, const std::string& label, uint64_t seed,
+                                  std::initializer_list<StepRoute> routes = {StepRoute::Matvec,
+                                                                             StepRoute::Mmq}) {
   SCOPED_TRACE(label);
   std::mt19937_64 rng(seed);
   const size_t V = size_t(m.hp.n_vocab);
@@ -277,12 +284,12 @@ void expect_batched_matches_alone(const Model& m, const std::string& label, uint
   const int lengths[kSeqs] = {50, 3, 21, 9};
   std::vector<std::vector<int32_t>> prompts, steps(kSeqs);
   for (int s = 0; s < kSeqs; ++s) prompts.push_back(random_tokens(rng, lengths[s], m.hp.n_vocab));
-  for (int gemm_min : {0, 2}) {
-    SCOPED_TRACE("batch_gemm_min " + std::to_string(gemm_min));
-    // The GEMM route forced on for fused-tensor models too (off when serving them): it gave
-    // phi3 wrong rows on the H100 inside the whole suite, never alone; kept under test, with the
-    // scratch poisoned so that a read of a value never written fails in every process.
-    auto batched = open_cuda(m, {false, 512, kSeqs, gemm_min, true, true});
+  for (StepRoute route : routes) {
+    const int gemm_min = route == StepRoute::Gemm ? 2 : 0;
+    const int mmq_min = route == StepRoute::Mmq ? 2 : 0;
+    SCOPED_TRACE("batch_gemm_min " + std::to_string(gemm_min) + ", batch_mmq_min " +
+                 std::to_string(mmq_min));
+    auto batched = open_cuda(m, {false, 512, kSeqs, gemm_min, true, true, mmq_min});
     std::vector<std::vector<float>> rows(kSeqs);  // each sequence's logits, one row per step
     std::vector<float> scratch(size_t(kSeqs) * V);
     std::vector<SeqTokens> batch;
@@ -317,7 +324,7 @@ void expect_batched_matches_alone(const Model& m, const std::string& label, uint
       }
       expect_rows_agree(rows[size_t(s)], want, V, kF16ClearMargin, label + " batched");
       for (float x : rows[size_t(s)]) ASSERT_TRUE(std::isfinite(x));
-      if (gemm_min != 0) continue;
+      if (route != StepRoute::Matvec) continue;
       for (int k = 0; k <= kSteps; ++k)
         EXPECT_EQ(0, std::memcmp(rows[size_t(s)].data() + k * V, single.data() + k * V,
                                  V * sizeof(float)))
@@ -425,7 +432,8 @@ TEST(CudaArch, DISABLED_GemmRouteRepeat) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     for (const SynthSpec& s : synthetic_specs())
       if (s.quant == "q4_k_m" && (s.arch == Arch::Gemma3 || s.arch == Arch::Phi3))
-        expect_batched_matches_alone(make_synthetic(s, seed), s.name, seed);
+        expect_batched_matches_alone(make_synthetic(s, seed), s.name, seed,
+                                     {StepRoute::Matvec, StepRoute::Gemm});
   }
 }
 

@@ -145,10 +145,8 @@ class CudaBackend final : public GatedBackend {
   // The kernels a batched decode step takes (CudaBackendOptions::batch_mmq_min, batch_gemm_min).
   enum class Route { Matvec, Mmq, Gemm };
   bool mmq_route_on() const { return opts_.batch_mmq_min > 0 && act_q8() != nullptr; }
-  // The GEMM route gave wrong rows for phi3's fused QKV and gate/up tensors on the H100
-  // (CudaArch.BatchedDecodeEqualsEachSequenceAlone, 2026-12-06: cosine 0.25-0.42 from the fourth
-  // step) while prefill's GEMMs on the same views agree; until that is found, such models keep
-  // their batched steps on the other routes.
+  // The GEMM route (off by default: intermittently wrong rows, backend_options.h) gave phi3's
+  // fused QKV and gate/up views wrong rows first; it stays off for them even when asked for.
   bool gemm_route_on() const {
     return opts_.batch_gemm_min > 0 &&
            (opts_.gemm_route_fused || (!hp_.fused_qkv && !hp_.fused_gate_up));
