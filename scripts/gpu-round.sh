@@ -7,7 +7,8 @@
 # BUDGET_S (default 540): steps that would not fit are skipped and say so. EXTRA_FILTER: a gtest
 # filter run after the suite with the disabled tests allowed; MEMCHECK_FILTER: one run under
 # compute-sanitizer (SANITIZER, default memcheck). SKIP: words of steps to leave out (tests
-# parity bench depth); PRESETS: the bench models; CPU_HOST=1: the CPU benches of issue 13 at the end.
+# parity bench depth); PRESETS: the bench models; KL=1: issue 12's KL table of stories260K on cpu and
+# cuda; CPU_HOST=1: the CPU benches of issue 13 at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 LOGS="${OUT:-build-gpu/gpu-round-logs}"
@@ -103,6 +104,14 @@ for preset in ${PRESETS:-qwen2.5-0.5b qwen2.5-7b}; do
       2>>"$LOGS/bench-d.log" | tee -a "$S"
   fi
 done
+# Issue 12's report: the fast CPU path and CUDA against cpu-ref (KL, same top) on the real
+# models that travel (stories260K in every quantization).
+if [ "${KL:-0}" = 1 ]; then
+  step "KL against cpu-ref: stories260K, cpu and cuda"
+  LOCKSTEP="$L" BACKENDS="cpu cuda" timeout 240 bash scripts/kl-table.sh \
+    ../shared/models/stories260K-ppl-sample.txt 256 8 ../shared/models/stories260K*.gguf \
+    2>"$LOGS/kl.log" | tee -a "$S"
+fi
 # The fast CPU path on this host's cores (issue 13): its speed, then the gate's cost on the 7B
 # with the CPU and with CUDA as the candidate (the models made above are reused).
 if [ "${CPU_HOST:-0}" = 1 ]; then

@@ -51,7 +51,8 @@ void add_model_flags(CLI::App* cmd, ModelFlags& f) {
                   "accepted for llama.cpp compatibility; lockstep chooses its prompt batch itself");
   cmd->add_option_function<std::string>(
          "--flash-attn", [&f](const std::string& v) { f.flash_attn = v.empty() ? "on" : v; },
-         "llama.cpp's -fa [on|off|auto], accepted and ignored: lockstep's attention has one form")
+         "llama.cpp's -fa [on|off|auto], accepted and ignored: lockstep picks its attention "
+         "kernels itself (CUDA prefill: flash on tensor cores)")
       ->expected(0, 1)
       ->type_name("[on|off|auto]");
   cmd->add_flag("--quiet", f.quiet,
