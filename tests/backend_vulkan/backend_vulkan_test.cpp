@@ -216,9 +216,9 @@ void expect_matches_reference(const Model& m, std::mt19937_64& rng, const std::s
   EXPECT_EQ(std::memcmp(prefill.data(), decode.data(), prefill.size() * sizeof(float)), 0)
       << "prefill and decode differ";
   // Greedy through the Vulkan backend's own loop: each token the reference's top-1 on the same
-  // path, or within kClearMargin of it (a near tie on random
-  // weights may flip on rounding: comparing two free-running greedy loops failed about one run
-  // in four on lavapipe, 2026-12-06, seed 6607868557279933757).
+  // path, or within kClearMargin of it (a near tie on random weights may flip on rounding:
+  // comparing two free-running greedy loops failed about one run in four on lavapipe,
+  // 2026-12-06, seed 6607868557279933757).
   const auto prompt = random_tokens(rng, 7, m.hp.n_vocab);
   const auto generated = greedy(*vulkan, prompt, 24);
   std::vector<int32_t> path = prompt;
