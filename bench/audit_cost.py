@@ -5,10 +5,11 @@ reference in the background).
 
 Usage: python3 bench/audit_cost.py PATH/TO/lockstep MODEL.gguf [--requests N] [--clients C]
            [--tokens T] [--threads N] [--parallel N] [--rates 0,0.02,1] [--rounds R]
+           [--drain-wait S]
 
 Each round starts one server per rate (in turn), sends N greedy /v1/completions requests of T
 tokens from C concurrent clients, and reports generated tokens per second of wall time. It then
-waits (up to 120 s) for the auditor to finish what it queued and reports the server's CPU time
+waits (up to --drain-wait, default 120 s) for the auditor to finish what it queued and reports the server's CPU time
 (user + system, from /proc) per generated token, which a machine shared with other work
 disturbs much less than wall time, and the audits run and dropped and their median time (from
 /parity). Standard library only; Linux.
@@ -91,6 +92,8 @@ def main():
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--rates", default="0,0.02,1")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--drain-wait", type=float, default=120,
+                    help="seconds to wait for the auditor's queue after the load")
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     results = {r: [] for r in rates}
@@ -105,7 +108,7 @@ def main():
                 tps, n = load(base, args)
                 results[rate].append(tps)
                 tokens_total[0] = n + 4
-                deadline = time.time() + 120
+                deadline = time.time() + args.drain_wait
                 while True:
                     with urllib.request.urlopen(base + "/parity") as r:
                         p = json.load(r)

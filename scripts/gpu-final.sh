@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The GPU machine's share of issues 11, 12 and 15 in calls of at most ~9.5 minutes, steps in the
+# order of STEPS (default: all of them), each skipped with a line in the digest when the call's
+# budget (BUDGET_S, default 560) has too little left for it:
+#   build        CUDA + Vulkan (+ `serve` with the carried cpp-httplib) into build-gpu
+#   serving      tests/server/verified_serving_test.py with CUDA as the audited candidate
+#                (ctest's server_verified_serving_cuda)
+#   kl           issue 12's KL table: stories260K in every quantization, cpu and cuda vs cpu-ref
+#   audit05      bench/audit_cost.py on synthetic Qwen2.5 0.5B Q4_K_M: --audit-rate 0, 0.02, 1
+#   audit7b      the same on the 7B shape
+#   vulkantests  the Vulkan test binaries (label `vulkan`) on NVIDIA's Vulkan driver
+#   vulkanbench  the gate and `bench` tg128/pp512 with --backend vulkan and cuda (PRESETS)
+#   cudatests    every CUDA GPU test
+# Carry `.device` (httplib/, shared/) and `.gl` (scripts/fetch-vulkan-debs.sh). On the same warm
+# machine a second call rebuilds nothing (build-gpu is kept). Logs under $OUT; $OUT/summary.txt
+# is the digest, and everything is also packed into $OUT/logs.tgz (the tool returns 8 files).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+LOGS="${OUT:-build-gpu/gpu-final-logs}"
+mkdir -p "$LOGS"
+S="$LOGS/summary.txt"
+START=$(date +%s)
+left() { echo $((${BUDGET_S:-560} - ($(date +%s) - START))); }
+step() { echo "== $* ($(date +%T), +$(($(date +%s) - START)) s)" | tee -a "$S"; }
+# A step runs when named in STEPS and when at least $2 seconds of the budget are left.
+want() {
+  [[ " ${STEPS:-build serving kl audit05 vulkantests cudatests audit7b vulkanbench} " == *" $1 "* ]] || return 1
+  if [ "$(left)" -lt "$2" ]; then echo "skipped $1: $(left) s left" | tee -a "$S"; return 1; fi
+  step "$1"
+}
+pack() { tar -C "$LOGS" -czf /tmp/logs.tgz --exclude=logs.tgz . && mv /tmp/logs.tgz "$LOGS/"; }
+trap pack EXIT
+
+if [ ! -d ../shared ] && [ -d .device/shared ]; then ln -sfn "$PWD/.device/shared" ../shared; fi
+export LOCKSTEP_VERDICT_CACHE=off
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$S"
+if [ -d .device/httplib ]; then
+  export PKG_CONFIG_PATH="$PWD/.device/httplib/pkgconfig"
+  export LD_LIBRARY_PATH="$PWD/.device/httplib/lib:${LD_LIBRARY_PATH:-}"
+fi
+VULKAN_CMAKE_ARGS="-DLOCKSTEP_VULKAN=OFF"
+if ls .gl/*.deb >/dev/null 2>&1; then source scripts/vulkan-env.sh || true; fi
+L=build-gpu/lockstep
+
+if want build 60; then
+  targets="lockstep backend_cuda_gpu_tests backend_vulkan_vulkan_tests parity_vulkan_tests"
+  # shellcheck disable=SC2086
+  if ! { cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCKSTEP_CUDA=ON \
+    $VULKAN_CMAKE_ARGS -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 \
+    -DCMAKE_CUDA20_EXTENSION_COMPILE_OPTION=-std=c++20 >"$LOGS/build.log" 2>&1 &&
+    ninja -C build-gpu -j"$(nproc)" $targets >>"$LOGS/build.log" 2>&1; }; then
+    grep -E "error|FAILED" "$LOGS/build.log" | head -30 | tee -a "$S"
+    exit 1
+  fi
+  grep -E "lockstep: (CUDA|Vulkan) backend|building without" "$LOGS/build.log" | sort -u | tee -a "$S"
+fi
+
+if want serving 120; then
+  LOCKSTEP_TEST_CANDIDATE=cuda timeout 200 python3 tests/server/verified_serving_test.py "$L" \
+    >"$LOGS/verified-serving-cuda.log" 2>&1
+  echo "exit code $?" | tee -a "$S"
+  grep -E "^(PASS|FAIL|SKIP)|passed," "$LOGS/verified-serving-cuda.log" | tee -a "$S"
+fi
+
+if want kl 60; then
+  LOCKSTEP="$L" BACKENDS="cpu cuda" timeout 180 bash scripts/kl-table.sh \
+    ../shared/models/stories260K-ppl-sample.txt 256 8 ../shared/models/stories260K*.gguf \
+    2>"$LOGS/kl.log" | tee -a "$S"
+fi
+
+audit() {  # preset, seconds of drain wait
+  local f=/tmp/$1-q4_k_m.gguf
+  [ -f "$f" ] || "$L" make-model --arch qwen2 --preset "$1" --quant q4_k_m --seed 1 -o "$f" \
+    --quiet >>"$LOGS/make-model.log" 2>&1
+  PYTHONUNBUFFERED=1 timeout "$(($(left) - 10))" python3 bench/audit_cost.py "$L" "$f" \
+    --requests 192 --clients 64 --parallel 64 --tokens 128 --threads "$(nproc)" --rounds 1 \
+    --drain-wait "$2" 2>&1 | tee -a "$S"
+}
+want audit05 120 && audit qwen2.5-0.5b 30
+if want vulkantests 120; then
+  for bin in backend_vulkan_vulkan_tests parity_vulkan_tests; do
+    timeout 150 "build-gpu/tests/$bin" >"$LOGS/$bin.log" 2>&1
+    echo "-- $bin: exit $?" | tee -a "$S"
+    grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|^\[ vulkan" "$LOGS/$bin.log" | sort -u |
+      head -20 | tee -a "$S"
+    grep -E -A8 "Failure$" "$LOGS/$bin.log" | head -40 | tee -a "$S"
+  done
+fi
+if want cudatests 150; then
+  timeout "$(($(left) - 10))" build-gpu/tests/backend_cuda_gpu_tests >"$LOGS/cuda-tests.log" 2>&1
+  echo "exit $?" | tee -a "$S"
+  grep -E "^\[  (PASSED|FAILED) |^\[==========\]|FAILED TEST" "$LOGS/cuda-tests.log" | tail -20 | tee -a "$S"
+  grep -E -B3 -A12 "Failure$" "$LOGS/cuda-tests.log" | head -80 | tee -a "$S"
+fi
+want audit7b 300 && audit qwen2.5-7b 45
+if want vulkanbench 120; then
+  for preset in ${PRESETS:-qwen2.5-0.5b qwen2.5-7b}; do
+    f=/tmp/$preset-q4_k_m.gguf
+    [ "$(left)" -lt 90 ] && { echo "skipped vulkan bench $preset: $(left) s left" | tee -a "$S"; continue; }
+    echo "-- $preset" | tee -a "$S"
+    [ -f "$f" ] || "$L" make-model --arch qwen2 --preset "$preset" --quant q4_k_m --seed 1 -o "$f" \
+      --quiet >>"$LOGS/make-model.log" 2>&1
+    timeout 120 "$L" run -m "$f" -p "Hello" -n 4 --temp 0 --backend vulkan --json \
+      2>"$LOGS/gate-vulkan.log" | python3 scripts/gate_line.py vulkan 2>&1 | tee -a "$S"
+    for backend in vulkan cuda; do
+      timeout 150 "$L" bench -m "$f" --backend "$backend" -p 512 -n 128 -r 2 \
+        2>>"$LOGS/bench-vulkan.log" | tee -a "$S"
+    done
+  done
+fi
+step "done"
