@@ -11,6 +11,8 @@
 #   vulkantests  the Vulkan test binaries (label `vulkan`) on NVIDIA's Vulkan driver
 #   vulkanbench  the gate and `bench` tg128/pp512 with --backend vulkan and cuda (PRESETS)
 #   cudatests    every CUDA GPU test
+#   depth        issue 14: 7B `bench -d 0,4096,16384` tg128 with the decode attention's walking
+#                grid (default) and one block per chunk (LOCKSTEP_CUDA_DECODE_ATTN_BLOCKS=0)
 # Carry `.device` (httplib/, shared/) and `.gl` (scripts/fetch-vulkan-debs.sh). On the same warm
 # machine a second call rebuilds nothing (build-gpu is kept). Logs under $OUT; $OUT/summary.txt
 # is the digest, and everything is also packed into $OUT/logs.tgz (the tool returns 8 files).
@@ -24,7 +26,7 @@ left() { echo $((${BUDGET_S:-560} - ($(date +%s) - START))); }
 step() { echo "== $* ($(date +%T), +$(($(date +%s) - START)) s)" | tee -a "$S"; }
 # A step runs when named in STEPS and when at least $2 seconds of the budget are left.
 want() {
-  [[ " ${STEPS:-build serving kl audit05 vulkantests cudatests audit7b vulkanbench} " == *" $1 "* ]] || return 1
+  [[ " ${STEPS:-build cudatests serving kl audit05 vulkantests depth audit7b vulkanbench} " == *" $1 "* ]] || return 1
   if [ "$(left)" -lt "$2" ]; then echo "skipped $1: $(left) s left" | tee -a "$S"; return 1; fi
   step "$1"
 }
@@ -54,6 +56,13 @@ if want build 60; then
     exit 1
   fi
   grep -E "lockstep: (CUDA|Vulkan) backend|building without" "$LOGS/build.log" | sort -u | tee -a "$S"
+fi
+
+if want cudatests 150; then
+  timeout 200 build-gpu/tests/backend_cuda_gpu_tests >"$LOGS/cuda-tests.log" 2>&1
+  echo "exit $?" | tee -a "$S"
+  grep -E "^\[  (PASSED|FAILED) |^\[==========\]|FAILED TEST" "$LOGS/cuda-tests.log" | tail -20 | tee -a "$S"
+  grep -E -B3 -A12 "Failure$" "$LOGS/cuda-tests.log" | head -80 | tee -a "$S"
 fi
 
 if want serving 120; then
@@ -87,13 +96,20 @@ if want vulkantests 120; then
     grep -E -A8 "Failure$" "$LOGS/$bin.log" | head -40 | tee -a "$S"
   done
 fi
-if want cudatests 150; then
-  timeout "$(($(left) - 10))" build-gpu/tests/backend_cuda_gpu_tests >"$LOGS/cuda-tests.log" 2>&1
-  echo "exit $?" | tee -a "$S"
-  grep -E "^\[  (PASSED|FAILED) |^\[==========\]|FAILED TEST" "$LOGS/cuda-tests.log" | tail -20 | tee -a "$S"
-  grep -E -B3 -A12 "Failure$" "$LOGS/cuda-tests.log" | head -80 | tee -a "$S"
+make7b() {
+  [ -f /tmp/qwen2.5-7b-q4_k_m.gguf ] || "$L" make-model --arch qwen2 --preset qwen2.5-7b \
+    --quant q4_k_m --seed 1 -o /tmp/qwen2.5-7b-q4_k_m.gguf --quiet >>"$LOGS/make-model.log" 2>&1
+}
+if want depth 150; then
+  make7b
+  for blocks in 1024 0; do
+    echo "-- LOCKSTEP_CUDA_DECODE_ATTN_BLOCKS=$blocks" | tee -a "$S"
+    LOCKSTEP_CUDA_DECODE_ATTN_BLOCKS=$blocks timeout 100 "$L" bench -m /tmp/qwen2.5-7b-q4_k_m.gguf \
+      --backend cuda --parity off -c 16896 -p 512 -n 128 -d 0,4096,16384 -r 1 \
+      2>>"$LOGS/bench-depth.log" | tee -a "$S"
+  done
 fi
-want audit7b 300 && audit qwen2.5-7b 45
+want audit7b 240 && audit qwen2.5-7b 45
 if want vulkanbench 120; then
   for preset in ${PRESETS:-qwen2.5-0.5b qwen2.5-7b}; do
     f=/tmp/$preset-q4_k_m.gguf
