@@ -6,6 +6,7 @@
 #   serving      tests/server/verified_serving_test.py with CUDA as the audited candidate
 #                (ctest's server_verified_serving_cuda)
 #   kl           issue 12's KL table: stories260K in every quantization, cpu and cuda vs cpu-ref
+#   arch         issue 12: `parity --backend cuda` on the tiny model of each architecture
 #   audit05      bench/audit_cost.py on synthetic Qwen2.5 0.5B Q4_K_M: --audit-rate 0, 0.02, 1
 #   audit7b      the same on the 7B shape
 #   vulkantests  the Vulkan test binaries (label `vulkan`) on NVIDIA's Vulkan driver
@@ -26,7 +27,7 @@ left() { echo $((${BUDGET_S:-560} - ($(date +%s) - START))); }
 step() { echo "== $* ($(date +%T), +$(($(date +%s) - START)) s)" | tee -a "$S"; }
 # A step runs when named in STEPS and when at least $2 seconds of the budget are left.
 want() {
-  [[ " ${STEPS:-build cudatests serving kl audit05 vulkantests depth audit7b vulkanbench} " == *" $1 "* ]] || return 1
+  [[ " ${STEPS:-build cudatests serving kl arch audit05 vulkantests depth audit7b vulkanbench} " == *" $1 "* ]] || return 1
   if [ "$(left)" -lt "$2" ]; then echo "skipped $1: $(left) s left" | tee -a "$S"; return 1; fi
   step "$1"
 }
@@ -76,6 +77,14 @@ if want kl 60; then
   LOCKSTEP="$L" BACKENDS="cpu cuda" timeout 180 bash scripts/kl-table.sh \
     ../shared/models/stories260K-ppl-sample.txt 256 8 ../shared/models/stories260K*.gguf \
     2>"$LOGS/kl.log" | tee -a "$S"
+fi
+
+if want arch 30; then
+  for f in ../shared/models/arch/tiny-*.gguf ../shared/models/stories260K-Q4_K_M.gguf; do
+    timeout 60 "$L" parity -m "$f" --backend cuda >"$LOGS/parity-$(basename "$f").log" 2>&1
+    echo "$(basename "$f"): exit $? $(grep -E "verdict" "$LOGS/parity-$(basename "$f").log")" |
+      tee -a "$S"
+  done
 fi
 
 audit() {  # preset, seconds of drain wait
