@@ -53,11 +53,6 @@ struct CudaKernelTuning {
   // size is a multiple of 16; off: the FP32 CUDA-core kernel, which an F32 cache always takes.
   // Changes results: q and the softmax weights are rounded to F16 (within the op tests' bounds).
   bool flash_prefill = true;
-  // Decode attention: thread blocks one step aims for over the chunks of kAttnSplit positions
-  // (each block walks every n-th chunk, at least 16 per KV-head group and token, at most one per
-  // chunk of the context); 0: one block per chunk of the whole context, idle ones exiting at once
-  // (the grid before 2026-12-06). Same bits at every setting.
-  int decode_attn_blocks = 1024;
 };
 
 struct CudaBackendOptions {

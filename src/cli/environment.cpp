@@ -99,8 +99,6 @@ EnvironmentKnobs read_environment() {
     t.q6k_int8_max_cols = int64_t(number("LOCKSTEP_CUDA_Q6K_INT8_MAX_COLS", v, 0, 1 << 30));
   if (const char* v = get("LOCKSTEP_CUDA_FLASH_PREFILL"))
     t.flash_prefill = one_of("LOCKSTEP_CUDA_FLASH_PREFILL", v, {0, 1}) == 1;
-  if (const char* v = get("LOCKSTEP_CUDA_DECODE_ATTN_BLOCKS"))
-    t.decode_attn_blocks = int(number("LOCKSTEP_CUDA_DECODE_ATTN_BLOCKS", v, 0, 1 << 20));
   return k;
 }
 

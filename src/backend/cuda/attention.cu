@@ -4,9 +4,8 @@
 // kAttnSplit; a thread block per (KV head, group of up to 4 query heads, chunk) computes the
 // scores of its chunk for all query heads that share the KV head (GQA: K and V are read once per
 // group), a chunk-local softmax and the weighted sum of V; a second kernel merges the chunks with
-// their maxima and sums. A fixed number of blocks walks the chunks (block y takes chunks y,
-// y + gridDim.y, ... up to pos), so the launch configuration never changes as pos advances and
-// the decode step can be replayed as a CUDA graph.
+// their maxima and sums. The grid covers the whole context and chunks past pos exit at once, so
+// the launch configuration never changes and the decode step can be replayed as a CUDA graph.
 //
 // Prefill (many query tokens): over an F16 cache with head sizes that are multiples of 16, the
 // tensor-core kernel of attention_flash.cu. Otherwise (F32 cache, other head sizes, or
@@ -18,7 +17,6 @@
 // window (AttentionParams::window: a query at p sees p - window + 1 .. p): decode chunks wholly
 // before the window exit and are left out of the merge, positions before it in the first chunk
 // are masked; prefill tiles start at the first tile any of the block's queries sees.
-#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
@@ -72,98 +70,93 @@ __global__ void __launch_bounds__(kAttnThreads)
   const int gqa = n_head / n_head_kv;
   const int g0 = gc * kGqaChunk, ng = min(kGqaChunk, gqa - g0);
   const int head0 = kvh * gqa + g0;
+  const int split = blockIdx.y;
   const int n_kv = *pos + 1;
   const int first = window > 0 ? max(0, n_kv - window) : 0;  // first position in the window
-  // The chunks that hold positions first..n_kv-1; this block takes every gridDim.y-th of them.
-  const int split_begin = first / kAttnSplit, split_end = int(ceil_div(n_kv, kAttnSplit));
-  if (split_begin + int(blockIdx.y) >= split_end) return;
+  const int p0 = split * kAttnSplit;
+  if (p0 >= n_kv || p0 + kAttnSplit <= first) return;
+  const int np = min(kAttnSplit, n_kv - p0);
   const int64_t kv_dim = int64_t(n_head_kv) * hd;
   const int tid = threadIdx.x;
 
   for (int i = tid; i < ng * hd; i += blockDim.x) qs[i] = q[int64_t(head0) * hd + i] * scale;
   __syncthreads();
 
-  for (int split = split_begin + int(blockIdx.y); split < split_end; split += int(gridDim.y)) {
-    const int p0 = split * kAttnSplit;
-    const int np = min(kAttnSplit, n_kv - p0);
-
-    // Scores: thread (half, pi) dots dimensions [half * hd/2, (half + 1) * hd/2) of position
-    // p0 + pi with every query head of the group; the halves meet in shared memory.
-    {
-      const int pi = tid % kAttnSplit, half = tid / kAttnSplit, hd2 = hd / 2, d0 = half * hd2;
-      float acc[kGqaChunk];
+  // Scores: thread (half, pi) dots dimensions [half * hd/2, (half + 1) * hd/2) of position
+  // p0 + pi with every query head of the group; the halves meet in shared memory.
+  {
+    const int pi = tid % kAttnSplit, half = tid / kAttnSplit, hd2 = hd / 2, d0 = half * hd2;
+    float acc[kGqaChunk];
 #pragma unroll
-      for (int g = 0; g < kGqaChunk; ++g) acc[g] = 0.0f;
-      if (pi < np) {
-        const KV* kr = k_cache + int64_t(p0 + pi) * kv_dim + int64_t(kvh) * hd + d0;
-        for (int d = 0; d < hd2; d += 2) {
-          const float2 kf = load_kv2(kr + d);
-#pragma unroll
-          for (int g = 0; g < kGqaChunk; ++g)
-            if (g < ng)
-              acc[g] = fmaf(qs[g * hd + d0 + d], kf.x, fmaf(qs[g * hd + d0 + d + 1], kf.y, acc[g]));
-        }
-      }
-      float* dst = half ? sc2 : sc;
-#pragma unroll
-      for (int g = 0; g < kGqaChunk; ++g)
-        if (g < ng) dst[g * kAttnSplit + pi] = acc[g];
-    }
-    __syncthreads();
-
-    // Chunk-local softmax numerators, one warp per query head.
-    const int warp = tid >> 5, lane = tid & 31, n_warps = blockDim.x >> 5;
-    for (int g = warp; g < ng; g += n_warps) {
-      float m = -INFINITY;
-      for (int i = lane; i < np; i += 32) {
-        float v = sc[g * kAttnSplit + i] + sc2[g * kAttnSplit + i];
-        if (softcap > 0.0f) v = softcap * tanhf(v / softcap);
-        if (p0 + i < first) v = -INFINITY;  // the chunk holding `first` has a visible position
-        sc[g * kAttnSplit + i] = v;
-        m = fmaxf(m, v);
-      }
-      m = warp_max(m);
-      float l = 0.0f;
-      for (int i = lane; i < np; i += 32) {
-        const float e = expf(sc[g * kAttnSplit + i] - m);
-        sc[g * kAttnSplit + i] = e;
-        l += e;
-      }
-      l = warp_sum(l);
-      if (lane == 0) ml[2 * g] = m, ml[2 * g + 1] = l;
-    }
-    __syncthreads();
-
-    // Weighted sum of V: two dimensions per thread.
-    for (int d2 = tid; d2 < hd / 2; d2 += blockDim.x) {
-      float2 o[kGqaChunk];
-#pragma unroll
-      for (int g = 0; g < kGqaChunk; ++g) o[g] = make_float2(0.0f, 0.0f);
-      const KV* vr = v_cache + int64_t(p0) * kv_dim + int64_t(kvh) * hd + 2 * d2;
-      for (int i = 0; i < np; ++i) {
-        const float2 vf = load_kv2(vr + i * kv_dim);
+    for (int g = 0; g < kGqaChunk; ++g) acc[g] = 0.0f;
+    if (pi < np) {
+      const KV* kr = k_cache + int64_t(p0 + pi) * kv_dim + int64_t(kvh) * hd + d0;
+      for (int d = 0; d < hd2; d += 2) {
+        const float2 kf = load_kv2(kr + d);
 #pragma unroll
         for (int g = 0; g < kGqaChunk; ++g)
-          if (g < ng) {
-            const float p = sc[g * kAttnSplit + i];
-            o[g].x = fmaf(p, vf.x, o[g].x);
-            o[g].y = fmaf(p, vf.y, o[g].y);
-          }
+          if (g < ng)
+            acc[g] = fmaf(qs[g * hd + d0 + d], kf.x, fmaf(qs[g * hd + d0 + d + 1], kf.y, acc[g]));
       }
+    }
+    float* dst = half ? sc2 : sc;
+#pragma unroll
+    for (int g = 0; g < kGqaChunk; ++g)
+      if (g < ng) dst[g * kAttnSplit + pi] = acc[g];
+  }
+  __syncthreads();
+
+  // Chunk-local softmax numerators, one warp per query head.
+  const int warp = tid >> 5, lane = tid & 31, n_warps = blockDim.x >> 5;
+  for (int g = warp; g < ng; g += n_warps) {
+    float m = -INFINITY;
+    for (int i = lane; i < np; i += 32) {
+      float v = sc[g * kAttnSplit + i] + sc2[g * kAttnSplit + i];
+      if (softcap > 0.0f) v = softcap * tanhf(v / softcap);
+      if (p0 + i < first) v = -INFINITY;  // the chunk holding `first` has a visible position
+      sc[g * kAttnSplit + i] = v;
+      m = fmaxf(m, v);
+    }
+    m = warp_max(m);
+    float l = 0.0f;
+    for (int i = lane; i < np; i += 32) {
+      const float e = expf(sc[g * kAttnSplit + i] - m);
+      sc[g * kAttnSplit + i] = e;
+      l += e;
+    }
+    l = warp_sum(l);
+    if (lane == 0) ml[2 * g] = m, ml[2 * g + 1] = l;
+  }
+  __syncthreads();
+
+  // Weighted sum of V: two dimensions per thread.
+  for (int d2 = tid; d2 < hd / 2; d2 += blockDim.x) {
+    float2 o[kGqaChunk];
+#pragma unroll
+    for (int g = 0; g < kGqaChunk; ++g) o[g] = make_float2(0.0f, 0.0f);
+    const KV* vr = v_cache + int64_t(p0) * kv_dim + int64_t(kvh) * hd + 2 * d2;
+    for (int i = 0; i < np; ++i) {
+      const float2 vf = load_kv2(vr + i * kv_dim);
 #pragma unroll
       for (int g = 0; g < kGqaChunk; ++g)
         if (g < ng) {
-          float* dst = part_o + (int64_t(head0 + g) * n_splits + split) * hd + 2 * d2;
-          dst[0] = o[g].x;
-          dst[1] = o[g].y;
+          const float p = sc[g * kAttnSplit + i];
+          o[g].x = fmaf(p, vf.x, o[g].x);
+          o[g].y = fmaf(p, vf.y, o[g].y);
         }
     }
-    if (tid < ng) {
-      float* dst = part_ml + (int64_t(head0 + tid) * n_splits + split) * 2;
-      dst[0] = ml[2 * tid];
-      dst[1] = ml[2 * tid + 1];
-    }
-    __syncthreads();  // the next chunk overwrites sc, sc2 and ml
+#pragma unroll
+    for (int g = 0; g < kGqaChunk; ++g)
+      if (g < ng) {
+        float* dst = part_o + (int64_t(head0 + g) * n_splits + split) * hd + 2 * d2;
+        dst[0] = o[g].x;
+        dst[1] = o[g].y;
+      }
+  }
+  if (tid < ng) {
+    float* dst = part_ml + (int64_t(head0 + tid) * n_splits + split) * 2;
+    dst[0] = ml[2 * tid];
+    dst[1] = ml[2 * tid + 1];
   }
 }
 
@@ -396,17 +389,7 @@ void launch_decode(const float* q, const void* k_cache, const void* v_cache, KvT
   float* part_ml = partials + size_t(p.n_head) * n_splits * p.head_dim;
   const size_t smem =
       (size_t(kGqaChunk) * p.head_dim + 2 * kGqaChunk * kAttnSplit + 2 * kGqaChunk) * sizeof(float);
-  // Blocks along the positions: each walks every grid_splits-th chunk, so a long context costs
-  // no idle blocks at short positions (a grid of every chunk of a 20k context made a 7B decode
-  // step at position 0 a third slower). The partials stay one per chunk: a chunk's arithmetic and
-  // the merge do not depend on which block computed it.
-  const int64_t groups = int64_t(p.n_head_kv) * n_gchunk * n_tok;
-  const int target = kernel_tuning().decode_attn_blocks;
-  const int grid_splits =
-      target <= 0
-          ? n_splits
-          : int(std::clamp<int64_t>(ceil_div(target, groups), std::min(16, n_splits), n_splits));
-  const dim3 grid(unsigned(p.n_head_kv * n_gchunk), unsigned(grid_splits), unsigned(n_tok));
+  const dim3 grid(unsigned(p.n_head_kv * n_gchunk), unsigned(n_splits), unsigned(n_tok));
   auto launch = [&](const auto* kc, const auto* vc) {
     using KV = std::remove_cv_t<std::remove_pointer_t<decltype(kc)>>;
     launch_pdl("attn_decode_split_kernel", attn_decode_split_kernel<KV>, grid, kAttnThreads, smem,

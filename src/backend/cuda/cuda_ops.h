@@ -247,8 +247,8 @@ struct AttentionParams {
 
 // One query token at position *pos (device memory), keys 0..*pos from the caches. The sequence is
 // split into chunks of kAttnSplit positions processed in parallel and merged (flash-decoding);
-// a fixed grid walks the chunks up to the position (CudaKernelTuning::decode_attn_blocks), so a
-// captured graph stays valid as the position advances. `partials` needs attention_decode_scratch_floats(...) floats.
+// the grid covers max_ctx positions and idle chunks exit at once, so a captured graph stays valid
+// as the position advances. `partials` needs attention_decode_scratch_floats(...) floats.
 constexpr int kAttnSplit = 32;
 size_t attention_decode_scratch_floats(int max_ctx, const AttentionParams& p);
 void attention_decode(const float* q, const void* k_cache, const void* v_cache, KvType kv,
