@@ -1,6 +1,7 @@
 #include "server/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <chrono>
@@ -39,6 +40,14 @@ HttpServer::HttpServer(ServerOptions options)
   // An idle keep-alive connection holds its thread until this runs out, and stop() waits for
   // every thread: it bounds how long a shutdown waits for idle clients.
   http_->set_keep_alive_timeout(2);
+  // cpp-httplib listens with a backlog of 5: when more clients than that connect at once, Linux
+  // drops the rest of the handshakes until the accept thread catches up (their connect waits a
+  // second or more for a retransmit), and some network stacks reset them. The listening socket is
+  // noted here as httplib creates it, and bind() raises its backlog.
+  http_->set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_socket_ = int(sock);
+  });
 
   http_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     const std::string& key = ctx_.options().api_key;
@@ -112,6 +121,9 @@ int HttpServer::bind(const std::string& host, int port) {
                 (err ? std::string(" (") + std::strerror(err) + ")" : std::string()) +
                 "; choose another --host or --port");
   }
+  // listen() again on a listening socket only changes its backlog (Linux); the kernel caps it
+  // at net.core.somaxconn. A failure leaves httplib's 5, which still serves.
+  if (listen_socket_ >= 0) ::listen(listen_socket_, SOMAXCONN);
   return bound;
 }
 

@@ -39,6 +39,7 @@ class HttpServer {
   std::unique_ptr<httplib::Server> http_;
   std::thread thread_;
   bool stopped_ = false;
+  int listen_socket_ = -1;  // the listening socket, as httplib created it (see bind)
 };
 
 }  // namespace lockstep::server
