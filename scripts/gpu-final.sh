@@ -14,7 +14,8 @@
 #   cudatests    every CUDA GPU test
 #   depth        issue 14: 7B `bench -d 0,4096,16384`
 #   knobs        7B tg128 under each speed-only CUDA knob
-# Carry `.device` (httplib/, shared/) and `.gl` (scripts/fetch-vulkan-debs.sh). On the same warm
+# Carry `.device` (httplib/, shared/) and `.gl` (scripts/fetch-vulkan-debs.sh); BUILD_TARGETS
+# narrows the build (e.g. to lockstep alone). On the same warm
 # machine a second call rebuilds nothing (build-gpu is kept). $OUT/summary.txt is the digest and
 # $OUT/logs.tgz every log.
 set -uo pipefail
@@ -52,7 +53,7 @@ if ls .gl/*.deb >/dev/null 2>&1; then source scripts/vulkan-env.sh || true; fi
 L=build-gpu/lockstep
 
 if want build 60; then
-  targets="lockstep backend_cuda_gpu_tests backend_vulkan_vulkan_tests parity_vulkan_tests"
+  targets="${BUILD_TARGETS:-lockstep backend_cuda_gpu_tests backend_vulkan_vulkan_tests parity_vulkan_tests}"
   # shellcheck disable=SC2086
   if ! { cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCKSTEP_CUDA=ON \
     $VULKAN_CMAKE_ARGS -DCMAKE_CUDA_ARCHITECTURES=90 \
