@@ -9,10 +9,10 @@ Usage: python3 bench/audit_cost.py PATH/TO/lockstep MODEL.gguf [--requests N] [-
 
 Each round starts one server per rate (in turn), sends N greedy /v1/completions requests of T
 tokens from C concurrent clients, and reports generated tokens per second of wall time. It then
-waits (up to --drain-wait, default 120 s) for the auditor to finish what it queued and reports the server's CPU time
-(user + system, from /proc) per generated token, which a machine shared with other work
-disturbs much less than wall time, and the audits run and dropped and their median time (from
-/parity). Standard library only; Linux.
+waits (up to --drain-wait seconds, default 120) for the auditor to finish what it queued and
+reports the server's CPU time (user + system, from /proc) per generated token, which a machine
+shared with other work disturbs much less than wall time, and the audits run and dropped and
+their median time (from /parity). Standard library only; Linux.
 """
 import argparse
 import json
