@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
-# The GPU machine's share of issues 11, 12 and 15 in calls of at most ~9.5 minutes, steps in the
-# order of STEPS (default: all of them), each skipped with a line in the digest when the call's
-# budget (BUDGET_S, default 560) has too little left for it:
-#   build        CUDA + Vulkan (+ `serve` with the carried cpp-httplib) into build-gpu
+# The GPU machine's share of the open issues in calls of at most ~9.5 minutes. Steps run in this
+# order, those named in STEPS (default: all), each skipped with a line in the digest when the
+# call's budget (BUDGET_S, default 560) has too little left for it:
+#   build        CUDA (+ Vulkan when .gl is carried, + `serve` with the carried cpp-httplib)
+#   cudatests    every CUDA GPU test
 #   serving      tests/server/verified_serving_test.py with CUDA as the audited candidate
 #                (ctest's server_verified_serving_cuda)
 #   kl           issue 12's KL table: stories260K in every quantization, cpu and cuda vs cpu-ref
 #   arch         issue 12: `parity --backend cuda` on the tiny model of each architecture
 #   audit05      bench/audit_cost.py on synthetic Qwen2.5 0.5B Q4_K_M: --audit-rate 0, 0.02, 1
-#   audit7b      the same on the 7B shape
-#   vulkantests  the Vulkan test binaries (label `vulkan`) on NVIDIA's Vulkan driver
-#   vulkanbench  the gate and `bench` tg128/pp512 with --backend vulkan and cuda (PRESETS)
-#   cudatests    every CUDA GPU test
+#   vulkantests  the Vulkan test binaries on NVIDIA's Vulkan driver, one process per suite
 #   depth        issue 14: 7B `bench -d 0,4096,16384`
 #   knobs        7B tg128 under each speed-only CUDA knob
-# Carry `.device` (httplib/, shared/) and `.gl` (scripts/fetch-vulkan-debs.sh); BUILD_TARGETS
-# narrows the build (e.g. to lockstep alone). On the same warm
-# machine a second call rebuilds nothing (build-gpu is kept). $OUT/summary.txt is the digest and
-# $OUT/logs.tgz every log.
+#   audit7b      audit05 on the 7B shape
+#   vulkanbench  the gate and `bench` tg128/pp512 with --backend vulkan and cuda (PRESETS)
+# Carry `.device` (scripts/prepare-device-carry.sh) and `.gl` (scripts/fetch-vulkan-debs.sh);
+# BUILD_TARGETS narrows the build (e.g. to lockstep alone). On the same warm machine a second call
+# rebuilds nothing (build-gpu is kept). $OUT/summary.txt is the digest and $OUT/logs.tgz every
+# log.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 # The device tool returns at most 8 files: logs go to a folder of their own, and $OUT gets the
@@ -53,7 +53,10 @@ if ls .gl/*.deb >/dev/null 2>&1; then source scripts/vulkan-env.sh || true; fi
 L=build-gpu/lockstep
 
 if want build 60; then
-  targets="${BUILD_TARGETS:-lockstep backend_cuda_gpu_tests backend_vulkan_vulkan_tests parity_vulkan_tests}"
+  targets="lockstep backend_cuda_gpu_tests"
+  [ "$VULKAN_CMAKE_ARGS" != "-DLOCKSTEP_VULKAN=OFF" ] &&
+    targets+=" backend_vulkan_vulkan_tests parity_vulkan_tests"
+  targets="${BUILD_TARGETS:-$targets}"
   # shellcheck disable=SC2086
   if ! { cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCKSTEP_CUDA=ON \
     $VULKAN_CMAKE_ARGS -DCMAKE_CUDA_ARCHITECTURES=90 \
