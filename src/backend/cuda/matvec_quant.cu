@@ -368,6 +368,41 @@ __device__ __forceinline__ float dp4a_two_terms(uint32_t w0, uint32_t w1, uint32
 // Q4_K: thread t of a block (TPB 8) takes qs[32j + 16h .. +15], j = t/2, h = t%2: low nibbles are
 // elements 64j + 16h + 0..15 of sub-block 2j, high nibbles the same of sub-block 2j + 1. The min
 // term -dmin * m * sum(x) is added once per sub-block, by the h = 0 thread, with the float sum.
+
+// Thread (j, h)'s share of one token's quantized input for Q4_K block b (e0 = its first element,
+// g0 = its first group of 32).
+struct Q4kInput {
+  int4 x0, x1, y0, y1;  // both int8 terms of sub-blocks 2j and 2j + 1
+  float dx0, dx1, xs0, xs1;
+};
+__device__ __forceinline__ Q4kInput load_q4k_input(const Args& args, int64_t tok, int64_t e0,
+                                                   int64_t g0, int h, int64_t cols) {
+  const int8_t* xq = args.xq + tok * cols;
+  const int8_t* xq2 = args.xq2 + tok * cols;
+  const float* dx = args.dx + tok * (cols / 32);
+  const float* xsum = args.xs + tok * (cols / 32);
+  return {*reinterpret_cast<const int4*>(xq + e0),
+          *reinterpret_cast<const int4*>(xq + e0 + 32),
+          *reinterpret_cast<const int4*>(xq2 + e0),
+          *reinterpret_cast<const int4*>(xq2 + e0 + 32),
+          dx[g0],
+          dx[g0 + 1],
+          h ? 0.0f : xsum[g0],
+          h ? 0.0f : xsum[g0 + 1]};
+}
+
+// One row's term: its nibbles q with the decoded scales and mins of sub-blocks 2j and 2j + 1.
+__device__ __forceinline__ float q4k_term(uint4 q, float sc0, float m0, float sc1, float m1,
+                                          float d, float dmin, const Q4kInput& in) {
+  constexpr uint32_t kLo = 0x0F0F0F0Fu;
+  const float s0 = dp4a_two_terms(q.x & kLo, q.y & kLo, q.z & kLo, q.w & kLo, in.x0, in.y0);
+  const float s1 = dp4a_two_terms((q.x >> 4) & kLo, (q.y >> 4) & kLo, (q.z >> 4) & kLo,
+                                  (q.w >> 4) & kLo, in.x1, in.y1);
+  const float dot = fmaf(sc0 * in.dx0, s0, sc1 * in.dx1 * s1);
+  const float mins = fmaf(m0, in.xs0, m1 * in.xs1);
+  return fmaf(d, dot, -(dmin * mins));
+}
+
 // The weights are decoded once and dotted with the nt tokens t0 .. of the pass.
 template <int NMAT, int R, int NT>
 __device__ __forceinline__ void q4k_step(const uint8_t* const (&wr)[NMAT][R], int64_t b, int t,
@@ -376,23 +411,13 @@ __device__ __forceinline__ void q4k_step(const uint8_t* const (&wr)[NMAT][R], in
   const int j = t >> 1, h = t & 1;
   const int64_t e0 = b * 256 + 64 * j + 16 * h, g0 = b * 8 + 2 * j;
   const int64_t cols = args.n_blocks * 256;
-  constexpr uint32_t kLo = 0x0F0F0F0Fu;
   if constexpr (NT == 1) {
     // One token (decode): the input first, then every row's raw header and nibbles, each row's
     // scales decoded where they are used. Decoding them up front for all rows (as the batch
     // below does, to share them between its tokens) holds six more registers per row and cut the
     // 7B's occupancy (ptxas: 127 -> 161 registers for the gated 4-row product, 80 -> 122 plain).
-    // The arithmetic per row is the batch's, so the bits are the same.
-    const int8_t* xq = args.xq + t0 * cols;
-    const int8_t* xq2 = args.xq2 + t0 * cols;
-    const int4 x0 = *reinterpret_cast<const int4*>(xq + e0);
-    const int4 x1 = *reinterpret_cast<const int4*>(xq + e0 + 32);
-    const int4 y0 = *reinterpret_cast<const int4*>(xq2 + e0);
-    const int4 y1 = *reinterpret_cast<const int4*>(xq2 + e0 + 32);
-    const float* dx = args.dx + t0 * (cols / 32);
-    const float* xsum = args.xs + t0 * (cols / 32);
-    const float dx0 = dx[g0], dx1 = dx[g0 + 1];
-    const float xs0 = h ? 0.0f : xsum[g0], xs1 = h ? 0.0f : xsum[g0 + 1];
+    // The arithmetic per row is the batch's (q4k_term), so the bits are the same.
+    const Q4kInput in = load_q4k_input(args, t0, e0, g0, h, cols);
     uint4 hdr[NMAT][R], qs[NMAT][R];
 #pragma unroll
     for (int m = 0; m < NMAT; ++m)
@@ -406,17 +431,11 @@ __device__ __forceinline__ void q4k_step(const uint8_t* const (&wr)[NMAT][R], in
     for (int m = 0; m < NMAT; ++m)
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        const uint4 hd = hdr[m][r], q = qs[m][r];
+        const uint4 hd = hdr[m][r];
         float sc0, m0, sc1, m1;
         k4_scale_min(hd.y, hd.z, hd.w, 2 * j, sc0, m0);
         k4_scale_min(hd.y, hd.z, hd.w, 2 * j + 1, sc1, m1);
-        const float d = half_lo(hd.x), dmin = half_hi(hd.x);
-        const float s0 = dp4a_two_terms(q.x & kLo, q.y & kLo, q.z & kLo, q.w & kLo, x0, y0);
-        const float s1 = dp4a_two_terms((q.x >> 4) & kLo, (q.y >> 4) & kLo, (q.z >> 4) & kLo,
-                                        (q.w >> 4) & kLo, x1, y1);
-        const float dot = fmaf(sc0 * dx0, s0, sc1 * dx1 * s1);
-        const float mins = fmaf(m0, xs0, m1 * xs1);
-        acc[m][r][0] += fmaf(d, dot, -(dmin * mins));
+        acc[m][r][0] += q4k_term(qs[m][r], sc0, m0, sc1, m1, half_lo(hd.x), half_hi(hd.x), in);
       }
   } else {
     uint4 qs[NMAT][R];
@@ -435,28 +454,13 @@ __device__ __forceinline__ void q4k_step(const uint8_t* const (&wr)[NMAT][R], in
 #pragma unroll
     for (int k = 0; k < NT; ++k) {
       if (k >= nt) break;
-      const int8_t* xq = args.xq + (t0 + k) * cols;
-      const int8_t* xq2 = args.xq2 + (t0 + k) * cols;
-      const float* dx = args.dx + (t0 + k) * (cols / 32);
-      const float* xsum = args.xs + (t0 + k) * (cols / 32);
-      const int4 x0 = *reinterpret_cast<const int4*>(xq + e0);
-      const int4 x1 = *reinterpret_cast<const int4*>(xq + e0 + 32);
-      const int4 y0 = *reinterpret_cast<const int4*>(xq2 + e0);
-      const int4 y1 = *reinterpret_cast<const int4*>(xq2 + e0 + 32);
-      const float dx0 = dx[g0], dx1 = dx[g0 + 1];
-      const float xs0 = h ? 0.0f : xsum[g0], xs1 = h ? 0.0f : xsum[g0 + 1];
+      const Q4kInput in = load_q4k_input(args, t0 + k, e0, g0, h, cols);
 #pragma unroll
       for (int m = 0; m < NMAT; ++m)
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-          const uint4 q = qs[m][r];
-          const float s0 = dp4a_two_terms(q.x & kLo, q.y & kLo, q.z & kLo, q.w & kLo, x0, y0);
-          const float s1 = dp4a_two_terms((q.x >> 4) & kLo, (q.y >> 4) & kLo, (q.z >> 4) & kLo,
-                                          (q.w >> 4) & kLo, x1, y1);
-          const float dot = fmaf(sc0[m][r] * dx0, s0, sc1[m][r] * dx1 * s1);
-          const float mins = fmaf(m0[m][r], xs0, m1[m][r] * xs1);
-          acc[m][r][k] += fmaf(d[m][r], dot, -(dmin[m][r] * mins));
-        }
+        for (int r = 0; r < R; ++r)
+          acc[m][r][k] +=
+              q4k_term(qs[m][r], sc0[m][r], m0[m][r], sc1[m][r], m1[m][r], d[m][r], dmin[m][r], in);
     }
   }
 }
@@ -512,12 +516,8 @@ __device__ __forceinline__ void q6k_step(const uint8_t* const (&wr)[NMAT][R], in
         float sum = 0.0f;
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          const uint32_t lo0 = (k & 1) ? c0[m][r] : a0[m][r], lo1 = (k & 1) ? c1[m][r] : a1[m][r];
-          const int sh = (k & 2) ? 4 : 0;
-          const uint32_t u0 =
-              ((lo0 >> sh) & 0x0F0F0F0Fu) | (((h0[m][r] >> (2 * k)) & 0x03030303u) << 4);
-          const uint32_t u1 =
-              ((lo1 >> sh) & 0x0F0F0F0Fu) | (((h1[m][r] >> (2 * k)) & 0x03030303u) << 4);
+          const uint32_t u0 = q6k_levels(a0[m][r], c0[m][r], h0[m][r], k);
+          const uint32_t u1 = q6k_levels(a1[m][r], c1[m][r], h1[m][r], k);
           const int w0 = int(__vsub4(u0, 0x20202020u)), w1 = int(__vsub4(u1, 0x20202020u));
           const int si = __dp4a(w1, xk[k].y, __dp4a(w0, xk[k].x, 0));
           const int ti = __dp4a(w1, yk[k].y, __dp4a(w0, yk[k].x, 0));
@@ -544,10 +544,7 @@ __device__ __forceinline__ void q6k_step(const uint8_t* const (&wr)[NMAT][R], in
         d[m][r] = load_half(blk + 208);
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          const uint32_t lo0 = (k & 1) ? c0 : a0, lo1 = (k & 1) ? c1 : a1;
-          const int sh = (k & 2) ? 4 : 0;
-          const uint32_t u0 = ((lo0 >> sh) & 0x0F0F0F0Fu) | (((h0 >> (2 * k)) & 0x03030303u) << 4);
-          const uint32_t u1 = ((lo1 >> sh) & 0x0F0F0F0Fu) | (((h1 >> (2 * k)) & 0x03030303u) << 4);
+          const uint32_t u0 = q6k_levels(a0, c0, h0, k), u1 = q6k_levels(a1, c1, h1, k);
           w0[m][r][k] = int(__vsub4(u0, 0x20202020u)), w1[m][r][k] = int(__vsub4(u1, 0x20202020u));
           sc[m][r][k] = float(int8_t(sp[2 * k]));
         }

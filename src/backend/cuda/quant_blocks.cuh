@@ -324,6 +324,14 @@ struct BlockQ5_K {
 // Element 128n + 32k + l (k = 0..3, l < 32): low 4 bits from ql[64n + l + 32(k&1)] (low nibble
 // for k < 2, high for k >= 2), high 2 bits from qh[32n + l] >> 2k; x = d * scales[8n + l/16 + 2k]
 // * (q - 32). Thread t: n = t/4, l = 8(t%4) .. +7, all four k (run g = k).
+
+// The unsigned 6-bit levels (0..63, one per byte) of 4 consecutive elements of run k, from their
+// low-nibble word (a: ql[64n + l ..], c: ql[64n + l + 32 ..]) and their high-bit word h.
+__device__ __forceinline__ uint32_t q6k_levels(uint32_t a, uint32_t c, uint32_t h, int k) {
+  return ((((k & 1) ? c : a) >> ((k & 2) ? 4 : 0)) & 0x0F0F0F0Fu) |
+         (((h >> (2 * k)) & 0x03030303u) << 4);
+}
+
 struct BlockQ6_K {
   static constexpr int QK = 256, BYTES = 210, TPB = 8, G = 4, C = 8;
   static constexpr bool kScale = true, kOffset = true;
@@ -338,10 +346,7 @@ struct BlockQ6_K {
     const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192) + 8 * n + (l0 >> 4);
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      const uint32_t lo0 = (k & 1) ? c0 : a0, lo1 = (k & 1) ? c1 : a1;
-      const int sh = (k & 2) ? 4 : 0;
-      const uint32_t u0 = ((lo0 >> sh) & 0x0F0F0F0Fu) | (((h0 >> (2 * k)) & 0x03030303u) << 4);
-      const uint32_t u1 = ((lo1 >> sh) & 0x0F0F0F0Fu) | (((h1 >> (2 * k)) & 0x03030303u) << 4);
+      const uint32_t u0 = q6k_levels(a0, c0, h0, k), u1 = q6k_levels(a1, c1, h1, k);
       a[k] = d * float(sc[2 * k]), o[k] = -32.0f * a[k];
       bytes_to_floats(u0, 0.0f, q + 8 * k);
       bytes_to_floats(u1, 0.0f, q + 8 * k + 4);
