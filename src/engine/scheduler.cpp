@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "backend/greedy_pick.h"
+#include "engine/event_relay.h"
 #include "engine/stop_filter.h"
 #include "util/error.h"
 
@@ -45,6 +46,7 @@ Scheduler::Scheduler(std::unique_ptr<Backend> backend, const tokenizer::Vocab& v
   n_ctx_ = backend_->n_ctx();
   n_logits_ = size_t(backend_->model().hp.n_vocab);
   n_sample_ = std::min(n_logits_, size_t(vocab_.n_tokens()));
+  relay_ = std::make_unique<EventRelay>();
   sample_pool_ = std::make_unique<ThreadPool>(
       options_.sample_threads > 0 ? options_.sample_threads : std::min(8, default_thread_count()));
   for (int s = 0; s < n_slots_; ++s) {
@@ -115,13 +117,14 @@ void Scheduler::shutdown(std::chrono::milliseconds grace) {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
+  relay_->drain();
+}
+
+void Scheduler::notify(const ScheduledRequest& req, const StreamEvent& ev) {
+  relay_->post(req.on_event, ev);
 }
 
 namespace {
-
-void notify(const ScheduledRequest& req, const StreamEvent& ev) {
-  if (req.on_event) req.on_event(ev);
-}
 
 bool cancelled(const ScheduledRequest& req) {
   return req.cancel && req.cancel->load();
@@ -226,6 +229,7 @@ bool Scheduler::admit(std::unique_lock<std::mutex>& lock) {
   if (expired)
     for (auto& slot : slots_)
       if (slot->busy) finish(*slot, "cancelled");
+  relay_->flush();
 
   lock.lock();
   return !(idle_stop || (expired && queue_.empty() && active_.load() == 0));
@@ -282,8 +286,10 @@ void Scheduler::run() {
     }
     lock.unlock();
     step();
+    relay_->flush();  // the clients hear about this step while the next one runs
     lock.lock();
   }
+  relay_->flush();
   thread_exited_ = true;
   idle_cv_.notify_all();
 }

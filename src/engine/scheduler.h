@@ -29,9 +29,10 @@
 
 namespace lockstep {
 
-// What a request hears from the scheduler thread. Events come in order: zero or more pieces,
-// then exactly one final event (done = true). A callback must be quick (it runs between steps);
-// the HTTP layer hands events to the connection's own thread.
+// What a request hears from the scheduler. Events come in order: zero or more pieces, then
+// exactly one final event (done = true). Callbacks run one at a time on the scheduler's relay
+// thread (engine/event_relay.h) while the next step computes; a slow one delays every request's
+// events, so the HTTP layer only hands them to the connection's own thread.
 struct StreamEvent {
   std::string_view text;  // text now safe to show (valid UTF-8, no part of a stop string)
   int32_t token = -1;     // the token sampled this step (-1 on an event that carries none)
@@ -95,8 +96,10 @@ struct StepTimes {
   int64_t steps = 0;
   int64_t rows = 0;      // sequences over all steps (rows / steps: the mean batch)
   double forward_s = 0;  // in Backend::forward_batch
-  double host_s = 0;     // sampling, detokenizing, stop strings, notifying the clients
+  double host_s = 0;     // sampling, detokenizing, stop strings, posting the events
 };
+
+class EventRelay;
 
 class Scheduler {
  public:
@@ -114,8 +117,8 @@ class Scheduler {
   SubmitResult submit(ScheduledRequest request);
 
   // Stops admitting (submit answers kStopped), lets running and queued requests finish for at
-  // most `grace`, then cancels the rest (queued ones get an "error" event) and joins the thread.
-  // Idempotent.
+  // most `grace`, then cancels the rest (queued ones get an "error" event), joins the thread and
+  // returns once every event has been delivered. Idempotent.
   void shutdown(std::chrono::milliseconds grace);
 
   // Runs `task` on the scheduler thread once no slot is busy (admissions wait meanwhile), with
@@ -138,6 +141,8 @@ class Scheduler {
   bool admit(std::unique_lock<std::mutex>& lock);
   void step();
   void finish(Slot& slot, std::string_view reason, std::string_view error = {});
+  // Posts an event to the relay; delivered once the step (or admission) is over.
+  void notify(const ScheduledRequest& req, const StreamEvent& ev);
   bool run_idle_task(std::unique_lock<std::mutex>& lock);
   bool pending_idle_task() const { return idle_task_ && !idle_done_; }
 
@@ -168,6 +173,7 @@ class Scheduler {
   mutable std::mutex times_mutex_;
   StepTimes times_;
   std::unique_ptr<ThreadPool> sample_pool_;
+  std::unique_ptr<EventRelay> relay_;  // delivers the events the scheduler thread posts
   std::thread thread_;
 };
 

@@ -351,7 +351,7 @@ std::string ServingGuard::metrics_text() const {
   metric_line(out, "lockstep_step_forward_seconds_total", "", times.forward_s);
   metric_header(out, "lockstep_step_host_seconds_total", "counter",
                 "Time of those steps after the forward pass: sampling, detokenizing, stop strings, "
-                "handing tokens to the clients.");
+                "posting the events (the relay thread hands them to the clients meanwhile).");
   metric_line(out, "lockstep_step_host_seconds_total", "", times.host_s);
   metric_header(out, "lockstep_parity_gate_verdict", "gauge",
                 "The load-time parity gate's verdict on the candidate (1 for the status it has).");
