@@ -7,8 +7,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <stdexcept>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
