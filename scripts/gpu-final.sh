@@ -9,6 +9,8 @@
 #   kl           issue 12's KL table: stories260K in every quantization, cpu and cuda vs cpu-ref
 #   arch         issue 12: `parity --backend cuda` on the tiny model of each architecture
 #   audit05      bench/audit_cost.py on synthetic Qwen2.5 0.5B Q4_K_M: --audit-rate 0, 0.02, 1
+#   serveload    issue 10: 0.5B `bench --batch 64` and `serve --parallel 64` under 64 greedy
+#                streaming clients (bench/serve_load.py), /metrics' step times
 #   vulkantests  the Vulkan test binaries on NVIDIA's Vulkan driver, one process per suite
 #   depth        issue 14: 7B `bench -d 0,4096,16384`
 #   knobs        7B tg128 under each speed-only CUDA knob
@@ -31,7 +33,7 @@ left() { echo $((${BUDGET_S:-560} - ($(date +%s) - START))); }
 step() { echo "== $* ($(date +%T), +$(($(date +%s) - START)) s)" | tee -a "$S"; }
 # A step runs when named in STEPS and when at least $2 seconds of the budget are left.
 want() {
-  [[ " ${STEPS:-build cudatests serving kl arch audit05 vulkantests depth knobs audit7b vulkanbench} " == *" $1 "* ]] || return 1
+  [[ " ${STEPS:-build cudatests serving kl arch audit05 serveload vulkantests depth knobs audit7b vulkanbench} " == *" $1 "* ]] || return 1
   if [ "$(left)" -lt "$2" ]; then echo "skipped $1: $(left) s left" | tee -a "$S"; return 1; fi
   step "$1"
 }
@@ -106,6 +108,26 @@ audit() {  # preset, seconds of drain wait
     --drain-wait "$2" 2>&1 | tee -a "$S"
 }
 want audit05 120 && audit qwen2.5-0.5b 30
+if want serveload 100; then
+  f=/tmp/qwen2.5-0.5b-q4_k_m.gguf
+  [ -f "$f" ] || "$L" make-model --arch qwen2 --preset qwen2.5-0.5b --quant q4_k_m --seed 1 -o "$f" \
+    --quiet >>"$LOGS/make-model.log" 2>&1
+  timeout 60 "$L" bench -m "$f" --backend cuda --parity off --batch 64 -p 256 -n 128 -r 1 \
+    2>>"$LOGS/bench-batch.log" | tee -a "$S"
+  for rate in 0 0.02; do
+    echo "-- serve --parallel 64 --audit-rate $rate + serve_load.py -c 64" | tee -a "$S"
+    "$L" serve -m "$f" --backend cuda --parallel 64 -c 512 --port 18080 --audit-rate "$rate" \
+      >"$LOGS/serve-$rate.log" 2>&1 &
+    sp=$!
+    for _ in $(seq 1 90); do curl -sf http://127.0.0.1:18080/health >/dev/null 2>&1 && break; sleep 1; done
+    timeout 90 python3 bench/serve_load.py --url http://127.0.0.1:18080 -c 64 -n 192 \
+      --max-tokens 128 >"$LOGS/serve-load-$rate.log" 2>&1
+    echo "serve_load exit $?" | tee -a "$S"
+    tail -1 "$LOGS/serve-load-$rate.log" | tee -a "$S"
+    curl -s http://127.0.0.1:18080/metrics | grep -E "^lockstep_step" | tee -a "$S"
+    kill -INT "$sp"; wait "$sp"
+  done
+fi
 if want vulkantests 120; then
   # One process per test suite: NVIDIA's driver refused instances after ~20 contexts in one
   # process (VK_ERROR_INCOMPATIBLE_DRIVER), which skipped the later suites.
