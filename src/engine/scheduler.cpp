@@ -21,6 +21,7 @@ struct Scheduler::Slot {
   std::optional<tokenizer::StreamingDetokenizer> detok;
   std::optional<StopFilter> stops;
   std::vector<float> logits;
+  float* row = nullptr;  // where this step's logits row lands: `logits`, or audit_rows' end
   int32_t pending = -1;  // the sampled token the next step feeds
   // The backend's greedy pick for this step (SeqTokens::argmax), when the slot asked for it
   // instead of the logits row: plain greedy sampling, no logprobs, no audit.
@@ -303,6 +304,15 @@ bool predicts(const SeqTokens& item) {
 
 }  // namespace
 
+// Rows an audited request will most likely keep: its max_tokens or what the context leaves,
+// at most 256 (beyond that the vector grows as usual).
+size_t Scheduler::audit_rows_to_reserve(const Slot& slot) const {
+  const int64_t left = slot.req.max_tokens >= 0
+                           ? int64_t(slot.req.max_tokens)
+                           : int64_t(n_ctx_) - int64_t(slot.req.prompt.size()) + 1;
+  return size_t(std::clamp<int64_t>(left, 1, 256));
+}
+
 void Scheduler::step() {
   std::vector<SeqTokens> batch;
   std::vector<Slot*> in_batch;
@@ -331,7 +341,17 @@ void Scheduler::step() {
       item.argmax = &slot.picked;
       item.argmax_cols = int(n_sample_);
     } else if (wants_next) {
-      item.logits = slot.logits.data();
+      slot.row = slot.logits.data();
+      if (slot.req.on_logits) {
+        // An audited request keeps every row: the backend writes it straight into audit_rows,
+        // whose room for the expected rows was reserved once (growing a row at a time would copy
+        // the rows kept so far on every reallocation, on the serving thread).
+        const size_t kept = slot.audit_rows.size();
+        if (kept == 0) slot.audit_rows.reserve(audit_rows_to_reserve(slot) * n_logits_);
+        slot.audit_rows.resize(kept + n_logits_);
+        slot.row = slot.audit_rows.data() + kept;
+      }
+      item.logits = slot.row;
     }
     batch.push_back(item);
     in_batch.push_back(&slot);
@@ -363,15 +383,13 @@ void Scheduler::step() {
         if (slot.pick_only && slot.picked == kNoGreedyPick)
           throw Error("sampler: the backend produced a NaN or +inf logit, or none finite");
         const int32_t token =
-            slot.pick_only ? slot.picked : slot.sampler->sample({slot.logits.data(), n_sample_});
+            slot.pick_only ? slot.picked : slot.sampler->sample({slot.row, n_sample_});
         slot.sampled = token;
         if (slot.req.logprobs >= 0 && !vocab_.is_eog(token))  // the end token is not text
-          slot.sampled_logprobs =
-              token_logprobs({slot.logits.data(), n_sample_}, token, slot.req.logprobs);
+          slot.sampled_logprobs = token_logprobs({slot.row, n_sample_}, token, slot.req.logprobs);
         slot.sampler->accept_generated(token);
         if (slot.req.on_logits) {
-          slot.audit_tokens.push_back(token);
-          slot.audit_rows.insert(slot.audit_rows.end(), slot.logits.begin(), slot.logits.end());
+          slot.audit_tokens.push_back(token);  // its row is already at audit_rows' end
         }
         if (!vocab_.is_eog(token)) slot.shown = slot.stops->push(slot.detok->push(token));
       } catch (const std::exception& e) {

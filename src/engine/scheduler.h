@@ -144,6 +144,7 @@ class Scheduler {
   // Posts an event to the relay; delivered once the step (or admission) is over.
   void notify(const ScheduledRequest& req, const StreamEvent& ev);
   bool run_idle_task(std::unique_lock<std::mutex>& lock);
+  size_t audit_rows_to_reserve(const Slot& slot) const;
   bool pending_idle_task() const { return idle_task_ && !idle_done_; }
 
   std::unique_ptr<Backend> backend_;

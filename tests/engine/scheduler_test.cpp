@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -295,6 +296,50 @@ TEST(Scheduler, LogprobsAreTheLogSoftmaxOfTheRawLogits) {
   }
   EXPECT_EQ(checked, c.logprobs.size());
   EXPECT_GT(checked, 0u);
+}
+
+// An audited request (ScheduledRequest::on_logits) hands over every sampled token with the raw
+// logits row it was sampled from: the rows a single-sequence reference backend computes for the
+// same tokens, in order, also past the 256 rows the scheduler reserves at first. A request served
+// beside it is not audited and gets what it gets alone.
+TEST(Scheduler, AuditedRequestsHandOverTheRowOfEverySampledToken) {
+  constexpr int kCtx = 320;
+  Scheduler sched(make_backend(false, 2, kCtx), *tiny().vocab);
+  Job job{prompt_of(5, kNoEos), SamplingParams{}, 270};
+  job.sampling.seed = 9;
+  Collector c, other;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool handed = false;
+  std::vector<int32_t> tokens;
+  std::vector<float> rows;
+  ScheduledRequest r = to_request(job, c);
+  r.on_logits = [&](std::vector<int32_t> t, std::vector<float> x) {
+    std::lock_guard<std::mutex> lock(mu);
+    tokens = std::move(t), rows = std::move(x), handed = true;
+    cv.notify_all();
+  };
+  const Job plain{prompt_of(9, 3), greedy(), 40};
+  ASSERT_TRUE(sched.submit(to_request(plain, other)).accepted());
+  ASSERT_TRUE(sched.submit(std::move(r)).accepted());
+  ASSERT_TRUE(c.wait());
+  ASSERT_TRUE(other.wait());
+  EXPECT_EQ(other.tokens, alone(false, plain, kCtx).tokens);
+  std::unique_lock<std::mutex> lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, 10s, [&] { return handed; }));
+  EXPECT_EQ(tokens, c.tokens);
+  ASSERT_GT(tokens.size(), 256u);  // past the first reservation
+
+  auto backend = make_backend(false, 1, kCtx);
+  const size_t V = size_t(backend->model().hp.n_vocab);
+  ASSERT_EQ(rows.size(), tokens.size() * V);
+  std::vector<float> logits(V);
+  backend->forward(job.prompt, logits.data(), false);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    ASSERT_EQ(0, std::memcmp(logits.data(), rows.data() + i * V, V * sizeof(float)))
+        << "row " << i << " is not the logits token " << i << " was sampled from";
+    backend->forward({&tokens[i], 1}, logits.data(), false);
+  }
 }
 
 // Counts what each step's items asked the backend for, delegating the work to a real backend.
