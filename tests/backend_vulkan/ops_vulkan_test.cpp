@@ -86,7 +86,7 @@ TEST_P(VulkanMatmul, MatchesFloat64) {
   const std::vector<uint8_t> w = random_weights(rng_, type, rows, cols);
   TestBuffer<uint8_t> dw(*ctx_, w);
   const vk::DeviceMatrix m{type, rows, cols, *row_bytes(type, cols), dw.address()};
-  for (int n_tok : {1, 5, 8, 19}) {
+  for (int n_tok : {1, 3, 5, 8, 19}) {
     for (int variant = 0; variant < 3; ++variant) {  // plain, accumulate, bias
       SCOPED_TRACE("n_tok " + std::to_string(n_tok) + " variant " + std::to_string(variant));
       const bool accumulate = variant == 1, with_bias = variant == 2;
@@ -125,29 +125,43 @@ INSTANTIATE_TEST_SUITE_P(
                       MatmulCase{TensorType::F16, 172}, MatmulCase{TensorType::F16, 320},
                       MatmulCase{TensorType::Q4_0, 320}, MatmulCase{TensorType::Q5_0, 320},
                       MatmulCase{TensorType::Q8_0, 320}, MatmulCase{TensorType::Q4_K, 512},
-                      MatmulCase{TensorType::Q6_K, 512}),
+                      MatmulCase{TensorType::Q6_K, 512}, MatmulCase{TensorType::F32, 1056},
+                      MatmulCase{TensorType::F16, 1056}, MatmulCase{TensorType::Q4_0, 1056},
+                      MatmulCase{TensorType::Q5_0, 1056}, MatmulCase{TensorType::Q8_0, 1056},
+                      MatmulCase{TensorType::Q4_K, 2560}, MatmulCase{TensorType::Q6_K, 2560}),
     [](const ::testing::TestParamInfo<MatmulCase>& info) {
       return std::string(tensor_type_info(info.param.type).name) + "_" +
              std::to_string(info.param.cols);
     });
 
-// More rows than one grid dimension holds (the rows continue in the grid's y dimension).
+// More rows than one grid dimension holds (the rows continue in the grid's y dimension): past
+// 32768 one-row workgroups (matmul.comp, 5 tokens) and past 32768 four-row ones (matvec.comp,
+// 1 token).
 TEST_F(VulkanOps, MatmulRowsBeyondOneGridDimension) {
   SCOPED_TRACE(trace());
   const TensorType type = TensorType::Q8_0;
-  const int64_t rows = 33000, cols = 64;
+  const int64_t rows = 4 * 32768 + 37, cols = 32;
   const std::vector<uint8_t> w = random_weights(rng_, type, rows, cols);
-  const std::vector<float> x = random_normal(rng_, size_t(cols), 1.0f);
   TestBuffer<uint8_t> dw(*ctx_, w);
-  TestBuffer<float> dx(*ctx_, x), dy(*ctx_, size_t(rows));
   const vk::DeviceMatrix m{type, rows, cols, *row_bytes(type, cols), dw.address()};
-  run_commands(*ctx_, [&](vk::Recorder& rec) {
-    vk::record_matmul(rec, m, dx.address(), uint32_t(cols), dy.address(), uint32_t(rows), 1, false);
-  });
-  std::vector<double> abs_sum;
-  const auto want = reference_matvec(type, w.data(), rows, cols, x.data(), &abs_sum);
-  EXPECT_LE(dot_error_ratio(dy.read(), want, abs_sum), kDotErrorRatio);
-  EXPECT_GUARDS(dy);
+  for (int n_tok : {1, 5}) {
+    SCOPED_TRACE("n_tok " + std::to_string(n_tok));
+    const std::vector<float> x = random_normal(rng_, size_t(n_tok * cols), 1.0f);
+    TestBuffer<float> dx(*ctx_, x), dy(*ctx_, size_t(n_tok * rows));
+    run_commands(*ctx_, [&](vk::Recorder& rec) {
+      vk::record_matmul(rec, m, dx.address(), uint32_t(cols), dy.address(), uint32_t(rows), n_tok,
+                        false);
+    });
+    std::vector<double> want, scale;
+    for (int t = 0; t < n_tok; ++t) {
+      std::vector<double> abs_sum;
+      const auto y = reference_matvec(type, w.data(), rows, cols, x.data() + t * cols, &abs_sum);
+      want.insert(want.end(), y.begin(), y.end());
+      scale.insert(scale.end(), abs_sum.begin(), abs_sum.end());
+    }
+    EXPECT_LE(dot_error_ratio(dy.read(), want, scale), kDotErrorRatio);
+    EXPECT_GUARDS(dy);
+  }
 }
 
 // ---- embedding rows --------------------------------------------------------------------------

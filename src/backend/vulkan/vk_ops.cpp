@@ -10,9 +10,16 @@ namespace lockstep::vk {
 
 namespace {
 
-// Must match the shaders' kRowsPerGridX and kTile (shaders/matmul.comp).
+// Must match the shaders' kRowsPerGridX and kTile (shaders/matmul.comp), and kRows,
+// kGroupsPerGridX and TOKENS (shaders/matvec.comp, shaders.cmake).
 constexpr uint32_t kRowsPerGridX = 32768;
 constexpr uint32_t kMatmulTile = 8;
+constexpr uint32_t kMatvecRows = 4;
+constexpr uint32_t kMatvecGroupsPerGridX = 32768;
+constexpr uint32_t kMatvecTileTokens = 8;
+// Up to this many tokens, matvec_<type> (one token per grid layer: the weights read once per
+// token) beats matvec_tile_<type> (8 tokens per layer) by using more of the machine.
+constexpr int kMatvecMaxTokens = 4;
 
 const char* type_suffix(TensorType type) {
   switch (type) {
@@ -98,6 +105,18 @@ void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint
                x_stride,
                y_stride,
                (accumulate ? 1u : 0u) | (bias ? 2u : 0u)};
+  // matvec.comp reads x as vec4s and the weights in whole 32-element units; matmul.comp takes
+  // what does not fit (F32 and F16 rows of other lengths, unaligned inputs).
+  const bool matvec_fits =
+      x % 16 == 0 && x_stride % 4 == 0 && w.cols % 32 == 0 && w.data % 4 == 0;
+  if (matvec_fits) {
+    const bool one_per_layer = n_tok <= kMatvecMaxTokens;
+    const uint32_t groups = ceil_div(w.rows, kMatvecRows);
+    rec.dispatch(module_name(one_per_layer ? "matvec" : "matvec_tile", w.type).c_str(), p,
+                 std::min(groups, kMatvecGroupsPerGridX), ceil_div(groups, kMatvecGroupsPerGridX),
+                 one_per_layer ? uint32_t(n_tok) : ceil_div(n_tok, kMatvecTileTokens));
+    return;
+  }
   rec.dispatch(module_name("matmul", w.type).c_str(), p,
                std::min<uint32_t>(uint32_t(w.rows), kRowsPerGridX), ceil_div(w.rows, kRowsPerGridX),
                ceil_div(n_tok, kMatmulTile));
@@ -173,7 +192,7 @@ void record_swiglu(Recorder& rec, VkDeviceAddress gate, VkDeviceAddress up, uint
 std::vector<std::string> pipeline_names(const std::vector<TensorType>& weight_types) {
   std::vector<std::string> names = {"rmsnorm", "rope", "kv_store", "attention", "swiglu"};
   for (TensorType t : weight_types) {
-    for (const char* s : {"matmul", "get_rows"}) {
+    for (const char* s : {"matmul", "matvec", "matvec_tile", "get_rows"}) {
       const std::string n = module_name(s, t);
       if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
     }
