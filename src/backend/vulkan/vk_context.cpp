@@ -479,6 +479,11 @@ void Recorder::dispatch_raw(const char* name, const void* push, size_t bytes, ui
   api.vkCmdPushConstants(cmd_, ctx_.pipeline_layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0,
                          uint32_t(bytes), push);
   api.vkCmdDispatch(cmd_, gx, gy, gz);
+  if (!independent_) barrier();
+}
+
+void Recorder::end_independent() {
+  independent_ = false;
   barrier();
 }
 

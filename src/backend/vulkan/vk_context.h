@@ -131,6 +131,11 @@ class Recorder {
   }
   void copy(const Buffer& src, size_t src_offset, const Buffer& dst, size_t dst_offset,
             size_t bytes);
+  // The dispatches recorded between these two read only what came before and write disjoint
+  // buffers (q, k and v from one normed input): no barrier between them, one after the last, so
+  // the GPU may run them side by side.
+  void begin_independent() { independent_ = true; }
+  void end_independent();
   VkCommandBuffer command_buffer() const { return cmd_; }
 
  private:
@@ -139,6 +144,7 @@ class Recorder {
   void barrier();
   Context& ctx_;
   VkCommandBuffer cmd_;
+  bool independent_ = false;
 };
 
 }  // namespace lockstep::vk

@@ -369,9 +369,11 @@ void VulkanBackend::record_chunk(Recorder& rec, int n, LogitRows rows, int pos0,
   for (int l = 0; l < int(layers_.size()); ++l) {
     const DeviceLayer& L = layers_[size_t(l)];
     vk::record_rmsnorm(rec, h_.address, L.attn_norm, xn_.address, E, n, 0, eps);
+    rec.begin_independent();
     vk::record_matmul(rec, L.wq, xn_.address, E, q_.address, Q, n, false, L.bq);
     vk::record_matmul(rec, L.wk, xn_.address, E, k_new_.address, KV, n, false, L.bk);
     vk::record_matmul(rec, L.wv, xn_.address, E, v_new_.address, KV, n, false, L.bv);
+    rec.end_independent();
     vk::record_rope(rec, q_.address, k_new_.address, rope_.address, ids_.address, shape_,
                     uint32_t(hp_.rope_dim), hp_.rope_type == RopeType::Neox, n);
     vk::record_kv_store(rec, k_new_.address, v_new_.address, k_cache(l), v_cache(l), ids_.address,
@@ -382,8 +384,10 @@ void VulkanBackend::record_chunk(Recorder& rec, int n, LogitRows rows, int pos0,
     after_layer(rec, l, "attn_out", n, pos0, eager);
 
     vk::record_rmsnorm(rec, h_.address, L.ffn_norm, xn_.address, E, n, 0, eps);
+    rec.begin_independent();
     vk::record_matmul(rec, L.gate, xn_.address, E, g_.address, F, n, false);
     vk::record_matmul(rec, L.up, xn_.address, E, u_.address, F, n, false);
+    rec.end_independent();
     vk::record_swiglu(rec, g_.address, u_.address, uint64_t(n) * F);
     vk::record_matmul(rec, L.down, g_.address, F, h_.address, E, n, true);
     after_layer(rec, l, "ffn_out", n, pos0, eager);
