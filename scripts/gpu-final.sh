@@ -177,6 +177,10 @@ if want vulkanbench 120; then
       timeout 150 "$L" bench -m "$f" --backend "$backend" -p 512 -n 128 -r 2 \
         2>>"$LOGS/bench-vulkan.log" | tee -a "$S"
     done
+    # Where a Vulkan decode step's time goes: GPU time per shader and grid.
+    LOCKSTEP_VULKAN_PROFILE=1 timeout 100 "$L" bench -m "$f" --backend vulkan --parity off -p 0 \
+      -n 128 -r 1 2>"$LOGS/profile-vulkan-$preset.log" | grep tg128 | tee -a "$S"
+    grep -A16 "vulkan profile on" "$LOGS/profile-vulkan-$preset.log" | tee -a "$S"
   done
 fi
 step "done"

@@ -115,6 +115,9 @@ struct VulkanBackendOptions {
   // Enable the Khronos validation layer (when installed); any error it reports fails the backend
   // with exit code 4. The tests turn it on.
   bool validation = false;
+  // Time every dispatch (GPU timestamps) and print the totals per shader to stderr when the
+  // backend is destroyed. Changes speed a little, never results.
+  bool profile = false;
 };
 
 // What a backend is created with: the common settings, each family's own, and the TEST KNOB fault

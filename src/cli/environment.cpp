@@ -73,6 +73,8 @@ EnvironmentKnobs read_environment() {
     o.vulkan.device = int(number("LOCKSTEP_VULKAN_DEVICE", v, 0, 1 << 10));
   if (const char* v = get("LOCKSTEP_VULKAN_VALIDATION"))
     o.vulkan.validation = one_of("LOCKSTEP_VULKAN_VALIDATION", v, {0, 1}) == 1;
+  if (const char* v = get("LOCKSTEP_VULKAN_PROFILE"))
+    o.vulkan.profile = one_of("LOCKSTEP_VULKAN_PROFILE", v, {0, 1}) == 1;
   if (const char* v = get("LOCKSTEP_VULKAN_MAX_BATCH"))
     o.vulkan.max_batch = int(number("LOCKSTEP_VULKAN_MAX_BATCH", v, 1, 4096));
 

@@ -164,6 +164,46 @@ TEST_F(VulkanOps, MatmulRowsBeyondOneGridDimension) {
   }
 }
 
+// LOCKSTEP_VULKAN_PROFILE: each dispatch of a submitted command buffer is charged to its shader
+// and grid, and the table reaches stderr when the context closes.
+TEST_F(VulkanOps, ProfileChargesEachDispatchToItsShaderAndGrid) {
+  SCOPED_TRACE(trace());
+  vk::ContextOptions o;
+  o.device = test_device();
+  o.validation = true;
+  o.profile = true;
+  auto ctx = std::make_unique<vk::Context>(o);
+  if (!ctx->profiling()) GTEST_SKIP() << ctx->device_name() << " has no compute timestamps";
+  {
+    const TensorType type = TensorType::Q8_0;
+    const int64_t rows = 9, cols = 64;
+    const std::vector<uint8_t> w = random_weights(rng_, type, rows, cols);
+    TestBuffer<uint8_t> dw(*ctx, w);
+    TestBuffer<float> dx(*ctx, random_normal(rng_, size_t(cols), 1.0f));
+    TestBuffer<float> dy(*ctx, size_t(rows)), dn(*ctx, size_t(cols));
+    const vk::DeviceMatrix m{type, rows, cols, *row_bytes(type, cols), dw.address()};
+    for (int rep = 0; rep < 2; ++rep)
+      run_commands(*ctx, [&](vk::Recorder& rec) {
+        vk::record_rmsnorm(rec, dx.address(), dx.address(), dn.address(), uint32_t(cols), 1, 0,
+                           1e-5f);
+        vk::record_matmul(rec, m, dn.address(), uint32_t(cols), dy.address(), uint32_t(rows), 1,
+                          false);
+      });
+  }
+  const auto& totals = ctx->profile_totals();
+  ASSERT_EQ(totals.size(), 2u);
+  for (const char* key : {"rmsnorm [1,1,1]", "matvec_q8_0 [3,1,1]"}) {
+    ASSERT_EQ(totals.count(key), 1u) << key;
+    EXPECT_EQ(totals.at(key).second, 2u) << key;
+    EXPECT_TRUE(totals.at(key).first >= 0.0 && totals.at(key).first < 1e4) << key;
+  }
+  ::testing::internal::CaptureStderr();
+  ctx.reset();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("vulkan profile on"), std::string::npos) << err;
+  EXPECT_NE(err.find("matvec_q8_0 [3,1,1]"), std::string::npos) << err;
+}
+
 // ---- embedding rows --------------------------------------------------------------------------
 
 class VulkanGetRows : public VulkanOps, public ::testing::WithParamInterface<MatmulCase> {};

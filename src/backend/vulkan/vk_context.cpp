@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -264,6 +265,17 @@ Context::Context(const ContextOptions& options) {
     for (uint32_t i = 0; i < nq && !found; ++i)
       if (families[i].queueFlags & VK_QUEUE_COMPUTE_BIT) queue_family_ = i, found = true;
     if (!found) fail(device_name_ + " has no compute queue");
+    if (options.profile) {
+      const uint32_t bits = families[queue_family_].timestampValidBits;
+      if (bits == 0) {
+        std::fprintf(stderr, "vulkan: %s has no timestamps on its compute queue: no profile\n",
+                     device_name_.c_str());
+      } else {
+        profile_ = true;
+        timestamp_ns_ = double(p.limits.timestampPeriod);
+        timestamp_mask_ = bits >= 64 ? ~uint64_t(0) : (uint64_t(1) << bits) - 1;
+      }
+    }
 
     api_.vkGetPhysicalDeviceMemoryProperties(physical_, &memory_);
     for (uint32_t i = 0; i < memory_.memoryHeapCount; ++i)
@@ -323,6 +335,9 @@ Context::~Context() {
 void Context::release() {
   if (device_) {
     api_.vkDeviceWaitIdle(device_);
+    print_profile();
+    for (auto& [cmd, t] : timestamps_) api_.vkDestroyQueryPool(device_, t.pool, nullptr);
+    timestamps_.clear();
     for (auto& [name, p] : pipelines_) api_.vkDestroyPipeline(device_, p, nullptr);
     pipelines_.clear();
     if (layout_) api_.vkDestroyPipelineLayout(device_, layout_, nullptr);
@@ -437,7 +452,71 @@ VkCommandBuffer Context::allocate_command_buffer() {
 }
 
 void Context::free_command_buffer(VkCommandBuffer cmd) {
-  if (cmd) api_.vkFreeCommandBuffers(device_, pool_, 1, &cmd);
+  if (!cmd) return;
+  if (auto it = timestamps_.find(cmd); it != timestamps_.end()) {
+    api_.vkDestroyQueryPool(device_, it->second.pool, nullptr);
+    timestamps_.erase(it);
+  }
+  api_.vkFreeCommandBuffers(device_, pool_, 1, &cmd);
+}
+
+// Queries per command buffer: a 7B forward records ~450 dispatches and copies.
+constexpr uint32_t kTimestampsPerCommandBuffer = 8192;
+
+void Context::profile_begin(VkCommandBuffer cmd) {
+  Timestamps& t = timestamps_[cmd];
+  if (!t.pool) {
+    VkQueryPoolCreateInfo q{};
+    q.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO;
+    q.queryType = VK_QUERY_TYPE_TIMESTAMP;
+    q.queryCount = kTimestampsPerCommandBuffer;
+    check(api_.vkCreateQueryPool(device_, &q, nullptr, &t.pool), "vkCreateQueryPool");
+  }
+  t.marks.clear();
+  api_.vkCmdResetQueryPool(cmd, t.pool, 0, kTimestampsPerCommandBuffer);
+  api_.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, t.pool, 0);
+}
+
+void Context::profile_mark(VkCommandBuffer cmd, std::string what) {
+  Timestamps& t = timestamps_[cmd];
+  if (!t.pool || t.marks.size() + 1 >= kTimestampsPerCommandBuffer) return;  // untimed
+  t.marks.push_back(std::move(what));
+  api_.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, t.pool,
+                           uint32_t(t.marks.size()));
+}
+
+void Context::collect_profile(VkCommandBuffer cmd) {
+  auto it = timestamps_.find(cmd);
+  if (it == timestamps_.end() || it->second.marks.empty()) return;
+  const Timestamps& t = it->second;
+  std::vector<uint64_t> ticks(t.marks.size() + 1);
+  check(api_.vkGetQueryPoolResults(device_, t.pool, 0, uint32_t(ticks.size()),
+                                   ticks.size() * sizeof(uint64_t), ticks.data(), sizeof(uint64_t),
+                                   VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
+        "vkGetQueryPoolResults");
+  for (size_t i = 0; i < t.marks.size(); ++i) {
+    const uint64_t dt = (ticks[i + 1] - ticks[i]) & timestamp_mask_;
+    auto& [ms, count] = profile_totals_[t.marks[i]];
+    ms += double(dt) * timestamp_ns_ * 1e-6;
+    ++count;
+  }
+}
+
+void Context::print_profile() const {
+  if (profile_totals_.empty()) return;
+  std::vector<std::pair<std::string, std::pair<double, uint64_t>>> rows(profile_totals_.begin(),
+                                                                      profile_totals_.end());
+  std::sort(rows.begin(), rows.end(),
+            [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+  double total = 0;
+  for (const auto& r : rows) total += r.second.first;
+  std::fprintf(stderr, "vulkan profile on %s: %.1f ms of GPU time in dispatches and copies\n",
+               device_name_.c_str(), total);
+  std::fprintf(stderr, "  %10s %8s %10s %6s  %s\n", "ms", "calls", "us/call", "%", "shader [grid]");
+  for (const auto& [name, v] : rows)
+    std::fprintf(stderr, "  %10.2f %8llu %10.2f %6.2f  %s\n", v.first,
+                 static_cast<unsigned long long>(v.second), 1e3 * v.first / double(v.second),
+                 100.0 * v.first / total, name.c_str());
 }
 
 void Context::submit_and_wait(VkCommandBuffer cmd) {
@@ -450,6 +529,7 @@ void Context::submit_and_wait(VkCommandBuffer cmd) {
   check(r, "waiting for the device");
   check(api_.vkResetFences(device_, 1, &fence_), "vkResetFences");
   check_validation();
+  if (profile_) collect_profile(cmd);
 }
 
 void Context::check_validation() {
@@ -466,6 +546,7 @@ void Recorder::begin() {
   VkCommandBufferBeginInfo b{};
   b.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
   check(ctx_.api().vkBeginCommandBuffer(cmd_, &b), "vkBeginCommandBuffer");
+  if (ctx_.profiling()) ctx_.profile_begin(cmd_);
 }
 
 void Recorder::end() {
@@ -480,6 +561,9 @@ void Recorder::dispatch_raw(const char* name, const void* push, size_t bytes, ui
                          uint32_t(bytes), push);
   api.vkCmdDispatch(cmd_, gx, gy, gz);
   if (!independent_) barrier();
+  if (ctx_.profiling())
+    ctx_.profile_mark(cmd_, std::string(name) + " [" + std::to_string(gx) + "," +
+                                std::to_string(gy) + "," + std::to_string(gz) + "]");
 }
 
 void Recorder::end_independent() {
@@ -492,6 +576,7 @@ void Recorder::copy(const Buffer& src, size_t src_offset, const Buffer& dst, siz
   VkBufferCopy region{src_offset, dst_offset, bytes};
   ctx_.api().vkCmdCopyBuffer(cmd_, src.buffer, dst.buffer, 1, &region);
   barrier();
+  if (ctx_.profiling()) ctx_.profile_mark(cmd_, "copy");
 }
 
 void Recorder::barrier() {

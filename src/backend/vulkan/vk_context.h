@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,9 @@ struct ContextOptions {
   int device = -1;  // index into list_devices(); -1: the first GPU, else the first device
   bool allow_cpu_device = true;  // whether a CPU implementation (lavapipe) may be chosen
   bool validation = false;       // enable VK_LAYER_KHRONOS_validation when it is installed
+  // Time every dispatch with GPU timestamps; the totals per shader and grid go to stderr when
+  // the Context is destroyed (LOCKSTEP_VULKAN_PROFILE=1). Adds a timestamp after each dispatch.
+  bool profile = false;
 };
 
 // A buffer and its memory; device-local unless created host-visible (then mapped).
@@ -92,7 +96,25 @@ class Context {
 
   VkPipelineLayout pipeline_layout() const { return layout_; }
 
+  // The profile (ContextOptions::profile), used by Recorder: a command buffer's timestamps start
+  // when its recording begins; each dispatch or copy is then followed by a timestamp and charged
+  // the time since the previous one (its own run and the wait before it: what it costs the
+  // chain). Accumulated at each submit_and_wait.
+  bool profiling() const { return profile_; }
+  void profile_begin(VkCommandBuffer cmd);
+  void profile_mark(VkCommandBuffer cmd, std::string what);
+  // "name [gx,gy,gz]" -> (milliseconds, count), what the destructor prints.
+  const std::map<std::string, std::pair<double, uint64_t>>& profile_totals() const {
+    return profile_totals_;
+  }
+
  private:
+  struct Timestamps {
+    VkQueryPool pool = VK_NULL_HANDLE;
+    std::vector<std::string> marks;  // marks[i] ends at query i + 1
+  };
+  void collect_profile(VkCommandBuffer cmd);
+  void print_profile() const;
   void release();
   uint32_t memory_type(uint32_t allowed, bool host_visible) const;
 
@@ -113,6 +135,11 @@ class Context {
   uint32_t max_groups_x_ = 65535;
   bool validation_ = false;
   uint64_t validation_seen_ = 0;
+  bool profile_ = false;
+  double timestamp_ns_ = 1.0;  // nanoseconds per timestamp tick
+  uint64_t timestamp_mask_ = ~uint64_t(0);
+  std::map<VkCommandBuffer, Timestamps> timestamps_;
+  std::map<std::string, std::pair<double, uint64_t>> profile_totals_;
 };
 
 // Records compute dispatches into a command buffer, each followed by a barrier that makes its

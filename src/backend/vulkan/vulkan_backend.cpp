@@ -121,6 +121,7 @@ VulkanBackend::VulkanBackend(const Model& model, const VulkanBackendOptions& opt
     c.device = opts_.device;
     c.allow_cpu_device = true;
     c.validation = opts_.validation;
+    c.profile = opts_.profile;
     ctx_ = std::make_unique<vk::Context>(c);
     // Every pipeline now, so that one that does not build fails here and not mid-forward.
     std::vector<TensorType> types = {model_.tok_embd.type, model_.output.type};
