@@ -9,8 +9,14 @@
 // conversion. The format is chosen by -DWTYPE_<TYPE>; the layouts are ggml's (src/quant/blocks.h).
 #include "common.glsl"
 
+#extension GL_EXT_buffer_reference_uvec2 : require
+
 layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Vec4s {
   vec4 v[];
+};
+// Weights read 16 bytes at a time where a format's layout keeps them aligned.
+layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer UVec4s {
+  uvec4 v[];
 };
 
 const float kTwo23 = 8388608.0;
@@ -114,11 +120,15 @@ float unit_dot(Words w, uint block_byte, uint u, Vec4s x, uint xv) {
   float sc_lo, m_lo, sc_hi, m_hi;
   scale_min(w, wb, 2u * u, sc_lo, m_lo);
   scale_min(w, wb, 2u * u + 1u, sc_hi, m_hi);
-  const uint qs = wb + 4u + 8u * u;
+  // The unit's 32 bytes of quants are 16-byte aligned (blocks of 144 bytes from a 16-byte
+  // aligned row, which vk_ops.cpp checks): two 16-byte loads.
+  UVec4s wide = UVec4s(uvec2(w));
+  const uint qs = (block_byte >> 4) + 1u + 2u * u;
+  const uvec4 q_lo = wide.v[qs], q_hi = wide.v[qs + 1u];
   const uint xl = xv + 16u * u, xh = xl + 8u;
   float dot_lo = 0.0, dot_hi = 0.0, sum_lo = 0.0, sum_hi = 0.0;
   for (uint i = 0u; i < 8u; ++i) {
-    const uint q = w.w[qs + i];
+    const uint q = i < 4u ? q_lo[i] : q_hi[i - 4u];
     const vec4 a = x.v[xl + i], b = x.v[xh + i];
     dot_lo += dot(bytes_to_floats(q & 0x0F0F0F0Fu, 0.0), a);
     dot_hi += dot(bytes_to_floats((q >> 4) & 0x0F0F0F0Fu, 0.0), b);
