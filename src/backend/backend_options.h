@@ -118,6 +118,9 @@ struct VulkanBackendOptions {
   // Time every dispatch (GPU timestamps) and print the totals per shader to stderr when the
   // backend is destroyed. Changes speed a little, never results.
   bool profile = false;
+  // The decode product's work shape (vk::MatvecTuning; 0: chosen per matrix). Speed only.
+  int matvec_team = 0;
+  int matvec_rows = 0;
 };
 
 // What a backend is created with: the common settings, each family's own, and the TEST KNOB fault

@@ -86,37 +86,49 @@ TEST_P(VulkanMatmul, MatchesFloat64) {
   const std::vector<uint8_t> w = random_weights(rng_, type, rows, cols);
   TestBuffer<uint8_t> dw(*ctx_, w);
   const vk::DeviceMatrix m{type, rows, cols, *row_bytes(type, cols), dw.address()};
-  for (int n_tok : {1, 3, 5, 8, 19}) {
-    for (int variant = 0; variant < 3; ++variant) {  // plain, accumulate, bias
-      SCOPED_TRACE("n_tok " + std::to_string(n_tok) + " variant " + std::to_string(variant));
-      const bool accumulate = variant == 1, with_bias = variant == 2;
-      const std::vector<float> x = random_normal(rng_, size_t(n_tok * cols), 1.0f);
-      const std::vector<float> y0 = random_normal(rng_, size_t(n_tok * rows), 1.0f);
-      const std::vector<float> bias = random_normal(rng_, size_t(rows), 1.0f);
-      TestBuffer<float> dx(*ctx_, x), dbias(*ctx_, bias);
-      TestBuffer<float> dy(*ctx_, size_t(n_tok * rows));
-      if (accumulate) std::memcpy(dy.data(), y0.data(), dy.bytes());
-      run_commands(*ctx_, [&](vk::Recorder& rec) {
-        vk::record_matmul(rec, m, dx.address(), uint32_t(cols), dy.address(), uint32_t(rows), n_tok,
-                          accumulate, with_bias ? dbias.address() : 0);
-      });
-      std::vector<double> want, scale;
-      for (int t = 0; t < n_tok; ++t) {
-        std::vector<double> abs_sum;
-        const auto y = reference_matvec(type, w.data(), rows, cols, x.data() + t * cols, &abs_sum);
-        for (int64_t r = 0; r < rows; ++r) {
-          double extra = 0;
-          if (accumulate) extra = y0[size_t(t * rows + r)];
-          if (with_bias) extra = bias[size_t(r)];
-          want.push_back(y[size_t(r)] + extra);
-          scale.push_back(abs_sum[size_t(r)] + std::fabs(extra));
+  // The shape matvec.comp picks for these small matrices, then every other team size and rows
+  // per thread (LOCKSTEP_VULKAN_MATVEC_TEAM, _ROWS): teams within one subgroup and across
+  // several, rows past the end of the matrix in a thread's share.
+  const std::vector<vk::MatvecTuning> tunings = {{0, 0},  {4, 1},  {8, 2},  {16, 4},
+                                                 {32, 1}, {32, 4}, {4, 4}, {16, 2}};
+  for (const vk::MatvecTuning& tuning : tunings) {
+    vk::set_matvec_tuning(tuning);
+    const bool automatic = tuning.team == 0;
+    for (int n_tok : automatic ? std::vector<int>{1, 3, 5, 8, 19} : std::vector<int>{1, 11}) {
+      for (int variant = 0; variant < (automatic ? 3 : 1); ++variant) {  // plain, accumulate, bias
+        SCOPED_TRACE("team " + std::to_string(tuning.team) + " rows/thread " +
+                     std::to_string(tuning.rows_per_thread) + " n_tok " + std::to_string(n_tok) +
+                     " variant " + std::to_string(variant));
+        const bool accumulate = variant == 1, with_bias = variant == 2;
+        const std::vector<float> x = random_normal(rng_, size_t(n_tok * cols), 1.0f);
+        const std::vector<float> y0 = random_normal(rng_, size_t(n_tok * rows), 1.0f);
+        const std::vector<float> bias = random_normal(rng_, size_t(rows), 1.0f);
+        TestBuffer<float> dx(*ctx_, x), dbias(*ctx_, bias);
+        TestBuffer<float> dy(*ctx_, size_t(n_tok * rows));
+        if (accumulate) std::memcpy(dy.data(), y0.data(), dy.bytes());
+        run_commands(*ctx_, [&](vk::Recorder& rec) {
+          vk::record_matmul(rec, m, dx.address(), uint32_t(cols), dy.address(), uint32_t(rows),
+                            n_tok, accumulate, with_bias ? dbias.address() : 0);
+        });
+        std::vector<double> want, scale;
+        for (int t = 0; t < n_tok; ++t) {
+          std::vector<double> abs_sum;
+          const auto y = reference_matvec(type, w.data(), rows, cols, x.data() + t * cols, &abs_sum);
+          for (int64_t r = 0; r < rows; ++r) {
+            double extra = 0;
+            if (accumulate) extra = y0[size_t(t * rows + r)];
+            if (with_bias) extra = bias[size_t(r)];
+            want.push_back(y[size_t(r)] + extra);
+            scale.push_back(abs_sum[size_t(r)] + std::fabs(extra));
+          }
         }
+        const double ratio = dot_error_ratio(dy.read(), want, scale);
+        EXPECT_LE(ratio, kDotErrorRatio);
+        EXPECT_GUARDS(dy);
       }
-      const double ratio = dot_error_ratio(dy.read(), want, scale);
-      EXPECT_LE(ratio, kDotErrorRatio);
-      EXPECT_GUARDS(dy);
     }
   }
+  vk::set_matvec_tuning({});
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -192,7 +204,7 @@ TEST_F(VulkanOps, ProfileChargesEachDispatchToItsShaderAndGrid) {
   }
   const auto& totals = ctx->profile_totals();
   ASSERT_EQ(totals.size(), 2u);
-  for (const char* key : {"rmsnorm [1,1,1]", "matvec_q8_0 [3,1,1]"}) {
+  for (const char* key : {"rmsnorm [1,1,1]", "matvec_q8_0 [1,1,1]"}) {
     ASSERT_EQ(totals.count(key), 1u) << key;
     EXPECT_EQ(totals.at(key).second, 2u) << key;
     EXPECT_TRUE(totals.at(key).first >= 0.0 && totals.at(key).first < 1e4) << key;
@@ -201,7 +213,7 @@ TEST_F(VulkanOps, ProfileChargesEachDispatchToItsShaderAndGrid) {
   ctx.reset();
   const std::string err = ::testing::internal::GetCapturedStderr();
   EXPECT_NE(err.find("vulkan profile on"), std::string::npos) << err;
-  EXPECT_NE(err.find("matvec_q8_0 [3,1,1]"), std::string::npos) << err;
+  EXPECT_NE(err.find("matvec_q8_0 [1,1,1]"), std::string::npos) << err;
 }
 
 // ---- embedding rows --------------------------------------------------------------------------

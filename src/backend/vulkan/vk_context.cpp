@@ -245,8 +245,13 @@ Context::Context(const ContextOptions& options) {
     p2.pNext = &subgroup;
     api_.vkGetPhysicalDeviceProperties2(physical_, &p2);
     if (!(subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) ||
-        !(subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT))
-      fail(device_name_ + " lacks subgroup arithmetic in compute shaders");
+        !(subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) ||
+        !(subgroup.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT))
+      fail(device_name_ + " lacks subgroup arithmetic or shuffles in compute shaders");
+    // matvec.comp keeps one shared-memory partial per subgroup, at most 128 / 4 of them.
+    if (subgroup.subgroupSize < 4 || subgroup.subgroupSize > 128)
+      fail(device_name_ + " has subgroups of " + std::to_string(subgroup.subgroupSize) +
+           " invocations; the shaders need 4 to 128");
 
     VkPhysicalDeviceVulkan12Features f12{};
     f12.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES;

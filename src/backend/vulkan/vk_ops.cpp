@@ -14,7 +14,7 @@ namespace {
 // kGroupsPerGridX and TOKENS (shaders/matvec.comp, shaders.cmake).
 constexpr uint32_t kRowsPerGridX = 32768;
 constexpr uint32_t kMatmulTile = 8;
-constexpr uint32_t kMatvecRows = 4;
+constexpr uint32_t kMatvecThreads = 128;
 constexpr uint32_t kMatvecGroupsPerGridX = 32768;
 constexpr uint32_t kMatvecTileTokens = 8;
 // Up to this many tokens, matvec_<type> (one token per grid layer: the weights read once per
@@ -56,7 +56,29 @@ uint32_t ceil_div(uint64_t a, uint64_t b) {
 struct MatmulPush {
   uint64_t w, x, y, bias;
   uint32_t rows, cols, row_bytes, n_tok, x_stride, y_stride, flags;
+  uint32_t team = 0, rows_per_thread = 0;  // matvec.comp only
 };
+
+MatvecTuning g_matvec_tuning;
+
+// matvec.comp's threads per row: at least 4 units a thread where the row has them (a thread's
+// loop then keeps several loads in flight), fewer threads for short rows.
+uint32_t matvec_team(uint64_t units) {
+  if (g_matvec_tuning.team) return uint32_t(g_matvec_tuning.team);
+  uint32_t team = 32;
+  while (team > 4 && units < 4u * team) team /= 2;
+  return team;
+}
+
+// Rows per thread: as many (up to 4) as keep at least 32768 threads at work (a quarter of what
+// an H100's SMs hold), so a large matrix reuses each loaded input for several rows and a small
+// one still spreads over the machine.
+uint32_t matvec_rows_per_thread(uint64_t rows, uint32_t team) {
+  if (g_matvec_tuning.rows_per_thread) return uint32_t(g_matvec_tuning.rows_per_thread);
+  uint32_t r = 4;
+  while (r > 1 && rows / r * team < 32768) r /= 2;
+  return r;
+}
 struct GetRowsPush {
   uint64_t w, ids, out;
   uint32_t cols, row_bytes, n_tok;
@@ -86,6 +108,10 @@ struct SwigluPush {
 
 }  // namespace
 
+void set_matvec_tuning(const MatvecTuning& t) {
+  g_matvec_tuning = t;
+}
+
 bool weight_type_supported(TensorType type, int64_t cols) {
   // Plain types: any length (the shaders mask the last chunk); block types: whole blocks.
   return type_suffix(type) != nullptr && cols % tensor_type_info(type).block_elems == 0;
@@ -112,7 +138,10 @@ void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint
       (w.type != TensorType::Q4_K || w.data % 16 == 0);  // Q4_K: 16-byte loads
   if (matvec_fits) {
     const bool one_per_layer = n_tok <= kMatvecMaxTokens;
-    const uint32_t groups = ceil_div(w.rows, kMatvecRows);
+    const uint64_t unit_elems = w.type == TensorType::Q4_K ? 64 : 32;  // dot_unit.glsl
+    p.team = matvec_team(uint64_t(w.cols) / unit_elems);
+    p.rows_per_thread = matvec_rows_per_thread(uint64_t(w.rows), p.team);
+    const uint32_t groups = ceil_div(w.rows, kMatvecThreads / p.team * p.rows_per_thread);
     rec.dispatch(module_name(one_per_layer ? "matvec" : "matvec_tile", w.type).c_str(), p,
                  std::min(groups, kMatvecGroupsPerGridX), ceil_div(groups, kMatvecGroupsPerGridX),
                  one_per_layer ? uint32_t(n_tok) : ceil_div(n_tok, kMatvecTileTokens));

@@ -24,6 +24,15 @@ struct DeviceMatrix {
   VkDeviceAddress data = 0;
 };
 
+// The shape of matvec.comp's work, 0: chosen from the matrix (vk_ops.cpp). Process-wide, set by
+// the backend from VulkanBackendOptions (LOCKSTEP_VULKAN_MATVEC_TEAM, _ROWS): speed only; the
+// team size changes a row's summation order, never between prefill and decode.
+struct MatvecTuning {
+  int team = 0;             // threads per row: 4, 8, 16 or 32
+  int rows_per_thread = 0;  // 1, 2 or 4
+};
+void set_matvec_tuning(const MatvecTuning& tuning);
+
 // y[t][r] (+)= W[r] . x[t] (+ bias[r]) for t < n_tok; x rows x_stride floats apart, y rows
 // y_stride apart. bias 0: none.
 void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
