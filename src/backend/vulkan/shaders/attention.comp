@@ -2,8 +2,9 @@
 // Causal grouped-query attention over one layer's F16 cache: one workgroup per (query head,
 // token). Token t (position ids[0] + t) sees cache positions 0 .. its own. Three passes through a
 // scores row in device memory (n_ctx floats per (token, head)): scores q.k_j * scale and their
-// maximum; exp(score - max) and their sum; then each thread owns a pair of output dimensions and
-// sums weight_j * v_j over j. Query head h reads KV head h / (n_head / n_head_kv).
+// maximum; exp(score - max) and their sum; then weight_j * v_j summed over j, each output pair
+// of dimensions by several threads that split the keys. Query head h reads KV head
+// h / (n_head / n_head_kv).
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common.glsl"
 
@@ -26,6 +27,7 @@ layout(push_constant) uniform Push {
 
 shared float q_row[2u * kThreads];
 shared float partial[kThreads];
+shared vec2 slice_sums[kThreads];
 
 // Workgroup reductions: per subgroup, then across the subgroups in a fixed order. The barrier
 // at the end lets `partial` be reused by the next reduction.
@@ -82,11 +84,21 @@ void main() {
   }
   sum = reduce_sum(sum);  // its barriers also make every thread's weights visible
 
-  for (uint p = tid; p < hd / 2u; p += kThreads) {
-    vec2 acc = vec2(0.0);
-    for (uint j = 0u; j < n_kv; ++j)
+  // The weighted sum of V: thread (pair p, slice s) adds the keys j = s, s + n_slices, ... of
+  // output pair p (head_dim <= 2 kThreads, so there is at least one slice); then the slices'
+  // sums meet in shared memory in slice order. A short head keeps every thread busy this way
+  // instead of leaving all but head_dim / 2 of them idle through the whole key loop.
+  const uint pairs = hd / 2u, n_slices = kThreads / pairs;
+  const uint p = tid % pairs, slice = tid / pairs;
+  vec2 acc = vec2(0.0);
+  if (slice < n_slices)
+    for (uint j = slice; j < n_kv; j += n_slices)
       acc += pc.scores.f[so + j] * unpackHalf2x16(pc.v_cache.w[(j * kv_dim + kv_head * hd) / 2u + p]);
-    pc.out_rows.f[qo + 2u * p] = acc.x / sum;
-    pc.out_rows.f[qo + 2u * p + 1u] = acc.y / sum;
+  slice_sums[tid] = acc;
+  barrier();
+  if (tid < pairs) {
+    for (uint s = 1u; s < n_slices; ++s) acc += slice_sums[s * pairs + tid];
+    pc.out_rows.f[qo + 2u * tid] = acc.x / sum;
+    pc.out_rows.f[qo + 2u * tid + 1u] = acc.y / sum;
   }
 }
