@@ -15,7 +15,9 @@
 #   depth        issue 14: 7B `bench -d 0,4096,16384`
 #   knobs        7B tg128 under each speed-only CUDA knob
 #   audit7b      audit05 on the 7B shape
-#   vulkanbench  the gate and `bench` tg128/pp512 with --backend vulkan and cuda (PRESETS)
+#   vulkanbench  the gate and `bench` tg128/pp512 with --backend vulkan and cuda (PRESETS), and
+#                a decode profile per shader (LOCKSTEP_VULKAN_PROFILE)
+#   vulkanknobs  7B Vulkan tg64 under each forced matvec shape (LOCKSTEP_VULKAN_MATVEC_TEAM/_ROWS)
 # Carry `.device` (scripts/prepare-device-carry.sh) and `.gl` (scripts/fetch-vulkan-debs.sh);
 # BUILD_TARGETS narrows the build (e.g. to lockstep alone). On the same warm machine a second call
 # rebuilds nothing (build-gpu is kept). $OUT/summary.txt is the digest and $OUT/logs.tgz every
@@ -33,7 +35,7 @@ left() { echo $((${BUDGET_S:-560} - ($(date +%s) - START))); }
 step() { echo "== $* ($(date +%T), +$(($(date +%s) - START)) s)" | tee -a "$S"; }
 # A step runs when named in STEPS and when at least $2 seconds of the budget are left.
 want() {
-  [[ " ${STEPS:-build cudatests serving kl arch audit05 serveload vulkantests depth knobs audit7b vulkanbench} " == *" $1 "* ]] || return 1
+  [[ " ${STEPS:-build cudatests serving kl arch audit05 serveload vulkantests depth knobs audit7b vulkanbench vulkanknobs} " == *" $1 "* ]] || return 1
   if [ "$(left)" -lt "$2" ]; then echo "skipped $1: $(left) s left" | tee -a "$S"; return 1; fi
   step "$1"
 }
@@ -181,6 +183,16 @@ if want vulkanbench 120; then
     LOCKSTEP_VULKAN_PROFILE=1 timeout 100 "$L" bench -m "$f" --backend vulkan --parity off -p 0 \
       -n 128 -r 1 2>"$LOGS/profile-vulkan-$preset.log" | grep tg128 | tee -a "$S"
     grep -A16 "vulkan profile on" "$LOGS/profile-vulkan-$preset.log" | tee -a "$S"
+  done
+fi
+if want vulkanknobs 60; then
+  make7b
+  for shape in "0 0" "8 4" "16 4" "32 2" "8 1" "32 1" "16 2"; do
+    set -- $shape
+    echo "-- LOCKSTEP_VULKAN_MATVEC_TEAM=$1 LOCKSTEP_VULKAN_MATVEC_ROWS=$2" | tee -a "$S"
+    LOCKSTEP_VULKAN_MATVEC_TEAM=$1 LOCKSTEP_VULKAN_MATVEC_ROWS=$2 timeout 40 "$L" bench \
+      -m /tmp/qwen2.5-7b-q4_k_m.gguf --backend vulkan --parity off -p 0 -n 64 -r 1 \
+      2>>"$LOGS/bench-vulkan-knobs.log" | grep -E "tg64" | tee -a "$S"
   done
 fi
 step "done"
