@@ -10,7 +10,7 @@ namespace lockstep::vk {
 
 namespace {
 
-// Must match the shaders' kRowsPerGridX and kTile (shaders/matmul.comp), and kRows,
+// Must match the shaders' kRowsPerGridX and kTile (shaders/matmul.comp), and kThreads,
 // kGroupsPerGridX and TOKENS (shaders/matvec.comp, shaders.cmake).
 constexpr uint32_t kRowsPerGridX = 32768;
 constexpr uint32_t kMatmulTile = 8;

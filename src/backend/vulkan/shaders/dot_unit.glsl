@@ -1,7 +1,7 @@
 // unit_dot(w, block_byte, u, x, xv): the dot product of unit u of the weight block that starts at
 // byte block_byte of w with the block's inputs, which start at vec4 index xv of x. A unit is the
-// part of a block one thread takes in the decode matrix-vector product (matvec.comp): kUnitElems
-// consecutive-in-storage elements whose scales are decoded once. Unlike dequant.glsl, nothing is
+// part of a block one thread takes in matvec.comp (a block holds kUnitsPerBlock of them): 32 or
+// 64 elements, neighbours in storage, whose scales are decoded once. Unlike dequant.glsl, nothing is
 // dequantized into an array: each 32-bit word of quants is unpacked into four floats and dotted
 // with a vec4 of the input at once, so every loop here has a constant trip count and everything
 // stays in registers. Quants become floats by the exponent trick (a byte b OR 0x4B000000 is the
