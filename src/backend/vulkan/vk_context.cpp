@@ -577,11 +577,11 @@ void Recorder::end_independent() {
 }
 
 void Recorder::copy(const Buffer& src, size_t src_offset, const Buffer& dst, size_t dst_offset,
-                    size_t bytes) {
+                    size_t bytes, const char* what) {
   VkBufferCopy region{src_offset, dst_offset, bytes};
   ctx_.api().vkCmdCopyBuffer(cmd_, src.buffer, dst.buffer, 1, &region);
   barrier();
-  if (ctx_.profiling()) ctx_.profile_mark(cmd_, "copy");
+  if (ctx_.profiling()) ctx_.profile_mark(cmd_, what);
 }
 
 void Recorder::barrier() {

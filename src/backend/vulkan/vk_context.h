@@ -156,8 +156,9 @@ class Recorder {
     static_assert(sizeof(Push) <= 128, "push constants are limited to 128 bytes");
     dispatch_raw(pipeline, &push, sizeof(Push), gx, gy, gz);
   }
+  // `what` names the copy in the profile (ContextOptions::profile).
   void copy(const Buffer& src, size_t src_offset, const Buffer& dst, size_t dst_offset,
-            size_t bytes);
+            size_t bytes, const char* what = "copy");
   // The dispatches recorded between these two read only what came before and write disjoint
   // buffers (q, k and v from one normed input): no barrier between them, one after the last, so
   // the GPU may run them side by side.

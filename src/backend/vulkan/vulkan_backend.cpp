@@ -250,7 +250,7 @@ void VulkanBackend::upload(const Buffer& dst, const void* src, size_t bytes) {
       const size_t n = std::min(bytes - done, kStagingBytes);
       std::memcpy(staging.mapped, static_cast<const uint8_t*>(src) + done, n);
       rec.begin();
-      rec.copy(staging, 0, dst, done, n);
+      rec.copy(staging, 0, dst, done, n, "copy: upload");
       rec.end();
       ctx_->submit_and_wait(cmd);
       done += n;
@@ -366,7 +366,7 @@ void VulkanBackend::record_chunk(Recorder& rec, int n, LogitRows rows, int pos0,
                  KV = uint32_t(kv_dim_), V = uint32_t(hp_.n_vocab);
   const float eps = hp_.rms_eps;
   const float scale = float(1.0 / std::sqrt(double(hp_.head_dim)));
-  rec.copy(host_ids_, 0, ids_, 0, size_t(n + 1) * 4);
+  rec.copy(host_ids_, 0, ids_, 0, size_t(n + 1) * 4, "copy: token ids");
   vk::record_get_rows(rec, tok_embd_, ids_.address, h_.address, n);
   for (int l = 0; l < int(layers_.size()); ++l) {
     const DeviceLayer& L = layers_[size_t(l)];
@@ -397,11 +397,11 @@ void VulkanBackend::record_chunk(Recorder& rec, int n, LogitRows rows, int pos0,
   if (rows == LogitRows::All) {
     vk::record_rmsnorm(rec, h_.address, output_norm_, xn_.address, E, n, 0, eps);
     vk::record_matmul(rec, output_, xn_.address, E, logits_.address, V, n, false);
-    rec.copy(logits_, 0, host_logits_, 0, size_t(n) * V * 4);
+    rec.copy(logits_, 0, host_logits_, 0, size_t(n) * V * 4, "copy: logits");
   } else if (rows == LogitRows::Last) {
     vk::record_rmsnorm(rec, h_.address, output_norm_, xn_.address, E, 1, uint32_t(n - 1), eps);
     vk::record_matmul(rec, output_, xn_.address, E, logits_.address, V, 1, false);
-    rec.copy(logits_, 0, host_logits_, 0, size_t(V) * 4);
+    rec.copy(logits_, 0, host_logits_, 0, size_t(V) * 4, "copy: logits");
   }
 }
 
