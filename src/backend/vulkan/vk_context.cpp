@@ -510,7 +510,7 @@ void Context::collect_profile(VkCommandBuffer cmd) {
 void Context::print_profile() const {
   if (profile_totals_.empty()) return;
   std::vector<std::pair<std::string, std::pair<double, uint64_t>>> rows(profile_totals_.begin(),
-                                                                      profile_totals_.end());
+                                                                        profile_totals_.end());
   std::sort(rows.begin(), rows.end(),
             [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
   double total = 0;

@@ -133,9 +133,9 @@ void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint
                (accumulate ? 1u : 0u) | (bias ? 2u : 0u)};
   // matvec.comp reads x as vec4s and the weights in whole 32-element units; matmul.comp takes
   // what does not fit (F32 and F16 rows of other lengths, unaligned inputs).
-  const bool matvec_fits =
-      x % 16 == 0 && x_stride % 4 == 0 && w.cols % 32 == 0 && w.data % 4 == 0 &&
-      (w.type != TensorType::Q4_K || w.data % 16 == 0);  // Q4_K: 16-byte loads
+  const bool matvec_fits = x % 16 == 0 && x_stride % 4 == 0 && w.cols % 32 == 0 &&
+                           w.data % 4 == 0 &&
+                           (w.type != TensorType::Q4_K || w.data % 16 == 0);  // Q4_K: 16-byte loads
   if (matvec_fits) {
     const bool one_per_layer = n_tok <= kMatvecMaxTokens;
     const uint64_t unit_elems = w.type == TensorType::Q4_K ? 64 : 32;  // dot_unit.glsl
