@@ -89,7 +89,7 @@ TEST_P(VulkanMatmul, MatchesFloat64) {
   // The shape matvec.comp picks for these small matrices, then every other team size and rows
   // per thread (LOCKSTEP_VULKAN_MATVEC_TEAM, _ROWS): teams within one subgroup and across
   // several, rows past the end of the matrix in a thread's share.
-  const std::vector<vk::MatvecTuning> tunings = {{0, 0},  {4, 1},  {8, 2},  {16, 4},
+  const std::vector<vk::MatvecTuning> tunings = {{0, 0},  {4, 1},  {8, 2}, {16, 4},
                                                  {32, 1}, {32, 4}, {4, 4}, {16, 2}};
   for (const vk::MatvecTuning& tuning : tunings) {
     vk::set_matvec_tuning(tuning);
@@ -113,7 +113,8 @@ TEST_P(VulkanMatmul, MatchesFloat64) {
         std::vector<double> want, scale;
         for (int t = 0; t < n_tok; ++t) {
           std::vector<double> abs_sum;
-          const auto y = reference_matvec(type, w.data(), rows, cols, x.data() + t * cols, &abs_sum);
+          const auto y =
+              reference_matvec(type, w.data(), rows, cols, x.data() + t * cols, &abs_sum);
           for (int64_t r = 0; r < rows; ++r) {
             double extra = 0;
             if (accumulate) extra = y0[size_t(t * rows + r)];
@@ -147,33 +148,43 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 // More rows than one grid dimension holds (the rows continue in the grid's y dimension): past
-// 32768 one-row workgroups (matmul.comp, 5 tokens) and past 32768 four-row ones (matvec.comp,
-// 1 token).
+// 32768 four-row workgroups of matvec.comp (32 threads a row, 1 row a thread: its smallest
+// groups; 1 token and the 8-token variant) and past 32768 one-row workgroups of matmul.comp (F16
+// rows of 8 columns, which matvec.comp does not take).
 TEST_F(VulkanOps, MatmulRowsBeyondOneGridDimension) {
   SCOPED_TRACE(trace());
-  const TensorType type = TensorType::Q8_0;
-  const int64_t rows = 4 * 32768 + 37, cols = 32;
-  const std::vector<uint8_t> w = random_weights(rng_, type, rows, cols);
-  TestBuffer<uint8_t> dw(*ctx_, w);
-  const vk::DeviceMatrix m{type, rows, cols, *row_bytes(type, cols), dw.address()};
-  for (int n_tok : {1, 5}) {
-    SCOPED_TRACE("n_tok " + std::to_string(n_tok));
-    const std::vector<float> x = random_normal(rng_, size_t(n_tok * cols), 1.0f);
-    TestBuffer<float> dx(*ctx_, x), dy(*ctx_, size_t(n_tok * rows));
-    run_commands(*ctx_, [&](vk::Recorder& rec) {
-      vk::record_matmul(rec, m, dx.address(), uint32_t(cols), dy.address(), uint32_t(rows), n_tok,
-                        false);
-    });
-    std::vector<double> want, scale;
-    for (int t = 0; t < n_tok; ++t) {
-      std::vector<double> abs_sum;
-      const auto y = reference_matvec(type, w.data(), rows, cols, x.data() + t * cols, &abs_sum);
-      want.insert(want.end(), y.begin(), y.end());
-      scale.insert(scale.end(), abs_sum.begin(), abs_sum.end());
+  struct Case {
+    TensorType type;
+    int64_t rows, cols;
+  };
+  vk::set_matvec_tuning({32, 1});
+  for (const Case c :
+       {Case{TensorType::Q8_0, 4 * 32768 + 37, 32}, Case{TensorType::F16, 32768 + 37, 8}}) {
+    SCOPED_TRACE(std::string(tensor_type_info(c.type).name));
+    const std::vector<uint8_t> w = random_weights(rng_, c.type, c.rows, c.cols);
+    TestBuffer<uint8_t> dw(*ctx_, w);
+    const vk::DeviceMatrix m{c.type, c.rows, c.cols, *row_bytes(c.type, c.cols), dw.address()};
+    for (int n_tok : {1, 5}) {
+      SCOPED_TRACE("n_tok " + std::to_string(n_tok));
+      const std::vector<float> x = random_normal(rng_, size_t(n_tok * c.cols), 1.0f);
+      TestBuffer<float> dx(*ctx_, x), dy(*ctx_, size_t(n_tok * c.rows));
+      run_commands(*ctx_, [&](vk::Recorder& rec) {
+        vk::record_matmul(rec, m, dx.address(), uint32_t(c.cols), dy.address(), uint32_t(c.rows),
+                          n_tok, false);
+      });
+      std::vector<double> want, scale;
+      for (int t = 0; t < n_tok; ++t) {
+        std::vector<double> abs_sum;
+        const auto y =
+            reference_matvec(c.type, w.data(), c.rows, c.cols, x.data() + t * c.cols, &abs_sum);
+        want.insert(want.end(), y.begin(), y.end());
+        scale.insert(scale.end(), abs_sum.begin(), abs_sum.end());
+      }
+      EXPECT_LE(dot_error_ratio(dy.read(), want, scale), kDotErrorRatio);
+      EXPECT_GUARDS(dy);
     }
-    EXPECT_LE(dot_error_ratio(dy.read(), want, scale), kDotErrorRatio);
-    EXPECT_GUARDS(dy);
   }
+  vk::set_matvec_tuning({});
 }
 
 // LOCKSTEP_VULKAN_PROFILE: each dispatch of a submitted command buffer is charged to its shader
