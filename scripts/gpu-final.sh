@@ -17,7 +17,11 @@
 #   audit7b      audit05 on the 7B shape
 #   vulkanbench  the gate and `bench` tg128/pp512 with --backend vulkan and cuda (PRESETS), and
 #                a decode profile per shader (LOCKSTEP_VULKAN_PROFILE)
-#   vulkanknobs  7B Vulkan tg64 under each forced matvec shape (LOCKSTEP_VULKAN_MATVEC_TEAM/_ROWS)
+#   vulkanknobs  7B Vulkan tg64 under each forced matvec shape (LOCKSTEP_VULKAN_MATVEC_TEAM/_ROWS;
+#                VULKAN_SHAPES lists them as team,rows)
+#   vulkanvariants  for each sed expression in VARIANTS (separated by '|'): apply it to the Vulkan
+#                shaders named in VARIANT_FILES (default dot_unit.glsl), rebuild lockstep, bench
+#                0.5B and 7B Vulkan tg64; the sources are restored afterwards
 # Carry `.device` (scripts/prepare-device-carry.sh) and `.gl` (scripts/fetch-vulkan-debs.sh);
 # BUILD_TARGETS narrows the build (e.g. to lockstep alone). On the same warm machine a second call
 # rebuilds nothing (build-gpu is kept). $OUT/summary.txt is the digest and $OUT/logs.tgz every
@@ -187,12 +191,32 @@ if want vulkanbench 120; then
 fi
 if want vulkanknobs 60; then
   make7b
-  for shape in "0 0" "8 4" "16 4" "32 2" "8 1" "32 1" "16 2"; do
-    set -- $shape
+  for shape in ${VULKAN_SHAPES:-0,0 32,2 32,4 16,1 8,1}; do
+    set -- ${shape/,/ }
     echo "-- LOCKSTEP_VULKAN_MATVEC_TEAM=$1 LOCKSTEP_VULKAN_MATVEC_ROWS=$2" | tee -a "$S"
     LOCKSTEP_VULKAN_MATVEC_TEAM=$1 LOCKSTEP_VULKAN_MATVEC_ROWS=$2 timeout 40 "$L" bench \
       -m /tmp/qwen2.5-7b-q4_k_m.gguf --backend vulkan --parity off -p 0 -n 64 -r 1 \
       2>>"$LOGS/bench-vulkan-knobs.log" | grep -E "tg64" | tee -a "$S"
+  done
+fi
+if want vulkanvariants 60; then
+  make7b
+  files=${VARIANT_FILES:-dot_unit.glsl}
+  IFS='|' read -ra variants <<<"${VARIANTS:-}"
+  for v in "" "${variants[@]}"; do
+    [ "$(left)" -lt 45 ] && { echo "skipped variant '$v': $(left) s left" | tee -a "$S"; break; }
+    echo "-- variant: ${v:-as committed}" | tee -a "$S"
+    for f in $files; do
+      cp "src/backend/vulkan/shaders/$f" "$LOGS/$f.orig"
+      [ -n "$v" ] && sed -i -e "$v" "src/backend/vulkan/shaders/$f"
+    done
+    cmake --build build-gpu --target lockstep -j 16 >>"$LOGS/build-variants.log" 2>&1 ||
+      echo "build failed" | tee -a "$S"
+    for m in /tmp/qwen2.5-0.5b-q4_k_m.gguf /tmp/qwen2.5-7b-q4_k_m.gguf; do
+      [ -f "$m" ] && timeout 40 "$L" bench -m "$m" --backend vulkan --parity off -p 0 -n 64 -r 1 \
+        2>>"$LOGS/bench-vulkan-variants.log" | grep -E "tg64" | tee -a "$S"
+    done
+    for f in $files; do cp "$LOGS/$f.orig" "src/backend/vulkan/shaders/$f"; done
   done
 fi
 step "done"

@@ -61,23 +61,33 @@ struct MatmulPush {
 
 MatvecTuning g_matvec_tuning;
 
-// matvec.comp's threads per row: at least 4 units a thread where the row has them (a thread's
-// loop then keeps several loads in flight), fewer threads for short rows.
+// matvec.comp's threads per row: a warp's worth (32) unless the row has fewer units. Measured on
+// an H100 (bench/NOTES.md): teams of 8 or 16 with more units per thread, and 2 or 4 rows per
+// thread, were all slower than 32 threads on one row; latency, not work per thread, rules there.
 uint32_t matvec_team(uint64_t units) {
   if (g_matvec_tuning.team) return uint32_t(g_matvec_tuning.team);
   uint32_t team = 32;
-  while (team > 4 && units < 4u * team) team /= 2;
+  while (team > 4 && units < team) team /= 2;
   return team;
 }
 
-// Rows per thread: as many (up to 4) as keep at least 32768 threads at work (a quarter of what
-// an H100's SMs hold), so a large matrix reuses each loaded input for several rows and a small
-// one still spreads over the machine.
-uint32_t matvec_rows_per_thread(uint64_t rows, uint32_t team) {
-  if (g_matvec_tuning.rows_per_thread) return uint32_t(g_matvec_tuning.rows_per_thread);
-  uint32_t r = 4;
-  while (r > 1 && rows / r * team < 32768) r /= 2;
-  return r;
+// Elements in one of dot_unit.glsl's units of each type.
+uint64_t matvec_unit_elems(TensorType type) {
+  switch (type) {
+    case TensorType::F32:
+    case TensorType::F16:
+      return 4;
+    case TensorType::Q4_K:
+      return 16;
+    case TensorType::Q6_K:
+      return 32;
+    default:
+      return 8;  // Q4_0, Q5_0, Q8_0
+  }
+}
+
+uint32_t matvec_rows_per_thread() {
+  return g_matvec_tuning.rows_per_thread ? uint32_t(g_matvec_tuning.rows_per_thread) : 1;
 }
 struct GetRowsPush {
   uint64_t w, ids, out;
@@ -133,14 +143,12 @@ void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint
                (accumulate ? 1u : 0u) | (bias ? 2u : 0u)};
   // matvec.comp reads x as vec4s and the weights in whole 32-element units; matmul.comp takes
   // what does not fit (F32 and F16 rows of other lengths, unaligned inputs).
-  const bool matvec_fits = x % 16 == 0 && x_stride % 4 == 0 && w.cols % 32 == 0 &&
-                           w.data % 4 == 0 &&
-                           (w.type != TensorType::Q4_K || w.data % 16 == 0);  // Q4_K: 16-byte loads
+  const bool matvec_fits =
+      x % 16 == 0 && x_stride % 4 == 0 && w.cols % 32 == 0 && w.data % 4 == 0;
   if (matvec_fits) {
     const bool one_per_layer = n_tok <= kMatvecMaxTokens;
-    const uint64_t unit_elems = w.type == TensorType::Q4_K ? 64 : 32;  // dot_unit.glsl
-    p.team = matvec_team(uint64_t(w.cols) / unit_elems);
-    p.rows_per_thread = matvec_rows_per_thread(uint64_t(w.rows), p.team);
+    p.team = matvec_team(uint64_t(w.cols) / matvec_unit_elems(w.type));
+    p.rows_per_thread = matvec_rows_per_thread();
     const uint32_t groups = ceil_div(w.rows, kMatvecThreads / p.team * p.rows_per_thread);
     rec.dispatch(module_name(one_per_layer ? "matvec" : "matvec_tile", w.type).c_str(), p,
                  std::min(groups, kMatvecGroupsPerGridX), ceil_div(groups, kMatvecGroupsPerGridX),

@@ -1,22 +1,20 @@
 // unit_dot(w, block_byte, u, x, xv): the dot product of unit u of the weight block that starts at
 // byte block_byte of w with the block's inputs, which start at vec4 index xv of x. A unit is the
-// part of a block one thread takes in matvec.comp (a block holds kUnitsPerBlock of them): 32 or
-// 64 elements, neighbours in storage, whose scales are decoded once. Unlike dequant.glsl, nothing is
-// dequantized into an array: each 32-bit word of quants is unpacked into four floats and dotted
-// with a vec4 of the input at once, so every loop here has a constant trip count and everything
-// stays in registers. Quants become floats by the exponent trick (a byte b OR 0x4B000000 is the
-// float 2^23 + b, exact), which costs a logic op and an add instead of a slower int-to-float
+// part of a block one thread takes in matvec.comp (a block holds kUnitsPerBlock of them), and
+// neighbouring threads take neighbouring units. Units are cut so that those neighbours read
+// neighbouring vec4s of x at the same moment: four to eight threads then share each 128-byte line
+// of x that a load touches. (Units of whole 32- or 64-element runs, an earlier design, put each
+// thread of a warp on its own line: on an H100 that made the L1 wavefronts for x, not the weight
+// bytes, the limit of the Q4_K products, at 500 GB/s; bench/NOTES.md.) Nothing is dequantized
+// into an array: each 32-bit word of quants is unpacked into four floats and dotted with a vec4 of
+// the input at once, so every loop here has a constant trip count and everything stays in
+// registers. Quants become floats by the exponent trick (a byte b OR 0x4B000000 is the float
+// 2^23 + b, exact), which costs a logic op and an add instead of a slower int-to-float
 // conversion. The format is chosen by -DWTYPE_<TYPE>; the layouts are ggml's (src/quant/blocks.h).
 #include "common.glsl"
 
-#extension GL_EXT_buffer_reference_uvec2 : require
-
 layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Vec4s {
   vec4 v[];
-};
-// Weights read 16 bytes at a time where a format's layout keeps them aligned.
-layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer UVec4s {
-  uvec4 v[];
 };
 
 const float kTwo23 = 8388608.0;
@@ -28,114 +26,89 @@ vec4 bytes_to_floats(uint word, float bias) {
 }
 
 #if defined(WTYPE_F32)
-// A unit is a 32-element chunk (rows of any multiple of 32).
-const uint kBlockElems = 32u, kBlockBytes = 128u, kUnitsPerBlock = 1u;
+// A unit is 4 elements (one vec4) of a 32-element chunk (rows of any multiple of 32).
+const uint kBlockElems = 32u, kBlockBytes = 128u, kUnitsPerBlock = 8u;
 float unit_dot(Words w, uint block_byte, uint u, Vec4s x, uint xv) {
-  const uint wb = block_byte >> 2;
-  float s = 0.0;
-  for (uint i = 0u; i < 8u; ++i) {
-    const vec4 wv = uintBitsToFloat(uvec4(w.w[wb + 4u * i], w.w[wb + 4u * i + 1u],
-                                          w.w[wb + 4u * i + 2u], w.w[wb + 4u * i + 3u]));
-    s += dot(wv, x.v[xv + i]);
-  }
-  return s;
+  const uint wo = (block_byte >> 2) + 4u * u;
+  const vec4 wv = uintBitsToFloat(uvec4(w.w[wo], w.w[wo + 1u], w.w[wo + 2u], w.w[wo + 3u]));
+  return dot(wv, x.v[xv + u]);
 }
 #elif defined(WTYPE_F16)
-const uint kBlockElems = 32u, kBlockBytes = 64u, kUnitsPerBlock = 1u;
+const uint kBlockElems = 32u, kBlockBytes = 64u, kUnitsPerBlock = 8u;
 float unit_dot(Words w, uint block_byte, uint u, Vec4s x, uint xv) {
-  const uint wb = block_byte >> 2;
-  float s = 0.0;
-  for (uint i = 0u; i < 8u; ++i) {
-    const vec4 wv = vec4(unpackHalf2x16(w.w[wb + 2u * i]), unpackHalf2x16(w.w[wb + 2u * i + 1u]));
-    s += dot(wv, x.v[xv + i]);
-  }
-  return s;
+  const uint wo = (block_byte >> 2) + 2u * u;
+  const vec4 wv = vec4(unpackHalf2x16(w.w[wo]), unpackHalf2x16(w.w[wo + 1u]));
+  return dot(wv, x.v[xv + u]);
 }
 #elif defined(WTYPE_Q4_0)
 // {f16 d; u8 qs[16]}: element j = (low nibble of qs[j] - 8) d, element j+16 = (high nibble - 8) d.
-const uint kBlockElems = 32u, kBlockBytes = 18u, kUnitsPerBlock = 1u;
-float unit_dot(Words w, uint block_byte, uint u, Vec4s x, uint xv) {
-  const float d = read_f16(w, block_byte);
-  float s = 0.0;
-  for (uint k = 0u; k < 4u; ++k) {
-    const uint q = read_u32(w, block_byte + 2u + 4u * k);
-    s += dot(bytes_to_floats(q & 0x0F0F0F0Fu, 8.0), x.v[xv + k]);
-    s += dot(bytes_to_floats((q >> 4) & 0x0F0F0F0Fu, 8.0), x.v[xv + 4u + k]);
-  }
-  return d * s;
+// Unit k (of 4) is quant word k: elements 4k .. 4k+3 and 16 + 4k .. 16 + 4k+3.
+const uint kBlockElems = 32u, kBlockBytes = 18u, kUnitsPerBlock = 4u;
+float unit_dot(Words w, uint block_byte, uint k, Vec4s x, uint xv) {
+  const uint q = read_u32(w, block_byte + 2u + 4u * k);
+  return read_f16(w, block_byte) * (dot(bytes_to_floats(q & 0x0F0F0F0Fu, 8.0), x.v[xv + k]) +
+                                    dot(bytes_to_floats((q >> 4) & 0x0F0F0F0Fu, 8.0), x.v[xv + 4u + k]));
 }
 #elif defined(WTYPE_Q5_0)
-// {f16 d; u8 qh[4]; u8 qs[16]}: bit j of qh (little-endian) is bit 4 of element j.
-const uint kBlockElems = 32u, kBlockBytes = 22u, kUnitsPerBlock = 1u;
+// {f16 d; u8 qh[4]; u8 qs[16]}: bit j of qh (little-endian) is bit 4 of element j. Units as Q4_0.
+const uint kBlockElems = 32u, kBlockBytes = 22u, kUnitsPerBlock = 4u;
 // Bits 4k .. 4k+3 of h spread to bit 4 of the word's four bytes.
 uint high_bits(uint h, uint k) {
   const uint n = (h >> (4u * k)) & 15u;
   return ((n & 1u) << 4) | ((n & 2u) << 11) | ((n & 4u) << 18) | ((n & 8u) << 25);
 }
-float unit_dot(Words w, uint block_byte, uint u, Vec4s x, uint xv) {
-  const float d = read_f16(w, block_byte);
+float unit_dot(Words w, uint block_byte, uint k, Vec4s x, uint xv) {
   const uint qh = read_u32(w, block_byte + 2u);
-  float s = 0.0;
-  for (uint k = 0u; k < 4u; ++k) {
-    const uint q = read_u32(w, block_byte + 6u + 4u * k);
-    s += dot(bytes_to_floats((q & 0x0F0F0F0Fu) | high_bits(qh, k), 16.0), x.v[xv + k]);
-    s += dot(bytes_to_floats(((q >> 4) & 0x0F0F0F0Fu) | high_bits(qh, k + 4u), 16.0),
-             x.v[xv + 4u + k]);
-  }
-  return d * s;
+  const uint q = read_u32(w, block_byte + 6u + 4u * k);
+  const float lo = dot(bytes_to_floats((q & 0x0F0F0F0Fu) | high_bits(qh, k), 16.0), x.v[xv + k]);
+  const float hi = dot(bytes_to_floats(((q >> 4) & 0x0F0F0F0Fu) | high_bits(qh, k + 4u), 16.0),
+                       x.v[xv + 4u + k]);
+  return read_f16(w, block_byte) * (lo + hi);
 }
 #elif defined(WTYPE_Q8_0)
-// {f16 d; i8 qs[32]}: flipping each byte's sign bit gives q + 128 as an unsigned byte.
-const uint kBlockElems = 32u, kBlockBytes = 34u, kUnitsPerBlock = 1u;
-float unit_dot(Words w, uint block_byte, uint u, Vec4s x, uint xv) {
-  const float d = read_f16(w, block_byte);
-  float s = 0.0;
-  for (uint k = 0u; k < 8u; ++k)
-    s += dot(bytes_to_floats(read_u32(w, block_byte + 2u + 4u * k) ^ 0x80808080u, 128.0),
-             x.v[xv + k]);
-  return d * s;
+// {f16 d; i8 qs[32]}: flipping each byte's sign bit gives q + 128 as an unsigned byte. Unit k (of
+// 4) is quant words 2k and 2k+1: elements 8k .. 8k+7.
+const uint kBlockElems = 32u, kBlockBytes = 34u, kUnitsPerBlock = 4u;
+float unit_dot(Words w, uint block_byte, uint k, Vec4s x, uint xv) {
+  const uint qo = block_byte + 2u + 8u * k;
+  const float s =
+      dot(bytes_to_floats(read_u32(w, qo) ^ 0x80808080u, 128.0), x.v[xv + 2u * k]) +
+      dot(bytes_to_floats(read_u32(w, qo + 4u) ^ 0x80808080u, 128.0), x.v[xv + 2u * k + 1u]);
+  return read_f16(w, block_byte) * s;
 }
 #elif defined(WTYPE_Q4_K)
 // {f16 d; f16 dmin; u8 scales[12]; u8 qs[128]} (144 bytes: blocks stay word aligned): 8
 // sub-blocks of 32 with 6-bit scales and mins; sub-blocks 2j and 2j+1 are the low and high
-// nibbles of qs[32j .. 32j+31]. A unit is that pair, j = u: 32 bytes of quants, 64 elements.
-// Value d sc q - dmin m, so a sub-block's dot is d sc (q . x) - dmin m (sum of x).
-const uint kBlockElems = 256u, kBlockBytes = 144u, kUnitsPerBlock = 4u;
-uint scale_byte(Words w, uint wb, uint i) {  // scales[i]
-  return (w.w[wb + 1u + (i >> 2)] >> (8u * (i & 3u))) & 0xFFu;
-}
-void scale_min(Words w, uint wb, uint s, out float sc, out float m) {
-  if (s < 4u) {
-    sc = float(scale_byte(w, wb, s) & 63u);
-    m = float(scale_byte(w, wb, s + 4u) & 63u);
-  } else {
-    const uint hi = scale_byte(w, wb, s + 4u);
-    sc = float((hi & 15u) | ((scale_byte(w, wb, s - 4u) >> 6) << 4));
-    m = float((hi >> 4) | ((scale_byte(w, wb, s) >> 6) << 4));
-  }
-}
+// nibbles of qs[32j .. 32j+31]. Value d sc q - dmin m, so a sub-block's dot is
+// d sc (q . x) - dmin m (sum of x). A unit is kQ4kWordsPerUnit words of one such pair j: 4 units
+// of a pair read 4 neighbouring vec4s of x per load, and each decodes its pair's scales once.
+const uint kQ4kWordsPerUnit = 2u, kQ4kUnitsPerPair = 8u / kQ4kWordsPerUnit;
+const uint kBlockElems = 256u, kBlockBytes = 144u, kUnitsPerBlock = 4u * kQ4kUnitsPerPair;
 float unit_dot(Words w, uint block_byte, uint u, Vec4s x, uint xv) {
   const uint wb = block_byte >> 2;
+  const uint j = u / kQ4kUnitsPerPair, w0 = (u % kQ4kUnitsPerPair) * kQ4kWordsPerUnit;
   const vec2 dm = unpackHalf2x16(w.w[wb]);
-  float sc_lo, m_lo, sc_hi, m_hi;
-  scale_min(w, wb, 2u * u, sc_lo, m_lo);
-  scale_min(w, wb, 2u * u + 1u, sc_hi, m_hi);
-  // The unit's 32 bytes of quants are 16-byte aligned (blocks of 144 bytes from a 16-byte
-  // aligned row, which vk_ops.cpp checks): two 16-byte loads.
-  UVec4s wide = UVec4s(uvec2(w));
-  const uint qs = (block_byte >> 4) + 1u + 2u * u;
-  const uvec4 q_lo = wide.v[qs], q_hi = wide.v[qs + 1u];
-  const uint xl = xv + 16u * u, xh = xl + 8u;
+  // The 6-bit scales and mins of sub-blocks 2j and 2j+1, two 8-bit fields each: for j < 2 they
+  // are bytes 2j, 2j+1 of scales[0..3] and scales[4..7]; for j >= 2 their low 4 bits are the
+  // nibbles of scales[8..11] and their top 2 bits the top bits of scales[0..3] / scales[4..7].
+  const uint sh = 16u * (j & 1u);
+  const uint a = (w.w[wb + 1u] >> sh) & 0xFFFFu, b = (w.w[wb + 2u] >> sh) & 0xFFFFu;
+  const uint c = (w.w[wb + 3u] >> sh) & 0xFFFFu;
+  const uint sc2 = j < 2u ? a & 0x3F3Fu : (c & 0x0F0Fu) | ((a >> 2) & 0x3030u);
+  const uint m2 = j < 2u ? b & 0x3F3Fu : ((c >> 4) & 0x0F0Fu) | ((b >> 2) & 0x3030u);
+  const uint xl = xv + 16u * j + w0, xh = xl + 8u;
+  const uint qw = wb + 4u + 8u * j + w0;
   float dot_lo = 0.0, dot_hi = 0.0, sum_lo = 0.0, sum_hi = 0.0;
-  for (uint i = 0u; i < 8u; ++i) {
-    const uint q = i < 4u ? q_lo[i] : q_hi[i - 4u];
-    const vec4 a = x.v[xl + i], b = x.v[xh + i];
-    dot_lo += dot(bytes_to_floats(q & 0x0F0F0F0Fu, 0.0), a);
-    dot_hi += dot(bytes_to_floats((q >> 4) & 0x0F0F0F0Fu, 0.0), b);
-    sum_lo += (a.x + a.y) + (a.z + a.w);
-    sum_hi += (b.x + b.y) + (b.z + b.w);
+  for (uint i = 0u; i < kQ4kWordsPerUnit; ++i) {
+    const uint q = w.w[qw + i];
+    const vec4 lo = x.v[xl + i], hi = x.v[xh + i];
+    dot_lo += dot(bytes_to_floats(q & 0x0F0F0F0Fu, 0.0), lo);
+    dot_hi += dot(bytes_to_floats((q >> 4) & 0x0F0F0F0Fu, 0.0), hi);
+    sum_lo += (lo.x + lo.y) + (lo.z + lo.w);
+    sum_hi += (hi.x + hi.y) + (hi.z + hi.w);
   }
-  return dm.x * (sc_lo * dot_lo + sc_hi * dot_hi) - dm.y * (m_lo * sum_lo + m_hi * sum_hi);
+  return dm.x * (float(sc2 & 0xFFu) * dot_lo + float(sc2 >> 8) * dot_hi) -
+         dm.y * (float(m2 & 0xFFu) * sum_lo + float(m2 >> 8) * sum_hi);
 }
 #elif defined(WTYPE_Q6_K)
 // {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d} (210 bytes: every other block starts mid-word).
