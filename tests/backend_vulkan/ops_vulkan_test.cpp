@@ -132,6 +132,51 @@ TEST_P(VulkanMatmul, MatchesFloat64) {
   vk::set_matvec_tuning({});
 }
 
+// An FFN's gate and up products with SwiGLU: one matvec.comp dispatch where it takes the matrices
+// (the thread's second row is up's, whatever rows per thread is asked for), matmul.comp and
+// swiglu.comp otherwise (F32 and F16 rows of 172).
+TEST_P(VulkanMatmul, SwigluPairMatchesFloat64) {
+  const TensorType type = GetParam().type;
+  const int64_t rows = 77, cols = GetParam().cols;
+  SCOPED_TRACE(trace() + " " + tensor_type_info(type).name + " cols " + std::to_string(cols));
+  const std::vector<uint8_t> wg = random_weights(rng_, type, rows, cols);
+  const std::vector<uint8_t> wu = random_weights(rng_, type, rows, cols);
+  TestBuffer<uint8_t> dg(*ctx_, wg), du(*ctx_, wu);
+  const uint64_t rb = *row_bytes(type, cols);
+  const vk::DeviceMatrix gate{type, rows, cols, rb, dg.address()}, up{type, rows, cols, rb, du.address()};
+  for (const vk::MatvecTuning& tuning : std::vector<vk::MatvecTuning>{{0, 0}, {4, 1}, {16, 2}, {32, 4}}) {
+    vk::set_matvec_tuning(tuning);
+    for (int n_tok : {1, 3, 11}) {
+      SCOPED_TRACE("team " + std::to_string(tuning.team) + " rows/thread " +
+                   std::to_string(tuning.rows_per_thread) + " n_tok " + std::to_string(n_tok));
+      const std::vector<float> x = random_normal(rng_, size_t(n_tok * cols), 1.0f);
+      TestBuffer<float> dx(*ctx_, x), dy(*ctx_, size_t(n_tok * rows)),
+          scratch(*ctx_, size_t(n_tok * rows));
+      run_commands(*ctx_, [&](vk::Recorder& rec) {
+        vk::record_matmul_swiglu(rec, gate, up, dx.address(), uint32_t(cols), dy.address(),
+                                 scratch.address(), n_tok);
+      });
+      // Error bound: silu(g) u moves by |silu'(g)| |u| dg + |silu(g)| du, |silu'| < 1.1, and each
+      // product's error is bounded by its sum of |terms| (dot_error_ratio's scale).
+      std::vector<double> want, scale;
+      for (int t = 0; t < n_tok; ++t) {
+        std::vector<double> abs_g, abs_u;
+        const auto g = reference_matvec(type, wg.data(), rows, cols, x.data() + t * cols, &abs_g);
+        const auto u = reference_matvec(type, wu.data(), rows, cols, x.data() + t * cols, &abs_u);
+        for (int64_t r = 0; r < rows; ++r) {
+          const size_t i = size_t(r);
+          const double silu = g[i] / (1.0 + std::exp(-g[i]));
+          want.push_back(silu * u[i]);
+          scale.push_back(1.1 * std::fabs(u[i]) * abs_g[i] + std::fabs(silu) * abs_u[i]);
+        }
+      }
+      EXPECT_LE(dot_error_ratio(dy.read(), want, scale), kDotErrorRatio);
+      EXPECT_GUARDS(dy);
+    }
+  }
+  vk::set_matvec_tuning({});
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Types, VulkanMatmul,
     ::testing::Values(MatmulCase{TensorType::F32, 172}, MatmulCase{TensorType::F32, 256},
@@ -298,9 +343,12 @@ TEST_F(VulkanOps, RmsNorm) {
   }
 }
 
-TEST_F(VulkanOps, RopeNormalAndNeoxAtLargePositions) {
+// q turned in place; k turned and stored with v as halves at the tokens' positions of the
+// caches, every other position untouched.
+TEST_F(VulkanOps, RopeKvStoreNormalAndNeoxAtLargePositions) {
   SCOPED_TRACE(trace());
   const vk::AttentionShape shape{4, 2, 64};
+  const uint32_t kv_dim = shape.n_head_kv * shape.head_dim;
   const int n_tok = 3, pos0 = 1000, n_ctx = 1010;
   for (bool neox : {false, true}) {
     for (uint32_t rope_dim : {64u, 32u}) {
@@ -311,13 +359,17 @@ TEST_F(VulkanOps, RopeNormalAndNeoxAtLargePositions) {
       hp.rope_freq_scale = 0.5f;
       const auto table = vk::rope_table(hp, n_ctx);
       const size_t qn = size_t(n_tok) * shape.n_head * shape.head_dim;
-      const size_t kn = size_t(n_tok) * shape.n_head_kv * shape.head_dim;
+      const size_t kn = size_t(n_tok) * kv_dim;
       const auto q = random_normal(rng_, qn, 1.0f), k = random_normal(rng_, kn, 1.0f);
-      TestBuffer<float> dq(*ctx_, q), dk(*ctx_, k), dt(*ctx_, table);
+      const auto v = random_normal(rng_, kn, 3.0f);
+      TestBuffer<float> dq(*ctx_, q), dk(*ctx_, k), dv(*ctx_, v), dt(*ctx_, table);
+      TestBuffer<uint16_t> kc(*ctx_, size_t(n_ctx) * kv_dim, 0x5A),
+          vc(*ctx_, size_t(n_ctx) * kv_dim, 0x5A);
       TestBuffer<int32_t> ids(*ctx_, std::vector<int32_t>{pos0, 0, 0, 0});
       run_commands(*ctx_, [&](vk::Recorder& rec) {
-        vk::record_rope(rec, dq.address(), dk.address(), dt.address(), ids.address(), shape,
-                        rope_dim, neox, n_tok);
+        vk::record_rope_kv_store(rec, dq.address(), dk.address(), dv.address(), dt.address(),
+                                 ids.address(), kc.address(), vc.address(), shape, rope_dim, neox,
+                                 n_tok);
       });
       auto rotate = [&](const std::vector<float>& in, uint32_t heads) {
         std::vector<double> out(in.begin(), in.end());
@@ -336,44 +388,33 @@ TEST_F(VulkanOps, RopeNormalAndNeoxAtLargePositions) {
         return out;
       };
       const auto wq = rotate(q, shape.n_head), wk = rotate(k, shape.n_head_kv);
-      const auto gq = dq.read(), gk = dk.read();
+      const auto gq = dq.read();
       EXPECT_NMSE_BELOW(compare(gq.data(), wq.data(), qn), kNmse);
-      EXPECT_NMSE_BELOW(compare(gk.data(), wk.data(), kn), kNmse);
+      // The k cache's rows at the tokens' positions against the turned k in double (halves
+      // hold ~11 bits: their own bound), v's rows exactly the halves of v, the rest untouched.
+      const auto gk = kc.read(), gv = vc.read();
+      std::vector<float> k_rows(kn);
+      int wrong = 0;
+      for (int p = 0; p < n_ctx; ++p)
+        for (uint32_t i = 0; i < kv_dim; ++i) {
+          const size_t at = size_t(p) * kv_dim + i;
+          const bool written = p >= pos0 && p < pos0 + n_tok;
+          const size_t src = size_t(p - pos0) * kv_dim + i;
+          if (written) k_rows[src] = fp16_to_fp32(gk[at]);
+          const bool k_ok = written ? std::abs(fp16_to_fp32(gk[at]) - wk[src]) <=
+                                          std::abs(wk[src]) / 1024 + 1e-6
+                                    : gk[at] == 0x5A5A;
+          const uint16_t want_v = written ? fp32_to_fp16(v[src]) : uint16_t(0x5A5A);
+          if ((!k_ok || gv[at] != want_v) && ++wrong <= 5)
+            ADD_FAILURE() << "position " << p << " element " << i << ": " << gk[at] << "/"
+                          << gv[at] << " vs " << (written ? wk[src] : 0x5A5A) << "/" << want_v;
+        }
+      EXPECT_NMSE_BELOW(compare(k_rows.data(), wk.data(), kn), 1e-6);
       EXPECT_GUARDS(dq);
-      EXPECT_GUARDS(dk);
+      EXPECT_GUARDS(kc);
+      EXPECT_GUARDS(vc);
     }
   }
-}
-
-TEST_F(VulkanOps, KvStoreRoundsToHalfAtItsPositions) {
-  SCOPED_TRACE(trace());
-  const uint32_t kv_dim = 128;
-  const int n_tok = 3, pos0 = 5, n_ctx = 10;
-  const auto k = random_normal(rng_, size_t(n_tok) * kv_dim, 3.0f);
-  const auto v = random_normal(rng_, size_t(n_tok) * kv_dim, 3.0f);
-  TestBuffer<float> dk(*ctx_, k), dv(*ctx_, v);
-  TestBuffer<uint16_t> kc(*ctx_, size_t(n_ctx) * kv_dim, 0x5A),
-      vc(*ctx_, size_t(n_ctx) * kv_dim, 0x5A);
-  TestBuffer<int32_t> ids(*ctx_, std::vector<int32_t>{pos0, 0, 0, 0});
-  run_commands(*ctx_, [&](vk::Recorder& rec) {
-    vk::record_kv_store(rec, dk.address(), dv.address(), kc.address(), vc.address(), ids.address(),
-                        kv_dim, n_tok);
-  });
-  const auto gk = kc.read(), gv = vc.read();
-  int wrong = 0;
-  for (int p = 0; p < n_ctx; ++p)
-    for (uint32_t i = 0; i < kv_dim; ++i) {
-      const size_t at = size_t(p) * kv_dim + i;
-      const bool written = p >= pos0 && p < pos0 + n_tok;
-      const size_t src = size_t(p - pos0) * kv_dim + i;
-      const uint16_t want_k = written ? fp32_to_fp16(k[src]) : uint16_t(0x5A5A);
-      const uint16_t want_v = written ? fp32_to_fp16(v[src]) : uint16_t(0x5A5A);
-      if ((gk[at] != want_k || gv[at] != want_v) && ++wrong <= 5)
-        ADD_FAILURE() << "position " << p << " element " << i << ": " << gk[at] << "/" << gv[at]
-                      << " vs " << want_k << "/" << want_v;
-    }
-  EXPECT_GUARDS(kc);
-  EXPECT_GUARDS(vc);
 }
 
 class VulkanAttention : public VulkanOps, public ::testing::WithParamInterface<uint32_t> {};

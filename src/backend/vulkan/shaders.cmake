@@ -21,7 +21,7 @@ foreach(t ${vk_weight_types})
   list(APPEND vk_modules "matvec_${t}|matvec.comp|-DWTYPE_${T}=1,-DTOKENS=1")
   list(APPEND vk_modules "matvec_tile_${t}|matvec.comp|-DWTYPE_${T}=1,-DTOKENS=8")
 endforeach()
-foreach(s rmsnorm rope kv_store attention swiglu)
+foreach(s rmsnorm rope_kv_store attention swiglu)
   list(APPEND vk_modules "${s}|${s}.comp|")
 endforeach()
 

@@ -57,7 +57,9 @@ struct MatmulPush {
   uint64_t w, x, y, bias;
   uint32_t rows, cols, row_bytes, n_tok, x_stride, y_stride, flags;
   uint32_t team = 0, rows_per_thread = 0;  // matvec.comp only
+  uint64_t w2 = 0;                         // matvec.comp only: the up matrix (flags & 4)
 };
+constexpr uint32_t kAccumulate = 1, kAddBias = 2, kSwiglu = 4;  // MatmulPush::flags
 
 MatvecTuning g_matvec_tuning;
 
@@ -98,13 +100,9 @@ struct RmsnormPush {
   uint32_t n, in_first;
   float eps;
 };
-struct RopePush {
-  uint64_t q, k, table, ids;
+struct RopeKvStorePush {
+  uint64_t q, k, v, table, ids, k_cache, v_cache;
   uint32_t n_head, n_head_kv, head_dim, rope_dim, neox, n_tok;
-};
-struct KvStorePush {
-  uint64_t k, v, k_cache, v_cache, ids;
-  uint32_t kv_dim, n_tok;
 };
 struct AttentionPush {
   uint64_t q, k_cache, v_cache, out, scores, ids;
@@ -127,37 +125,61 @@ bool weight_type_supported(TensorType type, int64_t cols) {
   return type_suffix(type) != nullptr && cols % tensor_type_info(type).block_elems == 0;
 }
 
+namespace {
+
+// matvec.comp reads x as vec4s and the weights in whole 32-element units; matmul.comp takes what
+// does not fit (F32 and F16 rows of other lengths, unaligned inputs).
+bool matvec_fits(const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride) {
+  return x % 16 == 0 && x_stride % 4 == 0 && w.cols % 32 == 0 && w.data % 4 == 0;
+}
+
+MatmulPush matmul_push(const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
+                       VkDeviceAddress y, uint32_t y_stride, int n_tok, uint32_t flags,
+                       VkDeviceAddress bias) {
+  return MatmulPush{w.data,   x,        y,        bias,          uint32_t(w.rows), uint32_t(w.cols),
+                    uint32_t(w.row_bytes), uint32_t(n_tok), x_stride, y_stride, flags};
+}
+
+void dispatch_matvec(Recorder& rec, const DeviceMatrix& w, MatmulPush& p, int n_tok) {
+  const bool one_per_layer = n_tok <= kMatvecMaxTokens;
+  p.team = matvec_team(uint64_t(w.cols) / matvec_unit_elems(w.type));
+  if (!p.rows_per_thread) p.rows_per_thread = matvec_rows_per_thread();
+  const uint32_t groups = ceil_div(w.rows, kMatvecThreads / p.team * p.rows_per_thread);
+  rec.dispatch(module_name(one_per_layer ? "matvec" : "matvec_tile", w.type).c_str(), p,
+               std::min(groups, kMatvecGroupsPerGridX), ceil_div(groups, kMatvecGroupsPerGridX),
+               one_per_layer ? uint32_t(n_tok) : ceil_div(n_tok, kMatvecTileTokens));
+}
+
+}  // namespace
+
 void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
                    VkDeviceAddress y, uint32_t y_stride, int n_tok, bool accumulate,
                    VkDeviceAddress bias) {
-  MatmulPush p{w.data,
-               x,
-               y,
-               bias,
-               uint32_t(w.rows),
-               uint32_t(w.cols),
-               uint32_t(w.row_bytes),
-               uint32_t(n_tok),
-               x_stride,
-               y_stride,
-               (accumulate ? 1u : 0u) | (bias ? 2u : 0u)};
-  // matvec.comp reads x as vec4s and the weights in whole 32-element units; matmul.comp takes
-  // what does not fit (F32 and F16 rows of other lengths, unaligned inputs).
-  const bool matvec_fits =
-      x % 16 == 0 && x_stride % 4 == 0 && w.cols % 32 == 0 && w.data % 4 == 0;
-  if (matvec_fits) {
-    const bool one_per_layer = n_tok <= kMatvecMaxTokens;
-    p.team = matvec_team(uint64_t(w.cols) / matvec_unit_elems(w.type));
-    p.rows_per_thread = matvec_rows_per_thread();
-    const uint32_t groups = ceil_div(w.rows, kMatvecThreads / p.team * p.rows_per_thread);
-    rec.dispatch(module_name(one_per_layer ? "matvec" : "matvec_tile", w.type).c_str(), p,
-                 std::min(groups, kMatvecGroupsPerGridX), ceil_div(groups, kMatvecGroupsPerGridX),
-                 one_per_layer ? uint32_t(n_tok) : ceil_div(n_tok, kMatvecTileTokens));
-    return;
-  }
+  MatmulPush p = matmul_push(w, x, x_stride, y, y_stride, n_tok,
+                             (accumulate ? kAccumulate : 0u) | (bias ? kAddBias : 0u), bias);
+  if (matvec_fits(w, x, x_stride)) return dispatch_matvec(rec, w, p, n_tok);
   rec.dispatch(module_name("matmul", w.type).c_str(), p,
                std::min<uint32_t>(uint32_t(w.rows), kRowsPerGridX), ceil_div(w.rows, kRowsPerGridX),
                ceil_div(n_tok, kMatmulTile));
+}
+
+void record_matmul_swiglu(Recorder& rec, const DeviceMatrix& gate, const DeviceMatrix& up,
+                          VkDeviceAddress x, uint32_t x_stride, VkDeviceAddress y,
+                          VkDeviceAddress up_scratch, int n_tok) {
+  const bool same_shape = up.type == gate.type && up.rows == gate.rows &&
+                          up.cols == gate.cols && up.row_bytes == gate.row_bytes;
+  const uint32_t F = uint32_t(gate.rows);
+  if (same_shape && matvec_fits(gate, x, x_stride) && matvec_fits(up, x, x_stride)) {
+    MatmulPush p = matmul_push(gate, x, x_stride, y, F, n_tok, kSwiglu, 0);
+    p.w2 = up.data;
+    p.rows_per_thread = 1;  // the thread's second row is up's
+    return dispatch_matvec(rec, gate, p, n_tok);
+  }
+  rec.begin_independent();
+  record_matmul(rec, gate, x, x_stride, y, F, n_tok, false);
+  record_matmul(rec, up, x, x_stride, up_scratch, F, n_tok, false);
+  rec.end_independent();
+  record_swiglu(rec, y, up_scratch, uint64_t(n_tok) * F);
 }
 
 void record_get_rows(Recorder& rec, const DeviceMatrix& table, VkDeviceAddress ids,
@@ -174,21 +196,14 @@ void record_rmsnorm(Recorder& rec, VkDeviceAddress x, VkDeviceAddress weight, Vk
   rec.dispatch("rmsnorm", p, uint32_t(n_rows));
 }
 
-void record_rope(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k, VkDeviceAddress table,
-                 VkDeviceAddress ids, const AttentionShape& s, uint32_t rope_dim, bool neox,
-                 int n_tok) {
-  RopePush p{q,
-             k,
-             table,
-             ids,
-             s.n_head,
-             s.n_head_kv,
-             s.head_dim,
-             rope_dim,
-             neox ? 1u : 0u,
-             uint32_t(n_tok)};
-  rec.dispatch("rope", p, ceil_div(uint64_t(s.n_head + s.n_head_kv) * (rope_dim / 2), 64),
-               uint32_t(n_tok));
+void record_rope_kv_store(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k, VkDeviceAddress v,
+                          VkDeviceAddress table, VkDeviceAddress ids, VkDeviceAddress k_cache,
+                          VkDeviceAddress v_cache, const AttentionShape& s, uint32_t rope_dim,
+                          bool neox, int n_tok) {
+  RopeKvStorePush p{q,           k,         v,          table,    ids,          k_cache, v_cache,
+                    s.n_head,    s.n_head_kv, s.head_dim, rope_dim, neox ? 1u : 0u, uint32_t(n_tok)};
+  const uint64_t threads = uint64_t(s.n_head) * (rope_dim / 2) + s.n_head_kv * s.head_dim / 2;
+  rec.dispatch("rope_kv_store", p, ceil_div(threads, 64), uint32_t(n_tok));
 }
 
 std::vector<float> rope_table(const HParams& hp, int n_ctx) {
@@ -204,12 +219,6 @@ std::vector<float> rope_table(const HParams& hp, int n_ctx) {
     }
   }
   return t;
-}
-
-void record_kv_store(Recorder& rec, VkDeviceAddress k, VkDeviceAddress v, VkDeviceAddress k_cache,
-                     VkDeviceAddress v_cache, VkDeviceAddress ids, uint32_t kv_dim, int n_tok) {
-  KvStorePush p{k, v, k_cache, v_cache, ids, kv_dim, uint32_t(n_tok)};
-  rec.dispatch("kv_store", p, ceil_div(kv_dim / 2, 64), uint32_t(n_tok));
 }
 
 void record_attention(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k_cache,
@@ -228,7 +237,7 @@ void record_swiglu(Recorder& rec, VkDeviceAddress gate, VkDeviceAddress up, uint
 }
 
 std::vector<std::string> pipeline_names(const std::vector<TensorType>& weight_types) {
-  std::vector<std::string> names = {"rmsnorm", "rope", "kv_store", "attention", "swiglu"};
+  std::vector<std::string> names = {"rmsnorm", "rope_kv_store", "attention", "swiglu"};
   for (TensorType t : weight_types) {
     for (const char* s : {"matmul", "matvec", "matvec_tile", "get_rows"}) {
       const std::string n = module_name(s, t);

@@ -51,20 +51,17 @@ struct AttentionShape {
   uint32_t n_head = 0, n_head_kv = 0, head_dim = 0;
 };
 
-// RoPE in place of n_tok tokens' q and k rows at positions ids[0] + t, from `table`
-// (rope_table()).
-void record_rope(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k, VkDeviceAddress table,
-                 VkDeviceAddress ids, const AttentionShape& shape, uint32_t rope_dim, bool neox,
-                 int n_tok);
+// RoPE of n_tok tokens' q rows (in place) and k rows at positions ids[0] + t, from `table`
+// (rope_table()), and the turned k rows and the v rows (kv_dim floats each) into one layer's F16
+// caches at those positions. k and v are left as they were.
+void record_rope_kv_store(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k, VkDeviceAddress v,
+                          VkDeviceAddress table, VkDeviceAddress ids, VkDeviceAddress k_cache,
+                          VkDeviceAddress v_cache, const AttentionShape& shape, uint32_t rope_dim,
+                          bool neox, int n_tok);
 
 // (cos, sin) of every (position < n_ctx, pair < rope_dim / 2), computed in double as the CPU
 // reference computes its angles (cpu_ref::rope), then rounded to float as it rounds them.
 std::vector<float> rope_table(const HParams& hp, int n_ctx);
-
-// k and v rows (kv_dim floats each) of n_tok tokens into one layer's F16 caches at positions
-// ids[0] + t.
-void record_kv_store(Recorder& rec, VkDeviceAddress k, VkDeviceAddress v, VkDeviceAddress k_cache,
-                     VkDeviceAddress v_cache, VkDeviceAddress ids, uint32_t kv_dim, int n_tok);
 
 // Causal attention of n_tok query rows (positions ids[0] + t) over one layer's F16 caches into
 // out; scores: n_tok * n_head * n_ctx floats of scratch.
@@ -72,6 +69,14 @@ void record_attention(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k_cache,
                       VkDeviceAddress v_cache, VkDeviceAddress out, VkDeviceAddress scores,
                       VkDeviceAddress ids, const AttentionShape& shape, uint32_t n_ctx, float scale,
                       int n_tok);
+
+// y[t][r] = silu(gate[r] . x[t]) * (up[r] . x[t]) for t < n_tok, y rows gate.rows floats apart.
+// Where matvec.comp takes both matrices (the same type and shape), one dispatch computes a row
+// of each and writes the product; otherwise the two products (up's into up_scratch, as big as y)
+// and record_swiglu. The arithmetic of each is that of record_matmul and record_swiglu.
+void record_matmul_swiglu(Recorder& rec, const DeviceMatrix& gate, const DeviceMatrix& up,
+                          VkDeviceAddress x, uint32_t x_stride, VkDeviceAddress y,
+                          VkDeviceAddress up_scratch, int n_tok);
 
 // gate[i] = silu(gate[i]) * up[i], i < n.
 void record_swiglu(Recorder& rec, VkDeviceAddress gate, VkDeviceAddress up, uint64_t n);

@@ -376,21 +376,16 @@ void VulkanBackend::record_chunk(Recorder& rec, int n, LogitRows rows, int pos0,
     vk::record_matmul(rec, L.wk, xn_.address, E, k_new_.address, KV, n, false, L.bk);
     vk::record_matmul(rec, L.wv, xn_.address, E, v_new_.address, KV, n, false, L.bv);
     rec.end_independent();
-    vk::record_rope(rec, q_.address, k_new_.address, rope_.address, ids_.address, shape_,
-                    uint32_t(hp_.rope_dim), hp_.rope_type == RopeType::Neox, n);
-    vk::record_kv_store(rec, k_new_.address, v_new_.address, k_cache(l), v_cache(l), ids_.address,
-                        KV, n);
+    vk::record_rope_kv_store(rec, q_.address, k_new_.address, v_new_.address, rope_.address,
+                             ids_.address, k_cache(l), v_cache(l), shape_, uint32_t(hp_.rope_dim),
+                             hp_.rope_type == RopeType::Neox, n);
     vk::record_attention(rec, q_.address, k_cache(l), v_cache(l), att_.address, scores_.address,
                          ids_.address, shape_, uint32_t(n_ctx_), scale, n);
     vk::record_matmul(rec, L.wo, att_.address, Q, h_.address, E, n, true);
     after_layer(rec, l, "attn_out", n, pos0, eager);
 
     vk::record_rmsnorm(rec, h_.address, L.ffn_norm, xn_.address, E, n, 0, eps);
-    rec.begin_independent();
-    vk::record_matmul(rec, L.gate, xn_.address, E, g_.address, F, n, false);
-    vk::record_matmul(rec, L.up, xn_.address, E, u_.address, F, n, false);
-    rec.end_independent();
-    vk::record_swiglu(rec, g_.address, u_.address, uint64_t(n) * F);
+    vk::record_matmul_swiglu(rec, L.gate, L.up, xn_.address, E, g_.address, u_.address, n);
     vk::record_matmul(rec, L.down, g_.address, F, h_.address, E, n, true);
     after_layer(rec, l, "ffn_out", n, pos0, eager);
   }

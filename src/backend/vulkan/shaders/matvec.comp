@@ -1,6 +1,7 @@
 #version 450
-// y[t][r] (+)= W[r] . x[t] (+ bias[r]) for the tokens t of the grid's layer z: kTok of them
-// (-DTOKENS=N; 1 for decode, where vk_ops.cpp puts each token in its own layer).
+// y[t][r] (+)= W[r] . x[t] (+ bias[r]), or an FFN's silu(W[r] . x[t]) * (W2[r] . x[t]), for the
+// tokens t of the grid's layer z: kTok of them (-DTOKENS=N; 1 for decode, where vk_ops.cpp puts
+// each token in its own layer).
 // Each row's units (dot_unit.glsl) are shared by a team of `team` threads (4 to 32, a power of
 // two) that take them in turn, so neighbouring threads read neighbouring pieces of the row; each
 // thread does that for `rows_per_thread` rows (1, 2 or 4) at once, so an input it loads is used
@@ -32,9 +33,12 @@ layout(push_constant) uniform Push {
   uint n_tok;
   uint x_stride;  // floats between consecutive tokens' inputs: a multiple of 4
   uint y_stride;  // floats between consecutive tokens' outputs
-  uint flags;     // 1: accumulate into y; 2: add bias
+  uint flags;     // 1: accumulate into y; 2: add bias; 4: swiglu (below)
   uint team;      // threads per row: 4, 8, 16 or 32
   uint rows_per_thread;  // 1, 2 or 4
+  // flags & 4: the up matrix of an FFN (w's shape; rows_per_thread is 1). The thread's second row
+  // is row0 of w2, and y[row0] = silu(w[row0] . x) * (w2[row0] . x), as swiglu.comp computes it.
+  Words w2;
 } pc;
 
 // Partial sums of subgroups, where a team spans several: [token][row of the thread][subgroup].
@@ -43,6 +47,7 @@ shared float partial[kTok][kMaxRowsPerThread][kThreads / 4u];
 void main() {
   const uint tid = gl_LocalInvocationID.x, lane = tid % pc.team, team = tid / pc.team;
   const uint R = pc.rows_per_thread;
+  const bool swiglu = (pc.flags & 4u) != 0u;
   const uint group = gl_WorkGroupID.x + gl_WorkGroupID.y * kGroupsPerGridX;
   // This thread's rows: row0, row0 + stride, ... (the workgroup's teams interleave).
   const uint stride = kThreads / pc.team;
@@ -65,6 +70,9 @@ void main() {
           acc[t][r] += unit_dot(pc.w, row * pc.row_bytes + b * kBlockBytes, u % kUnitsPerBlock,
                                 pc.x, xv);
       }
+      if (swiglu && row0 < pc.rows)
+        acc[t][1] += unit_dot(pc.w2, row0 * pc.row_bytes + b * kBlockBytes, u % kUnitsPerBlock,
+                              pc.x, xv);
     }
   }
 
@@ -91,6 +99,7 @@ void main() {
     if (row >= pc.rows) break;
     for (uint t = 0u; t < n; ++t) {
       float v = acc[t][r];
+      if (swiglu) v = v / (1.0 + exp(-v)) * acc[t][1];
       if ((pc.flags & 2u) != 0u) v += pc.bias.f[row];
       const uint yo = (t0 + t) * pc.y_stride + row;
       if ((pc.flags & 1u) != 0u) v += pc.y.f[yo];
