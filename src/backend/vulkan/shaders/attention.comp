@@ -62,13 +62,21 @@ void main() {
   for (uint d = tid; d < hd; d += kThreads) q_row[d] = pc.q.f[qo + d];
   barrier();
 
+  // Scores: a thread per key. Its words of k are loaded 8 at a time before any is used, so 8
+  // loads are in flight at once instead of one (a dependent load a pair left the decode step
+  // waiting on memory latency 64 times per key at head_dim 128).
+  const uint pairs = hd / 2u;
   float m = -1.0 / 0.0;
   for (uint j = tid; j < n_kv; j += kThreads) {
     const uint ko = (j * kv_dim + kv_head * hd) / 2u;
     float s = 0.0;
-    for (uint d = 0u; d < hd / 2u; ++d) {
-      const vec2 k = unpackHalf2x16(pc.k_cache.w[ko + d]);
-      s += q_row[2u * d] * k.x + q_row[2u * d + 1u] * k.y;
+    for (uint d = 0u; d < pairs; d += 8u) {
+      uint kw[8];
+      for (uint c = 0u; c < 8u; ++c) kw[c] = d + c < pairs ? pc.k_cache.w[ko + d + c] : 0u;
+      for (uint c = 0u; c < 8u; ++c) {
+        const vec2 k = unpackHalf2x16(kw[c]);
+        if (d + c < pairs) s += q_row[2u * (d + c)] * k.x + q_row[2u * (d + c) + 1u] * k.y;
+      }
     }
     s *= pc.scale;
     pc.scores.f[so + j] = s;
@@ -88,12 +96,26 @@ void main() {
   // output pair p (head_dim <= 2 kThreads, so there is at least one slice); then the slices'
   // sums meet in shared memory in slice order. A short head keeps every thread busy this way
   // instead of leaving all but head_dim / 2 of them idle through the whole key loop.
-  const uint pairs = hd / 2u, n_slices = kThreads / pairs;
+  const uint n_slices = kThreads / pairs;
   const uint p = tid % pairs, slice = tid / pairs;
+  const uint vo = kv_head * hd / 2u + p;  // this pair's word in a cache row
+  const uint vs = kv_dim / 2u;            // words per cache row
   vec2 acc = vec2(0.0);
-  if (slice < n_slices)
-    for (uint j = slice; j < n_kv; j += n_slices)
-      acc += pc.scores.f[so + j] * unpackHalf2x16(pc.v_cache.w[(j * kv_dim + kv_head * hd) / 2u + p]);
+  if (slice < n_slices) {
+    // Four keys' weights and words loaded before they are added (in key order), as above.
+    uint j = slice;
+    for (; j + 3u * n_slices < n_kv; j += 4u * n_slices) {
+      float wt[4];
+      uint vw[4];
+      for (uint c = 0u; c < 4u; ++c) {
+        wt[c] = pc.scores.f[so + j + c * n_slices];
+        vw[c] = pc.v_cache.w[(j + c * n_slices) * vs + vo];
+      }
+      for (uint c = 0u; c < 4u; ++c) acc += wt[c] * unpackHalf2x16(vw[c]);
+    }
+    for (; j < n_kv; j += n_slices)
+      acc += pc.scores.f[so + j] * unpackHalf2x16(pc.v_cache.w[j * vs + vo]);
+  }
   slice_sums[tid] = acc;
   barrier();
   if (tid < pairs) {
