@@ -17,11 +17,11 @@
 #   audit7b      audit05 on the 7B shape
 #   vulkanbench  the gate and `bench` tg128/pp512 with --backend vulkan and cuda (PRESETS), and
 #                a decode profile per shader (LOCKSTEP_VULKAN_PROFILE)
-#   vulkanknobs  7B Vulkan tg64 under each forced matvec shape (LOCKSTEP_VULKAN_MATVEC_TEAM/_ROWS;
+#   vulkanknobs  7B Vulkan tg128 under each forced matvec shape (LOCKSTEP_VULKAN_MATVEC_TEAM/_ROWS;
 #                VULKAN_SHAPES lists them as team,rows)
 #   vulkanvariants  for each sed expression in VARIANTS (separated by '|'): apply it to the Vulkan
 #                shaders named in VARIANT_FILES (default dot_unit.glsl), rebuild lockstep, bench
-#                0.5B and 7B Vulkan tg64; the sources are restored afterwards
+#                0.5B and 7B Vulkan tg128; the sources are restored afterwards
 # Carry `.device` (scripts/prepare-device-carry.sh) and `.gl` (scripts/fetch-vulkan-debs.sh);
 # BUILD_TARGETS narrows the build (e.g. to lockstep alone). On the same warm machine a second call
 # rebuilds nothing (build-gpu is kept). $OUT/summary.txt is the digest and $OUT/logs.tgz every
@@ -135,12 +135,14 @@ if want serveload 100; then
   done
 fi
 if want vulkantests 120; then
-  # One process per test suite: NVIDIA's driver refused instances after ~20 contexts in one
-  # process (VK_ERROR_INCOMPATIBLE_DRIVER), which skipped the later suites.
+  # One process per test (all its parameters): NVIDIA's driver refused instances after ~20
+  # contexts in one process (VK_ERROR_INCOMPATIBLE_DRIVER, or no ICD found), which skipped the rest.
   for bin in backend_vulkan_vulkan_tests parity_vulkan_tests; do
-    for suite in $("build-gpu/tests/$bin" --gtest_list_tests | grep -E "^[A-Za-z]" | tr -d ' '); do
-      timeout 100 "build-gpu/tests/$bin" --gtest_filter="$suite*" >>"$LOGS/$bin.log" 2>&1
-      echo "-- $bin $suite exit $?" >>"$LOGS/$bin.log"
+    # Test names without their parameter, each with its suite: "Types/VulkanMatmul.MatchesFloat64".
+    for group in $("build-gpu/tests/$bin" --gtest_list_tests | awk '/^[A-Za-z]/ { s = $1; next }
+        { sub(/\/.*/, "", $1); print s $1 }' | uniq); do
+      timeout 100 "build-gpu/tests/$bin" --gtest_filter="$group*" >>"$LOGS/$bin.log" 2>&1
+      echo "-- $bin $group exit $?" >>"$LOGS/$bin.log"
     done
     echo "-- $bin" | tee -a "$S"
     grep -cE "^\[       OK" "$LOGS/$bin.log" | sed 's/^/passed: /' | tee -a "$S"
@@ -195,8 +197,8 @@ if want vulkanknobs 60; then
     set -- ${shape/,/ }
     echo "-- LOCKSTEP_VULKAN_MATVEC_TEAM=$1 LOCKSTEP_VULKAN_MATVEC_ROWS=$2" | tee -a "$S"
     LOCKSTEP_VULKAN_MATVEC_TEAM=$1 LOCKSTEP_VULKAN_MATVEC_ROWS=$2 timeout 40 "$L" bench \
-      -m /tmp/qwen2.5-7b-q4_k_m.gguf --backend vulkan --parity off -p 0 -n 64 -r 1 \
-      2>>"$LOGS/bench-vulkan-knobs.log" | grep -E "tg64" | tee -a "$S"
+      -m /tmp/qwen2.5-7b-q4_k_m.gguf --backend vulkan --parity off -p 0 -n 128 -r 2 \
+      2>>"$LOGS/bench-vulkan-knobs.log" | grep -E "tg128" | tee -a "$S"
   done
 fi
 if want vulkanvariants 60; then
@@ -213,8 +215,8 @@ if want vulkanvariants 60; then
     cmake --build build-gpu --target lockstep -j 16 >>"$LOGS/build-variants.log" 2>&1 ||
       echo "build failed" | tee -a "$S"
     for m in /tmp/qwen2.5-0.5b-q4_k_m.gguf /tmp/qwen2.5-7b-q4_k_m.gguf; do
-      [ -f "$m" ] && timeout 40 "$L" bench -m "$m" --backend vulkan --parity off -p 0 -n 64 -r 1 \
-        2>>"$LOGS/bench-vulkan-variants.log" | grep -E "tg64" | tee -a "$S"
+      [ -f "$m" ] && timeout 40 "$L" bench -m "$m" --backend vulkan --parity off -p 0 -n 128 -r 2 \
+        2>>"$LOGS/bench-vulkan-variants.log" | grep -E "tg128" | tee -a "$S"
     done
     for f in $files; do cp "$LOGS/$f.orig" "src/backend/vulkan/shaders/$f"; done
   done

@@ -143,8 +143,10 @@ TEST_P(VulkanMatmul, SwigluPairMatchesFloat64) {
   const std::vector<uint8_t> wu = random_weights(rng_, type, rows, cols);
   TestBuffer<uint8_t> dg(*ctx_, wg), du(*ctx_, wu);
   const uint64_t rb = *row_bytes(type, cols);
-  const vk::DeviceMatrix gate{type, rows, cols, rb, dg.address()}, up{type, rows, cols, rb, du.address()};
-  for (const vk::MatvecTuning& tuning : std::vector<vk::MatvecTuning>{{0, 0}, {4, 1}, {16, 2}, {32, 4}}) {
+  const vk::DeviceMatrix gate{type, rows, cols, rb, dg.address()},
+      up{type, rows, cols, rb, du.address()};
+  for (const vk::MatvecTuning& tuning :
+       std::vector<vk::MatvecTuning>{{0, 0}, {4, 1}, {16, 2}, {32, 4}}) {
     vk::set_matvec_tuning(tuning);
     for (int n_tok : {1, 3, 11}) {
       SCOPED_TRACE("team " + std::to_string(tuning.team) + " rows/thread " +
@@ -315,31 +317,34 @@ INSTANTIATE_TEST_SUITE_P(
 
 // ---- RMSNorm, RoPE, KV store, attention, SwiGLU --------------------------------------------
 
+// Rows read as vec4s (300; 4104, past what a thread keeps in registers) and as floats (301).
 TEST_F(VulkanOps, RmsNorm) {
   SCOPED_TRACE(trace());
-  const uint32_t n = 300;
-  const int rows = 3;
-  const float eps = 1e-5f;
-  const auto x = random_normal(rng_, size_t(rows * n), 2.0f);
-  const auto weight = random_normal(rng_, n, 1.0f);
-  TestBuffer<float> dx(*ctx_, x), dw(*ctx_, weight);
-  for (uint32_t first : {0u, 1u}) {
-    const int n_rows = rows - int(first);
-    TestBuffer<float> y(*ctx_, size_t(n_rows) * n);
-    run_commands(*ctx_, [&](vk::Recorder& rec) {
-      vk::record_rmsnorm(rec, dx.address(), dw.address(), y.address(), n, n_rows, first, eps);
-    });
-    std::vector<double> want;
-    for (int r = 0; r < n_rows; ++r) {
-      const float* xr = x.data() + (first + uint32_t(r)) * n;
-      double ss = 0;
-      for (uint32_t i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
-      const double s = 1.0 / std::sqrt(ss / n + eps);
-      for (uint32_t i = 0; i < n; ++i) want.push_back(xr[i] * s * weight[i]);
+  for (const uint32_t n : {300u, 301u, 4104u}) {
+    SCOPED_TRACE("n " + std::to_string(n));
+    const int rows = 3;
+    const float eps = 1e-5f;
+    const auto x = random_normal(rng_, size_t(rows * n), 2.0f);
+    const auto weight = random_normal(rng_, n, 1.0f);
+    TestBuffer<float> dx(*ctx_, x), dw(*ctx_, weight);
+    for (uint32_t first : {0u, 1u}) {
+      const int n_rows = rows - int(first);
+      TestBuffer<float> y(*ctx_, size_t(n_rows) * n);
+      run_commands(*ctx_, [&](vk::Recorder& rec) {
+        vk::record_rmsnorm(rec, dx.address(), dw.address(), y.address(), n, n_rows, first, eps);
+      });
+      std::vector<double> want;
+      for (int r = 0; r < n_rows; ++r) {
+        const float* xr = x.data() + (first + uint32_t(r)) * n;
+        double ss = 0;
+        for (uint32_t i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
+        const double s = 1.0 / std::sqrt(ss / n + eps);
+        for (uint32_t i = 0; i < n; ++i) want.push_back(xr[i] * s * weight[i]);
+      }
+      const auto got = y.read();
+      EXPECT_NMSE_BELOW(compare(got.data(), want.data(), got.size()), kNmse);
+      EXPECT_GUARDS(y);
     }
-    const auto got = y.read();
-    EXPECT_NMSE_BELOW(compare(got.data(), want.data(), got.size()), kNmse);
-    EXPECT_GUARDS(y);
   }
 }
 
@@ -401,13 +406,13 @@ TEST_F(VulkanOps, RopeKvStoreNormalAndNeoxAtLargePositions) {
           const bool written = p >= pos0 && p < pos0 + n_tok;
           const size_t src = size_t(p - pos0) * kv_dim + i;
           if (written) k_rows[src] = fp16_to_fp32(gk[at]);
-          const bool k_ok = written ? std::abs(fp16_to_fp32(gk[at]) - wk[src]) <=
-                                          std::abs(wk[src]) / 1024 + 1e-6
-                                    : gk[at] == 0x5A5A;
+          const bool k_ok =
+              written ? std::abs(fp16_to_fp32(gk[at]) - wk[src]) <= std::abs(wk[src]) / 1024 + 1e-6
+                      : gk[at] == 0x5A5A;
           const uint16_t want_v = written ? fp32_to_fp16(v[src]) : uint16_t(0x5A5A);
           if ((!k_ok || gv[at] != want_v) && ++wrong <= 5)
-            ADD_FAILURE() << "position " << p << " element " << i << ": " << gk[at] << "/"
-                          << gv[at] << " vs " << (written ? wk[src] : 0x5A5A) << "/" << want_v;
+            ADD_FAILURE() << "position " << p << " element " << i << ": " << gk[at] << "/" << gv[at]
+                          << " vs " << (written ? wk[src] : 0x5A5A) << "/" << want_v;
         }
       EXPECT_NMSE_BELOW(compare(k_rows.data(), wk.data(), kn), 1e-6);
       EXPECT_GUARDS(dq);

@@ -99,6 +99,7 @@ struct RmsnormPush {
   uint64_t x, weight, y;
   uint32_t n, in_first;
   float eps;
+  uint32_t vec4s;
 };
 struct RopeKvStorePush {
   uint64_t q, k, v, table, ids, k_cache, v_cache;
@@ -136,8 +137,17 @@ bool matvec_fits(const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride) {
 MatmulPush matmul_push(const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
                        VkDeviceAddress y, uint32_t y_stride, int n_tok, uint32_t flags,
                        VkDeviceAddress bias) {
-  return MatmulPush{w.data,   x,        y,        bias,          uint32_t(w.rows), uint32_t(w.cols),
-                    uint32_t(w.row_bytes), uint32_t(n_tok), x_stride, y_stride, flags};
+  return MatmulPush{w.data,
+                    x,
+                    y,
+                    bias,
+                    uint32_t(w.rows),
+                    uint32_t(w.cols),
+                    uint32_t(w.row_bytes),
+                    uint32_t(n_tok),
+                    x_stride,
+                    y_stride,
+                    flags};
 }
 
 void dispatch_matvec(Recorder& rec, const DeviceMatrix& w, MatmulPush& p, int n_tok) {
@@ -166,8 +176,8 @@ void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint
 void record_matmul_swiglu(Recorder& rec, const DeviceMatrix& gate, const DeviceMatrix& up,
                           VkDeviceAddress x, uint32_t x_stride, VkDeviceAddress y,
                           VkDeviceAddress up_scratch, int n_tok) {
-  const bool same_shape = up.type == gate.type && up.rows == gate.rows &&
-                          up.cols == gate.cols && up.row_bytes == gate.row_bytes;
+  const bool same_shape = up.type == gate.type && up.rows == gate.rows && up.cols == gate.cols &&
+                          up.row_bytes == gate.row_bytes;
   const uint32_t F = uint32_t(gate.rows);
   if (same_shape && matvec_fits(gate, x, x_stride) && matvec_fits(up, x, x_stride)) {
     MatmulPush p = matmul_push(gate, x, x_stride, y, F, n_tok, kSwiglu, 0);
@@ -192,7 +202,8 @@ void record_get_rows(Recorder& rec, const DeviceMatrix& table, VkDeviceAddress i
 
 void record_rmsnorm(Recorder& rec, VkDeviceAddress x, VkDeviceAddress weight, VkDeviceAddress y,
                     uint32_t n, int n_rows, uint32_t in_first, float eps) {
-  RmsnormPush p{x, weight, y, n, in_first, eps};
+  const bool vec4s = n % 4 == 0 && x % 16 == 0 && weight % 16 == 0 && y % 16 == 0;
+  RmsnormPush p{x, weight, y, n, in_first, eps, vec4s ? 1u : 0u};
   rec.dispatch("rmsnorm", p, uint32_t(n_rows));
 }
 
@@ -200,8 +211,19 @@ void record_rope_kv_store(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k, V
                           VkDeviceAddress table, VkDeviceAddress ids, VkDeviceAddress k_cache,
                           VkDeviceAddress v_cache, const AttentionShape& s, uint32_t rope_dim,
                           bool neox, int n_tok) {
-  RopeKvStorePush p{q,           k,         v,          table,    ids,          k_cache, v_cache,
-                    s.n_head,    s.n_head_kv, s.head_dim, rope_dim, neox ? 1u : 0u, uint32_t(n_tok)};
+  RopeKvStorePush p{q,
+                    k,
+                    v,
+                    table,
+                    ids,
+                    k_cache,
+                    v_cache,
+                    s.n_head,
+                    s.n_head_kv,
+                    s.head_dim,
+                    rope_dim,
+                    neox ? 1u : 0u,
+                    uint32_t(n_tok)};
   const uint64_t threads = uint64_t(s.n_head) * (rope_dim / 2) + s.n_head_kv * s.head_dim / 2;
   rec.dispatch("rope_kv_store", p, ceil_div(threads, 64), uint32_t(n_tok));
 }

@@ -1,5 +1,7 @@
-// unit_dot(w, block_byte, u, x, xv): the dot product of unit u of the weight block that starts at
-// byte block_byte of w with the block's inputs, which start at vec4 index xv of x. A unit is the
+// unit_inputs(x, xv, u): the inputs that unit u of a block meets, the block's inputs starting at
+// vec4 index xv of x; loaded once and used for every row a thread computes (rows per thread, the
+// FFN's gate and up). unit_dot(w, block_byte, u, inputs): the dot product of unit u of the weight
+// block that starts at byte block_byte of w with them. A unit is the
 // part of a block one thread takes in matvec.comp (a block holds kUnitsPerBlock of them), and
 // neighbouring threads take neighbouring units. Units are cut so that those neighbours read
 // neighbouring vec4s of x at the same moment: four to eight threads then share each 128-byte line
@@ -28,52 +30,76 @@ vec4 bytes_to_floats(uint word, float bias) {
 #if defined(WTYPE_F32)
 // A unit is 4 elements (one vec4) of a 32-element chunk (rows of any multiple of 32).
 const uint kBlockElems = 32u, kBlockBytes = 128u, kUnitsPerBlock = 8u;
-float unit_dot(Words w, uint block_byte, uint u, Vec4s x, uint xv) {
+struct UnitInputs {
+  vec4 v;
+};
+UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
+  return UnitInputs(x.v[xv + u]);
+}
+float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
   const uint wo = (block_byte >> 2) + 4u * u;
-  const vec4 wv = uintBitsToFloat(uvec4(w.w[wo], w.w[wo + 1u], w.w[wo + 2u], w.w[wo + 3u]));
-  return dot(wv, x.v[xv + u]);
+  return dot(uintBitsToFloat(uvec4(w.w[wo], w.w[wo + 1u], w.w[wo + 2u], w.w[wo + 3u])), in_.v);
 }
 #elif defined(WTYPE_F16)
 const uint kBlockElems = 32u, kBlockBytes = 64u, kUnitsPerBlock = 8u;
-float unit_dot(Words w, uint block_byte, uint u, Vec4s x, uint xv) {
+struct UnitInputs {
+  vec4 v;
+};
+UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
+  return UnitInputs(x.v[xv + u]);
+}
+float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
   const uint wo = (block_byte >> 2) + 2u * u;
-  const vec4 wv = vec4(unpackHalf2x16(w.w[wo]), unpackHalf2x16(w.w[wo + 1u]));
-  return dot(wv, x.v[xv + u]);
+  return dot(vec4(unpackHalf2x16(w.w[wo]), unpackHalf2x16(w.w[wo + 1u])), in_.v);
 }
-#elif defined(WTYPE_Q4_0)
-// {f16 d; u8 qs[16]}: element j = (low nibble of qs[j] - 8) d, element j+16 = (high nibble - 8) d.
-// Unit k (of 4) is quant word k: elements 4k .. 4k+3 and 16 + 4k .. 16 + 4k+3.
-const uint kBlockElems = 32u, kBlockBytes = 18u, kUnitsPerBlock = 4u;
-float unit_dot(Words w, uint block_byte, uint k, Vec4s x, uint xv) {
+#elif defined(WTYPE_Q4_0) || defined(WTYPE_Q5_0)
+// Q4_0 {f16 d; u8 qs[16]}: element j = (low nibble of qs[j] - 8) d, element j+16 = (high nibble
+// - 8) d. Q5_0 {f16 d; u8 qh[4]; u8 qs[16]}: the same with bit j of qh (little-endian) as bit 4
+// of element j, minus 16. Unit k (of 4) is quant word k: elements 4k .. 4k+3 and 16 + 4k .. +3.
+const uint kBlockElems = 32u, kUnitsPerBlock = 4u;
+struct UnitInputs {
+  vec4 lo, hi;
+};
+UnitInputs unit_inputs(Vec4s x, uint xv, uint k) {
+  return UnitInputs(x.v[xv + k], x.v[xv + 4u + k]);
+}
+#if defined(WTYPE_Q4_0)
+const uint kBlockBytes = 18u;
+float unit_dot(Words w, uint block_byte, uint k, UnitInputs in_) {
   const uint q = read_u32(w, block_byte + 2u + 4u * k);
-  return read_f16(w, block_byte) * (dot(bytes_to_floats(q & 0x0F0F0F0Fu, 8.0), x.v[xv + k]) +
-                                    dot(bytes_to_floats((q >> 4) & 0x0F0F0F0Fu, 8.0), x.v[xv + 4u + k]));
+  return read_f16(w, block_byte) * (dot(bytes_to_floats(q & 0x0F0F0F0Fu, 8.0), in_.lo) +
+                                    dot(bytes_to_floats((q >> 4) & 0x0F0F0F0Fu, 8.0), in_.hi));
 }
-#elif defined(WTYPE_Q5_0)
-// {f16 d; u8 qh[4]; u8 qs[16]}: bit j of qh (little-endian) is bit 4 of element j. Units as Q4_0.
-const uint kBlockElems = 32u, kBlockBytes = 22u, kUnitsPerBlock = 4u;
+#else
+const uint kBlockBytes = 22u;
 // Bits 4k .. 4k+3 of h spread to bit 4 of the word's four bytes.
 uint high_bits(uint h, uint k) {
   const uint n = (h >> (4u * k)) & 15u;
   return ((n & 1u) << 4) | ((n & 2u) << 11) | ((n & 4u) << 18) | ((n & 8u) << 25);
 }
-float unit_dot(Words w, uint block_byte, uint k, Vec4s x, uint xv) {
+float unit_dot(Words w, uint block_byte, uint k, UnitInputs in_) {
   const uint qh = read_u32(w, block_byte + 2u);
   const uint q = read_u32(w, block_byte + 6u + 4u * k);
-  const float lo = dot(bytes_to_floats((q & 0x0F0F0F0Fu) | high_bits(qh, k), 16.0), x.v[xv + k]);
+  const float lo = dot(bytes_to_floats((q & 0x0F0F0F0Fu) | high_bits(qh, k), 16.0), in_.lo);
   const float hi = dot(bytes_to_floats(((q >> 4) & 0x0F0F0F0Fu) | high_bits(qh, k + 4u), 16.0),
-                       x.v[xv + 4u + k]);
+                       in_.hi);
   return read_f16(w, block_byte) * (lo + hi);
 }
+#endif
 #elif defined(WTYPE_Q8_0)
 // {f16 d; i8 qs[32]}: flipping each byte's sign bit gives q + 128 as an unsigned byte. Unit k (of
 // 4) is quant words 2k and 2k+1: elements 8k .. 8k+7.
 const uint kBlockElems = 32u, kBlockBytes = 34u, kUnitsPerBlock = 4u;
-float unit_dot(Words w, uint block_byte, uint k, Vec4s x, uint xv) {
+struct UnitInputs {
+  vec4 a, b;
+};
+UnitInputs unit_inputs(Vec4s x, uint xv, uint k) {
+  return UnitInputs(x.v[xv + 2u * k], x.v[xv + 2u * k + 1u]);
+}
+float unit_dot(Words w, uint block_byte, uint k, UnitInputs in_) {
   const uint qo = block_byte + 2u + 8u * k;
-  const float s =
-      dot(bytes_to_floats(read_u32(w, qo) ^ 0x80808080u, 128.0), x.v[xv + 2u * k]) +
-      dot(bytes_to_floats(read_u32(w, qo + 4u) ^ 0x80808080u, 128.0), x.v[xv + 2u * k + 1u]);
+  const float s = dot(bytes_to_floats(read_u32(w, qo) ^ 0x80808080u, 128.0), in_.a) +
+                  dot(bytes_to_floats(read_u32(w, qo + 4u) ^ 0x80808080u, 128.0), in_.b);
   return read_f16(w, block_byte) * s;
 }
 #elif defined(WTYPE_Q4_K)
@@ -84,7 +110,26 @@ float unit_dot(Words w, uint block_byte, uint k, Vec4s x, uint xv) {
 // of a pair read 4 neighbouring vec4s of x per load, and each decodes its pair's scales once.
 const uint kQ4kWordsPerUnit = 2u, kQ4kUnitsPerPair = 8u / kQ4kWordsPerUnit;
 const uint kBlockElems = 256u, kBlockBytes = 144u, kUnitsPerBlock = 4u * kQ4kUnitsPerPair;
-float unit_dot(Words w, uint block_byte, uint u, Vec4s x, uint xv) {
+struct UnitInputs {
+  vec4 lo[kQ4kWordsPerUnit], hi[kQ4kWordsPerUnit];
+  float sum_lo, sum_hi;  // for the mins: they depend on the inputs alone
+};
+UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
+  const uint j = u / kQ4kUnitsPerPair, w0 = (u % kQ4kUnitsPerPair) * kQ4kWordsPerUnit;
+  const uint xl = xv + 16u * j + w0, xh = xl + 8u;
+  UnitInputs in_;
+  in_.sum_lo = 0.0;
+  in_.sum_hi = 0.0;
+  for (uint i = 0u; i < kQ4kWordsPerUnit; ++i) {
+    const vec4 lo = x.v[xl + i], hi = x.v[xh + i];
+    in_.lo[i] = lo;
+    in_.hi[i] = hi;
+    in_.sum_lo += (lo.x + lo.y) + (lo.z + lo.w);
+    in_.sum_hi += (hi.x + hi.y) + (hi.z + hi.w);
+  }
+  return in_;
+}
+float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
   const uint wb = block_byte >> 2;
   const uint j = u / kQ4kUnitsPerPair, w0 = (u % kQ4kUnitsPerPair) * kQ4kWordsPerUnit;
   const vec2 dm = unpackHalf2x16(w.w[wb]);
@@ -96,19 +141,15 @@ float unit_dot(Words w, uint block_byte, uint u, Vec4s x, uint xv) {
   const uint c = (w.w[wb + 3u] >> sh) & 0xFFFFu;
   const uint sc2 = j < 2u ? a & 0x3F3Fu : (c & 0x0F0Fu) | ((a >> 2) & 0x3030u);
   const uint m2 = j < 2u ? b & 0x3F3Fu : ((c >> 4) & 0x0F0Fu) | ((b >> 2) & 0x3030u);
-  const uint xl = xv + 16u * j + w0, xh = xl + 8u;
   const uint qw = wb + 4u + 8u * j + w0;
-  float dot_lo = 0.0, dot_hi = 0.0, sum_lo = 0.0, sum_hi = 0.0;
+  float dot_lo = 0.0, dot_hi = 0.0;
   for (uint i = 0u; i < kQ4kWordsPerUnit; ++i) {
     const uint q = w.w[qw + i];
-    const vec4 lo = x.v[xl + i], hi = x.v[xh + i];
-    dot_lo += dot(bytes_to_floats(q & 0x0F0F0F0Fu, 0.0), lo);
-    dot_hi += dot(bytes_to_floats((q >> 4) & 0x0F0F0F0Fu, 0.0), hi);
-    sum_lo += (lo.x + lo.y) + (lo.z + lo.w);
-    sum_hi += (hi.x + hi.y) + (hi.z + hi.w);
+    dot_lo += dot(bytes_to_floats(q & 0x0F0F0F0Fu, 0.0), in_.lo[i]);
+    dot_hi += dot(bytes_to_floats((q >> 4) & 0x0F0F0F0Fu, 0.0), in_.hi[i]);
   }
   return dm.x * (float(sc2 & 0xFFu) * dot_lo + float(sc2 >> 8) * dot_hi) -
-         dm.y * (float(m2 & 0xFFu) * sum_lo + float(m2 >> 8) * sum_hi);
+         dm.y * (float(m2 & 0xFFu) * in_.sum_lo + float(m2 >> 8) * in_.sum_hi);
 }
 #elif defined(WTYPE_Q6_K)
 // {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d} (210 bytes: every other block starts mid-word).
@@ -116,13 +157,24 @@ float unit_dot(Words w, uint block_byte, uint u, Vec4s x, uint xv) {
 // ql[64 n + 32 (k % 2) + l], bits 2k of qh[32 n + l] and scale scales[8 n + 2 k + l / 16],
 // l < 32. A unit is (half n, l = 8g .. 8g+7) for all four k: 6 words of quants, 32 elements.
 const uint kBlockElems = 256u, kBlockBytes = 210u, kUnitsPerBlock = 8u;
-float unit_dot(Words w, uint block_byte, uint u, Vec4s x, uint xv) {
+struct UnitInputs {
+  vec4 v[8];  // [4h + k]: elements l = 8g + 4h .. +3 of sub-block k
+};
+UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
+  const uint n = u >> 2, g = u & 3u;
+  UnitInputs in_;
+  for (uint h = 0u; h < 2u; ++h)
+    for (uint k = 0u; k < 4u; ++k) in_.v[4u * h + k] = x.v[xv + 32u * n + 8u * k + 2u * g + h];
+  return in_;
+}
+float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
   const uint n = u >> 2, g = u & 3u;
   const float d = read_f16(w, block_byte + 208u);
   const uint ql = block_byte + 64u * n + 8u * g, qh = block_byte + 128u + 32u * n + 8u * g;
   const uint sc = block_byte + 192u + 8u * n + (g >> 1);
   float scale[4];
-  for (uint k = 0u; k < 4u; ++k) scale[k] = float(bitfieldExtract(int(read_u8(w, sc + 2u * k)), 0, 8));
+  for (uint k = 0u; k < 4u; ++k)
+    scale[k] = float(bitfieldExtract(int(read_u8(w, sc + 2u * k)), 0, 8));
   float s = 0.0;
   for (uint h = 0u; h < 2u; ++h) {  // l = 8g + 4h .. +3
     const uint a = read_u32(w, ql + 4u * h), b = read_u32(w, ql + 32u + 4u * h);
@@ -132,7 +184,7 @@ float unit_dot(Words w, uint block_byte, uint u, Vec4s x, uint xv) {
                               ((a >> 4) & 0x0F0F0F0Fu) | (hb & 0x30303030u),
                               ((b >> 4) & 0x0F0F0F0Fu) | ((hb >> 2) & 0x30303030u));
     for (uint k = 0u; k < 4u; ++k)
-      s += scale[k] * dot(bytes_to_floats(q[k], 32.0), x.v[xv + 32u * n + 8u * k + 2u * g + h]);
+      s += scale[k] * dot(bytes_to_floats(q[k], 32.0), in_.v[4u * h + k]);
   }
   return d * s;
 }

@@ -4,8 +4,9 @@
 // each token in its own layer).
 // Each row's units (dot_unit.glsl) are shared by a team of `team` threads (4 to 32, a power of
 // two) that take them in turn, so neighbouring threads read neighbouring pieces of the row; each
-// thread does that for `rows_per_thread` rows (1, 2 or 4) at once, so an input it loads is used
-// for every one of them (the inputs, 32-bit floats, are several times the bytes of the quants).
+// thread does that for `rows_per_thread` rows (1, 2 or 4) at once, so the inputs it loads for a
+// unit (unit_inputs) serve every one of them (the inputs, 32-bit floats, are several times the
+// bytes of the quants), as they serve both the gate and the up row of an FFN.
 // vk_ops.cpp picks both from the matrix's shape alone, never from the token count, so a token's
 // arithmetic is the same whatever kTok and whichever tokens share its workgroup: a row computed
 // in a prompt chunk has the bits it gets in a decode step (backend_vulkan_test checks it).
@@ -60,19 +61,18 @@ void main() {
     for (uint r = 0u; r < kMaxRowsPerThread; ++r) acc[t][r] = 0.0;
   const uint n_units = (pc.cols / kBlockElems) * kUnitsPerBlock;
   for (uint u = lane; u < n_units; u += pc.team) {
-    const uint b = u / kUnitsPerBlock;
+    const uint b = u / kUnitsPerBlock, unit = u % kUnitsPerBlock;
     for (uint t = 0u; t < kTok; ++t) {
       if (t >= n) continue;
-      const uint xv = (t0 + t) * (pc.x_stride / 4u) + b * (kBlockElems / 4u);
+      const UnitInputs in_ =
+          unit_inputs(pc.x, (t0 + t) * (pc.x_stride / 4u) + b * (kBlockElems / 4u), unit);
       for (uint r = 0u; r < kMaxRowsPerThread; ++r) {
         const uint row = row0 + r * stride;
         if (r < R && row < pc.rows)
-          acc[t][r] += unit_dot(pc.w, row * pc.row_bytes + b * kBlockBytes, u % kUnitsPerBlock,
-                                pc.x, xv);
+          acc[t][r] += unit_dot(pc.w, row * pc.row_bytes + b * kBlockBytes, unit, in_);
       }
       if (swiglu && row0 < pc.rows)
-        acc[t][1] += unit_dot(pc.w2, row0 * pc.row_bytes + b * kBlockBytes, u % kUnitsPerBlock,
-                              pc.x, xv);
+        acc[t][1] += unit_dot(pc.w2, row0 * pc.row_bytes + b * kBlockBytes, unit, in_);
     }
   }
 
