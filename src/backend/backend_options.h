@@ -121,6 +121,7 @@ struct VulkanBackendOptions {
   // The decode product's work shape (vk::MatvecTuning; 0: chosen per matrix). Speed only.
   int matvec_team = 0;
   int matvec_rows = 0;
+  int matvec_groups = 0;  // workgroups per product at most; 0: one per row group
 };
 
 // What a backend is created with: the common settings, each family's own, and the TEST KNOB fault

@@ -79,6 +79,8 @@ EnvironmentKnobs read_environment() {
     o.vulkan.matvec_team = int(one_of("LOCKSTEP_VULKAN_MATVEC_TEAM", v, {0, 4, 8, 16, 32}));
   if (const char* v = get("LOCKSTEP_VULKAN_MATVEC_ROWS"))
     o.vulkan.matvec_rows = int(one_of("LOCKSTEP_VULKAN_MATVEC_ROWS", v, {0, 1, 2, 4}));
+  if (const char* v = get("LOCKSTEP_VULKAN_MATVEC_GROUPS"))
+    o.vulkan.matvec_groups = int(number("LOCKSTEP_VULKAN_MATVEC_GROUPS", v, 0, 32768));
   if (const char* v = get("LOCKSTEP_VULKAN_MAX_BATCH"))
     o.vulkan.max_batch = int(number("LOCKSTEP_VULKAN_MAX_BATCH", v, 1, 4096));
 

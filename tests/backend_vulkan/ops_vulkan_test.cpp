@@ -88,16 +88,18 @@ TEST_P(VulkanMatmul, MatchesFloat64) {
   const vk::DeviceMatrix m{type, rows, cols, *row_bytes(type, cols), dw.address()};
   // The shape matvec.comp picks for these small matrices, then every other team size and rows
   // per thread (LOCKSTEP_VULKAN_MATVEC_TEAM, _ROWS): teams within one subgroup and across
-  // several, rows past the end of the matrix in a thread's share.
-  const std::vector<vk::MatvecTuning> tunings = {{0, 0},  {4, 1},  {8, 2}, {16, 4},
-                                                 {32, 1}, {32, 4}, {4, 4}, {16, 2}};
+  // several, rows past the end of the matrix in a thread's share; and grids capped at 3 and 2
+  // workgroups (_GROUPS), each then taking several row groups in turn.
+  const std::vector<vk::MatvecTuning> tunings = {{0, 0},  {4, 1}, {8, 2},  {16, 4},    {32, 1},
+                                                 {32, 4}, {4, 4}, {16, 2}, {32, 1, 3}, {8, 2, 2}};
   for (const vk::MatvecTuning& tuning : tunings) {
     vk::set_matvec_tuning(tuning);
     const bool automatic = tuning.team == 0;
     for (int n_tok : automatic ? std::vector<int>{1, 3, 5, 8, 19} : std::vector<int>{1, 11}) {
       for (int variant = 0; variant < (automatic ? 3 : 1); ++variant) {  // plain, accumulate, bias
         SCOPED_TRACE("team " + std::to_string(tuning.team) + " rows/thread " +
-                     std::to_string(tuning.rows_per_thread) + " n_tok " + std::to_string(n_tok) +
+                     std::to_string(tuning.rows_per_thread) + " groups " +
+                     std::to_string(tuning.max_groups) + " n_tok " + std::to_string(n_tok) +
                      " variant " + std::to_string(variant));
         const bool accumulate = variant == 1, with_bias = variant == 2;
         const std::vector<float> x = random_normal(rng_, size_t(n_tok * cols), 1.0f);
@@ -146,7 +148,7 @@ TEST_P(VulkanMatmul, SwigluPairMatchesFloat64) {
   const vk::DeviceMatrix gate{type, rows, cols, rb, dg.address()},
       up{type, rows, cols, rb, du.address()};
   for (const vk::MatvecTuning& tuning :
-       std::vector<vk::MatvecTuning>{{0, 0}, {4, 1}, {16, 2}, {32, 4}}) {
+       std::vector<vk::MatvecTuning>{{0, 0}, {4, 1}, {16, 2}, {32, 4}, {32, 1, 3}}) {
     vk::set_matvec_tuning(tuning);
     for (int n_tok : {1, 3, 11}) {
       SCOPED_TRACE("team " + std::to_string(tuning.team) + " rows/thread " +

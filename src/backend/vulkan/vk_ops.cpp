@@ -154,7 +154,9 @@ void dispatch_matvec(Recorder& rec, const DeviceMatrix& w, MatmulPush& p, int n_
   const bool one_per_layer = n_tok <= kMatvecMaxTokens;
   p.team = matvec_team(uint64_t(w.cols) / matvec_unit_elems(w.type));
   if (!p.rows_per_thread) p.rows_per_thread = matvec_rows_per_thread();
-  const uint32_t groups = ceil_div(w.rows, kMatvecThreads / p.team * p.rows_per_thread);
+  uint32_t groups = ceil_div(w.rows, kMatvecThreads / p.team * p.rows_per_thread);
+  if (g_matvec_tuning.max_groups > 0)
+    groups = std::min(groups, uint32_t(std::min(g_matvec_tuning.max_groups, 32768)));
   rec.dispatch(module_name(one_per_layer ? "matvec" : "matvec_tile", w.type).c_str(), p,
                std::min(groups, kMatvecGroupsPerGridX), ceil_div(groups, kMatvecGroupsPerGridX),
                one_per_layer ? uint32_t(n_tok) : ceil_div(n_tok, kMatvecTileTokens));

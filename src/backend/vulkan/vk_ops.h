@@ -30,6 +30,7 @@ struct DeviceMatrix {
 struct MatvecTuning {
   int team = 0;             // threads per row: 4, 8, 16 or 32
   int rows_per_thread = 0;  // 1, 2 or 4
+  int max_groups = 0;       // workgroups per product at most (each then takes several row groups)
 };
 void set_matvec_tuning(const MatvecTuning& tuning);
 

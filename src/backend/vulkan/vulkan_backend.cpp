@@ -122,7 +122,7 @@ VulkanBackend::VulkanBackend(const Model& model, const VulkanBackendOptions& opt
     c.allow_cpu_device = true;
     c.validation = opts_.validation;
     c.profile = opts_.profile;
-    vk::set_matvec_tuning({opts_.matvec_team, opts_.matvec_rows});
+    vk::set_matvec_tuning({opts_.matvec_team, opts_.matvec_rows, opts_.matvec_groups});
     ctx_ = std::make_unique<vk::Context>(c);
     // Every pipeline now, so that one that does not build fails here and not mid-forward.
     std::vector<TensorType> types = {model_.tok_embd.type, model_.output.type};

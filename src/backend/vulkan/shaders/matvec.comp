@@ -45,11 +45,11 @@ layout(push_constant) uniform Push {
 // Partial sums of subgroups, where a team spans several: [token][row of the thread][subgroup].
 shared float partial[kTok][kMaxRowsPerThread][kThreads / 4u];
 
-void main() {
+// The rows of row group `group` (kThreads / team * rows_per_thread rows) for this layer's tokens.
+void row_group(uint group) {
   const uint tid = gl_LocalInvocationID.x, lane = tid % pc.team, team = tid / pc.team;
   const uint R = pc.rows_per_thread;
   const bool swiglu = (pc.flags & 4u) != 0u;
-  const uint group = gl_WorkGroupID.x + gl_WorkGroupID.y * kGroupsPerGridX;
   // This thread's rows: row0, row0 + stride, ... (the workgroup's teams interleave).
   const uint stride = kThreads / pc.team;
   const uint row0 = group * stride * R + team;
@@ -92,6 +92,7 @@ void main() {
         acc[t][r] = partial[t][r][first];
         for (uint g = 1u; g < per_team; ++g) acc[t][r] += partial[t][r][first + g];
       }
+    barrier();  // every team has read `partial` before the next row group writes it
   }
   if (lane != 0u) return;
   for (uint r = 0u; r < R; ++r) {
@@ -106,4 +107,14 @@ void main() {
       pc.y.f[yo] = v;
     }
   }
+}
+
+void main() {
+  // One row group per workgroup, or, where vk_ops.cpp caps the grid (LOCKSTEP_VULKAN_MATVEC_GROUPS),
+  // each workgroup takes every n-th group in turn: a group's arithmetic is the same either way.
+  const uint n_groups = (pc.rows + kThreads / pc.team * pc.rows_per_thread - 1u) /
+                        (kThreads / pc.team * pc.rows_per_thread);
+  const uint grid = gl_NumWorkGroups.x * gl_NumWorkGroups.y;
+  for (uint g = gl_WorkGroupID.x + gl_WorkGroupID.y * kGroupsPerGridX; g < n_groups; g += grid)
+    row_group(g);
 }
