@@ -18,7 +18,7 @@
 #   vulkanbench  the gate and `bench` tg128/pp512 with --backend vulkan and cuda (PRESETS), and
 #                a decode profile per shader (LOCKSTEP_VULKAN_PROFILE)
 #   vulkanknobs  7B Vulkan tg128 under each forced matvec shape (LOCKSTEP_VULKAN_MATVEC_TEAM/_ROWS;
-#                VULKAN_SHAPES lists them as team,rows)
+#                VULKAN_SHAPES lists them as team,rows[,groups])
 #   vulkanvariants  for each sed expression in VARIANTS (separated by '|'): apply it to the Vulkan
 #                shaders named in VARIANT_FILES (default dot_unit.glsl), rebuild lockstep, bench
 #                0.5B and 7B Vulkan tg128; the sources are restored afterwards
@@ -194,9 +194,11 @@ fi
 if want vulkanknobs 60; then
   make7b
   for shape in ${VULKAN_SHAPES:-0,0 32,2 32,4 16,1 8,1}; do
-    set -- ${shape/,/ }
-    echo "-- LOCKSTEP_VULKAN_MATVEC_TEAM=$1 LOCKSTEP_VULKAN_MATVEC_ROWS=$2" | tee -a "$S"
-    LOCKSTEP_VULKAN_MATVEC_TEAM=$1 LOCKSTEP_VULKAN_MATVEC_ROWS=$2 timeout 40 "$L" bench \
+    set -- ${shape//,/ }
+    echo "-- LOCKSTEP_VULKAN_MATVEC_TEAM=$1 LOCKSTEP_VULKAN_MATVEC_ROWS=$2" \
+      "LOCKSTEP_VULKAN_MATVEC_GROUPS=${3:-0}" | tee -a "$S"
+    LOCKSTEP_VULKAN_MATVEC_TEAM=$1 LOCKSTEP_VULKAN_MATVEC_ROWS=$2 \
+      LOCKSTEP_VULKAN_MATVEC_GROUPS=${3:-0} timeout 40 "$L" bench \
       -m /tmp/qwen2.5-7b-q4_k_m.gguf --backend vulkan --parity off -p 0 -n 128 -r 2 \
       2>>"$LOGS/bench-vulkan-knobs.log" | grep -E "tg128" | tee -a "$S"
   done
