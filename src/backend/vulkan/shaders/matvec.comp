@@ -110,8 +110,9 @@ void row_group(uint group) {
 }
 
 void main() {
-  // One row group per workgroup, or, where vk_ops.cpp caps the grid (LOCKSTEP_VULKAN_MATVEC_GROUPS),
-  // each workgroup takes every n-th group in turn: a group's arithmetic is the same either way.
+  // One row group per workgroup, or, where vk_ops.cpp caps the grid
+  // (LOCKSTEP_VULKAN_MATVEC_GROUPS), each workgroup takes every n-th group in turn: a group's
+  // arithmetic is the same either way.
   const uint n_groups = (pc.rows + kThreads / pc.team * pc.rows_per_thread - 1u) /
                         (kThreads / pc.team * pc.rows_per_thread);
   const uint grid = gl_NumWorkGroups.x * gl_NumWorkGroups.y;

@@ -72,5 +72,6 @@ void main() {
   const uint o = t * kv_dim + (2u * p - d);  // the k head's first element
   const uint dst = pos * (kv_dim / 2u) + p;
   pc.k_cache.w[dst] = packHalf2x16(vec2(turned_k(o, d, pos), turned_k(o, d + 1u, pos)));
-  pc.v_cache.w[dst] = packHalf2x16(vec2(pc.v.f[t * kv_dim + 2u * p], pc.v.f[t * kv_dim + 2u * p + 1u]));
+  const uint vo = t * kv_dim + 2u * p;
+  pc.v_cache.w[dst] = packHalf2x16(vec2(pc.v.f[vo], pc.v.f[vo + 1u]));
 }
