@@ -19,6 +19,8 @@
 #                a decode profile per shader (LOCKSTEP_VULKAN_PROFILE)
 #   vulkanknobs  7B Vulkan tg128 under each forced matvec shape (LOCKSTEP_VULKAN_MATVEC_TEAM/_ROWS;
 #                VULKAN_SHAPES lists them as team,rows[,groups])
+#   vulkanenv    for each entry of VULKAN_ENVS (space-separated; an entry is none or VAR=value
+#                pairs joined by commas): 0.5B and 7B Vulkan tg128 -r 2 under those settings
 #   vulkanvariants  for each sed expression in VARIANTS (separated by '|'): apply it to the Vulkan
 #                shaders named in VARIANT_FILES (default dot_unit.glsl), rebuild lockstep, bench
 #                0.5B and 7B Vulkan tg128; the sources are restored afterwards
@@ -201,6 +203,23 @@ if want vulkanknobs 60; then
       LOCKSTEP_VULKAN_MATVEC_GROUPS=${3:-0} timeout 40 "$L" bench \
       -m /tmp/qwen2.5-7b-q4_k_m.gguf --backend vulkan --parity off -p 0 -n 128 -r 2 \
       2>>"$LOGS/bench-vulkan-knobs.log" | grep -E "tg128" | tee -a "$S"
+  done
+fi
+if want vulkanenv 60; then
+  make7b
+  f05=/tmp/qwen2.5-0.5b-q4_k_m.gguf
+  [ -f "$f05" ] || "$L" make-model --arch qwen2 --preset qwen2.5-0.5b --quant q4_k_m --seed 1 \
+    -o "$f05" --quiet >>"$LOGS/make-model.log" 2>&1
+  default_envs="none LOCKSTEP_VULKAN_FUSE_NORM=1 LOCKSTEP_VULKAN_MATVEC_GROUPS=1056 none"
+  for entry in ${VULKAN_ENVS:-$default_envs}; do
+    [ "$(left)" -lt 30 ] && { echo "skipped '$entry': $(left) s left" | tee -a "$S"; break; }
+    settings=${entry//,/ }
+    settings=${settings/none/}
+    echo "-- ${settings:-defaults}" | tee -a "$S"
+    for m in "$f05" /tmp/qwen2.5-7b-q4_k_m.gguf; do
+      env $settings timeout 40 "$L" bench -m "$m" --backend vulkan --parity off -p 0 -n 128 -r 2 \
+        2>>"$LOGS/bench-vulkan-env.log" | grep -E "tg128" | tee -a "$S"
+    done
   done
 fi
 if want vulkanvariants 60; then

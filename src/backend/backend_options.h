@@ -122,6 +122,10 @@ struct VulkanBackendOptions {
   int matvec_team = 0;
   int matvec_rows = 0;
   int matvec_groups = 0;  // workgroups per product at most; 0: one per row group
+  // Take each layer's two RMSNorms into the products that read them (no dispatch of their own;
+  // vk::NormFirst). Speed only: the norm's scale is summed in another order, so the last bits
+  // change, never between prefill and decode.
+  bool fuse_norm = false;
 };
 
 // What a backend is created with: the common settings, each family's own, and the TEST KNOB fault

@@ -49,11 +49,13 @@ BackendOptions vulkan_options(int n_ctx = 0) {
   return o;
 }
 
-std::unique_ptr<Backend> open_vulkan_unchecked(const Model& m, int n_ctx = 0, int max_batch = 0) {
+std::unique_ptr<Backend> open_vulkan_unchecked(const Model& m, int n_ctx = 0, int max_batch = 0,
+                                               bool fuse_norm = false) {
   OpenRequest req;
   req.backend = "vulkan";
   req.options = vulkan_options(n_ctx);
   if (max_batch > 0) req.options.vulkan.max_batch = max_batch;
+  req.options.vulkan.fuse_norm = fuse_norm;
   ParityConfig cfg;
   cfg.policy = ParityPolicy::Off;
   ServingBackend r = ParityGate::open(m, req, cfg, {}, false);
@@ -201,10 +203,11 @@ TEST_F(VulkanStories, TeacherForcedLogitsMatchLlamaCpp) {
 
 // ---- against the CPU reference on synthetic models --------------------------------------------
 
-void expect_matches_reference(const Model& m, std::mt19937_64& rng, const std::string& what) {
+void expect_matches_reference(const Model& m, std::mt19937_64& rng, const std::string& what,
+                              bool fuse_norm = false) {
   SCOPED_TRACE(what);
   auto ref = std::make_unique<ReferenceBackend>(m, 0, 0);
-  auto vulkan = open_vulkan_unchecked(m, 0, 24);
+  auto vulkan = open_vulkan_unchecked(m, 0, 24, fuse_norm);
   const auto tokens = random_tokens(rng, 60, m.hp.n_vocab);
   const auto want = teacher_forced(*ref, tokens, true);
   const size_t V = size_t(m.hp.n_vocab);
@@ -247,6 +250,21 @@ TEST_F(VulkanSynthetic, MakeModelTinyPresetMatchesCpuReference) {
           gguf::GgufFile::from_bytes(synthetic_model_bytes(plan), std::string("tiny-") + quant));
       expect_matches_reference(m, rng, std::string(arch_name(arch)) + " " + quant);
     }
+}
+
+// LOCKSTEP_VULKAN_FUSE_NORM=1: the RMSNorms taken into the products, rows against the reference
+// and prefill against decode bit for bit, as above.
+TEST_F(VulkanSynthetic, NormsTakenIntoProductsMatchCpuReference) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("LOCKSTEP_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (Arch arch : {Arch::Llama, Arch::Qwen2}) {
+    const SyntheticPlan plan =
+        plan_synthetic_model(*find_model_preset("tiny"), arch, *find_quant_scheme("q4_k_m"), rng());
+    const Model m =
+        Model::from_file(gguf::GgufFile::from_bytes(synthetic_model_bytes(plan), "tiny-q4_k_m"));
+    expect_matches_reference(m, rng, std::string(arch_name(arch)) + " q4_k_m, norms fused", true);
+  }
 }
 
 TEST_F(VulkanSynthetic, Q4_0AndQ5_0MatricesMatchCpuReference) {

@@ -134,6 +134,74 @@ TEST_P(VulkanMatmul, MatchesFloat64) {
   vk::set_matvec_tuning({});
 }
 
+// RMSNorm taken into the product (vk::NormFirst): x is the norm's input, alone and with the FFN's
+// SwiGLU pair, against the norm and the product in float64. Matrices matvec.comp does not take
+// (rows of 172 floats) must say so.
+TEST_P(VulkanMatmul, NormFirstMatchesFloat64) {
+  const TensorType type = GetParam().type;
+  const int64_t rows = 77, cols = GetParam().cols;
+  SCOPED_TRACE(trace() + " " + tensor_type_info(type).name + " cols " + std::to_string(cols));
+  const std::vector<uint8_t> w = random_weights(rng_, type, rows, cols);
+  const std::vector<uint8_t> wu = random_weights(rng_, type, rows, cols);
+  TestBuffer<uint8_t> dw(*ctx_, w), du(*ctx_, wu);
+  const uint64_t rb = *row_bytes(type, cols);
+  const vk::DeviceMatrix m{type, rows, cols, rb, dw.address()},
+      up{type, rows, cols, rb, du.address()};
+  const std::vector<float> g = random_normal(rng_, size_t(cols), 1.0f);
+  TestBuffer<float> dg(*ctx_, g);
+  const float eps = 1e-5f;
+  const vk::NormFirst norm{dg.address(), eps};
+  if (cols % 32 != 0) {
+    EXPECT_FALSE(vk::matvec_takes_norm(m, dg.address(), uint32_t(cols), norm));
+    return;
+  }
+  for (const vk::MatvecTuning& tuning :
+       std::vector<vk::MatvecTuning>{{0, 0}, {4, 1}, {16, 2}, {32, 1, 3}}) {
+    vk::set_matvec_tuning(tuning);
+    for (int n_tok : {1, 3, 11}) {
+      for (bool swiglu : {false, true}) {
+        SCOPED_TRACE("team " + std::to_string(tuning.team) + " rows/thread " +
+                     std::to_string(tuning.rows_per_thread) + " n_tok " + std::to_string(n_tok) +
+                     (swiglu ? " swiglu" : ""));
+        const std::vector<float> x = random_normal(rng_, size_t(n_tok * cols), 2.0f);
+        TestBuffer<float> dx(*ctx_, x), dy(*ctx_, size_t(n_tok * rows)),
+            scratch(*ctx_, size_t(n_tok * rows));
+        ASSERT_TRUE(vk::matvec_takes_norm(m, dx.address(), uint32_t(cols), norm));
+        run_commands(*ctx_, [&](vk::Recorder& rec) {
+          if (swiglu)
+            vk::record_matmul_swiglu(rec, m, up, dx.address(), uint32_t(cols), dy.address(),
+                                     scratch.address(), n_tok, norm);
+          else
+            vk::record_matmul(rec, m, dx.address(), uint32_t(cols), dy.address(), uint32_t(rows),
+                              n_tok, false, 0, norm);
+        });
+        std::vector<double> want, scale;
+        for (int t = 0; t < n_tok; ++t) {
+          const float* xt = x.data() + t * cols;
+          double ss = 0;
+          for (int64_t c = 0; c < cols; ++c) ss += double(xt[c]) * xt[c];
+          const double s = 1.0 / std::sqrt(ss / double(cols) + eps);
+          std::vector<float> xn(static_cast<size_t>(cols));
+          for (int64_t c = 0; c < cols; ++c) xn[size_t(c)] = float(xt[c] * s * g[size_t(c)]);
+          std::vector<double> abs_g, abs_u;
+          const auto y = reference_matvec(type, w.data(), rows, cols, xn.data(), &abs_g);
+          const auto u = reference_matvec(type, wu.data(), rows, cols, xn.data(), &abs_u);
+          for (int64_t r = 0; r < rows; ++r) {
+            const size_t i = size_t(r);
+            const double silu = y[i] / (1.0 + std::exp(-y[i]));
+            want.push_back(swiglu ? silu * u[i] : y[i]);
+            scale.push_back(swiglu ? 1.1 * std::fabs(u[i]) * abs_g[i] + std::fabs(silu) * abs_u[i]
+                                   : abs_g[i]);
+          }
+        }
+        EXPECT_LE(dot_error_ratio(dy.read(), want, scale), kDotErrorRatio);
+        EXPECT_GUARDS(dy);
+      }
+    }
+  }
+  vk::set_matvec_tuning({});
+}
+
 // An FFN's gate and up products with SwiGLU: one matvec.comp dispatch where it takes the matrices
 // (the thread's second row is up's, whatever rows per thread is asked for), matmul.comp and
 // swiglu.comp otherwise (F32 and F16 rows of 172).

@@ -58,8 +58,10 @@ struct MatmulPush {
   uint32_t rows, cols, row_bytes, n_tok, x_stride, y_stride, flags;
   uint32_t team = 0, rows_per_thread = 0;  // matvec.comp only
   uint64_t w2 = 0;                         // matvec.comp only: the up matrix (flags & 4)
+  uint64_t norm_w = 0;                     // matvec.comp only: RMSNorm first (flags & 8)
+  float norm_eps = 0;
 };
-constexpr uint32_t kAccumulate = 1, kAddBias = 2, kSwiglu = 4;  // MatmulPush::flags
+constexpr uint32_t kAccumulate = 1, kAddBias = 2, kSwiglu = 4, kNorm = 8;  // MatmulPush::flags
 
 MatvecTuning g_matvec_tuning;
 
@@ -150,6 +152,13 @@ MatmulPush matmul_push(const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stri
                     flags};
 }
 
+void add_norm(MatmulPush& p, const NormFirst& norm) {
+  if (!norm.weight) return;
+  p.flags |= kNorm;
+  p.norm_w = norm.weight;
+  p.norm_eps = norm.eps;
+}
+
 void dispatch_matvec(Recorder& rec, const DeviceMatrix& w, MatmulPush& p, int n_tok) {
   const bool one_per_layer = n_tok <= kMatvecMaxTokens;
   p.team = matvec_team(uint64_t(w.cols) / matvec_unit_elems(w.type));
@@ -164,11 +173,19 @@ void dispatch_matvec(Recorder& rec, const DeviceMatrix& w, MatmulPush& p, int n_
 
 }  // namespace
 
+bool matvec_takes_norm(const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
+                       const NormFirst& norm) {
+  return matvec_fits(w, x, x_stride) && norm.weight % 16 == 0;
+}
+
 void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
                    VkDeviceAddress y, uint32_t y_stride, int n_tok, bool accumulate,
-                   VkDeviceAddress bias) {
+                   VkDeviceAddress bias, const NormFirst& norm) {
   MatmulPush p = matmul_push(w, x, x_stride, y, y_stride, n_tok,
                              (accumulate ? kAccumulate : 0u) | (bias ? kAddBias : 0u), bias);
+  if (norm.weight && !matvec_takes_norm(w, x, x_stride, norm))
+    throw Error("vulkan: a product that cannot take RMSNorm in was asked to");
+  add_norm(p, norm);
   if (matvec_fits(w, x, x_stride)) return dispatch_matvec(rec, w, p, n_tok);
   rec.dispatch(module_name("matmul", w.type).c_str(), p,
                std::min<uint32_t>(uint32_t(w.rows), kRowsPerGridX), ceil_div(w.rows, kRowsPerGridX),
@@ -177,19 +194,20 @@ void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint
 
 void record_matmul_swiglu(Recorder& rec, const DeviceMatrix& gate, const DeviceMatrix& up,
                           VkDeviceAddress x, uint32_t x_stride, VkDeviceAddress y,
-                          VkDeviceAddress up_scratch, int n_tok) {
+                          VkDeviceAddress up_scratch, int n_tok, const NormFirst& norm) {
   const bool same_shape = up.type == gate.type && up.rows == gate.rows && up.cols == gate.cols &&
                           up.row_bytes == gate.row_bytes;
   const uint32_t F = uint32_t(gate.rows);
   if (same_shape && matvec_fits(gate, x, x_stride) && matvec_fits(up, x, x_stride)) {
     MatmulPush p = matmul_push(gate, x, x_stride, y, F, n_tok, kSwiglu, 0);
     p.w2 = up.data;
+    add_norm(p, norm);
     p.rows_per_thread = 1;  // the thread's second row is up's
     return dispatch_matvec(rec, gate, p, n_tok);
   }
   rec.begin_independent();
-  record_matmul(rec, gate, x, x_stride, y, F, n_tok, false);
-  record_matmul(rec, up, x, x_stride, up_scratch, F, n_tok, false);
+  record_matmul(rec, gate, x, x_stride, y, F, n_tok, false, 0, norm);
+  record_matmul(rec, up, x, x_stride, up_scratch, F, n_tok, false, 0, norm);
   rec.end_independent();
   record_swiglu(rec, y, up_scratch, uint64_t(n_tok) * F);
 }

@@ -34,11 +34,22 @@ struct MatvecTuning {
 };
 void set_matvec_tuning(const MatvecTuning& tuning);
 
+// RMSNorm taken into a product: x is the norm's input, and the product meets
+// rmsnorm(x) * weight as record_rmsnorm computes it (its scale summed in another order).
+struct NormFirst {
+  VkDeviceAddress weight = 0;  // 0: no norm
+  float eps = 0;
+};
+
+// Whether record_matmul / record_matmul_swiglu can take `norm` into a product of w with x.
+bool matvec_takes_norm(const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
+                       const NormFirst& norm);
+
 // y[t][r] (+)= W[r] . x[t] (+ bias[r]) for t < n_tok; x rows x_stride floats apart, y rows
-// y_stride apart. bias 0: none.
+// y_stride apart. bias 0: none. norm: see NormFirst (only where matvec_takes_norm).
 void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
                    VkDeviceAddress y, uint32_t y_stride, int n_tok, bool accumulate,
-                   VkDeviceAddress bias = 0);
+                   VkDeviceAddress bias = 0, const NormFirst& norm = {});
 
 // out[t] = row ids[1 + t] of `table`, as floats (table.cols each), t < n_tok.
 void record_get_rows(Recorder& rec, const DeviceMatrix& table, VkDeviceAddress ids,
@@ -77,7 +88,7 @@ void record_attention(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k_cache,
 // and record_swiglu. The arithmetic of each is that of record_matmul and record_swiglu.
 void record_matmul_swiglu(Recorder& rec, const DeviceMatrix& gate, const DeviceMatrix& up,
                           VkDeviceAddress x, uint32_t x_stride, VkDeviceAddress y,
-                          VkDeviceAddress up_scratch, int n_tok);
+                          VkDeviceAddress up_scratch, int n_tok, const NormFirst& norm = {});
 
 // gate[i] = silu(gate[i]) * up[i], i < n.
 void record_swiglu(Recorder& rec, VkDeviceAddress gate, VkDeviceAddress up, uint64_t n);

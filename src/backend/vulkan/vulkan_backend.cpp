@@ -370,11 +370,18 @@ void VulkanBackend::record_chunk(Recorder& rec, int n, LogitRows rows, int pos0,
   vk::record_get_rows(rec, tok_embd_, ids_.address, h_.address, n);
   for (int l = 0; l < int(layers_.size()); ++l) {
     const DeviceLayer& L = layers_[size_t(l)];
-    vk::record_rmsnorm(rec, h_.address, L.attn_norm, xn_.address, E, n, 0, eps);
+    // Each RMSNorm goes into the products that read it where they all take it (fuse_norm).
+    vk::NormFirst norm{L.attn_norm, eps};
+    bool fuse = opts_.fuse_norm;
+    for (const DeviceMatrix* w : {&L.wq, &L.wk, &L.wv})
+      fuse = fuse && vk::matvec_takes_norm(*w, h_.address, E, norm);
+    if (!fuse) vk::record_rmsnorm(rec, h_.address, L.attn_norm, xn_.address, E, n, 0, eps);
+    VkDeviceAddress in = fuse ? h_.address : xn_.address;
+    if (!fuse) norm = {};
     rec.begin_independent();
-    vk::record_matmul(rec, L.wq, xn_.address, E, q_.address, Q, n, false, L.bq);
-    vk::record_matmul(rec, L.wk, xn_.address, E, k_new_.address, KV, n, false, L.bk);
-    vk::record_matmul(rec, L.wv, xn_.address, E, v_new_.address, KV, n, false, L.bv);
+    vk::record_matmul(rec, L.wq, in, E, q_.address, Q, n, false, L.bq, norm);
+    vk::record_matmul(rec, L.wk, in, E, k_new_.address, KV, n, false, L.bk, norm);
+    vk::record_matmul(rec, L.wv, in, E, v_new_.address, KV, n, false, L.bv, norm);
     rec.end_independent();
     vk::record_rope_kv_store(rec, q_.address, k_new_.address, v_new_.address, rope_.address,
                              ids_.address, k_cache(l), v_cache(l), shape_, uint32_t(hp_.rope_dim),
@@ -384,8 +391,13 @@ void VulkanBackend::record_chunk(Recorder& rec, int n, LogitRows rows, int pos0,
     vk::record_matmul(rec, L.wo, att_.address, Q, h_.address, E, n, true);
     after_layer(rec, l, "attn_out", n, pos0, eager);
 
-    vk::record_rmsnorm(rec, h_.address, L.ffn_norm, xn_.address, E, n, 0, eps);
-    vk::record_matmul_swiglu(rec, L.gate, L.up, xn_.address, E, g_.address, u_.address, n);
+    norm = {L.ffn_norm, eps};
+    fuse = opts_.fuse_norm && vk::matvec_takes_norm(L.gate, h_.address, E, norm) &&
+           vk::matvec_takes_norm(L.up, h_.address, E, norm);
+    if (!fuse) vk::record_rmsnorm(rec, h_.address, L.ffn_norm, xn_.address, E, n, 0, eps);
+    in = fuse ? h_.address : xn_.address;
+    if (!fuse) norm = {};
+    vk::record_matmul_swiglu(rec, L.gate, L.up, in, E, g_.address, u_.address, n, norm);
     vk::record_matmul(rec, L.down, g_.address, F, h_.address, E, n, true);
     after_layer(rec, l, "ffn_out", n, pos0, eager);
   }

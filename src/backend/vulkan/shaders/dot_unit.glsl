@@ -19,6 +19,10 @@ layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Ve
   vec4 v[];
 };
 
+// Vec4 i of x as a product meets it: matvec.comp defines it (the input itself, or RMSNorm's output
+// of it where the product takes the norm in).
+vec4 input_vec4(Vec4s x, uint i);
+
 const float kTwo23 = 8388608.0;
 
 // The four bytes of a word (each < 256) as floats, minus `bias`: exact.
@@ -34,7 +38,7 @@ struct UnitInputs {
   vec4 v;
 };
 UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
-  return UnitInputs(x.v[xv + u]);
+  return UnitInputs(input_vec4(x, xv + u));
 }
 float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
   const uint wo = (block_byte >> 2) + 4u * u;
@@ -46,7 +50,7 @@ struct UnitInputs {
   vec4 v;
 };
 UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
-  return UnitInputs(x.v[xv + u]);
+  return UnitInputs(input_vec4(x, xv + u));
 }
 float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
   const uint wo = (block_byte >> 2) + 2u * u;
@@ -61,7 +65,7 @@ struct UnitInputs {
   vec4 lo, hi;
 };
 UnitInputs unit_inputs(Vec4s x, uint xv, uint k) {
-  return UnitInputs(x.v[xv + k], x.v[xv + 4u + k]);
+  return UnitInputs(input_vec4(x, xv + k), input_vec4(x, xv + 4u + k));
 }
 #if defined(WTYPE_Q4_0)
 const uint kBlockBytes = 18u;
@@ -94,7 +98,7 @@ struct UnitInputs {
   vec4 a, b;
 };
 UnitInputs unit_inputs(Vec4s x, uint xv, uint k) {
-  return UnitInputs(x.v[xv + 2u * k], x.v[xv + 2u * k + 1u]);
+  return UnitInputs(input_vec4(x, xv + 2u * k), input_vec4(x, xv + 2u * k + 1u));
 }
 float unit_dot(Words w, uint block_byte, uint k, UnitInputs in_) {
   const uint qo = block_byte + 2u + 8u * k;
@@ -121,7 +125,7 @@ UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
   in_.sum_lo = 0.0;
   in_.sum_hi = 0.0;
   for (uint i = 0u; i < kQ4kWordsPerUnit; ++i) {
-    const vec4 lo = x.v[xl + i], hi = x.v[xh + i];
+    const vec4 lo = input_vec4(x, xl + i), hi = input_vec4(x, xh + i);
     in_.lo[i] = lo;
     in_.hi[i] = hi;
     in_.sum_lo += (lo.x + lo.y) + (lo.z + lo.w);
@@ -164,7 +168,8 @@ UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
   const uint n = u >> 2, g = u & 3u;
   UnitInputs in_;
   for (uint h = 0u; h < 2u; ++h)
-    for (uint k = 0u; k < 4u; ++k) in_.v[4u * h + k] = x.v[xv + 32u * n + 8u * k + 2u * g + h];
+    for (uint k = 0u; k < 4u; ++k)
+      in_.v[4u * h + k] = input_vec4(x, xv + 32u * n + 8u * k + 2u * g + h);
   return in_;
 }
 float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {

@@ -17,6 +17,7 @@
 // Inputs are read as vec4s: vk_ops.cpp routes here only 16-byte aligned x with rows of a
 // multiple of 4 floats and weight rows of whole units.
 #extension GL_KHR_shader_subgroup_shuffle : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
 #include "dot_unit.glsl"
 
 const uint kThreads = 128u, kTok = TOKENS, kMaxRowsPerThread = 4u;
@@ -34,13 +35,54 @@ layout(push_constant) uniform Push {
   uint n_tok;
   uint x_stride;  // floats between consecutive tokens' inputs: a multiple of 4
   uint y_stride;  // floats between consecutive tokens' outputs
-  uint flags;     // 1: accumulate into y; 2: add bias; 4: swiglu (below)
+  uint flags;     // 1: accumulate into y; 2: add bias; 4: swiglu; 8: RMSNorm first (below)
   uint team;      // threads per row: 4, 8, 16 or 32
   uint rows_per_thread;  // 1, 2 or 4
   // flags & 4: the up matrix of an FFN (w's shape; rows_per_thread is 1). The thread's second row
   // is row0 of w2, and y[row0] = silu(w[row0] . x) * (w2[row0] . x), as swiglu.comp computes it.
   Words w2;
+  // flags & 8: x is RMSNorm's input, not its output: the workgroup computes each token's
+  // 1 / sqrt(mean(x^2) + norm_eps) and every input vec4 is (x * scale) * norm_w, the formula of
+  // rmsnorm.comp, so the norm costs no dispatch of its own.
+  Vec4s norm_w;
+  float norm_eps;
 } pc;
+
+// Per token of the workgroup's layer: RMSNorm's scale (flags & 8), and the running sums of
+// squares of the subgroups that give it.
+shared float norm_scale[kTok];
+shared float norm_partial[kThreads];
+uint g_token_base;  // vec4 index in x of the token whose inputs unit_inputs is loading
+float g_norm_scale;
+
+vec4 input_vec4(Vec4s x, uint i) {
+  const vec4 v = x.v[i];
+  if ((pc.flags & 8u) == 0u) return v;
+  return (v * g_norm_scale) * pc.norm_w.v[i - g_token_base];
+}
+
+// norm_scale[t] for this layer's tokens: every thread of the workgroup takes part, in a fixed
+// order (per thread, per subgroup, then the subgroups in turn), the same for any kTok.
+void compute_norm_scales(uint t0, uint n) {
+  const uint tid = gl_LocalInvocationID.x, nv = pc.cols / 4u;
+  for (uint t = 0u; t < kTok; ++t) {
+    float s = 0.0;
+    if (t < n)
+      for (uint i = tid; i < nv; i += kThreads) {
+        const vec4 a = pc.x.v[(t0 + t) * (pc.x_stride / 4u) + i];
+        s += dot(a, a);
+      }
+    s = subgroupAdd(s);
+    if (subgroupElect()) norm_partial[gl_SubgroupID] = s;
+    barrier();
+    if (tid == 0u) {
+      float total = 0.0;
+      for (uint g = 0u; g < gl_NumSubgroups; ++g) total += norm_partial[g];
+      norm_scale[t] = 1.0 / sqrt(total / float(pc.cols) + pc.norm_eps);
+    }
+    barrier();
+  }
+}
 
 // Partial sums of subgroups, where a team spans several: [token][row of the thread][subgroup].
 shared float partial[kTok][kMaxRowsPerThread][kThreads / 4u];
@@ -64,6 +106,8 @@ void row_group(uint group) {
     const uint b = u / kUnitsPerBlock, unit = u % kUnitsPerBlock;
     for (uint t = 0u; t < kTok; ++t) {
       if (t >= n) continue;
+      g_token_base = (t0 + t) * (pc.x_stride / 4u);
+      if ((pc.flags & 8u) != 0u) g_norm_scale = norm_scale[t];
       const UnitInputs in_ =
           unit_inputs(pc.x, (t0 + t) * (pc.x_stride / 4u) + b * (kBlockElems / 4u), unit);
       for (uint r = 0u; r < kMaxRowsPerThread; ++r) {
@@ -116,6 +160,8 @@ void main() {
   const uint n_groups = (pc.rows + kThreads / pc.team * pc.rows_per_thread - 1u) /
                         (kThreads / pc.team * pc.rows_per_thread);
   const uint grid = gl_NumWorkGroups.x * gl_NumWorkGroups.y;
+  const uint t0 = gl_WorkGroupID.z * kTok;
+  if ((pc.flags & 8u) != 0u) compute_norm_scales(t0, min(kTok, pc.n_tok - t0));
   for (uint g = gl_WorkGroupID.x + gl_WorkGroupID.y * kGroupsPerGridX; g < n_groups; g += grid)
     row_group(g);
 }
