@@ -134,6 +134,26 @@ TEST_P(VulkanMatmul, MatchesFloat64) {
   vk::set_matvec_tuning({});
 }
 
+// What an FFN's gate and up rows give for one token's inputs x in float64: silu(g) * u (or g
+// alone without swiglu), appended to want, with dot_error_ratio's scale. Error bound: silu(g) u
+// moves by |silu'(g)| |u| dg + |silu(g)| du, |silu'| < 1.1, and each product's error is bounded
+// by its sum of |terms|.
+void append_gate_up_rows(TensorType type, const std::vector<uint8_t>& w_gate,
+                         const std::vector<uint8_t>& w_up, int64_t rows, int64_t cols,
+                         const float* x, bool swiglu, std::vector<double>& want,
+                         std::vector<double>& scale) {
+  std::vector<double> abs_g, abs_u;
+  const auto g = reference_matvec(type, w_gate.data(), rows, cols, x, &abs_g);
+  const auto u = reference_matvec(type, w_up.data(), rows, cols, x, &abs_u);
+  for (int64_t r = 0; r < rows; ++r) {
+    const size_t i = size_t(r);
+    const double silu = g[i] / (1.0 + std::exp(-g[i]));
+    want.push_back(swiglu ? silu * u[i] : g[i]);
+    scale.push_back(swiglu ? 1.1 * std::fabs(u[i]) * abs_g[i] + std::fabs(silu) * abs_u[i]
+                           : abs_g[i]);
+  }
+}
+
 // RMSNorm taken into the product (vk::NormFirst): x is the norm's input, alone and with the FFN's
 // SwiGLU pair, against the norm and the product in float64. Matrices matvec.comp does not take
 // (rows of 172 floats) must say so.
@@ -183,16 +203,7 @@ TEST_P(VulkanMatmul, NormFirstMatchesFloat64) {
           const double s = 1.0 / std::sqrt(ss / double(cols) + eps);
           std::vector<float> xn(static_cast<size_t>(cols));
           for (int64_t c = 0; c < cols; ++c) xn[size_t(c)] = float(xt[c] * s * g[size_t(c)]);
-          std::vector<double> abs_g, abs_u;
-          const auto y = reference_matvec(type, w.data(), rows, cols, xn.data(), &abs_g);
-          const auto u = reference_matvec(type, wu.data(), rows, cols, xn.data(), &abs_u);
-          for (int64_t r = 0; r < rows; ++r) {
-            const size_t i = size_t(r);
-            const double silu = y[i] / (1.0 + std::exp(-y[i]));
-            want.push_back(swiglu ? silu * u[i] : y[i]);
-            scale.push_back(swiglu ? 1.1 * std::fabs(u[i]) * abs_g[i] + std::fabs(silu) * abs_u[i]
-                                   : abs_g[i]);
-          }
+          append_gate_up_rows(type, w, wu, rows, cols, xn.data(), swiglu, want, scale);
         }
         EXPECT_LE(dot_error_ratio(dy.read(), want, scale), kDotErrorRatio);
         EXPECT_GUARDS(dy);
@@ -228,20 +239,9 @@ TEST_P(VulkanMatmul, SwigluPairMatchesFloat64) {
         vk::record_matmul_swiglu(rec, gate, up, dx.address(), uint32_t(cols), dy.address(),
                                  scratch.address(), n_tok);
       });
-      // Error bound: silu(g) u moves by |silu'(g)| |u| dg + |silu(g)| du, |silu'| < 1.1, and each
-      // product's error is bounded by its sum of |terms| (dot_error_ratio's scale).
       std::vector<double> want, scale;
-      for (int t = 0; t < n_tok; ++t) {
-        std::vector<double> abs_g, abs_u;
-        const auto g = reference_matvec(type, wg.data(), rows, cols, x.data() + t * cols, &abs_g);
-        const auto u = reference_matvec(type, wu.data(), rows, cols, x.data() + t * cols, &abs_u);
-        for (int64_t r = 0; r < rows; ++r) {
-          const size_t i = size_t(r);
-          const double silu = g[i] / (1.0 + std::exp(-g[i]));
-          want.push_back(silu * u[i]);
-          scale.push_back(1.1 * std::fabs(u[i]) * abs_g[i] + std::fabs(silu) * abs_u[i]);
-        }
-      }
+      for (int t = 0; t < n_tok; ++t)
+        append_gate_up_rows(type, wg, wu, rows, cols, x.data() + t * cols, true, want, scale);
       EXPECT_LE(dot_error_ratio(dy.read(), want, scale), kDotErrorRatio);
       EXPECT_GUARDS(dy);
     }

@@ -31,31 +31,28 @@ vec4 bytes_to_floats(uint word, float bias) {
   return uintBitsToFloat(b | 0x4B000000u) - (kTwo23 + bias);
 }
 
-#if defined(WTYPE_F32)
+#if defined(WTYPE_F32) || defined(WTYPE_F16)
 // A unit is 4 elements (one vec4) of a 32-element chunk (rows of any multiple of 32).
-const uint kBlockElems = 32u, kBlockBytes = 128u, kUnitsPerBlock = 8u;
+const uint kBlockElems = 32u, kUnitsPerBlock = 8u;
 struct UnitInputs {
   vec4 v;
 };
 UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
   return UnitInputs(input_vec4(x, xv + u));
 }
+#if defined(WTYPE_F32)
+const uint kBlockBytes = 128u;
 float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
   const uint wo = (block_byte >> 2) + 4u * u;
   return dot(uintBitsToFloat(uvec4(w.w[wo], w.w[wo + 1u], w.w[wo + 2u], w.w[wo + 3u])), in_.v);
 }
-#elif defined(WTYPE_F16)
-const uint kBlockElems = 32u, kBlockBytes = 64u, kUnitsPerBlock = 8u;
-struct UnitInputs {
-  vec4 v;
-};
-UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
-  return UnitInputs(input_vec4(x, xv + u));
-}
+#else
+const uint kBlockBytes = 64u;
 float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
   const uint wo = (block_byte >> 2) + 2u * u;
   return dot(vec4(unpackHalf2x16(w.w[wo]), unpackHalf2x16(w.w[wo + 1u])), in_.v);
 }
+#endif
 #elif defined(WTYPE_Q4_0) || defined(WTYPE_Q5_0)
 // Q4_0 {f16 d; u8 qs[16]}: element j = (low nibble of qs[j] - 8) d, element j+16 = (high nibble
 // - 8) d. Q5_0 {f16 d; u8 qh[4]; u8 qs[16]}: the same with bit j of qh (little-endian) as bit 4
