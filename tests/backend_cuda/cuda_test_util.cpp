@@ -158,6 +158,38 @@ double dot_error_ratio(const std::vector<float>& got, const std::vector<double>&
   return den > 0 ? std::sqrt(num / den) : (num > 0 ? INFINITY : 0.0);
 }
 
+std::vector<double> int8_input_bound(TensorType type, const uint8_t* w, int64_t rows, int64_t cols,
+                                     const float* x) {
+  std::vector<double> half_dx(static_cast<size_t>(cols / 32));  // the per-element bound
+  for (size_t g = 0; g < half_dx.size(); ++g) {
+    double amax = 0;
+    for (size_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(double(x[32 * g + i])));
+    half_dx[g] = amax / 127.0 * (1.0 / 508.0 + 3e-5);
+  }
+  const uint64_t rb = *row_bytes(type, cols);
+  std::vector<float> row(static_cast<size_t>(cols));
+  std::vector<double> bound(static_cast<size_t>(rows), 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    dequantize_row(type, w + uint64_t(r) * rb, row.data(), cols);
+    double b = 0;
+    for (size_t i = 0; i < row.size(); ++i) b += std::fabs(double(row[i])) * half_dx[i / 32];
+    bound[size_t(r)] = b;
+  }
+  return bound;
+}
+
+double excess_error_ratio(const std::vector<float>& got, const std::vector<double>& want,
+                          const std::vector<double>& abs_sum, const std::vector<double>& bound) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    const double e = std::max(0.0, std::fabs(double(got[i]) - want[i]) - bound[i]);
+    num += e * e;
+    den += abs_sum[i] * abs_sum[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : (num > 0 ? INFINITY : 0.0);
+}
+
 std::string ErrorStats::describe() const {
   std::ostringstream s;
   s << "nmse " << nmse << ", max |err| " << max_abs << (all_finite ? "" : ", NON-FINITE values");

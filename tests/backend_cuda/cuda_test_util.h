@@ -70,6 +70,17 @@ std::vector<double> reference_matvec(TensorType type, const uint8_t* w, int64_t 
 double dot_error_ratio(const std::vector<float>& got, const std::vector<double>& want,
                        const std::vector<double>& abs_sum);
 
+// Products over int8 inputs (two terms per element over groups of 32, dx = max|x| / 127, as the
+// CUDA and Vulkan int8 paths quantize them): each element moves by at most dx/508, so row r's
+// dot product moves by at most B[r] = sum_i |w_i| dx(i) (1/508 + 3e-5) (the 3e-5 covers the
+// float rounding of x * 127 / max|x|, <= 127 * 2^-24 units of dx, of the residual's scaling and
+// of dx itself). W dequantized with lockstep::dequantize_row; cols a multiple of 32.
+std::vector<double> int8_input_bound(TensorType type, const uint8_t* w, int64_t rows, int64_t cols,
+                                     const float* x);
+// dot_error_ratio of the errors beyond `bound`: max(0, |got - want| - bound) per element.
+double excess_error_ratio(const std::vector<float>& got, const std::vector<double>& want,
+                          const std::vector<double>& abs_sum, const std::vector<double>& bound);
+
 struct ErrorStats {
   double nmse = 0;  // sum (got - want)^2 / sum want^2
   double max_abs = 0;

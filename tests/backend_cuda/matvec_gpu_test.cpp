@@ -9,9 +9,8 @@
 // Q4_K and Q6_K products given an ActQ8Scratch (as the backend always gives) use int8 activations
 // (matvec_quant.cu): x is rounded per group of 32 to dx * (xq + xq2 / 254), dx = max|x| / 127, an
 // error of at most dx/508 per element, so a row's dot product moves by at most
-// B = sum_i |w_i| * dx(i) * (1/508 + 3e-5) (activation_quant_bound; the 3e-5 covers the float
-// rounding of x * 127/max|x|, <= 127 * 2^-24 units of dx, of the residual's scaling and of dx
-// itself). Every such test runs with and without a scratch (without: float activations).
+// B = sum_i |w_i| * dx(i) * (1/508 + 3e-5) (activation_quant_bound, cuda_test_util's
+// int8_input_bound). Every such test runs with and without a scratch (without: float activations).
 // For those the bounds above apply to the part of each row's error beyond B:
 // max(0, |got - want| - B). For SwiGLU, errors Eg <= Bg and Eu <= Bu of the two products move
 // silu(g) * u by at most |u| * L * Bg + (|silu(g)| + L * Bg) * Bu, L = 1.1 >= sup |silu'| (1.0998).
@@ -37,36 +36,9 @@ bool int8_activation_path(TensorType t, int64_t cols, bool with_scratch) {
 // B per row (see the top of the file); all zero for the float-activation paths.
 std::vector<double> activation_quant_bound(TensorType type, const uint8_t* w, int64_t rows,
                                            int64_t cols, const float* x, bool with_scratch) {
-  std::vector<double> bound(static_cast<size_t>(rows), 0.0);
-  if (!int8_activation_path(type, cols, with_scratch)) return bound;
-  std::vector<double> half_dx(static_cast<size_t>(cols / 32));  // the per-element bound
-  for (size_t g = 0; g < half_dx.size(); ++g) {
-    double amax = 0;
-    for (size_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(double(x[32 * g + i])));
-    half_dx[g] = amax / 127.0 * (1.0 / 508.0 + 3e-5);
-  }
-  const uint64_t rb = *row_bytes(type, cols);
-  std::vector<float> row(static_cast<size_t>(cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    dequantize_row(type, w + uint64_t(r) * rb, row.data(), cols);
-    double b = 0;
-    for (size_t i = 0; i < row.size(); ++i) b += std::fabs(double(row[i])) * half_dx[i / 32];
-    bound[size_t(r)] = b;
-  }
-  return bound;
-}
-
-// dot_error_ratio of the errors beyond the activation-quantization bound.
-double excess_error_ratio(const std::vector<float>& got, const std::vector<double>& want,
-                          const std::vector<double>& abs_sum, const std::vector<double>& bound) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    const double e = std::max(0.0, std::fabs(double(got[i]) - want[i]) - bound[i]);
-    num += e * e;
-    den += abs_sum[i] * abs_sum[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : (num > 0 ? INFINITY : 0.0);
+  if (!int8_activation_path(type, cols, with_scratch))
+    return std::vector<double>(static_cast<size_t>(rows), 0.0);
+  return int8_input_bound(type, w, rows, cols, x);
 }
 
 #define EXPECT_DOT_ERROR_OK(got, want, abs_sum, bound)                                       \

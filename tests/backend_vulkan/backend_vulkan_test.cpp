@@ -49,13 +49,24 @@ BackendOptions vulkan_options(int n_ctx = 0) {
   return o;
 }
 
+// The speed knobs that change which shaders serve (defaults: both on, as users get them).
+struct ProductKnobs {
+  bool fuse_norm = true;    // LOCKSTEP_VULKAN_FUSE_NORM
+  bool int8_inputs = true;  // LOCKSTEP_VULKAN_INT8
+  std::string describe() const {
+    return std::string(fuse_norm ? "norms fused" : "norms apart") +
+           (int8_inputs ? ", int8 inputs" : ", float inputs");
+  }
+};
+
 std::unique_ptr<Backend> open_vulkan_unchecked(const Model& m, int n_ctx = 0, int max_batch = 0,
-                                               bool fuse_norm = false) {
+                                               const ProductKnobs& knobs = {}) {
   OpenRequest req;
   req.backend = "vulkan";
   req.options = vulkan_options(n_ctx);
   if (max_batch > 0) req.options.vulkan.max_batch = max_batch;
-  req.options.vulkan.fuse_norm = fuse_norm;
+  req.options.vulkan.fuse_norm = knobs.fuse_norm;
+  req.options.vulkan.int8_inputs = knobs.int8_inputs;
   ParityConfig cfg;
   cfg.policy = ParityPolicy::Off;
   ServingBackend r = ParityGate::open(m, req, cfg, {}, false);
@@ -204,10 +215,10 @@ TEST_F(VulkanStories, TeacherForcedLogitsMatchLlamaCpp) {
 // ---- against the CPU reference on synthetic models --------------------------------------------
 
 void expect_matches_reference(const Model& m, std::mt19937_64& rng, const std::string& what,
-                              bool fuse_norm = false) {
-  SCOPED_TRACE(what);
+                              const ProductKnobs& knobs = {}) {
+  SCOPED_TRACE(what + ", " + knobs.describe());
   auto ref = std::make_unique<ReferenceBackend>(m, 0, 0);
-  auto vulkan = open_vulkan_unchecked(m, 0, 24, fuse_norm);
+  auto vulkan = open_vulkan_unchecked(m, 0, 24, knobs);
   const auto tokens = random_tokens(rng, 60, m.hp.n_vocab);
   const auto want = teacher_forced(*ref, tokens, true);
   const size_t V = size_t(m.hp.n_vocab);
@@ -252,9 +263,10 @@ TEST_F(VulkanSynthetic, MakeModelTinyPresetMatchesCpuReference) {
     }
 }
 
-// LOCKSTEP_VULKAN_FUSE_NORM=1: the RMSNorms taken into the products, rows against the reference
-// and prefill against decode bit for bit, as above.
-TEST_F(VulkanSynthetic, NormsTakenIntoProductsMatchCpuReference) {
+// The other settings of the knobs that pick the shaders (LOCKSTEP_VULKAN_FUSE_NORM=0,
+// LOCKSTEP_VULKAN_INT8=0; float products are also what serves on a device without integer dot
+// products): rows against the reference and prefill against decode bit for bit, as above.
+TEST_F(VulkanSynthetic, EveryProductPathMatchesCpuReference) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("LOCKSTEP_TEST_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
@@ -263,7 +275,9 @@ TEST_F(VulkanSynthetic, NormsTakenIntoProductsMatchCpuReference) {
         plan_synthetic_model(*find_model_preset("tiny"), arch, *find_quant_scheme("q4_k_m"), rng());
     const Model m =
         Model::from_file(gguf::GgufFile::from_bytes(synthetic_model_bytes(plan), "tiny-q4_k_m"));
-    expect_matches_reference(m, rng, std::string(arch_name(arch)) + " q4_k_m, norms fused", true);
+    for (const ProductKnobs knobs :
+         {ProductKnobs{false, false}, ProductKnobs{true, false}, ProductKnobs{false, true}})
+      expect_matches_reference(m, rng, std::string(arch_name(arch)) + " q4_k_m", knobs);
   }
 }
 

@@ -249,6 +249,115 @@ TEST_P(VulkanMatmul, SwigluPairMatchesFloat64) {
   vk::set_matvec_tuning({});
 }
 
+// RMSNorm's output of x in float64 rounded to float (what the int8 form's bound is computed on),
+// or x itself without a norm weight.
+std::vector<float> normed_rows(const std::vector<float>& x, int n_tok, int64_t cols,
+                               uint32_t x_stride, const std::vector<float>& g, float eps) {
+  std::vector<float> out(size_t(n_tok) * size_t(cols));
+  for (int t = 0; t < n_tok; ++t) {
+    const float* xt = x.data() + size_t(t) * x_stride;
+    double ss = 0;
+    for (int64_t c = 0; c < cols; ++c) ss += double(xt[c]) * xt[c];
+    const double s = g.empty() ? 1.0 : 1.0 / std::sqrt(ss / double(cols) + eps);
+    for (int64_t c = 0; c < cols; ++c)
+      out[size_t(t * cols + c)] = g.empty() ? xt[c] : float(xt[c] * s * g[size_t(c)]);
+  }
+  return out;
+}
+
+// Products over the int8 form of their input (vk::record_quantize_q8 with and without RMSNorm,
+// then record_matmul / record_matmul_swiglu given it): Q4_K and Q6_K, with integer dot products.
+// Each row may differ from float64 by the inputs' rounding bound B (int8_input_bound) and, beyond
+// it, by float rounding (kDotErrorRatio); for SwiGLU, errors Eg <= Bg and Eu <= Bu move
+// silu(g) u by at most |u| L Bg + (|silu(g)| + L Bg) Bu, L = 1.1. Token counts of 1 and 3 take
+// matvec_q8, 11 the 8-token tiles; the shapes of the float tests.
+TEST_P(VulkanMatmul, Int8InputsMatchFloat64) {
+  const TensorType type = GetParam().type;
+  if (!vk::matvec_reads_q8(type)) return;  // the float products serve the other types
+  if (!ctx_->integer_dot_product())
+    GTEST_SKIP() << "skipped: " << ctx_->device_name() << " has no integer dot products";
+  const int64_t rows = 77, cols = GetParam().cols;
+  SCOPED_TRACE(trace() + " " + tensor_type_info(type).name + " cols " + std::to_string(cols));
+  const std::vector<uint8_t> wg = random_weights(rng_, type, rows, cols);
+  const std::vector<uint8_t> wu = random_weights(rng_, type, rows, cols);
+  TestBuffer<uint8_t> dwg(*ctx_, wg), dwu(*ctx_, wu);
+  const uint64_t rb = *row_bytes(type, cols);
+  const vk::DeviceMatrix gate{type, rows, cols, rb, dwg.address()},
+      up{type, rows, cols, rb, dwu.address()};
+  const std::vector<float> g = random_normal(rng_, size_t(cols), 1.0f);
+  TestBuffer<float> dnorm(*ctx_, g);
+  const float eps = 1e-5f;
+  const uint32_t x_stride = uint32_t(cols + 36);  // rows apart by more than their length
+  const std::vector<vk::MatvecTuning> tunings = {{0, 0}, {4, 1}, {16, 2}, {32, 4}, {32, 1, 3}};
+  for (const vk::MatvecTuning& tuning : tunings) {
+    vk::set_matvec_tuning(tuning);
+    for (int n_tok : {1, 3, 11}) {
+      for (int variant = 0; variant < 4; ++variant) {  // plain, norm + bias, swiglu, norm + swiglu
+        const bool with_norm = variant == 1 || variant == 3, swiglu = variant >= 2;
+        const bool accumulate = variant == 0, with_bias = variant == 1;
+        SCOPED_TRACE("team " + std::to_string(tuning.team) + " rows/thread " +
+                     std::to_string(tuning.rows_per_thread) + " groups " +
+                     std::to_string(tuning.max_groups) + " n_tok " + std::to_string(n_tok) +
+                     " variant " + std::to_string(variant));
+        const std::vector<float> x = random_normal(rng_, size_t(n_tok) * x_stride, 2.0f);
+        const std::vector<float> y0 = random_normal(rng_, size_t(n_tok * rows), 1.0f);
+        const std::vector<float> bias = random_normal(rng_, size_t(rows), 1.0f);
+        TestBuffer<float> dx(*ctx_, x), dbias(*ctx_, bias), dy(*ctx_, size_t(n_tok * rows)),
+            scratch(*ctx_, size_t(n_tok * rows));
+        TestBuffer<uint32_t> q8(*ctx_, size_t(n_tok) * vk::q8_words_per_token(uint32_t(cols)));
+        if (accumulate) std::memcpy(dy.data(), y0.data(), dy.bytes());
+        const vk::NormFirst norm =
+            with_norm ? vk::NormFirst{dnorm.address(), eps} : vk::NormFirst{};
+        run_commands(*ctx_, [&](vk::Recorder& rec) {
+          vk::record_quantize_q8(rec, dx.address(), x_stride, uint32_t(cols), n_tok, q8.address(),
+                                 norm);
+          if (swiglu)
+            vk::record_matmul_swiglu(rec, gate, up, 0, uint32_t(cols), dy.address(),
+                                     scratch.address(), n_tok, {}, q8.address());
+          else
+            vk::record_matmul(rec, gate, 0, uint32_t(cols), dy.address(), uint32_t(rows), n_tok,
+                              accumulate, with_bias ? dbias.address() : 0, {}, q8.address());
+        });
+        const std::vector<float> xn =
+            normed_rows(x, n_tok, cols, x_stride, with_norm ? g : std::vector<float>{}, eps);
+        std::vector<double> want, scale, bound;
+        for (int t = 0; t < n_tok; ++t) {
+          const float* xt = xn.data() + t * cols;
+          std::vector<double> abs_g, abs_u;
+          const auto yg = reference_matvec(type, wg.data(), rows, cols, xt, &abs_g);
+          const auto bg = cuda_test::int8_input_bound(type, wg.data(), rows, cols, xt);
+          std::vector<double> yu, bu;
+          if (swiglu) {
+            yu = reference_matvec(type, wu.data(), rows, cols, xt, &abs_u);
+            bu = cuda_test::int8_input_bound(type, wu.data(), rows, cols, xt);
+          }
+          for (int64_t r = 0; r < rows; ++r) {
+            const size_t i = size_t(r);
+            if (swiglu) {
+              const double silu = yg[i] / (1.0 + std::exp(-yg[i]));
+              want.push_back(silu * yu[i]);
+              scale.push_back(1.1 * std::fabs(yu[i]) * abs_g[i] + std::fabs(silu) * abs_u[i]);
+              bound.push_back(std::fabs(yu[i]) * 1.1 * bg[i] +
+                              (std::fabs(silu) + 1.1 * bg[i]) * bu[i]);
+              continue;
+            }
+            const double extra = accumulate  ? double(y0[size_t(t * rows + r)])
+                                 : with_bias ? double(bias[i])
+                                             : 0.0;
+            want.push_back(yg[i] + extra);
+            scale.push_back(abs_g[i] + std::fabs(extra));
+            bound.push_back(bg[i]);
+          }
+        }
+        EXPECT_LE(cuda_test::excess_error_ratio(dy.read(), want, scale, bound), kDotErrorRatio);
+        EXPECT_GUARDS(dy);
+        EXPECT_GUARDS(q8);
+      }
+    }
+  }
+  vk::set_matvec_tuning({});
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Types, VulkanMatmul,
     ::testing::Values(MatmulCase{TensorType::F32, 172}, MatmulCase{TensorType::F32, 256},
@@ -559,6 +668,75 @@ TEST_F(VulkanOps, SwiGlu) {
   const auto got = dg.read();
   EXPECT_NMSE_BELOW(compare(got.data(), want.data(), n), kNmse);
   EXPECT_GUARDS(dg);
+}
+
+// The int8 form (shaders/quantize_q8.comp) against its definition in float64, with and without
+// RMSNorm, over more groups than one workgroup holds and rows apart by more than their length:
+// dx = max|v| / 127; every element within dx (1/508 + 3e-5) (+ the float rounding of v, 2e-6 |v|)
+// of dx (q + q2 / 254); the group's sum within 1e-6 of its sum of |v|; a group holding a NaN or an
+// infinity has dx NaN, and the groups beside it are untouched by it.
+TEST_F(VulkanOps, QuantizeQ8WithinItsBound) {
+  SCOPED_TRACE(trace());
+  const uint32_t n = 96 * 32, x_stride = n + 12, words = vk::q8_words_per_token(n);
+  const int n_tok = 3;
+  const std::vector<float> g = random_normal(rng_, n, 1.0f);
+  TestBuffer<float> dnorm(*ctx_, g);
+  for (bool with_norm : {false, true}) {
+    SCOPED_TRACE(with_norm ? "norm" : "no norm");
+    std::vector<float> x = random_normal(rng_, size_t(n_tok) * x_stride, 3.0f);
+    x[size_t(x_stride + 5 * 32 + 7)] = NAN;       // token 1, group 5
+    x[size_t(2 * x_stride + 9 * 32)] = INFINITY;  // token 2, group 9 (and the norm's row)
+    if (with_norm) x[size_t(2 * x_stride + 9 * 32)] = 1e15f;  // with the norm: large, finite
+    TestBuffer<float> dx(*ctx_, x);
+    TestBuffer<uint32_t> out(*ctx_, size_t(n_tok) * words);
+    run_commands(*ctx_, [&](vk::Recorder& rec) {
+      vk::record_quantize_q8(rec, dx.address(), x_stride, n, n_tok, out.address(),
+                             with_norm ? vk::NormFirst{dnorm.address(), 1e-5f} : vk::NormFirst{});
+    });
+    const std::vector<uint32_t> got = out.read();
+    int checked = 0;
+    for (int t = 0; t < n_tok; ++t) {
+      const bool nan_row = t == 1 && with_norm;  // the norm spreads the NaN to the whole row
+      const float* xt = x.data() + size_t(t) * x_stride;
+      double ss = 0;
+      for (uint32_t c = 0; c < n; ++c) ss += double(xt[c]) * xt[c];
+      const double s = with_norm ? 1.0 / std::sqrt(ss / n + 1e-5) : 1.0;
+      const uint32_t* row = got.data() + size_t(t) * words;
+      const int8_t* q = reinterpret_cast<const int8_t*>(row);
+      const int8_t* q2 = reinterpret_cast<const int8_t*>(row + n / 4);
+      for (uint32_t grp = 0; grp < n / 32; ++grp) {
+        float dx_got, xs_got;
+        std::memcpy(&dx_got, row + n / 2 + grp, 4);
+        std::memcpy(&xs_got, row + n / 2 + n / 32 + grp, 4);
+        const bool bad = (t == 1 && grp == 5) || (t == 2 && grp == 9 && !with_norm) || nan_row;
+        if (bad) {
+          EXPECT_TRUE(std::isnan(dx_got)) << "token " << t << " group " << grp;
+          continue;
+        }
+        double amax = 0, sum = 0, abs_sum = 0;
+        double v[32];
+        for (int i = 0; i < 32; ++i) {
+          const uint32_t c = 32 * grp + uint32_t(i);
+          v[i] = with_norm ? xt[c] * s * g[c] : xt[c];
+          amax = std::max(amax, std::fabs(v[i]));
+          sum += v[i], abs_sum += std::fabs(v[i]);
+        }
+        ASSERT_TRUE(std::isfinite(dx_got)) << "token " << t << " group " << grp;
+        EXPECT_NEAR(dx_got, amax / 127.0, 2e-6 * amax / 127.0) << "token " << t << " group " << grp;
+        EXPECT_NEAR(xs_got, sum, 1e-6 * abs_sum) << "token " << t << " group " << grp;
+        for (int i = 0; i < 32; ++i) {
+          const size_t e = 32 * grp + size_t(i);
+          const double back = double(dx_got) * (q[e] + q2[e] / 254.0);
+          EXPECT_LE(std::fabs(back - v[i]),
+                    double(dx_got) * (1.0 / 508.0 + 3e-5) + 2e-6 * std::fabs(v[i]))
+              << "token " << t << " element " << e;
+        }
+        ++checked;
+      }
+    }
+    EXPECT_EQ(checked, with_norm ? 2 * 96 : 3 * 96 - 2);
+    EXPECT_GUARDS(out);
+  }
 }
 
 // The harness itself: a NaN in the input must fail the comparison (so a shader that produced NaN

@@ -262,6 +262,26 @@ Context::Context(const ContextOptions& options) {
     if (!f12.bufferDeviceAddress)
       fail(device_name_ + " lacks the bufferDeviceAddress feature the shaders use");
 
+    // Integer dot products: optional (the float products serve without them).
+    uint32_t n_ext = 0;
+    api_.vkEnumerateDeviceExtensionProperties(physical_, nullptr, &n_ext, nullptr);
+    std::vector<VkExtensionProperties> exts(n_ext);
+    api_.vkEnumerateDeviceExtensionProperties(physical_, nullptr, &n_ext, exts.data());
+    bool has_dot_ext = false;
+    for (const VkExtensionProperties& e : exts)
+      has_dot_ext =
+          has_dot_ext ||
+          std::strcmp(e.extensionName, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME) == 0;
+    VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR dot_features{};
+    dot_features.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES_KHR;
+    if (has_dot_ext) {
+      VkPhysicalDeviceFeatures2 fd{};
+      fd.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
+      fd.pNext = &dot_features;
+      api_.vkGetPhysicalDeviceFeatures2(physical_, &fd);
+      integer_dot_ = dot_features.shaderIntegerDotProduct == VK_TRUE;
+    }
+
     uint32_t nq = 0;
     api_.vkGetPhysicalDeviceQueueFamilyProperties(physical_, &nq, nullptr);
     std::vector<VkQueueFamilyProperties> families(nq);
@@ -296,9 +316,16 @@ Context::Context(const ContextOptions& options) {
     VkPhysicalDeviceVulkan12Features want12{};
     want12.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES;
     want12.bufferDeviceAddress = VK_TRUE;
+    VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR want_dot{};
+    want_dot.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES_KHR;
+    want_dot.shaderIntegerDotProduct = VK_TRUE;
+    const char* dot_ext = VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME;
+    if (integer_dot_) want12.pNext = &want_dot;
     VkDeviceCreateInfo d{};
     d.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
     d.pNext = &want12;
+    d.enabledExtensionCount = integer_dot_ ? 1 : 0;
+    d.ppEnabledExtensionNames = integer_dot_ ? &dot_ext : nullptr;
     d.queueCreateInfoCount = 1;
     d.pQueueCreateInfos = &q;
     check(api_.vkCreateDevice(physical_, &d, nullptr, &device_), "vkCreateDevice");

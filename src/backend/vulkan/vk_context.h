@@ -77,6 +77,10 @@ class Context {
   // Bytes of the largest device-local heap (what the backend's plan is compared with).
   uint64_t device_local_bytes() const { return device_local_bytes_; }
   uint32_t max_workgroups_x() const { return max_groups_x_; }
+  // Whether shaders may use SPV_KHR_integer_dot_product (OpSDotKHR on packed int8x4): the
+  // device has VK_KHR_shader_integer_dot_product (core in Vulkan 1.3) with its feature, enabled
+  // here. The int8-input products (vk_ops.h) need it; without it the float products serve.
+  bool integer_dot_product() const { return integer_dot_; }
 
   // Throws Error(kExitDevice) naming `what` when the device has no memory for it.
   Buffer create_buffer(size_t bytes, bool host_visible, const std::string& what);
@@ -133,6 +137,7 @@ class Context {
   std::string device_name_;
   uint64_t device_local_bytes_ = 0;
   uint32_t max_groups_x_ = 65535;
+  bool integer_dot_ = false;
   bool validation_ = false;
   uint64_t validation_seen_ = 0;
   bool profile_ = false;

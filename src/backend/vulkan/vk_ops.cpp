@@ -112,6 +112,13 @@ struct AttentionPush {
   uint32_t n_head, n_head_kv, head_dim, n_ctx;
   float scale;
 };
+struct QuantizeQ8Push {
+  uint64_t x, norm_w, out;
+  uint32_t n, x_stride;
+  float eps;
+  uint32_t flags;  // 1: RMSNorm first
+};
+constexpr uint32_t kQuantizeThreads = 64;  // shaders/quantize_q8.comp: one thread per group
 struct SwigluPush {
   uint64_t gate, up;
   uint32_t n;
@@ -159,19 +166,38 @@ void add_norm(MatmulPush& p, const NormFirst& norm) {
   p.norm_eps = norm.eps;
 }
 
-void dispatch_matvec(Recorder& rec, const DeviceMatrix& w, MatmulPush& p, int n_tok) {
+void dispatch_matvec(Recorder& rec, const DeviceMatrix& w, MatmulPush& p, int n_tok,
+                     bool q8 = false) {
   const bool one_per_layer = n_tok <= kMatvecMaxTokens;
   p.team = matvec_team(uint64_t(w.cols) / matvec_unit_elems(w.type));
   if (!p.rows_per_thread) p.rows_per_thread = matvec_rows_per_thread();
   uint32_t groups = ceil_div(w.rows, kMatvecThreads / p.team * p.rows_per_thread);
   if (g_matvec_tuning.max_groups > 0)
     groups = std::min(groups, uint32_t(std::min(g_matvec_tuning.max_groups, 32768)));
-  rec.dispatch(module_name(one_per_layer ? "matvec" : "matvec_tile", w.type).c_str(), p,
-               std::min(groups, kMatvecGroupsPerGridX), ceil_div(groups, kMatvecGroupsPerGridX),
+  const char* shader =
+      one_per_layer ? (q8 ? "matvec_q8" : "matvec") : (q8 ? "matvec_tile_q8" : "matvec_tile");
+  rec.dispatch(module_name(shader, w.type).c_str(), p, std::min(groups, kMatvecGroupsPerGridX),
+               ceil_div(groups, kMatvecGroupsPerGridX),
                one_per_layer ? uint32_t(n_tok) : ceil_div(n_tok, kMatvecTileTokens));
 }
 
 }  // namespace
+
+bool matvec_reads_q8(TensorType type) {
+  return type == TensorType::Q4_K || type == TensorType::Q6_K;
+}
+
+uint32_t q8_words_per_token(uint32_t n) {
+  return n / 4 * 2 + n / 32 * 2;  // both terms, the scales and the sums
+}
+
+void record_quantize_q8(Recorder& rec, VkDeviceAddress x, uint32_t x_stride, uint32_t n, int n_tok,
+                        VkDeviceAddress out, const NormFirst& norm) {
+  if (n % 32 != 0 || x % 16 != 0 || x_stride % 4 != 0 || norm.weight % 16 != 0)
+    throw Error("vulkan: the int8 form needs 16-byte aligned rows of a multiple of 32 floats");
+  QuantizeQ8Push p{x, norm.weight, out, n, x_stride, norm.eps, norm.weight ? 1u : 0u};
+  rec.dispatch("quantize_q8", p, ceil_div(n / 32, kQuantizeThreads), uint32_t(n_tok));
+}
 
 bool matvec_takes_norm(const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
                        const NormFirst& norm) {
@@ -180,9 +206,14 @@ bool matvec_takes_norm(const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stri
 
 void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
                    VkDeviceAddress y, uint32_t y_stride, int n_tok, bool accumulate,
-                   VkDeviceAddress bias, const NormFirst& norm) {
-  MatmulPush p = matmul_push(w, x, x_stride, y, y_stride, n_tok,
-                             (accumulate ? kAccumulate : 0u) | (bias ? kAddBias : 0u), bias);
+                   VkDeviceAddress bias, const NormFirst& norm, VkDeviceAddress q8) {
+  const uint32_t flags = (accumulate ? kAccumulate : 0u) | (bias ? kAddBias : 0u);
+  if (q8 && matvec_reads_q8(w.type)) {
+    MatmulPush p =
+        matmul_push(w, q8, q8_words_per_token(uint32_t(w.cols)), y, y_stride, n_tok, flags, bias);
+    return dispatch_matvec(rec, w, p, n_tok, true);
+  }
+  MatmulPush p = matmul_push(w, x, x_stride, y, y_stride, n_tok, flags, bias);
   if (norm.weight && !matvec_takes_norm(w, x, x_stride, norm))
     throw Error("vulkan: a product that cannot take RMSNorm in was asked to");
   add_norm(p, norm);
@@ -194,10 +225,18 @@ void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint
 
 void record_matmul_swiglu(Recorder& rec, const DeviceMatrix& gate, const DeviceMatrix& up,
                           VkDeviceAddress x, uint32_t x_stride, VkDeviceAddress y,
-                          VkDeviceAddress up_scratch, int n_tok, const NormFirst& norm) {
+                          VkDeviceAddress up_scratch, int n_tok, const NormFirst& norm,
+                          VkDeviceAddress q8) {
   const bool same_shape = up.type == gate.type && up.rows == gate.rows && up.cols == gate.cols &&
                           up.row_bytes == gate.row_bytes;
   const uint32_t F = uint32_t(gate.rows);
+  if (same_shape && q8 && matvec_reads_q8(gate.type)) {
+    MatmulPush p =
+        matmul_push(gate, q8, q8_words_per_token(uint32_t(gate.cols)), y, F, n_tok, kSwiglu, 0);
+    p.w2 = up.data;
+    p.rows_per_thread = 1;
+    return dispatch_matvec(rec, gate, p, n_tok, true);
+  }
   if (same_shape && matvec_fits(gate, x, x_stride) && matvec_fits(up, x, x_stride)) {
     MatmulPush p = matmul_push(gate, x, x_stride, y, F, n_tok, kSwiglu, 0);
     p.w2 = up.data;
@@ -206,8 +245,8 @@ void record_matmul_swiglu(Recorder& rec, const DeviceMatrix& gate, const DeviceM
     return dispatch_matvec(rec, gate, p, n_tok);
   }
   rec.begin_independent();
-  record_matmul(rec, gate, x, x_stride, y, F, n_tok, false, 0, norm);
-  record_matmul(rec, up, x, x_stride, up_scratch, F, n_tok, false, 0, norm);
+  record_matmul(rec, gate, x, x_stride, y, F, n_tok, false, 0, norm, q8);
+  record_matmul(rec, up, x, x_stride, up_scratch, F, n_tok, false, 0, norm, q8);
   rec.end_independent();
   record_swiglu(rec, y, up_scratch, uint64_t(n_tok) * F);
 }
@@ -278,10 +317,13 @@ void record_swiglu(Recorder& rec, VkDeviceAddress gate, VkDeviceAddress up, uint
   rec.dispatch("swiglu", p, std::min<uint32_t>(groups, 65535), ceil_div(groups, 65535));
 }
 
-std::vector<std::string> pipeline_names(const std::vector<TensorType>& weight_types) {
+std::vector<std::string> pipeline_names(const std::vector<TensorType>& weight_types, bool q8) {
   std::vector<std::string> names = {"rmsnorm", "rope_kv_store", "attention", "swiglu"};
+  if (q8) names.push_back("quantize_q8");
   for (TensorType t : weight_types) {
-    for (const char* s : {"matmul", "matvec", "matvec_tile", "get_rows"}) {
+    std::vector<const char*> shaders = {"matmul", "matvec", "matvec_tile", "get_rows"};
+    if (q8 && matvec_reads_q8(t)) shaders.insert(shaders.end(), {"matvec_q8", "matvec_tile_q8"});
+    for (const char* s : shaders) {
       const std::string n = module_name(s, t);
       if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
     }

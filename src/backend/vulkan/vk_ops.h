@@ -45,11 +45,25 @@ struct NormFirst {
 bool matvec_takes_norm(const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
                        const NormFirst& norm);
 
+// The int8 form of products' inputs (shaders/quantize_q8.comp): per group of 32 elements two
+// int8 terms and a scale, v = dx (q + q2 / 254) to within dx / 508. The products of Q4_K and Q6_K
+// matrices read it where the device has integer dot products (Context::integer_dot_product()):
+// one instruction per four weights and input term instead of a dozen float ones.
+bool matvec_reads_q8(TensorType type);
+// 32-bit words the int8 form of one token's row of n elements takes (n a multiple of 32).
+uint32_t q8_words_per_token(uint32_t n);
+// Row t of `out` (q8_words_per_token(n) words apart) = the int8 form of row t of x (x_stride
+// floats apart; 16-byte aligned, n a multiple of 32), or of RMSNorm's output of it with `norm`.
+void record_quantize_q8(Recorder& rec, VkDeviceAddress x, uint32_t x_stride, uint32_t n, int n_tok,
+                        VkDeviceAddress out, const NormFirst& norm = {});
+
 // y[t][r] (+)= W[r] . x[t] (+ bias[r]) for t < n_tok; x rows x_stride floats apart, y rows
-// y_stride apart. bias 0: none. norm: see NormFirst (only where matvec_takes_norm).
+// y_stride apart. bias 0: none. norm: see NormFirst (only where matvec_takes_norm). q8: x's int8
+// form (record_quantize_q8, with the norm taken in when there is one), read instead of x where
+// matvec_reads_q8(w.type); 0: none.
 void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
                    VkDeviceAddress y, uint32_t y_stride, int n_tok, bool accumulate,
-                   VkDeviceAddress bias = 0, const NormFirst& norm = {});
+                   VkDeviceAddress bias = 0, const NormFirst& norm = {}, VkDeviceAddress q8 = 0);
 
 // out[t] = row ids[1 + t] of `table`, as floats (table.cols each), t < n_tok.
 void record_get_rows(Recorder& rec, const DeviceMatrix& table, VkDeviceAddress ids,
@@ -88,12 +102,14 @@ void record_attention(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k_cache,
 // and record_swiglu. The arithmetic of each is that of record_matmul and record_swiglu.
 void record_matmul_swiglu(Recorder& rec, const DeviceMatrix& gate, const DeviceMatrix& up,
                           VkDeviceAddress x, uint32_t x_stride, VkDeviceAddress y,
-                          VkDeviceAddress up_scratch, int n_tok, const NormFirst& norm = {});
+                          VkDeviceAddress up_scratch, int n_tok, const NormFirst& norm = {},
+                          VkDeviceAddress q8 = 0);
 
 // gate[i] = silu(gate[i]) * up[i], i < n.
 void record_swiglu(Recorder& rec, VkDeviceAddress gate, VkDeviceAddress up, uint64_t n);
 
-// Every shader module the ops above use for these weight types (to build them up front).
-std::vector<std::string> pipeline_names(const std::vector<TensorType>& weight_types);
+// Every shader module the ops above use for these weight types (to build them up front), with
+// the int8-input products where `q8`.
+std::vector<std::string> pipeline_names(const std::vector<TensorType>& weight_types, bool q8);
 
 }  // namespace lockstep::vk

@@ -52,6 +52,13 @@ struct DeviceLayer {
 // Which logits a chunk returns.
 enum class LogitRows { None, Last, All };
 
+// What the products reading one input are given (vk::record_matmul's x, norm and q8).
+struct ProductInputs {
+  VkDeviceAddress x = 0;
+  vk::NormFirst norm;
+  VkDeviceAddress q8 = 0;
+};
+
 class VulkanBackend final : public GatedBackend {
  public:
   VulkanBackend(const Model& model, const VulkanBackendOptions& opts, int n_ctx);
@@ -76,6 +83,9 @@ class VulkanBackend final : public GatedBackend {
   void upload_weights();
   void run_chunk(const int32_t* tokens, int n, int pos0, float* logits, LogitRows rows);
   void record_chunk(Recorder& rec, int n, LogitRows rows, int pos0, bool eager);
+  ProductInputs record_inputs(Recorder& rec, std::initializer_list<const DeviceMatrix*> readers,
+                              VkDeviceAddress x, uint32_t n_elems, int n_tok,
+                              const vk::NormFirst& norm, bool may_fuse = true);
   void after_layer(Recorder& rec, int layer, const char* stage, int n, int pos0, bool eager);
   VkDeviceAddress k_cache(int layer) const;
   VkDeviceAddress v_cache(int layer) const;
@@ -94,6 +104,8 @@ class VulkanBackend final : public GatedBackend {
   std::vector<Buffer> vectors_;  // 1-D tensors as float32
   Buffer k_, v_;                 // F16 caches: [layer][position][kv_dim]
   Buffer h_, xn_, q_, k_new_, v_new_, att_, g_, u_, logits_, scores_, ids_, rope_;
+  Buffer q8_;          // the int8 form of a product's input (vk::record_quantize_q8)
+  bool int8_ = false;  // whether Q4_K and Q6_K products read it
   Buffer host_ids_, host_logits_, host_hidden_;  // host-visible staging
   DeviceMatrix tok_embd_, output_;
   VkDeviceAddress output_norm_ = 0;
@@ -129,7 +141,8 @@ VulkanBackend::VulkanBackend(const Model& model, const VulkanBackendOptions& opt
     for (const auto& L : model_.layers)
       for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
         types.push_back(w->type);
-    for (const std::string& name : vk::pipeline_names(types)) ctx_->pipeline(name.c_str());
+    int8_ = opts_.int8_inputs && ctx_->integer_dot_product();
+    for (const std::string& name : vk::pipeline_names(types, int8_)) ctx_->pipeline(name.c_str());
     allocate();
     upload_weights();
   } catch (...) {
@@ -154,8 +167,8 @@ void VulkanBackend::release() {
   weights_.clear();
   for (Buffer& b : vectors_) ctx_->destroy(b);
   vectors_.clear();
-  for (Buffer* b : {&k_, &v_, &h_, &xn_, &q_, &k_new_, &v_new_, &att_, &g_, &u_, &logits_, &scores_,
-                    &ids_, &rope_, &host_ids_, &host_logits_, &host_hidden_})
+  for (Buffer* b : {&k_, &v_, &h_, &xn_, &q_, &k_new_, &v_new_, &att_, &g_, &u_, &logits_, &q8_,
+                    &scores_, &ids_, &rope_, &host_ids_, &host_logits_, &host_hidden_})
     ctx_->destroy(*b);
   ctx_.reset();
 }
@@ -206,8 +219,10 @@ void VulkanBackend::allocate() {
                V = size_t(hp_.n_vocab), Q = size_t(q_dim_), KV = size_t(kv_dim_);
   const size_t score_floats = T * size_t(hp_.n_head) * size_t(n_ctx_);
   const size_t rope_floats = size_t(n_ctx_) * size_t(hp_.rope_dim);
-  const size_t act_bytes =
-      4 * (2 * T * E + 2 * T * Q + 2 * T * KV + 2 * T * F + T * V + score_floats + rope_floats);
+  const size_t q8_words =
+      int8_ ? T * vk::q8_words_per_token(uint32_t(std::max({E, F, Q}) + 31) / 32 * 32) : 1;
+  const size_t act_bytes = 4 * (2 * T * E + 2 * T * Q + 2 * T * KV + 2 * T * F + T * V +
+                                score_floats + rope_floats + q8_words);
   const size_t need = weight_bytes + kv_bytes + act_bytes + kStagingBytes;
   if (need > ctx_->device_local_bytes())
     throw Error("vulkan: model needs " + gib(double(need)) + " (weights " +
@@ -230,6 +245,7 @@ void VulkanBackend::allocate() {
   g_ = ctx_->create_buffer(4 * T * F, false, "activations");
   u_ = ctx_->create_buffer(4 * T * F, false, "activations");
   logits_ = ctx_->create_buffer(4 * T * V, false, "logits");
+  q8_ = ctx_->create_buffer(4 * q8_words, false, "activations");
   scores_ = ctx_->create_buffer(4 * score_floats, false, "attention scores");
   ids_ = ctx_->create_buffer(4 * (T + 1), false, "token ids");
   rope_ = ctx_->create_buffer(4 * rope_floats, false, "the rope table");
@@ -370,46 +386,67 @@ void VulkanBackend::record_chunk(Recorder& rec, int n, LogitRows rows, int pos0,
   vk::record_get_rows(rec, tok_embd_, ids_.address, h_.address, n);
   for (int l = 0; l < int(layers_.size()); ++l) {
     const DeviceLayer& L = layers_[size_t(l)];
-    // Each RMSNorm goes into the products that read it where they all take it (fuse_norm).
-    vk::NormFirst norm{L.attn_norm, eps};
-    bool fuse = opts_.fuse_norm;
-    for (const DeviceMatrix* w : {&L.wq, &L.wk, &L.wv})
-      fuse = fuse && vk::matvec_takes_norm(*w, h_.address, E, norm);
-    if (!fuse) vk::record_rmsnorm(rec, h_.address, L.attn_norm, xn_.address, E, n, 0, eps);
-    VkDeviceAddress in = fuse ? h_.address : xn_.address;
-    if (!fuse) norm = {};
+    ProductInputs in =
+        record_inputs(rec, {&L.wq, &L.wk, &L.wv}, h_.address, E, n, {L.attn_norm, eps});
     rec.begin_independent();
-    vk::record_matmul(rec, L.wq, in, E, q_.address, Q, n, false, L.bq, norm);
-    vk::record_matmul(rec, L.wk, in, E, k_new_.address, KV, n, false, L.bk, norm);
-    vk::record_matmul(rec, L.wv, in, E, v_new_.address, KV, n, false, L.bv, norm);
+    vk::record_matmul(rec, L.wq, in.x, E, q_.address, Q, n, false, L.bq, in.norm, in.q8);
+    vk::record_matmul(rec, L.wk, in.x, E, k_new_.address, KV, n, false, L.bk, in.norm, in.q8);
+    vk::record_matmul(rec, L.wv, in.x, E, v_new_.address, KV, n, false, L.bv, in.norm, in.q8);
     rec.end_independent();
     vk::record_rope_kv_store(rec, q_.address, k_new_.address, v_new_.address, rope_.address,
                              ids_.address, k_cache(l), v_cache(l), shape_, uint32_t(hp_.rope_dim),
                              hp_.rope_type == RopeType::Neox, n);
     vk::record_attention(rec, q_.address, k_cache(l), v_cache(l), att_.address, scores_.address,
                          ids_.address, shape_, uint32_t(n_ctx_), scale, n);
-    vk::record_matmul(rec, L.wo, att_.address, Q, h_.address, E, n, true);
+    in = record_inputs(rec, {&L.wo}, att_.address, Q, n, {});
+    vk::record_matmul(rec, L.wo, in.x, Q, h_.address, E, n, true, 0, {}, in.q8);
     after_layer(rec, l, "attn_out", n, pos0, eager);
 
-    norm = {L.ffn_norm, eps};
-    fuse = opts_.fuse_norm && vk::matvec_takes_norm(L.gate, h_.address, E, norm) &&
-           vk::matvec_takes_norm(L.up, h_.address, E, norm);
-    if (!fuse) vk::record_rmsnorm(rec, h_.address, L.ffn_norm, xn_.address, E, n, 0, eps);
-    in = fuse ? h_.address : xn_.address;
-    if (!fuse) norm = {};
-    vk::record_matmul_swiglu(rec, L.gate, L.up, in, E, g_.address, u_.address, n, norm);
-    vk::record_matmul(rec, L.down, g_.address, F, h_.address, E, n, true);
+    in = record_inputs(rec, {&L.gate, &L.up}, h_.address, E, n, {L.ffn_norm, eps});
+    vk::record_matmul_swiglu(rec, L.gate, L.up, in.x, E, g_.address, u_.address, n, in.norm, in.q8);
+    in = record_inputs(rec, {&L.down}, g_.address, F, n, {});
+    vk::record_matmul(rec, L.down, in.x, F, h_.address, E, n, true, 0, {}, in.q8);
     after_layer(rec, l, "ffn_out", n, pos0, eager);
   }
-  if (rows == LogitRows::All) {
-    vk::record_rmsnorm(rec, h_.address, output_norm_, xn_.address, E, n, 0, eps);
-    vk::record_matmul(rec, output_, xn_.address, E, logits_.address, V, n, false);
-    rec.copy(logits_, 0, host_logits_, 0, size_t(n) * V * 4, "copy: logits");
-  } else if (rows == LogitRows::Last) {
-    vk::record_rmsnorm(rec, h_.address, output_norm_, xn_.address, E, 1, uint32_t(n - 1), eps);
-    vk::record_matmul(rec, output_, xn_.address, E, logits_.address, V, 1, false);
-    rec.copy(logits_, 0, host_logits_, 0, size_t(V) * 4, "copy: logits");
+  if (rows == LogitRows::None) return;
+  // The last token's row alone, or every row.
+  const int n_out = rows == LogitRows::All ? n : 1;
+  const VkDeviceAddress last = h_.address + (rows == LogitRows::All ? 0 : uint64_t(n - 1) * E * 4);
+  // The output norm stays a dispatch of its own for float products: taken in, each of the many
+  // workgroups of the vocabulary's rows would sum the row's squares again.
+  ProductInputs in = record_inputs(rec, {&output_}, last, E, n_out, {output_norm_, eps}, false);
+  vk::record_matmul(rec, output_, in.x, E, logits_.address, V, n_out, false, 0, in.norm, in.q8);
+  rec.copy(logits_, 0, host_logits_, 0, size_t(n_out) * V * 4, "copy: logits");
+}
+
+// The inputs of the products `readers` that read x (n_tok rows of n_elems floats), through
+// RMSNorm where `norm` has a weight: the int8 form in q8_ where one of them reads it, and floats
+// where one reads floats (x with the norm taken in by the products where they all can and
+// fuse_norm is on and may_fuse, else the norm's output in xn_).
+ProductInputs VulkanBackend::record_inputs(Recorder& rec,
+                                           std::initializer_list<const DeviceMatrix*> readers,
+                                           VkDeviceAddress x, uint32_t n_elems, int n_tok,
+                                           const vk::NormFirst& norm, bool may_fuse) {
+  const bool q8_fits = int8_ && n_elems % 32 == 0 && x % 16 == 0 && norm.weight % 16 == 0;
+  ProductInputs in;
+  bool floats = false, fuse = may_fuse && opts_.fuse_norm && norm.weight;
+  for (const DeviceMatrix* w : readers) {
+    if (q8_fits && vk::matvec_reads_q8(w->type)) {
+      in.q8 = q8_.address;
+    } else {
+      floats = true;
+      fuse = fuse && vk::matvec_takes_norm(*w, x, n_elems, norm);
+    }
   }
+  if (in.q8) vk::record_quantize_q8(rec, x, n_elems, n_elems, n_tok, in.q8, norm);
+  in.x = x;
+  if (floats && norm.weight && fuse) {
+    in.norm = norm;
+  } else if (floats && norm.weight) {
+    vk::record_rmsnorm(rec, x, norm.weight, xn_.address, n_elems, n_tok, 0, norm.eps);
+    in.x = xn_.address;
+  }
+  return in;
 }
 
 void VulkanBackend::run_chunk(const int32_t* tokens, int n, int pos0, float* logits,

@@ -1,5 +1,6 @@
-// unit_inputs(x, xv, u): the inputs that unit u of a block meets, the block's inputs starting at
-// vec4 index xv of x; loaded once and used for every row a thread computes (rows per thread, the
+// unit_inputs(x, base, cols, b, u): the inputs that unit u of block b of a row meets, the
+// token's inputs starting at vec4 `base` of x (or, with -DQ8_INPUTS, at word `base` of the int8
+// form quantize_q8.comp writes for rows of `cols` elements); loaded once and used for every row a thread computes (rows per thread, the
 // FFN's gate and up). unit_dot(w, block_byte, u, inputs): the dot product of unit u of the weight
 // block that starts at byte block_byte of w with them. A unit is the
 // part of a block one thread takes in matvec.comp (a block holds kUnitsPerBlock of them), and
@@ -25,19 +26,54 @@ vec4 input_vec4(Vec4s x, uint i);
 
 const float kTwo23 = 8388608.0;
 
+#if defined(Q8_INPUTS)
+// -DQ8_INPUTS: the inputs are quantize_q8.comp's int8 form (two terms per element, a scale per
+// 32), and each word of quants meets them in integer dot products of four bytes (OpSDotKHR on
+// packed int8x4, SPV_KHR_integer_dot_product: one instruction where the float form spends about
+// a dozen); Q4_K and Q6_K only (the types of Q4_K_M's big matrices), like the CUDA int8 path.
+#extension GL_EXT_spirv_intrinsics : require
+spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6019, 6018],
+                  id = 4450)  // OpSDotKHR; DotProduct, DotProductInput4x8BitPacked
+int sdot_packed(int a, int b, spirv_literal int packed_format);
+// The sum of the four products of the signed bytes of a and b.
+int dot4_i8(uint a, uint b) {
+  return sdot_packed(int(a), int(b), 0);  // 0: PackedVectorFormat4x8Bit
+}
+const float kInv254 = 1.0 / 254.0;
+// Word i of the quantized row at `base` (cols elements): its two terms, a group's scale and sum.
+struct Q8Row {
+  uint base, cols;
+};
+uint q8_term1(Words x, Q8Row r, uint word) {
+  return x.w[r.base + word];
+}
+uint q8_term2(Words x, Q8Row r, uint word) {
+  return x.w[r.base + r.cols / 4u + word];
+}
+float q8_scale(Words x, Q8Row r, uint group) {
+  return uintBitsToFloat(x.w[r.base + r.cols / 2u + group]);
+}
+float q8_sum(Words x, Q8Row r, uint group) {
+  return uintBitsToFloat(x.w[r.base + r.cols / 2u + r.cols / 32u + group]);
+}
+#endif
+
 // The four bytes of a word (each < 256) as floats, minus `bias`: exact.
 vec4 bytes_to_floats(uint word, float bias) {
   const uvec4 b = (uvec4(word) >> uvec4(0u, 8u, 16u, 24u)) & 0xFFu;
   return uintBitsToFloat(b | 0x4B000000u) - (kTwo23 + bias);
 }
 
-#if defined(WTYPE_F32) || defined(WTYPE_F16)
+#if defined(Q8_INPUTS) && !defined(WTYPE_Q4_K) && !defined(WTYPE_Q6_K)
+#error "int8 inputs: Q4_K and Q6_K only"
+#elif defined(WTYPE_F32) || defined(WTYPE_F16)
 // A unit is 4 elements (one vec4) of a 32-element chunk (rows of any multiple of 32).
 const uint kBlockElems = 32u, kUnitsPerBlock = 8u;
 struct UnitInputs {
   vec4 v;
 };
-UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
+UnitInputs unit_inputs(Vec4s x, uint base, uint cols, uint b, uint u) {
+  const uint xv = base + b * (kBlockElems / 4u);
   return UnitInputs(input_vec4(x, xv + u));
 }
 #if defined(WTYPE_F32)
@@ -61,7 +97,8 @@ const uint kBlockElems = 32u, kUnitsPerBlock = 4u;
 struct UnitInputs {
   vec4 lo, hi;
 };
-UnitInputs unit_inputs(Vec4s x, uint xv, uint k) {
+UnitInputs unit_inputs(Vec4s x, uint base, uint cols, uint b, uint k) {
+  const uint xv = base + b * (kBlockElems / 4u);
   return UnitInputs(input_vec4(x, xv + k), input_vec4(x, xv + 4u + k));
 }
 #if defined(WTYPE_Q4_0)
@@ -94,7 +131,8 @@ const uint kBlockElems = 32u, kBlockBytes = 34u, kUnitsPerBlock = 4u;
 struct UnitInputs {
   vec4 a, b;
 };
-UnitInputs unit_inputs(Vec4s x, uint xv, uint k) {
+UnitInputs unit_inputs(Vec4s x, uint base, uint cols, uint b, uint k) {
+  const uint xv = base + b * (kBlockElems / 4u);
   return UnitInputs(input_vec4(x, xv + 2u * k), input_vec4(x, xv + 2u * k + 1u));
 }
 float unit_dot(Words w, uint block_byte, uint k, UnitInputs in_) {
@@ -111,11 +149,40 @@ float unit_dot(Words w, uint block_byte, uint k, UnitInputs in_) {
 // of a pair read 4 neighbouring vec4s of x per load, and each decodes its pair's scales once.
 const uint kQ4kWordsPerUnit = 2u, kQ4kUnitsPerPair = 8u / kQ4kWordsPerUnit;
 const uint kBlockElems = 256u, kBlockBytes = 144u, kUnitsPerBlock = 4u * kQ4kUnitsPerPair;
+#if defined(Q8_INPUTS)
+// With int8 inputs a unit meets words w0, w0 + 1 of both terms for each sub-block of the pair;
+// q . (dx (t1 + t2 / 254)) = dx (254 (q . t1) + q . t2) / 254, the integer sum exact. The min
+// term takes the group's float sum, once per sub-block (by the pair's first unit).
+struct UnitInputs {
+  uint t1_lo[kQ4kWordsPerUnit], t1_hi[kQ4kWordsPerUnit];
+  uint t2_lo[kQ4kWordsPerUnit], t2_hi[kQ4kWordsPerUnit];
+  float dx_lo, dx_hi, xs_lo, xs_hi;  // xs: 0 but in the pair's first unit
+};
+UnitInputs unit_inputs(Words x, uint base, uint cols, uint b, uint u) {
+  const Q8Row r = Q8Row(base, cols);
+  const uint j = u / kQ4kUnitsPerPair, w0 = (u % kQ4kUnitsPerPair) * kQ4kWordsPerUnit;
+  const uint wl = 64u * b + 16u * j + w0, wh = wl + 8u, gl = 8u * b + 2u * j;
+  UnitInputs in_;
+  for (uint i = 0u; i < kQ4kWordsPerUnit; ++i) {
+    in_.t1_lo[i] = q8_term1(x, r, wl + i);
+    in_.t1_hi[i] = q8_term1(x, r, wh + i);
+    in_.t2_lo[i] = q8_term2(x, r, wl + i);
+    in_.t2_hi[i] = q8_term2(x, r, wh + i);
+  }
+  in_.dx_lo = q8_scale(x, r, gl);
+  in_.dx_hi = q8_scale(x, r, gl + 1u);
+  const bool first = w0 == 0u;
+  in_.xs_lo = first ? q8_sum(x, r, gl) : 0.0;
+  in_.xs_hi = first ? q8_sum(x, r, gl + 1u) : 0.0;
+  return in_;
+}
+#else
 struct UnitInputs {
   vec4 lo[kQ4kWordsPerUnit], hi[kQ4kWordsPerUnit];
   float sum_lo, sum_hi;  // for the mins: they depend on the inputs alone
 };
-UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
+UnitInputs unit_inputs(Vec4s x, uint base, uint cols, uint b, uint u) {
+  const uint xv = base + b * (kBlockElems / 4u);
   const uint j = u / kQ4kUnitsPerPair, w0 = (u % kQ4kUnitsPerPair) * kQ4kWordsPerUnit;
   const uint xl = xv + 16u * j + w0, xh = xl + 8u;
   UnitInputs in_;
@@ -130,6 +197,7 @@ UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
   }
   return in_;
 }
+#endif
 float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
   const uint wb = block_byte >> 2;
   const uint j = u / kQ4kUnitsPerPair, w0 = (u % kQ4kUnitsPerPair) * kQ4kWordsPerUnit;
@@ -143,14 +211,29 @@ float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
   const uint sc2 = j < 2u ? a & 0x3F3Fu : (c & 0x0F0Fu) | ((a >> 2) & 0x3030u);
   const uint m2 = j < 2u ? b & 0x3F3Fu : ((c >> 4) & 0x0F0Fu) | ((b >> 2) & 0x3030u);
   const uint qw = wb + 4u + 8u * j + w0;
+#if defined(Q8_INPUTS)
+  int s_lo = 0, s_hi = 0, t_lo = 0, t_hi = 0;
+  for (uint i = 0u; i < kQ4kWordsPerUnit; ++i) {
+    const uint q = w.w[qw + i], lo = q & 0x0F0F0F0Fu, hi = (q >> 4) & 0x0F0F0F0Fu;
+    s_lo += dot4_i8(lo, in_.t1_lo[i]);
+    t_lo += dot4_i8(lo, in_.t2_lo[i]);
+    s_hi += dot4_i8(hi, in_.t1_hi[i]);
+    t_hi += dot4_i8(hi, in_.t2_hi[i]);
+  }
+  const float dot_lo = in_.dx_lo * kInv254 * float(254 * s_lo + t_lo);
+  const float dot_hi = in_.dx_hi * kInv254 * float(254 * s_hi + t_hi);
+  const float sum_lo = in_.xs_lo, sum_hi = in_.xs_hi;
+#else
   float dot_lo = 0.0, dot_hi = 0.0;
   for (uint i = 0u; i < kQ4kWordsPerUnit; ++i) {
     const uint q = w.w[qw + i];
     dot_lo += dot(bytes_to_floats(q & 0x0F0F0F0Fu, 0.0), in_.lo[i]);
     dot_hi += dot(bytes_to_floats((q >> 4) & 0x0F0F0F0Fu, 0.0), in_.hi[i]);
   }
+  const float sum_lo = in_.sum_lo, sum_hi = in_.sum_hi;
+#endif
   return dm.x * (float(sc2 & 0xFFu) * dot_lo + float(sc2 >> 8) * dot_hi) -
-         dm.y * (float(m2 & 0xFFu) * in_.sum_lo + float(m2 >> 8) * in_.sum_hi);
+         dm.y * (float(m2 & 0xFFu) * sum_lo + float(m2 >> 8) * sum_hi);
 }
 #elif defined(WTYPE_Q6_K)
 // {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d} (210 bytes: every other block starts mid-word).
@@ -158,10 +241,32 @@ float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
 // ql[64 n + 32 (k % 2) + l], bits 2k of qh[32 n + l] and scale scales[8 n + 2 k + l / 16],
 // l < 32. A unit is (half n, l = 8g .. 8g+7) for all four k: 6 words of quants, 32 elements.
 const uint kBlockElems = 256u, kBlockBytes = 210u, kUnitsPerBlock = 8u;
+#if defined(Q8_INPUTS)
+// With int8 inputs: sub-block k's 32 elements are one group of the input (scale dx[k]); the
+// quants become signed bytes q - 32 by a borrow-free subtraction on the whole word.
+struct UnitInputs {
+  uint t1[8], t2[8];  // [4h + k]: elements l = 8g + 4h .. +3 of sub-block k
+  float dx[4];
+};
+UnitInputs unit_inputs(Words x, uint base, uint cols, uint b, uint u) {
+  const Q8Row r = Q8Row(base, cols);
+  const uint n = u >> 2, g = u & 3u;
+  UnitInputs in_;
+  for (uint h = 0u; h < 2u; ++h)
+    for (uint k = 0u; k < 4u; ++k) {
+      const uint word = 64u * b + 32u * n + 8u * k + 2u * g + h;
+      in_.t1[4u * h + k] = q8_term1(x, r, word);
+      in_.t2[4u * h + k] = q8_term2(x, r, word);
+    }
+  for (uint k = 0u; k < 4u; ++k) in_.dx[k] = q8_scale(x, r, 8u * b + 4u * n + k);
+  return in_;
+}
+#else
 struct UnitInputs {
   vec4 v[8];  // [4h + k]: elements l = 8g + 4h .. +3 of sub-block k
 };
-UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
+UnitInputs unit_inputs(Vec4s x, uint base, uint cols, uint b, uint u) {
+  const uint xv = base + b * (kBlockElems / 4u);
   const uint n = u >> 2, g = u & 3u;
   UnitInputs in_;
   for (uint h = 0u; h < 2u; ++h)
@@ -169,6 +274,7 @@ UnitInputs unit_inputs(Vec4s x, uint xv, uint u) {
       in_.v[4u * h + k] = input_vec4(x, xv + 32u * n + 8u * k + 2u * g + h);
   return in_;
 }
+#endif
 float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
   const uint n = u >> 2, g = u & 3u;
   const float d = read_f16(w, block_byte + 208u);
@@ -178,6 +284,9 @@ float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
   for (uint k = 0u; k < 4u; ++k)
     scale[k] = float(bitfieldExtract(int(read_u8(w, sc + 2u * k)), 0, 8));
   float s = 0.0;
+#if defined(Q8_INPUTS)
+  int s1[4] = int[4](0, 0, 0, 0), s2[4] = int[4](0, 0, 0, 0);
+#endif
   for (uint h = 0u; h < 2u; ++h) {  // l = 8g + 4h .. +3
     const uint a = read_u32(w, ql + 4u * h), b = read_u32(w, ql + 32u + 4u * h);
     const uint hb = read_u32(w, qh + 4u * h);
@@ -185,9 +294,21 @@ float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
                               (b & 0x0F0F0F0Fu) | ((hb << 2) & 0x30303030u),
                               ((a >> 4) & 0x0F0F0F0Fu) | (hb & 0x30303030u),
                               ((b >> 4) & 0x0F0F0F0Fu) | ((hb >> 2) & 0x30303030u));
+#if defined(Q8_INPUTS)
+    for (uint k = 0u; k < 4u; ++k) {  // (q | 0x80) - 32 is 96 + q, no borrow; ^ 0x80: q - 32
+      const uint qs = ((q[k] | 0x80808080u) - 0x20202020u) ^ 0x80808080u;
+      s1[k] += dot4_i8(qs, in_.t1[4u * h + k]);
+      s2[k] += dot4_i8(qs, in_.t2[4u * h + k]);
+    }
+#else
     for (uint k = 0u; k < 4u; ++k)
       s += scale[k] * dot(bytes_to_floats(q[k], 32.0), in_.v[4u * h + k]);
+#endif
   }
+#if defined(Q8_INPUTS)
+  for (uint k = 0u; k < 4u; ++k)
+    s += scale[k] * (in_.dx[k] * kInv254 * float(254 * s1[k] + s2[k]));
+#endif
   return d * s;
 }
 #else

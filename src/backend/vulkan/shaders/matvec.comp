@@ -15,7 +15,8 @@
 // memory. Subgroups are taken to be runs of consecutive invocations, as every driver lays out a
 // one-dimensional workgroup; the op tests would see rows mixed otherwise.
 // Inputs are read as vec4s: vk_ops.cpp routes here only 16-byte aligned x with rows of a
-// multiple of 4 floats and weight rows of whole units.
+// multiple of 4 floats and weight rows of whole units; or, with -DQ8_INPUTS (Q4_K and Q6_K),
+// as the int8 form quantize_q8.comp writes (dot_unit.glsl).
 #extension GL_KHR_shader_subgroup_shuffle : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #include "dot_unit.glsl"
@@ -26,14 +27,18 @@ const uint kGroupsPerGridX = 32768u;  // row groups beyond this go to the grid's
 
 layout(push_constant) uniform Push {
   Words w;
+#if defined(Q8_INPUTS)
+  Words x;  // quantize_q8.comp's int8 form; x_stride: its words per token
+#else
   Vec4s x;
+#endif
   Floats y;
   Floats bias;
   uint rows;
   uint cols;
   uint row_bytes;
   uint n_tok;
-  uint x_stride;  // floats between consecutive tokens' inputs: a multiple of 4
+  uint x_stride;  // floats between consecutive tokens' inputs: a multiple of 4 (-DQ8_INPUTS: words)
   uint y_stride;  // floats between consecutive tokens' outputs
   uint flags;     // 1: accumulate into y; 2: add bias; 4: swiglu; 8: RMSNorm first (below)
   uint team;      // threads per row: 4, 8, 16 or 32
@@ -64,6 +69,7 @@ vec4 input_vec4(Vec4s x, uint i) {
 // norm_scale[t] for this layer's tokens: every thread of the workgroup takes part, in a fixed
 // order (per thread, per subgroup, then the subgroups in turn), the same for any kTok.
 void compute_norm_scales(uint t0, uint n) {
+#if !defined(Q8_INPUTS)  // the int8 form takes the norm in when it is made (quantize_q8.comp)
   const uint tid = gl_LocalInvocationID.x, nv = pc.cols / 4u;
   for (uint t = 0u; t < kTok; ++t) {
     float s = 0.0;
@@ -82,6 +88,7 @@ void compute_norm_scales(uint t0, uint n) {
     }
     barrier();
   }
+#endif
 }
 
 // Partial sums of subgroups, where a team spans several: [token][row of the thread][subgroup].
@@ -106,10 +113,14 @@ void row_group(uint group) {
     const uint b = u / kUnitsPerBlock, unit = u % kUnitsPerBlock;
     for (uint t = 0u; t < kTok; ++t) {
       if (t >= n) continue;
-      g_token_base = (t0 + t) * (pc.x_stride / 4u);
+#if defined(Q8_INPUTS)
+      const uint base = (t0 + t) * pc.x_stride;
+#else
+      const uint base = (t0 + t) * (pc.x_stride / 4u);
+      g_token_base = base;
       if ((pc.flags & 8u) != 0u) g_norm_scale = norm_scale[t];
-      const UnitInputs in_ =
-          unit_inputs(pc.x, (t0 + t) * (pc.x_stride / 4u) + b * (kBlockElems / 4u), unit);
+#endif
+      const UnitInputs in_ = unit_inputs(pc.x, base, pc.cols, b, unit);
       for (uint r = 0u; r < kMaxRowsPerThread; ++r) {
         const uint row = row0 + r * stride;
         if (r < R && row < pc.rows)
