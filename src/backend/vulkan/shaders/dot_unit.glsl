@@ -1,9 +1,9 @@
 // unit_inputs(x, base, cols, b, u): the inputs that unit u of block b of a row meets, the
 // token's inputs starting at vec4 `base` of x (or, with -DQ8_INPUTS, at word `base` of the int8
-// form quantize_q8.comp writes for rows of `cols` elements); loaded once and used for every row a thread computes (rows per thread, the
-// FFN's gate and up). unit_dot(w, block_byte, u, inputs): the dot product of unit u of the weight
-// block that starts at byte block_byte of w with them. A unit is the
-// part of a block one thread takes in matvec.comp (a block holds kUnitsPerBlock of them), and
+// form quantize_q8.comp writes for rows of `cols` elements); loaded once and used for every row
+// a thread computes (rows per thread, the FFN's gate and up). unit_dot(w, block_byte, u,
+// inputs): the dot product of unit u of the weight block that starts at byte block_byte of w
+// with them. A unit is the part of a block one thread takes in matvec.comp (a block holds kUnitsPerBlock of them), and
 // neighbouring threads take neighbouring units. Units are cut so that those neighbours read
 // neighbouring vec4s of x at the same moment: four to eight threads then share each 128-byte line
 // of x that a load touches. (Units of whole 32- or 64-element runs, an earlier design, put each
@@ -40,6 +40,13 @@ int dot4_i8(uint a, uint b) {
   return sdot_packed(int(a), int(b), 0);  // 0: PackedVectorFormat4x8Bit
 }
 const float kInv254 = 1.0 / 254.0;
+// Pairs of words of the inputs (and of Q4_K's quants) in one 8-byte load: every pair read below
+// starts at an even word (rows of the int8 form are 9 n / 16 words, n a multiple of 256; Q4_K
+// blocks are 36 words).
+const bool kQ8WideLoads = true;
+layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer WordPairs {
+  uvec2 v[];
+};
 // Word i of the quantized row at `base` (cols elements): its two terms, a group's scale and sum.
 struct Q8Row {
   uint base, cols;
@@ -49,6 +56,15 @@ uint q8_term1(Words x, Q8Row r, uint word) {
 }
 uint q8_term2(Words x, Q8Row r, uint word) {
   return x.w[r.base + r.cols / 4u + word];
+}
+// Words `word` and word + 1 (even) of each term.
+uvec2 q8_term1_pair(Words x, Q8Row r, uint word) {
+  if (kQ8WideLoads) return WordPairs(x).v[(r.base + word) >> 1];
+  return uvec2(q8_term1(x, r, word), q8_term1(x, r, word + 1u));
+}
+uvec2 q8_term2_pair(Words x, Q8Row r, uint word) {
+  if (kQ8WideLoads) return WordPairs(x).v[(r.base + r.cols / 4u + word) >> 1];
+  return uvec2(q8_term2(x, r, word), q8_term2(x, r, word + 1u));
 }
 float q8_scale(Words x, Q8Row r, uint group) {
   return uintBitsToFloat(x.w[r.base + r.cols / 2u + group]);
@@ -163,11 +179,11 @@ UnitInputs unit_inputs(Words x, uint base, uint cols, uint b, uint u) {
   const uint j = u / kQ4kUnitsPerPair, w0 = (u % kQ4kUnitsPerPair) * kQ4kWordsPerUnit;
   const uint wl = 64u * b + 16u * j + w0, wh = wl + 8u, gl = 8u * b + 2u * j;
   UnitInputs in_;
-  for (uint i = 0u; i < kQ4kWordsPerUnit; ++i) {
-    in_.t1_lo[i] = q8_term1(x, r, wl + i);
-    in_.t1_hi[i] = q8_term1(x, r, wh + i);
-    in_.t2_lo[i] = q8_term2(x, r, wl + i);
-    in_.t2_hi[i] = q8_term2(x, r, wh + i);
+  for (uint i = 0u; i < kQ4kWordsPerUnit; i += 2u) {
+    const uvec2 a = q8_term1_pair(x, r, wl + i), b = q8_term1_pair(x, r, wh + i);
+    const uvec2 c = q8_term2_pair(x, r, wl + i), d = q8_term2_pair(x, r, wh + i);
+    in_.t1_lo[i] = a.x, in_.t1_lo[i + 1u] = a.y, in_.t1_hi[i] = b.x, in_.t1_hi[i + 1u] = b.y;
+    in_.t2_lo[i] = c.x, in_.t2_lo[i + 1u] = c.y, in_.t2_hi[i] = d.x, in_.t2_hi[i + 1u] = d.y;
   }
   in_.dx_lo = q8_scale(x, r, gl);
   in_.dx_hi = q8_scale(x, r, gl + 1u);
@@ -213,8 +229,14 @@ float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
   const uint qw = wb + 4u + 8u * j + w0;
 #if defined(Q8_INPUTS)
   int s_lo = 0, s_hi = 0, t_lo = 0, t_hi = 0;
+  uint qs[kQ4kWordsPerUnit];
+  for (uint i = 0u; i < kQ4kWordsPerUnit; i += 2u) {
+    const uvec2 p =
+        kQ8WideLoads ? WordPairs(w).v[(qw + i) >> 1] : uvec2(w.w[qw + i], w.w[qw + i + 1u]);
+    qs[i] = p.x, qs[i + 1u] = p.y;
+  }
   for (uint i = 0u; i < kQ4kWordsPerUnit; ++i) {
-    const uint q = w.w[qw + i], lo = q & 0x0F0F0F0Fu, hi = (q >> 4) & 0x0F0F0F0Fu;
+    const uint q = qs[i], lo = q & 0x0F0F0F0Fu, hi = (q >> 4) & 0x0F0F0F0Fu;
     s_lo += dot4_i8(lo, in_.t1_lo[i]);
     t_lo += dot4_i8(lo, in_.t2_lo[i]);
     s_hi += dot4_i8(hi, in_.t1_hi[i]);
@@ -252,12 +274,11 @@ UnitInputs unit_inputs(Words x, uint base, uint cols, uint b, uint u) {
   const Q8Row r = Q8Row(base, cols);
   const uint n = u >> 2, g = u & 3u;
   UnitInputs in_;
-  for (uint h = 0u; h < 2u; ++h)
-    for (uint k = 0u; k < 4u; ++k) {
-      const uint word = 64u * b + 32u * n + 8u * k + 2u * g + h;
-      in_.t1[4u * h + k] = q8_term1(x, r, word);
-      in_.t2[4u * h + k] = q8_term2(x, r, word);
-    }
+  for (uint k = 0u; k < 4u; ++k) {  // words for h = 0 and 1
+    const uint word = 64u * b + 32u * n + 8u * k + 2u * g;
+    const uvec2 a = q8_term1_pair(x, r, word), c = q8_term2_pair(x, r, word);
+    in_.t1[k] = a.x, in_.t1[4u + k] = a.y, in_.t2[k] = c.x, in_.t2[4u + k] = c.y;
+  }
   for (uint k = 0u; k < 4u; ++k) in_.dx[k] = q8_scale(x, r, 8u * b + 4u * n + k);
   return in_;
 }
