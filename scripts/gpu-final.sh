@@ -21,6 +21,7 @@
 #                VULKAN_SHAPES lists them as team,rows[,groups])
 #   vulkanenv    for each entry of VULKAN_ENVS (space-separated; an entry is none or VAR=value
 #                pairs joined by commas): 0.5B and 7B Vulkan tg128 -r 2 under those settings
+#                (and a prompt of ENV_P tokens when set)
 #   vulkanvariants  for each sed expression in VARIANTS (separated by '|'): apply it to the Vulkan
 #                shaders named in VARIANT_FILES (default dot_unit.glsl), rebuild lockstep, bench
 #                0.5B and 7B Vulkan tg128; the sources are restored afterwards
@@ -217,8 +218,8 @@ if want vulkanenv 60; then
     settings=${settings/none/}
     echo "-- ${settings:-defaults}" | tee -a "$S"
     for m in "$f05" /tmp/qwen2.5-7b-q4_k_m.gguf; do
-      env $settings timeout 40 "$L" bench -m "$m" --backend vulkan --parity off -p 0 -n 128 -r 2 \
-        2>>"$LOGS/bench-vulkan-env.log" | grep -E "tg128" | tee -a "$S"
+      env $settings timeout 60 "$L" bench -m "$m" --backend vulkan --parity off -p "${ENV_P:-0}" \
+        -n 128 -r 2 2>>"$LOGS/bench-vulkan-env.log" | grep -E "tg128|pp[0-9]" | tee -a "$S"
     done
   done
 fi
