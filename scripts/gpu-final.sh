@@ -12,6 +12,7 @@
 #   serveload    issue 10: 0.5B `bench --batch 64` and `serve --parallel 64` under 64 greedy
 #                streaming clients (bench/serve_load.py), /metrics' step times
 #   vulkantests  the Vulkan test binaries on NVIDIA's Vulkan driver, one process per suite
+#                (those matching the regex VULKAN_TEST_GROUPS when set)
 #   depth        issue 14: 7B `bench -d 0,4096,16384`
 #   knobs        7B tg128 under each speed-only CUDA knob
 #   audit7b      audit05 on the 7B shape
@@ -143,7 +144,7 @@ if want vulkantests 120; then
   for bin in backend_vulkan_vulkan_tests parity_vulkan_tests; do
     # Test names without their parameter, each with its suite: "Types/VulkanMatmul.MatchesFloat64".
     for group in $("build-gpu/tests/$bin" --gtest_list_tests | awk '/^[A-Za-z]/ { s = $1; next }
-        { sub(/\/.*/, "", $1); print s $1 }' | uniq); do
+        { sub(/\/.*/, "", $1); print s $1 }' | uniq | grep -E "${VULKAN_TEST_GROUPS:-.}"); do
       timeout 100 "build-gpu/tests/$bin" --gtest_filter="$group*" >>"$LOGS/$bin.log" 2>&1
       echo "-- $bin $group exit $?" >>"$LOGS/$bin.log"
     done
