@@ -154,6 +154,20 @@ void append_gate_up_rows(TensorType type, const std::vector<uint8_t>& w_gate,
   }
 }
 
+// An FFN's gate and up matrices of fresh random weights, on the host and on the device.
+struct GateUpPair {
+  GateUpPair(vk::Context& ctx, std::mt19937_64& rng, TensorType type, int64_t rows, int64_t cols)
+      : w_gate(random_weights(rng, type, rows, cols)),
+        w_up(random_weights(rng, type, rows, cols)),
+        d_gate(ctx, w_gate),
+        d_up(ctx, w_up),
+        gate{type, rows, cols, *row_bytes(type, cols), d_gate.address()},
+        up{type, rows, cols, *row_bytes(type, cols), d_up.address()} {}
+  const std::vector<uint8_t> w_gate, w_up;
+  const TestBuffer<uint8_t> d_gate, d_up;
+  const vk::DeviceMatrix gate, up;
+};
+
 // RMSNorm taken into the product (vk::NormFirst): x is the norm's input, alone and with the FFN's
 // SwiGLU pair, against the norm and the product in float64. Matrices matvec.comp does not take
 // (rows of 172 floats) must say so.
@@ -161,12 +175,8 @@ TEST_P(VulkanMatmul, NormFirstMatchesFloat64) {
   const TensorType type = GetParam().type;
   const int64_t rows = 77, cols = GetParam().cols;
   SCOPED_TRACE(trace() + " " + tensor_type_info(type).name + " cols " + std::to_string(cols));
-  const std::vector<uint8_t> w = random_weights(rng_, type, rows, cols);
-  const std::vector<uint8_t> wu = random_weights(rng_, type, rows, cols);
-  TestBuffer<uint8_t> dw(*ctx_, w), du(*ctx_, wu);
-  const uint64_t rb = *row_bytes(type, cols);
-  const vk::DeviceMatrix m{type, rows, cols, rb, dw.address()},
-      up{type, rows, cols, rb, du.address()};
+  const GateUpPair pair(*ctx_, rng_, type, rows, cols);
+  const vk::DeviceMatrix &m = pair.gate, &up = pair.up;
   const std::vector<float> g = random_normal(rng_, size_t(cols), 1.0f);
   TestBuffer<float> dg(*ctx_, g);
   const float eps = 1e-5f;
@@ -203,7 +213,8 @@ TEST_P(VulkanMatmul, NormFirstMatchesFloat64) {
           const double s = 1.0 / std::sqrt(ss / double(cols) + eps);
           std::vector<float> xn(static_cast<size_t>(cols));
           for (int64_t c = 0; c < cols; ++c) xn[size_t(c)] = float(xt[c] * s * g[size_t(c)]);
-          append_gate_up_rows(type, w, wu, rows, cols, xn.data(), swiglu, want, scale);
+          append_gate_up_rows(type, pair.w_gate, pair.w_up, rows, cols, xn.data(), swiglu, want,
+                              scale);
         }
         EXPECT_LE(dot_error_ratio(dy.read(), want, scale), kDotErrorRatio);
         EXPECT_GUARDS(dy);
@@ -220,12 +231,8 @@ TEST_P(VulkanMatmul, SwigluPairMatchesFloat64) {
   const TensorType type = GetParam().type;
   const int64_t rows = 77, cols = GetParam().cols;
   SCOPED_TRACE(trace() + " " + tensor_type_info(type).name + " cols " + std::to_string(cols));
-  const std::vector<uint8_t> wg = random_weights(rng_, type, rows, cols);
-  const std::vector<uint8_t> wu = random_weights(rng_, type, rows, cols);
-  TestBuffer<uint8_t> dg(*ctx_, wg), du(*ctx_, wu);
-  const uint64_t rb = *row_bytes(type, cols);
-  const vk::DeviceMatrix gate{type, rows, cols, rb, dg.address()},
-      up{type, rows, cols, rb, du.address()};
+  const GateUpPair pair(*ctx_, rng_, type, rows, cols);
+  const vk::DeviceMatrix &gate = pair.gate, &up = pair.up;
   for (const vk::MatvecTuning& tuning :
        std::vector<vk::MatvecTuning>{{0, 0}, {4, 1}, {16, 2}, {32, 4}, {32, 1, 3}}) {
     vk::set_matvec_tuning(tuning);
@@ -241,7 +248,8 @@ TEST_P(VulkanMatmul, SwigluPairMatchesFloat64) {
       });
       std::vector<double> want, scale;
       for (int t = 0; t < n_tok; ++t)
-        append_gate_up_rows(type, wg, wu, rows, cols, x.data() + t * cols, true, want, scale);
+        append_gate_up_rows(type, pair.w_gate, pair.w_up, rows, cols, x.data() + t * cols, true,
+                            want, scale);
       EXPECT_LE(dot_error_ratio(dy.read(), want, scale), kDotErrorRatio);
       EXPECT_GUARDS(dy);
     }
@@ -278,12 +286,10 @@ TEST_P(VulkanMatmul, Int8InputsMatchFloat64) {
     GTEST_SKIP() << "skipped: " << ctx_->device_name() << " has no integer dot products";
   const int64_t rows = 77, cols = GetParam().cols;
   SCOPED_TRACE(trace() + " " + tensor_type_info(type).name + " cols " + std::to_string(cols));
-  const std::vector<uint8_t> wg = random_weights(rng_, type, rows, cols);
-  const std::vector<uint8_t> wu = random_weights(rng_, type, rows, cols);
-  TestBuffer<uint8_t> dwg(*ctx_, wg), dwu(*ctx_, wu);
-  const uint64_t rb = *row_bytes(type, cols);
-  const vk::DeviceMatrix gate{type, rows, cols, rb, dwg.address()},
-      up{type, rows, cols, rb, dwu.address()};
+  const GateUpPair pair(*ctx_, rng_, type, rows, cols);
+  const vk::DeviceMatrix &gate = pair.gate, &up = pair.up;
+  const std::vector<uint8_t>& wg = pair.w_gate;
+  const std::vector<uint8_t>& wu = pair.w_up;
   const std::vector<float> g = random_normal(rng_, size_t(cols), 1.0f);
   TestBuffer<float> dnorm(*ctx_, g);
   const float eps = 1e-5f;
