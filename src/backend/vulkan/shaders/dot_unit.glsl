@@ -1,19 +1,19 @@
-// unit_inputs(x, base, cols, b, u): the inputs that unit u of block b of a row meets, the
-// token's inputs starting at vec4 `base` of x (or, with -DQ8_INPUTS, at word `base` of the int8
-// form quantize_q8.comp writes for rows of `cols` elements); loaded once and used for every row
-// a thread computes (rows per thread, the FFN's gate and up). unit_dot(w, block_byte, u,
-// inputs): the dot product of unit u of the weight block that starts at byte block_byte of w
-// with them. A unit is the part of a block one thread takes in matvec.comp (a block holds kUnitsPerBlock of them), and
+// unit_inputs(x, base, cols, b, u): the inputs that unit u of block b of a row meets, the token's
+// inputs starting at vec4 `base` of x (or, with -DQ8_INPUTS, at word `base` of the int8 form
+// quantize_q8.comp writes for rows of `cols` elements); loaded once and used for every row a thread
+// computes (rows per thread, the FFN's gate and up). unit_dot(w, block_byte, u, inputs): the dot
+// product of unit u of the weight block that starts at byte block_byte of w with them. A unit is
+// the part of a block one thread takes in matvec.comp (a block holds kUnitsPerBlock of them), and
 // neighbouring threads take neighbouring units. Units are cut so that those neighbours read
 // neighbouring vec4s of x at the same moment: four to eight threads then share each 128-byte line
 // of x that a load touches. (Units of whole 32- or 64-element runs, an earlier design, put each
 // thread of a warp on its own line: on an H100 that made the L1 wavefronts for x, not the weight
-// bytes, the limit of the Q4_K products, at 500 GB/s; bench/NOTES.md.) Nothing is dequantized
-// into an array: each 32-bit word of quants is unpacked into four floats and dotted with a vec4 of
-// the input at once, so every loop here has a constant trip count and everything stays in
-// registers. Quants become floats by the exponent trick (a byte b OR 0x4B000000 is the float
-// 2^23 + b, exact), which costs a logic op and an add instead of a slower int-to-float
-// conversion. The format is chosen by -DWTYPE_<TYPE>; the layouts are ggml's (src/quant/blocks.h).
+// bytes, the limit of the Q4_K products, at 500 GB/s; bench/NOTES.md.) Nothing is dequantized into
+// an array: each 32-bit word of quants is unpacked into four floats and dotted with a vec4 of the
+// input at once, so every loop here has a constant trip count and everything stays in registers.
+// Quants become floats by the exponent trick (a byte b OR 0x4B000000 is the float 2^23 + b, exact),
+// which costs a logic op and an add instead of a slower int-to-float conversion. The format is
+// chosen by -DWTYPE_<TYPE>; the layouts are ggml's (src/quant/blocks.h).
 #include "common.glsl"
 
 layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Vec4s {
@@ -40,31 +40,22 @@ int dot4_i8(uint a, uint b) {
   return sdot_packed(int(a), int(b), 0);  // 0: PackedVectorFormat4x8Bit
 }
 const float kInv254 = 1.0 / 254.0;
-// Pairs of words of the inputs (and of Q4_K's quants) in one 8-byte load: every pair read below
-// starts at an even word (rows of the int8 form are 9 n / 16 words, n a multiple of 256; Q4_K
-// blocks are 36 words).
-const bool kQ8WideLoads = true;
+// Inputs (and Q4_K's quants) are read as pairs of words, one 8-byte load each: every pair read
+// below starts at an even word (rows of the int8 form are 9 n / 16 words, n a multiple of 256;
+// Q4_K blocks are 36 words).
 layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer WordPairs {
   uvec2 v[];
 };
-// Word i of the quantized row at `base` (cols elements): its two terms, a group's scale and sum.
+// The quantized row at word `base` (cols elements): words `word` and word + 1 (even) of each
+// term, a group's scale and its sum.
 struct Q8Row {
   uint base, cols;
 };
-uint q8_term1(Words x, Q8Row r, uint word) {
-  return x.w[r.base + word];
-}
-uint q8_term2(Words x, Q8Row r, uint word) {
-  return x.w[r.base + r.cols / 4u + word];
-}
-// Words `word` and word + 1 (even) of each term.
 uvec2 q8_term1_pair(Words x, Q8Row r, uint word) {
-  if (kQ8WideLoads) return WordPairs(x).v[(r.base + word) >> 1];
-  return uvec2(q8_term1(x, r, word), q8_term1(x, r, word + 1u));
+  return WordPairs(x).v[(r.base + word) >> 1];
 }
 uvec2 q8_term2_pair(Words x, Q8Row r, uint word) {
-  if (kQ8WideLoads) return WordPairs(x).v[(r.base + r.cols / 4u + word) >> 1];
-  return uvec2(q8_term2(x, r, word), q8_term2(x, r, word + 1u));
+  return WordPairs(x).v[(r.base + r.cols / 4u + word) >> 1];
 }
 float q8_scale(Words x, Q8Row r, uint group) {
   return uintBitsToFloat(x.w[r.base + r.cols / 2u + group]);
@@ -231,8 +222,7 @@ float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
   int s_lo = 0, s_hi = 0, t_lo = 0, t_hi = 0;
   uint qs[kQ4kWordsPerUnit];
   for (uint i = 0u; i < kQ4kWordsPerUnit; i += 2u) {
-    const uvec2 p =
-        kQ8WideLoads ? WordPairs(w).v[(qw + i) >> 1] : uvec2(w.w[qw + i], w.w[qw + i + 1u]);
+    const uvec2 p = WordPairs(w).v[(qw + i) >> 1];
     qs[i] = p.x, qs[i + 1u] = p.y;
   }
   for (uint i = 0u; i < kQ4kWordsPerUnit; ++i) {
