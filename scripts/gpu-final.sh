@@ -25,7 +25,7 @@
 #                (and a prompt of ENV_P tokens when set)
 #   vulkanvariants  for each sed expression in VARIANTS (separated by '|'): apply it to the Vulkan
 #                shaders named in VARIANT_FILES (default dot_unit.glsl), rebuild lockstep, bench
-#                0.5B and 7B Vulkan tg128; the sources are restored afterwards
+#                0.5B and 7B Vulkan tg128 behind a strict gate; the sources are restored afterwards
 # Carry `.device` (scripts/prepare-device-carry.sh) and `.gl` (scripts/fetch-vulkan-debs.sh);
 # BUILD_TARGETS narrows the build (e.g. to lockstep alone). On the same warm machine a second call
 # rebuilds nothing (build-gpu is kept). $OUT/summary.txt is the digest and $OUT/logs.tgz every
@@ -238,8 +238,10 @@ if want vulkanvariants 60; then
     cmake --build build-gpu --target lockstep -j 16 >>"$LOGS/build-variants.log" 2>&1 ||
       echo "build failed" | tee -a "$S"
     for m in /tmp/qwen2.5-0.5b-q4_k_m.gguf /tmp/qwen2.5-7b-q4_k_m.gguf; do
-      [ -f "$m" ] && timeout 40 "$L" bench -m "$m" --backend vulkan --parity off -p 0 -n 128 -r 2 \
-        2>>"$LOGS/bench-vulkan-variants.log" | grep -E "tg128" | tee -a "$S"
+      # strict: a variant that computes wrong rows fails its gate instead of timing garbage.
+      [ -f "$m" ] && { timeout 50 "$L" bench -m "$m" --backend vulkan --parity strict -p 0 -n 128 \
+        -r 2 2>>"$LOGS/bench-vulkan-variants.log" | grep -E "tg128" | tee -a "$S" ||
+        echo "failed: $(tail -1 "$LOGS/bench-vulkan-variants.log")" | tee -a "$S"; }
     done
     for f in $files; do cp "$LOGS/$f.orig" "src/backend/vulkan/shaders/$f"; done
   done

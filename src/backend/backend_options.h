@@ -132,6 +132,9 @@ struct VulkanBackendOptions {
   // 0: every product reads float inputs. Changes the last bits (both within the op tests'
   // bounds against float64), never between prefill and decode.
   bool int8_inputs = true;
+  // ... but only for an input whose int8 readers hold at least this many bytes of weights: the
+  // int8 form costs a dispatch of its own (quantize_q8), which small products do not earn back.
+  int64_t int8_min_bytes = 0;
 };
 
 // What a backend is created with: the common settings, each family's own, and the TEST KNOB fault

@@ -267,11 +267,12 @@ Context::Context(const ContextOptions& options) {
     api_.vkEnumerateDeviceExtensionProperties(physical_, nullptr, &n_ext, nullptr);
     std::vector<VkExtensionProperties> exts(n_ext);
     api_.vkEnumerateDeviceExtensionProperties(physical_, nullptr, &n_ext, exts.data());
-    bool has_dot_ext = false;
-    for (const VkExtensionProperties& e : exts)
-      has_dot_ext =
-          has_dot_ext ||
-          std::strcmp(e.extensionName, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME) == 0;
+    const auto has_ext = [&exts](const char* name) {
+      for (const VkExtensionProperties& e : exts)
+        if (std::strcmp(e.extensionName, name) == 0) return true;
+      return false;
+    };
+    const bool has_dot_ext = has_ext(VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
     VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR dot_features{};
     dot_features.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES_KHR;
     if (has_dot_ext) {
@@ -280,6 +281,17 @@ Context::Context(const ContextOptions& options) {
       fd.pNext = &dot_features;
       api_.vkGetPhysicalDeviceFeatures2(physical_, &fd);
       integer_dot_ = dot_features.shaderIntegerDotProduct == VK_TRUE;
+    }
+    // The compiler's statistics per pipeline, for the profile only.
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR exec_features{};
+    exec_features.sType =
+        VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR;
+    if (options.profile && has_ext(VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME)) {
+      VkPhysicalDeviceFeatures2 fe{};
+      fe.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
+      fe.pNext = &exec_features;
+      api_.vkGetPhysicalDeviceFeatures2(physical_, &fe);
+      pipeline_stats_ = exec_features.pipelineExecutableInfo == VK_TRUE;
     }
 
     uint32_t nq = 0;
@@ -319,13 +331,25 @@ Context::Context(const ContextOptions& options) {
     VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR want_dot{};
     want_dot.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES_KHR;
     want_dot.shaderIntegerDotProduct = VK_TRUE;
-    const char* dot_ext = VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME;
-    if (integer_dot_) want12.pNext = &want_dot;
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR want_exec{};
+    want_exec.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR;
+    want_exec.pipelineExecutableInfo = VK_TRUE;
+    std::vector<const char*> enabled;
+    void** chain = &want12.pNext;
+    if (integer_dot_) {
+      enabled.push_back(VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
+      *chain = &want_dot;
+      chain = &want_dot.pNext;
+    }
+    if (pipeline_stats_) {
+      enabled.push_back(VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
+      *chain = &want_exec;
+    }
     VkDeviceCreateInfo d{};
     d.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
     d.pNext = &want12;
-    d.enabledExtensionCount = integer_dot_ ? 1 : 0;
-    d.ppEnabledExtensionNames = integer_dot_ ? &dot_ext : nullptr;
+    d.enabledExtensionCount = uint32_t(enabled.size());
+    d.ppEnabledExtensionNames = enabled.empty() ? nullptr : enabled.data();
     d.queueCreateInfoCount = 1;
     d.pQueueCreateInfos = &q;
     check(api_.vkCreateDevice(physical_, &d, nullptr, &device_), "vkCreateDevice");
@@ -464,12 +488,57 @@ VkPipeline Context::pipeline(const char* name) {
   info.stage.module = module;
   info.stage.pName = "main";
   info.layout = layout_;
+  if (pipeline_stats_) info.flags = VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
   VkPipeline p = VK_NULL_HANDLE;
   const VkResult r = api_.vkCreateComputePipelines(device_, VK_NULL_HANDLE, 1, &info, nullptr, &p);
   api_.vkDestroyShaderModule(device_, module, nullptr);
   check(r, std::string("building the compute pipeline ") + name);
   pipelines_.push_back({name, p});
+  if (pipeline_stats_) stats_.push_back({name, pipeline_statistics(p)});
   return p;
+}
+
+std::string Context::pipeline_statistics(VkPipeline p) const {
+  if (!api_.vkGetPipelineExecutablePropertiesKHR || !api_.vkGetPipelineExecutableStatisticsKHR)
+    return "";
+  VkPipelineInfoKHR pi{};
+  pi.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR;
+  pi.pipeline = p;
+  uint32_t n_exec = 0;
+  if (api_.vkGetPipelineExecutablePropertiesKHR(device_, &pi, &n_exec, nullptr) != VK_SUCCESS)
+    return "";
+  std::string out;
+  for (uint32_t e = 0; e < n_exec; ++e) {
+    VkPipelineExecutableInfoKHR ei{};
+    ei.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR;
+    ei.pipeline = p;
+    ei.executableIndex = e;
+    uint32_t n = 0;
+    if (api_.vkGetPipelineExecutableStatisticsKHR(device_, &ei, &n, nullptr) != VK_SUCCESS)
+      continue;
+    std::vector<VkPipelineExecutableStatisticKHR> st(n);
+    for (auto& s : st) s.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR;
+    if (api_.vkGetPipelineExecutableStatisticsKHR(device_, &ei, &n, st.data()) != VK_SUCCESS)
+      continue;
+    for (uint32_t i = 0; i < n; ++i) {
+      std::string v;
+      switch (st[i].format) {
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR:
+          v = st[i].value.b32 ? "yes" : "no";
+          break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
+          v = std::to_string(st[i].value.i64);
+          break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
+          v = std::to_string(st[i].value.u64);
+          break;
+        default:
+          v = std::to_string(st[i].value.f64);
+      }
+      out += (out.empty() ? "" : ", ") + std::string(st[i].name) + " " + v;
+    }
+  }
+  return out;
 }
 
 VkCommandBuffer Context::allocate_command_buffer() {
@@ -549,6 +618,8 @@ void Context::print_profile() const {
     std::fprintf(stderr, "  %10.2f %8llu %10.2f %6.2f  %s\n", v.first,
                  static_cast<unsigned long long>(v.second), 1e3 * v.first / double(v.second),
                  100.0 * v.first / total, name.c_str());
+  for (const auto& [name, stats] : stats_)
+    if (!stats.empty()) std::fprintf(stderr, "vulkan pipeline %s: %s\n", name.c_str(), stats.c_str());
 }
 
 void Context::submit_and_wait(VkCommandBuffer cmd) {

@@ -51,6 +51,8 @@ struct ContextOptions {
   bool validation = false;       // enable VK_LAYER_KHRONOS_validation when it is installed
   // Time every dispatch with GPU timestamps; the totals per shader and grid go to stderr when
   // the Context is destroyed (LOCKSTEP_VULKAN_PROFILE=1). Adds a timestamp after each dispatch.
+  // Where the driver has VK_KHR_pipeline_executable_properties, each pipeline's compiler
+  // statistics (registers, spills: what bounds a shader's occupancy) are printed with it.
   bool profile = false;
 };
 
@@ -119,6 +121,8 @@ class Context {
   };
   void collect_profile(VkCommandBuffer cmd);
   void print_profile() const;
+  // One line of the driver's statistics for pipeline p (pipeline_stats_ on), or "".
+  std::string pipeline_statistics(VkPipeline p) const;
   void release();
   uint32_t memory_type(uint32_t allowed, bool host_visible) const;
 
@@ -141,6 +145,8 @@ class Context {
   bool validation_ = false;
   uint64_t validation_seen_ = 0;
   bool profile_ = false;
+  bool pipeline_stats_ = false;                       // VK_KHR_pipeline_executable_properties on
+  std::vector<std::pair<std::string, std::string>> stats_;  // pipeline name, its statistics
   double timestamp_ns_ = 1.0;  // nanoseconds per timestamp tick
   uint64_t timestamp_mask_ = ~uint64_t(0);
   std::map<VkCommandBuffer, Timestamps> timestamps_;

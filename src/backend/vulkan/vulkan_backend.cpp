@@ -427,7 +427,11 @@ ProductInputs VulkanBackend::record_inputs(Recorder& rec,
                                            std::initializer_list<const DeviceMatrix*> readers,
                                            VkDeviceAddress x, uint32_t n_elems, int n_tok,
                                            const vk::NormFirst& norm, bool may_fuse) {
-  const bool q8_fits = int8_ && n_elems % 32 == 0 && x % 16 == 0 && norm.weight % 16 == 0;
+  int64_t q8_bytes = 0;  // weights of the products that would read the int8 form
+  for (const DeviceMatrix* w : readers)
+    if (vk::matvec_reads_q8(w->type)) q8_bytes += w->rows * int64_t(w->row_bytes);
+  const bool q8_fits = int8_ && q8_bytes > 0 && q8_bytes >= opts_.int8_min_bytes &&
+                       n_elems % 32 == 0 && x % 16 == 0 && norm.weight % 16 == 0;
   ProductInputs in;
   bool floats = false, fuse = may_fuse && opts_.fuse_norm && norm.weight;
   for (const DeviceMatrix* w : readers) {
