@@ -133,8 +133,10 @@ struct VulkanBackendOptions {
   // bounds against float64), never between prefill and decode.
   bool int8_inputs = true;
   // ... but only for an input whose int8 readers hold at least this many bytes of weights: the
-  // int8 form costs a dispatch of its own (quantize_q8), which small products do not earn back.
-  int64_t int8_min_bytes = 0;
+  // int8 form costs a dispatch of its own (quantize_q8), which small products do not earn back
+  // (0.5B Q4_K_M decode: 500 tok/s with every Q4_K/Q6_K input in int8, 540 with 4 MiB, where only
+  // the 2.3-3.4 MiB FFN downs go back to floats; an H100, bench/NOTES.md). Speed only.
+  int64_t int8_min_bytes = int64_t(4) << 20;
 };
 
 // What a backend is created with: the common settings, each family's own, and the TEST KNOB fault

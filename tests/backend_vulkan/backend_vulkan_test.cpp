@@ -51,11 +51,14 @@ BackendOptions vulkan_options(int n_ctx = 0) {
 
 // The speed knobs that change which shaders serve (defaults: both on, as users get them).
 struct ProductKnobs {
-  bool fuse_norm = true;    // LOCKSTEP_VULKAN_FUSE_NORM
-  bool int8_inputs = true;  // LOCKSTEP_VULKAN_INT8
+  bool fuse_norm = true;       // LOCKSTEP_VULKAN_FUSE_NORM
+  bool int8_inputs = true;     // LOCKSTEP_VULKAN_INT8
+  int64_t int8_min_bytes = 0;  // LOCKSTEP_VULKAN_INT8_MIN_MIB
   std::string describe() const {
     return std::string(fuse_norm ? "norms fused" : "norms apart") +
-           (int8_inputs ? ", int8 inputs" : ", float inputs");
+           (int8_inputs ? ", int8 inputs" : ", float inputs") +
+           (int8_min_bytes ? " where readers hold >= " + std::to_string(int8_min_bytes) + " bytes"
+                           : "");
   }
 };
 
@@ -67,6 +70,7 @@ std::unique_ptr<Backend> open_vulkan_unchecked(const Model& m, int n_ctx = 0, in
   if (max_batch > 0) req.options.vulkan.max_batch = max_batch;
   req.options.vulkan.fuse_norm = knobs.fuse_norm;
   req.options.vulkan.int8_inputs = knobs.int8_inputs;
+  req.options.vulkan.int8_min_bytes = knobs.int8_min_bytes;
   ParityConfig cfg;
   cfg.policy = ParityPolicy::Off;
   ServingBackend r = ParityGate::open(m, req, cfg, {}, false);
@@ -265,7 +269,9 @@ TEST_F(VulkanSynthetic, MakeModelTinyPresetMatchesCpuReference) {
 
 // The other settings of the knobs that pick the shaders (LOCKSTEP_VULKAN_FUSE_NORM=0,
 // LOCKSTEP_VULKAN_INT8=0; float products are also what serves on a device without integer dot
-// products): rows against the reference and prefill against decode bit for bit, as above.
+// products; and a LOCKSTEP_VULKAN_INT8_MIN_MIB that gives the FFN's gate/up pair and the output
+// matrix the int8 form and every smaller product floats, so both forms serve in one step): rows
+// against the reference and prefill against decode bit for bit, as above.
 TEST_F(VulkanSynthetic, EveryProductPathMatchesCpuReference) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("LOCKSTEP_TEST_SEED=" + std::to_string(seed));
@@ -275,8 +281,11 @@ TEST_F(VulkanSynthetic, EveryProductPathMatchesCpuReference) {
         plan_synthetic_model(*find_model_preset("tiny"), arch, *find_quant_scheme("q4_k_m"), rng());
     const Model m =
         Model::from_file(gguf::GgufFile::from_bytes(synthetic_model_bytes(plan), "tiny-q4_k_m"));
+    // Q4_K bytes of one layer's gate + up: the smallest int8 input under this threshold.
+    const int64_t ffn_pair = 2 * int64_t(m.hp.n_ff) * m.hp.n_embd / 256 * 144;
     for (const ProductKnobs knobs :
-         {ProductKnobs{false, false}, ProductKnobs{true, false}, ProductKnobs{false, true}})
+         {ProductKnobs{false, false}, ProductKnobs{true, false}, ProductKnobs{false, true},
+          ProductKnobs{true, true, ffn_pair}})
       expect_matches_reference(m, rng, std::string(arch_name(arch)) + " q4_k_m", knobs);
   }
 }

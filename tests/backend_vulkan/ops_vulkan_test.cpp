@@ -626,10 +626,31 @@ TEST_P(VulkanAttention, CausalGroupedQueryMatchesFloat64) {
   TestBuffer<float> scores(*ctx_, size_t(n_tok) * shape.n_head * n_ctx);
   TestBuffer<uint16_t> dk(*ctx_, kc), dv(*ctx_, vc);
   TestBuffer<int32_t> ids(*ctx_, std::vector<int32_t>{pos0, 0, 0, 0});
+  // Where the heads are whole groups of 32, the int8 form of the output rows too: it must be
+  // record_quantize_q8's bits for the same rows.
+  const uint32_t n_row = shape.n_head * hd, words = vk::q8_words_per_token(n_row);
+  const bool with_q8 = vk::attention_writes_q8(shape);
+  TestBuffer<uint32_t> q8(*ctx_, size_t(n_tok) * words), q8_apart(*ctx_, size_t(n_tok) * words);
   run_commands(*ctx_, [&](vk::Recorder& rec) {
     vk::record_attention(rec, dq.address(), dk.address(), dv.address(), out.address(),
-                         scores.address(), ids.address(), shape, uint32_t(n_ctx), scale, n_tok);
+                         scores.address(), ids.address(), shape, uint32_t(n_ctx), scale, n_tok,
+                         with_q8 ? q8.address() : 0);
+    if (with_q8)
+      vk::record_quantize_q8(rec, out.address(), n_row, n_row, n_tok, q8_apart.address(), {});
   });
+  if (with_q8) {
+    EXPECT_EQ(q8.read(), q8_apart.read());
+    EXPECT_GUARDS(q8);
+  } else {
+    EXPECT_THROW(run_commands(*ctx_,
+                              [&](vk::Recorder& rec) {
+                                vk::record_attention(rec, dq.address(), dk.address(), dv.address(),
+                                                     out.address(), scores.address(), ids.address(),
+                                                     shape, uint32_t(n_ctx), scale, n_tok,
+                                                     q8.address());
+                              }),
+                 Error);
+  }
   std::vector<double> want;
   for (int t = 0; t < n_tok; ++t)
     for (uint32_t h = 0; h < shape.n_head; ++h) {

@@ -394,7 +394,7 @@ void Context::release() {
     print_profile();
     for (auto& [cmd, t] : timestamps_) api_.vkDestroyQueryPool(device_, t.pool, nullptr);
     timestamps_.clear();
-    for (auto& [name, p] : pipelines_) api_.vkDestroyPipeline(device_, p, nullptr);
+    for (const BuiltPipeline& p : pipelines_) api_.vkDestroyPipeline(device_, p.pipeline, nullptr);
     pipelines_.clear();
     if (layout_) api_.vkDestroyPipelineLayout(device_, layout_, nullptr);
     if (fence_) api_.vkDestroyFence(device_, fence_, nullptr);
@@ -469,9 +469,9 @@ void Context::destroy(Buffer& b) {
   b = Buffer{};
 }
 
-VkPipeline Context::pipeline(const char* name) {
-  for (const auto& [n, p] : pipelines_)
-    if (n == name) return p;
+VkPipeline Context::pipeline(const char* name, const Specialization& spec) {
+  for (const BuiltPipeline& p : pipelines_)
+    if (p.name == name && p.spec == spec) return p.pipeline;
   const SpirvModule* spirv = find_spirv(name);
   if (!spirv) fail(std::string("no shader module '") + name + "' in this build");
   VkShaderModuleCreateInfo m{};
@@ -487,14 +487,24 @@ VkPipeline Context::pipeline(const char* name) {
   info.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
   info.stage.module = module;
   info.stage.pName = "main";
+  std::vector<VkSpecializationMapEntry> entries(spec.size());
+  for (size_t i = 0; i < spec.size(); ++i)
+    entries[i] = {uint32_t(i), uint32_t(4 * i), sizeof(uint32_t)};
+  VkSpecializationInfo spec_info{uint32_t(spec.size()), entries.data(), 4 * spec.size(),
+                                 spec.data()};
+  if (!spec.empty()) info.stage.pSpecializationInfo = &spec_info;
   info.layout = layout_;
   if (pipeline_stats_) info.flags = VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
   VkPipeline p = VK_NULL_HANDLE;
   const VkResult r = api_.vkCreateComputePipelines(device_, VK_NULL_HANDLE, 1, &info, nullptr, &p);
   api_.vkDestroyShaderModule(device_, module, nullptr);
   check(r, std::string("building the compute pipeline ") + name);
-  pipelines_.push_back({name, p});
-  if (pipeline_stats_) stats_.push_back({name, pipeline_statistics(p)});
+  pipelines_.push_back({name, spec, p});
+  if (pipeline_stats_) {
+    std::string label = name;
+    for (size_t i = 0; i < spec.size(); ++i) label += (i ? "," : " <") + std::to_string(spec[i]);
+    stats_.push_back({spec.empty() ? label : label + ">", pipeline_statistics(p)});
+  }
   return p;
 }
 
@@ -656,10 +666,10 @@ void Recorder::end() {
   check(ctx_.api().vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
 }
 
-void Recorder::dispatch_raw(const char* name, const void* push, size_t bytes, uint32_t gx,
-                            uint32_t gy, uint32_t gz) {
+void Recorder::dispatch_raw(const char* name, const Specialization& spec, const void* push,
+                            size_t bytes, uint32_t gx, uint32_t gy, uint32_t gz) {
   const Api& api = ctx_.api();
-  api.vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, ctx_.pipeline(name));
+  api.vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, ctx_.pipeline(name, spec));
   api.vkCmdPushConstants(cmd_, ctx_.pipeline_layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0,
                          uint32_t(bytes), push);
   api.vkCmdDispatch(cmd_, gx, gy, gz);

@@ -45,6 +45,10 @@ std::vector<DeviceSummary> list_devices();
 uint64_t validation_error_count();
 std::string first_validation_error();
 
+// Values of a shader's specialization constants 0, 1, ... (uint32 each), fixed when its pipeline
+// is built.
+using Specialization = std::vector<uint32_t>;
+
 struct ContextOptions {
   int device = -1;  // index into list_devices(); -1: the first GPU, else the first device
   bool allow_cpu_device = true;  // whether a CPU implementation (lavapipe) may be chosen
@@ -88,9 +92,11 @@ class Context {
   Buffer create_buffer(size_t bytes, bool host_visible, const std::string& what);
   void destroy(Buffer& b);
 
-  // A pipeline from the embedded SPIR-V module `name`; all share one layout of 128 bytes of push
-  // constants. Throws Error(kExitDevice) when the module is missing or does not build.
-  VkPipeline pipeline(const char* name);
+  // A pipeline from the embedded SPIR-V module `name` with its specialization constants 0, 1, ...
+  // set to `spec` (the module's defaults where spec is empty); all share one layout of 128 bytes
+  // of push constants. Built once per (name, spec). Throws Error(kExitDevice) when the module is
+  // missing or does not build.
+  VkPipeline pipeline(const char* name, const Specialization& spec = {});
 
   VkCommandBuffer allocate_command_buffer();
   void free_command_buffer(VkCommandBuffer cmd);
@@ -136,7 +142,12 @@ class Context {
   VkCommandPool pool_ = VK_NULL_HANDLE;
   VkFence fence_ = VK_NULL_HANDLE;
   VkPipelineLayout layout_ = VK_NULL_HANDLE;
-  std::vector<std::pair<std::string, VkPipeline>> pipelines_;
+  struct BuiltPipeline {
+    std::string name;
+    Specialization spec;
+    VkPipeline pipeline;
+  };
+  std::vector<BuiltPipeline> pipelines_;
   VkPhysicalDeviceMemoryProperties memory_{};
   std::string device_name_;
   uint64_t device_local_bytes_ = 0;
@@ -164,8 +175,13 @@ class Recorder {
   template <typename Push>
   void dispatch(const char* pipeline, const Push& push, uint32_t gx, uint32_t gy = 1,
                 uint32_t gz = 1) {
+    dispatch(pipeline, Specialization{}, push, gx, gy, gz);
+  }
+  template <typename Push>
+  void dispatch(const char* pipeline, const Specialization& spec, const Push& push, uint32_t gx,
+                uint32_t gy = 1, uint32_t gz = 1) {
     static_assert(sizeof(Push) <= 128, "push constants are limited to 128 bytes");
-    dispatch_raw(pipeline, &push, sizeof(Push), gx, gy, gz);
+    dispatch_raw(pipeline, spec, &push, sizeof(Push), gx, gy, gz);
   }
   // `what` names the copy in the profile (ContextOptions::profile).
   void copy(const Buffer& src, size_t src_offset, const Buffer& dst, size_t dst_offset,
@@ -178,8 +194,8 @@ class Recorder {
   VkCommandBuffer command_buffer() const { return cmd_; }
 
  private:
-  void dispatch_raw(const char* pipeline, const void* push, size_t bytes, uint32_t gx, uint32_t gy,
-                    uint32_t gz);
+  void dispatch_raw(const char* pipeline, const Specialization& spec, const void* push,
+                    size_t bytes, uint32_t gx, uint32_t gy, uint32_t gz);
   void barrier();
   Context& ctx_;
   VkCommandBuffer cmd_;

@@ -56,9 +56,8 @@ uint32_t ceil_div(uint64_t a, uint64_t b) {
 struct MatmulPush {
   uint64_t w, x, y, bias;
   uint32_t rows, cols, row_bytes, n_tok, x_stride, y_stride, flags;
-  uint32_t team = 0, rows_per_thread = 0;  // matvec.comp only
-  uint64_t w2 = 0;                         // matvec.comp only: the up matrix (flags & 4)
-  uint64_t norm_w = 0;                     // matvec.comp only: RMSNorm first (flags & 8)
+  uint64_t w2 = 0;      // matvec.comp only: the up matrix (flags & 4)
+  uint64_t norm_w = 0;  // matvec.comp only: RMSNorm first (flags & 8)
   float norm_eps = 0;
 };
 constexpr uint32_t kAccumulate = 1, kAddBias = 2, kSwiglu = 4, kNorm = 8;  // MatmulPush::flags
@@ -75,14 +74,14 @@ uint32_t matvec_team(uint64_t units) {
   return team;
 }
 
-// Elements in one of dot_unit.glsl's units of each type.
-uint64_t matvec_unit_elems(TensorType type) {
+// Elements in one of dot_unit.glsl's units of each type (q8: with the int8 form of the inputs).
+uint64_t matvec_unit_elems(TensorType type, bool q8) {
   switch (type) {
     case TensorType::F32:
     case TensorType::F16:
       return 4;
     case TensorType::Q4_K:
-      return 16;
+      return q8 ? 32 : 16;
     case TensorType::Q6_K:
       return 32;
     default:
@@ -111,6 +110,8 @@ struct AttentionPush {
   uint64_t q, k_cache, v_cache, out, scores, ids;
   uint32_t n_head, n_head_kv, head_dim, n_ctx;
   float scale;
+  uint32_t flags;  // 1: q8 too
+  uint64_t q8;
 };
 struct QuantizeQ8Push {
   uint64_t x, norm_w, out;
@@ -166,17 +167,23 @@ void add_norm(MatmulPush& p, const NormFirst& norm) {
   p.norm_eps = norm.eps;
 }
 
-void dispatch_matvec(Recorder& rec, const DeviceMatrix& w, MatmulPush& p, int n_tok,
-                     bool q8 = false) {
+// matvec.comp's shape (its specialization constants: team, rows per thread) comes from the
+// matrix alone; rows_per_thread 0: matvec_rows_per_thread().
+void dispatch_matvec(Recorder& rec, const DeviceMatrix& w, const MatmulPush& p, int n_tok,
+                     bool q8 = false, uint32_t rows_per_thread = 0) {
   const bool one_per_layer = n_tok <= kMatvecMaxTokens;
-  p.team = matvec_team(uint64_t(w.cols) / matvec_unit_elems(w.type));
-  if (!p.rows_per_thread) p.rows_per_thread = matvec_rows_per_thread();
-  uint32_t groups = ceil_div(w.rows, kMatvecThreads / p.team * p.rows_per_thread);
+  const uint32_t team = matvec_team(uint64_t(w.cols) / matvec_unit_elems(w.type, q8));
+  if (!rows_per_thread) rows_per_thread = matvec_rows_per_thread();
+  uint32_t groups = ceil_div(w.rows, kMatvecThreads / team * rows_per_thread);
   if (g_matvec_tuning.max_groups > 0)
     groups = std::min(groups, uint32_t(std::min(g_matvec_tuning.max_groups, 32768)));
   const char* shader =
       one_per_layer ? (q8 ? "matvec_q8" : "matvec") : (q8 ? "matvec_tile_q8" : "matvec_tile");
-  rec.dispatch(module_name(shader, w.type).c_str(), p, std::min(groups, kMatvecGroupsPerGridX),
+  // The shader's own defaults (32, 1) name the pipeline the backend built at load.
+  const Specialization spec =
+      team == 32 && rows_per_thread == 1 ? Specialization{} : Specialization{team, rows_per_thread};
+  rec.dispatch(module_name(shader, w.type).c_str(), spec, p,
+               std::min(groups, kMatvecGroupsPerGridX),
                ceil_div(groups, kMatvecGroupsPerGridX),
                one_per_layer ? uint32_t(n_tok) : ceil_div(n_tok, kMatvecTileTokens));
 }
@@ -234,15 +241,13 @@ void record_matmul_swiglu(Recorder& rec, const DeviceMatrix& gate, const DeviceM
     MatmulPush p =
         matmul_push(gate, q8, q8_words_per_token(uint32_t(gate.cols)), y, F, n_tok, kSwiglu, 0);
     p.w2 = up.data;
-    p.rows_per_thread = 1;
-    return dispatch_matvec(rec, gate, p, n_tok, true);
+    return dispatch_matvec(rec, gate, p, n_tok, true, 1);
   }
   if (same_shape && matvec_fits(gate, x, x_stride) && matvec_fits(up, x, x_stride)) {
     MatmulPush p = matmul_push(gate, x, x_stride, y, F, n_tok, kSwiglu, 0);
     p.w2 = up.data;
     add_norm(p, norm);
-    p.rows_per_thread = 1;  // the thread's second row is up's
-    return dispatch_matvec(rec, gate, p, n_tok);
+    return dispatch_matvec(rec, gate, p, n_tok, false, 1);  // the thread's second row is up's
   }
   rec.begin_independent();
   record_matmul(rec, gate, x, x_stride, y, F, n_tok, false, 0, norm, q8);
@@ -305,10 +310,16 @@ std::vector<float> rope_table(const HParams& hp, int n_ctx) {
 void record_attention(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k_cache,
                       VkDeviceAddress v_cache, VkDeviceAddress out, VkDeviceAddress scores,
                       VkDeviceAddress ids, const AttentionShape& s, uint32_t n_ctx, float scale,
-                      int n_tok) {
-  AttentionPush p{q,        k_cache,     v_cache,    out,   scores, ids,
-                  s.n_head, s.n_head_kv, s.head_dim, n_ctx, scale};
+                      int n_tok, VkDeviceAddress q8) {
+  if (q8 && !attention_writes_q8(s))
+    throw Error("vulkan: the attention writes the int8 form only for heads of a multiple of 32");
+  AttentionPush p{q,        k_cache,     v_cache,    out,   scores, ids,      s.n_head,
+                  s.n_head_kv, s.head_dim, n_ctx, scale, q8 ? 1u : 0u, q8};
   rec.dispatch("attention", p, s.n_head, uint32_t(n_tok));
+}
+
+bool attention_writes_q8(const AttentionShape& s) {
+  return s.head_dim % 32 == 0;
 }
 
 void record_swiglu(Recorder& rec, VkDeviceAddress gate, VkDeviceAddress up, uint64_t n) {

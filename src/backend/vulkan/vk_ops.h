@@ -90,11 +90,13 @@ void record_rope_kv_store(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k, V
 std::vector<float> rope_table(const HParams& hp, int n_ctx);
 
 // Causal attention of n_tok query rows (positions ids[0] + t) over one layer's F16 caches into
-// out; scores: n_tok * n_head * n_ctx floats of scratch.
+// out; scores: n_tok * n_head * n_ctx floats of scratch. With q8, the rows' int8 form as well
+// (what record_quantize_q8 would write from out without a norm), where attention_writes_q8.
 void record_attention(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k_cache,
                       VkDeviceAddress v_cache, VkDeviceAddress out, VkDeviceAddress scores,
                       VkDeviceAddress ids, const AttentionShape& shape, uint32_t n_ctx, float scale,
-                      int n_tok);
+                      int n_tok, VkDeviceAddress q8 = 0);
+bool attention_writes_q8(const AttentionShape& shape);
 
 // y[t][r] = silu(gate[r] . x[t]) * (up[r] . x[t]) for t < n_tok, y rows gate.rows floats apart.
 // Where matvec.comp takes both matrices (the same type and shape), one dispatch computes a row

@@ -59,6 +59,12 @@ struct ProductInputs {
   VkDeviceAddress q8 = 0;
 };
 
+// The forms in which the products reading one input get it: the int8 form (for those that read
+// it), floats (for the others), and whether those take the norm in.
+struct InputPlan {
+  bool q8 = false, floats = false, fuse = false;
+};
+
 class VulkanBackend final : public GatedBackend {
  public:
   VulkanBackend(const Model& model, const VulkanBackendOptions& opts, int n_ctx);
@@ -83,9 +89,12 @@ class VulkanBackend final : public GatedBackend {
   void upload_weights();
   void run_chunk(const int32_t* tokens, int n, int pos0, float* logits, LogitRows rows);
   void record_chunk(Recorder& rec, int n, LogitRows rows, int pos0, bool eager);
+  InputPlan plan_inputs(std::initializer_list<const DeviceMatrix*> readers, VkDeviceAddress x,
+                        uint32_t n_elems, const vk::NormFirst& norm, bool may_fuse = true) const;
   ProductInputs record_inputs(Recorder& rec, std::initializer_list<const DeviceMatrix*> readers,
                               VkDeviceAddress x, uint32_t n_elems, int n_tok,
-                              const vk::NormFirst& norm, bool may_fuse = true);
+                              const vk::NormFirst& norm, bool may_fuse = true,
+                              bool q8_written = false);
   void after_layer(Recorder& rec, int layer, const char* stage, int n, int pos0, bool eager);
   VkDeviceAddress k_cache(int layer) const;
   VkDeviceAddress v_cache(int layer) const;
@@ -396,9 +405,13 @@ void VulkanBackend::record_chunk(Recorder& rec, int n, LogitRows rows, int pos0,
     vk::record_rope_kv_store(rec, q_.address, k_new_.address, v_new_.address, rope_.address,
                              ids_.address, k_cache(l), v_cache(l), shape_, uint32_t(hp_.rope_dim),
                              hp_.rope_type == RopeType::Neox, n);
+    // The attention writes the output product's int8 form itself where that product reads it.
+    const bool att_q8 =
+        plan_inputs({&L.wo}, att_.address, Q, {}).q8 && vk::attention_writes_q8(shape_);
     vk::record_attention(rec, q_.address, k_cache(l), v_cache(l), att_.address, scores_.address,
-                         ids_.address, shape_, uint32_t(n_ctx_), scale, n);
-    in = record_inputs(rec, {&L.wo}, att_.address, Q, n, {});
+                         ids_.address, shape_, uint32_t(n_ctx_), scale, n,
+                         att_q8 ? q8_.address : 0);
+    in = record_inputs(rec, {&L.wo}, att_.address, Q, n, {}, true, att_q8);
     vk::record_matmul(rec, L.wo, in.x, Q, h_.address, E, n, true, 0, {}, in.q8);
     after_layer(rec, l, "attn_out", n, pos0, eager);
 
@@ -419,34 +432,48 @@ void VulkanBackend::record_chunk(Recorder& rec, int n, LogitRows rows, int pos0,
   rec.copy(logits_, 0, host_logits_, 0, size_t(n_out) * V * 4, "copy: logits");
 }
 
-// The inputs of the products `readers` that read x (n_tok rows of n_elems floats), through
-// RMSNorm where `norm` has a weight: the int8 form in q8_ where one of them reads it, and floats
-// where one reads floats (x with the norm taken in by the products where they all can and
-// fuse_norm is on and may_fuse, else the norm's output in xn_).
-ProductInputs VulkanBackend::record_inputs(Recorder& rec,
-                                           std::initializer_list<const DeviceMatrix*> readers,
-                                           VkDeviceAddress x, uint32_t n_elems, int n_tok,
-                                           const vk::NormFirst& norm, bool may_fuse) {
+// How the products `readers` read x (rows of n_elems floats), through RMSNorm where `norm` has a
+// weight: the int8 form for those that read it, where the device has integer dot products and
+// their weights are big enough to earn its dispatch (int8_min_bytes); floats for the others,
+// with the norm taken in by the products where they all can and fuse_norm is on and may_fuse.
+InputPlan VulkanBackend::plan_inputs(std::initializer_list<const DeviceMatrix*> readers,
+                                     VkDeviceAddress x, uint32_t n_elems,
+                                     const vk::NormFirst& norm, bool may_fuse) const {
   int64_t q8_bytes = 0;  // weights of the products that would read the int8 form
   for (const DeviceMatrix* w : readers)
     if (vk::matvec_reads_q8(w->type)) q8_bytes += w->rows * int64_t(w->row_bytes);
   const bool q8_fits = int8_ && q8_bytes > 0 && q8_bytes >= opts_.int8_min_bytes &&
                        n_elems % 32 == 0 && x % 16 == 0 && norm.weight % 16 == 0;
-  ProductInputs in;
-  bool floats = false, fuse = may_fuse && opts_.fuse_norm && norm.weight;
+  InputPlan plan;
+  plan.fuse = may_fuse && opts_.fuse_norm && norm.weight;
   for (const DeviceMatrix* w : readers) {
     if (q8_fits && vk::matvec_reads_q8(w->type)) {
-      in.q8 = q8_.address;
+      plan.q8 = true;
     } else {
-      floats = true;
-      fuse = fuse && vk::matvec_takes_norm(*w, x, n_elems, norm);
+      plan.floats = true;
+      plan.fuse = plan.fuse && vk::matvec_takes_norm(*w, x, n_elems, norm);
     }
   }
-  if (in.q8) vk::record_quantize_q8(rec, x, n_elems, n_elems, n_tok, in.q8, norm);
+  return plan;
+}
+
+// Records what plan_inputs chose for n_tok rows of x: the int8 form in q8_ (unless q8_written:
+// the attention wrote it), the norm's output in xn_ where the float readers do not take it in.
+ProductInputs VulkanBackend::record_inputs(Recorder& rec,
+                                           std::initializer_list<const DeviceMatrix*> readers,
+                                           VkDeviceAddress x, uint32_t n_elems, int n_tok,
+                                           const vk::NormFirst& norm, bool may_fuse,
+                                           bool q8_written) {
+  const InputPlan plan = plan_inputs(readers, x, n_elems, norm, may_fuse);
+  ProductInputs in;
   in.x = x;
-  if (floats && norm.weight && fuse) {
+  if (plan.q8) {
+    in.q8 = q8_.address;
+    if (!q8_written) vk::record_quantize_q8(rec, x, n_elems, n_elems, n_tok, in.q8, norm);
+  }
+  if (plan.floats && norm.weight && plan.fuse) {
     in.norm = norm;
-  } else if (floats && norm.weight) {
+  } else if (plan.floats && norm.weight) {
     vk::record_rmsnorm(rec, x, norm.weight, xn_.address, n_elems, n_tok, 0, norm.eps);
     in.x = xn_.address;
   }

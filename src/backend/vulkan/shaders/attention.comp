@@ -4,9 +4,12 @@
 // scores row in device memory (n_ctx floats per (token, head)): scores q.k_j * scale and their
 // maximum; exp(score - max) and their sum; then weight_j * v_j summed over j, each output pair
 // of dimensions by several threads that split the keys. Query head h reads KV head
-// h / (n_head / n_head_kv).
+// h / (n_head / n_head_kv). With flags & 1, the workgroup also writes its head's outputs in the
+// int8 form (q8_form.glsl; head_dim a multiple of 32) of the row the output product reads, so
+// that form costs no dispatch of its own (quantize_q8.comp would write the same bits).
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #include "common.glsl"
+#include "q8_form.glsl"
 
 layout(local_size_x = 128) in;
 const uint kThreads = 128u;
@@ -23,6 +26,8 @@ layout(push_constant) uniform Push {
   uint head_dim;  // even, <= 2 * kThreads
   uint n_ctx;
   float scale;
+  uint flags;  // 1: write q8_out too
+  Q8Words q8_out;
 } pc;
 
 shared float q_row[2u * kThreads];
@@ -120,7 +125,21 @@ void main() {
   barrier();
   if (tid < pairs) {
     for (uint s = 1u; s < n_slices; ++s) acc += slice_sums[s * pairs + tid];
-    pc.out_rows.f[qo + 2u * tid] = acc.x / sum;
-    pc.out_rows.f[qo + 2u * tid + 1u] = acc.y / sum;
+    const vec2 o = acc / sum;
+    pc.out_rows.f[qo + 2u * tid] = o.x;
+    pc.out_rows.f[qo + 2u * tid + 1u] = o.y;
+    q_row[2u * tid] = o.x;  // the query row is no longer read: it holds the output now
+    q_row[2u * tid + 1u] = o.y;
+  }
+  if ((pc.flags & 1u) == 0u) return;
+  barrier();  // uniform: flags is a push constant
+  if (tid < hd / 32u) {
+    vec4 v[8];
+    for (uint i = 0u; i < 8u; ++i) {
+      const uint e = 32u * tid + 4u * i;
+      v[i] = vec4(q_row[e], q_row[e + 1u], q_row[e + 2u], q_row[e + 3u]);
+    }
+    const uint n = pc.n_head * hd;
+    write_q8_group(pc.q8_out, t * (9u * n / 16u), n, h * hd / 32u + tid, v);
   }
 }

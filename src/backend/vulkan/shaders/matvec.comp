@@ -2,11 +2,14 @@
 // y[t][r] (+)= W[r] . x[t] (+ bias[r]), or an FFN's silu(W[r] . x[t]) * (W2[r] . x[t]), for the
 // tokens t of the grid's layer z: kTok of them (-DTOKENS=N; 1 for decode, where vk_ops.cpp puts
 // each token in its own layer).
-// Each row's units (dot_unit.glsl) are shared by a team of `team` threads (4 to 32, a power of
+// Each row's units (dot_unit.glsl) are shared by a team of kTeam threads (4 to 32, a power of
 // two) that take them in turn, so neighbouring threads read neighbouring pieces of the row; each
-// thread does that for `rows_per_thread` rows (1, 2 or 4) at once, so the inputs it loads for a
+// thread does that for kRowsPerThread rows (1, 2 or 4) at once, so the inputs it loads for a
 // unit (unit_inputs) serve every one of them (the inputs, 32-bit floats, are several times the
 // bytes of the quants), as they serve both the gate and the up row of an FFN.
+// Both are specialization constants, not push constants: with the loop's stride and the row
+// count known when the pipeline is built, NVIDIA's compiler unrolls the unit loop and keeps more
+// loads in flight (7B decode 184 -> 202 tok/s on an H100, bench/NOTES.md).
 // vk_ops.cpp picks both from the matrix's shape alone, never from the token count, so a token's
 // arithmetic is the same whatever kTok and whichever tokens share its workgroup: a row computed
 // in a prompt chunk has the bits it gets in a decode step (backend_vulkan_test checks it).
@@ -21,8 +24,15 @@
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #include "dot_unit.glsl"
 
-const uint kThreads = 128u, kTok = TOKENS, kMaxRowsPerThread = 4u;
+const uint kThreads = 128u, kTok = TOKENS;
 layout(local_size_x = 128) in;
+layout(constant_id = 0) const uint kTeam = 32u;          // threads per row: 4, 8, 16 or 32
+layout(constant_id = 1) const uint kRowsPerThread = 1u;  // 1, 2 or 4
+// Accumulators per token: the thread's rows, or the gate and up rows of the SwiGLU pair. Arrays
+// hold kMaxRows (glslang cannot size them by a specialization constant's expression); the loops
+// run to kAccRows, which the driver knows when it builds the pipeline.
+const uint kMaxRows = 4u;
+const uint kAccRows = kRowsPerThread > 2u ? kRowsPerThread : 2u;
 const uint kGroupsPerGridX = 32768u;  // row groups beyond this go to the grid's y dimension
 
 layout(push_constant) uniform Push {
@@ -41,9 +51,7 @@ layout(push_constant) uniform Push {
   uint x_stride;  // floats between consecutive tokens' inputs: a multiple of 4 (-DQ8_INPUTS: words)
   uint y_stride;  // floats between consecutive tokens' outputs
   uint flags;     // 1: accumulate into y; 2: add bias; 4: swiglu; 8: RMSNorm first (below)
-  uint team;      // threads per row: 4, 8, 16 or 32
-  uint rows_per_thread;  // 1, 2 or 4
-  // flags & 4: the up matrix of an FFN (w's shape; rows_per_thread is 1). The thread's second row
+  // flags & 4: the up matrix of an FFN (w's shape; kRowsPerThread is 1). The thread's second row
   // is row0 of w2, and y[row0] = silu(w[row0] . x) * (w2[row0] . x), as swiglu.comp computes it.
   Words w2;
   // flags & 8: x is RMSNorm's input, not its output: the workgroup computes each token's
@@ -92,24 +100,24 @@ void compute_norm_scales(uint t0, uint n) {
 }
 
 // Partial sums of subgroups, where a team spans several: [token][row of the thread][subgroup].
-shared float partial[kTok][kMaxRowsPerThread][kThreads / 4u];
+shared float partial[kTok][kMaxRows][kThreads / 4u];
 
-// The rows of row group `group` (kThreads / team * rows_per_thread rows) for this layer's tokens.
+// The rows of row group `group` (kThreads / kTeam * kRowsPerThread rows) for this layer's tokens.
 void row_group(uint group) {
-  const uint tid = gl_LocalInvocationID.x, lane = tid % pc.team, team = tid / pc.team;
-  const uint R = pc.rows_per_thread;
+  const uint tid = gl_LocalInvocationID.x, lane = tid % kTeam, team = tid / kTeam;
+  const uint R = kRowsPerThread;
   const bool swiglu = (pc.flags & 4u) != 0u;
   // This thread's rows: row0, row0 + stride, ... (the workgroup's teams interleave).
-  const uint stride = kThreads / pc.team;
+  const uint stride = kThreads / kTeam;
   const uint row0 = group * stride * R + team;
   const uint t0 = gl_WorkGroupID.z * kTok;
   const uint n = min(kTok, pc.n_tok - t0);
 
-  float acc[kTok][kMaxRowsPerThread];
+  float acc[kTok][kMaxRows];
   for (uint t = 0u; t < kTok; ++t)
-    for (uint r = 0u; r < kMaxRowsPerThread; ++r) acc[t][r] = 0.0;
+    for (uint r = 0u; r < kAccRows; ++r) acc[t][r] = 0.0;
   const uint n_units = (pc.cols / kBlockElems) * kUnitsPerBlock;
-  for (uint u = lane; u < n_units; u += pc.team) {
+  for (uint u = lane; u < n_units; u += kTeam) {
     const uint b = u / kUnitsPerBlock, unit = u % kUnitsPerBlock;
     for (uint t = 0u; t < kTok; ++t) {
       if (t >= n) continue;
@@ -121,7 +129,7 @@ void row_group(uint group) {
       if ((pc.flags & 8u) != 0u) g_norm_scale = norm_scale[t];
 #endif
       const UnitInputs in_ = unit_inputs(pc.x, base, pc.cols, b, unit);
-      for (uint r = 0u; r < kMaxRowsPerThread; ++r) {
+      for (uint r = 0u; r < kAccRows; ++r) {
         const uint row = row0 + r * stride;
         if (r < R && row < pc.rows)
           acc[t][r] += unit_dot(pc.w, row * pc.row_bytes + b * kBlockBytes, unit, in_);
@@ -132,18 +140,18 @@ void row_group(uint group) {
   }
 
   // The team's sums. Every thread reaches the shuffles and the barrier (uniform control flow).
-  const uint width = min(pc.team, gl_SubgroupSize);  // lanes of a team within one subgroup
+  const uint width = min(kTeam, gl_SubgroupSize);  // lanes of a team within one subgroup
   for (uint t = 0u; t < kTok; ++t)
-    for (uint r = 0u; r < kMaxRowsPerThread; ++r)
+    for (uint r = 0u; r < kAccRows; ++r)
       for (uint o = width / 2u; o > 0u; o >>= 1) acc[t][r] += subgroupShuffleXor(acc[t][r], o);
-  if (pc.team > gl_SubgroupSize) {
+  if (kTeam > gl_SubgroupSize) {
     if (gl_SubgroupInvocationID == 0u)
       for (uint t = 0u; t < kTok; ++t)
-        for (uint r = 0u; r < kMaxRowsPerThread; ++r) partial[t][r][gl_SubgroupID] = acc[t][r];
+        for (uint r = 0u; r < kAccRows; ++r) partial[t][r][gl_SubgroupID] = acc[t][r];
     barrier();
-    const uint per_team = pc.team / gl_SubgroupSize, first = team * per_team;
+    const uint per_team = kTeam / gl_SubgroupSize, first = team * per_team;
     for (uint t = 0u; t < kTok; ++t)
-      for (uint r = 0u; r < kMaxRowsPerThread; ++r) {
+      for (uint r = 0u; r < kAccRows; ++r) {
         acc[t][r] = partial[t][r][first];
         for (uint g = 1u; g < per_team; ++g) acc[t][r] += partial[t][r][first + g];
       }
@@ -168,8 +176,8 @@ void main() {
   // One row group per workgroup, or, where vk_ops.cpp caps the grid
   // (LOCKSTEP_VULKAN_MATVEC_GROUPS), each workgroup takes every n-th group in turn: a group's
   // arithmetic is the same either way.
-  const uint n_groups = (pc.rows + kThreads / pc.team * pc.rows_per_thread - 1u) /
-                        (kThreads / pc.team * pc.rows_per_thread);
+  const uint rows_per_group = kThreads / kTeam * kRowsPerThread;
+  const uint n_groups = (pc.rows + rows_per_group - 1u) / rows_per_group;
   const uint grid = gl_NumWorkGroups.x * gl_NumWorkGroups.y;
   const uint t0 = gl_WorkGroupID.z * kTok;
   if ((pc.flags & 8u) != 0u) compute_norm_scales(t0, min(kTok, pc.n_tok - t0));
