@@ -134,8 +134,9 @@ struct VulkanBackendOptions {
   bool int8_inputs = true;
   // ... but only for an input whose int8 readers hold at least this many bytes of weights: the
   // int8 form costs a dispatch of its own (quantize_q8), which small products do not earn back
-  // (0.5B Q4_K_M decode: 500 tok/s with every Q4_K/Q6_K input in int8, 540 with 4 MiB, where only
-  // the 2.3-3.4 MiB FFN downs go back to floats; an H100, bench/NOTES.md). Speed only.
+  // (0.5B Q4_K_M decode on an H100: 500 tok/s with every Q4_K/Q6_K input in int8, 540 with 4 MiB,
+  // where only its 2.3-3.4 MiB FFN downs go back to floats; 563 and 572 once the products got
+  // faster; the 7B's inputs all hold more; bench/NOTES.md). Speed only.
   int64_t int8_min_bytes = int64_t(4) << 20;
 };
 
