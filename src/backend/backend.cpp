@@ -123,8 +123,11 @@ void Backend::apply_fault(const SeqTokens& item, int64_t pos_begin, int64_t call
   }
 }
 
-void require_plain_architecture(const Model& model, const std::string& backend) {
-  const std::vector<std::string> features = extended_features(model.hp);
+void require_plain_architecture(const Model& model, const std::string& backend,
+                                bool rope_variants) {
+  HParams hp = model.hp;
+  if (rope_variants) hp.has_rope_freqs = hp.rope_yarn = false;  // the backend implements them
+  const std::vector<std::string> features = extended_features(hp);
   if (features.empty()) return;
   std::string list;
   for (size_t i = 0; i < features.size(); ++i)

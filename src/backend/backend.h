@@ -136,7 +136,9 @@ class Backend {
 // Error(kExitDevice) naming the backend and the model's features beyond that pass
 // (extended_features in model/hparams.h), or nothing for a plain model. The gate treats it like
 // a device that cannot take the model: under --backend auto the next backend serves (with a
-// line on stderr), a forced backend exits with code 4.
-void require_plain_architecture(const Model& model, const std::string& backend);
+// line on stderr), a forced backend exits with code 4. With rope_variants, the rope's frequency
+// factors (Llama 3.1+) and YaRN count as implemented.
+void require_plain_architecture(const Model& model, const std::string& backend,
+                                bool rope_variants = false);
 
 }  // namespace lockstep

@@ -99,7 +99,7 @@ std::vector<BackendEntry> make_registry() {
   vulkan.is_device = true;
   vulkan.available = vulkan_available;
   vulkan.create_gated = [](const Model& m, const BackendOptions& o, GateKey key) {
-    require_plain_architecture(m, "vulkan");
+    require_plain_architecture(m, "vulkan", /*rope_variants=*/true);
     return create_vulkan_backend(m, o, key);
   };
   r.push_back(vulkan);

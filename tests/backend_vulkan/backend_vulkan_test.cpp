@@ -290,6 +290,34 @@ TEST_F(VulkanSynthetic, EveryProductPathMatchesCpuReference) {
   }
 }
 
+// Llama 3.1+ rope frequency factors and Qwen2.5's YaRN change only the host's cos/sin table
+// (cpu_ref::rope_turn's floats): the shared tiny llama with rope factors (F32), and make-model's
+// tiny preset with factors spanning 1 .. 8 (llama) and YaRN over an original context of 64
+// (qwen2), in Q4_K_M, row by row against the reference like a plain model.
+TEST_F(VulkanSynthetic, RopeFactorsAndYarnMatchCpuReference) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("LOCKSTEP_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Model shared = Model::load(shared_path("models/arch/tiny-llama3-ropefreqs.gguf"));
+  ASSERT_TRUE(shared.hp.has_rope_freqs);
+  expect_matches_reference(shared, rng, "tiny-llama3-ropefreqs");
+  for (bool yarn : {false, true}) {
+    ModelPreset preset = *find_model_preset("tiny");
+    if (!yarn) preset.rope_scaling = Llama3RopeScaling{8, 1, 4, 64};
+    SyntheticPlan plan = plan_synthetic_model(preset, yarn ? Arch::Qwen2 : Arch::Llama,
+                                              *find_quant_scheme("q4_k_m"), rng());
+    if (yarn) {
+      plan.hp.rope_yarn = true;
+      plan.hp.rope_freq_scale = 0.25f;
+      plan.hp.rope_yarn_orig_ctx = 64;
+    }
+    const Model m =
+        Model::from_file(gguf::GgufFile::from_bytes(synthetic_model_bytes(plan), "tiny-rope"));
+    ASSERT_TRUE(yarn ? m.hp.rope_yarn : m.hp.has_rope_freqs);
+    expect_matches_reference(m, rng, yarn ? "qwen2 YaRN q4_k_m" : "llama rope factors q4_k_m");
+  }
+}
+
 TEST_F(VulkanSynthetic, Q4_0AndQ5_0MatricesMatchCpuReference) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("LOCKSTEP_TEST_SEED=" + std::to_string(seed));

@@ -80,20 +80,22 @@ RopeParams rope_params(const HParams& hp, bool sliding) {
   return p;
 }
 
+RopeTurn rope_turn(const RopeParams& p, int64_t pos, int64_t i) {
+  double theta_extrap = double(pos) * std::pow(p.freq_base, -2.0 * double(i) / double(p.rope_dim));
+  if (p.freq_factors) theta_extrap /= double(p.freq_factors[i]);
+  double theta = theta_extrap * p.freq_scale;
+  if (p.yarn) {
+    const double ramp = (double(i) - p.yarn_low) / std::max(0.001, p.yarn_high - p.yarn_low);
+    const double mix = 1 - std::clamp(ramp, 0.0, 1.0);
+    theta = theta * (1 - mix) + theta_extrap * mix;
+  }
+  return {float(std::cos(theta) * p.mscale), float(std::sin(theta) * p.mscale)};
+}
+
 void rope(float* x, int64_t n_heads, int64_t pos, const RopeParams& p) {
   const int64_t half = p.rope_dim / 2;
   for (int64_t i = 0; i < half; ++i) {
-    double theta_extrap =
-        double(pos) * std::pow(p.freq_base, -2.0 * double(i) / double(p.rope_dim));
-    if (p.freq_factors) theta_extrap /= double(p.freq_factors[i]);
-    double theta = theta_extrap * p.freq_scale;
-    if (p.yarn) {
-      const double ramp = (double(i) - p.yarn_low) / std::max(0.001, p.yarn_high - p.yarn_low);
-      const double mix = 1 - std::clamp(ramp, 0.0, 1.0);
-      theta = theta * (1 - mix) + theta_extrap * mix;
-    }
-    const float c = float(std::cos(theta) * p.mscale);
-    const float s = float(std::sin(theta) * p.mscale);
+    const auto [c, s] = rope_turn(p, pos, i);
     const int64_t i0 = p.type == RopeType::Normal ? 2 * i : i;
     const int64_t i1 = p.type == RopeType::Normal ? 2 * i + 1 : i + half;
     for (int64_t h = 0; h < n_heads; ++h) {

@@ -46,6 +46,13 @@ struct RopeParams {
   double yarn_low = 0, yarn_high = 0;
   double mscale = 1.0;
 };
+// Pair i's (cos, sin) at position pos: what rope() turns it by. The Vulkan backend's table is
+// made of these, so both backends turn by the same floats.
+struct RopeTurn {
+  float c, s;
+};
+RopeTurn rope_turn(const RopeParams& p, int64_t pos, int64_t i);
+
 // The rope of hp's global layers, or (sliding = true) of its sliding-window layers, which may
 // have a base of their own (gemma3). freq_factors is left for the caller (they are a tensor).
 RopeParams rope_params(const HParams& hp, bool sliding = false);

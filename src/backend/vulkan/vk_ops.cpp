@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "backend/cpu/ops_ref.h"
 #include "util/error.h"
 
 namespace lockstep::vk {
@@ -292,18 +293,17 @@ void record_rope_kv_store(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k, V
   rec.dispatch("rope_kv_store", p, ceil_div(threads, 64), uint32_t(n_tok));
 }
 
-std::vector<float> rope_table(const HParams& hp, int n_ctx) {
+std::vector<float> rope_table(const HParams& hp, int n_ctx, const std::vector<float>& freq_factors) {
+  cpu_ref::RopeParams p = cpu_ref::rope_params(hp);
+  if (!freq_factors.empty()) p.freq_factors = freq_factors.data();
   const int64_t half = hp.rope_dim / 2;
   std::vector<float> t(size_t(n_ctx) * size_t(half) * 2);
-  for (int64_t pos = 0; pos < n_ctx; ++pos) {
-    const double position = double(pos) * double(hp.rope_freq_scale);
+  for (int64_t pos = 0; pos < n_ctx; ++pos)
     for (int64_t i = 0; i < half; ++i) {
-      const double theta =
-          position * std::pow(double(hp.rope_freq_base), -2.0 * double(i) / double(hp.rope_dim));
-      t[size_t(2 * (pos * half + i))] = float(std::cos(theta));
-      t[size_t(2 * (pos * half + i) + 1)] = float(std::sin(theta));
+      const cpu_ref::RopeTurn turn = cpu_ref::rope_turn(p, pos, i);
+      t[size_t(2 * (pos * half + i))] = turn.c;
+      t[size_t(2 * (pos * half + i) + 1)] = turn.s;
     }
-  }
   return t;
 }
 

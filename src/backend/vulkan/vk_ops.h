@@ -85,9 +85,11 @@ void record_rope_kv_store(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k, V
                           VkDeviceAddress v_cache, const AttentionShape& shape, uint32_t rope_dim,
                           bool neox, int n_tok);
 
-// (cos, sin) of every (position < n_ctx, pair < rope_dim / 2), computed in double as the CPU
-// reference computes its angles (cpu_ref::rope), then rounded to float as it rounds them.
-std::vector<float> rope_table(const HParams& hp, int n_ctx);
+// (cos, sin) of every (position < n_ctx, pair < rope_dim / 2): cpu_ref::rope_turn's floats, so
+// the frequency factors of Llama 3.1+ (freq_factors: rope_dim / 2 values, or none) and YaRN's
+// blend and magnitude (from hp) cost the shaders nothing.
+std::vector<float> rope_table(const HParams& hp, int n_ctx,
+                              const std::vector<float>& freq_factors = {});
 
 // Causal attention of n_tok query rows (positions ids[0] + t) over one layer's F16 caches into
 // out; scores: n_tok * n_head * n_ctx floats of scratch. With q8, the rows' int8 form as well

@@ -184,8 +184,8 @@ void VulkanBackend::release() {
 
 void VulkanBackend::check_supported() const {
   // Only the llama/qwen2 forward pass is written in these shaders: refuse anything more (so
-  // `auto` moves on) rather than compute it wrongly.
-  require_plain_architecture(model_, "vulkan");
+  // `auto` moves on) rather than compute it wrongly. The rope variants are the host's table.
+  require_plain_architecture(model_, "vulkan", /*rope_variants=*/true);
   const std::string where = model_.file ? model_.file->path() + ": " : std::string();
   if (hp_.head_dim % 2 != 0 || hp_.head_dim > 256 || hp_.rope_dim % 2 != 0 ||
       hp_.rope_dim > hp_.head_dim)
@@ -325,7 +325,8 @@ void VulkanBackend::upload_weights() {
     D.attn_norm = vector(L.attn_norm), D.ffn_norm = vector(L.ffn_norm);
     D.bq = vector(L.bq), D.bk = vector(L.bk), D.bv = vector(L.bv);
   }
-  const std::vector<float> table = vk::rope_table(hp_, n_ctx_);
+  const std::vector<float> table =
+      vk::rope_table(hp_, n_ctx_, hp_.has_rope_freqs ? rope_freq_factors(model_) : std::vector<float>{});
   upload(rope_, table.data(), table.size() * 4);
   // Zeroed caches: positions never written (beyond n_past) can never feed NaN into anything.
   VkCommandBuffer cmd = ctx_->allocate_command_buffer();
