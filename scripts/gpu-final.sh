@@ -192,7 +192,11 @@ if want vulkanbench 120; then
     # Where a Vulkan decode step's time goes: GPU time per shader and grid.
     LOCKSTEP_VULKAN_PROFILE=1 timeout 100 "$L" bench -m "$f" --backend vulkan --parity off -p 0 \
       -n 128 -r 1 2>"$LOGS/profile-vulkan-$preset.log" | grep tg128 | tee -a "$S"
-    grep -A16 "vulkan profile on" "$LOGS/profile-vulkan-$preset.log" | tee -a "$S"
+    grep -A16 "vulkan profile on" "$LOGS/profile-vulkan-$preset.log" |
+      grep -v "^vulkan pipeline" | tee -a "$S"
+    # The decode products' compiler statistics (registers, binary size), where the driver has them.
+    grep -E "^vulkan pipeline matvec(_q8)?_(q4_k|q6_k|q5_0|q8_0)[ :]" \
+      "$LOGS/profile-vulkan-$preset.log" | tee -a "$S"
   done
 fi
 if want vulkanknobs 60; then
