@@ -138,6 +138,10 @@ struct VulkanBackendOptions {
   // where only its 2.3-3.4 MiB FFN downs go back to floats; 563 and 572 once the products got
   // faster; the 7B's inputs all hold more; bench/NOTES.md). Speed only.
   int64_t int8_min_bytes = int64_t(4) << 20;
+  // Q6_K matrices uploaded with their 210-byte blocks padded to 212 (vk::kQ6kPaddedBlockBytes),
+  // so that every block starts on a word and the products read each word once instead of
+  // splicing two. Same values, same bits. Off until measured on a GPU (bench/NOTES.md).
+  bool q6k_padded = false;
 };
 
 // What a backend is created with: the common settings, each family's own, and the TEST KNOB fault

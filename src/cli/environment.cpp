@@ -85,6 +85,8 @@ EnvironmentKnobs read_environment() {
     o.vulkan.fuse_norm = one_of("LOCKSTEP_VULKAN_FUSE_NORM", v, {0, 1}) == 1;
   if (const char* v = get("LOCKSTEP_VULKAN_INT8"))
     o.vulkan.int8_inputs = one_of("LOCKSTEP_VULKAN_INT8", v, {0, 1}) == 1;
+  if (const char* v = get("LOCKSTEP_VULKAN_Q6K_PAD"))
+    o.vulkan.q6k_padded = one_of("LOCKSTEP_VULKAN_Q6K_PAD", v, {0, 1}) == 1;
   if (const char* v = get("LOCKSTEP_VULKAN_INT8_MIN_MIB"))
     o.vulkan.int8_min_bytes = int64_t(number("LOCKSTEP_VULKAN_INT8_MIN_MIB", v, 0, 1 << 20)) << 20;
   if (const char* v = get("LOCKSTEP_VULKAN_MAX_BATCH"))

@@ -54,11 +54,13 @@ struct ProductKnobs {
   bool fuse_norm = true;       // LOCKSTEP_VULKAN_FUSE_NORM
   bool int8_inputs = true;     // LOCKSTEP_VULKAN_INT8
   int64_t int8_min_bytes = 0;  // LOCKSTEP_VULKAN_INT8_MIN_MIB
+  bool q6k_padded = false;     // LOCKSTEP_VULKAN_Q6K_PAD
   std::string describe() const {
     return std::string(fuse_norm ? "norms fused" : "norms apart") +
            (int8_inputs ? ", int8 inputs" : ", float inputs") +
            (int8_min_bytes ? " where readers hold >= " + std::to_string(int8_min_bytes) + " bytes"
-                           : "");
+                           : "") +
+           (q6k_padded ? ", Q6_K padded" : "");
   }
 };
 
@@ -71,6 +73,7 @@ std::unique_ptr<Backend> open_vulkan_unchecked(const Model& m, int n_ctx = 0, in
   req.options.vulkan.fuse_norm = knobs.fuse_norm;
   req.options.vulkan.int8_inputs = knobs.int8_inputs;
   req.options.vulkan.int8_min_bytes = knobs.int8_min_bytes;
+  req.options.vulkan.q6k_padded = knobs.q6k_padded;
   ParityConfig cfg;
   cfg.policy = ParityPolicy::Off;
   ServingBackend r = ParityGate::open(m, req, cfg, {}, false);
@@ -269,9 +272,10 @@ TEST_F(VulkanSynthetic, MakeModelTinyPresetMatchesCpuReference) {
 
 // The other settings of the knobs that pick the shaders (LOCKSTEP_VULKAN_FUSE_NORM=0,
 // LOCKSTEP_VULKAN_INT8=0; float products are also what serves on a device without integer dot
-// products; and a LOCKSTEP_VULKAN_INT8_MIN_MIB that gives the FFN's gate/up pair and the output
-// matrix the int8 form and every smaller product floats, so both forms serve in one step): rows
-// against the reference and prefill against decode bit for bit, as above.
+// products; a LOCKSTEP_VULKAN_INT8_MIN_MIB that gives the FFN's gate/up pair and the output
+// matrix the int8 form and every smaller product floats, so both forms serve in one step; Q6_K
+// blocks padded at upload, LOCKSTEP_VULKAN_Q6K_PAD=1, with int8 and float inputs): rows against
+// the reference and prefill against decode bit for bit, as above.
 TEST_F(VulkanSynthetic, EveryProductPathMatchesCpuReference) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("LOCKSTEP_TEST_SEED=" + std::to_string(seed));
@@ -285,7 +289,8 @@ TEST_F(VulkanSynthetic, EveryProductPathMatchesCpuReference) {
     const int64_t ffn_pair = 2 * int64_t(m.hp.n_ff) * m.hp.n_embd / 256 * 144;
     for (const ProductKnobs knobs :
          {ProductKnobs{false, false}, ProductKnobs{true, false}, ProductKnobs{false, true},
-          ProductKnobs{true, true, ffn_pair}})
+          ProductKnobs{true, true, ffn_pair}, ProductKnobs{true, true, 0, true},
+          ProductKnobs{true, false, 0, true}})
       expect_matches_reference(m, rng, std::string(arch_name(arch)) + " q4_k_m", knobs);
   }
 }

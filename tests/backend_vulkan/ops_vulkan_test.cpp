@@ -75,6 +75,34 @@ class VulkanOps : public ::testing::Test {
 struct MatmulCase {
   TensorType type;
   int64_t cols;
+  bool padded = false;  // Q6_K blocks padded to 212 bytes (LOCKSTEP_VULKAN_Q6K_PAD)
+};
+
+std::string case_name(const MatmulCase& c) {
+  return std::string(tensor_type_info(c.type).name) + (c.padded ? "_padded" : "");
+}
+
+// A matrix of the file's layout (w) in device memory, in the layout the backend uploads
+// (vk::to_device_layout: Q6_K blocks padded where `padded`).
+struct DeviceWeights {
+  DeviceWeights(vk::Context& ctx, TensorType type, int64_t rows, int64_t cols,
+                const std::vector<uint8_t>& w, bool padded)
+      : buffer(ctx, device_layout(type, rows, cols, w, padded)),
+        matrix{type,
+               rows,
+               cols,
+               vk::device_row_bytes(type, cols, *row_bytes(type, cols), padded),
+               buffer.address(),
+               padded} {}
+  static std::vector<uint8_t> device_layout(TensorType type, int64_t rows, int64_t cols,
+                                            const std::vector<uint8_t>& w, bool padded) {
+    const uint64_t file = *row_bytes(type, cols);
+    std::vector<uint8_t> out(size_t(vk::device_row_bytes(type, cols, file, padded) * rows));
+    vk::to_device_layout(type, rows, cols, file, padded, w.data(), out.data());
+    return out;
+  }
+  const TestBuffer<uint8_t> buffer;
+  const vk::DeviceMatrix matrix;
 };
 
 class VulkanMatmul : public VulkanOps, public ::testing::WithParamInterface<MatmulCase> {};
@@ -82,10 +110,10 @@ class VulkanMatmul : public VulkanOps, public ::testing::WithParamInterface<Matm
 TEST_P(VulkanMatmul, MatchesFloat64) {
   const TensorType type = GetParam().type;
   const int64_t rows = 77, cols = GetParam().cols;
-  SCOPED_TRACE(trace() + " " + tensor_type_info(type).name + " cols " + std::to_string(cols));
+  SCOPED_TRACE(trace() + " " + case_name(GetParam()) + " cols " + std::to_string(cols));
   const std::vector<uint8_t> w = random_weights(rng_, type, rows, cols);
-  TestBuffer<uint8_t> dw(*ctx_, w);
-  const vk::DeviceMatrix m{type, rows, cols, *row_bytes(type, cols), dw.address()};
+  const DeviceWeights dw(*ctx_, type, rows, cols, w, GetParam().padded);
+  const vk::DeviceMatrix& m = dw.matrix;
   // The shape matvec.comp picks for these small matrices, then every other team size and rows
   // per thread (LOCKSTEP_VULKAN_MATVEC_TEAM, _ROWS): teams within one subgroup and across
   // several, rows past the end of the matrix in a thread's share; and grids capped at 3 and 2
@@ -156,15 +184,15 @@ void append_gate_up_rows(TensorType type, const std::vector<uint8_t>& w_gate,
 
 // An FFN's gate and up matrices of fresh random weights, on the host and on the device.
 struct GateUpPair {
-  GateUpPair(vk::Context& ctx, std::mt19937_64& rng, TensorType type, int64_t rows, int64_t cols)
-      : w_gate(random_weights(rng, type, rows, cols)),
-        w_up(random_weights(rng, type, rows, cols)),
-        d_gate(ctx, w_gate),
-        d_up(ctx, w_up),
-        gate{type, rows, cols, *row_bytes(type, cols), d_gate.address()},
-        up{type, rows, cols, *row_bytes(type, cols), d_up.address()} {}
+  GateUpPair(vk::Context& ctx, std::mt19937_64& rng, const MatmulCase& c, int64_t rows)
+      : w_gate(random_weights(rng, c.type, rows, c.cols)),
+        w_up(random_weights(rng, c.type, rows, c.cols)),
+        d_gate(ctx, c.type, rows, c.cols, w_gate, c.padded),
+        d_up(ctx, c.type, rows, c.cols, w_up, c.padded),
+        gate(d_gate.matrix),
+        up(d_up.matrix) {}
   const std::vector<uint8_t> w_gate, w_up;
-  const TestBuffer<uint8_t> d_gate, d_up;
+  const DeviceWeights d_gate, d_up;
   const vk::DeviceMatrix gate, up;
 };
 
@@ -174,8 +202,8 @@ struct GateUpPair {
 TEST_P(VulkanMatmul, NormFirstMatchesFloat64) {
   const TensorType type = GetParam().type;
   const int64_t rows = 77, cols = GetParam().cols;
-  SCOPED_TRACE(trace() + " " + tensor_type_info(type).name + " cols " + std::to_string(cols));
-  const GateUpPair pair(*ctx_, rng_, type, rows, cols);
+  SCOPED_TRACE(trace() + " " + case_name(GetParam()) + " cols " + std::to_string(cols));
+  const GateUpPair pair(*ctx_, rng_, GetParam(), rows);
   const vk::DeviceMatrix &m = pair.gate, &up = pair.up;
   const std::vector<float> g = random_normal(rng_, size_t(cols), 1.0f);
   TestBuffer<float> dg(*ctx_, g);
@@ -230,8 +258,8 @@ TEST_P(VulkanMatmul, NormFirstMatchesFloat64) {
 TEST_P(VulkanMatmul, SwigluPairMatchesFloat64) {
   const TensorType type = GetParam().type;
   const int64_t rows = 77, cols = GetParam().cols;
-  SCOPED_TRACE(trace() + " " + tensor_type_info(type).name + " cols " + std::to_string(cols));
-  const GateUpPair pair(*ctx_, rng_, type, rows, cols);
+  SCOPED_TRACE(trace() + " " + case_name(GetParam()) + " cols " + std::to_string(cols));
+  const GateUpPair pair(*ctx_, rng_, GetParam(), rows);
   const vk::DeviceMatrix &gate = pair.gate, &up = pair.up;
   for (const vk::MatvecTuning& tuning :
        std::vector<vk::MatvecTuning>{{0, 0}, {4, 1}, {16, 2}, {32, 4}, {32, 1, 3}}) {
@@ -285,8 +313,8 @@ TEST_P(VulkanMatmul, Int8InputsMatchFloat64) {
   if (!ctx_->integer_dot_product())
     GTEST_SKIP() << "skipped: " << ctx_->device_name() << " has no integer dot products";
   const int64_t rows = 77, cols = GetParam().cols;
-  SCOPED_TRACE(trace() + " " + tensor_type_info(type).name + " cols " + std::to_string(cols));
-  const GateUpPair pair(*ctx_, rng_, type, rows, cols);
+  SCOPED_TRACE(trace() + " " + case_name(GetParam()) + " cols " + std::to_string(cols));
+  const GateUpPair pair(*ctx_, rng_, GetParam(), rows);
   const vk::DeviceMatrix &gate = pair.gate, &up = pair.up;
   const std::vector<uint8_t>& wg = pair.w_gate;
   const std::vector<uint8_t>& wu = pair.w_up;
@@ -373,10 +401,11 @@ INSTANTIATE_TEST_SUITE_P(
                       MatmulCase{TensorType::Q6_K, 512}, MatmulCase{TensorType::F32, 1056},
                       MatmulCase{TensorType::F16, 1056}, MatmulCase{TensorType::Q4_0, 1056},
                       MatmulCase{TensorType::Q5_0, 1056}, MatmulCase{TensorType::Q8_0, 1056},
-                      MatmulCase{TensorType::Q4_K, 2560}, MatmulCase{TensorType::Q6_K, 2560}),
+                      MatmulCase{TensorType::Q4_K, 2560}, MatmulCase{TensorType::Q6_K, 2560},
+                      MatmulCase{TensorType::Q6_K, 512, true},
+                      MatmulCase{TensorType::Q6_K, 2560, true}),
     [](const ::testing::TestParamInfo<MatmulCase>& info) {
-      return std::string(tensor_type_info(info.param.type).name) + "_" +
-             std::to_string(info.param.cols);
+      return case_name(info.param) + "_" + std::to_string(info.param.cols);
     });
 
 // More rows than one grid dimension holds (the rows continue in the grid's y dimension): past
@@ -466,17 +495,16 @@ class VulkanGetRows : public VulkanOps, public ::testing::WithParamInterface<Mat
 TEST_P(VulkanGetRows, MatchesDequantizeRow) {
   const TensorType type = GetParam().type;
   const int64_t rows = 50, cols = GetParam().cols;
-  SCOPED_TRACE(trace() + " " + tensor_type_info(type).name);
+  SCOPED_TRACE(trace() + " " + case_name(GetParam()));
   const std::vector<uint8_t> w = random_weights(rng_, type, rows, cols);
   const std::vector<int32_t> ids = {123, 7, 0, 49, 7, 31};  // [0]: the position (unused here)
   const int n_tok = int(ids.size()) - 1;
-  TestBuffer<uint8_t> dw(*ctx_, w);
+  const DeviceWeights dw(*ctx_, type, rows, cols, w, GetParam().padded);
   TestBuffer<int32_t> dids(*ctx_, ids);
   TestBuffer<float> out(*ctx_, size_t(n_tok * cols));
   const uint64_t rb = *row_bytes(type, cols);
   run_commands(*ctx_, [&](vk::Recorder& rec) {
-    vk::record_get_rows(rec, {type, rows, cols, rb, dw.address()}, dids.address(), out.address(),
-                        n_tok);
+    vk::record_get_rows(rec, dw.matrix, dids.address(), out.address(), n_tok);
   });
   std::vector<double> want;
   std::vector<float> row(static_cast<size_t>(cols));
@@ -495,10 +523,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(MatmulCase{TensorType::F32, 172}, MatmulCase{TensorType::F16, 172},
                       MatmulCase{TensorType::Q4_0, 96}, MatmulCase{TensorType::Q5_0, 96},
                       MatmulCase{TensorType::Q8_0, 96}, MatmulCase{TensorType::Q4_K, 512},
-                      MatmulCase{TensorType::Q6_K, 512}),
-    [](const ::testing::TestParamInfo<MatmulCase>& info) {
-      return std::string(tensor_type_info(info.param.type).name);
-    });
+                      MatmulCase{TensorType::Q6_K, 512}, MatmulCase{TensorType::Q6_K, 512, true}),
+    [](const ::testing::TestParamInfo<MatmulCase>& info) { return case_name(info.param); });
 
 // ---- RMSNorm, RoPE, KV store, attention, SwiGLU --------------------------------------------
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "backend/cpu/ops_ref.h"
@@ -128,6 +129,27 @@ struct SwigluPush {
 
 }  // namespace
 
+uint64_t device_row_bytes(TensorType type, int64_t cols, uint64_t file_row_bytes, bool pad) {
+  if (type != TensorType::Q6_K || !pad) return file_row_bytes;
+  return uint64_t(cols / 256) * kQ6kPaddedBlockBytes;
+}
+
+void to_device_layout(TensorType type, int64_t rows, int64_t cols, uint64_t file_row_bytes,
+                      bool pad, const uint8_t* src, uint8_t* dst) {
+  const uint64_t dev = device_row_bytes(type, cols, file_row_bytes, pad);
+  if (dev == file_row_bytes) {
+    std::memcpy(dst, src, size_t(file_row_bytes * uint64_t(rows)));
+    return;
+  }
+  const int64_t blocks = cols / 256;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < blocks; ++b) {
+      uint8_t* out = dst + uint64_t(r) * dev + uint64_t(b) * kQ6kPaddedBlockBytes;
+      std::memcpy(out, src + uint64_t(r) * file_row_bytes + uint64_t(b) * 210, 210);
+      out[210] = out[211] = 0;
+    }
+}
+
 void set_matvec_tuning(const MatvecTuning& t) {
   g_matvec_tuning = t;
 }
@@ -168,6 +190,16 @@ void add_norm(MatmulPush& p, const NormFirst& norm) {
   p.norm_eps = norm.eps;
 }
 
+// Specialization constant 2 of the shaders that read Q6_K (dot_unit.glsl, dequant.glsl): its
+// block stride. team and rows: matvec.comp's constants 0 and 1 (others ignore them). Empty (the
+// modules' defaults, the pipelines built at load) where all are the defaults.
+Specialization weight_spec(const DeviceMatrix& w, uint32_t team = 32, uint32_t rows = 1) {
+  const bool padded = w.type == TensorType::Q6_K && w.padded;
+  if (!padded && team == 32 && rows == 1) return {};
+  if (!padded) return {team, rows};
+  return {team, rows, kQ6kPaddedBlockBytes};
+}
+
 // matvec.comp's shape (its specialization constants: team, rows per thread) comes from the
 // matrix alone; rows_per_thread 0: matvec_rows_per_thread().
 void dispatch_matvec(Recorder& rec, const DeviceMatrix& w, const MatmulPush& p, int n_tok,
@@ -180,10 +212,7 @@ void dispatch_matvec(Recorder& rec, const DeviceMatrix& w, const MatmulPush& p, 
     groups = std::min(groups, uint32_t(std::min(g_matvec_tuning.max_groups, 32768)));
   const char* shader =
       one_per_layer ? (q8 ? "matvec_q8" : "matvec") : (q8 ? "matvec_tile_q8" : "matvec_tile");
-  // The shader's own defaults (32, 1) name the pipeline the backend built at load.
-  const Specialization spec =
-      team == 32 && rows_per_thread == 1 ? Specialization{} : Specialization{team, rows_per_thread};
-  rec.dispatch(module_name(shader, w.type).c_str(), spec, p,
+  rec.dispatch(module_name(shader, w.type).c_str(), weight_spec(w, team, rows_per_thread), p,
                std::min(groups, kMatvecGroupsPerGridX),
                ceil_div(groups, kMatvecGroupsPerGridX),
                one_per_layer ? uint32_t(n_tok) : ceil_div(n_tok, kMatvecTileTokens));
@@ -226,7 +255,7 @@ void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint
     throw Error("vulkan: a product that cannot take RMSNorm in was asked to");
   add_norm(p, norm);
   if (matvec_fits(w, x, x_stride)) return dispatch_matvec(rec, w, p, n_tok);
-  rec.dispatch(module_name("matmul", w.type).c_str(), p,
+  rec.dispatch(module_name("matmul", w.type).c_str(), weight_spec(w), p,
                std::min<uint32_t>(uint32_t(w.rows), kRowsPerGridX), ceil_div(w.rows, kRowsPerGridX),
                ceil_div(n_tok, kMatmulTile));
 }
@@ -261,7 +290,7 @@ void record_get_rows(Recorder& rec, const DeviceMatrix& table, VkDeviceAddress i
                      VkDeviceAddress out, int n_tok) {
   GetRowsPush p{table.data,     ids, out, uint32_t(table.cols), uint32_t(table.row_bytes),
                 uint32_t(n_tok)};
-  rec.dispatch(module_name("get_rows", table.type).c_str(), p,
+  rec.dispatch(module_name("get_rows", table.type).c_str(), weight_spec(table), p,
                ceil_div(ceil_div(table.cols, 32), 64), uint32_t(n_tok));
 }
 

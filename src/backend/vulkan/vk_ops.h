@@ -20,9 +20,20 @@ bool weight_type_supported(TensorType type, int64_t cols);
 struct DeviceMatrix {
   TensorType type = TensorType::F32;
   int64_t rows = 0, cols = 0;
-  uint64_t row_bytes = 0;
+  uint64_t row_bytes = 0;  // in device memory (device_row_bytes)
   VkDeviceAddress data = 0;
+  bool padded = false;  // Q6_K blocks of kQ6kPaddedBlockBytes (to_device_layout)
 };
+
+// Q6_K's 210-byte blocks start mid-word every other block, so the shaders read their words as
+// two; padded to 212 bytes at upload, every block starts on a word (the same values; the
+// shaders' specialization constant 2 says which). Other types keep the file's layout.
+constexpr uint32_t kQ6kPaddedBlockBytes = 212;
+uint64_t device_row_bytes(TensorType type, int64_t cols, uint64_t file_row_bytes, bool pad);
+// Copies `rows` rows of the file's layout (file_row_bytes apart) into dst, in the device layout
+// (device_row_bytes apart; pad applies to Q6_K only).
+void to_device_layout(TensorType type, int64_t rows, int64_t cols, uint64_t file_row_bytes,
+                      bool pad, const uint8_t* src, uint8_t* dst);
 
 // The shape of matvec.comp's work, 0: chosen from the matrix (vk_ops.cpp). Process-wide, set by
 // the backend from VulkanBackendOptions (LOCKSTEP_VULKAN_MATVEC_TEAM, _ROWS): speed only; the

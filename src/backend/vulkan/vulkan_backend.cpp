@@ -96,6 +96,13 @@ class VulkanBackend final : public GatedBackend {
                               const vk::NormFirst& norm, bool may_fuse = true,
                               bool q8_written = false);
   void after_layer(Recorder& rec, int layer, const char* stage, int n, int pos0, bool eager);
+  // A matrix's row stride and size in device memory (Q6_K padded with q6k_padded).
+  uint64_t device_row_bytes(const WeightView& w) const {
+    return vk::device_row_bytes(w.type, w.cols, w.row_bytes, opts_.q6k_padded);
+  }
+  size_t device_bytes(const WeightView& w) const {
+    return size_t(device_row_bytes(w) * uint64_t(w.rows));
+  }
   VkDeviceAddress k_cache(int layer) const;
   VkDeviceAddress v_cache(int layer) const;
 
@@ -194,7 +201,7 @@ void VulkanBackend::check_supported() const {
                      ") is not supported (even, at most 256)");
   auto check = [&](const WeightView& w, bool matrix) {
     if (!w.present()) return;
-    if (w.row_bytes * uint64_t(w.rows) >= (uint64_t(1) << 32))
+    if (device_bytes(w) >= (uint64_t(1) << 32))
       throw InputError(where + "vulkan backend: tensor '" + w.name +
                        "' is 4 GiB or larger (the shaders address bytes in 32 bits)");
     if (matrix && !vk::weight_type_supported(w.type, w.cols))
@@ -221,7 +228,7 @@ void VulkanBackend::allocate() {
   for (const WeightView* w : matrices) {
     bool seen = false;
     for (const WeightView* d : distinct) seen = seen || d->data == w->data;
-    if (!seen) distinct.push_back(w), weight_bytes += size_t(w->row_bytes * uint64_t(w->rows));
+    if (!seen) distinct.push_back(w), weight_bytes += device_bytes(*w);
   }
   const size_t kv_bytes = 2 * size_t(hp_.n_layer) * size_t(n_ctx_) * size_t(kv_dim_) * 2;
   const size_t T = size_t(max_batch_), E = size_t(hp_.n_embd), F = size_t(hp_.n_ff),
@@ -241,8 +248,8 @@ void VulkanBackend::allocate() {
                 kExitDevice);
 
   for (const WeightView* w : distinct)
-    weights_.push_back({w->data, ctx_->create_buffer(size_t(w->row_bytes * uint64_t(w->rows)) + 4,
-                                                     false, "tensor " + w->name)});
+    weights_.push_back(
+        {w->data, ctx_->create_buffer(device_bytes(*w) + 4, false, "tensor " + w->name)});
   k_ = ctx_->create_buffer(kv_bytes / 2, false, "the K cache");
   v_ = ctx_->create_buffer(kv_bytes / 2, false, "the V cache");
   h_ = ctx_->create_buffer(4 * T * E, false, "activations");
@@ -292,7 +299,9 @@ void VulkanBackend::upload(const Buffer& dst, const void* src, size_t bytes) {
 void VulkanBackend::upload_weights() {
   auto matrix = [&](const WeightView& w) {
     for (auto& [ptr, b] : weights_)
-      if (ptr == w.data) return DeviceMatrix{w.type, w.rows, w.cols, w.row_bytes, b.address};
+      if (ptr == w.data)
+        return DeviceMatrix{w.type,           w.rows,    w.cols,
+                            device_row_bytes(w), b.address, opts_.q6k_padded};
     throw Error("vulkan: tensor '" + w.name + "' was not allocated");
   };
   auto vector = [&](const WeightView& w) -> VkDeviceAddress {
@@ -305,13 +314,20 @@ void VulkanBackend::upload_weights() {
     return vectors_.back().address;
   };
   for (auto& [ptr, b] : weights_) {
-    size_t bytes = 0;
+    const WeightView* view = nullptr;
     for (const WeightView* w : {&model_.tok_embd, &model_.output})
-      if (w->data == ptr) bytes = size_t(w->row_bytes * uint64_t(w->rows));
+      if (w->data == ptr) view = w;
     for (const auto& L : model_.layers)
       for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
-        if (w->data == ptr) bytes = size_t(w->row_bytes * uint64_t(w->rows));
-    upload(b, ptr, bytes);
+        if (w->data == ptr) view = w;
+    if (device_row_bytes(*view) == view->row_bytes) {
+      upload(b, ptr, device_bytes(*view));
+    } else {
+      std::vector<uint8_t> padded(device_bytes(*view));
+      vk::to_device_layout(view->type, view->rows, view->cols, view->row_bytes, opts_.q6k_padded,
+                           ptr, padded.data());
+      upload(b, padded.data(), padded.size());
+    }
   }
   tok_embd_ = matrix(model_.tok_embd);
   output_ = matrix(model_.output);
