@@ -629,7 +629,8 @@ void Context::print_profile() const {
                  static_cast<unsigned long long>(v.second), 1e3 * v.first / double(v.second),
                  100.0 * v.first / total, name.c_str());
   for (const auto& [name, stats] : stats_)
-    if (!stats.empty()) std::fprintf(stderr, "vulkan pipeline %s: %s\n", name.c_str(), stats.c_str());
+    if (!stats.empty())
+      std::fprintf(stderr, "vulkan pipeline %s: %s\n", name.c_str(), stats.c_str());
 }
 
 void Context::submit_and_wait(VkCommandBuffer cmd) {

@@ -156,9 +156,9 @@ class Context {
   bool validation_ = false;
   uint64_t validation_seen_ = 0;
   bool profile_ = false;
-  bool pipeline_stats_ = false;                       // VK_KHR_pipeline_executable_properties on
+  bool pipeline_stats_ = false;  // VK_KHR_pipeline_executable_properties on
   std::vector<std::pair<std::string, std::string>> stats_;  // pipeline name, its statistics
-  double timestamp_ns_ = 1.0;  // nanoseconds per timestamp tick
+  double timestamp_ns_ = 1.0;                               // nanoseconds per timestamp tick
   uint64_t timestamp_mask_ = ~uint64_t(0);
   std::map<VkCommandBuffer, Timestamps> timestamps_;
   std::map<std::string, std::pair<double, uint64_t>> profile_totals_;

@@ -213,8 +213,7 @@ void dispatch_matvec(Recorder& rec, const DeviceMatrix& w, const MatmulPush& p, 
   const char* shader =
       one_per_layer ? (q8 ? "matvec_q8" : "matvec") : (q8 ? "matvec_tile_q8" : "matvec_tile");
   rec.dispatch(module_name(shader, w.type).c_str(), weight_spec(w, team, rows_per_thread), p,
-               std::min(groups, kMatvecGroupsPerGridX),
-               ceil_div(groups, kMatvecGroupsPerGridX),
+               std::min(groups, kMatvecGroupsPerGridX), ceil_div(groups, kMatvecGroupsPerGridX),
                one_per_layer ? uint32_t(n_tok) : ceil_div(n_tok, kMatvecTileTokens));
 }
 
@@ -322,7 +321,8 @@ void record_rope_kv_store(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k, V
   rec.dispatch("rope_kv_store", p, ceil_div(threads, 64), uint32_t(n_tok));
 }
 
-std::vector<float> rope_table(const HParams& hp, int n_ctx, const std::vector<float>& freq_factors) {
+std::vector<float> rope_table(const HParams& hp, int n_ctx,
+                              const std::vector<float>& freq_factors) {
   cpu_ref::RopeParams p = cpu_ref::rope_params(hp);
   if (!freq_factors.empty()) p.freq_factors = freq_factors.data();
   const int64_t half = hp.rope_dim / 2;
@@ -342,8 +342,8 @@ void record_attention(Recorder& rec, VkDeviceAddress q, VkDeviceAddress k_cache,
                       int n_tok, VkDeviceAddress q8) {
   if (q8 && !attention_writes_q8(s))
     throw Error("vulkan: the attention writes the int8 form only for heads of a multiple of 32");
-  AttentionPush p{q,        k_cache,     v_cache,    out,   scores, ids,      s.n_head,
-                  s.n_head_kv, s.head_dim, n_ctx, scale, q8 ? 1u : 0u, q8};
+  AttentionPush p{q,           k_cache,    v_cache, out,   scores,       ids, s.n_head,
+                  s.n_head_kv, s.head_dim, n_ctx,   scale, q8 ? 1u : 0u, q8};
   rec.dispatch("attention", p, s.n_head, uint32_t(n_tok));
 }
 

@@ -300,8 +300,8 @@ void VulkanBackend::upload_weights() {
   auto matrix = [&](const WeightView& w) {
     for (auto& [ptr, b] : weights_)
       if (ptr == w.data)
-        return DeviceMatrix{w.type,           w.rows,    w.cols,
-                            device_row_bytes(w), b.address, opts_.q6k_padded};
+        return DeviceMatrix{w.type,    w.rows,          w.cols, device_row_bytes(w),
+                            b.address, opts_.q6k_padded};
     throw Error("vulkan: tensor '" + w.name + "' was not allocated");
   };
   auto vector = [&](const WeightView& w) -> VkDeviceAddress {
@@ -341,8 +341,8 @@ void VulkanBackend::upload_weights() {
     D.attn_norm = vector(L.attn_norm), D.ffn_norm = vector(L.ffn_norm);
     D.bq = vector(L.bq), D.bk = vector(L.bk), D.bv = vector(L.bv);
   }
-  const std::vector<float> table =
-      vk::rope_table(hp_, n_ctx_, hp_.has_rope_freqs ? rope_freq_factors(model_) : std::vector<float>{});
+  const std::vector<float> table = vk::rope_table(
+      hp_, n_ctx_, hp_.has_rope_freqs ? rope_freq_factors(model_) : std::vector<float>{});
   upload(rope_, table.data(), table.size() * 4);
   // Zeroed caches: positions never written (beyond n_past) can never feed NaN into anything.
   VkCommandBuffer cmd = ctx_->allocate_command_buffer();
@@ -454,8 +454,8 @@ void VulkanBackend::record_chunk(Recorder& rec, int n, LogitRows rows, int pos0,
 // their weights are big enough to earn its dispatch (int8_min_bytes); floats for the others,
 // with the norm taken in by the products where they all can and fuse_norm is on and may_fuse.
 InputPlan VulkanBackend::plan_inputs(std::initializer_list<const DeviceMatrix*> readers,
-                                     VkDeviceAddress x, uint32_t n_elems,
-                                     const vk::NormFirst& norm, bool may_fuse) const {
+                                     VkDeviceAddress x, uint32_t n_elems, const vk::NormFirst& norm,
+                                     bool may_fuse) const {
   int64_t q8_bytes = 0;  // weights of the products that would read the int8 form
   for (const DeviceMatrix* w : readers)
     if (vk::matvec_reads_q8(w->type)) q8_bytes += w->rows * int64_t(w->row_bytes);
