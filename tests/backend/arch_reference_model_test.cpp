@@ -287,16 +287,26 @@ TEST(ArchReference, BatchedPrefillEqualsTokenByToken) {
   }
 }
 
-// The Vulkan backend implements only the llama/qwen2 forward pass: forced on these models it is
-// refused with exit code 4 and a message naming the missing features (before any device is
-// touched, so this holds with or without a GPU and in a build without Vulkan). Under auto the
-// gate moves on to the next candidate (gate.cpp, as for a device that cannot take a model). The
-// CUDA backend runs them all (tests/backend_cuda/arch_gpu_test.cpp).
+// The Vulkan backend implements only the llama/qwen2 forward pass (with the rope variants,
+// Llama 3.1 frequency factors and YaRN, which are its host-side cos/sin table): forced on the
+// other models it is refused with exit code 4 and a message naming the missing features (before
+// any device is touched, so this holds with or without a GPU and in a build without Vulkan).
+// Under auto the gate moves on to the next candidate (gate.cpp, as for a device that cannot take
+// a model). The CUDA backend runs them all (tests/backend_cuda/arch_gpu_test.cpp); Vulkan's rows
+// on the rope-factor model are tested in backend_vulkan_test.cpp.
 TEST(ArchReference, VulkanRefusesWhatItDoesNotImplement) {
+  int served = 0;
   for (const ArchCase& c : kArchCases) {
     SCOPED_TRACE(c.model);
     Model model = load_model(arch_model(c.model));
     ASSERT_FALSE(extended_features(model.hp).empty());
+    HParams beyond_rope = model.hp;
+    beyond_rope.has_rope_freqs = beyond_rope.rope_yarn = false;
+    if (extended_features(beyond_rope).empty()) {
+      EXPECT_NO_THROW(require_plain_architecture(model, "vulkan", /*rope_variants=*/true));
+      ++served;
+      continue;
+    }
     OpenRequest request;
     request.backend = "vulkan";
     request.options.threads = 2;
@@ -313,6 +323,7 @@ TEST(ArchReference, VulkanRefusesWhatItDoesNotImplement) {
           << what;
     }
   }
+  EXPECT_EQ(served, 1) << "tiny-llama3-ropefreqs: rope frequency factors alone";
   // A plain llama model has nothing beyond the pass every backend implements.
   Model plain = load_model("stories260K.gguf");
   EXPECT_TRUE(extended_features(plain.hp).empty());
