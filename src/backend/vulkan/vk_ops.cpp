@@ -190,7 +190,7 @@ void add_norm(MatmulPush& p, const NormFirst& norm) {
   p.norm_eps = norm.eps;
 }
 
-// Specialization constant 2 of the shaders that read Q6_K (dot_unit.glsl, dequant.glsl): its
+// Specialization constant 2 of the shaders that read Q6_K (kQ6kBlockBytes, common.glsl): its
 // block stride. team and rows: matvec.comp's constants 0 and 1 (others ignore them). Empty (the
 // modules' defaults, the pipelines built at load) where all are the defaults.
 Specialization weight_spec(const DeviceMatrix& w, uint32_t team = 32, uint32_t rows = 1) {

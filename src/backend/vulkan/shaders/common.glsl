@@ -4,6 +4,13 @@
 // are not word aligned; the readers below handle any byte offset).
 #extension GL_EXT_buffer_reference : require
 
+#if defined(WTYPE_Q6_K)
+// Q6_K blocks are 210 bytes apart as in GGUF (every other block starts mid-word, and its words
+// are read as two), or 212 where the backend padded them at upload (vk::kQ6kPaddedBlockBytes,
+// every read one word). Specialization constant 2 of the shaders that read weights.
+layout(constant_id = 2) const uint kQ6kBlockBytes = 210u;
+#endif
+
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Words {
   uint w[];
 };

@@ -95,9 +95,7 @@ void dequant_chunk(Words src, uint row_offset, uint c, uint n, out float v[32]) 
 // {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}: two halves of 128 elements; in half n, the
 // sub-block k (0..3) takes nibble k / 2 of ql[64 n + 32 (k % 2) + l], bits 2k of qh[32 n + l],
 // and scale scales[8 n + 2 k + l / 16]; value d scale (q - 32).
-// Blocks are 210 bytes apart as in GGUF, or 212 where the backend padded them at upload
-// (vk::q6k_block_bytes; specialization constant 2, as in dot_unit.glsl).
-layout(constant_id = 2) const uint kQ6kBlockBytes = 210u;
+// Blocks kQ6kBlockBytes apart (common.glsl).
 const uint kBlockElems = 256u, kBlockBytes = kQ6kBlockBytes;
 void dequant_chunk(Words src, uint row_offset, uint c, uint n, out float v[32]) {
   const uint base = row_offset + (c >> 3) * kBlockBytes;

@@ -255,13 +255,10 @@ float unit_dot(Words w, uint block_byte, uint u, UnitInputs in_) {
          dm.y * (float(m2 & 0xFFu) * sum_lo + float(m2 >> 8) * sum_hi);
 }
 #elif defined(WTYPE_Q6_K)
-// {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d} (210 bytes: every other block starts mid-word,
-// and its words are read as two; or 212 where the backend padded the blocks at upload, every
-// read one word: vk::q6k_block_bytes, specialization constant 2).
+// {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}, blocks kQ6kBlockBytes apart (common.glsl).
 // Two halves of 128 elements; in half n, sub-block k (0..3) takes nibble k / 2 of
 // ql[64 n + 32 (k % 2) + l], bits 2k of qh[32 n + l] and scale scales[8 n + 2 k + l / 16],
 // l < 32. A unit is (half n, l = 8g .. 8g+7) for all four k: 6 words of quants, 32 elements.
-layout(constant_id = 2) const uint kQ6kBlockBytes = 210u;
 const uint kBlockElems = 256u, kBlockBytes = kQ6kBlockBytes, kUnitsPerBlock = 8u;
 #if defined(Q8_INPUTS)
 // With int8 inputs: sub-block k's 32 elements are one group of the input (scale dx[k]); the
