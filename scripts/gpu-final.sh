@@ -23,6 +23,8 @@
 #   vulkanenv    for each entry of VULKAN_ENVS (space-separated; an entry is none or VAR=value
 #                pairs joined by commas): 0.5B and 7B Vulkan tg128 -r 2 under those settings
 #                (and a prompt of ENV_P tokens when set)
+#   vulkanprefill  0.5B and 7B Vulkan pp512 under each entry of PREFILL_ENVS (default: the
+#                defaults, no tiled products, chunks of 256 and 512), and a 7B prompt's profile
 #   vulkanvariants  for each sed expression in VARIANTS (separated by '|'): apply it to the Vulkan
 #                shaders named in VARIANT_FILES (default dot_unit.glsl), rebuild lockstep, bench
 #                0.5B and 7B Vulkan tg128 behind a strict gate; the sources are restored afterwards
@@ -227,6 +229,28 @@ if want vulkanenv 60; then
         -n 128 -r 2 2>>"$LOGS/bench-vulkan-env.log" | grep -E "tg128|pp[0-9]" | tee -a "$S"
     done
   done
+fi
+if want vulkanprefill 60; then
+  make7b
+  f05=/tmp/qwen2.5-0.5b-q4_k_m.gguf
+  [ -f "$f05" ] || "$L" make-model --arch qwen2 --preset qwen2.5-0.5b --quant q4_k_m --seed 1 \
+    -o "$f05" --quiet >>"$LOGS/make-model.log" 2>&1
+  for entry in ${PREFILL_ENVS:-none LOCKSTEP_VULKAN_GEMM_MIN_TOKENS=0 LOCKSTEP_VULKAN_MAX_BATCH=256 LOCKSTEP_VULKAN_MAX_BATCH=512}; do
+    [ "$(left)" -lt 30 ] && { echo "skipped '$entry': $(left) s left" | tee -a "$S"; break; }
+    settings=${entry//,/ }
+    settings=${settings/none/}
+    echo "-- ${settings:-defaults}" | tee -a "$S"
+    for m in "$f05" /tmp/qwen2.5-7b-q4_k_m.gguf; do
+      env $settings timeout 60 "$L" bench -m "$m" --backend vulkan --parity off -p 512 -n 0 -r 2 \
+        2>>"$LOGS/bench-vulkan-prefill.log" | grep -E "pp[0-9]" | tee -a "$S"
+    done
+  done
+  # Where a 7B prompt's time goes: GPU time per shader and grid.
+  env ${PREFILL_PROFILE_ENV:-} LOCKSTEP_VULKAN_PROFILE=1 timeout 60 "$L" bench \
+    -m /tmp/qwen2.5-7b-q4_k_m.gguf --backend vulkan --parity off -p 512 -n 0 -r 1 \
+    2>"$LOGS/profile-vulkan-prefill.log" | grep pp512 | tee -a "$S"
+  grep -A16 "vulkan profile on" "$LOGS/profile-vulkan-prefill.log" | grep -v "^vulkan pipeline" |
+    tee -a "$S"
 fi
 if want vulkanvariants 60; then
   make7b

@@ -118,10 +118,15 @@ struct VulkanBackendOptions {
   // Time every dispatch (GPU timestamps) and print the totals per shader to stderr when the
   // backend is destroyed. Changes speed a little, never results.
   bool profile = false;
-  // The decode product's work shape (vk::MatvecTuning; 0: chosen per matrix). Speed only.
+  // The decode product's work shape (vk::ProductTuning; 0: chosen per matrix). Speed only.
   int matvec_team = 0;
   int matvec_rows = 0;
   int matvec_groups = 0;  // workgroups per product at most; 0: one per row group
+  // Prompt chunks of at least this many tokens multiply in gemm.comp, the shared-memory tiled
+  // product (vk::ProductTuning::gemm_min_tokens); 0: never. Speed only, but its sums run in
+  // another order than decode's products, so such chunks' rows differ from decode's in the last
+  // bits.
+  int gemm_min_tokens = 32;
   // Take each layer's two RMSNorms into the products that read them (no dispatch of their own;
   // vk::NormFirst). Speed only: the norm's scale is summed in another order, so the last bits
   // change, never between prefill and decode. On by default: 0.5B Q4_K_M decode 534 vs 495 tok/s

@@ -81,6 +81,8 @@ EnvironmentKnobs read_environment() {
     o.vulkan.matvec_rows = int(one_of("LOCKSTEP_VULKAN_MATVEC_ROWS", v, {0, 1, 2, 4}));
   if (const char* v = get("LOCKSTEP_VULKAN_MATVEC_GROUPS"))
     o.vulkan.matvec_groups = int(number("LOCKSTEP_VULKAN_MATVEC_GROUPS", v, 0, 32768));
+  if (const char* v = get("LOCKSTEP_VULKAN_GEMM_MIN_TOKENS"))
+    o.vulkan.gemm_min_tokens = int(number("LOCKSTEP_VULKAN_GEMM_MIN_TOKENS", v, 0, 4096));
   if (const char* v = get("LOCKSTEP_VULKAN_FUSE_NORM"))
     o.vulkan.fuse_norm = one_of("LOCKSTEP_VULKAN_FUSE_NORM", v, {0, 1}) == 1;
   if (const char* v = get("LOCKSTEP_VULKAN_INT8"))

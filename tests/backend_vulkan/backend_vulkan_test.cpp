@@ -55,12 +55,15 @@ struct ProductKnobs {
   bool int8_inputs = true;     // LOCKSTEP_VULKAN_INT8
   int64_t int8_min_bytes = 0;  // LOCKSTEP_VULKAN_INT8_MIN_MIB
   bool q6k_padded = false;     // LOCKSTEP_VULKAN_Q6K_PAD
+  // Prompt chunks of 32 tokens or more in gemm.comp (LOCKSTEP_VULKAN_GEMM_MIN_TOKENS=32, chunks
+  // of up to 64 tokens); otherwise never (0).
+  bool tiled_prefill = false;
   std::string describe() const {
     return std::string(fuse_norm ? "norms fused" : "norms apart") +
            (int8_inputs ? ", int8 inputs" : ", float inputs") +
            (int8_min_bytes ? " where readers hold >= " + std::to_string(int8_min_bytes) + " bytes"
                            : "") +
-           (q6k_padded ? ", Q6_K padded" : "");
+           (q6k_padded ? ", Q6_K padded" : "") + (tiled_prefill ? ", tiled prefill" : "");
   }
 };
 
@@ -74,6 +77,7 @@ std::unique_ptr<Backend> open_vulkan_unchecked(const Model& m, int n_ctx = 0, in
   req.options.vulkan.int8_inputs = knobs.int8_inputs;
   req.options.vulkan.int8_min_bytes = knobs.int8_min_bytes;
   req.options.vulkan.q6k_padded = knobs.q6k_padded;
+  req.options.vulkan.gemm_min_tokens = knobs.tiled_prefill ? 32 : 0;
   ParityConfig cfg;
   cfg.policy = ParityPolicy::Off;
   ServingBackend r = ParityGate::open(m, req, cfg, {}, false);
@@ -217,6 +221,13 @@ TEST_F(VulkanStories, TeacherForcedLogitsMatchLlamaCpp) {
   for (bool one_call : {true, false})
     expect_rows_agree(teacher_forced(*vulkan, fp32.tokens, one_call), want, size_t(m.hp.n_vocab),
                       one_call ? "chunked prefill" : "decode");
+  // One chunk of 64 and one of 5: the first through the tiled products (the FFN's down, rows of
+  // 172, through matmul.comp).
+  ProductKnobs tiled;
+  tiled.tiled_prefill = true;
+  auto vulkan_tiled = open_vulkan_unchecked(m, 0, 64, tiled);
+  expect_rows_agree(teacher_forced(*vulkan_tiled, fp32.tokens, true), want, size_t(m.hp.n_vocab),
+                    "tiled prefill");
 }
 
 // ---- against the CPU reference on synthetic models --------------------------------------------
@@ -225,17 +236,21 @@ void expect_matches_reference(const Model& m, std::mt19937_64& rng, const std::s
                               const ProductKnobs& knobs = {}) {
   SCOPED_TRACE(what + ", " + knobs.describe());
   auto ref = std::make_unique<ReferenceBackend>(m, 0, 0);
-  auto vulkan = open_vulkan_unchecked(m, 0, 24, knobs);
+  // Tiled: the 60 tokens in one chunk, whose products gemm.comp computes.
+  auto vulkan = open_vulkan_unchecked(m, 0, knobs.tiled_prefill ? 64 : 24, knobs);
   const auto tokens = random_tokens(rng, 60, m.hp.n_vocab);
   const auto want = teacher_forced(*ref, tokens, true);
   const size_t V = size_t(m.hp.n_vocab);
   const auto prefill = teacher_forced(*vulkan, tokens, true);
   const auto decode = teacher_forced(*vulkan, tokens, false);
-  expect_rows_agree(prefill, want, V, "prefill (chunks of 24)");
+  expect_rows_agree(prefill, want, V,
+                    knobs.tiled_prefill ? "prefill (one chunk of 60)" : "prefill (chunks of 24)");
   expect_rows_agree(decode, want, V, "decode");
-  // A row's arithmetic does not depend on the chunk it is computed in: the same bits.
-  EXPECT_EQ(std::memcmp(prefill.data(), decode.data(), prefill.size() * sizeof(float)), 0)
-      << "prefill and decode differ";
+  // A row's arithmetic does not depend on the chunk it is computed in: the same bits (unless
+  // the chunk is long enough for the tiled products, which sum in another order).
+  if (!knobs.tiled_prefill)
+    EXPECT_EQ(std::memcmp(prefill.data(), decode.data(), prefill.size() * sizeof(float)), 0)
+        << "prefill and decode differ";
   // Greedy through the Vulkan backend's own loop: each token the reference's top-1 on the same
   // path, or within kClearMargin of it (a near tie on random weights may flip on rounding:
   // comparing two free-running greedy loops failed about one run in four on lavapipe,
@@ -268,6 +283,31 @@ TEST_F(VulkanSynthetic, MakeModelTinyPresetMatchesCpuReference) {
           gguf::GgufFile::from_bytes(synthetic_model_bytes(plan), std::string("tiny-") + quant));
       expect_matches_reference(m, rng, std::string(arch_name(arch)) + " " + quant);
     }
+}
+
+// Prompts through the shared-memory tiled products (gemm.comp, chunks of 32 tokens or more) on
+// every weight type the tiny preset and the Q4_0/Q5_0 model use, against the reference row by row.
+TEST_F(VulkanSynthetic, TiledPrefillMatchesCpuReference) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("LOCKSTEP_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  ProductKnobs tiled;
+  tiled.tiled_prefill = true;
+  for (Arch arch : {Arch::Llama, Arch::Qwen2})
+    for (const char* quant : {"q4_k_m", "q8_0", "f16"}) {
+      const SyntheticPlan plan =
+          plan_synthetic_model(*find_model_preset("tiny"), arch, *find_quant_scheme(quant), rng());
+      const Model m = Model::from_file(
+          gguf::GgufFile::from_bytes(synthetic_model_bytes(plan), std::string("tiny-") + quant));
+      expect_matches_reference(m, rng, std::string(arch_name(arch)) + " " + quant, tiled);
+    }
+  TinyModelSpec s;
+  s.arch = Arch::Qwen2;
+  s.matrix_type = TensorType::Q4_0, s.down_type = TensorType::Q5_0;
+  s.embd_type = TensorType::Q5_0;
+  s.tied_embeddings = true;
+  s.seed = rng();
+  expect_matches_reference(make_tiny_model(s), rng, "qwen2 Q4_0/Q5_0, tied", tiled);
 }
 
 // The other settings of the knobs that pick the shaders (LOCKSTEP_VULKAN_FUSE_NORM=0,

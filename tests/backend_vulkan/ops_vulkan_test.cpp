@@ -118,10 +118,10 @@ TEST_P(VulkanMatmul, MatchesFloat64) {
   // per thread (LOCKSTEP_VULKAN_MATVEC_TEAM, _ROWS): teams within one subgroup and across
   // several, rows past the end of the matrix in a thread's share; and grids capped at 3 and 2
   // workgroups (_GROUPS), each then taking several row groups in turn.
-  const std::vector<vk::MatvecTuning> tunings = {{0, 0},  {4, 1}, {8, 2},  {16, 4},    {32, 1},
-                                                 {32, 4}, {4, 4}, {16, 2}, {32, 1, 3}, {8, 2, 2}};
-  for (const vk::MatvecTuning& tuning : tunings) {
-    vk::set_matvec_tuning(tuning);
+  const std::vector<vk::ProductTuning> tunings = {{0, 0},  {4, 1}, {8, 2},  {16, 4},    {32, 1},
+                                                  {32, 4}, {4, 4}, {16, 2}, {32, 1, 3}, {8, 2, 2}};
+  for (const vk::ProductTuning& tuning : tunings) {
+    vk::set_product_tuning(tuning);
     const bool automatic = tuning.team == 0;
     for (int n_tok : automatic ? std::vector<int>{1, 3, 5, 8, 19} : std::vector<int>{1, 11}) {
       for (int variant = 0; variant < (automatic ? 3 : 1); ++variant) {  // plain, accumulate, bias
@@ -159,7 +159,71 @@ TEST_P(VulkanMatmul, MatchesFloat64) {
       }
     }
   }
-  vk::set_matvec_tuning({});
+  vk::set_product_tuning({});
+}
+
+// The shared-memory tiled product (gemm.comp) that prompt chunks of at least gemm_min_tokens
+// tokens use: token counts inside one 64-token tile, exactly one, and across tiles with a partial
+// last one; 77 and 130 rows (partial row tiles), inputs further apart than a row; plain,
+// accumulate and bias. Rows whose length is not a multiple of 32 never reach it.
+TEST_P(VulkanMatmul, TiledGemmMatchesFloat64) {
+  const TensorType type = GetParam().type;
+  const int64_t cols = GetParam().cols;
+  SCOPED_TRACE(trace() + " " + case_name(GetParam()) + " cols " + std::to_string(cols));
+  vk::set_product_tuning({0, 0, 0, 32});
+  struct Shape {
+    int64_t rows;
+    int n_tok;
+  };
+  for (const Shape shape :
+       {Shape{77, 31}, Shape{77, 64}, Shape{77, 100}, Shape{130, 32}, Shape{130, 130}}) {
+    const int64_t rows = shape.rows;
+    const int n_tok = shape.n_tok;
+    const std::vector<uint8_t> w = random_weights(rng_, type, rows, cols);
+    const DeviceWeights dw(*ctx_, type, rows, cols, w, GetParam().padded);
+    const vk::DeviceMatrix& m = dw.matrix;
+    {
+      for (int variant = 0; variant < 3; ++variant) {  // plain, accumulate, bias
+        SCOPED_TRACE("rows " + std::to_string(rows) + " n_tok " + std::to_string(n_tok) +
+                     " variant " + std::to_string(variant));
+        const uint32_t x_stride = uint32_t(cols) + (variant == 2 ? 8u : 0u);
+        const bool accumulate = variant == 1, with_bias = variant == 2;
+        const std::vector<float> x = random_normal(rng_, size_t(n_tok) * x_stride, 1.0f);
+        const std::vector<float> y0 = random_normal(rng_, size_t(n_tok * rows), 1.0f);
+        const std::vector<float> bias = random_normal(rng_, size_t(rows), 1.0f);
+        TestBuffer<float> dx(*ctx_, x), dbias(*ctx_, bias);
+        TestBuffer<float> dy(*ctx_, size_t(n_tok * rows));
+        const bool tiled = vk::gemm_takes(*ctx_, m, dx.address(), x_stride, n_tok);
+        if (cols % 32 != 0 || n_tok < 32) {
+          EXPECT_FALSE(tiled);
+        } else if (!tiled) {
+          GTEST_SKIP() << "skipped: " << ctx_->device_name() << " has " << ctx_->max_shared_bytes()
+                       << " bytes of shared memory per workgroup";
+        }
+        if (accumulate) std::memcpy(dy.data(), y0.data(), dy.bytes());
+        run_commands(*ctx_, [&](vk::Recorder& rec) {
+          vk::record_matmul(rec, m, dx.address(), x_stride, dy.address(), uint32_t(rows), n_tok,
+                            accumulate, with_bias ? dbias.address() : 0);
+        });
+        std::vector<double> want, scale;
+        for (int t = 0; t < n_tok; ++t) {
+          std::vector<double> abs_sum;
+          const auto y = reference_matvec(type, w.data(), rows, cols,
+                                          x.data() + size_t(t) * x_stride, &abs_sum);
+          for (int64_t r = 0; r < rows; ++r) {
+            double extra = 0;
+            if (accumulate) extra = y0[size_t(t * rows + r)];
+            if (with_bias) extra = bias[size_t(r)];
+            want.push_back(y[size_t(r)] + extra);
+            scale.push_back(abs_sum[size_t(r)] + std::fabs(extra));
+          }
+        }
+        EXPECT_LE(dot_error_ratio(dy.read(), want, scale), kDotErrorRatio);
+        EXPECT_GUARDS(dy);
+      }
+    }
+  }
+  vk::set_product_tuning({});
 }
 
 // What an FFN's gate and up rows give for one token's inputs x in float64: silu(g) * u (or g
@@ -213,9 +277,9 @@ TEST_P(VulkanMatmul, NormFirstMatchesFloat64) {
     EXPECT_FALSE(vk::matvec_takes_norm(m, dg.address(), uint32_t(cols), norm));
     return;
   }
-  for (const vk::MatvecTuning& tuning :
-       std::vector<vk::MatvecTuning>{{0, 0}, {4, 1}, {16, 2}, {32, 1, 3}}) {
-    vk::set_matvec_tuning(tuning);
+  for (const vk::ProductTuning& tuning :
+       std::vector<vk::ProductTuning>{{0, 0}, {4, 1}, {16, 2}, {32, 1, 3}}) {
+    vk::set_product_tuning(tuning);
     for (int n_tok : {1, 3, 11}) {
       for (bool swiglu : {false, true}) {
         SCOPED_TRACE("team " + std::to_string(tuning.team) + " rows/thread " +
@@ -249,7 +313,7 @@ TEST_P(VulkanMatmul, NormFirstMatchesFloat64) {
       }
     }
   }
-  vk::set_matvec_tuning({});
+  vk::set_product_tuning({});
 }
 
 // An FFN's gate and up products with SwiGLU: one matvec.comp dispatch where it takes the matrices
@@ -261,12 +325,15 @@ TEST_P(VulkanMatmul, SwigluPairMatchesFloat64) {
   SCOPED_TRACE(trace() + " " + case_name(GetParam()) + " cols " + std::to_string(cols));
   const GateUpPair pair(*ctx_, rng_, GetParam(), rows);
   const vk::DeviceMatrix &gate = pair.gate, &up = pair.up;
-  for (const vk::MatvecTuning& tuning :
-       std::vector<vk::MatvecTuning>{{0, 0}, {4, 1}, {16, 2}, {32, 4}, {32, 1, 3}}) {
-    vk::set_matvec_tuning(tuning);
-    for (int n_tok : {1, 3, 11}) {
+  for (const vk::ProductTuning& tuning : std::vector<vk::ProductTuning>{
+           {0, 0}, {4, 1}, {16, 2}, {32, 4}, {32, 1, 3}, {0, 0, 0, 32}}) {
+    vk::set_product_tuning(tuning);
+    // With gemm_min_tokens 32, 40 tokens take the tiled products and swiglu.comp.
+    for (int n_tok :
+         tuning.gemm_min_tokens ? std::vector<int>{11, 40} : std::vector<int>{1, 3, 11}) {
       SCOPED_TRACE("team " + std::to_string(tuning.team) + " rows/thread " +
-                   std::to_string(tuning.rows_per_thread) + " n_tok " + std::to_string(n_tok));
+                   std::to_string(tuning.rows_per_thread) + " gemm from " +
+                   std::to_string(tuning.gemm_min_tokens) + " n_tok " + std::to_string(n_tok));
       const std::vector<float> x = random_normal(rng_, size_t(n_tok * cols), 1.0f);
       TestBuffer<float> dx(*ctx_, x), dy(*ctx_, size_t(n_tok * rows)),
           scratch(*ctx_, size_t(n_tok * rows));
@@ -282,7 +349,7 @@ TEST_P(VulkanMatmul, SwigluPairMatchesFloat64) {
       EXPECT_GUARDS(dy);
     }
   }
-  vk::set_matvec_tuning({});
+  vk::set_product_tuning({});
 }
 
 // RMSNorm's output of x in float64 rounded to float (what the int8 form's bound is computed on),
@@ -322,9 +389,9 @@ TEST_P(VulkanMatmul, Int8InputsMatchFloat64) {
   TestBuffer<float> dnorm(*ctx_, g);
   const float eps = 1e-5f;
   const uint32_t x_stride = uint32_t(cols + 36);  // rows apart by more than their length
-  const std::vector<vk::MatvecTuning> tunings = {{0, 0}, {4, 1}, {16, 2}, {32, 4}, {32, 1, 3}};
-  for (const vk::MatvecTuning& tuning : tunings) {
-    vk::set_matvec_tuning(tuning);
+  const std::vector<vk::ProductTuning> tunings = {{0, 0}, {4, 1}, {16, 2}, {32, 4}, {32, 1, 3}};
+  for (const vk::ProductTuning& tuning : tunings) {
+    vk::set_product_tuning(tuning);
     for (int n_tok : {1, 3, 11}) {
       for (int variant = 0; variant < 4; ++variant) {  // plain, norm + bias, swiglu, norm + swiglu
         const bool with_norm = variant == 1 || variant == 3, swiglu = variant >= 2;
@@ -389,7 +456,7 @@ TEST_P(VulkanMatmul, Int8InputsMatchFloat64) {
       }
     }
   }
-  vk::set_matvec_tuning({});
+  vk::set_product_tuning({});
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -418,7 +485,7 @@ TEST_F(VulkanOps, MatmulRowsBeyondOneGridDimension) {
     TensorType type;
     int64_t rows, cols;
   };
-  vk::set_matvec_tuning({32, 1});
+  vk::set_product_tuning({32, 1});
   for (const Case c :
        {Case{TensorType::Q8_0, 4 * 32768 + 37, 32}, Case{TensorType::F16, 32768 + 37, 8}}) {
     SCOPED_TRACE(std::string(tensor_type_info(c.type).name));
@@ -445,7 +512,7 @@ TEST_F(VulkanOps, MatmulRowsBeyondOneGridDimension) {
       EXPECT_GUARDS(dy);
     }
   }
-  vk::set_matvec_tuning({});
+  vk::set_product_tuning({});
 }
 
 // LOCKSTEP_VULKAN_PROFILE: each dispatch of a submitted command buffer is charged to its shader

@@ -230,6 +230,7 @@ Context::Context(const ContextOptions& options) {
     const VkPhysicalDeviceProperties& p = props[size_t(chosen)];
     device_name_ = p.deviceName;
     max_groups_x_ = p.limits.maxComputeWorkGroupCount[0];
+    max_shared_bytes_ = p.limits.maxComputeSharedMemorySize;
     if (VK_API_VERSION_MAJOR(p.apiVersion) == 1 && VK_API_VERSION_MINOR(p.apiVersion) < 2)
       fail(device_name_ + " supports Vulkan " + std::to_string(VK_API_VERSION_MINOR(p.apiVersion)) +
            ".x only; the backend needs 1.2");

@@ -83,6 +83,9 @@ class Context {
   // Bytes of the largest device-local heap (what the backend's plan is compared with).
   uint64_t device_local_bytes() const { return device_local_bytes_; }
   uint32_t max_workgroups_x() const { return max_groups_x_; }
+  // Shared memory a compute workgroup may use (the tiled product needs 18 KiB; Vulkan guarantees
+  // only 16).
+  uint32_t max_shared_bytes() const { return max_shared_bytes_; }
   // Whether shaders may use SPV_KHR_integer_dot_product (OpSDotKHR on packed int8x4): the
   // device has VK_KHR_shader_integer_dot_product (core in Vulkan 1.3) with its feature, enabled
   // here. The int8-input products (vk_ops.h) need it; without it the float products serve.
@@ -152,6 +155,7 @@ class Context {
   std::string device_name_;
   uint64_t device_local_bytes_ = 0;
   uint32_t max_groups_x_ = 65535;
+  uint32_t max_shared_bytes_ = 16384;
   bool integer_dot_ = false;
   bool validation_ = false;
   uint64_t validation_seen_ = 0;
@@ -192,6 +196,7 @@ class Recorder {
   void begin_independent() { independent_ = true; }
   void end_independent();
   VkCommandBuffer command_buffer() const { return cmd_; }
+  const Context& context() const { return ctx_; }
 
  private:
   void dispatch_raw(const char* pipeline, const Specialization& spec, const void* push,

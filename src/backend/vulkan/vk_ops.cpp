@@ -19,6 +19,9 @@ constexpr uint32_t kMatmulTile = 8;
 constexpr uint32_t kMatvecThreads = 128;
 constexpr uint32_t kMatvecGroupsPerGridX = 32768;
 constexpr uint32_t kMatvecTileTokens = 8;
+// Must match gemm.comp: its tile (rows x tokens) and its shared memory (two tiles of 64 x 36
+// floats).
+constexpr uint32_t kGemmTileRows = 64, kGemmTileTokens = 64, kGemmSharedBytes = 2 * 64 * 36 * 4;
 // Up to this many tokens, matvec_<type> (one token per grid layer: the weights read once per
 // token) beats matvec_tile_<type> (8 tokens per layer) by using more of the machine.
 constexpr int kMatvecMaxTokens = 4;
@@ -64,13 +67,13 @@ struct MatmulPush {
 };
 constexpr uint32_t kAccumulate = 1, kAddBias = 2, kSwiglu = 4, kNorm = 8;  // MatmulPush::flags
 
-MatvecTuning g_matvec_tuning;
+ProductTuning g_tuning;
 
 // matvec.comp's threads per row: a warp's worth (32) unless the row has fewer units. Measured on
 // an H100 (bench/NOTES.md): teams of 8 or 16 with more units per thread, and 2 or 4 rows per
 // thread, were all slower than 32 threads on one row; latency, not work per thread, rules there.
 uint32_t matvec_team(uint64_t units) {
-  if (g_matvec_tuning.team) return uint32_t(g_matvec_tuning.team);
+  if (g_tuning.team) return uint32_t(g_tuning.team);
   uint32_t team = 32;
   while (team > 4 && units < team) team /= 2;
   return team;
@@ -92,7 +95,7 @@ uint64_t matvec_unit_elems(TensorType type, bool q8) {
 }
 
 uint32_t matvec_rows_per_thread() {
-  return g_matvec_tuning.rows_per_thread ? uint32_t(g_matvec_tuning.rows_per_thread) : 1;
+  return g_tuning.rows_per_thread ? uint32_t(g_tuning.rows_per_thread) : 1;
 }
 struct GetRowsPush {
   uint64_t w, ids, out;
@@ -150,8 +153,8 @@ void to_device_layout(TensorType type, int64_t rows, int64_t cols, uint64_t file
     }
 }
 
-void set_matvec_tuning(const MatvecTuning& t) {
-  g_matvec_tuning = t;
+void set_product_tuning(const ProductTuning& t) {
+  g_tuning = t;
 }
 
 bool weight_type_supported(TensorType type, int64_t cols) {
@@ -208,8 +211,8 @@ void dispatch_matvec(Recorder& rec, const DeviceMatrix& w, const MatmulPush& p, 
   const uint32_t team = matvec_team(uint64_t(w.cols) / matvec_unit_elems(w.type, q8));
   if (!rows_per_thread) rows_per_thread = matvec_rows_per_thread();
   uint32_t groups = ceil_div(w.rows, kMatvecThreads / team * rows_per_thread);
-  if (g_matvec_tuning.max_groups > 0)
-    groups = std::min(groups, uint32_t(std::min(g_matvec_tuning.max_groups, 32768)));
+  if (g_tuning.max_groups > 0)
+    groups = std::min(groups, uint32_t(std::min(g_tuning.max_groups, 32768)));
   const char* shader =
       one_per_layer ? (q8 ? "matvec_q8" : "matvec") : (q8 ? "matvec_tile_q8" : "matvec_tile");
   rec.dispatch(module_name(shader, w.type).c_str(), weight_spec(w, team, rows_per_thread), p,
@@ -240,10 +243,32 @@ bool matvec_takes_norm(const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stri
   return matvec_fits(w, x, x_stride) && norm.weight % 16 == 0;
 }
 
+bool gemm_takes(const Context& ctx, const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
+                int n_tok) {
+  return g_tuning.gemm_min_tokens > 0 && n_tok >= g_tuning.gemm_min_tokens &&
+         matvec_fits(w, x, x_stride) && ctx.max_shared_bytes() >= kGemmSharedBytes;
+}
+
+namespace {
+
+// Whether record_matmul's arguments send it to gemm.comp: float inputs, nothing taken in.
+bool uses_gemm(const Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
+               int n_tok, const NormFirst& norm, VkDeviceAddress q8) {
+  return !norm.weight && !(q8 && matvec_reads_q8(w.type)) &&
+         gemm_takes(rec.context(), w, x, x_stride, n_tok);
+}
+
+}  // namespace
+
 void record_matmul(Recorder& rec, const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
                    VkDeviceAddress y, uint32_t y_stride, int n_tok, bool accumulate,
                    VkDeviceAddress bias, const NormFirst& norm, VkDeviceAddress q8) {
   const uint32_t flags = (accumulate ? kAccumulate : 0u) | (bias ? kAddBias : 0u);
+  if (uses_gemm(rec, w, x, x_stride, n_tok, norm, q8)) {
+    const MatmulPush p = matmul_push(w, x, x_stride, y, y_stride, n_tok, flags, bias);
+    return rec.dispatch(module_name("gemm", w.type).c_str(), weight_spec(w), p,
+                        ceil_div(w.rows, kGemmTileRows), ceil_div(n_tok, kGemmTileTokens));
+  }
   if (q8 && matvec_reads_q8(w.type)) {
     MatmulPush p =
         matmul_push(w, q8, q8_words_per_token(uint32_t(w.cols)), y, y_stride, n_tok, flags, bias);
@@ -266,13 +291,16 @@ void record_matmul_swiglu(Recorder& rec, const DeviceMatrix& gate, const DeviceM
   const bool same_shape = up.type == gate.type && up.rows == gate.rows && up.cols == gate.cols &&
                           up.row_bytes == gate.row_bytes;
   const uint32_t F = uint32_t(gate.rows);
-  if (same_shape && q8 && matvec_reads_q8(gate.type)) {
+  // Prompt chunks over float inputs: two tiled products and swiglu.comp (below).
+  const bool gemm = uses_gemm(rec, gate, x, x_stride, n_tok, norm, q8) &&
+                    uses_gemm(rec, up, x, x_stride, n_tok, norm, q8);
+  if (!gemm && same_shape && q8 && matvec_reads_q8(gate.type)) {
     MatmulPush p =
         matmul_push(gate, q8, q8_words_per_token(uint32_t(gate.cols)), y, F, n_tok, kSwiglu, 0);
     p.w2 = up.data;
     return dispatch_matvec(rec, gate, p, n_tok, true, 1);
   }
-  if (same_shape && matvec_fits(gate, x, x_stride) && matvec_fits(up, x, x_stride)) {
+  if (!gemm && same_shape && matvec_fits(gate, x, x_stride) && matvec_fits(up, x, x_stride)) {
     MatmulPush p = matmul_push(gate, x, x_stride, y, F, n_tok, kSwiglu, 0);
     p.w2 = up.data;
     add_norm(p, norm);
@@ -357,12 +385,14 @@ void record_swiglu(Recorder& rec, VkDeviceAddress gate, VkDeviceAddress up, uint
   rec.dispatch("swiglu", p, std::min<uint32_t>(groups, 65535), ceil_div(groups, 65535));
 }
 
-std::vector<std::string> pipeline_names(const std::vector<TensorType>& weight_types, bool q8) {
+std::vector<std::string> pipeline_names(const std::vector<TensorType>& weight_types, bool q8,
+                                        bool gemm) {
   std::vector<std::string> names = {"rmsnorm", "rope_kv_store", "attention", "swiglu"};
   if (q8) names.push_back("quantize_q8");
   for (TensorType t : weight_types) {
     std::vector<const char*> shaders = {"matmul", "matvec", "matvec_tile", "get_rows"};
     if (q8 && matvec_reads_q8(t)) shaders.insert(shaders.end(), {"matvec_q8", "matvec_tile_q8"});
+    if (gemm) shaders.push_back("gemm");
     for (const char* s : shaders) {
       const std::string n = module_name(s, t);
       if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);

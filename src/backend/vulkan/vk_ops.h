@@ -35,15 +35,21 @@ uint64_t device_row_bytes(TensorType type, int64_t cols, uint64_t file_row_bytes
 void to_device_layout(TensorType type, int64_t rows, int64_t cols, uint64_t file_row_bytes,
                       bool pad, const uint8_t* src, uint8_t* dst);
 
-// The shape of matvec.comp's work, 0: chosen from the matrix (vk_ops.cpp). Process-wide, set by
-// the backend from VulkanBackendOptions (LOCKSTEP_VULKAN_MATVEC_TEAM, _ROWS): speed only; the
-// team size changes a row's summation order, never between prefill and decode.
-struct MatvecTuning {
+// How the products are computed, process-wide, set by the backend from VulkanBackendOptions
+// (LOCKSTEP_VULKAN_MATVEC_TEAM, _ROWS, _GROUPS, _GEMM_MIN_TOKENS): speed only. matvec.comp's
+// shape, 0: chosen from the matrix (vk_ops.cpp); the team size changes a row's summation order,
+// never between prefill and decode.
+struct ProductTuning {
   int team = 0;             // threads per row: 4, 8, 16 or 32
   int rows_per_thread = 0;  // 1, 2 or 4
   int max_groups = 0;       // workgroups per product at most (each then takes several row groups)
+  // Products of at least this many tokens over float inputs use the shared-memory tiled
+  // gemm.comp (where gemm_takes); 0: never (VulkanBackendOptions's default is 32). Its sums run
+  // in another order than matvec.comp's, so a prompt chunk this long gives rows that differ from
+  // decode's in the last bits.
+  int gemm_min_tokens = 0;
 };
-void set_matvec_tuning(const MatvecTuning& tuning);
+void set_product_tuning(const ProductTuning& tuning);
 
 // RMSNorm taken into a product: x is the norm's input, and the product meets
 // rmsnorm(x) * weight as record_rmsnorm computes it (its scale summed in another order).
@@ -67,6 +73,12 @@ uint32_t q8_words_per_token(uint32_t n);
 // floats apart; 16-byte aligned, n a multiple of 32), or of RMSNorm's output of it with `norm`.
 void record_quantize_q8(Recorder& rec, VkDeviceAddress x, uint32_t x_stride, uint32_t n, int n_tok,
                         VkDeviceAddress out, const NormFirst& norm = {});
+
+// Whether record_matmul computes w . x for n_tok tokens of float inputs (no norm taken in, no
+// int8 form) with gemm.comp: n_tok >= gemm_min_tokens, rows of a multiple of 32, x 16-byte
+// aligned with x_stride a multiple of 4, and the device's shared memory holds its tiles.
+bool gemm_takes(const Context& ctx, const DeviceMatrix& w, VkDeviceAddress x, uint32_t x_stride,
+                int n_tok);
 
 // y[t][r] (+)= W[r] . x[t] (+ bias[r]) for t < n_tok; x rows x_stride floats apart, y rows
 // y_stride apart. bias 0: none. norm: see NormFirst (only where matvec_takes_norm). q8: x's int8
@@ -124,7 +136,8 @@ void record_matmul_swiglu(Recorder& rec, const DeviceMatrix& gate, const DeviceM
 void record_swiglu(Recorder& rec, VkDeviceAddress gate, VkDeviceAddress up, uint64_t n);
 
 // Every shader module the ops above use for these weight types (to build them up front), with
-// the int8-input products where `q8`.
-std::vector<std::string> pipeline_names(const std::vector<TensorType>& weight_types, bool q8);
+// the int8-input products where `q8` and the tiled products where `gemm`.
+std::vector<std::string> pipeline_names(const std::vector<TensorType>& weight_types, bool q8,
+                                        bool gemm);
 
 }  // namespace lockstep::vk

@@ -3,9 +3,10 @@
 // Weights live in device memory in their file formats (one buffer per tensor; 1-D tensors as
 // float32) and are dequantized on the fly by the shaders (vk_ops.h). One path serves every batch
 // size: a forward call is cut into chunks of max_batch tokens and each chunk runs the same chain
-// of dispatches; the matmul shader reads each weight row once per 8 tokens, so decode (1 token)
-// is a matrix-vector product and prefill a batched one (not a shared-memory tiled GEMM; see
-// docs/vulkan.md). The KV cache is F16 in device memory.
+// of dispatches. Decode (1 token) is a matrix-vector product (matvec.comp); a chunk of at least
+// gemm_min_tokens tokens multiplies in shared-memory tiles (gemm.comp: each weight read once per
+// 64 tokens), shorter ones in matvec.comp's 8-token variant (docs/vulkan.md). The KV cache is F16
+// in device memory.
 //
 // A chunk's command buffer depends only on its shape (token count, which logits it returns): the
 // tokens and the first position travel through a small host-visible buffer that the command
@@ -90,7 +91,8 @@ class VulkanBackend final : public GatedBackend {
   void run_chunk(const int32_t* tokens, int n, int pos0, float* logits, LogitRows rows);
   void record_chunk(Recorder& rec, int n, LogitRows rows, int pos0, bool eager);
   InputPlan plan_inputs(std::initializer_list<const DeviceMatrix*> readers, VkDeviceAddress x,
-                        uint32_t n_elems, const vk::NormFirst& norm, bool may_fuse = true) const;
+                        uint32_t n_elems, int n_tok, const vk::NormFirst& norm,
+                        bool may_fuse = true) const;
   ProductInputs record_inputs(Recorder& rec, std::initializer_list<const DeviceMatrix*> readers,
                               VkDeviceAddress x, uint32_t n_elems, int n_tok,
                               const vk::NormFirst& norm, bool may_fuse = true,
@@ -122,6 +124,7 @@ class VulkanBackend final : public GatedBackend {
   Buffer h_, xn_, q_, k_new_, v_new_, att_, g_, u_, logits_, scores_, ids_, rope_;
   Buffer q8_;          // the int8 form of a product's input (vk::record_quantize_q8)
   bool int8_ = false;  // whether Q4_K and Q6_K products read it
+  bool gemm_ = false;  // whether chunks may be long enough for gemm.comp (vk::gemm_takes)
   Buffer host_ids_, host_logits_, host_hidden_;  // host-visible staging
   DeviceMatrix tok_embd_, output_;
   VkDeviceAddress output_norm_ = 0;
@@ -150,7 +153,8 @@ VulkanBackend::VulkanBackend(const Model& model, const VulkanBackendOptions& opt
     c.allow_cpu_device = true;
     c.validation = opts_.validation;
     c.profile = opts_.profile;
-    vk::set_matvec_tuning({opts_.matvec_team, opts_.matvec_rows, opts_.matvec_groups});
+    vk::set_product_tuning(
+        {opts_.matvec_team, opts_.matvec_rows, opts_.matvec_groups, opts_.gemm_min_tokens});
     ctx_ = std::make_unique<vk::Context>(c);
     // Every pipeline now, so that one that does not build fails here and not mid-forward.
     std::vector<TensorType> types = {model_.tok_embd.type, model_.output.type};
@@ -158,7 +162,9 @@ VulkanBackend::VulkanBackend(const Model& model, const VulkanBackendOptions& opt
       for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
         types.push_back(w->type);
     int8_ = opts_.int8_inputs && ctx_->integer_dot_product();
-    for (const std::string& name : vk::pipeline_names(types, int8_)) ctx_->pipeline(name.c_str());
+    gemm_ = opts_.gemm_min_tokens > 0 && opts_.gemm_min_tokens <= max_batch_;
+    for (const std::string& name : vk::pipeline_names(types, int8_, gemm_))
+      ctx_->pipeline(name.c_str());
     allocate();
     upload_weights();
   } catch (...) {
@@ -424,7 +430,7 @@ void VulkanBackend::record_chunk(Recorder& rec, int n, LogitRows rows, int pos0,
                              hp_.rope_type == RopeType::Neox, n);
     // The attention writes the output product's int8 form itself where that product reads it.
     const bool att_q8 =
-        plan_inputs({&L.wo}, att_.address, Q, {}).q8 && vk::attention_writes_q8(shape_);
+        plan_inputs({&L.wo}, att_.address, Q, n, {}).q8 && vk::attention_writes_q8(shape_);
     vk::record_attention(rec, q_.address, k_cache(l), v_cache(l), att_.address, scores_.address,
                          ids_.address, shape_, uint32_t(n_ctx_), scale, n,
                          att_q8 ? q8_.address : 0);
@@ -449,19 +455,28 @@ void VulkanBackend::record_chunk(Recorder& rec, int n, LogitRows rows, int pos0,
   rec.copy(logits_, 0, host_logits_, 0, size_t(n_out) * V * 4, "copy: logits");
 }
 
-// How the products `readers` read x (rows of n_elems floats), through RMSNorm where `norm` has a
-// weight: the int8 form for those that read it, where the device has integer dot products and
-// their weights are big enough to earn its dispatch (int8_min_bytes); floats for the others,
-// with the norm taken in by the products where they all can and fuse_norm is on and may_fuse.
+// How the products `readers` read n_tok rows of x (n_elems floats each), through RMSNorm where
+// `norm` has a weight. A prompt chunk that every reader takes in gemm.comp (vk::gemm_takes):
+// floats, the norm's output written apart. Otherwise the int8 form for those that read it, where
+// the device has integer dot products and their weights are big enough to earn its dispatch
+// (int8_min_bytes); floats for the others, with the norm taken in by the products where they all
+// can and fuse_norm is on and may_fuse.
 InputPlan VulkanBackend::plan_inputs(std::initializer_list<const DeviceMatrix*> readers,
-                                     VkDeviceAddress x, uint32_t n_elems, const vk::NormFirst& norm,
-                                     bool may_fuse) const {
+                                     VkDeviceAddress x, uint32_t n_elems, int n_tok,
+                                     const vk::NormFirst& norm, bool may_fuse) const {
+  InputPlan plan;
+  bool tiled = gemm_;
+  for (const DeviceMatrix* w : readers)
+    tiled = tiled && vk::gemm_takes(*ctx_, *w, norm.weight ? xn_.address : x, n_elems, n_tok);
+  if (tiled) {
+    plan.floats = true;
+    return plan;
+  }
   int64_t q8_bytes = 0;  // weights of the products that would read the int8 form
   for (const DeviceMatrix* w : readers)
     if (vk::matvec_reads_q8(w->type)) q8_bytes += w->rows * int64_t(w->row_bytes);
   const bool q8_fits = int8_ && q8_bytes > 0 && q8_bytes >= opts_.int8_min_bytes &&
                        n_elems % 32 == 0 && x % 16 == 0 && norm.weight % 16 == 0;
-  InputPlan plan;
   plan.fuse = may_fuse && opts_.fuse_norm && norm.weight;
   for (const DeviceMatrix* w : readers) {
     if (q8_fits && vk::matvec_reads_q8(w->type)) {
@@ -481,7 +496,7 @@ ProductInputs VulkanBackend::record_inputs(Recorder& rec,
                                            VkDeviceAddress x, uint32_t n_elems, int n_tok,
                                            const vk::NormFirst& norm, bool may_fuse,
                                            bool q8_written) {
-  const InputPlan plan = plan_inputs(readers, x, n_elems, norm, may_fuse);
+  const InputPlan plan = plan_inputs(readers, x, n_elems, n_tok, norm, may_fuse);
   ProductInputs in;
   in.x = x;
   if (plan.q8) {

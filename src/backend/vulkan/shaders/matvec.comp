@@ -12,7 +12,8 @@
 // loads in flight (7B decode 184 -> 202 tok/s on an H100, bench/NOTES.md).
 // vk_ops.cpp picks both from the matrix's shape alone, never from the token count, so a token's
 // arithmetic is the same whatever kTok and whichever tokens share its workgroup: a row computed
-// in a prompt chunk has the bits it gets in a decode step (backend_vulkan_test checks it).
+// in a prompt chunk has the bits it gets in a decode step (backend_vulkan_test checks it), where
+// the chunk is too short for gemm.comp (vk::ProductTuning::gemm_min_tokens).
 // A team's partial sums are added in a fixed order: a butterfly of subgroup shuffles within a
 // subgroup, then, where a team spans several subgroups (lavapipe's are 8 wide), through shared
 // memory. Subgroups are taken to be runs of consecutive invocations, as every driver lays out a
