@@ -23,8 +23,9 @@
 #   vulkanenv    for each entry of VULKAN_ENVS (space-separated; an entry is none or VAR=value
 #                pairs joined by commas): 0.5B and 7B Vulkan tg128 -r 2 under those settings
 #                (and a prompt of ENV_P tokens when set)
-#   vulkanprefill  0.5B and 7B Vulkan pp512 under each entry of PREFILL_ENVS (default: the
-#                defaults, no tiled products, chunks of 256 and 512), and a 7B prompt's profile
+#   vulkanprefill  0.5B and 7B Vulkan pp16 and pp512 under each entry of PREFILL_ENVS (default:
+#                the defaults, no tiled products, tiled from 32 tokens, chunks of 256 and 512), and
+#                a 7B prompt's profile
 #   vulkanvariants  for each sed expression in VARIANTS (separated by '|'): apply it to the Vulkan
 #                shaders named in VARIANT_FILES (default dot_unit.glsl), rebuild lockstep, bench
 #                0.5B and 7B Vulkan tg128 behind a strict gate; the sources are restored afterwards
@@ -235,13 +236,13 @@ if want vulkanprefill 60; then
   f05=/tmp/qwen2.5-0.5b-q4_k_m.gguf
   [ -f "$f05" ] || "$L" make-model --arch qwen2 --preset qwen2.5-0.5b --quant q4_k_m --seed 1 \
     -o "$f05" --quiet >>"$LOGS/make-model.log" 2>&1
-  for entry in ${PREFILL_ENVS:-none LOCKSTEP_VULKAN_GEMM_MIN_TOKENS=0 LOCKSTEP_VULKAN_MAX_BATCH=256 LOCKSTEP_VULKAN_MAX_BATCH=512}; do
+  for entry in ${PREFILL_ENVS:-none LOCKSTEP_VULKAN_GEMM_MIN_TOKENS=0 LOCKSTEP_VULKAN_GEMM_MIN_TOKENS=32 LOCKSTEP_VULKAN_MAX_BATCH=256 LOCKSTEP_VULKAN_MAX_BATCH=512}; do
     [ "$(left)" -lt 30 ] && { echo "skipped '$entry': $(left) s left" | tee -a "$S"; break; }
     settings=${entry//,/ }
     settings=${settings/none/}
     echo "-- ${settings:-defaults}" | tee -a "$S"
     for m in "$f05" /tmp/qwen2.5-7b-q4_k_m.gguf; do
-      env $settings timeout 60 "$L" bench -m "$m" --backend vulkan --parity off -p 512 -n 0 -r 2 \
+      env $settings timeout 60 "$L" bench -m "$m" --backend vulkan --parity off -p 16,512 -n 0 -r 2 \
         2>>"$LOGS/bench-vulkan-prefill.log" | grep -E "pp[0-9]" | tee -a "$S"
     done
   done

@@ -123,10 +123,13 @@ struct VulkanBackendOptions {
   int matvec_rows = 0;
   int matvec_groups = 0;  // workgroups per product at most; 0: one per row group
   // Prompt chunks of at least this many tokens multiply in gemm.comp, the shared-memory tiled
-  // product (vk::ProductTuning::gemm_min_tokens); 0: never. Speed only, but its sums run in
-  // another order than decode's products, so such chunks' rows differ from decode's in the last
-  // bits.
-  int gemm_min_tokens = 32;
+  // product (vk::ProductTuning::gemm_min_tokens); 0: never. Its sums run in another order than
+  // decode's products, so such chunks' rows differ from decode's in the last bits. The default,
+  // 5, is the first chunk length decode's products (matvec.comp, one token per grid layer up to
+  // 4) do not take: every product that serves is then one the gate ran, decode's in its steps
+  // and gemm.comp in its 64-position prompt (matvec.comp's 8-token variant, which gives decode's
+  // bits, serves only with a larger value here).
+  int gemm_min_tokens = 5;
   // Take each layer's two RMSNorms into the products that read them (no dispatch of their own;
   // vk::NormFirst). Speed only: the norm's scale is summed in another order, so the last bits
   // change, never between prefill and decode. On by default: 0.5B Q4_K_M decode 534 vs 495 tok/s

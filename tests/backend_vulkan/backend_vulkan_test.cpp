@@ -55,8 +55,8 @@ struct ProductKnobs {
   bool int8_inputs = true;     // LOCKSTEP_VULKAN_INT8
   int64_t int8_min_bytes = 0;  // LOCKSTEP_VULKAN_INT8_MIN_MIB
   bool q6k_padded = false;     // LOCKSTEP_VULKAN_Q6K_PAD
-  // Prompt chunks of 32 tokens or more in gemm.comp (LOCKSTEP_VULKAN_GEMM_MIN_TOKENS=32, chunks
-  // of up to 64 tokens); otherwise never (0).
+  // Prompt chunks of 5 tokens or more in gemm.comp (LOCKSTEP_VULKAN_GEMM_MIN_TOKENS=5, the
+  // default, with chunks of up to 64 tokens); otherwise never (0).
   bool tiled_prefill = false;
   std::string describe() const {
     return std::string(fuse_norm ? "norms fused" : "norms apart") +
@@ -77,7 +77,7 @@ std::unique_ptr<Backend> open_vulkan_unchecked(const Model& m, int n_ctx = 0, in
   req.options.vulkan.int8_inputs = knobs.int8_inputs;
   req.options.vulkan.int8_min_bytes = knobs.int8_min_bytes;
   req.options.vulkan.q6k_padded = knobs.q6k_padded;
-  req.options.vulkan.gemm_min_tokens = knobs.tiled_prefill ? 32 : 0;
+  req.options.vulkan.gemm_min_tokens = knobs.tiled_prefill ? 5 : 0;
   ParityConfig cfg;
   cfg.policy = ParityPolicy::Off;
   ServingBackend r = ParityGate::open(m, req, cfg, {}, false);
@@ -221,8 +221,8 @@ TEST_F(VulkanStories, TeacherForcedLogitsMatchLlamaCpp) {
   for (bool one_call : {true, false})
     expect_rows_agree(teacher_forced(*vulkan, fp32.tokens, one_call), want, size_t(m.hp.n_vocab),
                       one_call ? "chunked prefill" : "decode");
-  // One chunk of 64 and one of 5: the first through the tiled products (the FFN's down, rows of
-  // 172, through matmul.comp).
+  // A chunk of 64 and one of 5, both through the tiled products (but the FFN's down: rows of 172,
+  // which matmul.comp takes).
   ProductKnobs tiled;
   tiled.tiled_prefill = true;
   auto vulkan_tiled = open_vulkan_unchecked(m, 0, 64, tiled);
@@ -285,7 +285,7 @@ TEST_F(VulkanSynthetic, MakeModelTinyPresetMatchesCpuReference) {
     }
 }
 
-// Prompts through the shared-memory tiled products (gemm.comp, chunks of 32 tokens or more) on
+// Prompts through the shared-memory tiled products (gemm.comp, chunks of 5 tokens or more) on
 // every weight type the tiny preset and the Q4_0/Q5_0 model use, against the reference row by row.
 TEST_F(VulkanSynthetic, TiledPrefillMatchesCpuReference) {
   const uint64_t seed = fresh_seed();
