@@ -46,6 +46,28 @@ TEST_F(VulkanCli, ForcedVulkanServesTheReferenceText) {
   EXPECT_NE(r.err.find("backend vulkan (parity passed"), std::string::npos) << r.err;
 }
 
+// Prompt chunks of 5 tokens or more multiply in gemm.comp, decode in matvec.comp: the gate's
+// probe (64 positions of its own text when the prompt is shorter) must run both. A 2-token prompt
+// runs no tiled product itself, so the profile (LOCKSTEP_VULKAN_PROFILE) shows gemm.comp's
+// dispatches with the gate on and none with it off.
+TEST_F(VulkanCli, TheGateRunsTheTiledPromptProducts) {
+  auto env = device_env();
+  env["LOCKSTEP_VULKAN_PROFILE"] = "1";
+  const std::vector<std::string> args = {"run", "-m",     kModel, "-p",        "Once",  "-n",
+                                         "2",   "--temp", "0",    "--backend", "vulkan"};
+  CliRun gated = run_lockstep(args, "", env);
+  ASSERT_EQ(gated.exit_code, 0) << gated.err;
+  EXPECT_NE(gated.err.find("prompt 2 tok"), std::string::npos) << gated.err;
+  EXPECT_NE(gated.err.find("gemm_f32 ["), std::string::npos) << gated.err;
+  EXPECT_NE(gated.err.find("matvec_f32 ["), std::string::npos) << gated.err;
+  auto off_args = args;
+  off_args.insert(off_args.end(), {"--parity", "off"});
+  CliRun off = run_lockstep(off_args, "", env);
+  ASSERT_EQ(off.exit_code, 0) << off.err;
+  EXPECT_EQ(off.err.find("gemm_"), std::string::npos) << off.err;
+  EXPECT_EQ(gated.out, off.out);
+}
+
 TEST_F(VulkanCli, NoDriverIsExit4WithOneLine) {
   auto env = device_env();
   env["VK_ICD_FILENAMES"] = "/nonexistent/lockstep-test-icd.json";
