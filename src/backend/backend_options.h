@@ -111,7 +111,9 @@ struct VulkanBackendOptions {
   // Index into the loader's device list; -1: the first GPU (a CPU implementation such as Mesa's
   // lavapipe only when --backend vulkan is forced: `auto` never picks one).
   int device = -1;
-  int max_batch = 64;  // tokens per forward chunk (bounds the activation and score scratch)
+  // Tokens per forward chunk (bounds the activation and score scratch); 0: 512, halved (to 64 at
+  // least) until the model, its cache and the scratch fit the device.
+  int max_batch = 0;
   // Enable the Khronos validation layer (when installed); any error it reports fails the backend
   // with exit code 4. The tests turn it on.
   bool validation = false;

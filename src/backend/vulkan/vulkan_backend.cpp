@@ -38,6 +38,9 @@ using vk::DeviceMatrix;
 using vk::Recorder;
 
 constexpr size_t kStagingBytes = size_t(64) << 20;
+// Tokens per forward chunk when VulkanBackendOptions::max_batch is 0: kAutoBatch, halved while
+// the model, its cache and the chunk's scratch do not fit the device, down to kMinAutoBatch.
+constexpr int kAutoBatch = 512, kMinAutoBatch = 64;
 
 std::string gib(double bytes) {
   char buf[32];
@@ -146,7 +149,7 @@ VulkanBackend::VulkanBackend(const Model& model, const VulkanBackendOptions& opt
       kv_dim_(model.hp.n_head_kv * model.hp.head_dim) {
   check_supported();
   n_ctx_ = resolve_n_ctx(hp_, n_ctx);
-  max_batch_ = std::max(1, std::min(opts_.max_batch, n_ctx_));
+  max_batch_ = std::max(1, std::min(opts_.max_batch > 0 ? opts_.max_batch : kAutoBatch, n_ctx_));
   try {
     vk::ContextOptions c;
     c.device = opts_.device;
@@ -156,16 +159,17 @@ VulkanBackend::VulkanBackend(const Model& model, const VulkanBackendOptions& opt
     vk::set_product_tuning(
         {opts_.matvec_team, opts_.matvec_rows, opts_.matvec_groups, opts_.gemm_min_tokens});
     ctx_ = std::make_unique<vk::Context>(c);
-    // Every pipeline now, so that one that does not build fails here and not mid-forward.
+    // Every pipeline now (once allocate() has settled the chunk size), so that one that does not
+    // build fails here and not mid-forward.
     std::vector<TensorType> types = {model_.tok_embd.type, model_.output.type};
     for (const auto& L : model_.layers)
       for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
         types.push_back(w->type);
     int8_ = opts_.int8_inputs && ctx_->integer_dot_product();
+    allocate();  // settles max_batch_
     gemm_ = opts_.gemm_min_tokens > 0 && opts_.gemm_min_tokens <= max_batch_;
     for (const std::string& name : vk::pipeline_names(types, int8_, gemm_))
       ctx_->pipeline(name.c_str());
-    allocate();
     upload_weights();
   } catch (...) {
     release();  // a throwing constructor runs no destructor
@@ -237,14 +241,26 @@ void VulkanBackend::allocate() {
     if (!seen) distinct.push_back(w), weight_bytes += device_bytes(*w);
   }
   const size_t kv_bytes = 2 * size_t(hp_.n_layer) * size_t(n_ctx_) * size_t(kv_dim_) * 2;
-  const size_t T = size_t(max_batch_), E = size_t(hp_.n_embd), F = size_t(hp_.n_ff),
-               V = size_t(hp_.n_vocab), Q = size_t(q_dim_), KV = size_t(kv_dim_);
-  const size_t score_floats = T * size_t(hp_.n_head) * size_t(n_ctx_);
+  const size_t E = size_t(hp_.n_embd), F = size_t(hp_.n_ff), V = size_t(hp_.n_vocab),
+               Q = size_t(q_dim_), KV = size_t(kv_dim_);
   const size_t rope_floats = size_t(n_ctx_) * size_t(hp_.rope_dim);
-  const size_t q8_words =
-      int8_ ? T * vk::q8_words_per_token(uint32_t(std::max({E, F, Q}) + 31) / 32 * 32) : 1;
-  const size_t act_bytes = 4 * (2 * T * E + 2 * T * Q + 2 * T * KV + 2 * T * F + T * V +
-                                score_floats + rope_floats + q8_words);
+  // Attention scores and the int8 form, and all the scratch, for chunks of T tokens.
+  auto score_floats_for = [&](size_t T) { return T * size_t(hp_.n_head) * size_t(n_ctx_); };
+  auto q8_words_for = [&](size_t T) {
+    return int8_ ? T * vk::q8_words_per_token(uint32_t(std::max({E, F, Q}) + 31) / 32 * 32) : 1;
+  };
+  auto scratch_bytes = [&](size_t T) {
+    return 4 * (2 * T * E + 2 * T * Q + 2 * T * KV + 2 * T * F + T * V + score_floats_for(T) +
+                rope_floats + q8_words_for(T));
+  };
+  // The default chunk (max_batch 0) shrinks, down to kMinAutoBatch tokens, until it fits.
+  while (opts_.max_batch == 0 && max_batch_ > kMinAutoBatch &&
+         weight_bytes + kv_bytes + scratch_bytes(size_t(max_batch_)) + kStagingBytes >
+             ctx_->device_local_bytes())
+    max_batch_ = std::max(kMinAutoBatch, max_batch_ / 2);
+  const size_t T = size_t(max_batch_);
+  const size_t act_bytes = scratch_bytes(T), score_floats = score_floats_for(T),
+               q8_words = q8_words_for(T);
   const size_t need = weight_bytes + kv_bytes + act_bytes + kStagingBytes;
   if (need > ctx_->device_local_bytes())
     throw Error("vulkan: model needs " + gib(double(need)) + " (weights " +
