@@ -150,7 +150,8 @@ struct VulkanBackendOptions {
   int64_t int8_min_bytes = int64_t(4) << 20;
   // Q6_K matrices uploaded with their 210-byte blocks padded to 212 (vk::kQ6kPaddedBlockBytes),
   // so that every block starts on a word and the products read each word once instead of
-  // splicing two. Same values, same bits. Off until measured on a GPU (bench/NOTES.md).
+  // splicing two. Same values, same bits. Off: no gain measured on an H100 (tg128 0.5B 548 vs
+  // 550, 7B 200 vs 213 tok/s, within the runs' spread; bench/NOTES.md).
   bool q6k_padded = false;
 };
 
