@@ -271,18 +271,35 @@ void expect_matches_reference(const Model& m, std::mt19937_64& rng, const std::s
 
 using VulkanSynthetic = VulkanBackendTest;
 
-TEST_F(VulkanSynthetic, MakeModelTinyPresetMatchesCpuReference) {
-  const uint64_t seed = fresh_seed();
-  SCOPED_TRACE("LOCKSTEP_TEST_SEED=" + std::to_string(seed));
-  std::mt19937_64 rng(seed);
+// make-model's tiny preset, llama and qwen2, in Q4_K_M, Q8_0 and F16, against the reference.
+void expect_tiny_presets_match_reference(std::mt19937_64& rng, const ProductKnobs& knobs = {}) {
   for (Arch arch : {Arch::Llama, Arch::Qwen2})
     for (const char* quant : {"q4_k_m", "q8_0", "f16"}) {
       const SyntheticPlan plan =
           plan_synthetic_model(*find_model_preset("tiny"), arch, *find_quant_scheme(quant), rng());
       const Model m = Model::from_file(
           gguf::GgufFile::from_bytes(synthetic_model_bytes(plan), std::string("tiny-") + quant));
-      expect_matches_reference(m, rng, std::string(arch_name(arch)) + " " + quant);
+      expect_matches_reference(m, rng, std::string(arch_name(arch)) + " " + quant, knobs);
     }
+}
+
+// A qwen2 of Q4_0 matrices, Q5_0 FFN downs and a tied Q5_0 embedding, against the reference.
+void expect_q4_0_q5_0_model_matches_reference(std::mt19937_64& rng,
+                                              const ProductKnobs& knobs = {}) {
+  TinyModelSpec s;
+  s.arch = Arch::Qwen2;
+  s.matrix_type = TensorType::Q4_0, s.down_type = TensorType::Q5_0;
+  s.embd_type = TensorType::Q5_0;
+  s.tied_embeddings = true;
+  s.seed = rng();
+  expect_matches_reference(make_tiny_model(s), rng, "qwen2 Q4_0/Q5_0, tied", knobs);
+}
+
+TEST_F(VulkanSynthetic, MakeModelTinyPresetMatchesCpuReference) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("LOCKSTEP_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  expect_tiny_presets_match_reference(rng);
 }
 
 // Prompts through the shared-memory tiled products (gemm.comp, chunks of 5 tokens or more) on
@@ -293,21 +310,8 @@ TEST_F(VulkanSynthetic, TiledPrefillMatchesCpuReference) {
   std::mt19937_64 rng(seed);
   ProductKnobs tiled;
   tiled.tiled_prefill = true;
-  for (Arch arch : {Arch::Llama, Arch::Qwen2})
-    for (const char* quant : {"q4_k_m", "q8_0", "f16"}) {
-      const SyntheticPlan plan =
-          plan_synthetic_model(*find_model_preset("tiny"), arch, *find_quant_scheme(quant), rng());
-      const Model m = Model::from_file(
-          gguf::GgufFile::from_bytes(synthetic_model_bytes(plan), std::string("tiny-") + quant));
-      expect_matches_reference(m, rng, std::string(arch_name(arch)) + " " + quant, tiled);
-    }
-  TinyModelSpec s;
-  s.arch = Arch::Qwen2;
-  s.matrix_type = TensorType::Q4_0, s.down_type = TensorType::Q5_0;
-  s.embd_type = TensorType::Q5_0;
-  s.tied_embeddings = true;
-  s.seed = rng();
-  expect_matches_reference(make_tiny_model(s), rng, "qwen2 Q4_0/Q5_0, tied", tiled);
+  expect_tiny_presets_match_reference(rng, tiled);
+  expect_q4_0_q5_0_model_matches_reference(rng, tiled);
 }
 
 // The other settings of the knobs that pick the shaders (LOCKSTEP_VULKAN_FUSE_NORM=0,
@@ -367,13 +371,7 @@ TEST_F(VulkanSynthetic, Q4_0AndQ5_0MatricesMatchCpuReference) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("LOCKSTEP_TEST_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  TinyModelSpec s;
-  s.arch = Arch::Qwen2;
-  s.matrix_type = TensorType::Q4_0, s.down_type = TensorType::Q5_0;
-  s.embd_type = TensorType::Q5_0;
-  s.tied_embeddings = true;
-  s.seed = rng();
-  expect_matches_reference(make_tiny_model(s), rng, "qwen2 Q4_0/Q5_0, tied");
+  expect_q4_0_q5_0_model_matches_reference(rng);
 }
 
 // ---- the gate, faults, observer --------------------------------------------------------------

@@ -107,6 +107,26 @@ struct DeviceWeights {
 
 class VulkanMatmul : public VulkanOps, public ::testing::WithParamInterface<MatmulCase> {};
 
+// Rows W . x[t] in float64 for t < n_tok (x's rows x_stride floats apart), plus y0[t][r] where
+// accumulating (y0 given) or bias[r] (bias given), appended to want, with dot_error_ratio's scale
+// (the sum of the terms' magnitudes) appended to scale.
+void expected_products(TensorType type, const std::vector<uint8_t>& w, int64_t rows, int64_t cols,
+                       const std::vector<float>& x, size_t x_stride, int n_tok, const float* y0,
+                       const float* bias, std::vector<double>& want, std::vector<double>& scale) {
+  for (int t = 0; t < n_tok; ++t) {
+    std::vector<double> abs_sum;
+    const auto y =
+        reference_matvec(type, w.data(), rows, cols, x.data() + size_t(t) * x_stride, &abs_sum);
+    for (int64_t r = 0; r < rows; ++r) {
+      double extra = 0;
+      if (y0) extra = y0[size_t(t * rows + r)];
+      if (bias) extra = bias[size_t(r)];
+      want.push_back(y[size_t(r)] + extra);
+      scale.push_back(abs_sum[size_t(r)] + std::fabs(extra));
+    }
+  }
+}
+
 TEST_P(VulkanMatmul, MatchesFloat64) {
   const TensorType type = GetParam().type;
   const int64_t rows = 77, cols = GetParam().cols;
@@ -141,20 +161,10 @@ TEST_P(VulkanMatmul, MatchesFloat64) {
                             n_tok, accumulate, with_bias ? dbias.address() : 0);
         });
         std::vector<double> want, scale;
-        for (int t = 0; t < n_tok; ++t) {
-          std::vector<double> abs_sum;
-          const auto y =
-              reference_matvec(type, w.data(), rows, cols, x.data() + t * cols, &abs_sum);
-          for (int64_t r = 0; r < rows; ++r) {
-            double extra = 0;
-            if (accumulate) extra = y0[size_t(t * rows + r)];
-            if (with_bias) extra = bias[size_t(r)];
-            want.push_back(y[size_t(r)] + extra);
-            scale.push_back(abs_sum[size_t(r)] + std::fabs(extra));
-          }
-        }
-        const double ratio = dot_error_ratio(dy.read(), want, scale);
-        EXPECT_LE(ratio, kDotErrorRatio);
+        expected_products(type, w, rows, cols, x, size_t(cols), n_tok,
+                          accumulate ? y0.data() : nullptr, with_bias ? bias.data() : nullptr, want,
+                          scale);
+        EXPECT_LE(dot_error_ratio(dy.read(), want, scale), kDotErrorRatio);
         EXPECT_GUARDS(dy);
       }
     }
@@ -206,18 +216,8 @@ TEST_P(VulkanMatmul, TiledGemmMatchesFloat64) {
                             accumulate, with_bias ? dbias.address() : 0);
         });
         std::vector<double> want, scale;
-        for (int t = 0; t < n_tok; ++t) {
-          std::vector<double> abs_sum;
-          const auto y = reference_matvec(type, w.data(), rows, cols,
-                                          x.data() + size_t(t) * x_stride, &abs_sum);
-          for (int64_t r = 0; r < rows; ++r) {
-            double extra = 0;
-            if (accumulate) extra = y0[size_t(t * rows + r)];
-            if (with_bias) extra = bias[size_t(r)];
-            want.push_back(y[size_t(r)] + extra);
-            scale.push_back(abs_sum[size_t(r)] + std::fabs(extra));
-          }
-        }
+        expected_products(type, w, rows, cols, x, x_stride, n_tok, accumulate ? y0.data() : nullptr,
+                          with_bias ? bias.data() : nullptr, want, scale);
         EXPECT_LE(dot_error_ratio(dy.read(), want, scale), kDotErrorRatio);
         EXPECT_GUARDS(dy);
       }
