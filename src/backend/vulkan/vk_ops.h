@@ -44,7 +44,7 @@ struct ProductTuning {
   int rows_per_thread = 0;  // 1, 2 or 4
   int max_groups = 0;       // workgroups per product at most (each then takes several row groups)
   // Products of at least this many tokens over float inputs use the shared-memory tiled
-  // gemm.comp (where gemm_takes); 0: never (VulkanBackendOptions's default is 32). Its sums run
+  // gemm.comp (where gemm_takes); 0: never (VulkanBackendOptions's default is 5). Its sums run
   // in another order than matvec.comp's, so a prompt chunk this long gives rows that differ from
   // decode's in the last bits.
   int gemm_min_tokens = 0;
