@@ -24,7 +24,7 @@
 #                pairs joined by commas): 0.5B and 7B Vulkan tg128 -r 2 under those settings
 #                (and a prompt of ENV_P tokens when set)
 #   vulkanprefill  0.5B and 7B Vulkan pp16 and pp512 under each entry of PREFILL_ENVS (default:
-#                the defaults, no tiled products, tiled from 32 tokens, chunks of 256 and 512), and
+#                the defaults, no tiled products, tiled from 32 tokens, chunks of 64 and 256), and
 #                a 7B prompt's profile
 #   vulkanvariants  for each sed expression in VARIANTS (separated by '|'): apply it to the Vulkan
 #                shaders named in VARIANT_FILES (default dot_unit.glsl), rebuild lockstep, bench
@@ -215,38 +215,37 @@ if want vulkanknobs 60; then
       2>>"$LOGS/bench-vulkan-knobs.log" | grep -E "tg128" | tee -a "$S"
   done
 fi
-if want vulkanenv 60; then
-  make7b
-  f05=/tmp/qwen2.5-0.5b-q4_k_m.gguf
-  [ -f "$f05" ] || "$L" make-model --arch qwen2 --preset qwen2.5-0.5b --quant q4_k_m --seed 1 \
-    -o "$f05" --quiet >>"$LOGS/make-model.log" 2>&1
-  default_envs="none LOCKSTEP_VULKAN_FUSE_NORM=1 LOCKSTEP_VULKAN_MATVEC_GROUPS=1056 none"
-  for entry in ${VULKAN_ENVS:-$default_envs}; do
+make05() {
+  [ -f /tmp/qwen2.5-0.5b-q4_k_m.gguf ] || "$L" make-model --arch qwen2 --preset qwen2.5-0.5b \
+    --quant q4_k_m --seed 1 -o /tmp/qwen2.5-0.5b-q4_k_m.gguf --quiet >>"$LOGS/make-model.log" 2>&1
+}
+# `bench` of 0.5B and 7B on Vulkan (the arguments after the log's name) under each entry of $1
+# (space-separated; an entry is none or VAR=value pairs joined by commas).
+bench_envs() {
+  local entries=$1 log=$2 entry settings m
+  shift 2
+  for entry in $entries; do
     [ "$(left)" -lt 30 ] && { echo "skipped '$entry': $(left) s left" | tee -a "$S"; break; }
     settings=${entry//,/ }
     settings=${settings/none/}
     echo "-- ${settings:-defaults}" | tee -a "$S"
-    for m in "$f05" /tmp/qwen2.5-7b-q4_k_m.gguf; do
-      env $settings timeout 60 "$L" bench -m "$m" --backend vulkan --parity off -p "${ENV_P:-0}" \
-        -n 128 -r 2 2>>"$LOGS/bench-vulkan-env.log" | grep -E "tg128|pp[0-9]" | tee -a "$S"
+    for m in /tmp/qwen2.5-0.5b-q4_k_m.gguf /tmp/qwen2.5-7b-q4_k_m.gguf; do
+      env $settings timeout 60 "$L" bench -m "$m" --backend vulkan --parity off "$@" -r 2 \
+        2>>"$LOGS/$log" | grep -E "tg128|pp[0-9]" | tee -a "$S"
     done
   done
+}
+if want vulkanenv 60; then
+  make7b
+  make05
+  bench_envs "${VULKAN_ENVS:-none LOCKSTEP_VULKAN_FUSE_NORM=1 LOCKSTEP_VULKAN_MATVEC_GROUPS=1056 none}" \
+    bench-vulkan-env.log -p "${ENV_P:-0}" -n 128
 fi
 if want vulkanprefill 60; then
   make7b
-  f05=/tmp/qwen2.5-0.5b-q4_k_m.gguf
-  [ -f "$f05" ] || "$L" make-model --arch qwen2 --preset qwen2.5-0.5b --quant q4_k_m --seed 1 \
-    -o "$f05" --quiet >>"$LOGS/make-model.log" 2>&1
-  for entry in ${PREFILL_ENVS:-none LOCKSTEP_VULKAN_GEMM_MIN_TOKENS=0 LOCKSTEP_VULKAN_GEMM_MIN_TOKENS=32 LOCKSTEP_VULKAN_MAX_BATCH=256 LOCKSTEP_VULKAN_MAX_BATCH=512}; do
-    [ "$(left)" -lt 30 ] && { echo "skipped '$entry': $(left) s left" | tee -a "$S"; break; }
-    settings=${entry//,/ }
-    settings=${settings/none/}
-    echo "-- ${settings:-defaults}" | tee -a "$S"
-    for m in "$f05" /tmp/qwen2.5-7b-q4_k_m.gguf; do
-      env $settings timeout 60 "$L" bench -m "$m" --backend vulkan --parity off -p 16,512 -n 0 -r 2 \
-        2>>"$LOGS/bench-vulkan-prefill.log" | grep -E "pp[0-9]" | tee -a "$S"
-    done
-  done
+  make05
+  bench_envs "${PREFILL_ENVS:-none LOCKSTEP_VULKAN_GEMM_MIN_TOKENS=0 LOCKSTEP_VULKAN_GEMM_MIN_TOKENS=32 LOCKSTEP_VULKAN_MAX_BATCH=64 LOCKSTEP_VULKAN_MAX_BATCH=256}" \
+    bench-vulkan-prefill.log -p 16,512 -n 0
   # Where a 7B prompt's time goes: GPU time per shader and grid.
   env ${PREFILL_PROFILE_ENV:-} LOCKSTEP_VULKAN_PROFILE=1 timeout 60 "$L" bench \
     -m /tmp/qwen2.5-7b-q4_k_m.gguf --backend vulkan --parity off -p 512 -n 0 -r 1 \
