@@ -59,8 +59,15 @@ inline constexpr int kI16 = 32;
 LS_TARGET LS_INLINE IV ld(const int16_t* p) {
   return _mm512_loadu_si512(p);
 }
+// In asm with acc tied to its register where GCC compiles: its intrinsic costs the 4 x 4 tile
+// register copies and spills (as in gemm_q8_0_groups.inc's dot_into).
 LS_TARGET LS_INLINE IV dot(IV acc, IV w, IV a) {
+#if defined(__GNUC__) && !defined(__clang__)
+  __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(w), "v"(a));
+  return acc;
+#else
   return _mm512_dpwssd_epi32(acc, w, a);
+#endif
 }
 LS_TARGET LS_INLINE FV cvt(IV i) {
   return _mm512_cvtepi32_ps(i);
