@@ -1,7 +1,8 @@
-// gemm_q8_0 (Q4_0 / Q5_0 / Q8_0 weights x Q8_0 activations, register tiles) on every ISA the CPU
-// has: against float64 products of the values it multiplies, on every tile remainder shape;
-// bit-identical whatever the grouping of rows and tokens; exact at the extremes of the integer
-// ranges (no int16 saturation on the AVX2 path).
+// gemm_q8_0 (Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 weights x Q8_0 activations, register tiles) on
+// every ISA the CPU has: against float64 products of the values it multiplies, on every tile
+// remainder shape and on rows of whole and partial groups of 16 blocks; bit-identical whatever
+// the grouping of rows and tokens, one token or a batch, activations in group layout given or
+// not; exact at the extremes of the integer ranges (no int16 saturation on the AVX2 path).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -78,7 +79,8 @@ std::vector<Isa> supported_isas() {
   return out;
 }
 
-constexpr TensorType kTypes[] = {TensorType::Q4_0, TensorType::Q5_0, TensorType::Q8_0};
+constexpr TensorType kTypes[] = {TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0,
+                                 TensorType::Q5_1, TensorType::Q8_0};
 
 TEST(GemmQ8_0, MatchesFloat64OnEveryTileShape) {
   const uint64_t seed = fresh_seed();
@@ -88,7 +90,8 @@ TEST(GemmQ8_0, MatchesFloat64OnEveryTileShape) {
   for (Isa isa : supported_isas()) {
     force_isa(isa);
     for (TensorType type : kTypes) {
-      for (int64_t cols : {32, 96, 896}) {
+      // 1 and 3 blocks; 28 (a group of 16 and 12); 50 (3 groups and 2).
+      for (int64_t cols : {32, 96, 896, 1600}) {
         const int64_t rows = 11, n = 9;  // 4 + 4 + 3 rows, 4 + 4 + 1 tokens (and 1-token calls)
         const Weights w = random_weights(type, rows, cols, rng);
         const Activations a = quantize_tokens(normal(rng, size_t(n * cols), 1.0f), n, cols);
@@ -109,8 +112,8 @@ TEST(GemmQ8_0, MatchesFloat64OnEveryTileShape) {
                 mag += std::fabs(p);
               }
               // Exact integer block dots; per block one conversion, one product of scales and
-              // one accumulation round, plus the final 8-lane sum.
-              err.add(y[size_t(t * rows + r)], want, (4.0 * double(cols / 32) + 8) * kU32 * mag);
+              // one accumulation round (two with a min), plus the final 8- or 16-lane sum.
+              err.add(y[size_t(t * rows + r)], want, (5.0 * double(cols / 32) + 8) * kU32 * mag);
             }
           EXPECT_LE(err.excess(), 1.0) << "max |error| " << err.abs();
         }
@@ -128,12 +131,27 @@ TEST(GemmQ8_0, GroupingOfRowsAndTokensDoesNotChangeABit) {
     force_isa(isa);
     for (TensorType type : kTypes) {
       SCOPED_TRACE(std::string(isa_name(isa)) + " " + tensor_type_info(type).name);
-      const int64_t rows = 10, n = 7, cols = 128;
+      const int64_t rows = 10, n = 7, cols = 608;  // 19 blocks: a group and 3
       const Weights w = random_weights(type, rows, cols, rng);
       const Activations a = quantize_tokens(normal(rng, size_t(n * cols), 1.0f), n, cols);
       std::vector<float> all(size_t(rows * n)), pieces(size_t(rows * n));
       cpu_fast::gemm_q8_0(type, w.bytes.data(), w.stride, rows, a.rows(), n, cols / 32, all.data(),
                           rows);
+      if (cpu_fast::gemm_q8_0_uses_groups(type)) {
+        // The activations' group layout made by the caller, as QuantizedMatmul does.
+        const size_t gb = cpu_fast::group_row_bytes(cols / 32);
+        std::vector<uint8_t> groups(gb * size_t(n), 0xA5);
+        for (int64_t t = 0; t < n; ++t)
+          cpu_fast::groups_from_q8_0(a.bytes.data() + size_t(t) * a.stride, cols / 32,
+                                     groups.data() + size_t(t) * gb);
+        cpu_fast::Q8_0Rows given = a.rows();
+        given.groups = groups.data();
+        given.groups_stride = gb;
+        std::vector<float> with_groups(size_t(rows * n));
+        cpu_fast::gemm_q8_0(type, w.bytes.data(), w.stride, rows, given, n, cols / 32,
+                            with_groups.data(), rows);
+        EXPECT_EQ(all, with_groups);
+      }
       // Each token alone, rows in uneven groups (3 + 5 + 2).
       for (int64_t t = 0; t < n; ++t) {
         cpu_fast::Q8_0Rows one = a.rows();

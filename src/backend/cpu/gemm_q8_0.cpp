@@ -1,9 +1,14 @@
 #include "backend/cpu/gemm_q8_0.h"
 
+#include <algorithm>
+#include <array>
 #include <cstring>
+#include <vector>
 
 #include "backend/cpu/gemm_x86.h"
 #include "quant/vec_dot.h"
+#include "quant/vec_dot_internal.h"
+#include "util/error.h"
 
 namespace lockstep::cpu_fast {
 
@@ -11,7 +16,9 @@ namespace {
 
 // ggml's block layouts (ggml-common.h): fp16 scale d, then the levels.
 constexpr size_t kQ4_0Bytes = 18;  // d, qs[16]: element j low nibble of qs[j], j+16 high nibble
+constexpr size_t kQ4_1Bytes = 20;  // d, m, qs[16] as Q4_0
 constexpr size_t kQ5_0Bytes = 22;  // d, qh[4] (bit j: bit 4 of element j), qs[16] as Q4_0
+constexpr size_t kQ5_1Bytes = 24;  // d, m, qh[4], qs[16] as Q5_0
 constexpr size_t kQ8_0Bytes = 34;  // d, int8 qs[32]
 
 uint16_t load_u16(const uint8_t* p) {
@@ -39,6 +46,8 @@ LS_TARGET LS_INLINE __m256i dot16(__m256i src, __m256i lo, __m256i hi, __m256i a
   return _mm256_dpwssd_epi32(_mm256_dpwssd_epi32(src, lo, a0), hi, a1);
 }
 #include "backend/cpu/gemm_q8_0_tiles.inc"
+// After the tiles: the group kernels use their Levels structs.
+#include "backend/cpu/gemm_q8_0_groups.inc"
 #undef LS_TARGET
 }  // namespace vnni
 
@@ -65,18 +74,37 @@ LS_TARGET LS_INLINE __m256i dot16(__m256i src, __m256i lo, __m256i hi, __m256i a
 using GemmFn = void (*)(const uint8_t*, size_t, int64_t, const Q8_0Rows&, int64_t, int64_t, float*,
                         int64_t);
 
-GemmFn pick(TensorType type) {
+bool vnni_active() {
   static const bool has_vnni = __builtin_cpu_supports("avx512vnni");
+  return active_isa() == Isa::Avx512 && has_vnni;
+}
+
+GemmFn pick(TensorType type) {
   const Isa isa = active_isa();
   if (isa == Isa::Scalar) return nullptr;
-  const bool vnni_ok = isa == Isa::Avx512 && has_vnni;
+  if (vnni_active()) {
+    switch (type) {
+      case TensorType::Q4_0:
+        return vnni::gemm_groups<vnni::Q4_0Levels>;
+      case TensorType::Q4_1:
+        return vnni::gemm_groups<vnni::Q4_1Levels>;
+      case TensorType::Q5_0:
+        return vnni::gemm_groups<vnni::Q5_0Levels>;
+      case TensorType::Q5_1:
+        return vnni::gemm_groups<vnni::Q5_1Levels>;
+      case TensorType::Q8_0:
+        return vnni::gemm_groups<vnni::Q8_0Levels>;
+      default:
+        return nullptr;
+    }
+  }
   switch (type) {
     case TensorType::Q4_0:
-      return vnni_ok ? vnni::gemm<vnni::Q4_0Levels> : avx2::gemm<avx2::Q4_0Levels>;
+      return avx2::gemm<avx2::Q4_0Levels>;
     case TensorType::Q5_0:
-      return vnni_ok ? vnni::gemm<vnni::Q5_0Levels> : avx2::gemm<avx2::Q5_0Levels>;
+      return avx2::gemm<avx2::Q5_0Levels>;
     case TensorType::Q8_0:
-      return vnni_ok ? vnni::gemm<vnni::Q8_0Levels> : avx2::gemm<avx2::Q8_0Levels>;
+      return avx2::gemm<avx2::Q8_0Levels>;
     default:
       return nullptr;
   }
@@ -87,7 +115,25 @@ GemmFn pick(TensorType type) {
 }  // namespace
 
 bool gemm_q8_0_supports(TensorType type) {
-  return type == TensorType::Q4_0 || type == TensorType::Q5_0 || type == TensorType::Q8_0;
+  return type == TensorType::Q4_0 || type == TensorType::Q4_1 || type == TensorType::Q5_0 ||
+         type == TensorType::Q5_1 || type == TensorType::Q8_0;
+}
+
+bool gemm_q8_0_uses_groups(TensorType type) {
+#if LS_GEMM_X86
+  return gemm_q8_0_supports(type) && vnni_active();
+#else
+  (void)type;
+  return false;
+#endif
+}
+
+void groups_from_q8_0(const void* q8_0_row, int64_t nb, void* dst) {
+#if LS_GEMM_X86
+  if (vnni_active()) return vnni::activation_groups(q8_0_row, nb, static_cast<uint8_t*>(dst));
+#endif
+  (void)q8_0_row, (void)nb, (void)dst;
+  throw Error("groups_from_q8_0: the group layout needs AVX-512 VNNI");
 }
 
 void gemm_q8_0(TensorType type, const uint8_t* w, size_t w_stride, int64_t n_rows,

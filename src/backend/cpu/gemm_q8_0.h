@@ -1,14 +1,23 @@
-// Matrix products of weights in 32-element blocks (Q4_0, Q5_0, Q8_0) with two-term Q8_0
-// activations (vec_dot.h), computed in register tiles of up to 4 weight rows x 4 tokens: each
-// weight block is unpacked once per tile and multiplied with every token of it, each activation
-// block loaded once per tile and used for every row. Integer block dots of the levels (widened to
-// int16) with the activation's combined int16 terms (AVX-512 VNNI vpdpwssd, or AVX2 pmaddwd),
-// scaled per block in float.
+// Matrix products of weights in 32-element blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) with two-term
+// Q8_0 activations (vec_dot.h): integer block dots of the levels (widened to int16) with the
+// activation's combined int16 terms, scaled per block in float.
+//
+// With AVX-512 VNNI, blocks go in groups of 16 (512 elements): lane j of every 16-lane register
+// holds block j of the group, so one vpdpwssd does two products of each of the 16 blocks and 16
+// of them finish the group's 16 exact block dots in one register, converted and scaled (d_w *
+// e_a, and for Q4_1/Q5_1 the min times the activation's block sum) with three vector operations.
+// A batch multiplies the groups in that lane order ("group layout", below: weight rows unpacked
+// once per call into a scratch, activation rows once per input), in register tiles of up to 4
+// rows x 4 tokens; one token (decode) reads the weights in file order, takes each block's dot
+// whole and gathers the 16 sums into the same lanes, so both give the same bits. With AVX2
+// (Q4_0, Q5_0, Q8_0): register tiles of 4 x 4 over single blocks, 8 lanes each. Elsewhere
+// vec_dot.
 //
 // Every output y(r, t) is computed by the same sequence of operations whatever the tile it falls
-// in (block by block: exact integer dot, convert, multiply by d_w * d_a, accumulate; then a fixed
-// horizontal sum), so results do not depend on how rows and tokens are grouped: a batch of n
-// tokens gives the same bits as n single-token calls.
+// in and whether it is one token or a batch (exact integer block dots, then per block: convert,
+// multiply by d_w * e_a, accumulate into its lane; then a fixed horizontal sum), so results do
+// not depend on how rows and tokens are grouped: a batch of n tokens gives the same bits as n
+// single-token calls.
 #pragma once
 
 #include <cstddef>
@@ -20,13 +29,33 @@ namespace lockstep::cpu_fast {
 
 // Token rows of two-term Q8_0 activations in vec_dot.h's format (quant/vec_dot_internal.h: int16
 // values, then float block units): row t starts at blocks + t * stride (4-byte aligned).
+// The same rows in group layout (groups_from_q8_0), or null: then a batch converts them itself.
 struct Q8_0Rows {
   const uint8_t* blocks = nullptr;
   size_t stride = 0;  // bytes
+  const uint8_t* groups = nullptr;
+  size_t groups_stride = 0;  // bytes
 };
 
 // True for the weight types gemm_q8_0 computes.
 bool gemm_q8_0_supports(TensorType type);
+
+// The group layout of a row of nb blocks, G = ceil(nb / 16) groups, zero past the row's end:
+//   [0, G * 1024)            per group, 16 registers of 16 int32 lanes: register k, lane j
+//                            holds elements 2k and 2k + 1 of block 16 g + j, as int16;
+//   G * 1024                 float scale[G * 16] (block 16 g + j at 16 g + j);
+//   G * 1088                 float extra[G * 16]: for weights the Q4_1/Q5_1 mins, for
+//                            activations the block sums s of vec_dot_internal.h.
+inline constexpr size_t kGroupBytes = 1152;  // a group's levels, scales and extras
+inline size_t group_row_bytes(int64_t nb) {
+  return size_t((nb + 15) / 16) * kGroupBytes;
+}
+// True when gemm_q8_0 multiplies batches of this type in group layout (AVX-512 VNNI is active):
+// then callers may pass the activations' group layout along (Q8_0Rows::groups).
+bool gemm_q8_0_uses_groups(TensorType type);
+// One activation row (vec_dot.h's two-term Q8_0 format, nb blocks) in group layout; only where
+// gemm_q8_0_uses_groups. dst: group_row_bytes(nb) bytes.
+void groups_from_q8_0(const void* q8_0_row, int64_t nb, void* dst);
 
 // y[t * y_stride + r] = dot(weight row r, activation row t) for r < n_rows, t < n_tokens; weight
 // row r starts at w + r * w_stride; rows have n_blocks blocks of 32. Uses the instruction set of

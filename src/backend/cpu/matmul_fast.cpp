@@ -54,12 +54,18 @@ void QuantizedMatmul::reserve(int64_t max_tokens, int64_t max_cols) {
   };
   size(q8_0_, kQ8_0User, 32);
   size(q8_k_, kQ8_KUser, 256);
-  k16_.capacity = round_up(k16_row_bytes((max_cols + 255) / 256), kAlign) * size_t(max_tokens);
-  k16_.data.reset(static_cast<uint8_t*>(std::aligned_alloc(kAlign, k16_.capacity)));
-  if (!k16_.data)
-    throw Error("cpu: cannot allocate " + std::to_string(k16_.capacity) +
-                " bytes of activation buffers");
-  k16_.ready = false;
+  auto size_layout = [&](Copy& c, size_t row_bytes) {
+    c.capacity = round_up(row_bytes, kAlign) * size_t(max_tokens);
+    c.data.reset(static_cast<uint8_t*>(std::aligned_alloc(kAlign, c.capacity)));
+    if (!c.data)
+      throw Error("cpu: cannot allocate " + std::to_string(c.capacity) +
+                  " bytes of activation buffers");
+    c.ready = false;
+  };
+  size_layout(k16_, k16_row_bytes((max_cols + 255) / 256));
+  // Only where gemm_q8_0 reads it (AVX-512 VNNI).
+  groups_ = {};
+  if (gemm_q8_0_uses_groups(kQ8_0User)) size_layout(groups_, group_row_bytes((max_cols + 31) / 32));
 }
 
 void QuantizedMatmul::set_input(const float* x, int64_t n, int64_t cols) {
@@ -70,7 +76,7 @@ void QuantizedMatmul::set_input(const float* x, int64_t n, int64_t cols) {
   x_ = x;
   n_ = n;
   cols_ = cols;
-  q8_0_.ready = q8_k_.ready = k16_.ready = false;
+  q8_0_.ready = q8_k_.ready = k16_.ready = groups_.ready = false;
 }
 
 const uint8_t* QuantizedMatmul::activation(TensorType w_type, ThreadPool& pool, size_t* stride) {
@@ -114,6 +120,25 @@ const uint8_t* QuantizedMatmul::k16_activation(TensorType w_type, ThreadPool& po
   return k16_.data.get();
 }
 
+const uint8_t* QuantizedMatmul::group_activation(TensorType w_type, ThreadPool& pool,
+                                                 size_t* stride) {
+  if (!groups_.ready) {
+    size_t q8_0_stride = 0;
+    const uint8_t* q8_0 = activation(w_type, pool, &q8_0_stride);
+    const int64_t nb = cols_ / 32;
+    groups_.stride = round_up(group_row_bytes(nb), kAlign);
+    uint8_t* dst = groups_.data.get();
+    const size_t s = groups_.stride;
+    pool.parallel_for(n_, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t)
+        groups_from_q8_0(q8_0 + size_t(t) * q8_0_stride, nb, dst + size_t(t) * s);
+    });
+    groups_.ready = true;
+  }
+  *stride = groups_.stride;
+  return groups_.data.get();
+}
+
 void QuantizedMatmul::multiply(float* y, const WeightView& w, ThreadPool& pool) {
   const Product one{y, &w};
   multiply(std::span(&one, 1), pool);
@@ -131,6 +156,9 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
     size_t stride;
     int64_t first_unit;
     bool k16;  // K weights through gemm_k (activation in its layout)
+    // A batch through gemm_q8_0 with AVX-512 VNNI: the activation in its group layout; else null.
+    const uint8_t* groups;
+    size_t groups_stride;
   };
   std::array<Job, kMaxProducts> jobs;
   int64_t units = 0;
@@ -139,10 +167,12 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
     if (w.cols != cols_)
       throw Error("fast matmul: '" + w.name + "' has " + std::to_string(w.cols) +
                   " columns but the input rows have " + std::to_string(cols_));
-    jobs[i] = {&w, products[i].y, nullptr, 0, units, false};
+    jobs[i] = {&w, products[i].y, nullptr, 0, units, false, nullptr, 0};
     jobs[i].k16 = gemm_k_available(w.type);
     jobs[i].act = jobs[i].k16 ? k16_activation(w.type, pool, &jobs[i].stride)
                               : activation(w.type, pool, &jobs[i].stride);
+    if (n_ > 1 && groups_.data && gemm_q8_0_uses_groups(w.type))
+      jobs[i].groups = group_activation(w.type, pool, &jobs[i].groups_stride);
     units += (w.rows + kRowBlock - 1) / kRowBlock;
   }
   const size_t n_jobs = products.size();
@@ -173,7 +203,7 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
     for (int64_t b0 = r0; b0 < r1; b0 += kRowBlock) {
       const int64_t nr = std::min(kRowBlock, r1 - b0);
       if (tiled) {
-        const Q8_0Rows a{job.act, job.stride};
+        const Q8_0Rows a{job.act, job.stride, job.groups, job.groups_stride};
         gemm_q8_0(w.type, w.row(b0), w.row_bytes, nr, a, n, cols / 32, job.y + b0, w.rows);
       } else {
         for (int64_t t = 0; t < n; ++t)

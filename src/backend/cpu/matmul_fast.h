@@ -9,7 +9,7 @@
 //  * A batch (prefill): a matrix-matrix product. Each work item is a block of kRowBlock weight
 //    rows, multiplied with every token of the batch while those rows sit in L1, so the weights
 //    are read from memory once per batch instead of once per token.
-// Q4_0, Q5_0 and Q8_0 weights go through gemm_q8_0.h's register-tiled kernel (rows x tokens),
+// Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 weights go through gemm_q8_0.h's kernels (rows x tokens),
 // Q4_K, Q5_K and Q6_K through gemm_k.h's (with AVX2 or AVX-512 VNNI), every other type through
 // vec_dot.h's matvec. Either way each output is computed the same way
 // whatever the thread count or the batching, so results do not depend on them.
@@ -72,8 +72,10 @@ class QuantizedMatmul {
 
   // The K16 layout of gemm_k.h, made from the Q8_K copy.
   const uint8_t* k16_activation(TensorType w_type, ThreadPool& pool, size_t* stride);
+  // The group layout of gemm_q8_0.h, made from the Q8_0 copy (a batch, with AVX-512 VNNI).
+  const uint8_t* group_activation(TensorType w_type, ThreadPool& pool, size_t* stride);
 
-  Copy q8_0_, q8_k_, k16_;
+  Copy q8_0_, q8_k_, k16_, groups_;
   int64_t max_tokens_ = 0, max_cols_ = 0;
   const float* x_ = nullptr;
   int64_t n_ = 0, cols_ = 0;
