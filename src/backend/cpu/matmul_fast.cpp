@@ -101,42 +101,34 @@ const uint8_t* QuantizedMatmul::activation(TensorType w_type, ThreadPool& pool, 
   return c.data.get();
 }
 
-const uint8_t* QuantizedMatmul::k16_activation(TensorType w_type, ThreadPool& pool,
-                                               size_t* stride) {
-  if (!k16_.ready) {
-    size_t q8_k_stride = 0;
-    const uint8_t* q8_k = activation(w_type, pool, &q8_k_stride);
-    const int64_t nb = cols_ / 256;
-    k16_.stride = round_up(k16_row_bytes(nb), kAlign);
-    uint8_t* dst = k16_.data.get();
-    const size_t s = k16_.stride;
+const uint8_t* QuantizedMatmul::relaid_activation(Copy& c, TensorType w_type, int64_t block,
+                                                  const Relayout& layout, ThreadPool& pool,
+                                                  size_t* stride) {
+  if (!c.ready) {
+    size_t from_stride = 0;
+    const uint8_t* from = activation(w_type, pool, &from_stride);
+    const int64_t nb = cols_ / block;
+    c.stride = round_up(layout.row_bytes(nb), kAlign);
+    uint8_t* dst = c.data.get();
+    const size_t s = c.stride;
     pool.parallel_for(n_, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t)
-        k16_from_q8_k(q8_k + size_t(t) * q8_k_stride, nb, dst + size_t(t) * s);
+        layout.convert(from + size_t(t) * from_stride, nb, dst + size_t(t) * s);
     });
-    k16_.ready = true;
+    c.ready = true;
   }
-  *stride = k16_.stride;
-  return k16_.data.get();
+  *stride = c.stride;
+  return c.data.get();
+}
+
+const uint8_t* QuantizedMatmul::k16_activation(TensorType w_type, ThreadPool& pool,
+                                               size_t* stride) {
+  return relaid_activation(k16_, w_type, 256, {k16_row_bytes, k16_from_q8_k}, pool, stride);
 }
 
 const uint8_t* QuantizedMatmul::group_activation(TensorType w_type, ThreadPool& pool,
                                                  size_t* stride) {
-  if (!groups_.ready) {
-    size_t q8_0_stride = 0;
-    const uint8_t* q8_0 = activation(w_type, pool, &q8_0_stride);
-    const int64_t nb = cols_ / 32;
-    groups_.stride = round_up(group_row_bytes(nb), kAlign);
-    uint8_t* dst = groups_.data.get();
-    const size_t s = groups_.stride;
-    pool.parallel_for(n_, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t)
-        groups_from_q8_0(q8_0 + size_t(t) * q8_0_stride, nb, dst + size_t(t) * s);
-    });
-    groups_.ready = true;
-  }
-  *stride = groups_.stride;
-  return groups_.data.get();
+  return relaid_activation(groups_, w_type, 32, {group_row_bytes, groups_from_q8_0}, pool, stride);
 }
 
 void QuantizedMatmul::multiply(float* y, const WeightView& w, ThreadPool& pool) {

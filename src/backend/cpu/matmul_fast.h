@@ -70,6 +70,15 @@ class QuantizedMatmul {
   // row stride in bytes.
   const uint8_t* activation(TensorType w_type, ThreadPool& pool, size_t* stride);
 
+  // Another layout of a quantized copy: bytes of a row of nb blocks, and the conversion of one.
+  struct Relayout {
+    size_t (*row_bytes)(int64_t nb);
+    void (*convert)(const void* row, int64_t nb, void* dst);
+  };
+  // c holds the input in that layout, made from w_type's quantized copy (blocks of `block`
+  // values) if not yet.
+  const uint8_t* relaid_activation(Copy& c, TensorType w_type, int64_t block,
+                                   const Relayout& layout, ThreadPool& pool, size_t* stride);
   // The K16 layout of gemm_k.h, made from the Q8_K copy.
   const uint8_t* k16_activation(TensorType w_type, ThreadPool& pool, size_t* stride);
   // The group layout of gemm_q8_0.h, made from the Q8_0 copy (a batch, with AVX-512 VNNI).
