@@ -26,6 +26,8 @@
 #   vulkanprefill  0.5B and 7B Vulkan pp16 and pp512 under each entry of PREFILL_ENVS (default:
 #                the defaults, no tiled products, tiled from 32 tokens, chunks of 64 and 256), and
 #                a 7B prompt's profile
+#   cpuhost      the fast CPU path on the host's cores (scripts/cpu-bench-host.sh with this build's
+#                binary: 0.5B and 7B Q4_K_M pp128, pp512, tg128; ~8 minutes, issue 13)
 #   vulkanvariants  for each sed expression in VARIANTS (separated by '|'): apply it to the Vulkan
 #                shaders named in VARIANT_FILES (default dot_unit.glsl), rebuild lockstep, bench
 #                0.5B and 7B Vulkan tg128 behind a strict gate; the sources are restored afterwards
@@ -274,5 +276,9 @@ if want vulkanvariants 60; then
     done
     for f in $files; do cp "$LOGS/$f.orig" "src/backend/vulkan/shaders/$f"; done
   done
+fi
+if want cpuhost 300; then
+  LOCKSTEP_BIN="$PWD/$L" OUT="$LOGS/cpu-bench" bash scripts/cpu-bench-host.sh >/dev/null 2>&1
+  tee -a "$S" <"$LOGS/cpu-bench/summary.txt"
 fi
 step "done"
