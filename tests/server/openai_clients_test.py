@@ -713,8 +713,10 @@ def main():
             pass
 
     def busy_queue_503():
-        # One slot and room for one waiter: of 8 requests sent at once (each takes 250 steps),
-        # at most two are taken at a time and the rest are told to come back later.
+        # One slot and room for one waiter. One request (250 steps) takes the slot; then 7 are
+        # sent at once: one waits and is served, the rest are told to come back later. (Sending
+        # all 8 at once raced with the scheduler: all could arrive while the first still waited
+        # in the queue, leaving one served.)
         small = Server(binary, "--parallel", "1", "--queue", "1")
         try:
             answers = [None] * 8
@@ -724,7 +726,14 @@ def main():
                                      {"prompt": "Once", "max_tokens": 250, "temperature": 0},
                                      key=None)
             threads = [threading.Thread(target=send, args=(i,)) for i in range(len(answers))]
-            for t in threads:
+            threads[0].start()
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                _, _, h = request(small, "GET", "/health", key=None)
+                if h["slots_processing"] == 1:
+                    break
+                time.sleep(0.005)
+            for t in threads[1:]:
                 t.start()
             for t in threads:
                 t.join(60)
