@@ -22,6 +22,7 @@
 #include <map>
 #include <mutex>
 
+#include "backend/vulkan/chunk_plan.h"
 #include "backend/vulkan/vk_context.h"
 #include "backend/vulkan/vk_ops.h"
 #include "quant/fp16.h"
@@ -254,10 +255,9 @@ void VulkanBackend::allocate() {
                 rope_floats + q8_words_for(T));
   };
   // The default chunk (max_batch 0) shrinks, down to kMinAutoBatch tokens, until it fits.
-  while (opts_.max_batch == 0 && max_batch_ > kMinAutoBatch &&
-         weight_bytes + kv_bytes + scratch_bytes(size_t(max_batch_)) + kStagingBytes >
-             ctx_->device_local_bytes())
-    max_batch_ = std::max(kMinAutoBatch, max_batch_ / 2);
+  if (opts_.max_batch == 0)
+    max_batch_ = vk::auto_chunk_tokens(weight_bytes + kv_bytes + kStagingBytes, scratch_bytes,
+                                       ctx_->device_local_bytes(), max_batch_, kMinAutoBatch);
   const size_t T = size_t(max_batch_);
   const size_t act_bytes = scratch_bytes(T), score_floats = score_floats_for(T),
                q8_words = q8_words_for(T);
