@@ -130,6 +130,17 @@ def request(server, method, path, body=None, key=API_KEY, raw=None, headers=None
         return status, hdrs, text
 
 
+def wait_for_busy_slots(server, busy, seconds, key=API_KEY):
+    """Polls /health until `busy` slots are processing or `seconds` have passed; the last
+    answer."""
+    deadline = time.time() + seconds
+    while True:
+        _, _, h = request(server, "GET", "/health", key=key)
+        if h["slots_processing"] == busy or time.time() >= deadline:
+            return h
+        time.sleep(0.01)
+
+
 def curl(server, *args):
     out = subprocess.run(["curl", "-s", "-N", "-H", "Authorization: Bearer " + API_KEY,
                           "-w", "\n%{http_code}"] + list(args), capture_output=True, text=True,
@@ -347,13 +358,8 @@ def main():
         check(h["slots_processing"] == 1, "busy slots %s" % h)
         conn.sock.shutdown(2)
         conn.close()
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            _, _, h = request(server, "GET", "/health")
-            if h["slots_processing"] == 0:
-                return
-            time.sleep(0.05)
-        raise AssertionError("slot still busy after the client left: %s" % h)
+        h = wait_for_busy_slots(server, 0, 5)
+        check(h["slots_processing"] == 0, "slot still busy after the client left: %s" % h)
 
     def logprobs_chat_and_completions():
         msgs = [{"role": "user", "content": "Once upon a time"}]
@@ -444,21 +450,12 @@ def main():
             sock.sendall(("POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
                           "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                           % (len(body), body)).encode())
-            deadline = time.time() + 10
-            while time.time() < deadline:
-                _, _, h = request(big, "GET", "/health", key=None)
-                if h["slots_processing"] == 1:
-                    break
-                time.sleep(0.02)
+            h = wait_for_busy_slots(big, 1, 10, key=None)
             check(h["slots_processing"] == 1, "never busy: %s" % h)
             time.sleep(0.3)
             sock.close()
             t0 = time.time()
-            while time.time() - t0 < 5:
-                _, _, h = request(big, "GET", "/health", key=None)
-                if h["slots_processing"] == 0:
-                    break
-                time.sleep(0.01)
+            h = wait_for_busy_slots(big, 0, 5, key=None)
             freed = time.time() - t0
             check(h["slots_processing"] == 0, "slot still busy 5 s after the client left: %s" % h)
             # It was cancelled, not finished: 200 tokens of the same request take longer than
@@ -727,12 +724,7 @@ def main():
                                      key=None)
             threads = [threading.Thread(target=send, args=(i,)) for i in range(len(answers))]
             threads[0].start()
-            deadline = time.time() + 10
-            while time.time() < deadline:
-                _, _, h = request(small, "GET", "/health", key=None)
-                if h["slots_processing"] == 1:
-                    break
-                time.sleep(0.005)
+            wait_for_busy_slots(small, 1, 10, key=None)
             for t in threads[1:]:
                 t.start()
             for t in threads:
@@ -759,12 +751,7 @@ def main():
         threads = [threading.Thread(target=stream, args=(i,)) for i in range(3)]
         for t in threads:
             t.start()
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            _, _, h = request(server, "GET", "/health")
-            if h["slots_processing"] == 3:
-                break
-            time.sleep(0.02)
+        wait_for_busy_slots(server, 3, 5)
         t0 = time.time()
         code = server.stop()
         check(code == 0, "exit code %s" % code)
