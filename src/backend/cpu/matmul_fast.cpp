@@ -43,18 +43,8 @@ bool QuantizedMatmul::supports(TensorType type, int64_t cols) {
 void QuantizedMatmul::reserve(int64_t max_tokens, int64_t max_cols) {
   max_tokens_ = max_tokens;
   max_cols_ = max_cols;
-  auto size = [&](Copy& c, TensorType user, int64_t block) {
-    const int64_t cols = int64_t(round_up(size_t(max_cols), size_t(block)));
-    c.capacity = round_up(activation_row_bytes(user, cols), kAlign) * size_t(max_tokens);
-    c.data.reset(static_cast<uint8_t*>(std::aligned_alloc(kAlign, c.capacity)));
-    if (!c.data)
-      throw Error("cpu: cannot allocate " + std::to_string(c.capacity) +
-                  " bytes of activation buffers");
-    c.ready = false;
-  };
-  size(q8_0_, kQ8_0User, 32);
-  size(q8_k_, kQ8_KUser, 256);
-  auto size_layout = [&](Copy& c, size_t row_bytes) {
+  // Room for max_tokens rows of row_bytes each.
+  auto size = [&](Copy& c, size_t row_bytes) {
     c.capacity = round_up(row_bytes, kAlign) * size_t(max_tokens);
     c.data.reset(static_cast<uint8_t*>(std::aligned_alloc(kAlign, c.capacity)));
     if (!c.data)
@@ -62,10 +52,15 @@ void QuantizedMatmul::reserve(int64_t max_tokens, int64_t max_cols) {
                   " bytes of activation buffers");
     c.ready = false;
   };
-  size_layout(k16_, k16_row_bytes((max_cols + 255) / 256));
+  auto quantized_row_bytes = [&](TensorType user, int64_t block) {
+    return activation_row_bytes(user, int64_t(round_up(size_t(max_cols), size_t(block))));
+  };
+  size(q8_0_, quantized_row_bytes(kQ8_0User, 32));
+  size(q8_k_, quantized_row_bytes(kQ8_KUser, 256));
+  size(k16_, k16_row_bytes((max_cols + 255) / 256));
   // Only where gemm_q8_0 reads it (AVX-512 VNNI).
   groups_ = {};
-  if (gemm_q8_0_uses_groups(kQ8_0User)) size_layout(groups_, group_row_bytes((max_cols + 31) / 32));
+  if (gemm_q8_0_uses_groups(kQ8_0User)) size(groups_, group_row_bytes((max_cols + 31) / 32));
 }
 
 void QuantizedMatmul::set_input(const float* x, int64_t n, int64_t cols) {
