@@ -4,14 +4,15 @@
 # `lockstep parity --backend cpu --json` RUNS times and prints the reference's time, its probe
 # prefill's time and the prefill's GFLOP/s (the fast CPU candidate's time is printed too but is
 # not what this measures); then the reference matmul alone on 7B shapes with 8-, 32- and 64-row
-# panels (8 is the loop order before panels). Everything goes to $OUT/summary.txt (or
+# panels (8 is the loop order before panels), and the host's FMA peak (bench/fma_peak.cpp) at 1
+# thread and at all. Everything goes to $OUT/summary.txt (or
 # build-cpu/gate-host-logs). About 4-6 minutes on a 16-core host.
 # Environment: PRESET (default qwen2.5-7b), RUNS (default 3), THREADS (lockstep's -t; default:
 # lockstep's own choice), MICRO=0 skips the matmul benchmark, LOCKSTEP_BIN: a lockstep binary
 # already built (no build, no matmul benchmark), BACKEND (default cpu; cuda: the gate's whole cost
 # with CUDA as the candidate).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 LOGS="${OUT:-build-cpu/gate-host-logs}"
 mkdir -p "$LOGS"
 S="$LOGS/summary.txt"
@@ -22,6 +23,11 @@ say "== $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo '(no
 lscpu | grep -E "^(Model name|CPU\(s\)|Thread\(s\) per core|L2 cache|L3 cache|CPU max MHz)" | tee -a "$S"
 grep -o -m1 -E "avx512f" /proc/cpuinfo >/dev/null && say "avx512f: yes" || say "avx512f: no"
 say "load: $(cut -d' ' -f1-3 /proc/loadavg)"
+# The FMA peak, the denominator of the prefill's fraction of peak (a plain program: any host).
+mkdir -p build-cpu
+if ${CXX:-c++} -O2 -std=c++20 -pthread bench/fma_peak.cpp -o build-cpu/fma_peak 2>>"$LOGS/fma-peak.log"; then
+  build-cpu/fma_peak "${THREADS:-$(nproc)}" 2>&1 | tee -a "$S"
+fi
 
 LS="${LOCKSTEP_BIN:-build-cpu/lockstep}"
 if [ -z "${LOCKSTEP_BIN:-}" ]; then

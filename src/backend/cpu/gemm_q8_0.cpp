@@ -101,8 +101,12 @@ GemmFn pick(TensorType type) {
   switch (type) {
     case TensorType::Q4_0:
       return avx2::gemm<avx2::Q4_0Levels>;
+    case TensorType::Q4_1:
+      return avx2::gemm<avx2::Q4_1Levels>;
     case TensorType::Q5_0:
       return avx2::gemm<avx2::Q5_0Levels>;
+    case TensorType::Q5_1:
+      return avx2::gemm<avx2::Q5_1Levels>;
     case TensorType::Q8_0:
       return avx2::gemm<avx2::Q8_0Levels>;
     default:

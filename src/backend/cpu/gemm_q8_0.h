@@ -9,9 +9,9 @@
 // A batch multiplies the groups in that lane order ("group layout", below: weight rows unpacked
 // once per call into a scratch, activation rows once per input), in register tiles of up to 4
 // rows x 4 tokens; one token (decode) reads the weights in file order, takes each block's dot
-// whole and gathers the 16 sums into the same lanes, so both give the same bits. With AVX2
-// (Q4_0, Q5_0, Q8_0): register tiles of 4 x 4 over single blocks, 8 lanes each. Elsewhere
-// vec_dot.
+// whole and gathers the 16 sums into the same lanes, so both give the same bits. With AVX2:
+// register tiles of 4 x 4 over single blocks, 8 lanes each (the mins of Q4_1 / Q5_1 in a pass
+// of their own). Elsewhere vec_dot.
 //
 // Every output y(r, t) is computed by the same sequence of operations whatever the tile it falls
 // in and whether it is one token or a batch (exact integer block dots, then per block: convert,
