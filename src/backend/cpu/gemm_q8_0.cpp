@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/gemm_x86.h"
@@ -45,8 +46,8 @@ LS_TARGET LS_INLINE __m256i fifth_bits(uint32_t qh) {
 LS_TARGET LS_INLINE __m256i dot16(__m256i src, __m256i lo, __m256i hi, __m256i a0, __m256i a1) {
   return _mm256_dpwssd_epi32(_mm256_dpwssd_epi32(src, lo, a0), hi, a1);
 }
-#include "backend/cpu/gemm_q8_0_tiles.inc"
-// After the tiles: the group kernels use their Levels structs.
+#include "backend/cpu/gemm_q8_0_levels.inc"
+// After the block formats: the group kernels use their Levels structs.
 #include "backend/cpu/gemm_q8_0_groups.inc"
 #undef LS_TARGET
 }  // namespace vnni
@@ -67,7 +68,9 @@ LS_TARGET LS_INLINE __m256i dot16(__m256i src, __m256i lo, __m256i hi, __m256i a
   return _mm256_add_epi32(src,
                           _mm256_add_epi32(_mm256_madd_epi16(lo, a0), _mm256_madd_epi16(hi, a1)));
 }
-#include "backend/cpu/gemm_q8_0_tiles.inc"
+#include "backend/cpu/gemm_q8_0_levels.inc"
+// After the block formats, as in vnni.
+#include "backend/cpu/gemm_q8_0_groups8.inc"
 #undef LS_TARGET
 }  // namespace avx2
 
@@ -100,15 +103,15 @@ GemmFn pick(TensorType type) {
   }
   switch (type) {
     case TensorType::Q4_0:
-      return avx2::gemm<avx2::Q4_0Levels>;
+      return avx2::gemm_groups8<avx2::Q4_0Levels>;
     case TensorType::Q4_1:
-      return avx2::gemm<avx2::Q4_1Levels>;
+      return avx2::gemm_groups8<avx2::Q4_1Levels>;
     case TensorType::Q5_0:
-      return avx2::gemm<avx2::Q5_0Levels>;
+      return avx2::gemm_groups8<avx2::Q5_0Levels>;
     case TensorType::Q5_1:
-      return avx2::gemm<avx2::Q5_1Levels>;
+      return avx2::gemm_groups8<avx2::Q5_1Levels>;
     case TensorType::Q8_0:
-      return avx2::gemm<avx2::Q8_0Levels>;
+      return avx2::gemm_groups8<avx2::Q8_0Levels>;
     default:
       return nullptr;
   }
@@ -125,7 +128,7 @@ bool gemm_q8_0_supports(TensorType type) {
 
 bool gemm_q8_0_uses_groups(TensorType type) {
 #if LS_GEMM_X86
-  return gemm_q8_0_supports(type) && vnni_active();
+  return gemm_q8_0_supports(type) && active_isa() != Isa::Scalar;
 #else
   (void)type;
   return false;
@@ -135,9 +138,11 @@ bool gemm_q8_0_uses_groups(TensorType type) {
 void groups_from_q8_0(const void* q8_0_row, int64_t nb, void* dst) {
 #if LS_GEMM_X86
   if (vnni_active()) return vnni::activation_groups(q8_0_row, nb, static_cast<uint8_t*>(dst));
+  if (active_isa() != Isa::Scalar)
+    return avx2::activation_groups8(q8_0_row, nb, static_cast<uint8_t*>(dst));
 #endif
   (void)q8_0_row, (void)nb, (void)dst;
-  throw Error("groups_from_q8_0: the group layout needs AVX-512 VNNI");
+  throw Error("groups_from_q8_0: the group layout needs AVX2 or AVX-512 VNNI");
 }
 
 void gemm_q8_0(TensorType type, const uint8_t* w, size_t w_stride, int64_t n_rows,

@@ -9,13 +9,13 @@
 // A batch multiplies the groups in that lane order ("group layout", below: weight rows unpacked
 // once per call into a scratch, activation rows once per input), in register tiles of up to 4
 // rows x 4 tokens; one token (decode) reads the weights in file order, takes each block's dot
-// whole and gathers the 16 sums into the same lanes, so both give the same bits. With AVX2:
-// register tiles of 4 x 4 over single blocks, 8 lanes each (the mins of Q4_1 / Q5_1 in a pass
-// of their own). Elsewhere vec_dot.
+// whole and gathers the 16 sums into the same lanes, so both give the same bits. With AVX2 the
+// same design in groups of 8 blocks (8 lanes; the layout in gemm_q8_0_groups8.inc, within
+// group_row_bytes). Elsewhere vec_dot.
 //
 // Every output y(r, t) is computed by the same sequence of operations whatever the tile it falls
-// in and whether it is one token or a batch (exact integer block dots, then per block: convert,
-// multiply by d_w * e_a, accumulate into its lane; then a fixed horizontal sum), so results do
+// in and whether it is one token or a batch (exact integer block dots, then per group: convert,
+// multiply by d_w * e_a, accumulate into the lanes; then a fixed horizontal sum), so results do
 // not depend on how rows and tokens are grouped: a batch of n tokens gives the same bits as n
 // single-token calls.
 #pragma once
@@ -40,7 +40,8 @@ struct Q8_0Rows {
 // True for the weight types gemm_q8_0 computes.
 bool gemm_q8_0_supports(TensorType type);
 
-// The group layout of a row of nb blocks, G = ceil(nb / 16) groups, zero past the row's end:
+// The group layout of a row of nb blocks under AVX-512 VNNI, G = ceil(nb / 16) groups, zero past
+// the row's end (AVX2's groups of 8 fit in the same group_row_bytes; gemm_q8_0_groups8.inc):
 //   [0, G * 1024)            per group, 16 registers of 16 int32 lanes: register k, lane j
 //                            holds elements 2k and 2k + 1 of block 16 g + j, as int16;
 //   G * 1024                 float scale[G * 16] (block 16 g + j at 16 g + j);
@@ -50,8 +51,9 @@ inline constexpr size_t kGroupBytes = 1152;  // a group's levels, scales and ext
 inline size_t group_row_bytes(int64_t nb) {
   return size_t((nb + 15) / 16) * kGroupBytes;
 }
-// True when gemm_q8_0 multiplies batches of this type in group layout (AVX-512 VNNI is active):
-// then callers may pass the activations' group layout along (Q8_0Rows::groups).
+// True when gemm_q8_0 multiplies batches of this type in group layout (AVX2 or AVX-512 VNNI is
+// active; the layout is the active set's): then callers may pass the activations' group layout
+// along (Q8_0Rows::groups).
 bool gemm_q8_0_uses_groups(TensorType type);
 // One activation row (vec_dot.h's two-term Q8_0 format, nb blocks) in group layout; only where
 // gemm_q8_0_uses_groups. dst: group_row_bytes(nb) bytes.
