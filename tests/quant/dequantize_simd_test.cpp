@@ -21,9 +21,9 @@ namespace {
 using lockstep::Isa;
 using lockstep::TensorType;
 
-constexpr TensorType kTypes[] = {TensorType::Q4_0, TensorType::Q5_0, TensorType::Q8_0,
-                                 TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K,
-                                 TensorType::F16,  TensorType::BF16};
+constexpr TensorType kTypes[] = {
+    TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1, TensorType::Q8_0,
+    TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K, TensorType::F16,  TensorType::BF16};
 
 struct IsaGuard {
   Isa saved = lockstep::active_isa();
@@ -48,6 +48,9 @@ std::vector<size_t> half_fields(TensorType t) {
     case TensorType::Q5_0:
     case TensorType::Q8_0:
       return {0};
+    case TensorType::Q4_1:
+    case TensorType::Q5_1:
+      return {0, 2};
     case TensorType::Q4_K:
     case TensorType::Q5_K:
       return {0, 2};

@@ -13,6 +13,10 @@
 #include "quant/vec_dot.h"
 #include "util/error.h"
 
+#if LOCKSTEP_X86_KERNELS
+#include <immintrin.h>
+#endif
+
 namespace lockstep::cpu_ref {
 
 namespace {
@@ -34,6 +38,103 @@ LOCKSTEP_INLINE void accumulate_stored_tile(const float* w, int64_t w_stride, co
     for (int t = 0; t < T; ++t) store_lanes(acc + t * token_step + r * kLanes, a[r][t]);
 }
 
+#if LOCKSTEP_X86_KERNELS
+// The same tile for AVX2, where 16 lanes are two registers, in intrinsics: lanes 0..7 in one
+// __m256, 8..15 in another, each lane's products added by one FMA in column order and the tail
+// zero-filled, which is what the vector type's `acc += w * x` compiles to where it is fused. GCC
+// 12 compiled the vector type at this width into 16-byte pieces copied through the stack, and
+// the AVX2 reference ran the gate's probe at ~5 GFLOP/s a core (bench/NOTES.md).
+struct Avx2Lanes {
+  // 16 columns: row r's at wp[r], token t's at xp[t].
+  template <int R, int T>
+  static LOCKSTEP_TARGET_AVX2 LOCKSTEP_INLINE void step(__m256 (&lo)[R][T], __m256 (&hi)[R][T],
+                                                        const float* const (&wp)[R],
+                                                        const float* const (&xp)[T]) {
+    __m256 xl[T], xh[T];
+    for (int t = 0; t < T; ++t) {
+      xl[t] = _mm256_loadu_ps(xp[t]);
+      xh[t] = _mm256_loadu_ps(xp[t] + 8);
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m256 wl = _mm256_loadu_ps(wp[r]), wh = _mm256_loadu_ps(wp[r] + 8);
+      for (int t = 0; t < T; ++t) {
+        lo[r][t] = _mm256_fmadd_ps(wl, xl[t], lo[r][t]);
+        hi[r][t] = _mm256_fmadd_ps(wh, xh[t], hi[r][t]);
+      }
+    }
+  }
+
+  // accumulate_stored_tile's work.
+  template <int R, int T>
+  static LOCKSTEP_TARGET_AVX2 LOCKSTEP_INLINE void stored_tile(const float* w, int64_t w_stride,
+                                                               const float* x, int64_t x_stride,
+                                                               int64_t n_cols, float* acc,
+                                                               int64_t token_step) {
+    __m256 lo[R][T], hi[R][T];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) {
+        lo[r][t] = _mm256_loadu_ps(acc + t * token_step + r * kLanes);
+        hi[r][t] = _mm256_loadu_ps(acc + t * token_step + r * kLanes + 8);
+      }
+    const float* wp[R];
+    const float* xp[T];
+    int64_t i = 0;
+    for (; i + kLanes <= n_cols; i += kLanes) {
+      for (int r = 0; r < R; ++r) wp[r] = w + r * w_stride + i;
+      for (int t = 0; t < T; ++t) xp[t] = x + t * x_stride + i;
+      step<R, T>(lo, hi, wp, xp);
+    }
+    if (i < n_cols) {  // the last n < 16 columns, zero-filled (lane_tiles.h's load_tail)
+      alignas(32) float wt[R][kLanes] = {}, xt[T][kLanes] = {};
+      for (int r = 0; r < R; ++r) {
+        std::memcpy(wt[r], w + r * w_stride + i, size_t(n_cols - i) * sizeof(float));
+        wp[r] = wt[r];
+      }
+      for (int t = 0; t < T; ++t) {
+        std::memcpy(xt[t], x + t * x_stride + i, size_t(n_cols - i) * sizeof(float));
+        xp[t] = xt[t];
+      }
+      step<R, T>(lo, hi, wp, xp);
+    }
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) {
+        _mm256_storeu_ps(acc + t * token_step + r * kLanes, lo[r][t]);
+        _mm256_storeu_ps(acc + t * token_step + r * kLanes + 8, hi[r][t]);
+      }
+  }
+
+  // accumulate_chunk's loops over this tile (the generic ones cannot call it: a function without
+  // the AVX2 target may not inline one with it). Tiles of 2 rows x 2 tokens: 8 accumulators of
+  // two registers, 4 activation and 2 weight registers in AVX2's 16.
+  static constexpr int kRows = 2, kTokens = 2;
+  template <int R>
+  static LOCKSTEP_TARGET_AVX2 LOCKSTEP_INLINE void rows(const float* w, int64_t w_stride,
+                                                        const float* x, int64_t x_stride,
+                                                        int64_t n_tokens, int64_t n_cols,
+                                                        float* acc, int64_t token_step) {
+    int64_t t = 0;
+    for (; t + kTokens <= n_tokens; t += kTokens)
+      stored_tile<R, kTokens>(w, w_stride, x + t * x_stride, x_stride, n_cols, acc + t * token_step,
+                              token_step);
+    for (; t < n_tokens; ++t)
+      stored_tile<R, 1>(w, w_stride, x + t * x_stride, x_stride, n_cols, acc + t * token_step,
+                        token_step);
+  }
+  static LOCKSTEP_TARGET_AVX2 void chunk(const float* w, int64_t w_stride, int64_t n_rows,
+                                         const float* x, int64_t x_stride, int64_t n_tokens,
+                                         int64_t n_cols, float* acc, int64_t acc_rows) {
+    const int64_t token_step = acc_rows * kLanes;
+    int64_t r = 0;
+    for (; r + kRows <= n_rows; r += kRows)
+      rows<kRows>(w + r * w_stride, w_stride, x, x_stride, n_tokens, n_cols, acc + r * kLanes,
+                  token_step);
+    for (; r < n_rows; ++r)
+      rows<1>(w + r * w_stride, w_stride, x, x_stride, n_tokens, n_cols, acc + r * kLanes,
+              token_step);
+  }
+};
+#endif
+
 // R rows of one column chunk times every token: tiles of TOKENS tokens, the rest one at a time.
 // The R dequantized rows (R x n_cols floats) stay in L1 while the tokens' columns stream past.
 template <int R, int TOKENS>
@@ -54,10 +155,10 @@ LOCKSTEP_INLINE void accumulate_rows(const float* w, int64_t w_stride, const flo
 // n_tokens tokens (token t, row r at acc + (t * acc_rows + r) * kLanes). Rows go in groups of
 // ROWS, the last n_rows % ROWS one at a time; each group in tiles of ROWS rows x TOKENS tokens.
 // The tile is what the level's registers hold without spilling much: 4 x 4 accumulators of 16
-// lanes need AVX-512's 32 registers; AVX2, where 16 lanes are two registers, does 4 x 2. A
-// taller tile (8 x 3) would halve the activation traffic from L2, but GCC folds each weight load
-// into all three of its multiply-adds unless an asm register pin stops it, and clang rejects that
-// pin (bench/NOTES.md).
+// lanes need AVX-512's 32 registers (AVX2 has its own kernel, Avx2Lanes). A taller tile (8 x 3)
+// would halve the activation traffic from L2, but GCC folds each weight load into all three of
+// its multiply-adds unless an asm register pin stops it, and clang rejects that pin
+// (bench/NOTES.md).
 template <int ROWS, int TOKENS>
 LOCKSTEP_INLINE void accumulate_chunk(const float* w, int64_t w_stride, int64_t n_rows,
                                       const float* x, int64_t x_stride, int64_t n_tokens,
@@ -83,7 +184,7 @@ void chunk_baseline(LOCKSTEP_CHUNK_ARGS) {
 
 #if LOCKSTEP_X86_KERNELS
 LOCKSTEP_TARGET_AVX2 void chunk_avx2(LOCKSTEP_CHUNK_ARGS) {
-  accumulate_chunk<4, 2>(LOCKSTEP_CHUNK_PASS);
+  Avx2Lanes::chunk(LOCKSTEP_CHUNK_PASS);
 }
 
 LOCKSTEP_TARGET_AVX512 void chunk_avx512(LOCKSTEP_CHUNK_ARGS) {
