@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/lane_tiles.h"
 #include "backend/cpu/matmul_ref.h"
 #include "backend/cpu/ops_ref.h"
 #include "backend/cpu/simd_level.h"
@@ -251,6 +252,23 @@ TEST(MatmulRef, BitIdenticalAcrossThreadsAndBatchesCloseToDot) {
 
 // A NaN in a token's input reaches every output of that token and no other; a NaN weight (an F32
 // element, or a quantized block's scale) every output of its row, for every token.
+// The matmul's epilogue sums its stored lanes with reduce_lane_sums; the reference's other dot
+// products with reduce_lanes. Same tree, so the same bits, on values whose sum depends on the
+// order (magnitudes from 1e-8 to 1e8, both signs).
+TEST(MatmulRef, StoredLaneSumsAreReduceLanesBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> exponent(-8, 8);
+  for (int trial = 0; trial < 1000; ++trial) {
+    float p[cpu_ref::kLanes];
+    for (float& v : p) v = float((rng() & 1 ? -1 : 1) * std::pow(10.0, exponent(rng)));
+    const float want = cpu_ref::reduce_lanes(cpu_ref::load_lanes(p));
+    const float got = cpu_ref::reduce_lane_sums(p);
+    ASSERT_EQ(std::memcmp(&want, &got, sizeof want), 0) << want << " vs " << got;
+  }
+}
+
 TEST(MatmulRef, NanPropagatesToItsRowAndToken) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE(seed_trace(seed));

@@ -301,7 +301,7 @@ void matmul(float* y, const WeightView& w, const float* x, int64_t n_tokens, Thr
         }
         for (int64_t t = 0; t < nt; ++t)
           for (int64_t j = 0; j < n_rows; ++j)
-            y[(t0 + t) * rows + r0 + j] = reduce_lanes(load_lanes(acc + (t * panel + j) * kLanes));
+            y[(t0 + t) * rows + r0 + j] = reduce_lane_sums(acc + (t * panel + j) * kLanes);
       }
     }
   });
