@@ -43,7 +43,7 @@ LOCKSTEP_INLINE void accumulate_stored_tile(const float* w, int64_t w_stride, co
 // __m256, 8..15 in another, each lane's products added by one FMA in column order and the tail
 // zero-filled, which is what the vector type's `acc += w * x` compiles to where it is fused. GCC
 // 12 compiled the vector type at this width into 16-byte pieces copied through the stack, and
-// the AVX2 reference ran the gate's probe at ~5 GFLOP/s a core (bench/NOTES.md).
+// the AVX2 reference ran the gate's probe at ~6 GFLOP/s a core (bench/NOTES.md).
 struct Avx2Lanes {
   // 16 columns: row r's at wp[r], token t's at xp[t].
   template <int R, int T>
@@ -104,8 +104,8 @@ struct Avx2Lanes {
   }
 
   // accumulate_chunk's loops over this tile (the generic ones cannot call it: a function without
-  // the AVX2 target may not inline one with it). Tiles of 2 rows x 2 tokens: 8 accumulators of
-  // two registers, 4 activation and 2 weight registers in AVX2's 16.
+  // the AVX2 target may not inline one with it). Tiles of 2 rows x 2 tokens: 4 sums of two
+  // registers, 4 activation and 2 weight registers, 14 of AVX2's 16.
   static constexpr int kRows = 2, kTokens = 2;
   template <int R>
   static LOCKSTEP_TARGET_AVX2 LOCKSTEP_INLINE void rows(const float* w, int64_t w_stride,
