@@ -36,6 +36,9 @@ LS_INLINE uint32_t load_u32(const uint8_t* p) {
   return v;
 }
 
+using GemmFn = void (*)(const uint8_t*, size_t, int64_t, const Q8_0Rows&, int64_t, int64_t, float*,
+                        int64_t);
+
 // ---- per instruction set --------------------------------------------------------------------
 
 namespace vnni {
@@ -49,6 +52,8 @@ LS_TARGET LS_INLINE __m256i dot16(__m256i src, __m256i lo, __m256i hi, __m256i a
 #include "backend/cpu/gemm_q8_0_levels.inc"
 // After the block formats: the group kernels use their Levels structs.
 #include "backend/cpu/gemm_q8_0_groups.inc"
+// After the kernels it drives.
+#include "backend/cpu/gemm_q8_0_driver.inc"
 #undef LS_TARGET
 }  // namespace vnni
 
@@ -71,11 +76,10 @@ LS_TARGET LS_INLINE __m256i dot16(__m256i src, __m256i lo, __m256i hi, __m256i a
 #include "backend/cpu/gemm_q8_0_levels.inc"
 // After the block formats, as in vnni.
 #include "backend/cpu/gemm_q8_0_groups8.inc"
+// After the kernels it drives, as in vnni.
+#include "backend/cpu/gemm_q8_0_driver.inc"
 #undef LS_TARGET
 }  // namespace avx2
-
-using GemmFn = void (*)(const uint8_t*, size_t, int64_t, const Q8_0Rows&, int64_t, int64_t, float*,
-                        int64_t);
 
 bool vnni_active() {
   static const bool has_vnni = __builtin_cpu_supports("avx512vnni");
@@ -83,38 +87,8 @@ bool vnni_active() {
 }
 
 GemmFn pick(TensorType type) {
-  const Isa isa = active_isa();
-  if (isa == Isa::Scalar) return nullptr;
-  if (vnni_active()) {
-    switch (type) {
-      case TensorType::Q4_0:
-        return vnni::gemm_groups<vnni::Q4_0Levels>;
-      case TensorType::Q4_1:
-        return vnni::gemm_groups<vnni::Q4_1Levels>;
-      case TensorType::Q5_0:
-        return vnni::gemm_groups<vnni::Q5_0Levels>;
-      case TensorType::Q5_1:
-        return vnni::gemm_groups<vnni::Q5_1Levels>;
-      case TensorType::Q8_0:
-        return vnni::gemm_groups<vnni::Q8_0Levels>;
-      default:
-        return nullptr;
-    }
-  }
-  switch (type) {
-    case TensorType::Q4_0:
-      return avx2::gemm_groups8<avx2::Q4_0Levels>;
-    case TensorType::Q4_1:
-      return avx2::gemm_groups8<avx2::Q4_1Levels>;
-    case TensorType::Q5_0:
-      return avx2::gemm_groups8<avx2::Q5_0Levels>;
-    case TensorType::Q5_1:
-      return avx2::gemm_groups8<avx2::Q5_1Levels>;
-    case TensorType::Q8_0:
-      return avx2::gemm_groups8<avx2::Q8_0Levels>;
-    default:
-      return nullptr;
-  }
+  if (active_isa() == Isa::Scalar) return nullptr;
+  return vnni_active() ? vnni::pick_groups(type) : avx2::pick_groups(type);
 }
 
 #endif  // LS_GEMM_X86
@@ -139,7 +113,7 @@ void groups_from_q8_0(const void* q8_0_row, int64_t nb, void* dst) {
 #if LS_GEMM_X86
   if (vnni_active()) return vnni::activation_groups(q8_0_row, nb, static_cast<uint8_t*>(dst));
   if (active_isa() != Isa::Scalar)
-    return avx2::activation_groups8(q8_0_row, nb, static_cast<uint8_t*>(dst));
+    return avx2::activation_groups(q8_0_row, nb, static_cast<uint8_t*>(dst));
 #endif
   (void)q8_0_row, (void)nb, (void)dst;
   throw Error("groups_from_q8_0: the group layout needs AVX2 or AVX-512 VNNI");

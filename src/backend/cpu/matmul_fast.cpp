@@ -58,7 +58,7 @@ void QuantizedMatmul::reserve(int64_t max_tokens, int64_t max_cols) {
   size(q8_0_, quantized_row_bytes(kQ8_0User, 32));
   size(q8_k_, quantized_row_bytes(kQ8_KUser, 256));
   size(k16_, k16_row_bytes((max_cols + 255) / 256));
-  // Only where gemm_q8_0 reads it (AVX-512 VNNI).
+  // Only where gemm_q8_0 reads it (AVX2 or AVX-512 VNNI).
   groups_ = {};
   if (gemm_q8_0_uses_groups(kQ8_0User)) size(groups_, group_row_bytes((max_cols + 31) / 32));
 }
@@ -143,7 +143,7 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
     size_t stride;
     int64_t first_unit;
     bool k16;  // K weights through gemm_k (activation in its layout)
-    // A batch through gemm_q8_0 with AVX-512 VNNI: the activation in its group layout; else null.
+    // A batch through gemm_q8_0 in group layout: the activation in that layout; else null.
     const uint8_t* groups;
     size_t groups_stride;
   };

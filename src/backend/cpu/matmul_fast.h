@@ -81,7 +81,7 @@ class QuantizedMatmul {
                                    const Relayout& layout, ThreadPool& pool, size_t* stride);
   // The K16 layout of gemm_k.h, made from the Q8_K copy.
   const uint8_t* k16_activation(TensorType w_type, ThreadPool& pool, size_t* stride);
-  // The group layout of gemm_q8_0.h, made from the Q8_0 copy (a batch, with AVX-512 VNNI).
+  // The group layout of gemm_q8_0.h, made from the Q8_0 copy (a batch, with AVX2 or AVX-512).
   const uint8_t* group_activation(TensorType w_type, ThreadPool& pool, size_t* stride);
 
   Copy q8_0_, q8_k_, k16_, groups_;
