@@ -164,12 +164,28 @@ TEST(GemmQ8_0, GroupingOfRowsAndTokensDoesNotChangeABit) {
         }
       }
       EXPECT_EQ(all, pieces);
+      if (cpu_fast::gemm_q8_0_splits_decode(type)) {
+        // Each token alone with its split layout made by the caller, as QuantizedMatmul does.
+        std::vector<float> split_rows(size_t(rows * n));
+        std::vector<uint8_t> split(cpu_fast::split_row_bytes(cols / 32), 0xA5);
+        for (int64_t t = 0; t < n; ++t) {
+          cpu_fast::split_from_q8_0(a.bytes.data() + size_t(t) * a.stride, cols / 32, split.data());
+          cpu_fast::Q8_0Rows one = a.rows();
+          one.blocks += size_t(t) * a.stride;
+          one.split = split.data();
+          cpu_fast::gemm_q8_0(type, w.bytes.data(), w.stride, rows, one, 1, cols / 32,
+                              split_rows.data() + t * rows, rows);
+        }
+        EXPECT_EQ(all, split_rows);
+      }
     }
   }
 }
 
 // Q8_0 weights of -128 and 127 against activations of +-127 in both terms (and Q5_0 levels 0
-// and 31): the largest products the integer paths meet. Compared with the exact integer result.
+// and 31): the largest products the integer paths meet, and for AVX2's decode of Q5_0 the
+// activation |A| = 32385 that its split into two int8 terms must take as 254 * 127 + 127.
+// Compared with the exact integer result.
 TEST(GemmQ8_0, ExtremeLevelsAreExact) {
   IsaGuard restore;
   const int64_t cols = 64;

@@ -109,6 +109,28 @@ bool gemm_q8_0_uses_groups(TensorType type) {
 #endif
 }
 
+bool gemm_q8_0_splits_decode(TensorType type) {
+#if LS_GEMM_X86
+  return type != TensorType::Q8_0 && gemm_q8_0_supports(type) && active_isa() != Isa::Scalar &&
+         !vnni_active();
+#else
+  (void)type;
+  return false;
+#endif
+}
+
+void split_from_q8_0(const void* q8_0_row, int64_t nb, void* dst) {
+#if LS_GEMM_X86
+  if (active_isa() != Isa::Scalar && !vnni_active()) {
+    auto* q = static_cast<int8_t*>(dst);
+    return avx2::split_activation(quant::q8_0_activation(q8_0_row, nb), nb, q,
+                                  reinterpret_cast<int32_t*>(q + 64 * nb));
+  }
+#endif
+  (void)q8_0_row, (void)nb, (void)dst;
+  throw Error("split_from_q8_0: the split layout is for AVX2 without AVX-512 VNNI");
+}
+
 void groups_from_q8_0(const void* q8_0_row, int64_t nb, void* dst) {
 #if LS_GEMM_X86
   if (vnni_active()) return vnni::activation_groups(q8_0_row, nb, static_cast<uint8_t*>(dst));

@@ -35,6 +35,8 @@ struct Q8_0Rows {
   size_t stride = 0;  // bytes
   const uint8_t* groups = nullptr;
   size_t groups_stride = 0;  // bytes
+  // One token's row in split layout (split_from_q8_0), or null: then decode splits it itself.
+  const uint8_t* split = nullptr;
 };
 
 // True for the weight types gemm_q8_0 computes.
@@ -58,6 +60,20 @@ bool gemm_q8_0_uses_groups(TensorType type);
 // One activation row (vec_dot.h's two-term Q8_0 format, nb blocks) in group layout; only where
 // gemm_q8_0_uses_groups. dst: group_row_bytes(nb) bytes.
 void groups_from_q8_0(const void* q8_0_row, int64_t nb, void* dst);
+
+// Decode (one token) with AVX2 but not AVX-512 VNNI multiplies the types with unsigned levels
+// (Q4_0, Q4_1, Q5_0, Q5_1) by the activation split back into its two int8 terms (vpmaddubsw on the
+// levels as bytes instead of widening them): the same exact block dots, hence the same bits.
+// True when gemm_q8_0 decodes this type that way (then callers may pass the split along).
+bool gemm_q8_0_splits_decode(TensorType type);
+// The split layout of an activation row of nb blocks: per block the 32 first terms then the 32
+// second terms (int8, A = 254 q1 + q2), then nb int32 block sums of A.
+inline size_t split_row_bytes(int64_t nb) {
+  return size_t(nb) * 68;
+}
+// One activation row (vec_dot.h's two-term Q8_0 format, nb blocks) in split layout; only where
+// gemm_q8_0_splits_decode. dst: split_row_bytes(nb) bytes, 4-byte aligned.
+void split_from_q8_0(const void* q8_0_row, int64_t nb, void* dst);
 
 // y[t * y_stride + r] = dot(weight row r, activation row t) for r < n_rows, t < n_tokens; weight
 // row r starts at w + r * w_stride; rows have n_blocks blocks of 32. Uses the instruction set of

@@ -61,6 +61,9 @@ void QuantizedMatmul::reserve(int64_t max_tokens, int64_t max_cols) {
   // Only where gemm_q8_0 reads it (AVX2 or AVX-512 VNNI).
   groups_ = {};
   if (gemm_q8_0_uses_groups(kQ8_0User)) size(groups_, group_row_bytes((max_cols + 31) / 32));
+  split_ = {};
+  if (gemm_q8_0_splits_decode(TensorType::Q5_0))
+    size(split_, split_row_bytes((max_cols + 31) / 32));
 }
 
 void QuantizedMatmul::set_input(const float* x, int64_t n, int64_t cols) {
@@ -71,7 +74,7 @@ void QuantizedMatmul::set_input(const float* x, int64_t n, int64_t cols) {
   x_ = x;
   n_ = n;
   cols_ = cols;
-  q8_0_.ready = q8_k_.ready = k16_.ready = groups_.ready = false;
+  q8_0_.ready = q8_k_.ready = k16_.ready = groups_.ready = split_.ready = false;
 }
 
 const uint8_t* QuantizedMatmul::activation(TensorType w_type, ThreadPool& pool, size_t* stride) {
@@ -126,6 +129,11 @@ const uint8_t* QuantizedMatmul::group_activation(TensorType w_type, ThreadPool& 
   return relaid_activation(groups_, w_type, 32, {group_row_bytes, groups_from_q8_0}, pool, stride);
 }
 
+const uint8_t* QuantizedMatmul::split_activation(TensorType w_type, ThreadPool& pool,
+                                                 size_t* stride) {
+  return relaid_activation(split_, w_type, 32, {split_row_bytes, split_from_q8_0}, pool, stride);
+}
+
 void QuantizedMatmul::multiply(float* y, const WeightView& w, ThreadPool& pool) {
   const Product one{y, &w};
   multiply(std::span(&one, 1), pool);
@@ -146,6 +154,9 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
     // A batch through gemm_q8_0 in group layout: the activation in that layout; else null.
     const uint8_t* groups;
     size_t groups_stride;
+    // Decode through gemm_q8_0 on split terms: the activation in that layout; else null.
+    const uint8_t* split;
+    size_t split_stride;
   };
   std::array<Job, kMaxProducts> jobs;
   int64_t units = 0;
@@ -154,12 +165,14 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
     if (w.cols != cols_)
       throw Error("fast matmul: '" + w.name + "' has " + std::to_string(w.cols) +
                   " columns but the input rows have " + std::to_string(cols_));
-    jobs[i] = {&w, products[i].y, nullptr, 0, units, false, nullptr, 0};
+    jobs[i] = {&w, products[i].y, nullptr, 0, units, false, nullptr, 0, nullptr, 0};
     jobs[i].k16 = gemm_k_available(w.type);
     jobs[i].act = jobs[i].k16 ? k16_activation(w.type, pool, &jobs[i].stride)
                               : activation(w.type, pool, &jobs[i].stride);
     if (n_ > 1 && groups_.data && gemm_q8_0_uses_groups(w.type))
       jobs[i].groups = group_activation(w.type, pool, &jobs[i].groups_stride);
+    if (n_ == 1 && split_.data && gemm_q8_0_splits_decode(w.type))
+      jobs[i].split = split_activation(w.type, pool, &jobs[i].split_stride);
     units += (w.rows + kRowBlock - 1) / kRowBlock;
   }
   const size_t n_jobs = products.size();
@@ -179,7 +192,7 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
     const bool tiled = gemm_q8_0_supports(w.type);
     if (n == 1) {  // decode: stream the rows once
       if (tiled) {
-        const Q8_0Rows a{job.act, job.stride};
+        const Q8_0Rows a{job.act, job.stride, nullptr, 0, job.split};
         gemm_q8_0(w.type, w.row(r0), w.row_bytes, r1 - r0, a, 1, cols / 32, job.y + r0, w.rows);
       } else {
         matvec(w.type, w.row(r0), w.row_bytes, r1 - r0, job.act, cols, job.y + r0);

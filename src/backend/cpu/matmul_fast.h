@@ -83,8 +83,10 @@ class QuantizedMatmul {
   const uint8_t* k16_activation(TensorType w_type, ThreadPool& pool, size_t* stride);
   // The group layout of gemm_q8_0.h, made from the Q8_0 copy (a batch, with AVX2 or AVX-512).
   const uint8_t* group_activation(TensorType w_type, ThreadPool& pool, size_t* stride);
+  // The split layout of gemm_q8_0.h, made from the Q8_0 copy (decode, AVX2 without VNNI).
+  const uint8_t* split_activation(TensorType w_type, ThreadPool& pool, size_t* stride);
 
-  Copy q8_0_, q8_k_, k16_, groups_;
+  Copy q8_0_, q8_k_, k16_, groups_, split_;
   int64_t max_tokens_ = 0, max_cols_ = 0;
   const float* x_ = nullptr;
   int64_t n_ = 0, cols_ = 0;
