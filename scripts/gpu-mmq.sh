@@ -13,9 +13,11 @@
 #        mmq2     LOCKSTEP_CUDA_BATCH_MMQ_MIN=2 (mmq for every batched step)
 #        old      the previous default: GEMMs from 16 (LOCKSTEP_CUDA_BATCH_GEMM_MIN=16), mmq off
 #        matvec   both off (--batch-invariant: the batched matvecs at every size)
+#        rows16   the mmq route on its 16-row kernel (LOCKSTEP_CUDA_MMQ_TILED=0)
 # Logs under $OUT (else build-gpu/gpu-mmq-logs); $OUT/summary.txt is the digest.
 # Environment: PRESETS (default "qwen2.5-0.5b qwen2.5-7b"), MODES (default "default old mmq2"),
-# BATCHES (default 1,8,16,32,64,128), SKIP_TESTS=1, SKIP_SANITIZER=1, JOBS (default nproc),
+# BATCHES (default 1,8,16,32,64,128), SKIP_TESTS=1, SKIP_SANITIZER=1, NCU=1 (profile one launch
+# of each mmq kernel at a 7B shape with Nsight Compute), JOBS (default nproc),
 # BUDGET_S (default 520): a step that would start with less than its need left of this many
 # seconds since the start is skipped (and says so), so the call ends inside the device's limit.
 set -uo pipefail
@@ -45,7 +47,7 @@ BIN=build-gpu/tests/backend_cuda_gpu_tests
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   step "tests: CudaMmq.*, CudaBatched.*, CudaMatvec.Batched*"
-  timeout 200 "$BIN" --gtest_filter='CudaMmq.*:CudaBatched.*:CudaMatvec.Batched*' \
+  timeout 200 "$BIN" --gtest_filter='CudaMmq.*:CudaBatched.*:CudaMatvec.Batched*:CudaArch.BatchedDecode*' \
     >"$LOGS/tests.log" 2>&1
   echo "exit code $?" | tee -a "$S"
   grep -E "^\[ +(OK|FAILED|SKIPPED|PASSED) |tests ran|FAILED TEST" "$LOGS/tests.log" | tee -a "$S"
@@ -68,6 +70,24 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     --gtest_filter='CudaThroughput.DISABLED_MmqAgainstOtherRoutes' >"$LOGS/routes.log" 2>&1
   echo "exit code $?" | tee -a "$S"
   grep -E "^\[bench\]|FAILED|Failure" "$LOGS/routes.log" | tee -a "$S"
+fi
+
+if [ "${NCU:-0}" = 1 ] && [ "$(left)" -gt 200 ]; then
+  # One launch of each mmq kernel at the 7B ffn_up shape (Q4_K 18944 x 3584), B = 64: the
+  # throughput test's 70th launch of each (3 warm-up + 20 timed calls at B = 8, 16 and 32 before).
+  step "ncu: one tiled and one 16-row mmq launch, Q4_K 18944 x 3584, B 64"
+  NCU_BIN=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  for k in mmq_tiled_kernel mmq_kernel; do
+    timeout 150 "$NCU_BIN" --clock-control none --kernel-name-base function --kernel-name "$k" \
+      --launch-skip 69 --launch-count 1 --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section WarpStateStats --section SchedulerStats \
+      --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+      "$BIN" --gtest_also_run_disabled_tests \
+      --gtest_filter='CudaThroughput.DISABLED_MmqAgainstOtherRoutes' >"$LOGS/ncu-$k.log" 2>&1
+    echo "ncu $k exit code $?" | tee -a "$S"
+    grep -E "Duration|Memory Throughput|DRAM Throughput|L2 Cache Throughput|L1/TEX Cache Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Stall" \
+      "$LOGS/ncu-$k.log" | head -30 | tee -a "$S"
+  done
 fi
 
 for preset in ${PRESETS:-qwen2.5-0.5b qwen2.5-7b}; do
@@ -100,6 +120,7 @@ for preset in ${PRESETS:-qwen2.5-0.5b qwen2.5-7b}; do
     case "$mode" in
       default) ;;
       mmq2) envs=(LOCKSTEP_CUDA_BATCH_MMQ_MIN=2) ;;
+      rows16) envs=(LOCKSTEP_CUDA_MMQ_TILED=0) ;;
       old) envs=(LOCKSTEP_CUDA_BATCH_MMQ_MIN=0 LOCKSTEP_CUDA_BATCH_GEMM_MIN=16) ;;
       matvec) extra="--batch-invariant" ;;
       *) echo "unknown mode $mode" | tee -a "$S"; continue ;;

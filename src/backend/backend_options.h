@@ -53,6 +53,9 @@ struct CudaKernelTuning {
   // size is a multiple of 16; off: the FP32 CUDA-core kernel, which an F32 cache always takes.
   // Changes results: q and the softmax weights are rounded to F16 (within the op tests' bounds).
   bool flash_prefill = true;
+  // The mmq route's tiled kernel (input shared by 128 rows in shared memory, K split for short
+  // grids); off: the 16-row kernel. Both batch-invariant; they differ in the last bits.
+  bool mmq_tiled = true;
 };
 
 struct CudaBackendOptions {

@@ -115,6 +115,8 @@ EnvironmentKnobs read_environment() {
     t.matvec_rows = one_of("LOCKSTEP_CUDA_MATVEC_ROWS", v, {1, 2, 4, 8});
   if (const char* v = get("LOCKSTEP_CUDA_Q6K_INT8_MAX_COLS"))
     t.q6k_int8_max_cols = int64_t(number("LOCKSTEP_CUDA_Q6K_INT8_MAX_COLS", v, 0, 1 << 30));
+  if (const char* v = get("LOCKSTEP_CUDA_MMQ_TILED"))
+    t.mmq_tiled = one_of("LOCKSTEP_CUDA_MMQ_TILED", v, {0, 1}) == 1;
   if (const char* v = get("LOCKSTEP_CUDA_FLASH_PREFILL"))
     t.flash_prefill = one_of("LOCKSTEP_CUDA_FLASH_PREFILL", v, {0, 1}) == 1;
   return k;

@@ -35,6 +35,23 @@ using cuda_ops::MatvecMode;
 constexpr double kRel = 256.0 / double(1 << 24);
 constexpr double kSiluLipschitz = 1.1;  // >= sup |silu'| (1.0998)
 
+// Sets CudaKernelTuning::mmq_tiled for a scope (the tuning is process-wide): the tests run both
+// of mmq.cu's kernels, the tiled one (the default) and the 16-row one.
+class MmqTiledScope {
+ public:
+  explicit MmqTiledScope(bool on) : saved_(cuda_ops::kernel_tuning()) {
+    CudaKernelTuning t = saved_;
+    t.mmq_tiled = on;
+    cuda_ops::set_kernel_tuning(t);
+  }
+  ~MmqTiledScope() { cuda_ops::set_kernel_tuning(saved_); }
+  MmqTiledScope(const MmqTiledScope&) = delete;
+  MmqTiledScope& operator=(const MmqTiledScope&) = delete;
+
+ private:
+  CudaKernelTuning saved_;
+};
+
 const TensorType kTypes[] = {TensorType::Q4_0, TensorType::Q5_0, TensorType::Q8_0, TensorType::Q4_K,
                              TensorType::Q6_K};
 
@@ -180,55 +197,58 @@ TEST(CudaMmq, ProductsMatchFloat64ReferenceWithinTheTwoTermBound) {
   std::mt19937_64 rng(seed);
   constexpr int64_t kMaxTok = 128;
   const int64_t batches[] = {2, 7, 16, 33, 64, kMaxTok};
-  for (TensorType type : kTypes) {
-    const bool k_quant = type == TensorType::Q4_K || type == TensorType::Q6_K;
-    for (int64_t cols : {int64_t(2304), int64_t(896)}) {
-      if (k_quant && cols % 256 != 0) continue;
-      const int64_t rows = cols == 896 ? 77 : 300;
-      const bool accumulate = cols == 896, with_bias = cols != 896;
-      SCOPED_TRACE(std::string(tensor_type_info(type).name) + " " + std::to_string(rows) + "x" +
-                   std::to_string(cols));
-      ASSERT_TRUE(cuda_ops::mmq_supported(type, cols));
-      const std::vector<uint8_t> w = random_weights(rng, type, rows, cols);
-      const std::vector<float> x = wide_range_input(rng, kMaxTok * cols);
-      const std::vector<float> bias = random_normal(rng, size_t(rows), 1.0f);
-      const std::vector<float> y0 = random_normal(rng, size_t(kMaxTok * rows), 1.0f);
-      const Reference ref = reference(dequantized(type, w, rows, cols), rows, cols, x, kMaxTok,
-                                      bound_weights(type, w, rows, cols));
-      DeviceBuffer<uint8_t> d_w(w);
-      DeviceBuffer<float> d_x(x), d_bias(bias);
-      DeviceBuffer<uint8_t> d_scratch(cuda_ops::act_q8_scratch_bytes(cols, kMaxTok));
-      const cuda_ops::ActQ8Scratch act = cuda_ops::act_q8_scratch(d_scratch.get(), cols, kMaxTok);
-      std::vector<std::vector<float>> results;
-      for (int64_t n_tok : batches) {
-        SCOPED_TRACE("B " + std::to_string(n_tok));
-        DeviceBuffer<float> d_y(size_t(n_tok * rows));
-        if (accumulate) d_y.upload(y0);
-        cuda_ops::mmq(type, d_w.get(), rows, cols, d_x.get(), n_tok, d_y.get(),
-                      with_bias ? d_bias.get() : nullptr,
-                      accumulate ? MatvecMode::Accumulate : MatvecMode::Store, nullptr, act);
-        cuda_ops::synchronize();
-        const std::vector<float> got = d_y.download();
-        EXPECT_GUARDS(d_y);
-        std::vector<double> want(got.size()), slack(got.size());
-        for (size_t k = 0; k < got.size(); ++k) {
-          const double add = (with_bias ? double(bias[k % size_t(rows)]) : 0.0) +
-                             (accumulate ? double(y0[k]) : 0.0);
-          want[k] = ref.want[k] + add;
-          // The float additions of bias / y0 round once each at the output's magnitude.
-          slack[k] =
-              ref.bound[k] + kRel * ref.abs_sum[k] + 2.4e-7 * (std::fabs(want[k]) + std::fabs(add));
+  for (bool tiled : {true, false})
+    for (TensorType type : kTypes) {
+      const MmqTiledScope scope(tiled);
+      SCOPED_TRACE(tiled ? "tiled kernel" : "16-row kernel");
+      const bool k_quant = type == TensorType::Q4_K || type == TensorType::Q6_K;
+      for (int64_t cols : {int64_t(2304), int64_t(896)}) {
+        if (k_quant && cols % 256 != 0) continue;
+        const int64_t rows = cols == 896 ? 77 : 300;
+        const bool accumulate = cols == 896, with_bias = cols != 896;
+        SCOPED_TRACE(std::string(tensor_type_info(type).name) + " " + std::to_string(rows) + "x" +
+                     std::to_string(cols));
+        ASSERT_TRUE(cuda_ops::mmq_supported(type, cols));
+        const std::vector<uint8_t> w = random_weights(rng, type, rows, cols);
+        const std::vector<float> x = wide_range_input(rng, kMaxTok * cols);
+        const std::vector<float> bias = random_normal(rng, size_t(rows), 1.0f);
+        const std::vector<float> y0 = random_normal(rng, size_t(kMaxTok * rows), 1.0f);
+        const Reference ref = reference(dequantized(type, w, rows, cols), rows, cols, x, kMaxTok,
+                                        bound_weights(type, w, rows, cols));
+        DeviceBuffer<uint8_t> d_w(w);
+        DeviceBuffer<float> d_x(x), d_bias(bias);
+        DeviceBuffer<uint8_t> d_scratch(cuda_ops::act_q8_scratch_bytes(cols, kMaxTok));
+        const cuda_ops::ActQ8Scratch act = cuda_ops::act_q8_scratch(d_scratch.get(), cols, kMaxTok);
+        std::vector<std::vector<float>> results;
+        for (int64_t n_tok : batches) {
+          SCOPED_TRACE("B " + std::to_string(n_tok));
+          DeviceBuffer<float> d_y(size_t(n_tok * rows));
+          if (accumulate) d_y.upload(y0);
+          cuda_ops::mmq(type, d_w.get(), rows, cols, d_x.get(), n_tok, d_y.get(),
+                        with_bias ? d_bias.get() : nullptr,
+                        accumulate ? MatvecMode::Accumulate : MatvecMode::Store, nullptr, act);
+          cuda_ops::synchronize();
+          const std::vector<float> got = d_y.download();
+          EXPECT_GUARDS(d_y);
+          std::vector<double> want(got.size()), slack(got.size());
+          for (size_t k = 0; k < got.size(); ++k) {
+            const double add = (with_bias ? double(bias[k % size_t(rows)]) : 0.0) +
+                               (accumulate ? double(y0[k]) : 0.0);
+            want[k] = ref.want[k] + add;
+            // The float additions of bias / y0 round once each at the output's magnitude.
+            slack[k] = ref.bound[k] + kRel * ref.abs_sum[k] +
+                       2.4e-7 * (std::fabs(want[k]) + std::fabs(add));
+          }
+          expect_within(got, want, slack, rows);
+          results.push_back(got);
         }
-        expect_within(got, want, slack, rows);
-        results.push_back(got);
+        // The first two tokens' rows at every B are the same bits (the same input rows).
+        for (size_t b = 1; b < results.size(); ++b)
+          EXPECT_EQ(0, std::memcmp(results[0].data(), results[b].data(),
+                                   size_t(2 * rows) * sizeof(float)))
+              << "B " << batches[b] << ": the first two tokens' rows differ from B 2";
       }
-      // The first two tokens' rows at every B are the same bits (the same input rows).
-      for (size_t b = 1; b < results.size(); ++b)
-        EXPECT_EQ(
-            0, std::memcmp(results[0].data(), results[b].data(), size_t(2 * rows) * sizeof(float)))
-            << "B " << batches[b] << ": the first two tokens' rows differ from B 2";
     }
-  }
 }
 
 // A NaN in one token's input and an infinity in another's make those tokens' rows non-finite
@@ -241,109 +261,115 @@ TEST(CudaMmq, NonFiniteInputsStayInTheirTokensRows) {
   std::mt19937_64 rng(seed);
   constexpr int64_t kTok = 67, kRows = 40, kCols = 512;
   const std::vector<int64_t> bad = {0, 21, 64, kTok - 1};
-  for (TensorType type : kTypes) {
-    SCOPED_TRACE(tensor_type_info(type).name);
-    const std::vector<uint8_t> w = random_weights(rng, type, kRows, kCols);
-    std::vector<float> x = wide_range_input(rng, kTok * kCols);
-    const Reference ref = reference(dequantized(type, w, kRows, kCols), kRows, kCols, x, kTok,
-                                    bound_weights(type, w, kRows, kCols));
-    for (size_t i = 0; i < bad.size(); ++i)
-      x[size_t(bad[i] * kCols + int64_t(rng() % kCols))] = i % 2 ? INFINITY : NAN;
-    DeviceBuffer<uint8_t> d_w(w);
-    DeviceBuffer<float> d_x(x), d_y(size_t(kTok * kRows));
-    DeviceBuffer<uint8_t> d_scratch(cuda_ops::act_q8_scratch_bytes(kCols, kTok));
-    const cuda_ops::ActQ8Scratch act = cuda_ops::act_q8_scratch(d_scratch.get(), kCols, kTok);
-    cuda_ops::mmq(type, d_w.get(), kRows, kCols, d_x.get(), kTok, d_y.get(), nullptr,
-                  MatvecMode::Store, nullptr, act);
-    cuda_ops::synchronize();
-    std::vector<double> slack(ref.want.size());
-    for (size_t k = 0; k < slack.size(); ++k) slack[k] = ref.bound[k] + kRel * ref.abs_sum[k];
-    expect_within(d_y.download(), ref.want, slack, kRows, bad);
-    EXPECT_GUARDS(d_y);
-  }
+  for (bool tiled : {true, false})
+    for (TensorType type : kTypes) {
+      const MmqTiledScope scope(tiled);
+      SCOPED_TRACE(std::string(tensor_type_info(type).name) + (tiled ? " tiled" : " 16-row"));
+      const std::vector<uint8_t> w = random_weights(rng, type, kRows, kCols);
+      std::vector<float> x = wide_range_input(rng, kTok * kCols);
+      const Reference ref = reference(dequantized(type, w, kRows, kCols), kRows, kCols, x, kTok,
+                                      bound_weights(type, w, kRows, kCols));
+      for (size_t i = 0; i < bad.size(); ++i)
+        x[size_t(bad[i] * kCols + int64_t(rng() % kCols))] = i % 2 ? INFINITY : NAN;
+      DeviceBuffer<uint8_t> d_w(w);
+      DeviceBuffer<float> d_x(x), d_y(size_t(kTok * kRows));
+      DeviceBuffer<uint8_t> d_scratch(cuda_ops::act_q8_scratch_bytes(kCols, kTok));
+      const cuda_ops::ActQ8Scratch act = cuda_ops::act_q8_scratch(d_scratch.get(), kCols, kTok);
+      cuda_ops::mmq(type, d_w.get(), kRows, kCols, d_x.get(), kTok, d_y.get(), nullptr,
+                    MatvecMode::Store, nullptr, act);
+      cuda_ops::synchronize();
+      std::vector<double> slack(ref.want.size());
+      for (size_t k = 0; k < slack.size(); ++k) slack[k] = ref.bound[k] + kRel * ref.abs_sum[k];
+      expect_within(d_y.download(), ref.want, slack, kRows, bad);
+      EXPECT_GUARDS(d_y);
+    }
 }
 
 // The fused entries at small shapes (also the memcheck run's subject): three targets of other
 // heights sharing one input with the pre-norm and biases (Q, K, V), and the gate/up pair with
-// the pre-norm and the SwiGLU epilogue, for every type, B in {2, 9, 65}.
+// the pre-norm and the SwiGLU epilogue, for every type, B in {2, 9, 65}, both kernels (the
+// tiled one with K split in two ranges, each tile's partials summed by the last block).
 TEST(CudaMmq, SmallShapesFusedEntries) {
   REQUIRE_CUDA_DEVICE();
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  constexpr int64_t kCols = 512;
+  constexpr int64_t kCols = 1280;  // 5 chunks of 256: the tiled kernel splits K in 2 and 3
   constexpr float kEps = 1e-6f;
-  for (TensorType type : kTypes)
-    for (int64_t n_tok : {2, 9, 65}) {
-      SCOPED_TRACE(std::string(tensor_type_info(type).name) + " B " + std::to_string(n_tok));
-      const std::vector<float> x = wide_range_input(rng, n_tok * kCols);
-      const std::vector<float> nw = random_normal(rng, size_t(kCols), 1.0f);
-      const std::vector<float> xn = normalised(x, nw, n_tok, kCols, kEps);
-      DeviceBuffer<float> d_x(x), d_nw(nw);
-      DeviceBuffer<uint8_t> d_scratch(cuda_ops::act_q8_scratch_bytes(kCols, n_tok));
-      const cuda_ops::ActQ8Scratch act = cuda_ops::act_q8_scratch(d_scratch.get(), kCols, n_tok);
-      {  // Q, K, V
-        const int64_t heights[3] = {33, 16, 5};
-        std::vector<std::unique_ptr<DeviceBuffer<uint8_t>>> d_w;
-        std::vector<std::unique_ptr<DeviceBuffer<float>>> d_b, d_y;
-        std::vector<std::vector<uint8_t>> w;
-        std::vector<std::vector<float>> b;
-        cuda_ops::MatvecTarget targets[3];
-        for (int j = 0; j < 3; ++j) {
-          w.push_back(random_weights(rng, type, heights[j], kCols));
-          b.push_back(random_normal(rng, size_t(heights[j]), 1.0f));
-          d_w.push_back(std::make_unique<DeviceBuffer<uint8_t>>(w.back()));
-          d_b.push_back(std::make_unique<DeviceBuffer<float>>(b.back()));
-          d_y.push_back(std::make_unique<DeviceBuffer<float>>(size_t(heights[j] * n_tok)));
-          targets[j] = {d_w[size_t(j)]->get(), heights[j], d_y[size_t(j)]->get(),
-                        j == 1 ? nullptr : d_b[size_t(j)]->get()};
-        }
-        cuda_ops::mmq_multi(type, kCols, d_x.get(), n_tok, targets, 3, nullptr, d_nw.get(), kEps,
-                            act);
-        cuda_ops::synchronize();
-        for (int j = 0; j < 3; ++j) {
-          SCOPED_TRACE("target " + std::to_string(j));
-          const int64_t rows = heights[j];
-          const Reference ref =
-              reference(dequantized(type, w[size_t(j)], rows, kCols), rows, kCols, xn, n_tok,
-                        bound_weights(type, w[size_t(j)], rows, kCols));
-          std::vector<double> want(ref.want), slack(ref.want.size());
-          for (size_t k = 0; k < want.size(); ++k) {
-            if (j != 1) want[k] += double(b[size_t(j)][k % size_t(rows)]);
-            slack[k] = ref.bound[k] + kRel * ref.abs_sum[k] + 2.4e-7 * 2 * std::fabs(want[k]);
+  for (bool tiled : {true, false})
+    for (TensorType type : kTypes)
+      for (int64_t n_tok : {2, 9, 65}) {
+        const MmqTiledScope scope(tiled);
+        SCOPED_TRACE(std::string(tensor_type_info(type).name) + " B " + std::to_string(n_tok) +
+                     (tiled ? " tiled" : " 16-row"));
+        const std::vector<float> x = wide_range_input(rng, n_tok * kCols);
+        const std::vector<float> nw = random_normal(rng, size_t(kCols), 1.0f);
+        const std::vector<float> xn = normalised(x, nw, n_tok, kCols, kEps);
+        DeviceBuffer<float> d_x(x), d_nw(nw);
+        DeviceBuffer<uint8_t> d_scratch(cuda_ops::act_q8_scratch_bytes(kCols, n_tok));
+        const cuda_ops::ActQ8Scratch act = cuda_ops::act_q8_scratch(d_scratch.get(), kCols, n_tok);
+        {  // Q, K, V
+          const int64_t heights[3] = {33, 16, 5};
+          std::vector<std::unique_ptr<DeviceBuffer<uint8_t>>> d_w;
+          std::vector<std::unique_ptr<DeviceBuffer<float>>> d_b, d_y;
+          std::vector<std::vector<uint8_t>> w;
+          std::vector<std::vector<float>> b;
+          cuda_ops::MatvecTarget targets[3];
+          for (int j = 0; j < 3; ++j) {
+            w.push_back(random_weights(rng, type, heights[j], kCols));
+            b.push_back(random_normal(rng, size_t(heights[j]), 1.0f));
+            d_w.push_back(std::make_unique<DeviceBuffer<uint8_t>>(w.back()));
+            d_b.push_back(std::make_unique<DeviceBuffer<float>>(b.back()));
+            d_y.push_back(std::make_unique<DeviceBuffer<float>>(size_t(heights[j] * n_tok)));
+            targets[j] = {d_w[size_t(j)]->get(), heights[j], d_y[size_t(j)]->get(),
+                          j == 1 ? nullptr : d_b[size_t(j)]->get()};
           }
-          expect_within(d_y[size_t(j)]->download(), want, slack, rows);
-          EXPECT_GUARDS(*d_y[size_t(j)]);
+          cuda_ops::mmq_multi(type, kCols, d_x.get(), n_tok, targets, 3, nullptr, d_nw.get(), kEps,
+                              act);
+          cuda_ops::synchronize();
+          for (int j = 0; j < 3; ++j) {
+            SCOPED_TRACE("target " + std::to_string(j));
+            const int64_t rows = heights[j];
+            const Reference ref =
+                reference(dequantized(type, w[size_t(j)], rows, kCols), rows, kCols, xn, n_tok,
+                          bound_weights(type, w[size_t(j)], rows, kCols));
+            std::vector<double> want(ref.want), slack(ref.want.size());
+            for (size_t k = 0; k < want.size(); ++k) {
+              if (j != 1) want[k] += double(b[size_t(j)][k % size_t(rows)]);
+              slack[k] = ref.bound[k] + kRel * ref.abs_sum[k] + 2.4e-7 * 2 * std::fabs(want[k]);
+            }
+            expect_within(d_y[size_t(j)]->download(), want, slack, rows);
+            EXPECT_GUARDS(*d_y[size_t(j)]);
+          }
+        }
+        {  // gate/up with SwiGLU
+          constexpr int64_t kRows = 45;
+          const std::vector<uint8_t> wg = random_weights(rng, type, kRows, kCols);
+          const std::vector<uint8_t> wu = random_weights(rng, type, kRows, kCols);
+          DeviceBuffer<uint8_t> d_wg(wg), d_wu(wu);
+          DeviceBuffer<float> d_y(size_t(kRows * n_tok));
+          cuda_ops::mmq_swiglu(type, d_wg.get(), d_wu.get(), kRows, kCols, d_x.get(), n_tok,
+                               d_y.get(), nullptr, d_nw.get(), kEps, act);
+          cuda_ops::synchronize();
+          const Reference g = reference(dequantized(type, wg, kRows, kCols), kRows, kCols, xn,
+                                        n_tok, bound_weights(type, wg, kRows, kCols));
+          const Reference u = reference(dequantized(type, wu, kRows, kCols), kRows, kCols, xn,
+                                        n_tok, bound_weights(type, wu, kRows, kCols));
+          std::vector<double> want(g.want.size()), slack(g.want.size());
+          for (size_t k = 0; k < want.size(); ++k) {
+            const double sg = g.want[k] / (1.0 + std::exp(-g.want[k]));
+            want[k] = sg * u.want[k];
+            // Errors Eg, Eu of the two products move silu(g) * u by at most
+            // |u| L Eg + (|silu(g)| + L Eg) Eu (matvec_gpu_test.cpp).
+            const double eg = g.bound[k] + kRel * g.abs_sum[k];
+            const double eu = u.bound[k] + kRel * u.abs_sum[k];
+            slack[k] = std::fabs(u.want[k]) * kSiluLipschitz * eg +
+                       (std::fabs(sg) + kSiluLipschitz * eg) * eu + 1e-6 * std::fabs(want[k]);
+          }
+          expect_within(d_y.download(), want, slack, kRows);
+          EXPECT_GUARDS(d_y);
         }
       }
-      {  // gate/up with SwiGLU
-        constexpr int64_t kRows = 45;
-        const std::vector<uint8_t> wg = random_weights(rng, type, kRows, kCols);
-        const std::vector<uint8_t> wu = random_weights(rng, type, kRows, kCols);
-        DeviceBuffer<uint8_t> d_wg(wg), d_wu(wu);
-        DeviceBuffer<float> d_y(size_t(kRows * n_tok));
-        cuda_ops::mmq_swiglu(type, d_wg.get(), d_wu.get(), kRows, kCols, d_x.get(), n_tok,
-                             d_y.get(), nullptr, d_nw.get(), kEps, act);
-        cuda_ops::synchronize();
-        const Reference g = reference(dequantized(type, wg, kRows, kCols), kRows, kCols, xn, n_tok,
-                                      bound_weights(type, wg, kRows, kCols));
-        const Reference u = reference(dequantized(type, wu, kRows, kCols), kRows, kCols, xn, n_tok,
-                                      bound_weights(type, wu, kRows, kCols));
-        std::vector<double> want(g.want.size()), slack(g.want.size());
-        for (size_t k = 0; k < want.size(); ++k) {
-          const double sg = g.want[k] / (1.0 + std::exp(-g.want[k]));
-          want[k] = sg * u.want[k];
-          // Errors Eg, Eu of the two products move silu(g) * u by at most
-          // |u| L Eg + (|silu(g)| + L Eg) Eu (matvec_gpu_test.cpp).
-          const double eg = g.bound[k] + kRel * g.abs_sum[k];
-          const double eu = u.bound[k] + kRel * u.abs_sum[k];
-          slack[k] = std::fabs(u.want[k]) * kSiluLipschitz * eg +
-                     (std::fabs(sg) + kSiluLipschitz * eg) * eu + 1e-6 * std::fabs(want[k]);
-        }
-        expect_within(d_y.download(), want, slack, kRows);
-        EXPECT_GUARDS(d_y);
-      }
-    }
 }
 
 // Types and widths without an mmq kernel are refused (the backend keeps them on the matvecs).

@@ -225,7 +225,8 @@ double time_us(F&& fn, int reps = 20) {
 }
 
 // The three routes of a batched decode step's products, per product, at the Qwen2.5 7B and 0.5B
-// Q4_K_M shapes: the mmq kernels (with their input-quantizing launch), the batched matvecs (with
+// Q4_K_M shapes: the mmq kernels (with their input-quantizing launch; the tiled kernel, then the
+// 16-row one), the batched matvecs (with
 // theirs) and the F16 GEMMs (dequantized tiles + cuBLAS), for B = 8 .. 128 tokens. mmq also as
 // weight bandwidth (bytes of the matrix / time) and int8 tensor throughput (2 terms x 2 B rows x
 // cols ops / time).
@@ -258,6 +259,14 @@ TEST(CudaThroughput, DISABLED_MmqAgainstOtherRoutes) {
         cuda_ops::mmq(c.type, d_w, c.rows, c.cols, x.get(), n, y.get(), nullptr,
                       cuda_ops::MatvecMode::Store, nullptr, act);
       });
+      CudaKernelTuning t16 = cuda_ops::kernel_tuning(), saved = t16;
+      t16.mmq_tiled = false;
+      cuda_ops::set_kernel_tuning(t16);
+      const double mmq16 = time_us([&] {
+        cuda_ops::mmq(c.type, d_w, c.rows, c.cols, x.get(), n, y.get(), nullptr,
+                      cuda_ops::MatvecMode::Store, nullptr, act);
+      });
+      cuda_ops::set_kernel_tuning(saved);
       const double mv = time_us([&] {
         cuda_ops::matvec_batch(c.type, d_w, c.rows, c.cols, x.get(), n, y.get(), nullptr,
                                cuda_ops::MatvecMode::Store, nullptr, &act);
@@ -267,10 +276,10 @@ TEST(CudaThroughput, DISABLED_MmqAgainstOtherRoutes) {
       });
       std::fprintf(stderr,
                    "[bench] B %3lld %s %lld x %lld: mmq %8.1f us (%5.0f GB/s, %5.1f int8 TOPS)"
-                   "  matvec %8.1f us  gemm %8.1f us\n",
+                   "  mmq 16-row %8.1f us  matvec %8.1f us  gemm %8.1f us\n",
                    (long long)n, tensor_type_info(c.type).name, (long long)c.rows,
                    (long long)c.cols, mmq, double(bytes) / (mmq * 1e3),
-                   4.0 * double(n) * double(c.rows) * double(c.cols) / (mmq * 1e6), mv, gm);
+                   4.0 * double(n) * double(c.rows) * double(c.cols) / (mmq * 1e6), mmq16, mv, gm);
     }
     cuda_ops::synchronize();
     const std::vector<float> out = y.download();

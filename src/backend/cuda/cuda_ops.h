@@ -57,9 +57,17 @@ struct ActQ8Scratch {
   // max_tokens RMS-norm scales of a batched product's inputs, computed once per product rather
   // than in every thread block (the fused pre-norm of the float path)
   float* norm_scale = nullptr;
+  // The split products of the tiled mmq kernel (mmq.cu): their partial sums and one arrival
+  // counter per output tile (zero between launches).
+  float* mmq_part = nullptr;
+  int* mmq_count = nullptr;
+  int64_t mmq_part_floats = 0, mmq_count_ints = 0;
   int64_t max_cols = 0;
   int64_t max_tokens = 1;
 };
+// The sizes act_q8_scratch gives mmq_part and mmq_count for max_tokens tokens.
+int64_t mmq_part_floats(int64_t max_tokens);
+int64_t mmq_count_ints(int64_t max_tokens);
 size_t act_q8_scratch_bytes(int64_t max_cols, int64_t max_tokens = 1);
 // Carves a scratch out of act_q8_scratch_bytes(max_cols, max_tokens) bytes of device memory
 // (256-aligned).

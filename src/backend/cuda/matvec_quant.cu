@@ -797,7 +797,9 @@ bool matvec_uses_int8(TensorType type, int64_t cols, const ActQ8Scratch* act) {
 size_t act_q8_scratch_bytes(int64_t max_cols, int64_t max_tokens) {
   const int64_t groups = (max_cols + 31) / 32;
   return size_t(2 * align_up_256(max_cols * max_tokens) +
-                2 * align_up_256(groups * max_tokens * 4) + align_up_256(max_tokens * 4));
+                2 * align_up_256(groups * max_tokens * 4) + align_up_256(max_tokens * 4) +
+                align_up_256(mmq_part_floats(max_tokens) * 4) +
+                align_up_256(mmq_count_ints(max_tokens) * 4));
 }
 
 ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols, int64_t max_tokens) {
@@ -811,6 +813,16 @@ ActQ8Scratch act_q8_scratch(void* device_buffer, int64_t max_cols, int64_t max_t
   s.dx = reinterpret_cast<float*>(p + 2 * q_bytes);
   s.xs = reinterpret_cast<float*>(p + 2 * q_bytes + g_bytes);
   s.norm_scale = reinterpret_cast<float*>(p + 2 * q_bytes + 2 * g_bytes);
+  uint8_t* rest = p + 2 * q_bytes + 2 * g_bytes + align_up_256(max_tokens * 4);
+  s.mmq_part_floats = mmq_part_floats(max_tokens);
+  s.mmq_part = reinterpret_cast<float*>(rest);
+  s.mmq_count_ints = mmq_count_ints(max_tokens);
+  s.mmq_count = reinterpret_cast<int*>(rest + align_up_256(s.mmq_part_floats * 4));
+  // The counters return to zero after every launch; they start there (after whatever the
+  // caller's streams still write into the buffer, e.g. a scratch poisoned for a test).
+  CUDA_CHECK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaMemset(s.mmq_count, 0, size_t(s.mmq_count_ints) * sizeof(int)));
+  CUDA_CHECK(cudaDeviceSynchronize());
   s.max_cols = max_cols;
   s.max_tokens = max_tokens;
   return s;

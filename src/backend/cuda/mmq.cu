@@ -362,6 +362,308 @@ __global__ void __launch_bounds__(kWarps * 32, SWIGLU ? 1 : 2) mmq_kernel(const 
   }
 }
 
+// ---- the tiled product ------------------------------------------------------------------------
+// mmq_kernel above reads a token tile's input records once per 16 weight rows: at 64 tokens that
+// is ~8 bytes of input through L2 per weight byte read from memory. Here a thread block of
+// kTiledWarps warps owns BM = 16 * kTiledWarps * MT rows (MT m16 fragments per warp: 2, or 1 for
+// the gate/up pair, whose two matrices double the accumulators) and 64 tokens, and its warps
+// share the input: per chunk of kChunkGroups groups (256 elements), the records, dx and xs of
+// the 64 tokens are copied into shared memory with cp.async, the next chunk's copy in flight
+// while the current one is used (two buffers). Each warp runs its rows over the whole chunk
+// range in order, its weights straight from global memory into A fragments (as mmq_kernel, the
+// next chunk's bytes prefetched into L2), so the input crosses L2 once per BM rows.
+//
+// Few row tiles (the 7B's 3584-row products: 28 tiles) would leave most SMs idle, so K is split
+// into S ranges of whole chunks, S = ceil(kTargetTiles / row tiles) capped at half the chunks,
+// a function of the matrix shape alone. Each range's block writes its partial sums to the
+// scratch (act.mmq_part), and the block that arrives last at a tile's counter (act.mmq_count)
+// sums the S partials in order 0..S-1 and applies the epilogue, then resets the counter for the
+// next launch. A (row, token) result is thus the same float operations in the same order at
+// every batch size: sequential groups within a range, ranges added in order (batch invariance
+// as for mmq_kernel; the bits differ from mmq_kernel's, whose warps split K otherwise).
+constexpr int kTiledWarps = 4;
+constexpr int kChunkGroups = 8;
+constexpr int64_t kTargetTiles = 264;  // 2 thread blocks per SM of a 132-SM H100 / H200
+constexpr int kTiledTok = 64;
+// Shared memory per buffer: the records (64 bytes a token and group), dx and xs.
+constexpr int kChunkRecordInts = kChunkGroups * kTiledTok * 4;  // int4 units
+constexpr int kChunkBytes = kChunkRecordInts * 16 + 2 * kChunkGroups * kTiledTok * 4;
+constexpr int kTiledSmem = 2 * kChunkBytes;
+
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  asm volatile(
+      "cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(uint32_t(__cvta_generic_to_shared(dst))),
+      "l"(src)
+      : "memory");
+}
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+  asm volatile(
+      "cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(uint32_t(__cvta_generic_to_shared(dst))),
+      "l"(src)
+      : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+struct TiledArgs {
+  Job job[kMaxJobs];
+  int64_t first_cta[kMaxJobs + 1] = {};
+  int64_t row_tiles[kMaxJobs] = {};
+  int64_t part_off[kMaxJobs] = {};   // floats into part
+  int64_t count_off[kMaxJobs] = {};  // ints into count
+  int n_jobs = 0;
+  int64_t n_units = 0, row_bytes = 0, n_groups = 0, n_chunks = 0;
+  int n_tok = 0, tok_tiles = 0, splits = 1;
+  const int4* q = nullptr;
+  const float* dx = nullptr;
+  const float* xs = nullptr;
+  float* part = nullptr;
+  int* count = nullptr;
+  bool accumulate = false;
+};
+
+template <class F, bool SWIGLU>
+__global__ void __launch_bounds__(kTiledWarps * 32, 3) mmq_tiled_kernel(const TiledArgs args) {
+  constexpr int NMAT = SWIGLU ? 2 : 1;
+  constexpr int MT = SWIGLU ? 1 : 2;
+  constexpr int BM = 16 * kTiledWarps * MT;
+  extern __shared__ int4 tiled_smem[];
+  int j = 0;
+#pragma unroll
+  for (int k = 1; k < kMaxJobs; ++k)
+    if (k < args.n_jobs && int64_t(blockIdx.x) >= args.first_cta[k]) j = k;
+  const Job& job = args.job[j];
+  const int64_t local = int64_t(blockIdx.x) - args.first_cta[j];
+  const int tt = int(local % args.tok_tiles);
+  const int64_t rt = local / args.tok_tiles % args.row_tiles[j];
+  const int split = int(local / args.tok_tiles / args.row_tiles[j]);
+  const int tok0 = tt * kTiledTok;
+  const int64_t row_blk = rt * BM;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, s = lane & 3;
+  const int n_tok = args.n_tok;
+  const int n_tiles = min(8, (n_tok - tok0 + 7) / 8);
+  const int64_t c_begin = split * args.n_chunks / args.splits;
+  const int64_t c_end = (split + 1) * args.n_chunks / args.splits;
+
+  const uint8_t* wr[NMAT][MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int64_t row = min(row_blk + 16 * (MT * warp + mt) + g + 8 * r, job.rows - 1);
+      wr[0][mt][r] = job.w + row * args.row_bytes;
+      if constexpr (SWIGLU) wr[1][mt][r] = job.w_up + row * args.row_bytes;
+    }
+  // Lane l prefetches the weight bytes of one of the warp's 32 rows (gate or up rows for the
+  // pair) for a chunk into L2: at most 4 lines of 128 bytes a row.
+  const uint8_t* pf_row;
+  {
+    const int64_t row = min(row_blk + 16 * MT * warp + (SWIGLU ? (lane & 15) : lane), job.rows - 1);
+    pf_row = (SWIGLU && lane >= 16 ? job.w_up : job.w) + row * args.row_bytes;
+  }
+  auto prefetch_chunk = [&](int64_t c) {
+    const int64_t g0 = c * kChunkGroups, g1 = min(args.n_groups, g0 + kChunkGroups);
+    const int64_t b0 = g0 / F::kGroups * F::kBytes,
+                  b1 = (g1 + F::kGroups - 1) / F::kGroups * F::kBytes;
+    const uintptr_t a0 = reinterpret_cast<uintptr_t>(pf_row + b0) & ~uintptr_t(127);
+    for (uintptr_t a = a0; a < reinterpret_cast<uintptr_t>(pf_row + b1); a += 128)
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+  };
+  if (c_begin < c_end) prefetch_chunk(c_begin);  // weights only: allowed before pdl_wait
+  pdl_wait();
+
+  // One chunk's input into buffer b: record (gi, token) at int4 (gi * 64 + token) * 4; dx and xs
+  // as [gi][token] floats after the records. Tokens past the batch copy the last token's.
+  auto issue = [&](int64_t c, int b) {
+    int4* rec = tiled_smem + b * (kChunkBytes / 16);
+    float* dxs = reinterpret_cast<float*>(rec + kChunkRecordInts);
+    float* xss = dxs + kChunkGroups * kTiledTok;
+    const int64_t g0 = c * kChunkGroups;
+    const int ng = int(min(int64_t(kChunkGroups), args.n_groups - g0));
+#pragma unroll 4
+    for (int i = tid; i < kTiledTok * kChunkGroups * 4; i += kTiledWarps * 32) {
+      const int tok = i >> 5, gi = (i >> 2) & 7, part = i & 3;
+      if (gi >= ng) continue;
+      const int64_t t = min(tok0 + tok, n_tok - 1);
+      cp_async16(rec + (gi * kTiledTok + tok) * 4 + part,
+                 args.q + (t * args.n_groups + g0 + gi) * 4 + part);
+    }
+#pragma unroll 4
+    for (int i = tid; i < kTiledTok * kChunkGroups; i += kTiledWarps * 32) {
+      const int gi = i >> 6, tok = i & 63;
+      if (gi >= ng) continue;
+      const int64_t at = (g0 + gi) * n_tok + min(tok0 + tok, n_tok - 1);
+      cp_async4(dxs + i, args.dx + at);
+      if constexpr (F::kMin) cp_async4(xss + i, args.xs + at);
+    }
+    cp_async_commit();
+  };
+
+  float acc[NMAT][MT][8][4];
+#pragma unroll
+  for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[m][mt][i][e] = 0.0f;
+
+  if (c_begin < c_end) issue(c_begin, 0);
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    const int b = int(c - c_begin) & 1;
+    if (c + 1 < c_end) {
+      issue(c + 1, b ^ 1);
+      prefetch_chunk(c + 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const int4* rec = tiled_smem + b * (kChunkBytes / 16);
+    const float* dxs = reinterpret_cast<const float*>(rec + kChunkRecordInts);
+    const float* xss = dxs + kChunkGroups * kTiledTok;
+    const int64_t g0 = c * kChunkGroups;
+    const int ng = int(min(int64_t(kChunkGroups), args.n_groups - g0));
+#pragma unroll
+    for (int gi = 0; gi < kChunkGroups; ++gi) {
+      if (gi >= ng) break;
+      const int64_t G = g0 + gi;
+      const int64_t u = G / F::kGroups;
+      const int gu = F::kGroups == 1 ? 0 : gi;  // a chunk is one super-block for the k-quants
+      uint32_t a[NMAT][MT][4];
+      float s_lo[NMAT][MT][2], s_hi[NMAT][MT][2], mn[NMAT][MT][2];
+#pragma unroll
+      for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int r = 0; r < 2; ++r)
+            F::frag(wr[m][mt][r] + u * F::kBytes, gu, s, a[m][mt][r], a[m][mt][2 + r],
+                    s_lo[m][mt][r], s_hi[m][mt][r], mn[m][mt][r]);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        if (i >= n_tiles) break;
+        const int4 bq = rec[(gi * kTiledTok + 8 * i + g) * 4 + s];
+        const float2 d2 = *reinterpret_cast<const float2*>(dxs + gi * kTiledTok + 8 * i + 2 * s);
+        const float dxv[2] = {__fmul_rn(d2.x, kInv254), __fmul_rn(d2.y, kInv254)};
+        float xsum[2] = {0.0f, 0.0f};
+        if constexpr (F::kMin) {
+          const float2 x2 = *reinterpret_cast<const float2*>(xss + gi * kTiledTok + 8 * i + 2 * s);
+          xsum[0] = x2.x, xsum[1] = x2.y;
+        }
+#pragma unroll
+        for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            float(&ac)[4] = acc[m][mt][i];
+            if constexpr (!F::kK16) {
+              int c1[4], c2[4];
+              mma_k32(a[m][mt], uint32_t(bq.x), uint32_t(bq.y), c1);
+              mma_k32(a[m][mt], uint32_t(bq.z), uint32_t(bq.w), c2);
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const float v = float(254 * c1[e] + c2[e]);
+                ac[e] = __fmaf_rn(__fmul_rn(s_lo[m][mt][e >> 1], dxv[e & 1]), v, ac[e]);
+                if constexpr (F::kMin) ac[e] = __fmaf_rn(-mn[m][mt][e >> 1], xsum[e & 1], ac[e]);
+              }
+            } else {
+              int c1[4], c2[4], c3[4], c4[4];
+              mma_k16(a[m][mt][0], a[m][mt][1], uint32_t(bq.x), c1);
+              mma_k16(a[m][mt][0], a[m][mt][1], uint32_t(bq.z), c2);
+              mma_k16(a[m][mt][2], a[m][mt][3], uint32_t(bq.y), c3);
+              mma_k16(a[m][mt][2], a[m][mt][3], uint32_t(bq.w), c4);
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const float v =
+                    __fmaf_rn(s_lo[m][mt][e >> 1], float(254 * c1[e] + c2[e]),
+                              __fmul_rn(s_hi[m][mt][e >> 1], float(254 * c3[e] + c4[e])));
+                ac[e] = __fmaf_rn(dxv[e & 1], v, ac[e]);
+              }
+            }
+          }
+      }
+    }
+    __syncthreads();  // buffer b is refilled by the next iteration's issue
+  }
+
+  // The output: y = epilogue(sum) with sum = acc (one range) or the ranges' partials in order.
+  auto finish = [&](int64_t row, int tok, float v0, float v1) {
+    float* y = job.y + int64_t(tok) * job.rows + row;
+    if constexpr (SWIGLU) {
+      *y = g_silu(v0) * v1;
+    } else {
+      float v = v0;
+      if (job.bias) v += job.bias[row];
+      if (args.accumulate) v += *y;
+      *y = v;
+    }
+  };
+  if (args.splits == 1) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        if (i >= n_tiles) break;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int64_t row = row_blk + 16 * (MT * warp + mt) + g + 8 * (e >> 1);
+          const int tok = tok0 + 8 * i + 2 * s + (e & 1);
+          if (row >= job.rows || tok >= n_tok) continue;
+          finish(row, tok, acc[0][mt][i][e], acc[NMAT - 1][mt][i][e]);
+        }
+      }
+    return;
+  }
+  // part[(split * NMAT + m) * n_tok + tok][row] for this job.
+  float* part = args.part + args.part_off[j];
+  const int64_t plane = int64_t(n_tok) * job.rows;
+#pragma unroll
+  for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        if (i >= n_tiles) break;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int64_t row = row_blk + 16 * (MT * warp + mt) + g + 8 * (e >> 1);
+          const int tok = tok0 + 8 * i + 2 * s + (e & 1);
+          if (row >= job.rows || tok >= n_tok) continue;
+          __stcg(part + (int64_t(split) * NMAT + m) * plane + int64_t(tok) * job.rows + row,
+                 acc[m][mt][i][e]);
+        }
+      }
+  __threadfence();
+  __syncthreads();
+  __shared__ int last;
+  int* count = args.count + args.count_off[j] + rt * args.tok_tiles + tt;
+  if (tid == 0) last = atomicAdd(count, 1) == args.splits - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int k = tid; k < BM * kTiledTok; k += kTiledWarps * 32) {
+    const int64_t row = row_blk + k % BM;
+    const int tok = tok0 + k / BM;
+    if (row >= job.rows || tok >= n_tok) continue;
+    float v[NMAT];
+#pragma unroll
+    for (int m = 0; m < NMAT; ++m) {
+      const float* p = part + int64_t(m) * plane + int64_t(tok) * job.rows + row;
+      v[m] = __ldcg(p);
+      for (int sp = 1; sp < args.splits; ++sp)
+        v[m] = __fadd_rn(v[m], __ldcg(p + sp * NMAT * plane));
+    }
+    finish(row, tok, v[0], v[NMAT - 1]);
+  }
+  if (tid == 0) *count = 0;
+}
+
 // Calls f(Format{}) for the weight type; false when the type has no mmq kernel.
 template <class Fn>
 bool dispatch_format(TensorType type, Fn&& f) {
@@ -397,6 +699,64 @@ void check(TensorType type, int64_t rows, int64_t cols, int64_t n_tok, const Act
                 std::to_string(act.max_tokens) + " of " + std::to_string(act.max_cols));
 }
 
+bool tiled_usable(const ActQ8Scratch& act) {
+  return kernel_tuning().mmq_tiled && act.mmq_part != nullptr && act.mmq_count != nullptr;
+}
+
+// The tiled kernel's launch (see its comment): S from the shape, the partials' and counters'
+// places in the scratch, the grid.
+template <class F>
+void launch_tiled(F, const Args& a, bool swiglu, const ActQ8Scratch& act, cudaStream_t stream) {
+  const int nmat = swiglu ? 2 : 1;
+  const int64_t bm = 16 * kTiledWarps * (swiglu ? 1 : 2);
+  TiledArgs t;
+  t.n_jobs = a.n_jobs;
+  t.n_groups = a.n_groups;
+  t.n_units = a.n_groups / F::kGroups;
+  t.row_bytes = t.n_units * F::kBytes;
+  t.n_chunks = ceil_div(a.n_groups, int64_t(kChunkGroups));
+  t.n_tok = a.n_tok;
+  t.tok_tiles = int(ceil_div(int64_t(a.n_tok), int64_t(kTiledTok)));
+  t.q = a.q, t.dx = a.dx, t.xs = a.xs;
+  t.accumulate = a.accumulate;
+  int64_t row_tiles = 0;
+  for (int j = 0; j < a.n_jobs; ++j) {
+    t.job[j] = a.job[j];
+    t.row_tiles[j] = ceil_div(a.job[j].rows, bm);
+    row_tiles += t.row_tiles[j];
+  }
+  // Rows and K alone decide S (never the batch): the bits of a result depend on it.
+  int64_t splits = row_tiles >= kTargetTiles ? 1 : ceil_div(kTargetTiles, row_tiles);
+  splits = std::max<int64_t>(1, std::min(splits, t.n_chunks / 2));
+  t.splits = int(splits);
+  int64_t part = 0, count = 0;
+  for (int j = 0; j < a.n_jobs; ++j) {
+    t.part_off[j] = part, t.count_off[j] = count;
+    part += splits * nmat * int64_t(a.n_tok) * a.job[j].rows;
+    count += t.row_tiles[j] * t.tok_tiles;
+  }
+  if (splits > 1 && (part > act.mmq_part_floats || count > act.mmq_count_ints))
+    throw Error("cuda mmq: the split products need " + std::to_string(part) + " floats and " +
+                std::to_string(count) + " counters, the scratch has " +
+                std::to_string(act.mmq_part_floats) + " and " + std::to_string(act.mmq_count_ints));
+  t.part = act.mmq_part, t.count = act.mmq_count;
+  t.first_cta[0] = 0;
+  for (int j = 0; j < a.n_jobs; ++j)
+    t.first_cta[j + 1] = t.first_cta[j] + t.row_tiles[j] * t.tok_tiles * splits;
+  const unsigned grid = unsigned(t.first_cta[a.n_jobs]);
+  auto kernel = swiglu ? mmq_tiled_kernel<F, true> : mmq_tiled_kernel<F, false>;
+  // Once per kernel (not inside a graph capture's stream work, and not per launch).
+  static const bool smem_set[2] = {
+      cudaFuncSetAttribute(mmq_tiled_kernel<F, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           kTiledSmem) == cudaSuccess,
+      cudaFuncSetAttribute(mmq_tiled_kernel<F, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           kTiledSmem) == cudaSuccess};
+  if (!smem_set[swiglu ? 1 : 0])
+    throw Error("cuda mmq: cannot give the tiled kernel " + std::to_string(kTiledSmem) +
+                " bytes of shared memory");
+  launch_pdl("mmq_tiled_kernel", kernel, grid, kTiledWarps * 32, kTiledSmem, stream, t);
+}
+
 // Quantizes x (normalised first when norm_w) into the scratch and runs the product over it.
 void run(TensorType type, int64_t cols, const float* x, const float* norm_w, float eps, Args& args,
          bool swiglu, const ActQ8Scratch& act, cudaStream_t stream) {
@@ -416,6 +776,10 @@ void run(TensorType type, int64_t cols, const float* x, const float* norm_w, flo
   args.dx = act.dx, args.xs = act.xs;
   args.n_groups = n_groups;
   args.tok_tiles = int(ceil_div(int64_t(args.n_tok), int64_t(kTiles * 8)));
+  if (tiled_usable(act)) {
+    dispatch_format(type, [&](auto fmt) { launch_tiled(fmt, args, swiglu, act, stream); });
+    return;
+  }
   dispatch_format(type, [&](auto fmt) {
     using F = decltype(fmt);
     args.n_units = n_groups / F::kGroups;
@@ -433,6 +797,15 @@ void run(TensorType type, int64_t cols, const float* x, const float* norm_w, flo
 }
 
 }  // namespace
+
+int64_t mmq_part_floats(int64_t max_tokens) {
+  // S * (row tiles) < 2 * kTargetTiles whenever S > 1, and a tile is 128 rows (64 of each of the
+  // gate/up pair).
+  return 2 * kTargetTiles * 16 * kTiledWarps * 2 * max_tokens;
+}
+int64_t mmq_count_ints(int64_t max_tokens) {
+  return kTargetTiles * ceil_div(max_tokens, int64_t(kTiledTok));
+}
 
 bool mmq_supported(TensorType type, int64_t cols) {
   int unit = 0;
