@@ -4,7 +4,8 @@
 #   1. configure + build build-gpu (as gpu-check.sh), lockstep and backend_cuda_gpu_tests
 #   2. the op tests CudaMmq.* and the end-to-end CudaBatched.* (every route against the CPU
 #      reference, the mmq route's batch invariance, the gate's batched probe), CudaMatvec.Batched*
-#   3. compute-sanitizer memcheck of the op tests' small shapes; the per-product timings of the
+#   3. compute-sanitizer memcheck of the op tests' small shapes (and racecheck of the fused
+#      ones); the per-product timings of the
 #      three routes (CudaThroughput.DISABLED_MmqAgainstOtherRoutes)
 #   4. make-model qwen2.5-0.5b and qwen2.5-7b (q4_k_m, seed 1), one gated 0.5B bench (the parity
 #      line: the gate probes each route's step size), then
@@ -62,6 +63,11 @@ if [ "${SKIP_SANITIZER:-0}" != 1 ]; then
     --gtest_filter='CudaMmq.SmallShapes*:CudaMmq.NonFinite*' >"$LOGS/memcheck.log" 2>&1
   echo "memcheck exit code $?" | tee -a "$S"
   grep -E "ERROR SUMMARY|PASSED|FAILED" "$LOGS/memcheck.log" | tail -4 | tee -a "$S"
+  # The tiled kernel's shared buffers (cp.async writes, two buffers, barriers between).
+  timeout 150 "$SAN" --tool racecheck --error-exitcode 9 "$BIN" \
+    --gtest_filter='CudaMmq.SmallShapes*' >"$LOGS/racecheck.log" 2>&1
+  echo "racecheck exit code $?" | tee -a "$S"
+  grep -E "RACECHECK SUMMARY|ERROR SUMMARY|PASSED|FAILED" "$LOGS/racecheck.log" | tail -4 | tee -a "$S"
 fi
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
