@@ -14,7 +14,7 @@
 #        mmq2     LOCKSTEP_CUDA_BATCH_MMQ_MIN=2 (mmq for every batched step)
 #        old      the previous default: GEMMs from 16 (LOCKSTEP_CUDA_BATCH_GEMM_MIN=16), mmq off
 #        matvec   both off (--batch-invariant: the batched matvecs at every size)
-#        rows16   the mmq route on its 16-row kernel (LOCKSTEP_CUDA_MMQ_TILED=0)
+#        tiled    the mmq route on its tiled kernel (LOCKSTEP_CUDA_MMQ_TILED=1)
 # Logs under $OUT (else build-gpu/gpu-mmq-logs); $OUT/summary.txt is the digest.
 # Environment: PRESETS (default "qwen2.5-0.5b qwen2.5-7b"), MODES (default "default old mmq2"),
 # BATCHES (default 1,8,16,32,64,128), SKIP_TESTS=1, SKIP_SANITIZER=1, NCU=1 (profile one launch
@@ -126,7 +126,7 @@ for preset in ${PRESETS:-qwen2.5-0.5b qwen2.5-7b}; do
     case "$mode" in
       default) ;;
       mmq2) envs=(LOCKSTEP_CUDA_BATCH_MMQ_MIN=2) ;;
-      rows16) envs=(LOCKSTEP_CUDA_MMQ_TILED=0) ;;
+      tiled) envs=(LOCKSTEP_CUDA_MMQ_TILED=1) ;;
       old) envs=(LOCKSTEP_CUDA_BATCH_MMQ_MIN=0 LOCKSTEP_CUDA_BATCH_GEMM_MIN=16) ;;
       matvec) extra="--batch-invariant" ;;
       *) echo "unknown mode $mode" | tee -a "$S"; continue ;;

@@ -36,7 +36,7 @@ constexpr double kRel = 256.0 / double(1 << 24);
 constexpr double kSiluLipschitz = 1.1;  // >= sup |silu'| (1.0998)
 
 // Sets CudaKernelTuning::mmq_tiled for a scope (the tuning is process-wide): the tests run both
-// of mmq.cu's kernels, the tiled one (the default) and the 16-row one.
+// of mmq.cu's kernels, the tiled one and the 16-row one (the default).
 class MmqTiledScope {
  public:
   explicit MmqTiledScope(bool on) : saved_(cuda_ops::kernel_tuning()) {

@@ -255,18 +255,20 @@ TEST(CudaThroughput, DISABLED_MmqAgainstOtherRoutes) {
     const cuda_ops::ActQ8Scratch act = cuda_ops::act_q8_scratch(scratch.get(), c.cols, kMaxTok);
     cuda_ops::Matmul gemm(size_t(c.cols * kMaxTok), size_t(32) << 20, false);
     for (int64_t n : {8, 16, 32, 64, 128}) {
-      const double mmq = time_us([&] {
-        cuda_ops::mmq(c.type, d_w, c.rows, c.cols, x.get(), n, y.get(), nullptr,
-                      cuda_ops::MatvecMode::Store, nullptr, act);
-      });
-      CudaKernelTuning t16 = cuda_ops::kernel_tuning(), saved = t16;
-      t16.mmq_tiled = false;
-      cuda_ops::set_kernel_tuning(t16);
-      const double mmq16 = time_us([&] {
-        cuda_ops::mmq(c.type, d_w, c.rows, c.cols, x.get(), n, y.get(), nullptr,
-                      cuda_ops::MatvecMode::Store, nullptr, act);
-      });
-      cuda_ops::set_kernel_tuning(saved);
+      // Each mmq kernel by the tuning switch (process-wide), restored after.
+      const CudaKernelTuning saved = cuda_ops::kernel_tuning();
+      auto mmq_us = [&](bool tiled) {
+        CudaKernelTuning t = saved;
+        t.mmq_tiled = tiled;
+        cuda_ops::set_kernel_tuning(t);
+        const double us = time_us([&] {
+          cuda_ops::mmq(c.type, d_w, c.rows, c.cols, x.get(), n, y.get(), nullptr,
+                        cuda_ops::MatvecMode::Store, nullptr, act);
+        });
+        cuda_ops::set_kernel_tuning(saved);
+        return us;
+      };
+      const double mmq = mmq_us(true), mmq16 = mmq_us(false);
       const double mv = time_us([&] {
         cuda_ops::matvec_batch(c.type, d_w, c.rows, c.cols, x.get(), n, y.get(), nullptr,
                                cuda_ops::MatvecMode::Store, nullptr, &act);
