@@ -39,85 +39,80 @@ LOCKSTEP_INLINE void accumulate_stored_tile(const float* w, int64_t w_stride, co
 }
 
 #if LOCKSTEP_X86_KERNELS
-// The same tile for AVX2, where 16 lanes are two registers, in intrinsics: lanes 0..7 in one
-// __m256, 8..15 in another, each lane's products added by one FMA in column order and the tail
-// zero-filled, which is what the vector type's `acc += w * x` compiles to where it is fused. GCC
-// 12 compiled the vector type at this width into 16-byte pieces copied through the stack, and
-// the AVX2 reference ran the gate's probe at ~6 GFLOP/s a core (bench/NOTES.md).
+// The same arithmetic for AVX2, in intrinsics: each lane's products added by one FMA in column
+// order and the tail zero-filled, which is what the vector type's `acc += w * x` compiles to
+// where it is fused. GCC 12 compiled the vector type at this width into 16-byte pieces copied
+// through the stack, and the AVX2 reference ran the gate's probe at ~6 GFLOP/s a core
+// (bench/NOTES.md). 16 lanes are two registers here, and a tile of both halves (2 rows x 2
+// tokens: 4 sums of two registers) fits AVX2's 16 registers only with 8 FMAs per 8 loads.
 struct Avx2Lanes {
-  // 16 columns: row r's at wp[r], token t's at xp[t].
+  // Half a tile: lanes 8h .. 8h + 7 of R rows x T tokens. A lane's sum is its own chain of FMAs
+  // in column order, so the two halves may run apart (the same operations, the same bits), and
+  // a half's accumulators are one register each: 4 rows x 3 tokens is 12 sums, 3 activation
+  // registers and one for the weights streamed past them, 16 in all, 12 FMAs per 7 loads.
   template <int R, int T>
-  static LOCKSTEP_TARGET_AVX2 LOCKSTEP_INLINE void step(__m256 (&lo)[R][T], __m256 (&hi)[R][T],
-                                                        const float* const (&wp)[R],
-                                                        const float* const (&xp)[T]) {
-    __m256 xl[T], xh[T];
-    for (int t = 0; t < T; ++t) {
-      xl[t] = _mm256_loadu_ps(xp[t]);
-      xh[t] = _mm256_loadu_ps(xp[t] + 8);
-    }
-    for (int r = 0; r < R; ++r) {
-      const __m256 wl = _mm256_loadu_ps(wp[r]), wh = _mm256_loadu_ps(wp[r] + 8);
-      for (int t = 0; t < T; ++t) {
-        lo[r][t] = _mm256_fmadd_ps(wl, xl[t], lo[r][t]);
-        hi[r][t] = _mm256_fmadd_ps(wh, xh[t], hi[r][t]);
+  static LOCKSTEP_TARGET_AVX2 LOCKSTEP_INLINE void stored_half(const float* w, int64_t w_stride,
+                                                               const float* x, int64_t x_stride,
+                                                               int64_t n_cols, float* acc,
+                                                               int64_t token_step, int h) {
+    __m256 a[R][T];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t)
+        a[r][t] = _mm256_loadu_ps(acc + t * token_step + r * kLanes + 8 * h);
+    int64_t i = 0;
+    for (; i + kLanes <= n_cols; i += kLanes) {
+      __m256 xv[T];
+      for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(x + t * x_stride + i + 8 * h);
+      for (int r = 0; r < R; ++r) {
+        const __m256 wv = _mm256_loadu_ps(w + r * w_stride + i + 8 * h);
+        for (int t = 0; t < T; ++t) a[r][t] = _mm256_fmadd_ps(wv, xv[t], a[r][t]);
       }
     }
+    if (i < n_cols) {  // the last n < 16 columns, zero-filled (lane_tiles.h's load_tail)
+      const int64_t have = std::clamp<int64_t>(n_cols - i - 8 * h, 0, 8);
+      const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(have)),
+                                           _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      // Masked loads read nothing past the columns (no fault, zeros in the masked lanes).
+      const int64_t at = i + 8 * h;
+      __m256 xv[T];
+      for (int t = 0; t < T; ++t)
+        xv[t] = have > 0 ? _mm256_maskload_ps(x + t * x_stride + at, m) : _mm256_setzero_ps();
+      for (int r = 0; r < R; ++r) {
+        const __m256 wv =
+            have > 0 ? _mm256_maskload_ps(w + r * w_stride + at, m) : _mm256_setzero_ps();
+        for (int t = 0; t < T; ++t) a[r][t] = _mm256_fmadd_ps(wv, xv[t], a[r][t]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t)
+        _mm256_storeu_ps(acc + t * token_step + r * kLanes + 8 * h, a[r][t]);
   }
 
-  // accumulate_stored_tile's work.
+  // Tiles of 4 rows x 3 tokens in halves (stored_half); the row group's weights stay in L1 while
+  // the tokens pass, and a tile's second half finds both in L1.
+  static constexpr int kHalfRows = 4, kHalfTokens = 3;
   template <int R, int T>
-  static LOCKSTEP_TARGET_AVX2 LOCKSTEP_INLINE void stored_tile(const float* w, int64_t w_stride,
+  static LOCKSTEP_TARGET_AVX2 LOCKSTEP_INLINE void both_halves(const float* w, int64_t w_stride,
                                                                const float* x, int64_t x_stride,
                                                                int64_t n_cols, float* acc,
                                                                int64_t token_step) {
-    __m256 lo[R][T], hi[R][T];
-    for (int r = 0; r < R; ++r)
-      for (int t = 0; t < T; ++t) {
-        lo[r][t] = _mm256_loadu_ps(acc + t * token_step + r * kLanes);
-        hi[r][t] = _mm256_loadu_ps(acc + t * token_step + r * kLanes + 8);
-      }
-    const float* wp[R];
-    const float* xp[T];
-    int64_t i = 0;
-    for (; i + kLanes <= n_cols; i += kLanes) {
-      for (int r = 0; r < R; ++r) wp[r] = w + r * w_stride + i;
-      for (int t = 0; t < T; ++t) xp[t] = x + t * x_stride + i;
-      step<R, T>(lo, hi, wp, xp);
-    }
-    if (i < n_cols) {  // the last n < 16 columns, zero-filled (lane_tiles.h's load_tail)
-      alignas(32) float wt[R][kLanes] = {}, xt[T][kLanes] = {};
-      for (int r = 0; r < R; ++r) {
-        std::memcpy(wt[r], w + r * w_stride + i, size_t(n_cols - i) * sizeof(float));
-        wp[r] = wt[r];
-      }
-      for (int t = 0; t < T; ++t) {
-        std::memcpy(xt[t], x + t * x_stride + i, size_t(n_cols - i) * sizeof(float));
-        xp[t] = xt[t];
-      }
-      step<R, T>(lo, hi, wp, xp);
-    }
-    for (int r = 0; r < R; ++r)
-      for (int t = 0; t < T; ++t) {
-        _mm256_storeu_ps(acc + t * token_step + r * kLanes, lo[r][t]);
-        _mm256_storeu_ps(acc + t * token_step + r * kLanes + 8, hi[r][t]);
-      }
+    stored_half<R, T>(w, w_stride, x, x_stride, n_cols, acc, token_step, 0);
+    stored_half<R, T>(w, w_stride, x, x_stride, n_cols, acc, token_step, 1);
   }
-
-  // accumulate_chunk's loops over this tile (the generic ones cannot call it: a function without
-  // the AVX2 target may not inline one with it). Tiles of 2 rows x 2 tokens: 4 sums of two
-  // registers, 4 activation and 2 weight registers, 14 of AVX2's 16.
-  static constexpr int kRows = 2, kTokens = 2;
   template <int R>
-  static LOCKSTEP_TARGET_AVX2 LOCKSTEP_INLINE void rows(const float* w, int64_t w_stride,
-                                                        const float* x, int64_t x_stride,
-                                                        int64_t n_tokens, int64_t n_cols,
-                                                        float* acc, int64_t token_step) {
+  static LOCKSTEP_TARGET_AVX2 LOCKSTEP_INLINE void half_rows(const float* w, int64_t w_stride,
+                                                             const float* x, int64_t x_stride,
+                                                             int64_t n_tokens, int64_t n_cols,
+                                                             float* acc, int64_t token_step) {
     int64_t t = 0;
-    for (; t + kTokens <= n_tokens; t += kTokens)
-      stored_tile<R, kTokens>(w, w_stride, x + t * x_stride, x_stride, n_cols, acc + t * token_step,
-                              token_step);
-    for (; t < n_tokens; ++t)
-      stored_tile<R, 1>(w, w_stride, x + t * x_stride, x_stride, n_cols, acc + t * token_step,
+    for (; t + kHalfTokens <= n_tokens; t += kHalfTokens)
+      both_halves<R, kHalfTokens>(w, w_stride, x + t * x_stride, x_stride, n_cols,
+                                  acc + t * token_step, token_step);
+    if (n_tokens - t == 2)
+      both_halves<R, 2>(w, w_stride, x + t * x_stride, x_stride, n_cols, acc + t * token_step,
+                        token_step);
+    else if (n_tokens - t == 1)
+      both_halves<R, 1>(w, w_stride, x + t * x_stride, x_stride, n_cols, acc + t * token_step,
                         token_step);
   }
   static LOCKSTEP_TARGET_AVX2 void chunk(const float* w, int64_t w_stride, int64_t n_rows,
@@ -125,12 +120,25 @@ struct Avx2Lanes {
                                          int64_t n_cols, float* acc, int64_t acc_rows) {
     const int64_t token_step = acc_rows * kLanes;
     int64_t r = 0;
-    for (; r + kRows <= n_rows; r += kRows)
-      rows<kRows>(w + r * w_stride, w_stride, x, x_stride, n_tokens, n_cols, acc + r * kLanes,
-                  token_step);
-    for (; r < n_rows; ++r)
-      rows<1>(w + r * w_stride, w_stride, x, x_stride, n_tokens, n_cols, acc + r * kLanes,
-              token_step);
+    for (; r + kHalfRows <= n_rows; r += kHalfRows)
+      half_rows<kHalfRows>(w + r * w_stride, w_stride, x, x_stride, n_tokens, n_cols,
+                           acc + r * kLanes, token_step);
+    switch (n_rows - r) {
+      case 3:
+        half_rows<3>(w + r * w_stride, w_stride, x, x_stride, n_tokens, n_cols, acc + r * kLanes,
+                     token_step);
+        break;
+      case 2:
+        half_rows<2>(w + r * w_stride, w_stride, x, x_stride, n_tokens, n_cols, acc + r * kLanes,
+                     token_step);
+        break;
+      case 1:
+        half_rows<1>(w + r * w_stride, w_stride, x, x_stride, n_tokens, n_cols, acc + r * kLanes,
+                     token_step);
+        break;
+      default:
+        break;
+    }
   }
 };
 #endif
