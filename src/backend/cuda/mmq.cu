@@ -604,7 +604,8 @@ __global__ void __launch_bounds__(kTiledWarps * 32, 3) mmq_tiled_kernel(const Ti
       *y = v;
     }
   };
-  if (args.splits == 1) {
+  // fn(m_tile, token_tile, element, row, token) for each of this lane's outputs in the job.
+  auto each_output = [&](auto&& fn) {
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -614,31 +615,25 @@ __global__ void __launch_bounds__(kTiledWarps * 32, 3) mmq_tiled_kernel(const Ti
         for (int e = 0; e < 4; ++e) {
           const int64_t row = row_blk + 16 * (MT * warp + mt) + g + 8 * (e >> 1);
           const int tok = tok0 + 8 * i + 2 * s + (e & 1);
-          if (row >= job.rows || tok >= n_tok) continue;
-          finish(row, tok, acc[0][mt][i][e], acc[NMAT - 1][mt][i][e]);
+          if (row < job.rows && tok < n_tok) fn(mt, i, e, row, tok);
         }
       }
+  };
+  if (args.splits == 1) {
+    each_output([&](int mt, int i, int e, int64_t row, int tok) {
+      finish(row, tok, acc[0][mt][i][e], acc[NMAT - 1][mt][i][e]);
+    });
     return;
   }
   // part[(split * NMAT + m) * n_tok + tok][row] for this job.
   float* part = args.part + args.part_off[j];
   const int64_t plane = int64_t(n_tok) * job.rows;
+  each_output([&](int mt, int i, int e, int64_t row, int tok) {
 #pragma unroll
-  for (int m = 0; m < NMAT; ++m)
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        if (i >= n_tiles) break;
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t row = row_blk + 16 * (MT * warp + mt) + g + 8 * (e >> 1);
-          const int tok = tok0 + 8 * i + 2 * s + (e & 1);
-          if (row >= job.rows || tok >= n_tok) continue;
-          __stcg(part + (int64_t(split) * NMAT + m) * plane + int64_t(tok) * job.rows + row,
-                 acc[m][mt][i][e]);
-        }
-      }
+    for (int m = 0; m < NMAT; ++m)
+      __stcg(part + (int64_t(split) * NMAT + m) * plane + int64_t(tok) * job.rows + row,
+             acc[m][mt][i][e]);
+  });
   __threadfence();
   __syncthreads();
   __shared__ int last;
