@@ -157,6 +157,50 @@ __device__ __forceinline__ float g_silu(float g) {
   return g / (1.0f + expf(-g));
 }
 
+// One group of 32 weights (the A fragment a with its scales) times one token tile's input
+// record b, into that tile's accumulators, as both kernels take it: one m16n8k32 mma per input
+// term (Q6_K, whose scales cover 16 elements, two m16n8k16 per term), then acc += (w_scale * dx /
+// 254) * (254 * s1 + s2) in float (the int32 combination is exact); Q4_K adds -dmin * m * xs.
+// dx254: the tile's two tokens' dx / 254; xsum their group sums (read only with kMin).
+template <class F>
+__device__ __forceinline__ void group_into(const uint32_t (&a)[4], const int4 b,
+                                           const float (&s_lo)[2], const float (&s_hi)[2],
+                                           const float (&mn)[2], const float (&dx254)[2],
+                                           const float (&xsum)[2], float (&acc)[4]) {
+  if constexpr (!F::kK16) {
+    int c1[4], c2[4];
+    mma_k32(a, uint32_t(b.x), uint32_t(b.y), c1);
+    mma_k32(a, uint32_t(b.z), uint32_t(b.w), c2);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float v = float(254 * c1[e] + c2[e]);
+      acc[e] = __fmaf_rn(__fmul_rn(s_lo[e >> 1], dx254[e & 1]), v, acc[e]);
+      if constexpr (F::kMin) acc[e] = __fmaf_rn(-mn[e >> 1], xsum[e & 1], acc[e]);
+    }
+  } else {
+    int c1[4], c2[4], c3[4], c4[4];
+    mma_k16(a[0], a[1], uint32_t(b.x), c1);
+    mma_k16(a[0], a[1], uint32_t(b.z), c2);
+    mma_k16(a[2], a[3], uint32_t(b.y), c3);
+    mma_k16(a[2], a[3], uint32_t(b.w), c4);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float v = __fmaf_rn(s_lo[e >> 1], float(254 * c1[e] + c2[e]),
+                                __fmul_rn(s_hi[e >> 1], float(254 * c3[e] + c4[e])));
+      acc[e] = __fmaf_rn(dx254[e & 1], v, acc[e]);
+    }
+  }
+}
+
+// The job of this thread block: thread blocks [first_cta[j], first_cta[j + 1]) do job j.
+__device__ __forceinline__ int job_of_block(const int64_t (&first_cta)[kMaxJobs + 1], int n_jobs) {
+  int j = 0;
+#pragma unroll
+  for (int k = 1; k < kMaxJobs; ++k)
+    if (k < n_jobs && int64_t(blockIdx.x) >= first_cta[k]) j = k;
+  return j;
+}
+
 // ---- input quantization -----------------------------------------------------------------------
 
 // Token blockIdx.y's input, groups g = 8 blockIdx.x + warp, stepping by 8 gridDim.x; lane i holds
@@ -237,10 +281,7 @@ template <class F, bool SWIGLU>
 __global__ void __launch_bounds__(kWarps * 32, SWIGLU ? 1 : 2) mmq_kernel(const Args args) {
   constexpr int NMAT = SWIGLU ? 2 : 1;
   constexpr int NACC = NMAT * kTiles * 4;
-  int j = 0;
-#pragma unroll
-  for (int k = 1; k < kMaxJobs; ++k)
-    if (k < args.n_jobs && int64_t(blockIdx.x) >= args.first_cta[k]) j = k;
+  const int j = job_of_block(args.first_cta, args.n_jobs);
   const Job& job = args.job[j];
   const int64_t local = int64_t(blockIdx.x) - args.first_cta[j];
   const int tok0 = int(local % args.tok_tiles) * kTiles * 8;
@@ -295,32 +336,8 @@ __global__ void __launch_bounds__(kWarps * 32, SWIGLU ? 1 : 2) mmq_kernel(const 
           if constexpr (F::kMin) xsum[c] = __ldg(args.xs + G * n_tok + tc);
         }
 #pragma unroll
-        for (int m = 0; m < NMAT; ++m) {
-          if constexpr (!F::kK16) {
-            int c1[4], c2[4];
-            mma_k32(a[m], uint32_t(b.x), uint32_t(b.y), c1);
-            mma_k32(a[m], uint32_t(b.z), uint32_t(b.w), c2);
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const float v = float(254 * c1[e] + c2[e]);
-              acc[m][i][e] = __fmaf_rn(__fmul_rn(s_lo[m][e >> 1], dxs[e & 1]), v, acc[m][i][e]);
-              if constexpr (F::kMin)
-                acc[m][i][e] = __fmaf_rn(-mn[m][e >> 1], xsum[e & 1], acc[m][i][e]);
-            }
-          } else {
-            int c1[4], c2[4], c3[4], c4[4];
-            mma_k16(a[m][0], a[m][1], uint32_t(b.x), c1);
-            mma_k16(a[m][0], a[m][1], uint32_t(b.z), c2);
-            mma_k16(a[m][2], a[m][3], uint32_t(b.y), c3);
-            mma_k16(a[m][2], a[m][3], uint32_t(b.w), c4);
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const float v = __fmaf_rn(s_lo[m][e >> 1], float(254 * c1[e] + c2[e]),
-                                        __fmul_rn(s_hi[m][e >> 1], float(254 * c3[e] + c4[e])));
-              acc[m][i][e] = __fmaf_rn(dxs[e & 1], v, acc[m][i][e]);
-            }
-          }
-        }
+        for (int m = 0; m < NMAT; ++m)
+          group_into<F>(a[m], b, s_lo[m], s_hi[m], mn[m], dxs, xsum, acc[m][i]);
       }
     }
   }
@@ -433,10 +450,7 @@ __global__ void __launch_bounds__(kTiledWarps * 32, 3) mmq_tiled_kernel(const Ti
   constexpr int MT = SWIGLU ? 1 : 2;
   constexpr int BM = 16 * kTiledWarps * MT;
   extern __shared__ int4 tiled_smem[];
-  int j = 0;
-#pragma unroll
-  for (int k = 1; k < kMaxJobs; ++k)
-    if (k < args.n_jobs && int64_t(blockIdx.x) >= args.first_cta[k]) j = k;
+  const int j = job_of_block(args.first_cta, args.n_jobs);
   const Job& job = args.job[j];
   const int64_t local = int64_t(blockIdx.x) - args.first_cta[j];
   const int tt = int(local % args.tok_tiles);
@@ -560,33 +574,9 @@ __global__ void __launch_bounds__(kTiledWarps * 32, 3) mmq_tiled_kernel(const Ti
 #pragma unroll
         for (int m = 0; m < NMAT; ++m)
 #pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            float(&ac)[4] = acc[m][mt][i];
-            if constexpr (!F::kK16) {
-              int c1[4], c2[4];
-              mma_k32(a[m][mt], uint32_t(bq.x), uint32_t(bq.y), c1);
-              mma_k32(a[m][mt], uint32_t(bq.z), uint32_t(bq.w), c2);
-#pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                const float v = float(254 * c1[e] + c2[e]);
-                ac[e] = __fmaf_rn(__fmul_rn(s_lo[m][mt][e >> 1], dxv[e & 1]), v, ac[e]);
-                if constexpr (F::kMin) ac[e] = __fmaf_rn(-mn[m][mt][e >> 1], xsum[e & 1], ac[e]);
-              }
-            } else {
-              int c1[4], c2[4], c3[4], c4[4];
-              mma_k16(a[m][mt][0], a[m][mt][1], uint32_t(bq.x), c1);
-              mma_k16(a[m][mt][0], a[m][mt][1], uint32_t(bq.z), c2);
-              mma_k16(a[m][mt][2], a[m][mt][3], uint32_t(bq.y), c3);
-              mma_k16(a[m][mt][2], a[m][mt][3], uint32_t(bq.w), c4);
-#pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                const float v =
-                    __fmaf_rn(s_lo[m][mt][e >> 1], float(254 * c1[e] + c2[e]),
-                              __fmul_rn(s_hi[m][mt][e >> 1], float(254 * c3[e] + c4[e])));
-                ac[e] = __fmaf_rn(dxv[e & 1], v, ac[e]);
-              }
-            }
-          }
+          for (int mt = 0; mt < MT; ++mt)
+            group_into<F>(a[m][mt], bq, s_lo[m][mt], s_hi[m][mt], mn[m][mt], dxv, xsum,
+                          acc[m][mt][i]);
       }
     }
     __syncthreads();  // buffer b is refilled by the next iteration's issue
