@@ -72,14 +72,13 @@ struct Avx2Lanes {
       const int64_t have = std::clamp<int64_t>(n_cols - i - 8 * h, 0, 8);
       const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(have)),
                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-      // Masked loads read nothing past the columns (no fault, zeros in the masked lanes).
+      // Masked loads read nothing past the columns (no fault, zeros in the masked lanes; all of
+      // them when this half has none of the tail).
       const int64_t at = i + 8 * h;
       __m256 xv[T];
-      for (int t = 0; t < T; ++t)
-        xv[t] = have > 0 ? _mm256_maskload_ps(x + t * x_stride + at, m) : _mm256_setzero_ps();
+      for (int t = 0; t < T; ++t) xv[t] = _mm256_maskload_ps(x + t * x_stride + at, m);
       for (int r = 0; r < R; ++r) {
-        const __m256 wv =
-            have > 0 ? _mm256_maskload_ps(w + r * w_stride + at, m) : _mm256_setzero_ps();
+        const __m256 wv = _mm256_maskload_ps(w + r * w_stride + at, m);
         for (int t = 0; t < T; ++t) a[r][t] = _mm256_fmadd_ps(wv, xv[t], a[r][t]);
       }
     }
