@@ -90,8 +90,9 @@ TEST(GemmQ8_0, MatchesFloat64OnEveryTileShape) {
   for (Isa isa : supported_isas()) {
     force_isa(isa);
     for (TensorType type : kTypes) {
-      // 1 and 3 blocks; 28 (a group of 16 and 12); 50 (3 groups and 2).
-      for (int64_t cols : {32, 96, 896, 1600}) {
+      // 1 and 3 blocks; 28 (a group of 16 and 12); 50 (3 groups and 2); 15 (AVX2's groups of 8:
+      // one and 7, whose decode pairs blocks 0-3 with 4-6 and leaves block 3 alone).
+      for (int64_t cols : {32, 96, 896, 1600, 480}) {
         const int64_t rows = 11, n = 9;  // 4 + 4 + 3 rows, 4 + 4 + 1 tokens (and 1-token calls)
         const Weights w = random_weights(type, rows, cols, rng);
         const Activations a = quantize_tokens(normal(rng, size_t(n * cols), 1.0f), n, cols);
@@ -101,6 +102,16 @@ TEST(GemmQ8_0, MatchesFloat64OnEveryTileShape) {
           std::vector<float> y(size_t(rows * tokens), std::nanf(""));
           cpu_fast::gemm_q8_0(type, w.bytes.data(), w.stride, rows, a.rows(), tokens, cols / 32,
                               y.data(), rows);
+          if (tokens == 1 && cpu_fast::gemm_q8_0_uses_fifth_bit_words(type)) {
+            // Decode with the weight's fifth-bit words gives the same bits.
+            std::vector<uint32_t> words(cpu_fast::fifth_bit_word_count(rows, cols / 32));
+            cpu_fast::fifth_bit_words(type, w.bytes.data(), w.stride, rows, cols / 32,
+                                      words.data());
+            std::vector<float> with_words(static_cast<size_t>(rows));
+            cpu_fast::gemm_q8_0(type, w.bytes.data(), w.stride, rows, a.rows(), 1, cols / 32,
+                                with_words.data(), rows, words.data());
+            EXPECT_EQ(y, with_words);
+          }
           WorstError err;
           for (int64_t t = 0; t < tokens; ++t)
             for (int64_t r = 0; r < rows; ++r) {
@@ -177,6 +188,25 @@ TEST(GemmQ8_0, GroupingOfRowsAndTokensDoesNotChangeABit) {
                               split_rows.data() + t * rows, rows);
         }
         EXPECT_EQ(all, split_rows);
+      }
+      if (cpu_fast::gemm_q8_0_uses_fifth_bit_words(type)) {
+        // Each token alone with the weight's fifth-bit words, rows in other uneven groups.
+        const int64_t nb = cols / 32;
+        std::vector<uint32_t> words(cpu_fast::fifth_bit_word_count(rows, nb));
+        cpu_fast::fifth_bit_words(type, w.bytes.data(), w.stride, rows, nb, words.data());
+        std::vector<float> with_words(size_t(rows * n));
+        for (int64_t t = 0; t < n; ++t) {
+          cpu_fast::Q8_0Rows one = a.rows();
+          one.blocks += size_t(t) * a.stride;
+          int64_t r0 = 0;
+          for (int64_t group : {4, 5, 1}) {
+            cpu_fast::gemm_q8_0(type, w.bytes.data() + size_t(r0) * w.stride, w.stride, group, one,
+                                1, nb, with_words.data() + t * rows + r0, rows,
+                                words.data() + r0 * nb);
+            r0 += group;
+          }
+        }
+        EXPECT_EQ(all, with_words);
       }
     }
   }

@@ -31,6 +31,10 @@ class CpuKernels {
   // of n_threads. Called by CpuTransformer's constructor, before any other call.
   virtual void reserve(int64_t max_tokens, int64_t max_cols, int n_threads) = 0;
 
+  // Called by CpuTransformer's constructor for every matrix weight (which outlives the kernels),
+  // after reserve(): a backend may derive data from it once here instead of on every product.
+  virtual void prepare(const WeightView& w) { (void)w; }
+
   // Makes x (n rows of `cols` floats, row t at x + t * cols) the input of the following
   // multiply() calls; one input serves several weights (wq, wk and wv read the same normalised
   // rows). x must not change until the next set_input().

@@ -37,6 +37,10 @@ CpuTransformer::CpuTransformer(const Model& model, std::unique_ptr<CpuKernels> k
 
   const int64_t max_cols = std::max({hp_.n_embd, q_dim_, hp_.n_ff});
   kernels_->reserve(max_batch_, max_cols, pool_.size());
+  for (const LayerWeights& L : model.layers)
+    for (const WeightView* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+      kernels_->prepare(*w);
+  kernels_->prepare(model.output);
 
   layer_vectors_.resize(model.layers.size());
   for (size_t l = 0; l < model.layers.size(); ++l) {

@@ -16,6 +16,7 @@ class FastKernels final : public CpuKernels {
   void reserve(int64_t max_tokens, int64_t max_cols, int /*n_threads*/) override {
     matmul_.reserve(max_tokens, max_cols);
   }
+  void prepare(const WeightView& w) override { matmul_.prepare(w); }
   void set_input(const float* x, int64_t n, int64_t cols) override {
     matmul_.set_input(x, n, cols);
   }

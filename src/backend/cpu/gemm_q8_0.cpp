@@ -37,7 +37,7 @@ LS_INLINE uint32_t load_u32(const uint8_t* p) {
 }
 
 using GemmFn = void (*)(const uint8_t*, size_t, int64_t, const Q8_0Rows&, int64_t, int64_t, float*,
-                        int64_t);
+                        int64_t, const uint32_t*);
 
 // ---- per instruction set --------------------------------------------------------------------
 
@@ -119,12 +119,34 @@ bool gemm_q8_0_splits_decode(TensorType type) {
 #endif
 }
 
+bool gemm_q8_0_uses_fifth_bit_words(TensorType type) {
+  return (type == TensorType::Q5_0 || type == TensorType::Q5_1) && gemm_q8_0_splits_decode(type);
+}
+
+void fifth_bit_words(TensorType type, const uint8_t* w, size_t w_stride, int64_t rows, int64_t nb,
+                     uint32_t* dst) {
+  if (type != TensorType::Q5_0 && type != TensorType::Q5_1)
+    throw Error(std::string("fifth_bit_words: ") + tensor_type_info(type).name +
+                " has no fifth bits");
+  const size_t block_bytes = type == TensorType::Q5_0 ? kQ5_0Bytes : kQ5_1Bytes;
+  const size_t qh_at = type == TensorType::Q5_0 ? 2 : 4;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      uint32_t qh;
+      std::memcpy(&qh, w + size_t(r) * w_stride + size_t(b) * block_bytes + qh_at, 4);
+      uint32_t word = 0;
+      for (int j = 0; j < 4; ++j)
+        for (int k = 0; k < 8; ++k) word |= ((qh >> (j + 4 * k)) & 1u) << (8 * j + k);
+      dst[r * nb + b] = word;
+    }
+  std::fill_n(dst + rows * nb, kFifthBitPadding, 0u);
+}
+
 void split_from_q8_0(const void* q8_0_row, int64_t nb, void* dst) {
 #if LS_GEMM_X86
   if (active_isa() != Isa::Scalar && !vnni_active()) {
-    auto* q = static_cast<int8_t*>(dst);
-    return avx2::split_activation(quant::q8_0_activation(q8_0_row, nb), nb, q,
-                                  reinterpret_cast<int32_t*>(q + 64 * nb));
+    return avx2::split_activation(quant::q8_0_activation(q8_0_row, nb), nb,
+                                  static_cast<int8_t*>(dst));
   }
 #endif
   (void)q8_0_row, (void)nb, (void)dst;
@@ -142,11 +164,13 @@ void groups_from_q8_0(const void* q8_0_row, int64_t nb, void* dst) {
 }
 
 void gemm_q8_0(TensorType type, const uint8_t* w, size_t w_stride, int64_t n_rows,
-               const Q8_0Rows& a, int64_t n_tokens, int64_t n_blocks, float* y, int64_t y_stride) {
+               const Q8_0Rows& a, int64_t n_tokens, int64_t n_blocks, float* y, int64_t y_stride,
+               const uint32_t* fifth_bits) {
 #if LS_GEMM_X86
   GemmFn fn = pick(type);
-  if (fn) return fn(w, w_stride, n_rows, a, n_tokens, n_blocks, y, y_stride);
+  if (fn) return fn(w, w_stride, n_rows, a, n_tokens, n_blocks, y, y_stride, fifth_bits);
 #endif
+  (void)fifth_bits;
   // Portable path: vec_dot on each pair (the activation rows are vec_dot's own format).
   (void)load_u16;
   for (int64_t t = 0; t < n_tokens; ++t)

@@ -66,19 +66,39 @@ void groups_from_q8_0(const void* q8_0_row, int64_t nb, void* dst);
 // levels as bytes instead of widening them): the same exact block dots, hence the same bits.
 // True when gemm_q8_0 decodes this type that way (then callers may pass the split along).
 bool gemm_q8_0_splits_decode(TensorType type);
-// The split layout of an activation row of nb blocks: per block the 32 first terms then the 32
-// second terms (int8, A = 254 q1 + q2), then nb int32 block sums of A.
+// The split layout of an activation row of nb blocks: the two int8 terms of A = 254 q1 + q2 in
+// groups of 8 blocks, 512 bytes a group (their order: gemm_q8_0_groups8.inc), then nb int32 block
+// sums of A.
 inline size_t split_row_bytes(int64_t nb) {
-  return size_t(nb) * 68;
+  return size_t((nb + 7) / 8) * 544;
 }
 // One activation row (vec_dot.h's two-term Q8_0 format, nb blocks) in split layout; only where
 // gemm_q8_0_splits_decode. dst: split_row_bytes(nb) bytes, 4-byte aligned.
 void split_from_q8_0(const void* q8_0_row, int64_t nb, void* dst);
 
+// That decode spreads each Q5_0 / Q5_1 block's 32 fifth bits (qh) over the bytes of its levels.
+// In the file's order that takes a byte shuffle, a compare and two logic operations per 32
+// levels; in the order of fifth_bit_words (bit 8 j + k of a block's word is bit j + 4 k of qh)
+// two shifts by a different count per 32-bit lane and one logic operation place them. A weight's
+// words, made once, let decode use that order: true for the types where it does.
+bool gemm_q8_0_uses_fifth_bit_words(TensorType type);
+// Words for rows of nb blocks: one per block, row r at r * nb, then kFifthBitPadding words that
+// reads of a row's last group may touch.
+inline constexpr int64_t kFifthBitPadding = 8;
+inline size_t fifth_bit_word_count(int64_t rows, int64_t nb) {
+  return size_t(rows * nb + kFifthBitPadding);
+}
+// Fills dst (fifth_bit_word_count(rows, nb) words) from the rows of a Q5_0 or Q5_1 weight.
+void fifth_bit_words(TensorType type, const uint8_t* w, size_t w_stride, int64_t rows, int64_t nb,
+                     uint32_t* dst);
+
 // y[t * y_stride + r] = dot(weight row r, activation row t) for r < n_rows, t < n_tokens; weight
-// row r starts at w + r * w_stride; rows have n_blocks blocks of 32. Uses the instruction set of
-// vec_dot.h's active_isa() (AVX-512 with VNNI, else AVX2; the scalar level calls vec_dot).
+// row r starts at w + r * w_stride; rows have n_blocks blocks of 32. fifth_bits: the rows' words
+// of fifth_bit_words (row r at fifth_bits + r * n_blocks), or null; the same bits either way.
+// Uses the instruction set of vec_dot.h's active_isa() (AVX-512 with VNNI, else AVX2; the scalar
+// level calls vec_dot).
 void gemm_q8_0(TensorType type, const uint8_t* w, size_t w_stride, int64_t n_rows,
-               const Q8_0Rows& a, int64_t n_tokens, int64_t n_blocks, float* y, int64_t y_stride);
+               const Q8_0Rows& a, int64_t n_tokens, int64_t n_blocks, float* y, int64_t y_stride,
+               const uint32_t* fifth_bits = nullptr);
 
 }  // namespace lockstep::cpu_fast

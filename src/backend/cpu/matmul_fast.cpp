@@ -66,6 +66,14 @@ void QuantizedMatmul::reserve(int64_t max_tokens, int64_t max_cols) {
     size(split_, split_row_bytes((max_cols + 31) / 32));
 }
 
+void QuantizedMatmul::prepare(const WeightView& w) {
+  if (!gemm_q8_0_uses_fifth_bit_words(w.type) || fifth_bits_.count(w.data)) return;
+  const int64_t nb = w.cols / 32;
+  std::vector<uint32_t> words(fifth_bit_word_count(w.rows, nb));
+  fifth_bit_words(w.type, w.data, w.row_bytes, w.rows, nb, words.data());
+  fifth_bits_.emplace(w.data, std::move(words));
+}
+
 void QuantizedMatmul::set_input(const float* x, int64_t n, int64_t cols) {
   if (n > max_tokens_ || cols > max_cols_)
     throw Error("fast matmul: input of " + std::to_string(n) + " x " + std::to_string(cols) +
@@ -157,6 +165,8 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
     // Decode through gemm_q8_0 on split terms: the activation in that layout; else null.
     const uint8_t* split;
     size_t split_stride;
+    // The weight's fifth-bit words (prepare) where decode reads them; else null.
+    const uint32_t* fifth_bits;
   };
   std::array<Job, kMaxProducts> jobs;
   int64_t units = 0;
@@ -165,14 +175,17 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
     if (w.cols != cols_)
       throw Error("fast matmul: '" + w.name + "' has " + std::to_string(w.cols) +
                   " columns but the input rows have " + std::to_string(cols_));
-    jobs[i] = {&w, products[i].y, nullptr, 0, units, false, nullptr, 0, nullptr, 0};
+    jobs[i] = {&w, products[i].y, nullptr, 0, units, false, nullptr, 0, nullptr, 0, nullptr};
     jobs[i].k16 = gemm_k_available(w.type);
     jobs[i].act = jobs[i].k16 ? k16_activation(w.type, pool, &jobs[i].stride)
                               : activation(w.type, pool, &jobs[i].stride);
     if (n_ > 1 && groups_.data && gemm_q8_0_uses_groups(w.type))
       jobs[i].groups = group_activation(w.type, pool, &jobs[i].groups_stride);
-    if (n_ == 1 && split_.data && gemm_q8_0_splits_decode(w.type))
+    if (n_ == 1 && split_.data && gemm_q8_0_splits_decode(w.type)) {
       jobs[i].split = split_activation(w.type, pool, &jobs[i].split_stride);
+      if (auto it = fifth_bits_.find(w.data); it != fifth_bits_.end())
+        jobs[i].fifth_bits = it->second.data();
+    }
     units += (w.rows + kRowBlock - 1) / kRowBlock;
   }
   const size_t n_jobs = products.size();
@@ -193,7 +206,8 @@ void QuantizedMatmul::multiply(std::span<const Product> products, ThreadPool& po
     if (n == 1) {  // decode: stream the rows once
       if (tiled) {
         const Q8_0Rows a{job.act, job.stride, nullptr, 0, job.split};
-        gemm_q8_0(w.type, w.row(r0), w.row_bytes, r1 - r0, a, 1, cols / 32, job.y + r0, w.rows);
+        gemm_q8_0(w.type, w.row(r0), w.row_bytes, r1 - r0, a, 1, cols / 32, job.y + r0, w.rows,
+                  job.fifth_bits ? job.fifth_bits + r0 * (cols / 32) : nullptr);
       } else {
         matvec(w.type, w.row(r0), w.row_bytes, r1 - r0, job.act, cols, job.y + r0);
       }

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -41,6 +42,11 @@ class QuantizedMatmul {
 
   // Sizes the activation buffers for up to max_tokens rows of up to max_cols values.
   void reserve(int64_t max_tokens, int64_t max_cols);
+
+  // Makes what decode reads beside a weight, once: the fifth-bit words of a Q5_0 / Q5_1 weight
+  // where gemm_q8_0 uses them (gemm_q8_0.h; 4 bytes a block, the bits unchanged). w must outlive
+  // this object. Other weights need nothing.
+  void prepare(const WeightView& w);
 
   // x: n rows of cols floats; must stay unchanged until the next set_input().
   void set_input(const float* x, int64_t n, int64_t cols);
@@ -87,6 +93,8 @@ class QuantizedMatmul {
   const uint8_t* split_activation(TensorType w_type, ThreadPool& pool, size_t* stride);
 
   Copy q8_0_, q8_k_, k16_, groups_, split_;
+  // prepare()'s words, by the weight's data.
+  std::unordered_map<const uint8_t*, std::vector<uint32_t>> fifth_bits_;
   int64_t max_tokens_ = 0, max_cols_ = 0;
   const float* x_ = nullptr;
   int64_t n_ = 0, cols_ = 0;
