@@ -327,8 +327,8 @@ TEST(GgufRoundTrip, PlantedSymlinksBesideTheTargetAreNotFollowed) {
         << e.what();
   }
   EXPECT_EQ(victim_text(), "precious");
-  std::filesystem::remove(own_tmp);
-  std::filesystem::remove(path + ".tmp");
+  for (const std::string& left : {own_tmp, path + ".tmp", path, victim})
+    std::filesystem::remove(left);
 }
 
 TEST(GgufRoundTrip, WriterRejectsShapesGgmlCannotHold) {
