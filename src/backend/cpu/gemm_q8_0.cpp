@@ -119,6 +119,21 @@ bool gemm_q8_0_splits_decode(TensorType type) {
 #endif
 }
 
+namespace {
+
+// fifth_bit_words of one byte of qh: byte i holds nibbles k = 2i, 2i + 1, whose bit j (qh bit
+// j + 4k) goes to bit 8j + k; here for byte 0 (k = 0, 1), shifted by 2i for byte i.
+constexpr std::array<uint32_t, 256> fifth_bit_bytes() {
+  std::array<uint32_t, 256> t{};
+  for (uint32_t v = 0; v < 256; ++v)
+    for (uint32_t j = 0; j < 4; ++j)
+      t[v] |= ((v >> j) & 1u) << (8 * j) | ((v >> (j + 4)) & 1u) << (8 * j + 1);
+  return t;
+}
+constexpr std::array<uint32_t, 256> kFifthBitBytes = fifth_bit_bytes();
+
+}  // namespace
+
 bool gemm_q8_0_uses_fifth_bit_words(TensorType type) {
   return (type == TensorType::Q5_0 || type == TensorType::Q5_1) && gemm_q8_0_splits_decode(type);
 }
@@ -134,9 +149,8 @@ void fifth_bit_words(TensorType type, const uint8_t* w, size_t w_stride, int64_t
     for (int64_t b = 0; b < nb; ++b) {
       uint32_t qh;
       std::memcpy(&qh, w + size_t(r) * w_stride + size_t(b) * block_bytes + qh_at, 4);
-      uint32_t word = 0;
-      for (int j = 0; j < 4; ++j)
-        for (int k = 0; k < 8; ++k) word |= ((qh >> (j + 4 * k)) & 1u) << (8 * j + k);
+      const uint32_t word = kFifthBitBytes[qh & 255] | kFifthBitBytes[(qh >> 8) & 255] << 2 |
+                            kFifthBitBytes[(qh >> 16) & 255] << 4 | kFifthBitBytes[qh >> 24] << 6;
       dst[r * nb + b] = word;
     }
   std::fill_n(dst + rows * nb, kFifthBitPadding, 0u);
