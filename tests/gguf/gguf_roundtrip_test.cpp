@@ -2,9 +2,9 @@
 // NULs and UTF-8), alignments other than 32, and llama.cpp's layout conventions checked byte by
 // byte against an independent hand-built image.
 #include <gtest/gtest.h>
-#include <iterator>
-#include <fstream>
 #include <unistd.h>
+#include <fstream>
+#include <iterator>
 
 #include <cstring>
 #include <filesystem>
@@ -304,9 +304,7 @@ TEST(GgufRoundTrip, PlantedSymlinksBesideTheTargetAreNotFollowed) {
   w.add_tensor("t", TensorType::F32, {4}, std::vector<uint8_t>(16, 7));
   const std::string victim = temp_path("victim.txt");
   const std::string path = temp_path("planted.gguf");
-  auto write_victim = [&] {
-    std::ofstream(victim, std::ios::trunc) << "precious";
-  };
+  auto write_victim = [&] { std::ofstream(victim, std::ios::trunc) << "precious"; };
   auto victim_text = [&] {
     std::ifstream in(victim);
     return std::string(std::istreambuf_iterator<char>(in), {});

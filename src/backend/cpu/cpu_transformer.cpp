@@ -66,7 +66,8 @@ CpuTransformer::CpuTransformer(const Model& model, std::unique_ptr<CpuKernels> k
   if (hp_.has_rope_freqs) rope_freqs_ = rope_freq_factors(model);
   rope_global_ = cpu_ref::rope_params(hp_, /*sliding=*/false);
   rope_sliding_ = cpu_ref::rope_params(hp_, /*sliding=*/true);
-  if (!rope_freqs_.empty()) rope_global_.freq_factors = rope_sliding_.freq_factors = rope_freqs_.data();
+  if (!rope_freqs_.empty())
+    rope_global_.freq_factors = rope_sliding_.freq_factors = rope_freqs_.data();
 
   const int n_seq = std::max(1, options.n_seq);
   n_past_.assign(size_t(n_seq), 0);
@@ -242,8 +243,7 @@ void CpuTransformer::attend(int64_t l, const TokenSlot* tokens, int64_t n) {
       const int64_t row0 = seq_row(tokens[t].seq) + first;
       if (kv_.type() == KvType::F32) {
         cpu_ref::attention_head(out, qh, kv_.k_f32(l, row0) + kv_offset,
-                                kv_.v_f32(l, row0) + kv_offset, n_kv, hd, kv_dim_, scores,
-                                scoring);
+                                kv_.v_f32(l, row0) + kv_offset, n_kv, hd, kv_dim_, scores, scoring);
       } else {
         cpu_fast::attention_head_f16(out, qh, kv_.k_f16(l, row0) + kv_offset,
                                      kv_.v_f16(l, row0) + kv_offset, n_kv, hd, kv_dim_, scores,
@@ -294,7 +294,8 @@ void CpuTransformer::compute_logits(const TokenSlot* tokens, int64_t n) {
 void CpuTransformer::post_norm(float* rows, const float* weight, int64_t n) {
   const int64_t E = hp_.n_embd;
   pool_.parallel_for(n, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) cpu_ref::rmsnorm(rows + t * E, rows + t * E, weight, E, hp_.rms_eps);
+    for (int64_t t = b; t < e; ++t)
+      cpu_ref::rmsnorm(rows + t * E, rows + t * E, weight, E, hp_.rms_eps);
   });
 }
 
